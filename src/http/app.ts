@@ -1,0 +1,56 @@
+// The Express application: security headers, metrics, request logs, the route table, problem+json errors.
+import express, { type Express } from "express";
+import helmet from "helmet";
+import { requireScope } from "../auth/keys.js";
+import type { AppContext } from "./context.js";
+import { errorHandler, sendProblem } from "./problem.js";
+import { createRouteTable, type RouteTable } from "./routeTable.js";
+import { operationsRoutes } from "./routes/operations.js";
+import { setupRoutes } from "./routes/setup.js";
+
+export type RouteModule = (t: RouteTable, ctx: AppContext) => void;
+
+export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Express {
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("query parser", "simple");
+  app.use(helmet());
+
+  app.use((req, res, next) => {
+    const started = process.hrtime.bigint();
+    res.on("finish", () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const route = (res.locals.route as string | undefined) ?? "unmatched";
+      ctx.metrics.httpDuration.observe({ method: req.method, route, status: String(res.statusCode) }, seconds);
+      ctx.log.debug(
+        { method: req.method, route, path: req.path, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10 },
+        "request",
+      );
+    });
+    if (ctx.state.draining && req.path !== "/healthz" && req.path !== "/readyz") {
+      res.setHeader("Connection", "close");
+      res.setHeader("Retry-After", "5");
+      sendProblem(res, 503, "shutting_down", "Tally is shutting down; retry on another instance or shortly");
+      return;
+    }
+    next();
+  });
+
+  const table = createRouteTable();
+  operationsRoutes(table, ctx);
+  setupRoutes(table, ctx);
+  for (const add of extraRoutes) add(table, ctx);
+  const router = express.Router();
+  table.mount(router, {
+    authenticate: (req) => ctx.keys.authenticate(req.headers.authorization),
+    requireScope,
+    jsonLimitBytes: 1024 * 1024,
+  });
+  app.use(router);
+
+  app.use((req, res) => {
+    sendProblem(res, 404, "route_not_found", `no route ${req.method} ${req.path}`);
+  });
+  app.use(errorHandler(ctx.log));
+  return app;
+}

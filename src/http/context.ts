@@ -1,0 +1,24 @@
+// Everything an HTTP route may use, built once by the composition root (src/tally.ts).
+import type { ApiKeys } from "../auth/keys.js";
+import type { Clock } from "../clock.js";
+import type { Config } from "../config.js";
+import type { MigrationFile } from "../db/migrate.js";
+import type { Engine } from "../db/open.js";
+import type { Db } from "../db/types.js";
+import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
+
+export interface AppContext {
+  config: Config;
+  db: Db;
+  engine: Engine;
+  clock: Clock;
+  log: Logger;
+  metrics: Metrics;
+  keys: ApiKeys;
+  migrations: MigrationFile[];
+  /** The customer's subscription in effect now, as it appears on the customer object. */
+  subscriptionOf(customer: string): Promise<{ plan: string; start: string; end: string | null } | null>;
+  /** Set when shutdown begins: new requests get 503, in-flight ones finish. */
+  state: { draining: boolean };
+}

@@ -1,0 +1,132 @@
+// Errors in one place: typed errors with stable snake_case codes, rendered as RFC 9457 problem+json.
+import type { ErrorRequestHandler, Response } from "express";
+import type { Logger } from "../logger.js";
+
+export interface FieldError {
+  index?: number;
+  field: string;
+  message: string;
+}
+
+const TITLES: Record<number, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  409: "Conflict",
+  411: "Length Required",
+  413: "Content Too Large",
+  415: "Unsupported Media Type",
+  422: "Unprocessable Content",
+  429: "Too Many Requests",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
+
+export class AppError extends Error {
+  override name = "AppError";
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    detail: string,
+    readonly options: { errors?: FieldError[]; headers?: Record<string, string>; extra?: Record<string, unknown> } = {},
+  ) {
+    super(detail);
+  }
+}
+
+export const badRequest = (code: string, detail: string, errors?: FieldError[]) =>
+  new AppError(400, code, detail, { errors });
+export const unprocessable = (code: string, detail: string, errors?: FieldError[]) =>
+  new AppError(422, code, detail, { errors });
+export const notFound = (detail: string) => new AppError(404, "not_found", detail);
+export const conflict = (code: string, detail: string) => new AppError(409, code, detail);
+export const payloadTooLarge = (detail: string) => new AppError(413, "body_too_large", detail);
+export const unsupportedMediaType = (detail: string) => new AppError(415, "unsupported_media_type", detail);
+
+export function sendProblem(
+  res: Response,
+  status: number,
+  code: string,
+  detail: string,
+  extra: Record<string, unknown> = {},
+): void {
+  res
+    .status(status)
+    .type("application/problem+json")
+    .send(
+      JSON.stringify({
+        type: `urn:tally:problem:${code}`,
+        title: TITLES[status] ?? "Error",
+        status,
+        detail,
+        code,
+        ...extra,
+      }),
+    );
+}
+
+/** PostgreSQL and socket errors that mean "the database is not there right now", not "bad input". */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string } | undefined;
+  if (!e) return false;
+  if (typeof e.code === "string") {
+    if (["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN"].includes(e.code)) return true;
+    // 08: connection exception; 57P01..57P03: admin shutdown, crash shutdown, cannot connect now; 53300: too many connections
+    if (/^(08...|57P0[123]|53300)$/.test(e.code)) return true;
+  }
+  const m = e.message ?? "";
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end/i.test(
+    m,
+  );
+}
+
+/** PostgreSQL errors caused by the data sent (should have been caught by validation, but never a 500). */
+function isDataError(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code;
+  return typeof code === "string" && /^(22...|23514)$/.test(code);
+}
+
+export function errorHandler(log: Logger): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    if (res.headersSent) {
+      req.socket.destroy();
+      return;
+    }
+    if (err instanceof AppError) {
+      for (const [k, v] of Object.entries(err.options.headers ?? {})) res.setHeader(k, v);
+      const extra: Record<string, unknown> = { ...err.options.extra };
+      if (err.options.errors) extra.errors = err.options.errors;
+      sendProblem(res, err.status, err.code, err.message, extra);
+      return;
+    }
+    // body-parser's errors carry an HTTP status and a type.
+    const bodyErr = err as { status?: number; type?: string; message?: string };
+    if (typeof bodyErr.status === "number" && bodyErr.status >= 400 && bodyErr.status < 500) {
+      const code =
+        bodyErr.type === "entity.too.large"
+          ? "body_too_large"
+          : bodyErr.type === "entity.parse.failed"
+            ? "malformed_json"
+            : bodyErr.type === "encoding.unsupported"
+              ? "unsupported_content_encoding"
+              : "bad_request";
+      const status = bodyErr.type === "encoding.unsupported" ? 415 : bodyErr.status;
+      sendProblem(res, status, code, bodyErr.type === "entity.parse.failed" ? "the body is not valid JSON" : String(bodyErr.message));
+      return;
+    }
+    if (isDatabaseUnavailable(err)) {
+      log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "database unavailable");
+      res.setHeader("Retry-After", "5");
+      sendProblem(res, 503, "database_unavailable", "the database is not answering; retry shortly");
+      return;
+    }
+    if (isDataError(err)) {
+      sendProblem(res, 422, "invalid_value", `a value was rejected by the database: ${(err as Error).message}`);
+      return;
+    }
+    log.error({ err }, "unhandled error");
+    sendProblem(res, 500, "internal_error", "an unexpected error occurred; it has been logged");
+  };
+}

@@ -1,0 +1,48 @@
+// `npm start`: read the configuration, start Tally, stop gracefully on SIGTERM/SIGINT.
+import { ConfigError, loadConfig } from "./config.js";
+import { createLogger } from "./logger.js";
+import { createTally } from "./tally.js";
+
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`tally: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const log = createLogger(config.LOG_LEVEL);
+  const tally = await createTally({ config, logger: log });
+  const url = await tally.listen();
+  log.info({ url, engine: tally.ctx.engine }, `Tally listening on ${url}`);
+  process.stdout.write(`\nTally is running at ${url} (engine: ${tally.ctx.engine})\n`);
+  if (tally.createdAdminKey) {
+    // Printed once, to the terminal only: keys never go through the logger.
+    process.stdout.write(
+      `\nAn admin API key was created. It is shown only this once; keep it safe:\n\n  ${tally.createdAdminKey}\n\n`,
+    );
+  }
+  let signals = 0;
+  const stop = (signal: string) => {
+    signals += 1;
+    if (signals > 1) process.exit(1);
+    log.info({ signal }, "signal received");
+    tally.shutdown().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+main().catch((err) => {
+  process.stderr.write(`tally: failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,118 @@
+// Composition root: opens the database, applies migrations, builds the HTTP app and the jobs,
+// and owns start-up and graceful shutdown.
+import { once } from "node:events";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { ApiKeys } from "./auth/keys.js";
+import { type Clock, systemClock } from "./clock.js";
+import type { Config } from "./config.js";
+import { loadMigrations, migrate } from "./db/migrate.js";
+import { type OpenedDb, openDatabase } from "./db/open.js";
+import { createApp } from "./http/app.js";
+import type { AppContext } from "./http/context.js";
+import { createLogger, type Logger } from "./logger.js";
+import { createMetrics } from "./metrics.js";
+
+export interface TallyOptions {
+  config: Config;
+  clock?: Clock;
+  logger?: Logger;
+  /** An already opened database (tests share one embedded instance per file). */
+  database?: OpenedDb;
+  /** Close the database on shutdown (default true; false when the caller owns it). */
+  ownsDatabase?: boolean;
+}
+
+export interface Tally {
+  ctx: AppContext;
+  app: ReturnType<typeof createApp>;
+  /** The admin key created on this start (first start, no TALLY_ADMIN_KEY), shown once. */
+  createdAdminKey: string | undefined;
+  listen(port?: number, host?: string): Promise<string>;
+  shutdown(): Promise<void>;
+}
+
+export async function createTally(opts: TallyOptions): Promise<Tally> {
+  const { config } = opts;
+  const log = opts.logger ?? createLogger(config.LOG_LEVEL);
+  const clock = opts.clock ?? systemClock;
+  const opened =
+    opts.database ??
+    (await openDatabase({
+      databaseUrl: config.DATABASE_URL,
+      dataDir: config.TALLY_DATA_DIR,
+      forceEngine: config.TALLY_ENGINE,
+      poolSize: config.TALLY_DB_POOL_SIZE,
+      onPoolError: (err) => log.warn({ err: { message: err.message } }, "idle database connection lost"),
+    }));
+  const { db, engine } = opened;
+  const ownsDatabase = opts.ownsDatabase ?? opts.database === undefined;
+  log.info(
+    { engine, backend: db.backend, reason: opened.reason, dataDir: db.backend === "embedded" ? config.TALLY_DATA_DIR : undefined },
+    `database engine: ${engine}`,
+  );
+
+  let createdAdminKey: string | undefined;
+  const keys = new ApiKeys(db);
+  let migrations: Awaited<ReturnType<typeof loadMigrations>>;
+  try {
+    migrations = await loadMigrations(engine);
+    const result = await migrate(db, engine, migrations);
+    log.info({ applied: result.applied, alreadyApplied: result.alreadyApplied }, "migrations done");
+    await db.withLock("bootstrap-admin-key", async () => {
+      if (config.TALLY_ADMIN_KEY) await keys.ensureAdminKey(config.TALLY_ADMIN_KEY);
+      else if ((await keys.count()) === 0) createdAdminKey = (await keys.create(["admin"], null)).key;
+    });
+  } catch (err) {
+    if (ownsDatabase) await db.close();
+    throw err;
+  }
+
+  const ctx: AppContext = {
+    config,
+    db,
+    engine,
+    clock,
+    log,
+    metrics: createMetrics(),
+    keys,
+    migrations,
+    subscriptionOf: async () => null,
+    state: { draining: false },
+  };
+  const app = createApp(ctx);
+  let server: Server | undefined;
+  let stopped: Promise<void> | undefined;
+
+  return {
+    ctx,
+    app,
+    createdAdminKey,
+    async listen(port = config.PORT, host = config.HOST) {
+      server = app.listen(port, host);
+      await once(server, "listening");
+      const address = server.address() as AddressInfo;
+      const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
+      return `http://${shown === "0.0.0.0" ? "127.0.0.1" : shown}:${address.port}`;
+    },
+    shutdown() {
+      stopped ??= (async () => {
+        ctx.state.draining = true;
+        log.info("shutting down: finishing in-flight requests");
+        if (server) {
+          const s = server;
+          const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+          const timer = setTimeout(() => {
+            log.warn("shutdown timeout reached: closing remaining connections");
+            s.closeAllConnections();
+          }, config.TALLY_SHUTDOWN_TIMEOUT_MS);
+          await closed;
+          clearTimeout(timer);
+        }
+        if (ownsDatabase) await db.close();
+        log.info("stopped");
+      })();
+      return stopped;
+    },
+  };
+}

@@ -1,0 +1,58 @@
+// Starts a Tally on a test database, with a known admin key, and helpers to call it.
+import { ManualClock, type Clock } from "../../src/clock.js";
+import { type Config, loadConfig } from "../../src/config.js";
+import { createLogger } from "../../src/logger.js";
+import { createTally, type Tally } from "../../src/tally.js";
+import { createTestDatabase, type TestBackend, type TestDatabase } from "./databases.js";
+
+export const ADMIN_KEY = "test-admin-key-0123456789abcdef";
+
+export interface TestTally {
+  backend: TestBackend;
+  tally: Tally;
+  database: TestDatabase;
+  clock: Clock;
+  config: Config;
+  close(): Promise<void>;
+}
+
+export function testConfig(overrides: Record<string, string> = {}): Config {
+  return loadConfig({
+    TALLY_ADMIN_KEY: ADMIN_KEY,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
+    TALLY_JOBS: "off",
+    ...overrides,
+  });
+}
+
+export async function startTestTally(
+  backend: TestBackend,
+  opts: { clock?: Clock; env?: Record<string, string>; database?: TestDatabase } = {},
+): Promise<TestTally> {
+  const database = opts.database ?? (await createTestDatabase(backend));
+  const config = testConfig({ ...(database.url ? { DATABASE_URL: database.url } : {}), ...opts.env });
+  const clock = opts.clock ?? { now: () => new Date() };
+  const opened = await database.open();
+  const tally = await createTally({
+    config,
+    clock,
+    logger: createLogger(config.LOG_LEVEL),
+    database: opened,
+    ownsDatabase: true,
+  });
+  return {
+    backend,
+    tally,
+    database,
+    clock,
+    config,
+    async close() {
+      await tally.shutdown();
+      if (!opts.database) await database.drop();
+    },
+  };
+}
+
+export const bearer = (key: string) => ({ Authorization: `Bearer ${key}` });
+export const admin = bearer(ADMIN_KEY);
+export { ManualClock };
