@@ -1,5 +1,5 @@
 // JSON logs (pino). Secrets never reach a log line: authorization headers and key fields are redacted.
-import { pino, type Logger } from "pino";
+import { type Logger, pino } from "pino";
 
 export type { Logger };
 

@@ -18,13 +18,11 @@ async function main(): Promise<void> {
   const tally = await createTally({ config, logger: log });
   const url = await tally.listen();
   log.info({ url, engine: tally.ctx.engine }, `Tally listening on ${url}`);
-  process.stdout.write(`\nTally is running at ${url} (engine: ${tally.ctx.engine})\n`);
-  if (tally.createdAdminKey) {
-    // Printed once, to the terminal only: keys never go through the logger.
-    process.stdout.write(
-      `\nAn admin API key was created. It is shown only this once; keep it safe:\n\n  ${tally.createdAdminKey}\n\n`,
-    );
-  }
+  // Printed once, to the terminal only: keys never go through the logger.
+  const keyNotice = tally.createdAdminKey
+    ? `\nAn admin API key was created. It is shown only this once; keep it safe:\n\n  ${tally.createdAdminKey}\n`
+    : "";
+  process.stdout.write(`${keyNotice}\nTally is running at ${url} (engine: ${tally.ctx.engine})\n\n`);
   let signals = 0;
   const stop = (signal: string) => {
     signals += 1;

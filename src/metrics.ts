@@ -21,6 +21,7 @@ export function createMetrics(): Metrics {
       registers: [registry],
     }),
     counter: (name, help, labelNames) => new Counter({ name, help, labelNames, registers: [registry] }),
-    histogram: (name, help, labelNames, buckets) => new Histogram({ name, help, labelNames, buckets, registers: [registry] }),
+    histogram: (name, help, labelNames, buckets) =>
+      new Histogram({ name, help, labelNames, buckets, registers: [registry] }),
   };
 }

@@ -48,7 +48,12 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
   const { db, engine } = opened;
   const ownsDatabase = opts.ownsDatabase ?? opts.database === undefined;
   log.info(
-    { engine, backend: db.backend, reason: opened.reason, dataDir: db.backend === "embedded" ? config.TALLY_DATA_DIR : undefined },
+    {
+      engine,
+      backend: db.backend,
+      reason: opened.reason,
+      dataDir: db.backend === "embedded" ? config.TALLY_DATA_DIR : undefined,
+    },
     `database engine: ${engine}`,
   );
 

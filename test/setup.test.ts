@@ -28,16 +28,26 @@ describe.each(BACKENDS)("setup endpoints on %s", (backend) => {
         stripe_event_name: null,
         stripe_scale: "1",
       });
-      const updated = await request(app)
-        .put("/v1/meters/api_calls")
-        .set(admin)
-        .send({ name: "API requests", unit: "request", aggregation: "sum", stripe_event_name: "api_requests", stripe_scale: "1000" });
+      const updated = await request(app).put("/v1/meters/api_calls").set(admin).send({
+        name: "API requests",
+        unit: "request",
+        aggregation: "sum",
+        stripe_event_name: "api_requests",
+        stripe_scale: "1000",
+      });
       expect(updated.status).toBe(200);
-      expect(updated.body).toMatchObject({ name: "API requests", stripe_event_name: "api_requests", stripe_scale: "1000" });
+      expect(updated.body).toMatchObject({
+        name: "API requests",
+        stripe_event_name: "api_requests",
+        stripe_scale: "1000",
+      });
     });
 
     it("when meters are listed, then they come as {data: [...]} ordered by key", async () => {
-      await request(app).put("/v1/meters/storage_gb").set(admin).send({ name: "Storage", unit: "GB", aggregation: "max" });
+      await request(app)
+        .put("/v1/meters/storage_gb")
+        .set(admin)
+        .send({ name: "Storage", unit: "GB", aggregation: "max" });
       const res = await request(app).get("/v1/meters").set(admin);
       expect(res.status).toBe(200);
       expect(res.body.data.map((m: { key: string }) => m.key)).toEqual(["api_calls", "storage_gb"]);
@@ -58,7 +68,10 @@ describe.each(BACKENDS)("setup endpoints on %s", (backend) => {
     });
 
     it("when the meter key is not a valid key, then 400 naming the path field", async () => {
-      const res = await request(app).put("/v1/meters/has%20space").set(admin).send({ name: "x", unit: "u", aggregation: "sum" });
+      const res = await request(app)
+        .put("/v1/meters/has%20space")
+        .set(admin)
+        .send({ name: "x", unit: "u", aggregation: "sum" });
       expect(res.status).toBe(400);
       expect(res.body.errors[0].field).toBe("key");
     });
@@ -72,15 +85,26 @@ describe.each(BACKENDS)("setup endpoints on %s", (backend) => {
         .set(admin)
         .send({ name: "Example Inc", email: "ops@example.com" });
       expect(res.status).toBe(201);
-      expect(res.body).toMatchObject({ id, name: "Example Inc", email: "ops@example.com", stripe_customer_id: null, subscription: null });
-      const got = await request(app).get(`/v1/customers/${encodeURIComponent(id)}`).set(admin);
+      expect(res.body).toMatchObject({
+        id,
+        name: "Example Inc",
+        email: "ops@example.com",
+        stripe_customer_id: null,
+        subscription: null,
+      });
+      const got = await request(app)
+        .get(`/v1/customers/${encodeURIComponent(id)}`)
+        .set(admin);
       expect(got.status).toBe(200);
       expect(got.body.id).toBe(id);
     });
 
     it("when a customer is updated with some fields, then the others keep their value and null clears", async () => {
       await request(app).put("/v1/customers/c2").set(admin).send({ name: "Two", email: "two@example.com" });
-      const res = await request(app).put("/v1/customers/c2").set(admin).send({ stripe_customer_id: "cus_123", email: null });
+      const res = await request(app)
+        .put("/v1/customers/c2")
+        .set(admin)
+        .send({ stripe_customer_id: "cus_123", email: null });
       expect(res.status).toBe(200);
       expect(res.body).toMatchObject({ name: "Two", email: null, stripe_customer_id: "cus_123" });
     });
@@ -97,7 +121,10 @@ describe.each(BACKENDS)("setup endpoints on %s", (backend) => {
     });
 
     it("when the id is longer than 128 characters, then 400", async () => {
-      const res = await request(app).put(`/v1/customers/${"x".repeat(129)}`).set(admin).send({});
+      const res = await request(app)
+        .put(`/v1/customers/${"x".repeat(129)}`)
+        .set(admin)
+        .send({});
       expect(res.status).toBe(400);
     });
 
@@ -110,7 +137,11 @@ describe.each(BACKENDS)("setup endpoints on %s", (backend) => {
 
   describe("malformed requests never give a 500", () => {
     it("when the JSON is malformed, then 400 malformed_json", async () => {
-      const res = await request(app).put("/v1/meters/m").set(admin).set("Content-Type", "application/json").send('{"name": ');
+      const res = await request(app)
+        .put("/v1/meters/m")
+        .set(admin)
+        .set("Content-Type", "application/json")
+        .send('{"name": ');
       expect(res.status).toBe(400);
       expect(res.body.code).toBe("malformed_json");
     });
@@ -132,7 +163,11 @@ describe.each(BACKENDS)("setup endpoints on %s", (backend) => {
 
     it("when the body is a JSON array or a string, then 400", async () => {
       for (const body of ["[]", '"x"', "null", "42"]) {
-        const res = await request(app).put("/v1/meters/m").set(admin).set("Content-Type", "application/json").send(body);
+        const res = await request(app)
+          .put("/v1/meters/m")
+          .set(admin)
+          .set("Content-Type", "application/json")
+          .send(body);
         expect(res.status, body).toBe(400);
       }
     });

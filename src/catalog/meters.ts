@@ -33,7 +33,8 @@ interface MeterRow {
   created?: boolean;
 }
 
-const COLUMNS = "key, name, unit, aggregation, stripe_event_name, stripe_scale::text AS stripe_scale, created_at, updated_at";
+const COLUMNS =
+  "key, name, unit, aggregation, stripe_event_name, stripe_scale::text AS stripe_scale, created_at, updated_at";
 
 const fromRow = (r: MeterRow): Meter => ({
   key: r.key,
@@ -46,7 +47,11 @@ const fromRow = (r: MeterRow): Meter => ({
   updatedAt: r.updated_at,
 });
 
-export async function upsertMeter(db: Queryable, key: string, input: MeterInput): Promise<{ meter: Meter; created: boolean }> {
+export async function upsertMeter(
+  db: Queryable,
+  key: string,
+  input: MeterInput,
+): Promise<{ meter: Meter; created: boolean }> {
   const { rows } = await db.query<MeterRow>(
     `INSERT INTO meters (key, name, unit, aggregation, stripe_event_name, stripe_scale)
      VALUES ($1, $2, $3, $4, $5, COALESCE($6::numeric, 1))

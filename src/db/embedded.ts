@@ -14,7 +14,10 @@ function asResult<R>(r: { rows: unknown[]; affectedRows?: number }): QueryResult
   return { rows: r.rows as R[], rowCount: r.affectedRows ?? r.rows.length };
 }
 
-function pgliteQueryable(conn: PgliteQueryable, inTransaction: (fn: (tx: Queryable) => Promise<number>) => Promise<number>): Queryable {
+function pgliteQueryable(
+  conn: PgliteQueryable,
+  inTransaction: (fn: (tx: Queryable) => Promise<number>) => Promise<number>,
+): Queryable {
   return {
     async query<R = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
       if (params === undefined) {

@@ -110,7 +110,10 @@ export async function migrate(db: Db, engine: Engine, files?: MigrationFile[]): 
     const result: MigrateResult = { applied: [], alreadyApplied: done.size };
     for (const file of migrations) {
       if (done.has(file.name)) continue;
-      const record = ["INSERT INTO tally_migrations (name, engine, checksum) VALUES ($1, $2, $3)", [file.name, engine, file.checksum]] as const;
+      const record = [
+        "INSERT INTO tally_migrations (name, engine, checksum) VALUES ($1, $2, $3)",
+        [file.name, engine, file.checksum],
+      ] as const;
       try {
         if (file.transactional) {
           // The ledger row goes first: a concurrent installer that got past the lock anyway fails here.

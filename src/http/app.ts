@@ -4,9 +4,9 @@ import helmet from "helmet";
 import { requireScope } from "../auth/keys.js";
 import type { AppContext } from "./context.js";
 import { errorHandler, sendProblem } from "./problem.js";
-import { createRouteTable, type RouteTable } from "./routeTable.js";
 import { operationsRoutes } from "./routes/operations.js";
 import { setupRoutes } from "./routes/setup.js";
+import { createRouteTable, type RouteTable } from "./routeTable.js";
 
 export type RouteModule = (t: RouteTable, ctx: AppContext) => void;
 
@@ -47,6 +47,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
     jsonLimitBytes: 1024 * 1024,
   });
   app.use(router);
+  app.locals.routes = table.list();
 
   app.use((req, res) => {
     sendProblem(res, 404, "route_not_found", `no route ${req.method} ${req.path}`);

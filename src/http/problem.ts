@@ -113,11 +113,19 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
               ? "unsupported_content_encoding"
               : "bad_request";
       const status = bodyErr.type === "encoding.unsupported" ? 415 : bodyErr.status;
-      sendProblem(res, status, code, bodyErr.type === "entity.parse.failed" ? "the body is not valid JSON" : String(bodyErr.message));
+      sendProblem(
+        res,
+        status,
+        code,
+        bodyErr.type === "entity.parse.failed" ? "the body is not valid JSON" : String(bodyErr.message),
+      );
       return;
     }
     if (isDatabaseUnavailable(err)) {
-      log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "database unavailable");
+      log.warn(
+        { err: { message: (err as Error).message, code: (err as { code?: string }).code } },
+        "database unavailable",
+      );
       res.setHeader("Retry-After", "5");
       sendProblem(res, 503, "database_unavailable", "the database is not answering; retry shortly");
       return;

@@ -30,7 +30,11 @@ export interface ResponseDef {
   contentType?: string;
 }
 
-export interface RouteDef<P extends AnySchema | undefined, Q extends AnySchema | undefined, B extends AnySchema | undefined> {
+export interface RouteDef<
+  P extends AnySchema | undefined,
+  Q extends AnySchema | undefined,
+  B extends AnySchema | undefined,
+> {
   method: "get" | "put" | "post" | "delete";
   /** OpenAPI-style path: /v1/meters/{key} */
   path: string;
@@ -79,9 +83,14 @@ function validate<S extends AnySchema>(schema: S, value: unknown, where: "path" 
   if (parsed.success) return parsed.data;
   const errors = zodFieldErrors(parsed.error);
   const what = where === "body" ? "the request body" : where === "query" ? "the query string" : "the path";
-  throw new AppError(400, "validation_failed", `${what} is invalid: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`, {
-    errors,
-  });
+  throw new AppError(
+    400,
+    "validation_failed",
+    `${what} is invalid: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`,
+    {
+      errors,
+    },
+  );
 }
 
 export interface RouteTable {
@@ -89,6 +98,8 @@ export interface RouteTable {
     def: RouteDef<P, Q, B>,
   ): void;
   mount(router: Router, deps: MountDeps): void;
+  /** Every route with the scopes it accepts (tests build the auth matrix from this). */
+  list(): { method: string; path: string; scopes: Scope[] | "public" }[];
   openapi(info: { title: string; version: string }): object;
 }
 
@@ -126,12 +137,17 @@ export function createRouteTable(): RouteTable {
             const query = def.query ? validate(def.query, req.query, "query") : undefined;
             let body: unknown;
             if (def.body) {
-              const hasBody = Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined;
+              const hasBody =
+                Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined;
               if (hasBody && !isJsonContentType(req)) {
-                throw unsupportedMediaType(`send application/json (got ${req.headers["content-type"] ?? "no content type"})`);
+                throw unsupportedMediaType(
+                  `send application/json (got ${req.headers["content-type"] ?? "no content type"})`,
+                );
               }
               if (hasBody) {
-                await new Promise<void>((resolve, reject) => json(req, res, (err?: unknown) => (err ? reject(err) : resolve())));
+                await new Promise<void>((resolve, reject) =>
+                  json(req, res, (err?: unknown) => (err ? reject(err) : resolve())),
+                );
               }
               body = validate(def.body, hasBody ? req.body : {}, "body");
             }
@@ -146,6 +162,9 @@ export function createRouteTable(): RouteTable {
         };
         router[def.method](expressPath(def.path), handler);
       }
+    },
+    list() {
+      return defs.map((d) => ({ method: d.method, path: d.path, scopes: d.scopes }));
     },
     openapi(info) {
       const registry = new OpenAPIRegistry();

@@ -12,10 +12,9 @@ export default async function setup(): Promise<void> {
       `the tests need PostgreSQL at ${ADMIN_URL} (start it with: pg_ctlcluster --skip-systemctl-redirect 15 main start): ${(err as Error).message}`,
     );
   }
-  const { rows } = await client.query<{ datname: string }>(
-    "SELECT datname FROM pg_database WHERE datname LIKE $1",
-    [`${TEST_DB_PREFIX}%`],
-  );
+  const { rows } = await client.query<{ datname: string }>("SELECT datname FROM pg_database WHERE datname LIKE $1", [
+    `${TEST_DB_PREFIX}%`,
+  ]);
   for (const { datname } of rows) await client.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
   await client.end();
 }

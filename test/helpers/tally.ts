@@ -1,5 +1,5 @@
 // Starts a Tally on a test database, with a known admin key, and helpers to call it.
-import { ManualClock, type Clock } from "../../src/clock.js";
+import { type Clock, ManualClock } from "../../src/clock.js";
 import { type Config, loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/logger.js";
 import { createTally, type Tally } from "../../src/tally.js";

@@ -1,9 +1,9 @@
 // Setup endpoints (scope admin): meters, customers and API keys.
 import { z } from "zod";
+import { SCOPES } from "../../auth/types.js";
 import { type Customer, getCustomer, upsertCustomer } from "../../catalog/customers.js";
 import { listMeters, type Meter, upsertMeter } from "../../catalog/meters.js";
 import * as s from "../../catalog/schemas.js";
-import { SCOPES } from "../../auth/types.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
 import { notFound, unprocessable } from "../problem.js";
@@ -106,7 +106,15 @@ export function setupRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["admin"],
     body: apiKeyBody,
     responses: {
-      201: { description: "created", schema: z.object({ id: z.string(), key: z.string(), scopes: z.array(z.string()), customer: z.string().nullable() }) },
+      201: {
+        description: "created",
+        schema: z.object({
+          id: z.string(),
+          key: z.string(),
+          scopes: z.array(z.string()),
+          customer: z.string().nullable(),
+        }),
+      },
       422: { description: "an admin key cannot be bound to a customer" },
     },
     handle: async ({ body }) => {
