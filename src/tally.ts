@@ -4,12 +4,14 @@ import { once } from "node:events";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { ApiKeys } from "./auth/keys.js";
+import { MeterCache } from "./catalog/meterCache.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { Config } from "./config.js";
 import { loadMigrations, migrate } from "./db/migrate.js";
 import { type OpenedDb, openDatabase } from "./db/open.js";
 import { createApp } from "./http/app.js";
 import type { AppContext } from "./http/context.js";
+import { IngestService } from "./ingest/service.js";
 import { createLogger, type Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 
@@ -73,15 +75,33 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     throw err;
   }
 
+  const metrics = createMetrics();
+  const meters = new MeterCache(db);
+  const ingest = new IngestService(
+    db,
+    meters,
+    clock,
+    {
+      jsonMaxBytes: config.TALLY_JSON_MAX_BYTES,
+      jsonMaxEvents: config.TALLY_JSON_MAX_EVENTS,
+      ndjsonMaxBytes: config.TALLY_NDJSON_MAX_BYTES,
+      maxAgeMs: config.TALLY_EVENT_MAX_AGE_DAYS * 86_400_000,
+      maxFutureMs: config.TALLY_EVENT_MAX_FUTURE_SECONDS * 1000,
+    },
+    log,
+    metrics,
+  );
   const ctx: AppContext = {
     config,
     db,
     engine,
     clock,
     log,
-    metrics: createMetrics(),
+    metrics,
     keys,
     migrations,
+    meters,
+    ingest,
     subscriptionOf: async () => null,
     state: { draining: false },
   };

@@ -4,6 +4,7 @@ import helmet from "helmet";
 import { requireScope } from "../auth/keys.js";
 import type { AppContext } from "./context.js";
 import { errorHandler, sendProblem } from "./problem.js";
+import { eventRoutes } from "./routes/events.js";
 import { operationsRoutes } from "./routes/operations.js";
 import { setupRoutes } from "./routes/setup.js";
 import { createRouteTable, type RouteTable } from "./routeTable.js";
@@ -39,6 +40,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   const table = createRouteTable();
   operationsRoutes(table, ctx);
   setupRoutes(table, ctx);
+  eventRoutes(table, ctx);
   for (const add of extraRoutes) add(table, ctx);
   const router = express.Router();
   table.mount(router, {

@@ -1,10 +1,12 @@
 // Everything an HTTP route may use, built once by the composition root (src/tally.ts).
 import type { ApiKeys } from "../auth/keys.js";
+import type { MeterCache } from "../catalog/meterCache.js";
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
 import type { MigrationFile } from "../db/migrate.js";
 import type { Engine } from "../db/open.js";
 import type { Db } from "../db/types.js";
+import type { IngestService } from "../ingest/service.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 
@@ -17,6 +19,8 @@ export interface AppContext {
   metrics: Metrics;
   keys: ApiKeys;
   migrations: MigrationFile[];
+  meters: MeterCache;
+  ingest: IngestService;
   /** The customer's subscription in effect now, as it appears on the customer object. */
   subscriptionOf(customer: string): Promise<{ plan: string; start: string; end: string | null } | null>;
   /** Set when shutdown begins: new requests get 503, in-flight ones finish. */

@@ -51,6 +51,7 @@ export function setupRoutes(t: RouteTable, ctx: AppContext): void {
     responses: { 200: { description: "updated", schema: s.meter }, 201: { description: "created", schema: s.meter } },
     handle: async ({ params, body }) => {
       const { meter, created } = await upsertMeter(ctx.db, params.key, body);
+      ctx.meters.invalidate();
       return { status: created ? 201 : 200, body: meterJson(meter) };
     },
   });

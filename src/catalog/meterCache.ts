@@ -1,0 +1,59 @@
+// Meter lookups for the ingest hot path: an in-memory copy refreshed every second, and at once (rate-limited)
+// when an unknown key shows up, so a meter created a moment ago — in any process — is accepted.
+import type { Queryable } from "../db/types.js";
+import type { Aggregation } from "./schemas.js";
+
+const MAX_AGE_MS = 1_000;
+const MIN_RELOAD_GAP_MS = 100;
+
+export class MeterCache {
+  #byKey = new Map<string, Aggregation>();
+  #loadedAt = 0;
+  #loading: Promise<void> | undefined;
+
+  constructor(private readonly db: Queryable) {}
+
+  async #load(): Promise<void> {
+    this.#loading ??= (async () => {
+      try {
+        const { rows } = await this.db.query<{ key: string; aggregation: Aggregation }>(
+          "SELECT key, aggregation FROM meters",
+          [],
+        );
+        this.#byKey = new Map(rows.map((r) => [r.key, r.aggregation]));
+        this.#loadedAt = Date.now();
+      } finally {
+        this.#loading = undefined;
+      }
+    })();
+    return this.#loading;
+  }
+
+  /** A lookup function valid for one batch: fresh within a second, reloaded once if a key is unknown. */
+  async snapshot(keys: Iterable<string> = []): Promise<(key: string) => Aggregation | undefined> {
+    if (Date.now() - this.#loadedAt > MAX_AGE_MS) await this.#load();
+    for (const key of keys) {
+      if (!this.#byKey.has(key) && Date.now() - this.#loadedAt > MIN_RELOAD_GAP_MS) {
+        await this.#load();
+        break;
+      }
+    }
+    const map = this.#byKey;
+    return (key) => map.get(key);
+  }
+
+  /** For streams: checks one key, reloading at most every MIN_RELOAD_GAP_MS on a miss. */
+  async lookup(key: string): Promise<Aggregation | undefined> {
+    if (Date.now() - this.#loadedAt > MAX_AGE_MS) await this.#load();
+    let found = this.#byKey.get(key);
+    if (!found && Date.now() - this.#loadedAt > MIN_RELOAD_GAP_MS) {
+      await this.#load();
+      found = this.#byKey.get(key);
+    }
+    return found;
+  }
+
+  invalidate(): void {
+    this.#loadedAt = 0;
+  }
+}

@@ -1,0 +1,348 @@
+// Ingest: a JSON or NDJSON batch in, validated whole, written with COPY in one transaction, 202 after commit.
+// NDJSON is streamed: each line is parsed, validated and fed to COPY as the database takes it, so memory does
+// not grow with the body. On the first bad line writing stops and the transaction is rolled back; the rest of
+// the body is still read and validated (without writing), so every bad line is reported.
+import type { Request } from "express";
+import type { MeterCache } from "../catalog/meterCache.js";
+import type { Clock } from "../clock.js";
+import type { Db } from "../db/types.js";
+import { AppError, type FieldError, payloadTooLarge } from "../http/problem.js";
+import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
+import { bodyFormat, decodedStream, type Line, limited, lines, readAll } from "./body.js";
+import { applyStaged, encodeEvent, prepareStaging, stageRows } from "./store.js";
+import { type ErrorKind, type ValidationContext, type ValidEvent, validateEvent } from "./validate.js";
+
+export interface IngestLimits {
+  jsonMaxBytes: number;
+  jsonMaxEvents: number;
+  ndjsonMaxBytes: number;
+  maxAgeMs: number;
+  maxFutureMs: number;
+}
+
+export interface IngestResult {
+  accepted: number;
+  duplicates: number;
+}
+
+/** What a committed batch touched: later capabilities (limits) react to it. */
+export interface CommittedBatch {
+  receivedAt: Date;
+  accepted: number;
+  /** Distinct customer → meters in the batch (capped for huge NDJSON bodies; `truncated` then). */
+  pairs: Map<string, Set<string>>;
+  truncated: boolean;
+}
+
+const MAX_LINE_BYTES = 64 * 1024;
+const MAX_REPORTED_ERRORS = 1_000;
+const MAX_TRACKED_PAIRS = 10_000;
+const COPY_CHUNK_CHARS = 256 * 1024;
+const RETRYABLE = new Set(["40P01", "40001"]);
+
+type KindedError = FieldError & { kind: ErrorKind | "forbidden"; line?: number };
+
+class ErrorList {
+  readonly items: KindedError[] = [];
+  count = 0;
+  add(errors: KindedError[]): void {
+    this.count += errors.length;
+    for (const e of errors) if (this.items.length < MAX_REPORTED_ERRORS) this.items.push(e);
+  }
+  toAppError(events: number): AppError {
+    const forbidden = this.items.some((e) => e.kind === "forbidden");
+    const malformed = this.items.some((e) => e.kind === "malformed");
+    const status = forbidden ? 403 : malformed ? 400 : 422;
+    const code = forbidden ? "customer_not_allowed" : malformed ? "invalid_events" : "events_rejected";
+    const badEvents = new Set(this.items.map((e) => e.index)).size;
+    const errors = this.items.map(({ kind: _kind, ...e }) => e);
+    const more = this.count - this.items.length;
+    return new AppError(
+      status,
+      code,
+      `${badEvents} of ${events} events are invalid (${this.count} problems${more > 0 ? `, first ${this.items.length} listed` : ""}); nothing was stored`,
+      { errors, extra: more > 0 ? { errors_not_listed: more } : {} },
+    );
+  }
+}
+
+class StopWriting extends Error {}
+
+export class IngestService {
+  readonly #accepted;
+  readonly #duplicates;
+  readonly #rejected;
+  readonly #batchSize;
+  readonly #latency;
+  readonly #listeners: ((batch: CommittedBatch) => void)[] = [];
+
+  constructor(
+    private readonly db: Db,
+    private readonly meters: MeterCache,
+    private readonly clock: Clock,
+    private readonly limits: IngestLimits,
+    private readonly log: Logger,
+    metrics: Metrics,
+  ) {
+    this.#accepted = metrics.counter("tally_events_accepted_total", "Events stored", []);
+    this.#duplicates = metrics.counter(
+      "tally_events_duplicate_total",
+      "Events dropped as duplicates of a stored event",
+      [],
+    );
+    this.#rejected = metrics.counter("tally_events_rejected_total", "Events in refused batches, by reason", ["reason"]);
+    this.#batchSize = metrics.histogram(
+      "tally_ingest_batch_events",
+      "Events per ingest batch",
+      ["format"],
+      [1, 10, 100, 500, 1_000, 5_000, 10_000, 100_000, 1_000_000],
+    );
+    this.#latency = metrics.histogram(
+      "tally_ingest_batch_duration_seconds",
+      "Time from request to commit, per batch",
+      ["format", "outcome"],
+      [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 300],
+    );
+  }
+
+  onCommitted(listener: (batch: CommittedBatch) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  async ingest(req: Request, boundCustomer: string | null): Promise<IngestResult> {
+    const format = bodyFormat(req);
+    const started = process.hrtime.bigint();
+    const elapsed = () => Number(process.hrtime.bigint() - started) / 1e9;
+    try {
+      const result = format === "json" ? await this.#json(req, boundCustomer) : await this.#ndjson(req, boundCustomer);
+      this.#latency.observe({ format, outcome: "committed" }, elapsed());
+      return result;
+    } catch (err) {
+      this.#latency.observe({ format, outcome: "refused" }, elapsed());
+      throw err;
+    }
+  }
+
+  #context(nowMs: number): Omit<ValidationContext, "aggregationOf"> {
+    return { nowMs, maxAgeMs: this.limits.maxAgeMs, maxFutureMs: this.limits.maxFutureMs };
+  }
+
+  #check(raw: unknown, index: number, ctx: ValidationContext, bound: string | null): KindedError[] | ValidEvent {
+    const verdict = validateEvent(raw, index, ctx);
+    if (!verdict.ok) return verdict.errors;
+    if (bound && verdict.event.customer !== bound) {
+      return [
+        {
+          index,
+          field: `events[${index}].customer`,
+          message: `this API key may only send events for customer "${bound}"`,
+          kind: "forbidden",
+        },
+      ];
+    }
+    return verdict.event;
+  }
+
+  async #json(req: Request, bound: string | null): Promise<IngestResult> {
+    const receivedAt = this.clock.now();
+    const body = await readAll(decodedStream(req), this.limits.jsonMaxBytes, "a JSON ingest body");
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString("utf8"));
+    } catch (err) {
+      throw new AppError(400, "malformed_json", `the body is not valid JSON: ${(err as Error).message}`);
+    }
+    const events = (parsed as { events?: unknown } | null)?.events;
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed) || !Array.isArray(events)) {
+      throw new AppError(400, "invalid_events", 'the body must be an object {"events": [...]}', {
+        errors: [{ field: "events", message: "must be an array of events" }],
+      });
+    }
+    const extra = Object.keys(parsed).filter((k) => k !== "events");
+    if (extra.length > 0) {
+      throw new AppError(400, "invalid_events", `unknown field ${extra.join(", ")}`, {
+        errors: extra.map((k) => ({ field: k, message: "unknown field" })),
+      });
+    }
+    if (events.length > this.limits.jsonMaxEvents) {
+      this.#rejected.inc({ reason: "too_large" }, events.length);
+      throw payloadTooLarge(
+        `${events.length} events in one JSON request; at most ${this.limits.jsonMaxEvents} are allowed (send bulk loads as application/x-ndjson)`,
+      );
+    }
+    const keys = new Set<string>();
+    for (const e of events) {
+      const m = (e as { meter?: unknown } | null)?.meter;
+      if (typeof m === "string") keys.add(m);
+    }
+    const ctx = { ...this.#context(receivedAt.getTime()), aggregationOf: await this.meters.snapshot(keys) };
+    const errors = new ErrorList();
+    const rows: string[] = [];
+    const valid: ValidEvent[] = [];
+    events.forEach((raw, index) => {
+      const checked = this.#check(raw, index, ctx, bound);
+      if (Array.isArray(checked)) errors.add(checked);
+      else {
+        valid.push(checked);
+        rows.push(encodeEvent(index, checked));
+      }
+    });
+    if (errors.count > 0) {
+      this.#rejected.inc({ reason: "invalid" }, events.length);
+      throw errors.toAppError(events.length);
+    }
+    const accepted = await this.#withRetry(() =>
+      this.db.transaction(async (tx) => {
+        if (rows.length === 0) return 0;
+        await prepareStaging(tx);
+        await stageRows(tx, chunked(rows));
+        return applyStaged(tx, receivedAt);
+      }),
+    );
+    return this.#committed("json", receivedAt, events.length, accepted, valid);
+  }
+
+  async #ndjson(req: Request, bound: string | null): Promise<IngestResult> {
+    const receivedAt = this.clock.now();
+    const base = this.#context(receivedAt.getTime());
+    const source = lines(limited(decodedStream(req), this.limits.ndjsonMaxBytes, "the NDJSON body"), MAX_LINE_BYTES);
+    const iterator = source[Symbol.asyncIterator]();
+    const errors = new ErrorList();
+    const pairs = new PairTracker();
+    let index = 0;
+
+    const check = async (line: Line): Promise<ValidEvent | undefined> => {
+      const i = index++;
+      if (line.problem) {
+        errors.add([{ index: i, line: line.number, field: `events[${i}]`, message: line.problem, kind: "malformed" }]);
+        return undefined;
+      }
+      let raw: unknown;
+      try {
+        raw = JSON.parse(line.text ?? "");
+      } catch (err) {
+        const message = `line ${line.number} is not valid JSON: ${(err as Error).message}`;
+        errors.add([{ index: i, line: line.number, field: `events[${i}]`, message, kind: "malformed" }]);
+        return undefined;
+      }
+      const meter = (raw as { meter?: unknown } | null)?.meter;
+      const aggregation = typeof meter === "string" ? await this.meters.lookup(meter) : undefined;
+      const checked = this.#check(raw, i, { ...base, aggregationOf: () => aggregation }, bound);
+      if (Array.isArray(checked)) {
+        errors.add(checked.map((e) => ({ ...e, line: line.number })));
+        return undefined;
+      }
+      return checked;
+    };
+    const nextLine = async (): Promise<Line | undefined> => {
+      for (;;) {
+        const { value, done } = await iterator.next();
+        if (done) return undefined;
+        if (value.problem || (value.text ?? "").trim() !== "") return value;
+      }
+    };
+
+    async function* rows(): AsyncGenerator<string> {
+      let buffer = "";
+      for (;;) {
+        const line = await nextLine();
+        if (!line) break;
+        const event = await check(line);
+        if (!event) return;
+        pairs.add(event.customer, event.meter);
+        buffer += encodeEvent(index - 1, event);
+        if (buffer.length >= COPY_CHUNK_CHARS) {
+          yield buffer;
+          buffer = "";
+        }
+      }
+      if (buffer) yield buffer;
+    }
+
+    let accepted = 0;
+    try {
+      accepted = await this.db.transaction(async (tx) => {
+        await prepareStaging(tx);
+        await stageRows(tx, rows());
+        if (errors.count > 0) throw new StopWriting();
+        return index === 0 ? 0 : applyStaged(tx, receivedAt);
+      });
+    } catch (err) {
+      if (err instanceof AppError && err.status === 413) this.#rejected.inc({ reason: "too_large" }, index);
+      if (!(err instanceof StopWriting)) throw err;
+      // Rolled back; read and validate the rest so every bad line is reported.
+      for (let line = await nextLine(); line; line = await nextLine()) await check(line);
+      this.#rejected.inc({ reason: "invalid" }, index);
+      throw errors.toAppError(index);
+    }
+    return this.#committedPairs("ndjson", receivedAt, index, accepted, pairs);
+  }
+
+  async #withRetry<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (!code || !RETRYABLE.has(code) || attempt >= 3) throw err;
+        this.log.warn({ code, attempt }, "ingest transaction retried");
+      }
+    }
+  }
+
+  #committed(format: string, receivedAt: Date, total: number, accepted: number, events: ValidEvent[]): IngestResult {
+    const pairs = new PairTracker();
+    for (const e of events) pairs.add(e.customer, e.meter);
+    return this.#committedPairs(format, receivedAt, total, accepted, pairs);
+  }
+
+  #committedPairs(format: string, receivedAt: Date, total: number, accepted: number, pairs: PairTracker): IngestResult {
+    this.#accepted.inc(accepted);
+    this.#duplicates.inc(total - accepted);
+    this.#batchSize.observe({ format }, total);
+    if (accepted > 0) {
+      const batch: CommittedBatch = { receivedAt, accepted, pairs: pairs.map, truncated: pairs.truncated };
+      for (const listener of this.#listeners) {
+        try {
+          listener(batch);
+        } catch (err) {
+          this.log.error({ err }, "ingest listener failed");
+        }
+      }
+    }
+    return { accepted, duplicates: total - accepted };
+  }
+}
+
+class PairTracker {
+  readonly map = new Map<string, Set<string>>();
+  truncated = false;
+  #size = 0;
+  add(customer: string, meter: string): void {
+    let meters = this.map.get(customer);
+    if (meters?.has(meter)) return;
+    if (this.#size >= MAX_TRACKED_PAIRS) {
+      this.truncated = true;
+      return;
+    }
+    if (!meters) {
+      meters = new Set();
+      this.map.set(customer, meters);
+    }
+    meters.add(meter);
+    this.#size += 1;
+  }
+}
+
+function* chunked(rows: string[]): Generator<string> {
+  let buffer = "";
+  for (const row of rows) {
+    buffer += row;
+    if (buffer.length >= COPY_CHUNK_CHARS) {
+      yield buffer;
+      buffer = "";
+    }
+  }
+  if (buffer) yield buffer;
+}
