@@ -115,6 +115,11 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     createdAdminKey,
     async listen(port = config.PORT, host = config.HOST) {
       server = app.listen(port, host);
+      // Longer than load balancers' idle timeouts (often 60 s), so they never reuse a socket Node just closed.
+      server.keepAliveTimeout = 65_000;
+      server.headersTimeout = 66_000;
+      // NDJSON bulk loads (up to 1 GiB by default) may take minutes to stream; Node's default is 5 minutes.
+      server.requestTimeout = 3_600_000;
       await once(server, "listening");
       const address = server.address() as AddressInfo;
       const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;

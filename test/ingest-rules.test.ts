@@ -44,7 +44,7 @@ describe("parseValue", () => {
     [true, /decimal number or a decimal string/],
     [null, /decimal number or a decimal string/],
     [1234567890.1234567, /not exact; send the value as a decimal string/],
-    [12345678901234567, /not exact|more than/],
+    [2 ** 53 + 2, /not exact|more than/], // 9007199254740994: 16 digits, past what doubles hold exactly
   ])("when the value is %j, then it is refused (%s)", (input, message) => {
     const r = parseValue(input);
     expect(r.ok).toBe(false);

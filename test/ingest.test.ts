@@ -1,5 +1,6 @@
 // POST /v1/events on both engines: JSON, NDJSON, gzip, dedupe, concurrency, every validation rule, limits,
 // receipts — and never a partial write.
+import http from "node:http";
 import { gzipSync } from "node:zlib";
 import request from "supertest";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -26,7 +27,7 @@ describe.each(BACKENDS)("ingest on %s", (backend) => {
 
   beforeAll(async () => {
     t = await startTestTally(backend, {
-      env: { TALLY_NDJSON_MAX_BYTES: String(2 * 1024 * 1024) },
+      env: { TALLY_NDJSON_MAX_BYTES: String(4 * 1024 * 1024) },
     });
     await defineMeters(t.tally, { calls: "sum", hits: "count", seats: "max", plan_level: "last" });
   });
@@ -310,10 +311,46 @@ describe.each(BACKENDS)("ingest on %s", (backend) => {
 
     it("when an NDJSON body is bigger than its limit, then 413 and nothing is stored", async () => {
       const before = await storedCount(t.tally);
-      const events = Array.from({ length: 12_000 }, () => ev({ properties: { pad: "z".repeat(150) } }));
+      const events = Array.from({ length: 20_000 }, () => ev({ properties: { pad: "z".repeat(150) } }));
       const res = await postNdjson(t.tally, ndjson(events), { gzip: true });
       expect(res.status).toBe(413);
       expect(await storedCount(t.tally)).toBe(before);
+    });
+
+    it("when a stream trickles in for longer than the meter cache lives, then it completes (no self-deadlock)", async () => {
+      const url = await t.tally.listen(0, "127.0.0.1");
+      const lines = Array.from({ length: 12 }, () => `${JSON.stringify(ev())}\n`);
+      const status = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = http.request(
+          `${url}/v1/events`,
+          { method: "POST", headers: { ...admin, "Content-Type": "application/x-ndjson" } },
+          (res) => {
+            let body = "";
+            res.on("data", (d) => {
+              body += d;
+            });
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+          },
+        );
+        req.on("error", reject);
+        let i = 0;
+        const timer = setInterval(() => {
+          const line = lines[i++];
+          if (line) req.write(line);
+          else {
+            clearInterval(timer);
+            req.end();
+          }
+        }, 150);
+      });
+      expect(status.status).toBe(202);
+      expect(JSON.parse(status.body)).toEqual({ accepted: 12, duplicates: 0 });
+    });
+
+    it("when a body spans several apply chunks and repeats ids across them, then dedupe spans the whole body", async () => {
+      const events = Array.from({ length: 25_000 }, () => ev());
+      const body = ndjson([...events, ...events.slice(0, 100)]);
+      expect((await postNdjson(t.tally, body, { gzip: true })).body).toEqual({ accepted: 25_000, duplicates: 100 });
     });
 
     it("when a line is longer than 64 KiB, then that line is reported", async () => {

@@ -13,19 +13,24 @@ export class MeterCache {
 
   constructor(private readonly db: Queryable) {}
 
-  async #load(): Promise<void> {
-    this.#loading ??= (async () => {
-      try {
-        const { rows } = await this.db.query<{ key: string; aggregation: Aggregation }>(
-          "SELECT key, aggregation FROM meters",
-          [],
-        );
-        this.#byKey = new Map(rows.map((r) => [r.key, r.aggregation]));
-        this.#loadedAt = Date.now();
-      } finally {
-        this.#loading = undefined;
-      }
-    })();
+  async #read(q: Queryable): Promise<void> {
+    const { rows } = await q.query<{ key: string; aggregation: Aggregation }>(
+      "SELECT key, aggregation FROM meters",
+      [],
+    );
+    this.#byKey = new Map(rows.map((r) => [r.key, r.aggregation]));
+    this.#loadedAt = Date.now();
+  }
+
+  /**
+   * Reloads the meters. Inside a transaction pass it as `via`: on the embedded engine (one connection) a
+   * query outside the open transaction would wait for it to end, and the transaction waits for us.
+   */
+  async #load(via?: Queryable): Promise<void> {
+    if (via) return this.#read(via);
+    this.#loading ??= this.#read(this.db).finally(() => {
+      this.#loading = undefined;
+    });
     return this.#loading;
   }
 
@@ -43,11 +48,11 @@ export class MeterCache {
   }
 
   /** For streams: checks one key, reloading at most every MIN_RELOAD_GAP_MS on a miss. */
-  async lookup(key: string): Promise<Aggregation | undefined> {
-    if (Date.now() - this.#loadedAt > MAX_AGE_MS) await this.#load();
+  async lookup(key: string, via?: Queryable): Promise<Aggregation | undefined> {
+    if (Date.now() - this.#loadedAt > MAX_AGE_MS) await this.#load(via);
     let found = this.#byKey.get(key);
     if (!found && Date.now() - this.#loadedAt > MIN_RELOAD_GAP_MS) {
-      await this.#load();
+      await this.#load(via);
       found = this.#byKey.get(key);
     }
     return found;

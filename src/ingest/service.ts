@@ -5,12 +5,12 @@
 import type { Request } from "express";
 import type { MeterCache } from "../catalog/meterCache.js";
 import type { Clock } from "../clock.js";
-import type { Db } from "../db/types.js";
+import type { Db, Queryable } from "../db/types.js";
 import { AppError, type FieldError, payloadTooLarge } from "../http/problem.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { bodyFormat, decodedStream, type Line, limited, lines, readAll } from "./body.js";
-import { applyStaged, encodeEvent, prepareStaging, stageRows } from "./store.js";
+import { applyStaged, clearStaging, encodeEvent, prepareStaging, stageRows } from "./store.js";
 import { type ErrorKind, type ValidationContext, type ValidEvent, validateEvent } from "./validate.js";
 
 export interface IngestLimits {
@@ -39,6 +39,8 @@ const MAX_LINE_BYTES = 64 * 1024;
 const MAX_REPORTED_ERRORS = 1_000;
 const MAX_TRACKED_PAIRS = 10_000;
 const COPY_CHUNK_CHARS = 256 * 1024;
+/** NDJSON is applied in chunks of this many events (bounded staging table and sort, on both engines). */
+const NDJSON_CHUNK_EVENTS = 20_000;
 const RETRYABLE = new Set(["40P01", "40001"]);
 
 type KindedError = FieldError & { kind: ErrorKind | "forbidden"; line?: number };
@@ -211,8 +213,9 @@ export class IngestService {
     const errors = new ErrorList();
     const pairs = new PairTracker();
     let index = 0;
+    let ended = false;
 
-    const check = async (line: Line): Promise<ValidEvent | undefined> => {
+    const check = async (line: Line, via?: Queryable): Promise<ValidEvent | undefined> => {
       const i = index++;
       if (line.problem) {
         errors.add([{ index: i, line: line.number, field: `events[${i}]`, message: line.problem, kind: "malformed" }]);
@@ -227,7 +230,7 @@ export class IngestService {
         return undefined;
       }
       const meter = (raw as { meter?: unknown } | null)?.meter;
-      const aggregation = typeof meter === "string" ? await this.meters.lookup(meter) : undefined;
+      const aggregation = typeof meter === "string" ? await this.meters.lookup(meter, via) : undefined;
       const checked = this.#check(raw, i, { ...base, aggregationOf: () => aggregation }, bound);
       if (Array.isArray(checked)) {
         errors.add(checked.map((e) => ({ ...e, line: line.number })));
@@ -238,17 +241,24 @@ export class IngestService {
     const nextLine = async (): Promise<Line | undefined> => {
       for (;;) {
         const { value, done } = await iterator.next();
-        if (done) return undefined;
+        if (done) {
+          ended = true;
+          return undefined;
+        }
         if (value.problem || (value.text ?? "").trim() !== "") return value;
       }
     };
 
-    async function* rows(): AsyncGenerator<string> {
+    // Meter reloads during the stream: on the embedded engine through the open transaction (its one connection
+    // is taken by it), on a server through the pool (this transaction's connection is busy with COPY).
+    let meterSource: Queryable | undefined;
+    // One chunk of at most NDJSON_CHUNK_EVENTS events, encoded for COPY; stops early at the first bad line.
+    async function* chunk(): AsyncGenerator<string> {
       let buffer = "";
-      for (;;) {
+      for (let n = 0; n < NDJSON_CHUNK_EVENTS; n++) {
         const line = await nextLine();
         if (!line) break;
-        const event = await check(line);
+        const event = await check(line, meterSource);
         if (!event) return;
         pairs.add(event.customer, event.meter);
         buffer += encodeEvent(index - 1, event);
@@ -262,11 +272,20 @@ export class IngestService {
 
     let accepted = 0;
     try {
+      // One transaction; inside it, bounded chunks: COPY into staging, move the new events, empty staging.
+      // Keys claimed by an earlier chunk are visible to later ones, so dedupe spans the whole body.
       accepted = await this.db.transaction(async (tx) => {
+        meterSource = this.db.backend === "embedded" ? tx : undefined;
         await prepareStaging(tx);
-        await stageRows(tx, rows());
-        if (errors.count > 0) throw new StopWriting();
-        return index === 0 ? 0 : applyStaged(tx, receivedAt);
+        let stored = 0;
+        while (!ended) {
+          const staged = await stageRows(tx, chunk());
+          if (errors.count > 0) throw new StopWriting();
+          if (staged === 0) continue;
+          stored += await applyStaged(tx, receivedAt);
+          await clearStaging(tx);
+        }
+        return stored;
       });
     } catch (err) {
       if (err instanceof AppError && err.status === 413) this.#rejected.inc({ reason: "too_large" }, index);

@@ -22,7 +22,7 @@ export const STAGING_COLUMNS = ["ord", "customer_id", "event_id", "meter", "valu
 // Keys and customers are inserted in (customer, id) order: two batches claiming overlapping keys then lock
 // them in the same order and cannot deadlock. A concurrent claimer of the same key waits for the first
 // transaction and then does nothing (committed) or takes the key (rolled back): ON CONFLICT is race-free.
-const APPLY = `
+export const APPLY_SQL = `
   WITH firsts AS MATERIALIZED (
     SELECT DISTINCT ON (customer_id, event_id) customer_id, event_id, meter, value, ts, properties
     FROM ingest_staging
@@ -57,9 +57,14 @@ export function stageRows(tx: Queryable, rows: AsyncIterable<string> | Iterable<
   return tx.copyIn({ table: "ingest_staging", columns: STAGING_COLUMNS }, rows);
 }
 
+/** Empties the staging table within the transaction, for the next chunk of a long stream. */
+export async function clearStaging(tx: Queryable): Promise<void> {
+  await tx.query("TRUNCATE ingest_staging", []);
+}
+
 /** Moves staged rows into the event store; returns how many were new (the rest were duplicates). */
 export async function applyStaged(tx: Queryable, receivedAt: Date): Promise<number> {
-  const { rowCount } = await tx.query(APPLY, [receivedAt]);
+  const { rowCount } = await tx.query(APPLY_SQL, [receivedAt]);
   return rowCount;
 }
 

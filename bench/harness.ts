@@ -1,0 +1,96 @@
+// Shared by the benchmarks: run the built Tally as a child process, watch its RSS, percentiles, tables.
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+export interface TallyChild {
+  url: string;
+  engine: string;
+  child: ChildProcess;
+  rssMb(): number;
+  /** Samples RSS every 50 ms until stop(), which returns the peak in MB. */
+  watchRss(): { stop(): number };
+  put(path: string, key: string, body: unknown): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function rssOf(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return kb / 1024;
+}
+
+/** Starts dist/src/main.js (run `npm run build` first; the bench scripts do). */
+export async function startTally(env: Record<string, string>): Promise<TallyChild> {
+  const child = spawn(process.execPath, ["dist/src/main.js"], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "warn", ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`Tally did not start:\n${out}`)), 60_000);
+    child.stdout?.on("data", (d) => {
+      out += d;
+      const m = /Tally is running at (\S+) \(engine: (\w+)\)/.exec(out);
+      if (m?.[1]) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`Tally exited with ${code}:\n${out}`)));
+  });
+  const engine = /\(engine: (\w+)\)/.exec(out)?.[1] ?? "?";
+  const pid = child.pid as number;
+  return {
+    url,
+    engine,
+    child,
+    rssMb: () => rssOf(pid),
+    watchRss() {
+      let peak = rssOf(pid);
+      const timer = setInterval(() => {
+        try {
+          peak = Math.max(peak, rssOf(pid));
+        } catch {
+          // process gone
+        }
+      }, 50);
+      return {
+        stop() {
+          clearInterval(timer);
+          return peak;
+        },
+      };
+    },
+    async put(path, key, body) {
+      const res = await fetch(`${url}${path}`, {
+        method: "PUT",
+        headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      if (res.status >= 300) throw new Error(`PUT ${path}: ${res.status} ${await res.text()}`);
+    },
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill("SIGTERM");
+      await once(child, "exit");
+    },
+  };
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx] as number;
+}
+
+/** A Markdown table, ready to paste into the README. */
+export function table(head: string[], rows: string[][]): string {
+  const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
+  return [line(head), line(head.map(() => "---")), ...rows.map(line)].join("\n");
+}
