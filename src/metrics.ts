@@ -1,11 +1,12 @@
 // Prometheus metrics: one registry per Tally instance; capabilities add their own metrics to it.
-import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 export interface Metrics {
   registry: Registry;
   httpDuration: Histogram<"method" | "route" | "status">;
   counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L>;
   histogram<L extends string>(name: string, help: string, labelNames: readonly L[], buckets: number[]): Histogram<L>;
+  gauge<L extends string>(name: string, help: string, labelNames: readonly L[]): Gauge<L>;
 }
 
 export function createMetrics(): Metrics {
@@ -23,5 +24,6 @@ export function createMetrics(): Metrics {
     counter: (name, help, labelNames) => new Counter({ name, help, labelNames, registers: [registry] }),
     histogram: (name, help, labelNames, buckets) =>
       new Histogram({ name, help, labelNames, buckets, registers: [registry] }),
+    gauge: (name, help, labelNames) => new Gauge({ name, help, labelNames, registers: [registry] }),
   };
 }

@@ -12,6 +12,8 @@ import { type OpenedDb, openDatabase } from "./db/open.js";
 import { createApp } from "./http/app.js";
 import type { AppContext } from "./http/context.js";
 import { IngestService } from "./ingest/service.js";
+import { JobRunner } from "./jobs/runner.js";
+import { tallyJobs } from "./jobs/tallyJobs.js";
 import { createLogger, type Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 
@@ -91,6 +93,8 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     log,
     metrics,
   );
+  const jobs = new JobRunner(db, log, metrics);
+  for (const job of tallyJobs({ db, engine, clock, config })) jobs.register(job);
   const ctx: AppContext = {
     config,
     db,
@@ -102,6 +106,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     migrations,
     meters,
     ingest,
+    jobs,
     subscriptionOf: async () => null,
     state: { draining: false },
   };
@@ -121,6 +126,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
       // NDJSON bulk loads (up to 1 GiB by default) may take minutes to stream; Node's default is 5 minutes.
       server.requestTimeout = 3_600_000;
       await once(server, "listening");
+      if (config.TALLY_JOBS === "on") jobs.start();
       const address = server.address() as AddressInfo;
       const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
       return `http://${shown === "0.0.0.0" ? "127.0.0.1" : shown}:${address.port}`;
@@ -139,6 +145,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
           await closed;
           clearTimeout(timer);
         }
+        await jobs.stop();
         if (ownsDatabase) await db.close();
         log.info("stopped");
       })();

@@ -49,13 +49,14 @@ export async function openDatabase(opts: OpenOptions): Promise<OpenedDb> {
     db = new ServerDb({
       connectionString: opts.databaseUrl,
       max: opts.poolSize ?? 10,
-      options: opts.serverOptions,
+      // Rollup buckets are UTC; so is every session, whatever the server's default.
+      options: ["-c TimeZone=UTC", opts.serverOptions].filter(Boolean).join(" "),
       onError: opts.onPoolError,
     });
   } else {
     const pglite = await openEmbeddedPglite(opts.dataDir, opts.loadDataDir);
     // A reopened data directory has the extension installed but not loaded: TimescaleDB DDL fails until LOAD.
-    await pglite.exec("LOAD 'timescaledb'");
+    await pglite.exec("LOAD 'timescaledb'; SET TimeZone = 'UTC'");
     db = new EmbeddedDb(pglite);
   }
   try {

@@ -5,8 +5,10 @@ import { requireScope } from "../auth/keys.js";
 import type { AppContext } from "./context.js";
 import { errorHandler, sendProblem } from "./problem.js";
 import { eventRoutes } from "./routes/events.js";
+import { jobRoutes } from "./routes/jobs.js";
 import { operationsRoutes } from "./routes/operations.js";
 import { setupRoutes } from "./routes/setup.js";
+import { usageRoutes } from "./routes/usage.js";
 import { createRouteTable, type RouteTable } from "./routeTable.js";
 
 export type RouteModule = (t: RouteTable, ctx: AppContext) => void;
@@ -41,6 +43,8 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   operationsRoutes(table, ctx);
   setupRoutes(table, ctx);
   eventRoutes(table, ctx);
+  usageRoutes(table, ctx);
+  jobRoutes(table, ctx);
   for (const add of extraRoutes) add(table, ctx);
   const router = express.Router();
   table.mount(router, {

@@ -9,6 +9,7 @@ import type { Db, Queryable } from "../db/types.js";
 import { AppError, type FieldError, payloadTooLarge } from "../http/problem.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
+import { markTouchedHours } from "../rollups/refresh.js";
 import { bodyFormat, decodedStream, type Line, limited, lines, readAll } from "./body.js";
 import { applyStaged, clearStaging, encodeEvent, prepareStaging, stageRows } from "./store.js";
 import { type ErrorKind, type ValidationContext, type ValidEvent, validateEvent } from "./validate.js";
@@ -194,12 +195,15 @@ export class IngestService {
       this.#rejected.inc({ reason: "invalid" }, events.length);
       throw errors.toAppError(events.length);
     }
+    const hours = new Set(valid.map((e) => hourOf(e.tsMs)));
     const accepted = await this.#withRetry(() =>
       this.db.transaction(async (tx) => {
         if (rows.length === 0) return 0;
         await prepareStaging(tx);
         await stageRows(tx, chunked(rows));
-        return applyStaged(tx, receivedAt);
+        const stored = await applyStaged(tx, receivedAt);
+        if (stored > 0) await markTouchedHours(tx, hours);
+        return stored;
       }),
     );
     return this.#committed("json", receivedAt, events.length, accepted, valid);
@@ -212,6 +216,7 @@ export class IngestService {
     const iterator = source[Symbol.asyncIterator]();
     const errors = new ErrorList();
     const pairs = new PairTracker();
+    const hours = new Set<number>();
     let index = 0;
     let ended = false;
 
@@ -261,6 +266,7 @@ export class IngestService {
         const event = await check(line, meterSource);
         if (!event) return;
         pairs.add(event.customer, event.meter);
+        hours.add(hourOf(event.tsMs));
         buffer += encodeEvent(index - 1, event);
         if (buffer.length >= COPY_CHUNK_CHARS) {
           yield buffer;
@@ -285,6 +291,7 @@ export class IngestService {
           stored += await applyStaged(tx, receivedAt);
           await clearStaging(tx);
         }
+        if (stored > 0) await markTouchedHours(tx, hours);
         return stored;
       });
     } catch (err) {
@@ -353,6 +360,8 @@ class PairTracker {
     this.#size += 1;
   }
 }
+
+const hourOf = (ms: number) => Math.floor(ms / 3_600_000) * 3_600_000;
 
 function* chunked(rows: string[]): Generator<string> {
   let buffer = "";

@@ -1,0 +1,167 @@
+// Reading usage (scope read): series per bucket, and the CSV export.
+
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { z } from "zod";
+import { assertCustomerVisible } from "../../auth/keys.js";
+import { getCustomer } from "../../catalog/customers.js";
+import { getMeter } from "../../catalog/meters.js";
+import { customerId, meterKey } from "../../catalog/schemas.js";
+import { addBuckets, alignDown, bucketCount } from "../../rollups/buckets.js";
+import { exportCsv } from "../../rollups/export.js";
+import { type Granularity, runSeries } from "../../rollups/series.js";
+import { quantityOf } from "../../rollups/totals.js";
+import type { AppContext } from "../context.js";
+import { isoTime } from "../format.js";
+import { AppError, badRequest, notFound } from "../problem.js";
+import type { RouteTable } from "../routeTable.js";
+
+const MAX_BUCKETS: Record<Granularity, { n: number; what: string }> = {
+  hour: { n: 31 * 24, what: "31 days" },
+  day: { n: 366, what: "366 days" },
+  month: { n: 120, what: "120 months" },
+};
+
+const time = z
+  .string()
+  .refine(
+    (s) =>
+      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(s) && !Number.isNaN(Date.parse(s)),
+    {
+      message: "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z",
+    },
+  )
+  .transform((s) => new Date(s));
+
+const granularity = z.enum(["hour", "day", "month"]);
+
+/** Aligns [from, to) down to the granularity and enforces the range caps. */
+export function alignedRange(g: Granularity, from: Date, to: Date): { from: Date; to: Date } {
+  const a = alignDown(from, g);
+  const b = alignDown(to, g);
+  if (b <= a) {
+    throw badRequest(
+      "invalid_range",
+      `'to' must be at least one ${g} after 'from' (after aligning both down to the ${g})`,
+      [{ field: "to", message: `must be later than from by at least one ${g}` }],
+    );
+  }
+  if (bucketCount(a, b, g) > MAX_BUCKETS[g].n) {
+    throw badRequest("range_too_large", `a ${g} series may span at most ${MAX_BUCKETS[g].what}`, [
+      { field: "to", message: `at most ${MAX_BUCKETS[g].what} after from for granularity ${g}` },
+    ]);
+  }
+  return { from: a, to: b };
+}
+
+const point = z.object({ start: z.string(), end: z.string(), value: z.string(), count: z.number().int() });
+const usageResponse = z
+  .object({
+    customer: z.string(),
+    meter: z.string(),
+    granularity,
+    data: z.array(point),
+    as_of: z.string().meta({ description: "Every event acknowledged before this time is counted in the answer" }),
+  })
+  .meta({ id: "UsageSeries" });
+
+export function usageRoutes(t: RouteTable, ctx: AppContext): void {
+  t.add({
+    method: "get",
+    path: "/v1/usage",
+    summary: "Usage per bucket: the meter's aggregation per hour, day or month",
+    tags: ["reading"],
+    scopes: ["read"],
+    query: z.object({ customer: customerId, meter: meterKey, granularity, from: time, to: time }),
+    responses: {
+      200: { description: "buckets with events, ordered by start", schema: usageResponse },
+      404: { description: "no such customer (or not visible to this key)" },
+      422: { description: "unknown meter" },
+    },
+    handle: async ({ query, auth }) => {
+      assertCustomerVisible(auth, query.customer);
+      const meter = await getMeter(ctx.db, query.meter);
+      if (!meter) {
+        throw new AppError(422, "unknown_meter", `unknown meter "${query.meter}"`, {
+          errors: [{ field: "meter", message: "no such meter" }],
+        });
+      }
+      const range = alignedRange(query.granularity, query.from, query.to);
+      const asOf = ctx.clock.now();
+      const rows = await runSeries(ctx.db, {
+        granularity: query.granularity,
+        ...range,
+        customer: query.customer,
+        meter: meter.key,
+      });
+      if (rows.length === 0 && !(await getCustomer(ctx.db, query.customer)))
+        throw notFound(`no customer ${query.customer}`);
+      return {
+        status: 200,
+        body: {
+          customer: query.customer,
+          meter: meter.key,
+          granularity: query.granularity,
+          data: rows.map((r) => ({
+            start: isoTime(r.bucket),
+            end: isoTime(addBuckets(r.bucket, query.granularity, 1)),
+            value: quantityOf(
+              { sum: r.value_sum, count: r.event_count, max: r.value_max, last: r.last_value },
+              meter.aggregation,
+            ),
+            count: Number(r.event_count),
+          })),
+          as_of: isoTime(asOf),
+        },
+      };
+    },
+  });
+
+  t.add({
+    method: "get",
+    path: "/v1/usage/export",
+    summary: "Usage per bucket as CSV (start,end,customer,meter,value,count), streamed",
+    tags: ["reading"],
+    scopes: ["read"],
+    query: z.object({ customer: customerId.optional(), granularity: granularity.default("day"), from: time, to: time }),
+    responses: {
+      200: {
+        description: "CSV, header row start,end,customer,meter,value,count",
+        schema: z.string(),
+        contentType: "text/csv",
+      },
+      404: { description: "no such customer (or not visible to this key)" },
+    },
+    handle: async ({ query, auth, res }) => {
+      const isAdmin = auth?.scopes.includes("admin") ?? false;
+      const customer = query.customer ?? auth?.customer ?? undefined;
+      if (!customer && !isAdmin) {
+        throw badRequest("customer_required", "name a customer; only admin keys export every customer", [
+          { field: "customer", message: "required for non-admin keys" },
+        ]);
+      }
+      if (customer) assertCustomerVisible(auth, customer);
+      const range = alignedRange(query.granularity, query.from, query.to);
+      const chunks = exportCsv(ctx.db, { granularity: query.granularity, ...range, customer });
+      const iterator = chunks[Symbol.asyncIterator]();
+      // Pull the first chunk before answering: a database error then is still a clean problem+json.
+      const first = await iterator.next();
+      const name = `usage-${customer ?? "all"}-${query.granularity}-${isoTime(range.from).slice(0, 10)}.csv`.replace(
+        /[^\w.@-]/g,
+        "_",
+      );
+      res.status(200).setHeader("Content-Type", "text/csv; charset=utf-8");
+      res.setHeader("Content-Disposition", `attachment; filename="${name}"`);
+      await pipeline(
+        Readable.from(
+          (async function* () {
+            if (!first.done) yield first.value;
+            for (let n = await iterator.next(); !n.done; n = await iterator.next()) yield n.value;
+          })(),
+        ),
+        res,
+      );
+      return undefined;
+    },
+  });
+}

@@ -1,0 +1,48 @@
+// The jobs Tally runs, with their schedules. Later capabilities add theirs here.
+import type { Clock } from "../clock.js";
+import type { Config } from "../config.js";
+import type { Engine } from "../db/open.js";
+import type { Db } from "../db/types.js";
+import { refreshRollups } from "../rollups/refresh.js";
+import type { Job } from "./runner.js";
+
+export interface JobDeps {
+  db: Db;
+  engine: Engine;
+  clock: Clock;
+  config: Config;
+}
+
+/** Dedupe keys older than the window are deleted in batches, so a huge backlog never holds one long lock. */
+async function pruneDedupeKeys(db: Db, before: Date): Promise<{ deleted: number; before: string }> {
+  let deleted = 0;
+  for (;;) {
+    const { rowCount } = await db.query(
+      `DELETE FROM event_keys WHERE ctid = ANY (ARRAY(
+         SELECT ctid FROM event_keys WHERE received_at < $1 LIMIT 10000))`,
+      [before],
+    );
+    deleted += rowCount;
+    if (rowCount < 10_000) return { deleted, before: before.toISOString() };
+  }
+}
+
+export function tallyJobs(d: JobDeps): Job[] {
+  return [
+    {
+      name: "refresh-rollups",
+      schedule: d.config.TALLY_CRON_REFRESH,
+      run: async () => ({ ...(await refreshRollups(d.db, d.engine, d.clock.now())) }),
+    },
+    {
+      name: "prune-dedupe-keys",
+      schedule: "0 7 * * * *",
+      run: async () => {
+        const now = d.clock.now().getTime();
+        const keys = await pruneDedupeKeys(d.db, new Date(now - d.config.TALLY_DEDUPE_WINDOW_DAYS * 86_400_000));
+        const runs = await d.db.query("DELETE FROM job_runs WHERE started_at < $1", [new Date(now - 7 * 86_400_000)]);
+        return { dedupe_keys_deleted: keys.deleted, dedupe_keys_before: keys.before, job_runs_deleted: runs.rowCount };
+      },
+    },
+  ];
+}

@@ -1,0 +1,42 @@
+// CSV export of usage series, streamed by the database itself (COPY ... TO STDOUT). COPY takes no bind
+// parameters, so values are inlined as literals escaped by pg.escapeLiteral. Cells that a spreadsheet would
+// read as a formula (starting with =, +, -, @, tab or CR) are prefixed with a single quote.
+import pg from "pg";
+import type { Db } from "../db/types.js";
+import { buildSeriesSql, type SeriesQuery } from "./series.js";
+
+const STEP = { hour: "1 hour", day: "1 day", month: "1 month" } as const;
+
+function literal(v: unknown): string {
+  if (v instanceof Date) return `${pg.escapeLiteral(v.toISOString())}::timestamptz`;
+  if (typeof v === "string") return pg.escapeLiteral(v);
+  throw new Error(`cannot inline ${typeof v}`);
+}
+
+/** Replaces $n placeholders with escaped literals (the statement has no $ inside its own string literals). */
+export function inlineParams(text: string, params: readonly unknown[]): string {
+  return text.replace(/\$(\d+)\b/g, (_, n: string) => literal(params[Number(n) - 1]));
+}
+
+const utc = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`;
+const safeCell = (col: string) => `CASE WHEN ${col} ~ '^[=+\\-@\\t\\r]' THEN '''' || ${col} ELSE ${col} END`;
+
+export function exportSelect(q: SeriesQuery): string {
+  const series = buildSeriesSql(q);
+  const inner = inlineParams(series.text, series.params(q.from, q.to, q.customer, q.meter));
+  return `
+    SELECT ${utc("s.bucket")} AS start,
+           ${utc(`s.bucket + INTERVAL '${STEP[q.granularity]}'`)} AS "end",
+           ${safeCell("s.customer_id")} AS customer,
+           ${safeCell("s.meter")} AS meter,
+           CASE m.aggregation WHEN 'sum' THEN s.value_sum WHEN 'count' THEN s.event_count
+                              WHEN 'max' THEN s.value_max ELSE s.last_value END AS value,
+           s.event_count AS count
+    FROM (${inner}) s
+    JOIN meters m ON m.key = s.meter
+    ORDER BY s.bucket, s.customer_id, s.meter`;
+}
+
+export function exportCsv(db: Db, q: SeriesQuery): AsyncIterable<Buffer> {
+  return db.copyOut(exportSelect(q), "FORMAT csv, HEADER");
+}

@@ -1,0 +1,190 @@
+// The refresh job: claims the hours marked since the last run, refreshes hourly → daily → monthly (bottom-up,
+// serialized by the job lock), then releases the claims. TimescaleDB refreshes its continuous aggregates;
+// the portable engine recomputes only the touched buckets of its *_mat tables, in one transaction.
+import type { Engine } from "../db/open.js";
+import { type Db, lockId, type Queryable } from "../db/types.js";
+import { addBuckets, alignDown } from "./buckets.js";
+
+/** Ingest takes this lock shared while marking hours; a claim takes it exclusive (see markTouchedHours). */
+export const INVALIDATION_LOCK = lockId("rollup-invalidations");
+
+export interface RefreshOptions {
+  /** Refresh everything from the beginning (after a bulk load that bypassed ingest). */
+  full?: boolean;
+}
+
+export interface RefreshSummary {
+  engine: Engine;
+  claimed_hours: number;
+  oldest_claimed_hour: string | null;
+  refreshed: Record<"hour" | "day" | "month", { from: string | null; to: string } | null>;
+}
+
+/**
+ * Marks the hours of a committing batch. Runs last in the ingest transaction: the shared lock is then held only
+ * for the commit, and a claim (exclusive) waits for every transaction that marked before it to commit — so no
+ * event can commit into an hour after its mark was claimed and refreshed without it.
+ */
+export async function markTouchedHours(tx: Queryable, hours: Iterable<number>): Promise<void> {
+  const list = [...hours].map((h) => new Date(h));
+  if (list.length === 0) return;
+  await tx.query(
+    `WITH held AS (SELECT pg_advisory_xact_lock_shared($2::bigint))
+     INSERT INTO rollup_invalidations (hour)
+     SELECT h FROM unnest($1::timestamptz[]) AS h, held
+     ON CONFLICT (hour) DO NOTHING`,
+    [list, INVALIDATION_LOCK],
+  );
+}
+
+async function claim(db: Db): Promise<{ claimIds: string[]; hours: Date[] }> {
+  await db.transaction(async (tx) => {
+    await tx.query("SET LOCAL lock_timeout = '30s'", []);
+    await tx.query("SELECT pg_advisory_xact_lock($1::bigint)", [INVALIDATION_LOCK]);
+    await tx.query(
+      `WITH moved AS (DELETE FROM rollup_invalidations RETURNING hour)
+       INSERT INTO rollup_claims (claim_id, hour) SELECT nextval('rollup_claim_ids'), hour FROM moved`,
+      [],
+    );
+  });
+  // Claims left by a run that crashed are taken over too.
+  const { rows } = await db.query<{ claim_id: string; hour: Date }>(
+    "SELECT claim_id::text, hour FROM rollup_claims",
+    [],
+  );
+  return {
+    claimIds: [...new Set(rows.map((r) => r.claim_id))],
+    hours: [...new Set(rows.map((r) => r.hour.getTime()))].map((t) => new Date(t)),
+  };
+}
+
+export async function refreshRollups(
+  db: Db,
+  engine: Engine,
+  now: Date,
+  opts: RefreshOptions = {},
+): Promise<RefreshSummary> {
+  const { claimIds, hours } = await claim(db);
+  const oldest = hours.reduce<Date | null>((min, h) => (!min || h < min ? h : min), null);
+  const refreshed =
+    engine === "timescale"
+      ? await refreshTimescale(db, now, oldest, opts)
+      : await refreshPortable(db, now, hours, opts);
+  if (claimIds.length > 0) await db.query("DELETE FROM rollup_claims WHERE claim_id = ANY($1::bigint[])", [claimIds]);
+  return { engine, claimed_hours: hours.length, oldest_claimed_hour: oldest?.toISOString() ?? null, refreshed };
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+async function refreshTimescale(
+  db: Db,
+  now: Date,
+  oldest: Date | null,
+  opts: RefreshOptions,
+): Promise<RefreshSummary["refreshed"]> {
+  // Refresh windows reach back to the previous month at least: a refresh only re-materializes the invalidated
+  // or never-materialized parts of its window, so a wide window costs little and catches up after downtime.
+  const floorStart = addBuckets(alignDown(now, "month"), "month", -1);
+  const start = opts.full ? null : oldest && oldest < floorStart ? oldest : floorStart;
+  const result: RefreshSummary["refreshed"] = { hour: null, day: null, month: null };
+  for (const [level, view] of [
+    ["hour", "usage_hourly"],
+    ["day", "usage_daily"],
+    ["month", "usage_monthly"],
+  ] as const) {
+    const end = alignDown(now, level);
+    const from = start ? alignDown(start, level) : null;
+    if (from && from >= end) continue;
+    // Not in a transaction: TimescaleDB refuses refresh_continuous_aggregate inside one.
+    await db.query(`CALL refresh_continuous_aggregate('${view}', $1::timestamptz, $2::timestamptz)`, [from, end]);
+    result[level] = { from: iso(from), to: end.toISOString() };
+  }
+  return result;
+}
+
+const AGG_FROM_EVENTS = `
+  date_trunc('hour', e.ts, 'UTC') AS bucket, e.customer_id, e.meter,
+  sum(e.value), count(*), max(e.value),
+  (array_agg(e.value ORDER BY tally_last_key(e.ts, e.value) DESC))[1],
+  max(tally_last_key(e.ts, e.value)), max(e.ts)`;
+
+const aggFromRollup = (level: "day" | "month") => `
+  date_trunc('${level}', r.bucket, 'UTC') AS bucket, r.customer_id, r.meter,
+  sum(r.value_sum), sum(r.event_count)::bigint, max(r.value_max),
+  (array_agg(r.last_value ORDER BY r.last_key DESC))[1],
+  max(r.last_key), max(r.last_at)`;
+
+async function refreshPortable(
+  db: Db,
+  now: Date,
+  claimed: Date[],
+  opts: RefreshOptions,
+): Promise<RefreshSummary["refreshed"]> {
+  return db.transaction(async (tx) => {
+    const { rows } = await tx.query<{ level: "hour" | "day" | "month"; watermark: Date | number }>(
+      "SELECT level, watermark FROM rollup_watermarks FOR UPDATE",
+      [],
+    );
+    // null: nothing materialized yet ('-infinity').
+    const old = Object.fromEntries(
+      rows.map((r) => [r.level, opts.full || !(r.watermark instanceof Date) ? null : r.watermark]),
+    ) as Record<"hour" | "day" | "month", Date | null>;
+    const result: RefreshSummary["refreshed"] = { hour: null, day: null, month: null };
+    // Buckets below a level's old watermark that must be recomputed at that level.
+    let stale = claimed.map((h) => h.getTime());
+    for (const level of ["hour", "day", "month"] as const) {
+      const wmOld = old[level];
+      const wmNew = new Date(Math.max(alignDown(now, level).getTime(), wmOld?.getTime() ?? 0));
+      const redo = wmOld
+        ? [...new Set(stale.map((t) => alignDown(new Date(t), level).getTime()))]
+            .filter((t) => t < wmOld.getTime() && t < wmNew.getTime())
+            .map((t) => new Date(t))
+        : [];
+      const table = `usage_${level === "hour" ? "hourly" : level === "day" ? "daily" : "monthly"}_mat`;
+      const span = level === "hour" ? "1 hour" : level === "day" ? "1 day" : "1 month";
+      await tx.query(
+        `DELETE FROM ${table} WHERE (bucket >= COALESCE($1::timestamptz, '-infinity') AND bucket < $2) OR bucket = ANY($3::timestamptz[])`,
+        [wmOld, wmNew, redo],
+      );
+      if (level === "hour") {
+        await tx.query(
+          `INSERT INTO usage_hourly_mat SELECT ${AGG_FROM_EVENTS} FROM usage_events e
+           WHERE e.ts >= COALESCE($1::timestamptz, '-infinity') AND e.ts < $2 GROUP BY 1, 2, 3`,
+          [wmOld, wmNew],
+        );
+        await tx.query(
+          `INSERT INTO usage_hourly_mat SELECT ${AGG_FROM_EVENTS}
+           FROM unnest($1::timestamptz[]) AS h JOIN usage_events e ON e.ts >= h AND e.ts < h + INTERVAL '1 hour'
+           GROUP BY 1, 2, 3`,
+          [redo],
+        );
+      } else {
+        const below = level === "day" ? "usage_hourly_mat" : "usage_daily_mat";
+        await tx.query(
+          `INSERT INTO ${table} SELECT ${aggFromRollup(level)} FROM ${below} r
+           WHERE r.bucket >= COALESCE($1::timestamptz, '-infinity') AND r.bucket < $2 GROUP BY 1, 2, 3`,
+          [wmOld, wmNew],
+        );
+        await tx.query(
+          `INSERT INTO ${table} SELECT ${aggFromRollup(level)}
+           FROM unnest($1::timestamptz[]) AS b JOIN ${below} r ON r.bucket >= b AND r.bucket < b + INTERVAL '${span}'
+           GROUP BY 1, 2, 3`,
+          [redo],
+        );
+      }
+      await tx.query("UPDATE rollup_watermarks SET watermark = $2 WHERE level = $1", [level, wmNew]);
+      result[level] = { from: iso(wmOld), to: wmNew.toISOString() };
+      // The next level up recomputes every bucket that holds a bucket changed here.
+      stale = [...redo.map((d) => d.getTime()), ...rangeStarts(wmOld, wmNew, level)];
+    }
+    return result;
+  });
+}
+
+/** Starts of the buckets in [from, to) — at most a handful in steady state; the first run covers everything by range. */
+function rangeStarts(from: Date | null, to: Date, level: "hour" | "day" | "month"): number[] {
+  const out: number[] = [];
+  if (!from) return out;
+  for (let t = from; t < to && out.length < 100_000; t = addBuckets(t, level, 1)) out.push(t.getTime());
+  return out;
+}

@@ -1,0 +1,240 @@
+// The rollup contract: the same scenarios on the embedded TimescaleDB and the real PostgreSQL (portable engine),
+// each checked against numbers computed by hand, and the two engines' answers compared with each other.
+import request from "supertest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ManualClock } from "../src/clock.js";
+import { rangeTotals } from "../src/rollups/totals.js";
+import { BACKENDS, type TestBackend } from "./helpers/databases.js";
+import { defineMeters, postJson } from "./helpers/events.js";
+import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
+
+const NOW = "2026-11-03T12:30:00Z";
+const observed: Record<TestBackend, Record<string, unknown>> = { embedded: {}, postgres: {} };
+
+type Point = { start: string; end: string; value: string; count: number };
+
+describe.each(BACKENDS)("rollup contract on %s", (backend) => {
+  let t: TestTally;
+  const usage = async (customer: string, meter: string, granularity: string, from: string, to: string) => {
+    const res = await request(t.tally.app)
+      .get("/v1/usage")
+      .query({ customer, meter, granularity, from, to })
+      .set(admin);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    return res.body.data as Point[];
+  };
+  const refresh = async () => {
+    const res = await request(t.tally.app).post("/v1/jobs/refresh-rollups/run").set(admin);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    return res.body;
+  };
+  const ingest = async (events: object[]) => {
+    const res = await postJson(t.tally, events);
+    expect(res.status, JSON.stringify(res.body)).toBe(202);
+  };
+  const record = (name: string, value: unknown) => {
+    observed[backend][name] = value;
+    return value;
+  };
+
+  beforeAll(async () => {
+    t = await startTestTally(backend, { clock: new ManualClock(NOW) });
+    await defineMeters(t.tally, { calls: "sum", hits: "count", seats: "max", plan: "last" });
+  });
+  afterAll(() => t.close());
+
+  it("when sum, count, max and last meters get events over several hours, then each bucket holds its aggregation", async () => {
+    const c = "agg";
+    await ingest([
+      { id: "1", customer: c, meter: "calls", value: "1.5", timestamp: "2026-11-02T10:05:00Z" },
+      { id: "2", customer: c, meter: "calls", value: "2.25", timestamp: "2026-11-02T10:55:00Z" },
+      { id: "3", customer: c, meter: "calls", value: 4, timestamp: "2026-11-02T11:00:00Z" },
+      { id: "4", customer: c, meter: "hits", value: 9, timestamp: "2026-11-02T10:10:00Z" },
+      { id: "5", customer: c, meter: "hits", timestamp: "2026-11-02T10:20:00Z" },
+      { id: "6", customer: c, meter: "seats", value: 3, timestamp: "2026-11-02T10:00:00Z" },
+      { id: "7", customer: c, meter: "seats", value: 8, timestamp: "2026-11-02T10:30:00Z" },
+      { id: "8", customer: c, meter: "seats", value: 5, timestamp: "2026-11-02T11:30:00Z" },
+      { id: "9", customer: c, meter: "plan", value: 2, timestamp: "2026-11-02T10:40:00Z" },
+      { id: "10", customer: c, meter: "plan", value: 1, timestamp: "2026-11-02T10:50:00Z" },
+      { id: "11", customer: c, meter: "plan", value: 3, timestamp: "2026-11-01T09:00:00Z" },
+    ]);
+    const day = ["2026-11-02T00:00:00Z", "2026-11-03T00:00:00Z"] as const;
+    const expected = {
+      calls: [
+        { start: "2026-11-02T10:00:00Z", end: "2026-11-02T11:00:00Z", value: "3.75", count: 2 },
+        { start: "2026-11-02T11:00:00Z", end: "2026-11-02T12:00:00Z", value: "4", count: 1 },
+      ],
+      hits: [{ start: "2026-11-02T10:00:00Z", end: "2026-11-02T11:00:00Z", value: "2", count: 2 }],
+      seats: [
+        { start: "2026-11-02T10:00:00Z", end: "2026-11-02T11:00:00Z", value: "8", count: 2 },
+        { start: "2026-11-02T11:00:00Z", end: "2026-11-02T12:00:00Z", value: "5", count: 1 },
+      ],
+      plan: [{ start: "2026-11-02T10:00:00Z", end: "2026-11-02T11:00:00Z", value: "1", count: 2 }],
+    };
+    for (const phase of ["fresh", "refreshed"]) {
+      if (phase === "refreshed") await refresh();
+      for (const [meter, points] of Object.entries(expected)) {
+        expect(record(`agg.hour.${meter}.${phase}`, await usage(c, meter, "hour", ...day))).toEqual(points);
+      }
+      expect(
+        record(`agg.month.${phase}`, await usage(c, "plan", "month", "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")),
+      ).toEqual([{ start: "2026-11-01T00:00:00Z", end: "2026-12-01T00:00:00Z", value: "1", count: 3 }]);
+      expect(await usage(c, "seats", "day", "2026-11-01T00:00:00Z", "2026-11-04T00:00:00Z")).toEqual([
+        { start: "2026-11-02T00:00:00Z", end: "2026-11-03T00:00:00Z", value: "8", count: 3 },
+      ]);
+    }
+  });
+
+  it("when events straddle a month boundary, then hours, days and months split exactly there", async () => {
+    const c = "boundary";
+    await ingest([
+      { id: "a", customer: c, meter: "calls", value: 1, timestamp: "2026-10-31T23:59:59.999Z" },
+      { id: "b", customer: c, meter: "calls", value: 10, timestamp: "2026-11-01T00:00:00Z" },
+      { id: "c", customer: c, meter: "calls", value: 100, timestamp: "2026-11-01T00:59:59.999999Z" },
+    ]);
+    for (const phase of ["fresh", "refreshed"]) {
+      if (phase === "refreshed") await refresh();
+      expect(
+        record(
+          `boundary.month.${phase}`,
+          await usage(c, "calls", "month", "2026-10-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+        ),
+      ).toEqual([
+        { start: "2026-10-01T00:00:00Z", end: "2026-11-01T00:00:00Z", value: "1", count: 1 },
+        { start: "2026-11-01T00:00:00Z", end: "2026-12-01T00:00:00Z", value: "110", count: 2 },
+      ]);
+      expect(await usage(c, "calls", "day", "2026-10-31T00:00:00Z", "2026-11-02T00:00:00Z")).toEqual([
+        { start: "2026-10-31T00:00:00Z", end: "2026-11-01T00:00:00Z", value: "1", count: 1 },
+        { start: "2026-11-01T00:00:00Z", end: "2026-11-02T00:00:00Z", value: "110", count: 2 },
+      ]);
+      expect(await usage(c, "calls", "hour", "2026-10-31T23:00:00Z", "2026-11-01T02:00:00Z")).toEqual([
+        { start: "2026-10-31T23:00:00Z", end: "2026-11-01T00:00:00Z", value: "1", count: 1 },
+        { start: "2026-11-01T00:00:00Z", end: "2026-11-01T01:00:00Z", value: "110", count: 2 },
+      ]);
+    }
+  });
+
+  it("when a late event lands in an hour, day and month already materialized, then it counts at once and after refresh", async () => {
+    const c = "late";
+    await ingest([{ id: "on-time", customer: c, meter: "calls", value: 5, timestamp: "2026-10-20T08:15:00Z" }]);
+    await ingest([{ id: "seat-1", customer: c, meter: "seats", value: 4, timestamp: "2026-10-20T08:15:00Z" }]);
+    await refresh();
+    const { rows } = await t.tally.ctx.db.query<{ n: string }>("SELECT count(*) AS n FROM rollup_invalidations", []);
+    expect(rows[0]?.n).toBe("0");
+    await ingest([
+      { id: "late-1", customer: c, meter: "calls", value: 7, timestamp: "2026-10-20T08:45:00Z" },
+      { id: "late-2", customer: c, meter: "seats", value: 9, timestamp: "2026-10-20T08:59:00Z" },
+    ]);
+    const check = async (phase: string) => {
+      expect(
+        record(`late.hour.${phase}`, await usage(c, "calls", "hour", "2026-10-20T08:00:00Z", "2026-10-20T09:00:00Z")),
+      ).toEqual([{ start: "2026-10-20T08:00:00Z", end: "2026-10-20T09:00:00Z", value: "12", count: 2 }]);
+      expect(await usage(c, "calls", "day", "2026-10-20T00:00:00Z", "2026-10-21T00:00:00Z")).toEqual([
+        { start: "2026-10-20T00:00:00Z", end: "2026-10-21T00:00:00Z", value: "12", count: 2 },
+      ]);
+      expect(await usage(c, "calls", "month", "2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).toEqual([
+        { start: "2026-10-01T00:00:00Z", end: "2026-11-01T00:00:00Z", value: "12", count: 2 },
+      ]);
+      expect(await usage(c, "seats", "month", "2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).toEqual([
+        { start: "2026-10-01T00:00:00Z", end: "2026-11-01T00:00:00Z", value: "9", count: 2 },
+      ]);
+      const totals = await rangeTotals(t.tally.ctx.db, {
+        from: new Date("2026-10-01T00:00:00Z"),
+        to: new Date("2026-11-01T00:00:00Z"),
+        customer: c,
+      });
+      expect(totals.map((x) => [x.meter, x.sum, x.count, x.max])).toEqual([
+        ["calls", "12", "2", "7"],
+        ["seats", "13", "2", "9"],
+      ]);
+    };
+    await check("before refresh");
+    const run = await refresh();
+    expect(run.summary.claimed_hours).toBeGreaterThanOrEqual(1);
+    await check("after refresh");
+  });
+
+  it("when a range holds no events, then the series is empty", async () => {
+    expect(record("empty", await usage("agg", "calls", "day", "2026-10-01T00:00:00Z", "2026-10-10T00:00:00Z"))).toEqual(
+      [],
+    );
+  });
+
+  it("when values are large, negative or have many decimals, then sums are exact", async () => {
+    const c = "big";
+    await ingest([
+      { id: "1", customer: c, meter: "calls", value: "999999999999999999", timestamp: "2026-11-02T01:00:00Z" },
+      { id: "2", customer: c, meter: "calls", value: "999999999999999999", timestamp: "2026-11-02T01:01:00Z" },
+      { id: "3", customer: c, meter: "calls", value: "0.000000001", timestamp: "2026-11-02T01:02:00Z" },
+      { id: "4", customer: c, meter: "calls", value: "-0.000000002", timestamp: "2026-11-02T02:02:00Z" },
+      { id: "5", customer: c, meter: "seats", value: "123456789.123456789", timestamp: "2026-11-02T02:02:00Z" },
+    ]);
+    for (const phase of ["fresh", "refreshed"]) {
+      if (phase === "refreshed") await refresh();
+      expect(
+        record(`big.${phase}`, await usage(c, "calls", "month", "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")),
+      ).toEqual([
+        {
+          start: "2026-11-01T00:00:00Z",
+          end: "2026-12-01T00:00:00Z",
+          value: "1999999999999999997.999999999",
+          count: 4,
+        },
+      ]);
+      expect(await usage(c, "seats", "hour", "2026-11-02T00:00:00Z", "2026-11-03T00:00:00Z")).toEqual([
+        { start: "2026-11-02T02:00:00Z", end: "2026-11-02T03:00:00Z", value: "123456789.123456789", count: 1 },
+      ]);
+    }
+  });
+
+  it("when 'last' events share the latest timestamp, then the greatest value wins, the same on every level", async () => {
+    const c = "ties";
+    await ingest([
+      { id: "1", customer: c, meter: "plan", value: 4, timestamp: "2026-11-02T05:00:00Z" },
+      { id: "2", customer: c, meter: "plan", value: 6, timestamp: "2026-11-02T05:00:00Z" },
+      { id: "3", customer: c, meter: "plan", value: 5, timestamp: "2026-11-02T05:00:00Z" },
+      { id: "4", customer: c, meter: "plan", value: 9, timestamp: "2026-11-02T04:59:59Z" },
+    ]);
+    for (const phase of ["fresh", "refreshed"]) {
+      if (phase === "refreshed") await refresh();
+      for (const g of ["hour", "day", "month"]) {
+        const [from, to] =
+          g === "month"
+            ? ["2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"]
+            : ["2026-11-02T00:00:00Z", "2026-11-03T00:00:00Z"];
+        const points = await usage(c, "plan", g, from, to);
+        expect(record(`ties.${g}.${phase}`, points.at(-1)?.value)).toBe("6");
+      }
+    }
+  });
+
+  it("when the refresh job has run, then the rollups themselves are materialized and no marks remain", async () => {
+    await refresh();
+    const db = t.tally.ctx.db;
+    const marks = await db.query<{ n: string }>(
+      "SELECT (SELECT count(*) FROM rollup_invalidations) + (SELECT count(*) FROM rollup_claims) AS n",
+      [],
+    );
+    expect(marks.rows[0]?.n).toBe("0");
+    const materialized =
+      backend === "embedded"
+        ? await db.query<{ n: string }>(
+            `SELECT count(*) AS n FROM timescaledb_information.continuous_aggregates a,
+               LATERAL (SELECT 1 FROM timescaledb_information.chunks c
+                        WHERE c.hypertable_name = a.materialization_hypertable_name LIMIT 1) x`,
+            [],
+          )
+        : await db.query<{ n: string }>(
+            "SELECT ((SELECT count(*) > 0 FROM usage_hourly_mat)::int + (SELECT count(*) > 0 FROM usage_daily_mat)::int + (SELECT count(*) > 0 FROM usage_monthly_mat)::int) AS n",
+            [],
+          );
+    expect(Number(materialized.rows[0]?.n)).toBe(3);
+  });
+});
+
+describe("both engines", () => {
+  it("when the same scenarios ran on both, then every answer is identical", () => {
+    expect(Object.keys(observed.embedded).length).toBeGreaterThan(15);
+    expect(observed.postgres).toEqual(observed.embedded);
+  });
+});
