@@ -1,5 +1,6 @@
 // The rollup contract: the same scenarios on the embedded TimescaleDB and the real PostgreSQL (portable engine),
 // each checked against numbers computed by hand, and the two engines' answers compared with each other.
+import fc from "fast-check";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
@@ -206,6 +207,65 @@ describe.each(BACKENDS)("rollup contract on %s", (backend) => {
         expect(record(`ties.${g}.${phase}`, points.at(-1)?.value)).toBe("6");
       }
     }
+  });
+
+  it("property: for random events, late events and refreshes, every series equals the answer from raw events", async () => {
+    const db = t.tally.ctx.db;
+    const start = Date.parse("2026-09-29T13:00:00Z");
+    const span = Date.parse(NOW) - start;
+    const event = fc.record({
+      at: fc.integer({ min: 0, max: span }),
+      meter: fc.constantFrom("calls", "seats", "plan"),
+      value: fc.oneof(fc.integer({ min: 0, max: 1000 }).map(String), fc.constantFrom("0.5", "2.25", "7.000000001")),
+    });
+    const ranges = [
+      ["hour", "2026-10-20T00:00:00Z", "2026-11-04T00:00:00Z"],
+      ["day", "2026-09-01T00:00:00Z", "2026-11-04T00:00:00Z"],
+      ["month", "2026-09-01T00:00:00Z", "2026-12-01T00:00:00Z"],
+    ] as const;
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.array(event, { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 3 }),
+        fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }),
+        async (batches, refreshAfter) => {
+          const c = `prop-${backend}-${++run}`;
+          let n = 0;
+          for (const [i, batch] of batches.entries()) {
+            await ingest(
+              batch.map((e) => ({
+                id: String(n++),
+                customer: c,
+                meter: e.meter,
+                value: e.value,
+                timestamp: new Date(start + e.at).toISOString(),
+              })),
+            );
+            if (refreshAfter[i]) await refresh();
+          }
+          for (const [g, from, to] of ranges) {
+            const { rows } = await db.query<{ start: Date; meter: string; s: string; n: string; mx: string; l: string }>(
+              `SELECT date_trunc($4, ts, 'UTC') AS start, meter, trim_scale(sum(value))::text AS s, count(*)::text AS n,
+                      trim_scale(max(value))::text AS mx, trim_scale((array_agg(value ORDER BY ts DESC, value DESC))[1])::text AS l
+               FROM usage_events WHERE customer_id = $1 AND ts >= $2 AND ts < $3 GROUP BY 1, 2 ORDER BY 2, 1`,
+              [c, new Date(from), new Date(to), g],
+            );
+            for (const meter of ["calls", "seats", "plan"] as const) {
+              const expected = rows
+                .filter((r) => r.meter === meter)
+                .map((r) => ({
+                  start: r.start.toISOString().replace(".000Z", "Z"),
+                  value: meter === "calls" ? r.s : meter === "seats" ? r.mx : r.l,
+                  count: Number(r.n),
+                }));
+              const got = (await usage(c, meter, g, from, to)).map(({ start, value, count }) => ({ start, value, count }));
+              expect(got, `${g} ${meter}`).toEqual(expected);
+            }
+          }
+        },
+      ),
+      { numRuns: 30, endOnFailure: true },
+    );
   });
 
   it("when the refresh job has run, then the rollups themselves are materialized and no marks remain", async () => {

@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { addBuckets, alignDown, bucketCount, parsePeriod, periodOf } from "../src/rollups/buckets.js";
 import { inlineParams } from "../src/rollups/export.js";
-import { buildSeriesSql } from "../src/rollups/series.js";
+import { buildSeriesSql, planSeries, type SeriesPart } from "../src/rollups/series.js";
 
 const d = (s: string) => new Date(s);
 
@@ -50,16 +50,59 @@ describe("buckets", () => {
   });
 });
 
-describe("series SQL", () => {
-  it("when customer and meter are given, then they are bound as $3 and $4 on every part", () => {
-    const q = buildSeriesSql({ granularity: "month", customer: "c", meter: "m" });
-    expect(q.params(d("2026-01-01"), d("2026-02-01"), "c", "m")).toEqual([d("2026-01-01"), d("2026-02-01"), "c", "m"]);
-    expect(q.text.match(/customer_id = \$3/g)?.length).toBe(4);
-    expect(q.text.match(/meter = \$4/g)?.length).toBe(4);
+describe("series plan", () => {
+  const state = (dirty: string[] = []) => ({
+    watermarks: { hour: d("2026-01-20T05:00:00Z"), day: d("2026-01-20T00:00:00Z"), month: d("2026-01-01T00:00:00Z") },
+    dirty: dirty.map(d),
   });
-  it("when only a meter is given, then it is $3; with neither, raw events are read by time only", () => {
-    expect(buildSeriesSql({ granularity: "hour", meter: "m" }).text).toContain("e.meter = $3");
-    expect(buildSeriesSql({ granularity: "hour" }).text).not.toMatch(/\$3/);
+  const show = (parts: SeriesPart[]) =>
+    parts.map(
+      (p) =>
+        `${p.source} ${p.from.toISOString().slice(0, 13)}..${p.to.toISOString().slice(0, 13)}` +
+        (p.within ? ` within ${p.within.buckets.length} ${p.within.level}` : "") +
+        (p.exclude.length ? ` minus ${p.exclude.length}` : ""),
+    );
+
+  it("when nothing is dirty, then each level serves up to its watermark and raw events only the current hour", () => {
+    expect(show(planSeries("month", d("2025-02-01T00:00:00Z"), d("2026-02-01T00:00:00Z"), state()))).toEqual([
+      "month 2025-02-01T00..2026-01-01T00",
+      "day 2026-01-01T00..2026-01-20T00",
+      "hour 2026-01-20T00..2026-01-20T05",
+      "event 2026-01-20T05..2026-02-01T00",
+    ]);
+    expect(show(planSeries("hour", d("2026-01-13T00:00:00Z"), d("2026-01-20T06:00:00Z"), state()))).toEqual([
+      "hour 2026-01-13T00..2026-01-20T05",
+      "event 2026-01-20T05..2026-01-20T06",
+    ]);
+  });
+
+  it("when a past hour is dirty, then its month and day come from below and only that hour from raw events", () => {
+    const plan = show(planSeries("month", d("2025-12-01T00:00:00Z"), d("2026-02-01T00:00:00Z"), state(["2025-12-24T10:00:00Z"])));
+    expect(plan).toEqual([
+      "month 2025-12-01T00..2026-01-01T00 minus 1",
+      "day 2026-01-01T00..2026-01-20T00 minus 1",
+      "day 2025-12-01T00..2026-01-01T00 within 1 month minus 1",
+      "hour 2026-01-20T00..2026-01-20T05 minus 1",
+      "hour 2025-12-24T00..2025-12-25T00 within 1 day minus 1",
+      "event 2026-01-20T05..2026-02-01T00",
+      "event 2025-12-24T10..2025-12-24T11 within 1 hour",
+    ]);
+  });
+
+  it("when nothing is materialized yet, then everything comes from raw events", () => {
+    const empty = { watermarks: { hour: null, day: null, month: null }, dirty: [] };
+    expect(show(planSeries("day", d("2026-01-01T00:00:00Z"), d("2026-01-05T00:00:00Z"), empty))).toEqual([
+      "event 2026-01-01T00..2026-01-05T00",
+    ]);
+  });
+
+  it("when customer and meter are given, then they are bound first and used on every part", () => {
+    const parts = planSeries("month", d("2025-12-01T00:00:00Z"), d("2026-02-01T00:00:00Z"), state(["2025-12-24T10:00:00Z"]));
+    const q = buildSeriesSql({ granularity: "month", customer: "c", meter: "m" }, parts);
+    expect(q.params.slice(0, 2)).toEqual(["c", "m"]);
+    expect(q.text.match(/customer_id = \$1/g)?.length).toBe(parts.length);
+    expect(q.text.match(/meter = \$2/g)?.length).toBe(parts.length);
+    expect(buildSeriesSql({ granularity: "hour" }, parts).text).not.toMatch(/customer_id = /);
   });
 });
 

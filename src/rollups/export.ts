@@ -3,7 +3,7 @@
 // read as a formula (starting with =, +, -, @, tab or CR) are prefixed with a single quote.
 import pg from "pg";
 import type { Db } from "../db/types.js";
-import { buildSeriesSql, type SeriesQuery } from "./series.js";
+import { prepareSeries, type SeriesQuery } from "./series.js";
 
 const STEP = { hour: "1 hour", day: "1 day", month: "1 month" } as const;
 
@@ -21,9 +21,8 @@ export function inlineParams(text: string, params: readonly unknown[]): string {
 const utc = (col: string) => `to_char((${col}) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`;
 const safeCell = (col: string) => `CASE WHEN ${col} ~ '^[=+\\-@\\t\\r]' THEN '''' || ${col} ELSE ${col} END`;
 
-export function exportSelect(q: SeriesQuery): string {
-  const series = buildSeriesSql(q);
-  const inner = inlineParams(series.text, series.params(q.from, q.to, q.customer, q.meter));
+export function exportSelect(q: SeriesQuery, series: { text: string; params: unknown[] }): string {
+  const inner = inlineParams(series.text, series.params);
   return `
     SELECT ${utc("s.bucket")} AS start,
            ${utc(`s.bucket + INTERVAL '${STEP[q.granularity]}'`)} AS "end",
@@ -37,6 +36,6 @@ export function exportSelect(q: SeriesQuery): string {
     ORDER BY s.bucket, s.customer_id, s.meter`;
 }
 
-export function exportCsv(db: Db, q: SeriesQuery): AsyncIterable<Buffer> {
-  return db.copyOut(exportSelect(q), "FORMAT csv, HEADER");
+export async function* exportCsv(db: Db, q: SeriesQuery): AsyncIterable<Buffer> {
+  yield* db.copyOut(exportSelect(q, await prepareSeries(db, q)), "FORMAT csv, HEADER");
 }

@@ -4,6 +4,7 @@
 import type { Engine } from "../db/open.js";
 import { type Db, lockId, type Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
+import { readWatermarks } from "./series.js";
 
 /** Ingest takes this lock shared while marking hours; a claim takes it exclusive (see markTouchedHours). */
 export const INVALIDATION_LOCK = lockId("rollup-invalidations");
@@ -82,10 +83,11 @@ async function refreshTimescale(
   oldest: Date | null,
   opts: RefreshOptions,
 ): Promise<RefreshSummary["refreshed"]> {
+  const watermarks = await readWatermarks(db);
   // Refresh windows reach back to the previous month at least: a refresh only re-materializes the invalidated
   // or never-materialized parts of its window, so a wide window costs little and catches up after downtime.
   const floorStart = addBuckets(alignDown(now, "month"), "month", -1);
-  const start = opts.full ? null : oldest && oldest < floorStart ? oldest : floorStart;
+  const start = oldest && oldest < floorStart ? oldest : floorStart;
   const result: RefreshSummary["refreshed"] = { hour: null, day: null, month: null };
   for (const [level, view] of [
     ["hour", "usage_hourly"],
@@ -93,10 +95,14 @@ async function refreshTimescale(
     ["month", "usage_monthly"],
   ] as const) {
     const end = alignDown(now, level);
-    const from = start ? alignDown(start, level) : null;
+    // Everything below the watermark is complete: the window starts at it at the latest (no gap after a long
+    // pause), and from the beginning when nothing was materialized yet.
+    const old = watermarks[level];
+    const from = opts.full || !old ? null : alignDown(old < start ? old : start, level);
     if (from && from >= end) continue;
     // Not in a transaction: TimescaleDB refuses refresh_continuous_aggregate inside one.
     await db.query(`CALL refresh_continuous_aggregate('${view}', $1::timestamptz, $2::timestamptz)`, [from, end]);
+    await db.query("UPDATE rollup_watermarks SET watermark = GREATEST(watermark, $2) WHERE level = $1", [level, end]);
     result[level] = { from: iso(from), to: end.toISOString() };
   }
   return result;

@@ -1,11 +1,22 @@
-// Exact usage per bucket, from rollups: buckets with no pending marks are read from the rollup of their level;
-// a "dirty" bucket (an hour marked since the last refresh lies inside it) is assembled from the level below —
-// clean days of a dirty month from usage_daily, clean hours of a dirty day from usage_hourly, and the dirty
-// hours themselves from raw events. So an acknowledged event counts at once, late ones included, and a read
-// touches raw events only for the few hours not yet refreshed. The SQL builder is pure; run it with runSeries.
+// Exact usage per bucket, read from the materialized rollups (usage_*_mat, the same relations on both engines)
+// wherever they are known to be complete, and assembled from the level below everywhere else:
+//   - a bucket is served by its level's rollup when it lies below that level's watermark (materialized by the
+//     refresh job) and holds no dirty hour (an hour marked by ingest since the last refresh);
+//   - otherwise it is built from the level below — days of such a month, hours of such a day — and, for hours
+//     not yet materialized or dirty, from raw events.
+// So an acknowledged event counts at once (late ones included), a read touches raw events only for the current
+// hour and the few dirty ones, and the work is bounded by the number of buckets.
+//
+// The watermarks and dirty hours are read first (readState), and the plan is made from them in TypeScript, so
+// the statement holds only the ranges that are not empty, as constants: PostgreSQL and TimescaleDB exclude
+// partitions and chunks when planning, which is most of the cost of a small read. Reading the state first is
+// safe: a watermark read earlier is lower (the read only takes more from below), an hour clean when the state
+// was read stays complete in its rollup, and every event acknowledged before the read began was marked before it.
 import type { Queryable } from "../db/types.js";
+import { addBuckets, alignDown } from "./buckets.js";
 
 export type Granularity = "hour" | "day" | "month";
+type Level = Granularity;
 
 export interface SeriesQuery {
   granularity: Granularity;
@@ -29,72 +40,169 @@ export interface SeriesRow {
   last_at: Date;
 }
 
-const VIEW: Record<Granularity, string> = { hour: "usage_hourly", day: "usage_daily", month: "usage_monthly" };
-const ROLLUP_COLUMNS = "value_sum, event_count, value_max, last_value, last_key, last_at";
+/** What the rollups hold: below each level's watermark (null: nothing yet) they are complete but for dirty hours. */
+export interface RollupState {
+  watermarks: Record<Level, Date | null>;
+  /** Hours below the hourly watermark with events not yet refreshed into the rollups, ascending. */
+  dirty: Date[];
+}
 
-/** Builds the statement; parameters: $1 from, $2 to, then customer and meter when given. */
-export function buildSeriesSql(q: Pick<SeriesQuery, "granularity" | "customer" | "meter">): {
-  text: string;
-  params: (from: Date, to: Date, customer?: string, meter?: string) => unknown[];
-} {
-  const g = q.granularity;
-  const args: string[] = [];
-  const filters = (alias: string): string => {
-    const parts: string[] = [];
-    if (q.customer !== undefined) parts.push(`${alias}.customer_id = $3`);
-    if (q.meter !== undefined) parts.push(`${alias}.meter = $${q.customer !== undefined ? 4 : 3}`);
-    return parts.map((p) => ` AND ${p}`).join("");
+const MAT: Record<Level, string> = { hour: "usage_hourly_mat", day: "usage_daily_mat", month: "usage_monthly_mat" };
+const SPAN: Record<Level, string> = { hour: "1 hour", day: "1 day", month: "1 month" };
+const BELOW: Record<Level, Level | undefined> = { month: "day", day: "hour", hour: undefined };
+const COLUMNS = "value_sum, event_count, value_max, last_value, last_key, last_at";
+
+/** Below each level's watermark the rollups are complete (but for dirty hours); null: nothing materialized yet. */
+export async function readWatermarks(db: Queryable): Promise<RollupState["watermarks"]> {
+  const { rows } = await db.query<{ level: Level; watermark: Date }>(
+    "SELECT level, watermark FROM rollup_watermarks WHERE watermark <> '-infinity'",
+    [],
+  );
+  const wm: RollupState["watermarks"] = { hour: null, day: null, month: null };
+  for (const r of rows) wm[r.level] = r.watermark;
+  return wm;
+}
+
+export async function readState(db: Queryable, from: Date, to: Date): Promise<RollupState> {
+  const { rows } = await db.query<{ hour: Date | null; day: Date | null; month: Date | null; dirty: Date[] }>(
+    `WITH wm AS (
+       SELECT max(watermark) FILTER (WHERE level = 'hour') AS hour,
+              max(watermark) FILTER (WHERE level = 'day') AS day,
+              max(watermark) FILTER (WHERE level = 'month') AS month
+       FROM rollup_watermarks
+     )
+     SELECT nullif(wm.hour, '-infinity') AS hour, nullif(wm.day, '-infinity') AS day,
+            nullif(wm.month, '-infinity') AS month,
+            ARRAY(SELECT hour FROM rollup_invalidations WHERE hour >= $1 AND hour < LEAST($2, wm.hour)
+                  UNION
+                  SELECT hour FROM rollup_claims WHERE hour >= $1 AND hour < LEAST($2, wm.hour)
+                  ORDER BY 1) AS dirty
+     FROM wm`,
+    [from, to],
+  );
+  const r = rows[0];
+  return {
+    watermarks: { hour: r?.hour ?? null, day: r?.day ?? null, month: r?.month ?? null },
+    dirty: (r?.dirty ?? []).map((d) => new Date(d)),
   };
-  if (q.customer !== undefined) args.push("customer");
-  if (q.meter !== undefined) args.push("meter");
+}
+
+const maxDate = (a: Date, b: Date | null) => (b !== null && b > a ? b : a);
+const minDate = (...ds: Date[]) => ds.reduce((a, b) => (b < a ? b : a));
+
+/** One range of one relation that the answer is assembled from. */
+export interface SeriesPart {
+  /** The rollup level read, or raw events. */
+  source: Level | "event";
+  from: Date;
+  to: Date;
+  /** Only inside these buckets (the dirty parents). */
+  within?: { level: Level; buckets: Date[] };
+  /** Leave out these buckets of the source level (dirty ones). */
+  exclude: Date[];
+}
+
+function distinctAligned(hours: Date[], level: Level): Date[] {
+  return [...new Set(hours.map((h) => alignDown(h, level).getTime()))].map((t) => new Date(t));
+}
+
+/** Which ranges of which relations answer [from, to) at granularity g. Pure. */
+export function planSeries(g: Granularity, from: Date, to: Date, state: RollupState): SeriesPart[] {
+  const wm = state.watermarks;
+  const dirtyAt = (level: Level) => distinctAligned(state.dirty, level);
+  const parts: SeriesPart[] = [];
+  const add = (p: SeriesPart) => {
+    if (p.from < p.to) parts.push(p);
+  };
+  // The series' own level: clean buckets below its watermark.
+  const own = wm[g];
+  if (own) add({ source: g, from, to: minDate(to, own), exclude: dirtyAt(g) });
+  // Each level below fills in for the buckets of its parent that the parent's rollup cannot serve: those at or
+  // above the parent's watermark, and the dirty ones below it.
+  let parent: Level = g;
+  for (let level = BELOW[g]; level; parent = level, level = BELOW[level]) {
+    const levelWm = wm[level];
+    const parentWm = wm[parent];
+    if (!levelWm) continue;
+    const upTo = minDate(to, levelWm);
+    add({ source: level, from: maxDate(from, parentWm), to: upTo, exclude: dirtyAt(level) });
+    const dirtyParents = parentWm ? dirtyAt(parent).filter((p) => p < parentWm) : [];
+    const first = dirtyParents[0];
+    const last = dirtyParents.at(-1);
+    if (parentWm && first && last) {
+      add({
+        source: level,
+        from: maxDate(from, first),
+        to: minDate(upTo, parentWm, addBuckets(last, parent, 1)),
+        within: { level: parent, buckets: dirtyParents },
+        exclude: dirtyAt(level),
+      });
+    }
+  }
+  // Raw events: at and above the hourly watermark, and in dirty hours below it.
+  add({ source: "event", from: maxDate(from, wm.hour), to, exclude: [] });
+  const first = state.dirty[0];
+  const last = state.dirty.at(-1);
+  if (first && last) {
+    add({
+      source: "event",
+      from: maxDate(from, first),
+      to: minDate(to, addBuckets(last, "hour", 1)),
+      within: { level: "hour", buckets: state.dirty },
+      exclude: [],
+    });
+  }
+  return parts;
+}
+
+const pgArray = (ds: Date[]) => `{${ds.map((d) => `"${d.toISOString()}"`).join(",")}}`;
+
+/** The statement for a plan, with its parameters. Pure. */
+export function buildSeriesSql(
+  q: Pick<SeriesQuery, "granularity" | "customer" | "meter">,
+  parts: SeriesPart[],
+): { text: string; params: unknown[] } {
+  const g = q.granularity;
+  const params: unknown[] = [];
+  const bind = (v: unknown) => {
+    params.push(v);
+    return `$${params.length}`;
+  };
+  const customer = q.customer !== undefined ? bind(q.customer) : undefined;
+  const meter = q.meter !== undefined ? bind(q.meter) : undefined;
+  const filters = (alias: string) =>
+    (customer ? ` AND ${alias}.customer_id = ${customer}` : "") + (meter ? ` AND ${alias}.meter = ${meter}` : "");
   // Raw events of one customer but all meters: walk the (customer_id, meter, ts) index meter by meter.
-  const rawMeterFilter =
-    q.customer !== undefined && q.meter === undefined ? " AND e.meter IN (SELECT key FROM meters)" : "";
+  const rawMeterFilter = customer && !meter ? " AND e.meter IN (SELECT key FROM meters)" : "";
+  const out = (expr: string) => (g === "hour" ? expr : `date_trunc('${g}', ${expr}, 'UTC')`);
 
-  const parts: string[] = [];
-  parts.push(`
-    SELECT v.bucket, v.customer_id, v.meter, ${ROLLUP_COLUMNS}
-    FROM ${VIEW[g]} v
-    WHERE v.bucket >= $1 AND v.bucket < $2${filters("v")}
-      AND NOT EXISTS (SELECT 1 FROM dirty d WHERE date_trunc('${g}', d.hour, 'UTC') = v.bucket)`);
-  if (g === "month") {
-    parts.push(`
-    SELECT date_trunc('month', v.bucket, 'UTC'), v.customer_id, v.meter, ${ROLLUP_COLUMNS.split(", ")
-      .map((c) => `v.${c}`)
-      .join(", ")}
-    FROM (SELECT DISTINCT date_trunc('month', hour, 'UTC') AS month FROM dirty) dm
-    CROSS JOIN LATERAL (
-      SELECT * FROM usage_daily v
-      WHERE v.bucket >= dm.month AND v.bucket < dm.month + INTERVAL '1 month'${filters("v")}
-    ) v
-    WHERE NOT EXISTS (SELECT 1 FROM dirty d WHERE date_trunc('day', d.hour, 'UTC') = v.bucket)`);
-  }
-  if (g === "month" || g === "day") {
-    parts.push(`
-    SELECT date_trunc('${g}', v.bucket, 'UTC'), v.customer_id, v.meter, ${ROLLUP_COLUMNS.split(", ")
-      .map((c) => `v.${c}`)
-      .join(", ")}
-    FROM (SELECT DISTINCT date_trunc('day', hour, 'UTC') AS day FROM dirty) dd
-    CROSS JOIN LATERAL (
-      SELECT * FROM usage_hourly v
-      WHERE v.bucket >= dd.day AND v.bucket < dd.day + INTERVAL '1 day'${filters("v")}
-    ) v
-    WHERE NOT EXISTS (SELECT 1 FROM dirty d WHERE d.hour = v.bucket)`);
-  }
-  parts.push(`
-    SELECT date_trunc('${g}', e.ts, 'UTC'), e.customer_id, e.meter,
-           e.value, 1::bigint, e.value, e.value, tally_last_key(e.ts, e.value), e.ts
-    FROM dirty d
-    JOIN usage_events e ON e.ts >= d.hour AND e.ts < d.hour + INTERVAL '1 hour'${filters("e")}${rawMeterFilter}`);
-
+  const selects = parts.map((p) => {
+    const isRaw = p.source === "event";
+    const col = isRaw ? "e.ts" : "v.bucket";
+    const within = p.within
+      ? ` JOIN unnest(${bind(pgArray(p.within.buckets))}::timestamptz[]) AS w(b) ON ${col} >= w.b AND ${col} < w.b + INTERVAL '${SPAN[p.within.level]}'`
+      : "";
+    const range = `${col} >= ${bind(p.from)}::timestamptz AND ${col} < ${bind(p.to)}::timestamptz`;
+    const exclude = p.exclude.length > 0 ? ` AND ${col} <> ALL (${bind(pgArray(p.exclude))}::timestamptz[])` : "";
+    if (isRaw) {
+      return `
+      SELECT ${out("date_trunc('hour', e.ts, 'UTC')")}, e.customer_id, e.meter,
+             e.value, 1::bigint, e.value, e.value, tally_last_key(e.ts, e.value), e.ts
+      FROM usage_events e${within}
+      WHERE ${range}${filters("e")}${rawMeterFilter}`;
+    }
+    return `
+      SELECT ${out("v.bucket")}, v.customer_id, v.meter, ${COLUMNS}
+      FROM ${MAT[p.source as Level]} v${within}
+      WHERE ${range}${filters("v")}${exclude}`;
+  });
+  const union =
+    selects.length > 0
+      ? selects.join("\n      UNION ALL")
+      : `
+      SELECT NULL::timestamptz, NULL::text, NULL::text, NULL::numeric, NULL::bigint, NULL::numeric,
+             NULL::numeric, NULL::numeric, NULL::timestamptz WHERE false`;
   const text = `
-    WITH dirty AS MATERIALIZED (
-      SELECT hour FROM rollup_invalidations WHERE hour >= $1 AND hour < $2
-      UNION
-      SELECT hour FROM rollup_claims WHERE hour >= $1 AND hour < $2
-    ), parts (bucket, customer_id, meter, value_sum, event_count, value_max, last_value, last_key, last_at) AS (
-      ${parts.join("\n      UNION ALL")}
-    )
     SELECT bucket, customer_id, meter,
            trim_scale(sum(value_sum))::text AS value_sum,
            sum(event_count)::text AS event_count,
@@ -102,22 +210,21 @@ export function buildSeriesSql(q: Pick<SeriesQuery, "granularity" | "customer" |
            trim_scale((array_agg(last_value ORDER BY last_key DESC))[1])::text AS last_value,
            max(last_key)::text AS last_key,
            max(last_at) AS last_at
-    FROM parts
+    FROM (${union}
+    ) AS parts (bucket, customer_id, meter, value_sum, event_count, value_max, last_value, last_key, last_at)
     GROUP BY bucket, customer_id, meter
     ORDER BY customer_id, meter, bucket`;
-  return {
-    text,
-    params: (from, to, customer, meter) => [
-      from,
-      to,
-      ...(args.includes("customer") ? [customer] : []),
-      ...(args.includes("meter") ? [meter] : []),
-    ],
-  };
+  return { text, params };
+}
+
+/** Reads the rollup state and builds the statement for one series query. */
+export async function prepareSeries(db: Queryable, q: SeriesQuery): Promise<{ text: string; params: unknown[] }> {
+  const state = await readState(db, q.from, q.to);
+  return buildSeriesSql(q, planSeries(q.granularity, q.from, q.to, state));
 }
 
 export async function runSeries(db: Queryable, q: SeriesQuery): Promise<SeriesRow[]> {
-  const { text, params } = buildSeriesSql(q);
-  const { rows } = await db.query<SeriesRow>(text, params(q.from, q.to, q.customer, q.meter));
+  const { text, params } = await prepareSeries(db, q);
+  const { rows } = await db.query<SeriesRow>(text, params);
   return rows;
 }

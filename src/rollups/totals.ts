@@ -3,7 +3,7 @@
 import type { Aggregation } from "../catalog/schemas.js";
 import type { Queryable } from "../db/types.js";
 import { alignDown } from "./buckets.js";
-import { buildSeriesSql, type Granularity } from "./series.js";
+import { type Granularity, prepareSeries } from "./series.js";
 
 export interface Totals {
   customer: string;
@@ -36,7 +36,7 @@ export async function rangeTotals(
   q: { from: Date; to: Date; customer?: string | undefined; meter?: string | undefined },
 ): Promise<Totals[]> {
   const granularity = coarsestAligned(q.from, q.to);
-  const series = buildSeriesSql({ granularity, customer: q.customer, meter: q.meter });
+  const series = await prepareSeries(db, { granularity, ...q });
   // Buckets combine as the rollups do: sum of sums and counts, max of maxes, the last by its ordering key.
   const { rows } = await db.query<{
     customer_id: string;
@@ -56,7 +56,7 @@ export async function rangeTotals(
      FROM (${series.text}) s
      GROUP BY customer_id, meter
      ORDER BY customer_id, meter`,
-    series.params(q.from, q.to, q.customer, q.meter),
+    series.params,
   );
   return rows.map((r) => ({
     customer: r.customer_id,

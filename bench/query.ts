@@ -1,0 +1,249 @@
+// npm run bench:query — read latency from rollups vs. the same answers from raw events.
+// Loads BENCH_EVENTS (default 10,000,000) events over 30 days, 1,000 customers and 4 meters with COPY, refreshes
+// the rollups, then measures p50/p95/p99 of GET /v1/usage (hourly over 7 days, daily over 30 days, monthly over
+// 12 months) and of the current-period totals, each next to the same answer computed from raw events.
+//   DATABASE_URL=postgres://... → a fresh database on that server (dropped afterwards); unset → embedded engine.
+//   BENCH_QUERIES (default 200) per kind.
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { loadConfig } from "../src/config.js";
+import { copyRow } from "../src/ingest/copyText.js";
+import { createLogger } from "../src/logger.js";
+import { refreshRollups } from "../src/rollups/refresh.js";
+import { rangeTotals } from "../src/rollups/totals.js";
+import { createTally } from "../src/tally.js";
+import { percentile, table } from "./harness.js";
+
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 10_000_000);
+const QUERIES = Number(process.env.BENCH_QUERIES ?? 200);
+const CUSTOMERS = 1000;
+const METERS = ["api_calls", "tokens", "storage_gb", "seats"] as const;
+const AGG = { api_calls: "sum", tokens: "sum", storage_gb: "max", seats: "last" } as const;
+const DAYS = 30;
+const KEY = `bench-${randomBytes(12).toString("hex")}`;
+const HOUR = 3_600_000;
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+function get(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent, headers: { Authorization: `Bearer ${KEY}` } }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (d) => {
+          body += d;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+      .on("error", reject);
+  });
+}
+
+/** POSTs JSON on a fresh connection: the embedded engine may block the event loop for minutes while loading and
+ * refreshing, long enough for a pooled keep-alive socket to be closed under us. */
+function post(url: string, body: unknown): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      url,
+      {
+        method: "POST",
+        agent: false,
+        headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" },
+      },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (d) => {
+          text += d;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+/** A cheap deterministic PRNG so runs are comparable. */
+function rng(seed: number) {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+async function time<T>(fn: () => Promise<T>): Promise<[number, T]> {
+  const t0 = performance.now();
+  const v = await fn();
+  return [performance.now() - t0, v];
+}
+
+async function main(): Promise<void> {
+  const serverUrl = process.env.DATABASE_URL;
+  let cleanup = async () => {};
+  const env: Record<string, string> = { TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off", LOG_LEVEL: "warn" };
+  if (serverUrl) {
+    const name = `tally_bench_${randomBytes(4).toString("hex")}`;
+    const admin = new pg.Client({ connectionString: serverUrl });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${name}`);
+    await admin.end();
+    const url = new URL(serverUrl);
+    url.pathname = `/${name}`;
+    env.DATABASE_URL = url.toString();
+    cleanup = async () => {
+      const c = new pg.Client({ connectionString: serverUrl });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    };
+  } else {
+    const dir = await mkdtemp(join(tmpdir(), "tally-qbench-"));
+    env.TALLY_DATA_DIR = dir;
+    cleanup = () => rm(dir, { recursive: true, force: true });
+  }
+  const config = loadConfig(env);
+  const tally = await createTally({ config, logger: createLogger("warn") });
+  const base = await tally.listen(0, "127.0.0.1");
+  const { db, engine } = tally.ctx;
+  try {
+    for (const m of METERS) {
+      await fetch(`${base}/v1/meters/${m}`, {
+        method: "PUT",
+        headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ name: m, unit: "unit", aggregation: AGG[m] }),
+      });
+    }
+    const now = new Date();
+    const start = now.getTime() - DAYS * 86_400_000;
+    console.log(`\nTally query benchmark — ${serverUrl ? "server" : "embedded"}, engine ${engine}`);
+    console.log(`loading ${EVENTS.toLocaleString("en-US")} events (${DAYS} days, ${CUSTOMERS} customers, ${METERS.length} meters) with COPY…`);
+    const received = now.toISOString();
+    const random = rng(42);
+    const [loadMs] = await time(async () => {
+      const BATCH = 200_000;
+      for (let done = 0; done < EVENTS; done += BATCH) {
+        const n = Math.min(BATCH, EVENTS - done);
+        await db.transaction((tx) =>
+          tx.copyIn(
+            { table: "usage_events", columns: ["ts", "customer_id", "meter", "value", "event_id", "properties", "received_at"] },
+            (function* () {
+              let chunk = "";
+              for (let i = 0; i < n; i++) {
+                const ts = new Date(start + Math.floor(random() * (now.getTime() - start))).toISOString();
+                const m = METERS[(i + done) % METERS.length] as string;
+                chunk += copyRow([ts, `cust-${Math.floor(random() * CUSTOMERS)}`, m, String(1 + Math.floor(random() * 100)), `l${done + i}`, null, received]);
+                if (chunk.length > 1_000_000) {
+                  yield chunk;
+                  chunk = "";
+                }
+              }
+              if (chunk) yield chunk;
+            })(),
+          ),
+        );
+      }
+      await db.query(`INSERT INTO customers (id) SELECT 'cust-' || g FROM generate_series(0, ${CUSTOMERS - 1}) g ON CONFLICT DO NOTHING`, []);
+      await db.query("ANALYZE usage_events", []);
+    });
+    console.log(`  loaded in ${(loadMs / 1000).toFixed(1)} s (${Math.round(EVENTS / (loadMs / 1000)).toLocaleString("en-US")} events/s)`);
+    const [refreshMs] = await time(() => refreshRollups(db, engine, now, { full: true }));
+    console.log(`  full refresh in ${(refreshMs / 1000).toFixed(1)} s`);
+    // Steady state: the current hour has fresh events (marked dirty, read from raw), as it always does live.
+    const live = Array.from({ length: 1000 }, (_, i) => ({ id: `live-${i}`, customer: `cust-${i % CUSTOMERS}`, meter: METERS[i % 4], value: 1 }));
+    const first = await post(`${base}/v1/events`, { events: live });
+    if (first.status !== 202) throw new Error(`ingest: ${first.status} ${first.body}`);
+    const [steadyMs] = await time(() => refreshRollups(db, engine, new Date()));
+    console.log(`  steady-state refresh job run: ${steadyMs.toFixed(0)} ms\n`);
+    // …and events keep arriving: the current hour is marked again while the queries run.
+    const second = await post(`${base}/v1/events`, { events: live.map((e) => ({ ...e, id: `${e.id}-b` })) });
+    if (second.status !== 202) throw new Error(`ingest: ${second.status} ${second.body}`);
+
+    const pick = rng(7);
+    const aligned = (t: number, unit: number) => Math.floor(t / unit) * unit;
+    const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+    const kinds = [
+      { name: "hourly over 7 days", granularity: "hour", from: new Date(aligned(now.getTime(), HOUR) - 7 * 86_400_000), to: new Date(aligned(now.getTime(), HOUR) + HOUR), trunc: "hour" },
+      { name: "daily over 30 days", granularity: "day", from: new Date(aligned(now.getTime(), 86_400_000) - 29 * 86_400_000), to: new Date(aligned(now.getTime(), 86_400_000) + 86_400_000), trunc: "day" },
+      { name: "monthly over 12 months", granularity: "month", from: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 11, 1)), to: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)), trunc: "month" },
+    ] as const;
+    const rawExpr = { api_calls: "trim_scale(sum(value))::text", tokens: "trim_scale(sum(value))::text", storage_gb: "trim_scale(max(value))::text", seats: "trim_scale((array_agg(value ORDER BY ts DESC, value DESC))[1])::text" } as const;
+    const rows: string[][] = [];
+    let mismatches = 0;
+    for (const k of kinds) {
+      const tally: number[] = [];
+      const raw: number[] = [];
+      for (let q = 0; q < QUERIES; q++) {
+        const customer = `cust-${Math.floor(pick() * CUSTOMERS)}`;
+        const meter = METERS[Math.floor(pick() * 4)] as (typeof METERS)[number];
+        const url = `${base}/v1/usage?customer=${customer}&meter=${meter}&granularity=${k.granularity}&from=${k.from.toISOString()}&to=${k.to.toISOString()}`;
+        const [ms, res] = await time(() => get(url));
+        if (res.status !== 200) throw new Error(`${res.status} ${res.body}`);
+        tally.push(ms);
+        const [rawMs, rawRes] = await time(() =>
+          db.query<{ start: Date; value: string; count: string }>(
+            `SELECT date_trunc('${k.trunc}', ts, 'UTC') AS start, ${rawExpr[meter]} AS value, count(*)::text AS count
+             FROM usage_events WHERE customer_id = $1 AND meter = $2 AND ts >= $3 AND ts < $4 GROUP BY 1 ORDER BY 1`,
+            [customer, meter, k.from, k.to],
+          ),
+        );
+        raw.push(rawMs);
+        const got = (JSON.parse(res.body) as { data: { value: string; count: number }[] }).data.map((p) => `${p.value}/${p.count}`);
+        const want = rawRes.rows.map((r) => `${r.value}/${r.count}`);
+        if (got.join() !== want.join()) mismatches += 1;
+      }
+      rows.push(row(k.name, tally, raw));
+    }
+    {
+      const tally: number[] = [];
+      const raw: number[] = [];
+      for (let q = 0; q < QUERIES; q++) {
+        const customer = `cust-${Math.floor(pick() * CUSTOMERS)}`;
+        const [ms, totals] = await time(() => rangeTotals(db, { from: monthStart, to: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)), customer }));
+        tally.push(ms);
+        const [rawMs, rawRes] = await time(() =>
+          db.query<{ meter: string; s: string; n: string }>(
+            "SELECT meter, trim_scale(sum(value))::text AS s, count(*)::text AS n FROM usage_events WHERE customer_id = $1 AND ts >= $2 GROUP BY 1 ORDER BY 1",
+            [customer, monthStart],
+          ),
+        );
+        raw.push(rawMs);
+        if (totals.map((t) => `${t.meter}:${t.sum}/${t.count}`).join() !== rawRes.rows.map((r) => `${r.meter}:${r.s}/${r.n}`).join()) mismatches += 1;
+      }
+      rows.push(row("current-period totals (1 customer, all meters)", tally, raw));
+    }
+    console.log(table(["query", "Tally p50", "p95", "p99", "raw events p50", "p95", "p99", "raw p95 / Tally p95"], rows));
+    console.log(`\nanswers compared with raw events: ${QUERIES * 4 - mismatches} equal, ${mismatches} different`);
+  } finally {
+    agent.destroy();
+    await tally.shutdown();
+    await cleanup();
+  }
+}
+
+function row(name: string, tally: number[], raw: number[]): string[] {
+  const f = (v: number) => `${v.toFixed(2)} ms`;
+  return [
+    name,
+    f(percentile(tally, 50)),
+    f(percentile(tally, 95)),
+    f(percentile(tally, 99)),
+    f(percentile(raw, 50)),
+    f(percentile(raw, 95)),
+    f(percentile(raw, 99)),
+    `${(percentile(raw, 95) / percentile(tally, 95)).toFixed(1)}×`,
+  ];
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

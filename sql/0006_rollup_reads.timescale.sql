@@ -1,0 +1,26 @@
+-- Tally reads materialized rollups directly and assembles everything newer (or not yet refreshed) itself from
+-- the level below, exactly as on the portable engine; TimescaleDB's real-time views stay for direct queries.
+-- usage_*_mat name the materialization hypertables of the continuous aggregates (same columns as the views),
+-- and rollup_watermarks says below which bucket each level is materialized (kept by Tally's refresh job).
+
+CREATE TABLE rollup_watermarks (
+  level     text PRIMARY KEY CHECK (level IN ('hour', 'day', 'month')),
+  watermark timestamptz NOT NULL
+);
+INSERT INTO rollup_watermarks VALUES ('hour', '-infinity'), ('day', '-infinity'), ('month', '-infinity');
+
+DO $$
+DECLARE
+  cagg record;
+BEGIN
+  FOR cagg IN
+    SELECT view_name, materialization_hypertable_schema AS s, materialization_hypertable_name AS n
+    FROM timescaledb_information.continuous_aggregates
+    WHERE view_name IN ('usage_hourly', 'usage_daily', 'usage_monthly')
+  LOOP
+    EXECUTE format(
+      'CREATE VIEW %I AS SELECT bucket, customer_id, meter, value_sum, event_count, value_max, last_value, last_key, last_at FROM %I.%I',
+      cagg.view_name || '_mat', cagg.s, cagg.n);
+  END LOOP;
+END
+$$;
