@@ -125,7 +125,9 @@ async function main(): Promise<void> {
     const now = new Date();
     const start = now.getTime() - DAYS * 86_400_000;
     console.log(`\nTally query benchmark — ${serverUrl ? "server" : "embedded"}, engine ${engine}`);
-    console.log(`loading ${EVENTS.toLocaleString("en-US")} events (${DAYS} days, ${CUSTOMERS} customers, ${METERS.length} meters) with COPY…`);
+    console.log(
+      `loading ${EVENTS.toLocaleString("en-US")} events (${DAYS} days, ${CUSTOMERS} customers, ${METERS.length} meters) with COPY…`,
+    );
     const received = now.toISOString();
     const random = rng(42);
     const [loadMs] = await time(async () => {
@@ -134,13 +136,24 @@ async function main(): Promise<void> {
         const n = Math.min(BATCH, EVENTS - done);
         await db.transaction((tx) =>
           tx.copyIn(
-            { table: "usage_events", columns: ["ts", "customer_id", "meter", "value", "event_id", "properties", "received_at"] },
+            {
+              table: "usage_events",
+              columns: ["ts", "customer_id", "meter", "value", "event_id", "properties", "received_at"],
+            },
             (function* () {
               let chunk = "";
               for (let i = 0; i < n; i++) {
                 const ts = new Date(start + Math.floor(random() * (now.getTime() - start))).toISOString();
                 const m = METERS[(i + done) % METERS.length] as string;
-                chunk += copyRow([ts, `cust-${Math.floor(random() * CUSTOMERS)}`, m, String(1 + Math.floor(random() * 100)), `l${done + i}`, null, received]);
+                chunk += copyRow([
+                  ts,
+                  `cust-${Math.floor(random() * CUSTOMERS)}`,
+                  m,
+                  String(1 + Math.floor(random() * 100)),
+                  `l${done + i}`,
+                  null,
+                  received,
+                ]);
                 if (chunk.length > 1_000_000) {
                   yield chunk;
                   chunk = "";
@@ -151,14 +164,24 @@ async function main(): Promise<void> {
           ),
         );
       }
-      await db.query(`INSERT INTO customers (id) SELECT 'cust-' || g FROM generate_series(0, ${CUSTOMERS - 1}) g ON CONFLICT DO NOTHING`, []);
+      await db.query(
+        `INSERT INTO customers (id) SELECT 'cust-' || g FROM generate_series(0, ${CUSTOMERS - 1}) g ON CONFLICT DO NOTHING`,
+        [],
+      );
       await db.query("ANALYZE usage_events", []);
     });
-    console.log(`  loaded in ${(loadMs / 1000).toFixed(1)} s (${Math.round(EVENTS / (loadMs / 1000)).toLocaleString("en-US")} events/s)`);
+    console.log(
+      `  loaded in ${(loadMs / 1000).toFixed(1)} s (${Math.round(EVENTS / (loadMs / 1000)).toLocaleString("en-US")} events/s)`,
+    );
     const [refreshMs] = await time(() => refreshRollups(db, engine, now, { full: true }));
     console.log(`  full refresh in ${(refreshMs / 1000).toFixed(1)} s`);
     // Steady state: the current hour has fresh events (marked dirty, read from raw), as it always does live.
-    const live = Array.from({ length: 1000 }, (_, i) => ({ id: `live-${i}`, customer: `cust-${i % CUSTOMERS}`, meter: METERS[i % 4], value: 1 }));
+    const live = Array.from({ length: 1000 }, (_, i) => ({
+      id: `live-${i}`,
+      customer: `cust-${i % CUSTOMERS}`,
+      meter: METERS[i % 4],
+      value: 1,
+    }));
     const first = await post(`${base}/v1/events`, { events: live });
     if (first.status !== 202) throw new Error(`ingest: ${first.status} ${first.body}`);
     const [steadyMs] = await time(() => refreshRollups(db, engine, new Date()));
@@ -171,11 +194,34 @@ async function main(): Promise<void> {
     const aligned = (t: number, unit: number) => Math.floor(t / unit) * unit;
     const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
     const kinds = [
-      { name: "hourly over 7 days", granularity: "hour", from: new Date(aligned(now.getTime(), HOUR) - 7 * 86_400_000), to: new Date(aligned(now.getTime(), HOUR) + HOUR), trunc: "hour" },
-      { name: "daily over 30 days", granularity: "day", from: new Date(aligned(now.getTime(), 86_400_000) - 29 * 86_400_000), to: new Date(aligned(now.getTime(), 86_400_000) + 86_400_000), trunc: "day" },
-      { name: "monthly over 12 months", granularity: "month", from: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 11, 1)), to: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)), trunc: "month" },
+      {
+        name: "hourly over 7 days",
+        granularity: "hour",
+        from: new Date(aligned(now.getTime(), HOUR) - 7 * 86_400_000),
+        to: new Date(aligned(now.getTime(), HOUR) + HOUR),
+        trunc: "hour",
+      },
+      {
+        name: "daily over 30 days",
+        granularity: "day",
+        from: new Date(aligned(now.getTime(), 86_400_000) - 29 * 86_400_000),
+        to: new Date(aligned(now.getTime(), 86_400_000) + 86_400_000),
+        trunc: "day",
+      },
+      {
+        name: "monthly over 12 months",
+        granularity: "month",
+        from: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 11, 1)),
+        to: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)),
+        trunc: "month",
+      },
     ] as const;
-    const rawExpr = { api_calls: "trim_scale(sum(value))::text", tokens: "trim_scale(sum(value))::text", storage_gb: "trim_scale(max(value))::text", seats: "trim_scale((array_agg(value ORDER BY ts DESC, value DESC))[1])::text" } as const;
+    const rawExpr = {
+      api_calls: "trim_scale(sum(value))::text",
+      tokens: "trim_scale(sum(value))::text",
+      storage_gb: "trim_scale(max(value))::text",
+      seats: "trim_scale((array_agg(value ORDER BY ts DESC, value DESC))[1])::text",
+    } as const;
     const rows: string[][] = [];
     let mismatches = 0;
     for (const k of kinds) {
@@ -196,7 +242,9 @@ async function main(): Promise<void> {
           ),
         );
         raw.push(rawMs);
-        const got = (JSON.parse(res.body) as { data: { value: string; count: number }[] }).data.map((p) => `${p.value}/${p.count}`);
+        const got = (JSON.parse(res.body) as { data: { value: string; count: number }[] }).data.map(
+          (p) => `${p.value}/${p.count}`,
+        );
         const want = rawRes.rows.map((r) => `${r.value}/${r.count}`);
         if (got.join() !== want.join()) mismatches += 1;
       }
@@ -207,7 +255,13 @@ async function main(): Promise<void> {
       const raw: number[] = [];
       for (let q = 0; q < QUERIES; q++) {
         const customer = `cust-${Math.floor(pick() * CUSTOMERS)}`;
-        const [ms, totals] = await time(() => rangeTotals(db, { from: monthStart, to: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)), customer }));
+        const [ms, totals] = await time(() =>
+          rangeTotals(db, {
+            from: monthStart,
+            to: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)),
+            customer,
+          }),
+        );
         tally.push(ms);
         const [rawMs, rawRes] = await time(() =>
           db.query<{ meter: string; s: string; n: string }>(
@@ -216,11 +270,17 @@ async function main(): Promise<void> {
           ),
         );
         raw.push(rawMs);
-        if (totals.map((t) => `${t.meter}:${t.sum}/${t.count}`).join() !== rawRes.rows.map((r) => `${r.meter}:${r.s}/${r.n}`).join()) mismatches += 1;
+        if (
+          totals.map((t) => `${t.meter}:${t.sum}/${t.count}`).join() !==
+          rawRes.rows.map((r) => `${r.meter}:${r.s}/${r.n}`).join()
+        )
+          mismatches += 1;
       }
       rows.push(row("current-period totals (1 customer, all meters)", tally, raw));
     }
-    console.log(table(["query", "Tally p50", "p95", "p99", "raw events p50", "p95", "p99", "raw p95 / Tally p95"], rows));
+    console.log(
+      table(["query", "Tally p50", "p95", "p99", "raw events p50", "p95", "p99", "raw p95 / Tally p95"], rows),
+    );
     console.log(`\nanswers compared with raw events: ${QUERIES * 4 - mismatches} equal, ${mismatches} different`);
   } finally {
     agent.destroy();

@@ -24,3 +24,9 @@ BEGIN
   END LOOP;
 END
 $$;
+
+-- TimescaleDB indexes a continuous aggregate per group-by column ((meter, bucket), (customer_id, bucket)); a read
+-- names both, so one index on all three keeps it to the rows it returns (the portable tables' primary key).
+CREATE INDEX usage_hourly_customer_meter_bucket ON usage_hourly (customer_id, meter, bucket);
+CREATE INDEX usage_daily_customer_meter_bucket ON usage_daily (customer_id, meter, bucket);
+CREATE INDEX usage_monthly_customer_meter_bucket ON usage_monthly (customer_id, meter, bucket);

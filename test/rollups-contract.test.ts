@@ -244,7 +244,14 @@ describe.each(BACKENDS)("rollup contract on %s", (backend) => {
             if (refreshAfter[i]) await refresh();
           }
           for (const [g, from, to] of ranges) {
-            const { rows } = await db.query<{ start: Date; meter: string; s: string; n: string; mx: string; l: string }>(
+            const { rows } = await db.query<{
+              start: Date;
+              meter: string;
+              s: string;
+              n: string;
+              mx: string;
+              l: string;
+            }>(
               `SELECT date_trunc($4, ts, 'UTC') AS start, meter, trim_scale(sum(value))::text AS s, count(*)::text AS n,
                       trim_scale(max(value))::text AS mx, trim_scale((array_agg(value ORDER BY ts DESC, value DESC))[1])::text AS l
                FROM usage_events WHERE customer_id = $1 AND ts >= $2 AND ts < $3 GROUP BY 1, 2 ORDER BY 2, 1`,
@@ -258,7 +265,11 @@ describe.each(BACKENDS)("rollup contract on %s", (backend) => {
                   value: meter === "calls" ? r.s : meter === "seats" ? r.mx : r.l,
                   count: Number(r.n),
                 }));
-              const got = (await usage(c, meter, g, from, to)).map(({ start, value, count }) => ({ start, value, count }));
+              const got = (await usage(c, meter, g, from, to)).map(({ start, value, count }) => ({
+                start,
+                value,
+                count,
+              }));
               expect(got, `${g} ${meter}`).toEqual(expected);
             }
           }

@@ -77,7 +77,9 @@ describe("series plan", () => {
   });
 
   it("when a past hour is dirty, then its month and day come from below and only that hour from raw events", () => {
-    const plan = show(planSeries("month", d("2025-12-01T00:00:00Z"), d("2026-02-01T00:00:00Z"), state(["2025-12-24T10:00:00Z"])));
+    const plan = show(
+      planSeries("month", d("2025-12-01T00:00:00Z"), d("2026-02-01T00:00:00Z"), state(["2025-12-24T10:00:00Z"])),
+    );
     expect(plan).toEqual([
       "month 2025-12-01T00..2026-01-01T00 minus 1",
       "day 2026-01-01T00..2026-01-20T00 minus 1",
@@ -97,7 +99,12 @@ describe("series plan", () => {
   });
 
   it("when customer and meter are given, then they are bound first and used on every part", () => {
-    const parts = planSeries("month", d("2025-12-01T00:00:00Z"), d("2026-02-01T00:00:00Z"), state(["2025-12-24T10:00:00Z"]));
+    const parts = planSeries(
+      "month",
+      d("2025-12-01T00:00:00Z"),
+      d("2026-02-01T00:00:00Z"),
+      state(["2025-12-24T10:00:00Z"]),
+    );
     const q = buildSeriesSql({ granularity: "month", customer: "c", meter: "m" }, parts);
     expect(q.params.slice(0, 2)).toEqual(["c", "m"]);
     expect(q.text.match(/customer_id = \$1/g)?.length).toBe(parts.length);
