@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { addBuckets, alignDown, bucketCount, parsePeriod, periodOf } from "../src/rollups/buckets.js";
 import { inlineParams } from "../src/rollups/export.js";
-import { buildSeriesSql, planSeries, type SeriesPart } from "../src/rollups/series.js";
+import { buildSeriesSql, planCover, planSeries, type SeriesPart } from "../src/rollups/series.js";
 
 const d = (s: string) => new Date(s);
 
@@ -95,6 +95,22 @@ describe("series plan", () => {
     const empty = { watermarks: { hour: null, day: null, month: null }, dirty: [] };
     expect(show(planSeries("day", d("2026-01-01T00:00:00Z"), d("2026-01-05T00:00:00Z"), empty))).toEqual([
       "event 2026-01-01T00..2026-01-05T00",
+    ]);
+  });
+
+  it("when a total covers arbitrary instants, then whole months, days and hours come from rollups and partial hours from raw", () => {
+    const plan = show(planCover(d("2025-11-30T22:30:00Z"), d("2026-01-20T06:15:00Z"), state()));
+    expect(plan).toEqual([
+      "event 2025-11-30T22..2025-11-30T23",
+      "hour 2025-11-30T23..2025-12-01T00",
+      "month 2025-12-01T00..2026-01-01T00",
+      "day 2026-01-01T00..2026-01-20T00",
+      "hour 2026-01-20T00..2026-01-20T05",
+      "event 2026-01-20T05..2026-01-20T06",
+      "event 2026-01-20T06..2026-01-20T06",
+    ]);
+    expect(show(planCover(d("2026-01-20T06:10:00Z"), d("2026-01-20T06:20:00Z"), state()))).toEqual([
+      "event 2026-01-20T06..2026-01-20T06",
     ]);
   });
 

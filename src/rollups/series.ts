@@ -157,9 +157,48 @@ export function planSeries(g: Granularity, from: Date, to: Date, state: RollupSt
 
 const pgArray = (ds: Date[]) => `{${ds.map((d) => `"${d.toISOString()}"`).join(",")}}`;
 
-/** The statement for a plan, with its parameters. Pure. */
+/**
+ * Which ranges of which relations hold [from, to) for a total over it (any instants, not only bucket
+ * boundaries): whole months, days and hours from the coarsest rollup that fits, partial hours at either end from
+ * raw events. Pure.
+ */
+export function planCover(from: Date, to: Date, state: RollupState): SeriesPart[] {
+  const parts: SeriesPart[] = [];
+  const raw = (a: Date, b: Date) => {
+    if (a < b) parts.push({ source: "event", from: a, to: b, exclude: [] });
+  };
+  const firstHour = alignDown(from, "hour") < from ? addBuckets(alignDown(from, "hour"), "hour", 1) : from;
+  const lastHour = alignDown(to, "hour");
+  if (firstHour >= lastHour) {
+    raw(from, to);
+    return parts;
+  }
+  raw(from, firstHour);
+  let t = firstHour;
+  while (t < lastHour) {
+    let level: Level = "hour";
+    let end = minDate(lastHour, addBuckets(alignDown(t, "day"), "day", 1));
+    for (const candidate of ["month", "day"] as const) {
+      const fits = alignDown(t, candidate).getTime() === t.getTime() && addBuckets(t, candidate, 1) <= lastHour;
+      if (fits) {
+        level = candidate;
+        end =
+          candidate === "month"
+            ? alignDown(lastHour, "month")
+            : minDate(alignDown(lastHour, "day"), addBuckets(alignDown(t, "month"), "month", 1));
+        break;
+      }
+    }
+    parts.push(...planSeries(level, t, end, state));
+    t = end;
+  }
+  raw(lastHour, to);
+  return parts;
+}
+
+/** The statement for a plan, with its parameters. Pure. `total`: one row per (customer, meter) for all parts. */
 export function buildSeriesSql(
-  q: Pick<SeriesQuery, "granularity" | "customer" | "meter">,
+  q: { granularity: Granularity | "total"; customer?: string | undefined; meter?: string | undefined },
   parts: SeriesPart[],
 ): { text: string; params: unknown[] } {
   const g = q.granularity;
@@ -174,7 +213,8 @@ export function buildSeriesSql(
     (customer ? ` AND ${alias}.customer_id = ${customer}` : "") + (meter ? ` AND ${alias}.meter = ${meter}` : "");
   // Raw events of one customer but all meters: walk the (customer_id, meter, ts) index meter by meter.
   const rawMeterFilter = customer && !meter ? " AND e.meter IN (SELECT key FROM meters)" : "";
-  const out = (expr: string) => (g === "hour" ? expr : `date_trunc('${g}', ${expr}, 'UTC')`);
+  const out = (expr: string) =>
+    g === "total" ? "NULL::timestamptz" : g === "hour" ? expr : `date_trunc('${g}', ${expr}, 'UTC')`;
 
   const selects = parts.map((p) => {
     const isRaw = p.source === "event";

@@ -1,9 +1,9 @@
-// Usage quantities over a time range (a billing period, or a segment of one), exact at once: the same
-// dirty-aware series as the usage API, read at the coarsest granularity the range is aligned to and combined.
+// Usage totals over a time range — a billing period, or a segment of one that may start or end mid-hour — exact
+// the moment an event is acknowledged: whole months, days and hours come from the rollups (dirty-aware, as the
+// usage series), partial hours at either end from raw events, all in one statement.
 import type { Aggregation } from "../catalog/schemas.js";
 import type { Queryable } from "../db/types.js";
-import { alignDown } from "./buckets.js";
-import { type Granularity, prepareSeries } from "./series.js";
+import { buildSeriesSql, planCover, readState } from "./series.js";
 
 export interface Totals {
   customer: string;
@@ -12,6 +12,8 @@ export interface Totals {
   count: string;
   max: string;
   last: string;
+  /** Orders `last` values (tally_last_key): the greatest wins when totals are combined. */
+  lastKey: string;
   lastAt: Date;
 }
 
@@ -23,21 +25,17 @@ export function quantityOf(t: Pick<Totals, "sum" | "count" | "max" | "last">, ag
   return t.last;
 }
 
-export function coarsestAligned(from: Date, to: Date): Granularity {
-  for (const g of ["month", "day", "hour"] as const) {
-    if (alignDown(from, g).getTime() === from.getTime() && alignDown(to, g).getTime() === to.getTime()) return g;
-  }
-  throw new Error("totals need a range aligned to whole hours (partial hours are read from raw events)");
-}
-
-/** Totals per (customer, meter) over [from, to), which must be hour-aligned. */
+/** Totals per (customer, meter) over [from, to), for any instants. */
 export async function rangeTotals(
   db: Queryable,
   q: { from: Date; to: Date; customer?: string | undefined; meter?: string | undefined },
 ): Promise<Totals[]> {
-  const granularity = coarsestAligned(q.from, q.to);
-  const series = await prepareSeries(db, { granularity, ...q });
-  // Buckets combine as the rollups do: sum of sums and counts, max of maxes, the last by its ordering key.
+  if (q.from >= q.to) return [];
+  const state = await readState(db, q.from, q.to);
+  const series = buildSeriesSql(
+    { granularity: "total", customer: q.customer, meter: q.meter },
+    planCover(q.from, q.to, state),
+  );
   const { rows } = await db.query<{
     customer_id: string;
     meter: string;
@@ -45,19 +43,9 @@ export async function rangeTotals(
     event_count: string;
     value_max: string;
     last_value: string;
+    last_key: string;
     last_at: Date;
-  }>(
-    `SELECT customer_id, meter,
-            trim_scale(sum(value_sum::numeric))::text AS value_sum,
-            sum(event_count::numeric)::text AS event_count,
-            trim_scale(max(value_max::numeric))::text AS value_max,
-            (array_agg(last_value ORDER BY last_key::numeric DESC))[1] AS last_value,
-            max(last_at) AS last_at
-     FROM (${series.text}) s
-     GROUP BY customer_id, meter
-     ORDER BY customer_id, meter`,
-    series.params,
-  );
+  }>(series.text, series.params);
   return rows.map((r) => ({
     customer: r.customer_id,
     meter: r.meter,
@@ -65,6 +53,7 @@ export async function rangeTotals(
     count: r.event_count,
     max: r.value_max,
     last: r.last_value,
+    lastKey: r.last_key,
     lastAt: r.last_at,
   }));
 }
