@@ -4,6 +4,7 @@ import { once } from "node:events";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { ApiKeys } from "./auth/keys.js";
+import { subscriptionAt } from "./billing/subscriptions.js";
 import { MeterCache } from "./catalog/meterCache.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { Config } from "./config.js";
@@ -11,6 +12,7 @@ import { loadMigrations, migrate } from "./db/migrate.js";
 import { type OpenedDb, openDatabase } from "./db/open.js";
 import { createApp } from "./http/app.js";
 import type { AppContext } from "./http/context.js";
+import { isoTime } from "./http/format.js";
 import { IngestService } from "./ingest/service.js";
 import { JobRunner } from "./jobs/runner.js";
 import { tallyJobs } from "./jobs/tallyJobs.js";
@@ -107,7 +109,10 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     meters,
     ingest,
     jobs,
-    subscriptionOf: async () => null,
+    subscriptionOf: async (customer) => {
+      const sub = await subscriptionAt(db, customer, clock.now());
+      return sub ? { plan: sub.plan, start: isoTime(sub.start), end: sub.end ? isoTime(sub.end) : null } : null;
+    },
     state: { draining: false },
   };
   const app = createApp(ctx);

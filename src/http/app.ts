@@ -4,6 +4,7 @@ import helmet from "helmet";
 import { requireScope } from "../auth/keys.js";
 import type { AppContext } from "./context.js";
 import { errorHandler, sendProblem } from "./problem.js";
+import { billingRoutes } from "./routes/billing.js";
 import { eventRoutes } from "./routes/events.js";
 import { jobRoutes } from "./routes/jobs.js";
 import { operationsRoutes } from "./routes/operations.js";
@@ -44,6 +45,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   setupRoutes(table, ctx);
   eventRoutes(table, ctx);
   usageRoutes(table, ctx);
+  billingRoutes(table, ctx);
   jobRoutes(table, ctx);
   for (const add of extraRoutes) add(table, ctx);
   const router = express.Router();

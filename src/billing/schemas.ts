@@ -1,0 +1,188 @@
+// Shapes of plans, price versions, subscriptions, summaries and invoices as they cross the HTTP edge.
+import { z } from "zod";
+import { customerId, meterKey } from "../catalog/schemas.js";
+import { MODELS } from "../pricing/models.js";
+import { CURRENCIES } from "../pricing/money.js";
+
+export const planKey = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/, "must be 1–64 characters of letters, digits, '_', '.', ':' or '-'")
+  .meta({ description: "Plan key", example: "pro" });
+
+/** A decimal given as a string (preferred) or a JSON number of at most 15 significant digits; no exponent. */
+const decimal = (what: string) =>
+  z
+    .union([z.string(), z.number()])
+    .transform((v, ctx) => {
+      const text = typeof v === "number" ? String(v) : v.trim();
+      const digits = text.replace(/^-/, "").replace(".", "").replace(/^0+/, "").length;
+      if (!/^-?\d{1,18}(\.\d{1,18})?$/.test(text)) {
+        ctx.addIssue({ code: "custom", message: `${what} must be a decimal string such as "0.001" (no exponent)` });
+        return z.NEVER;
+      }
+      if (typeof v === "number" && digits > 15) {
+        ctx.addIssue({ code: "custom", message: "a JSON number with more than 15 digits is not exact; send a string" });
+        return z.NEVER;
+      }
+      return text;
+    })
+    .meta({ description: `${what} as a decimal string`, example: "0.001" });
+
+export const rfc3339 = z
+  .string()
+  .refine(
+    (s) =>
+      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(s) && !Number.isNaN(Date.parse(s)),
+    { message: "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z" },
+  )
+  .transform((s) => new Date(s));
+
+export const planBody = z
+  .strictObject({
+    name: z.string().min(1).max(200),
+    currency: z
+      .string()
+      .transform((c) => c.toUpperCase())
+      .pipe(z.enum(CURRENCIES as [string, ...string[]], { message: `must be one of ${CURRENCIES.join(", ")}` })),
+  })
+  .meta({ id: "PlanInput" });
+
+const tier = z.strictObject({
+  up_to: decimal("up_to").nullable(),
+  unit_price: decimal("unit_price"),
+  flat_price: decimal("flat_price").optional(),
+});
+
+export const priceVersionBody = z
+  .strictObject({
+    meter: meterKey,
+    effective_from: rfc3339.meta({
+      description: "Inclusive; the version in effect at t has the greatest effective_from ≤ t",
+    }),
+    model: z.enum(MODELS as [string, ...string[]]).transform((m) => m as (typeof MODELS)[number]),
+    unit_price: decimal("unit_price").optional(),
+    tiers: z
+      .array(tier)
+      .optional()
+      .meta({ description: "graduated and volume: ascending tiers, up_to inclusive, the last up_to null (no bound)" }),
+    package_size: decimal("package_size").optional(),
+    package_price: decimal("package_price").optional(),
+    base_fee: decimal("base_fee").optional().meta({ description: "Charged once per billing period" }),
+  })
+  .meta({ id: "PriceVersionInput" });
+
+export const tierJson = z.object({ up_to: z.string().nullable(), unit_price: z.string(), flat_price: z.string() });
+
+export const priceVersionJson = z
+  .object({
+    plan: z.string(),
+    meter: z.string(),
+    effective_from: z.string(),
+    model: z.string(),
+    unit_price: z.string().optional(),
+    tiers: z.array(tierJson).optional(),
+    package_size: z.string().optional(),
+    package_price: z.string().optional(),
+    base_fee: z.string().nullable(),
+    created_at: z.string(),
+  })
+  .meta({ id: "PriceVersion" });
+
+export const planJson = z
+  .object({
+    key: z.string(),
+    name: z.string(),
+    currency: z.string(),
+    prices: z.array(z.object({ meter: z.string(), versions: z.array(priceVersionJson) })),
+    created_at: z.string(),
+    updated_at: z.string(),
+  })
+  .meta({ id: "Plan" });
+
+export const subscriptionBody = z
+  .strictObject({
+    plan: planKey,
+    start: rfc3339.optional().meta({ description: "Default: now. The previous subscription ends here." }),
+  })
+  .meta({ id: "SubscriptionInput" });
+
+export const subscriptionJson = z
+  .object({
+    customer: customerId,
+    plan: z.string(),
+    start: z.string(),
+    end: z.string().nullable(),
+    previous: z
+      .object({ plan: z.string(), start: z.string(), end: z.string().nullable() })
+      .nullable()
+      .meta({ description: "The subscription this one ended, if any" }),
+  })
+  .meta({ id: "Subscription" });
+
+export const periodQuery = z.object({
+  period: z
+    .string()
+    .regex(/^\d{4}-(0[1-9]|1[0-2])$/, "must be a month as YYYY-MM")
+    .optional()
+    .meta({ description: "UTC calendar month, YYYY-MM; default: the current one" }),
+});
+
+const periodJson = z.object({ start: z.string(), end: z.string() });
+
+export const summaryJson = z
+  .object({
+    customer: z.string(),
+    period: periodJson,
+    currency: z.string().nullable(),
+    meters: z.array(
+      z.object({
+        meter: z.string(),
+        quantity: z.string(),
+        amount: z.string(),
+        tier: z
+          .object({
+            index: z.number().int(),
+            up_to: z.string().nullable(),
+            unit_price: z.string(),
+            flat_price: z.string(),
+            units_to_next_tier: z.string().nullable(),
+          })
+          .optional()
+          .meta({ description: "Tiered prices: the tier that prices the next unit in the current segment" }),
+        limit: z
+          .object({
+            soft: z.string().nullable(),
+            hard: z.string().nullable(),
+            unit: z.string(),
+            state: z.enum(["ok", "soft", "blocked"]),
+          })
+          .optional(),
+      }),
+    ),
+    total: z.string(),
+    as_of: z.string(),
+  })
+  .meta({ id: "CustomerSummary" });
+
+export const invoiceJson = z
+  .object({
+    customer: z.string(),
+    period: periodJson,
+    currency: z.string().nullable(),
+    lines: z.array(
+      z.object({
+        meter: z.string().nullable(),
+        kind: z.enum(["usage", "base_fee"]),
+        plan: z.string(),
+        description: z.string(),
+        quantity: z.string(),
+        amount: z.string(),
+        segment: periodJson,
+        tier: z.number().int().optional(),
+        unit_price: z.string().optional(),
+      }),
+    ),
+    total: z.string(),
+    as_of: z.string(),
+  })
+  .meta({ id: "InvoicePreview" });

@@ -1,0 +1,105 @@
+// Customers' subscriptions: at most one in effect at any instant. Setting a new one ends the one in effect at
+// its start and drops any that would only have started after it, in one transaction holding the customer row.
+import type { Db, Queryable } from "../db/types.js";
+import { notFound, unprocessable } from "../http/problem.js";
+import type { SubscriptionSpan } from "../pricing/segments.js";
+import { periodOf } from "../rollups/buckets.js";
+
+export interface Subscription extends SubscriptionSpan {
+  id: string;
+}
+
+interface Row {
+  id: string;
+  plan_key: string;
+  start_at: Date;
+  end_at: Date | null;
+}
+
+const fromRow = (r: Row): Subscription => ({ id: r.id, plan: r.plan_key, start: r.start_at, end: r.end_at });
+
+/** Subscriptions overlapping [from, to), oldest first. */
+export async function subscriptionsBetween(
+  db: Queryable,
+  customer: string,
+  from: Date,
+  to: Date,
+): Promise<Subscription[]> {
+  const { rows } = await db.query<Row>(
+    `SELECT id::text, plan_key, start_at, end_at FROM subscriptions
+     WHERE customer_id = $1 AND start_at < $3 AND (end_at IS NULL OR end_at > $2)
+     ORDER BY start_at`,
+    [customer, from, to],
+  );
+  return rows.map(fromRow);
+}
+
+export async function subscriptionAt(db: Queryable, customer: string, at: Date): Promise<Subscription | null> {
+  const { rows } = await db.query<Row>(
+    `SELECT id::text, plan_key, start_at, end_at FROM subscriptions
+     WHERE customer_id = $1 AND start_at <= $2 AND (end_at IS NULL OR end_at > $2)`,
+    [customer, at],
+  );
+  return rows[0] ? fromRow(rows[0]) : null;
+}
+
+/**
+ * Subscribes the customer to `plan` from `start`. One invoice holds one currency, so a plan in another currency
+ * may only start on a period boundary (the first instant of a month) while another plan is in effect.
+ */
+export async function setSubscription(
+  db: Db,
+  customer: string,
+  plan: string,
+  start: Date,
+): Promise<{ subscription: Subscription; ended: Subscription | null; dropped: number }> {
+  return db.transaction(async (tx) => {
+    const found = await tx.query("SELECT 1 FROM customers WHERE id = $1 FOR UPDATE", [customer]);
+    if (found.rows.length === 0) throw notFound(`no customer ${customer}`);
+    const plans = await tx.query<{ currency: string }>("SELECT currency FROM plans WHERE key = $1", [plan]);
+    const currency = plans.rows[0]?.currency;
+    if (!currency) {
+      throw unprocessable("unknown_plan", `unknown plan "${plan}"`, [{ field: "plan", message: "no such plan" }]);
+    }
+    const period = periodOf(start);
+    // A plan starting on the period's first instant shares no invoice with the plans before it.
+    const others =
+      start > period.start
+        ? (
+            await tx.query<{ plan_key: string; currency: string }>(
+              `SELECT s.plan_key, p.currency FROM subscriptions s JOIN plans p ON p.key = s.plan_key
+               WHERE s.customer_id = $1 AND s.start_at < $2 AND (s.end_at IS NULL OR s.end_at > $3)
+                 AND p.currency <> $4`,
+              [customer, start, period.start, currency],
+            )
+          ).rows
+        : [];
+    const clash = others[0];
+    if (clash) {
+      throw unprocessable(
+        "currency_mismatch",
+        `plan ${plan} bills in ${currency} but plan ${clash.plan_key} (${clash.currency}) is in effect earlier in the same period; one invoice holds one currency, so start the new plan on ${period.end.toISOString()}`,
+        [{ field: "start", message: "must be the first instant of a month when the currency changes" }],
+      );
+    }
+    const dropped = await tx.query("DELETE FROM subscriptions WHERE customer_id = $1 AND start_at >= $2", [
+      customer,
+      start,
+    ]);
+    const ended = await tx.query<Row>(
+      `UPDATE subscriptions SET end_at = $2 WHERE customer_id = $1 AND start_at < $2 AND (end_at IS NULL OR end_at > $2)
+       RETURNING id::text, plan_key, start_at, end_at`,
+      [customer, start],
+    );
+    const { rows } = await tx.query<Row>(
+      `INSERT INTO subscriptions (customer_id, plan_key, start_at) VALUES ($1, $2, $3)
+       RETURNING id::text, plan_key, start_at, end_at`,
+      [customer, plan, start],
+    );
+    return {
+      subscription: fromRow(rows[0] as Row),
+      ended: ended.rows[0] ? fromRow(ended.rows[0]) : null,
+      dropped: dropped.rowCount,
+    };
+  });
+}

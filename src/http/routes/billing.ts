@@ -1,0 +1,251 @@
+// Plans, price versions and subscriptions (scope admin); customer summaries and invoice previews (scope read).
+import { z } from "zod";
+import { assertCustomerVisible } from "../../auth/keys.js";
+import {
+  addPriceVersion,
+  getPlan,
+  listPlans,
+  planVersions,
+  type StoredVersion,
+  upsertPlan,
+} from "../../billing/plans.js";
+import * as s from "../../billing/schemas.js";
+import { buildStatement, type Statement } from "../../billing/statement.js";
+import { setSubscription } from "../../billing/subscriptions.js";
+import { getCustomer } from "../../catalog/customers.js";
+import { customerId } from "../../catalog/schemas.js";
+import { type Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
+import { checkPriceVersion } from "../../pricing/versions.js";
+import { parsePeriod, periodOf } from "../../rollups/buckets.js";
+import type { AppContext } from "../context.js";
+import { isoTime } from "../format.js";
+import { notFound, unprocessable } from "../problem.js";
+import type { RouteTable } from "../routeTable.js";
+
+export function versionJson(v: StoredVersion) {
+  const tiers = v.tiers?.map((t) => ({
+    up_to: t.upTo === null ? null : formatDecimal(t.upTo),
+    unit_price: formatDecimal(t.unitPrice),
+    flat_price: formatDecimal(t.flatPrice),
+  }));
+  return {
+    plan: v.plan,
+    meter: v.meter,
+    effective_from: isoTime(v.effectiveFrom),
+    model: v.model,
+    ...(v.unitPrice ? { unit_price: formatDecimal(v.unitPrice) } : {}),
+    ...(tiers ? { tiers } : {}),
+    ...(v.packageSize ? { package_size: formatDecimal(v.packageSize) } : {}),
+    ...(v.packagePrice ? { package_price: formatDecimal(v.packagePrice) } : {}),
+    base_fee: v.baseFee ? formatDecimal(v.baseFee) : null,
+    created_at: isoTime(v.createdAt),
+  };
+}
+
+async function planJson(ctx: AppContext, key: string) {
+  const plan = await getPlan(ctx.db, key);
+  if (!plan) return undefined;
+  const byMeter = new Map<string, ReturnType<typeof versionJson>[]>();
+  for (const v of await planVersions(ctx.db, [key]))
+    byMeter.set(v.meter, [...(byMeter.get(v.meter) ?? []), versionJson(v)]);
+  return {
+    key: plan.key,
+    name: plan.name,
+    currency: plan.currency,
+    prices: [...byMeter].map(([meter, versions]) => ({ meter, versions })),
+    created_at: isoTime(plan.createdAt),
+    updated_at: isoTime(plan.updatedAt),
+  };
+}
+
+/** The period asked for (YYYY-MM), or the current one. */
+function periodParam(ctx: AppContext, period: string | undefined) {
+  return period ? (parsePeriod(period) as { start: Date; end: Date }) : periodOf(ctx.clock.now());
+}
+
+function money(statement: Statement) {
+  return (d: Dec) => (statement.currency ? formatMoney(d, statement.currency) : formatDecimal(d));
+}
+
+export function summaryJson(st: Statement) {
+  const fmt = money(st);
+  return {
+    customer: st.customer,
+    period: { start: isoTime(st.period.start), end: isoTime(st.period.end) },
+    currency: st.currency,
+    meters: st.meters.map((m) => ({
+      meter: m.meter,
+      quantity: formatDecimal(m.quantity),
+      amount: fmt(m.amount),
+      ...(m.tier
+        ? {
+            tier: {
+              index: m.tier.index,
+              up_to: m.tier.upTo === null ? null : formatDecimal(m.tier.upTo),
+              unit_price: formatDecimal(m.tier.unitPrice),
+              flat_price: formatDecimal(m.tier.flatPrice),
+              units_to_next_tier: m.tier.unitsToNextTier === null ? null : formatDecimal(m.tier.unitsToNextTier),
+            },
+          }
+        : {}),
+    })),
+    total: fmt(st.invoice.total),
+    as_of: isoTime(st.asOf),
+  };
+}
+
+export function invoiceJson(st: Statement) {
+  const fmt = money(st);
+  return {
+    customer: st.customer,
+    period: { start: isoTime(st.period.start), end: isoTime(st.period.end) },
+    currency: st.currency,
+    lines: st.invoice.lines.map((l) => ({
+      meter: l.meter,
+      kind: l.kind,
+      plan: l.plan,
+      description: l.description,
+      quantity: formatDecimal(l.quantity),
+      amount: fmt(l.amount),
+      segment: { start: isoTime(l.segment.start), end: isoTime(l.segment.end) },
+      ...(l.tier !== undefined ? { tier: l.tier } : {}),
+      ...(l.unitPrice !== undefined ? { unit_price: formatDecimal(l.unitPrice) } : {}),
+    })),
+    total: fmt(st.invoice.total),
+    as_of: isoTime(st.asOf),
+  };
+}
+
+export function billingRoutes(t: RouteTable, ctx: AppContext): void {
+  t.add({
+    method: "put",
+    path: "/v1/plans/{key}",
+    summary: "Create or update a plan (its currency is fixed once it has prices)",
+    tags: ["setup"],
+    scopes: ["admin"],
+    params: z.object({ key: s.planKey }),
+    body: s.planBody,
+    responses: {
+      200: { description: "updated", schema: s.planJson },
+      201: { description: "created", schema: s.planJson },
+      409: { description: "the plan has prices in another currency" },
+    },
+    handle: async ({ params, body }) => {
+      const { created } = await upsertPlan(ctx.db, params.key, body);
+      return { status: created ? 201 : 200, body: await planJson(ctx, params.key) };
+    },
+  });
+
+  t.add({
+    method: "get",
+    path: "/v1/plans",
+    summary: "List plans",
+    tags: ["setup"],
+    scopes: ["admin"],
+    responses: { 200: { description: "every plan", schema: z.object({ data: z.array(s.planJson) }) } },
+    handle: async () => {
+      const plans = await listPlans(ctx.db);
+      return { status: 200, body: { data: await Promise.all(plans.map((p) => planJson(ctx, p.key))) } };
+    },
+  });
+
+  t.add({
+    method: "get",
+    path: "/v1/plans/{key}",
+    summary: "Get a plan with every version of its prices",
+    tags: ["setup"],
+    scopes: ["admin"],
+    params: z.object({ key: s.planKey }),
+    responses: { 200: { description: "the plan", schema: s.planJson }, 404: { description: "no such plan" } },
+    handle: async ({ params }) => {
+      const plan = await planJson(ctx, params.key);
+      if (!plan) throw notFound(`no plan ${params.key}`);
+      return { status: 200, body: plan };
+    },
+  });
+
+  t.add({
+    method: "post",
+    path: "/v1/plans/{key}/prices",
+    summary: "Add a price version for a meter (versions are never changed: a new price is a new version)",
+    tags: ["setup"],
+    scopes: ["admin"],
+    params: z.object({ key: s.planKey }),
+    body: s.priceVersionBody,
+    responses: {
+      201: { description: "the version", schema: s.priceVersionJson },
+      404: { description: "no such plan" },
+      409: { description: "a version with that effective_from exists" },
+      422: {
+        description:
+          "invalid version (tiers not ascending, last up_to not null, negative price, missing field, unknown meter)",
+      },
+    },
+    handle: async ({ params, body }) => {
+      const checked = checkPriceVersion(body);
+      if (!checked.ok) {
+        throw unprocessable(
+          checked.problems[0]?.code ?? "invalid_price",
+          `the price version is invalid: ${checked.problems.map((p) => `${p.field} ${p.message}`).join("; ")}`,
+          checked.problems.map((p) => ({ field: p.field, message: `${p.message} (${p.code})` })),
+        );
+      }
+      const stored = await addPriceVersion(ctx.db, params.key, checked.version);
+      return { status: 201, body: versionJson(stored) };
+    },
+  });
+
+  t.add({
+    method: "put",
+    path: "/v1/customers/{id}/subscription",
+    summary: "Subscribe a customer to a plan from `start` (default now); the previous subscription ends there",
+    tags: ["setup"],
+    scopes: ["admin"],
+    params: z.object({ id: customerId }),
+    body: s.subscriptionBody,
+    responses: {
+      200: { description: "the subscription", schema: s.subscriptionJson },
+      404: { description: "no such customer" },
+      422: { description: "unknown plan, or a change of currency inside a billing period" },
+    },
+    handle: async ({ params, body }) => {
+      const start = body.start ?? ctx.clock.now();
+      const { subscription, ended } = await setSubscription(ctx.db, params.id, body.plan, start);
+      const span = (x: { plan: string; start: Date; end: Date | null }) => ({
+        plan: x.plan,
+        start: isoTime(x.start),
+        end: x.end ? isoTime(x.end) : null,
+      });
+      return {
+        status: 200,
+        body: { customer: params.id, ...span(subscription), previous: ended ? span(ended) : null },
+      };
+    },
+  });
+
+  const statementRoute = (kind: "summary" | "invoice") =>
+    t.add({
+      method: "get",
+      path: `/v1/customers/{id}/${kind}`,
+      summary:
+        kind === "summary"
+          ? "Current-period (or given period) quantities and amounts per meter, with tier positions"
+          : "Invoice preview: one line per segment (per tier for graduated prices) and base fee",
+      tags: ["reading"],
+      scopes: ["read"],
+      params: z.object({ id: customerId }),
+      query: s.periodQuery,
+      responses: {
+        200: { description: kind, schema: kind === "summary" ? s.summaryJson : s.invoiceJson },
+        404: { description: "no such customer (or not visible to this key)" },
+      },
+      handle: async ({ params, query, auth }) => {
+        assertCustomerVisible(auth, params.id);
+        if (!(await getCustomer(ctx.db, params.id))) throw notFound(`no customer ${params.id}`);
+        const statement = await buildStatement(ctx.db, params.id, periodParam(ctx, query.period), ctx.clock.now());
+        return { status: 200, body: kind === "summary" ? summaryJson(statement) : invoiceJson(statement) };
+      },
+    });
+  statementRoute("summary");
+  statementRoute("invoice");
+}
