@@ -30,6 +30,8 @@ export const configSchema = z.object({
   TALLY_CRON_REFRESH: cron("*/10 * * * * *"),
   TALLY_CRON_LIMITS: cron("*/30 * * * * *"),
   TALLY_CRON_STRIPE: cron("0 */5 * * * *"),
+  TALLY_CRON_WEBHOOKS: cron("*/5 * * * * *"),
+  TALLY_WEBHOOK_RETRY_BASE_MS: positiveInt(30_000),
   TALLY_JOBS: z.enum(["on", "off"]).default("on"),
   TALLY_DB_POOL_SIZE: positiveInt(10),
   TALLY_DEDUPE_WINDOW_DAYS: positiveInt(35),

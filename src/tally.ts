@@ -16,6 +16,7 @@ import { isoTime } from "./http/format.js";
 import { IngestService } from "./ingest/service.js";
 import { JobRunner } from "./jobs/runner.js";
 import { tallyJobs } from "./jobs/tallyJobs.js";
+import { LimitsService } from "./limits/service.js";
 import { createLogger, type Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 
@@ -96,7 +97,16 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     metrics,
   );
   const jobs = new JobRunner(db, log, metrics);
-  for (const job of tallyJobs({ db, engine, clock, config })) jobs.register(job);
+  const limits = new LimitsService(db, clock, log, metrics);
+  for (const job of tallyJobs({ db, engine, clock, config, limits, log })) jobs.register(job);
+  ingest.onCommitted((batch) => limits.afterIngest(batch));
+  limits.onAlert(() => jobs.trigger("deliver-webhooks"));
+  try {
+    await limits.start();
+  } catch (err) {
+    if (ownsDatabase) await db.close();
+    throw err;
+  }
   const ctx: AppContext = {
     config,
     db,
@@ -109,6 +119,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     meters,
     ingest,
     jobs,
+    limits,
     subscriptionOf: async (customer) => {
       const sub = await subscriptionAt(db, customer, clock.now());
       return sub ? { plan: sub.plan, start: isoTime(sub.start), end: sub.end ? isoTime(sub.end) : null } : null;
@@ -151,6 +162,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
           clearTimeout(timer);
         }
         await jobs.stop();
+        await limits.stop();
         if (ownsDatabase) await db.close();
         log.info("stopped");
       })();

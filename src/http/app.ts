@@ -7,6 +7,7 @@ import { errorHandler, sendProblem } from "./problem.js";
 import { billingRoutes } from "./routes/billing.js";
 import { eventRoutes } from "./routes/events.js";
 import { jobRoutes } from "./routes/jobs.js";
+import { limitRoutes } from "./routes/limits.js";
 import { operationsRoutes } from "./routes/operations.js";
 import { setupRoutes } from "./routes/setup.js";
 import { usageRoutes } from "./routes/usage.js";
@@ -46,6 +47,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   eventRoutes(table, ctx);
   usageRoutes(table, ctx);
   billingRoutes(table, ctx);
+  limitRoutes(table, ctx);
   jobRoutes(table, ctx);
   for (const add of extraRoutes) add(table, ctx);
   const router = express.Router();

@@ -8,6 +8,7 @@ import type { Engine } from "../db/open.js";
 import type { Db } from "../db/types.js";
 import type { IngestService } from "../ingest/service.js";
 import type { JobRunner } from "../jobs/runner.js";
+import type { LimitsService } from "../limits/service.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 
@@ -23,6 +24,7 @@ export interface AppContext {
   meters: MeterCache;
   ingest: IngestService;
   jobs: JobRunner;
+  limits: LimitsService;
   /** The customer's subscription in effect now, as it appears on the customer object. */
   subscriptionOf(customer: string): Promise<{ plan: string; start: string; end: string | null } | null>;
   /** Set when shutdown begins: new requests get 503, in-flight ones finish. */

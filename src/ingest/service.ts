@@ -27,12 +27,19 @@ export interface IngestResult {
   duplicates: number;
 }
 
+/** Roughly what a batch added to one (customer, meter): binary floating point, for estimates only. */
+export interface PairDelta {
+  count: number;
+  sum: number;
+  max: number;
+}
+
 /** What a committed batch touched: later capabilities (limits) react to it. */
 export interface CommittedBatch {
   receivedAt: Date;
   accepted: number;
-  /** Distinct customer → meters in the batch (capped for huge NDJSON bodies; `truncated` then). */
-  pairs: Map<string, Set<string>>;
+  /** Distinct customer → meter → delta in the batch (capped for huge NDJSON bodies; `truncated` then). */
+  pairs: Map<string, Map<string, PairDelta>>;
   truncated: boolean;
 }
 
@@ -265,7 +272,7 @@ export class IngestService {
         if (!line) break;
         const event = await check(line, meterSource);
         if (!event) return;
-        pairs.add(event.customer, event.meter);
+        pairs.add(event.customer, event.meter, event.value);
         hours.add(hourOf(event.tsMs));
         buffer += encodeEvent(index - 1, event);
         if (buffer.length >= COPY_CHUNK_CHARS) {
@@ -319,7 +326,7 @@ export class IngestService {
 
   #committed(format: string, receivedAt: Date, total: number, accepted: number, events: ValidEvent[]): IngestResult {
     const pairs = new PairTracker();
-    for (const e of events) pairs.add(e.customer, e.meter);
+    for (const e of events) pairs.add(e.customer, e.meter, e.value);
     return this.#committedPairs(format, receivedAt, total, accepted, pairs);
   }
 
@@ -342,22 +349,29 @@ export class IngestService {
 }
 
 class PairTracker {
-  readonly map = new Map<string, Set<string>>();
+  readonly map = new Map<string, Map<string, PairDelta>>();
   truncated = false;
   #size = 0;
-  add(customer: string, meter: string): void {
+  add(customer: string, meter: string, value: string): void {
     let meters = this.map.get(customer);
-    if (meters?.has(meter)) return;
-    if (this.#size >= MAX_TRACKED_PAIRS) {
-      this.truncated = true;
-      return;
+    let delta = meters?.get(meter);
+    if (!delta) {
+      if (this.#size >= MAX_TRACKED_PAIRS) {
+        this.truncated = true;
+        return;
+      }
+      if (!meters) {
+        meters = new Map();
+        this.map.set(customer, meters);
+      }
+      delta = { count: 0, sum: 0, max: Number.NEGATIVE_INFINITY };
+      meters.set(meter, delta);
+      this.#size += 1;
     }
-    if (!meters) {
-      meters = new Set();
-      this.map.set(customer, meters);
-    }
-    meters.add(meter);
-    this.#size += 1;
+    const v = Number(value);
+    delta.count += 1;
+    delta.sum += v;
+    if (v > delta.max) delta.max = v;
   }
 }
 

@@ -84,6 +84,12 @@ export class JobRunner {
     return this.#track(this.#attempt(job, true));
   }
 
+  /** Starts a run now unless one is running anywhere (does not wait; for work that just became due). */
+  trigger(name: string): void {
+    const job = this.#jobs.get(name);
+    if (job && !this.#stopped) void this.#track(this.#attempt(job, false));
+  }
+
   /** Stops scheduling and waits for runs in progress. */
   async stop(): Promise<void> {
     this.#stopped = true;

@@ -3,6 +3,9 @@ import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
 import type { Engine } from "../db/open.js";
 import type { Db } from "../db/types.js";
+import type { LimitsService } from "../limits/service.js";
+import { deliverDue } from "../limits/webhooks.js";
+import type { Logger } from "../logger.js";
 import { refreshRollups } from "../rollups/refresh.js";
 import type { Job } from "./runner.js";
 
@@ -11,6 +14,8 @@ export interface JobDeps {
   engine: Engine;
   clock: Clock;
   config: Config;
+  limits: LimitsService;
+  log: Logger;
 }
 
 /** Dedupe keys older than the window are deleted in batches, so a huge backlog never holds one long lock. */
@@ -33,6 +38,18 @@ export function tallyJobs(d: JobDeps): Job[] {
       name: "refresh-rollups",
       schedule: d.config.TALLY_CRON_REFRESH,
       run: async () => ({ ...(await refreshRollups(d.db, d.engine, d.clock.now())) }),
+    },
+    {
+      name: "evaluate-limits",
+      schedule: d.config.TALLY_CRON_LIMITS,
+      run: async () => ({ ...(await d.limits.evaluateAll()) }),
+    },
+    {
+      name: "deliver-webhooks",
+      schedule: d.config.TALLY_CRON_WEBHOOKS,
+      run: async () => ({
+        ...(await deliverDue(d.db, d.clock, d.log, { retryBaseMs: d.config.TALLY_WEBHOOK_RETRY_BASE_MS })),
+      }),
     },
     {
       name: "prune-dedupe-keys",

@@ -14,7 +14,7 @@ import { buildStatement, type Statement } from "../../billing/statement.js";
 import { setSubscription } from "../../billing/subscriptions.js";
 import { getCustomer } from "../../catalog/customers.js";
 import { customerId } from "../../catalog/schemas.js";
-import { type Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
+import { Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
 import { checkPriceVersion } from "../../pricing/versions.js";
 import { parsePeriod, periodOf } from "../../rollups/buckets.js";
 import type { AppContext } from "../context.js";
@@ -67,13 +67,20 @@ function money(statement: Statement) {
   return (d: Dec) => (statement.currency ? formatMoney(d, statement.currency) : formatDecimal(d));
 }
 
-export function summaryJson(st: Statement) {
+type LimitView = Map<string, { soft: Dec | null; hard: Dec | null; unit: string; state: string }>;
+
+export function summaryJson(st: Statement, limits: LimitView = new Map()) {
   const fmt = money(st);
+  const meters = [...st.meters];
+  for (const meter of limits.keys()) {
+    if (!meters.some((m) => m.meter === meter)) meters.push({ meter, quantity: new Dec(0), amount: new Dec(0) });
+  }
+  meters.sort((a, b) => a.meter.localeCompare(b.meter));
   return {
     customer: st.customer,
     period: { start: isoTime(st.period.start), end: isoTime(st.period.end) },
     currency: st.currency,
-    meters: st.meters.map((m) => ({
+    meters: meters.map((m) => ({
       meter: m.meter,
       quantity: formatDecimal(m.quantity),
       amount: fmt(m.amount),
@@ -88,10 +95,17 @@ export function summaryJson(st: Statement) {
             },
           }
         : {}),
+      ...limitJson(limits.get(m.meter)),
     })),
     total: fmt(st.invoice.total),
     as_of: isoTime(st.asOf),
   };
+}
+
+function limitJson(l: { soft: Dec | null; hard: Dec | null; unit: string; state: string } | undefined) {
+  if (!l) return {};
+  const fmt = (d: Dec | null) => (d === null ? null : formatDecimal(d));
+  return { limit: { soft: fmt(l.soft), hard: fmt(l.hard), unit: l.unit, state: l.state } };
 }
 
 export function invoiceJson(st: Statement) {
@@ -243,7 +257,15 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
         assertCustomerVisible(auth, params.id);
         if (!(await getCustomer(ctx.db, params.id))) throw notFound(`no customer ${params.id}`);
         const statement = await buildStatement(ctx.db, params.id, periodParam(ctx, query.period), ctx.clock.now());
-        return { status: 200, body: kind === "summary" ? summaryJson(statement) : invoiceJson(statement) };
+        if (kind === "invoice") return { status: 200, body: invoiceJson(statement) };
+        const values = new Map(
+          statement.meters.map((m) => [
+            m.meter,
+            { quantity: m.quantity, amount: statement.currency ? m.amount : null },
+          ]),
+        );
+        const limits = await ctx.limits.limitsFor(params.id, statement.period, values);
+        return { status: 200, body: summaryJson(statement, limits) };
       },
     });
   statementRoute("summary");

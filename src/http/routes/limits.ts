@@ -1,0 +1,319 @@
+// Limits (scope admin), webhook endpoints (admin), alerts and entitlement decisions (scope read).
+import { z } from "zod";
+import { assertCustomerVisible } from "../../auth/keys.js";
+import { planKey } from "../../billing/schemas.js";
+import { customerId, meterKey } from "../../catalog/schemas.js";
+import type { Entitlement } from "../../limits/service.js";
+import {
+  customersOnPlan,
+  deleteCustomerLimit,
+  deletePlanLimit,
+  putCustomerLimit,
+  putPlanLimit,
+  type StoredLimit,
+} from "../../limits/store.js";
+import { createEndpoint } from "../../limits/webhooks.js";
+import { type Dec, formatDecimal } from "../../pricing/money.js";
+import { parsePeriod } from "../../rollups/buckets.js";
+import type { AppContext } from "../context.js";
+import { isoTime } from "../format.js";
+import { AppError, notFound, unprocessable } from "../problem.js";
+import type { RouteTable } from "../routeTable.js";
+
+const threshold = z
+  .union([z.string(), z.number()])
+  .transform((v) => (typeof v === "number" ? String(v) : v.trim()))
+  .refine((s) => /^\d{1,18}(\.\d{1,12})?$/.test(s), 'must be a non-negative decimal string such as "1000"');
+
+const limitBody = z
+  .strictObject({
+    soft: threshold.nullable().optional().meta({ description: "Alert (once per period) when reached" }),
+    hard: threshold.nullable().optional().meta({ description: "Alert and block (429) when reached" }),
+    unit: z
+      .enum(["quantity", "amount"])
+      .meta({ description: "quantity: the meter's period quantity; amount: its priced amount" }),
+  })
+  .meta({ id: "LimitInput" });
+
+const limitJson = z
+  .object({
+    meter: z.string(),
+    soft: z.string().nullable(),
+    hard: z.string().nullable(),
+    unit: z.string(),
+    updated_at: z.string(),
+  })
+  .meta({ id: "Limit" });
+
+const toJson = (l: StoredLimit) => ({
+  meter: l.meter,
+  soft: l.soft ? formatDecimal(l.soft) : null,
+  hard: l.hard ? formatDecimal(l.hard) : null,
+  unit: l.unit,
+  updated_at: isoTime(l.updatedAt),
+});
+
+function checkLimit(body: z.infer<typeof limitBody>): void {
+  const soft = body.soft ?? null;
+  const hard = body.hard ?? null;
+  if (soft === null && hard === null) {
+    throw unprocessable("limit_empty", "a limit needs a soft or a hard threshold (or both)", [
+      { field: "hard", message: "give soft, hard or both" },
+    ]);
+  }
+  if (soft !== null && hard !== null && Number(soft) > Number(hard)) {
+    throw unprocessable("soft_above_hard", `the soft threshold (${soft}) is above the hard one (${hard})`, [
+      { field: "soft", message: "must not exceed hard" },
+    ]);
+  }
+}
+
+const entitlementJson = z
+  .object({
+    allowed: z.boolean(),
+    quantity: z.string(),
+    unit: z.enum(["quantity", "amount"]).optional(),
+    amount: z.string().optional(),
+    currency: z.string().optional(),
+    soft: z.string().optional(),
+    hard: z.string().optional(),
+    remaining: z.string().optional(),
+    state: z.enum(["ok", "soft", "blocked"]),
+    resets_at: z.string(),
+    as_of: z.string().meta({ description: "When the usage behind this decision was read" }),
+  })
+  .meta({ id: "Entitlement" });
+
+const alertJson = z
+  .object({
+    customer: z.string(),
+    meter: z.string(),
+    level: z.enum(["soft", "hard"]),
+    threshold: z.string(),
+    unit: z.string(),
+    value: z.string(),
+    period: z.string(),
+    triggered_at: z.string(),
+  })
+  .meta({ id: "Alert" });
+
+/** IETF draft RateLimit headers: the hard limit as quota, the period as window, the rest of it as reset time. */
+function rateLimitHeaders(meter: string, e: Entitlement, resetSeconds: number): Record<string, string> {
+  if (!e.hard) return {};
+  const whole = (d: Dec) => d.floor().toFixed();
+  const window = Math.round((e.period.end.getTime() - e.period.start.getTime()) / 1000);
+  const name = `"${meter}"`;
+  return {
+    "RateLimit-Policy": `${name};q=${whole(e.hard)};w=${window}`,
+    RateLimit: `${name};r=${whole(e.remaining ?? e.hard)};t=${resetSeconds}`,
+  };
+}
+
+export function limitRoutes(t: RouteTable, ctx: AppContext): void {
+  const limitPath = z.object({ id: customerId, meter: meterKey });
+  const planLimitPath = z.object({ key: planKey, meter: meterKey });
+
+  t.add({
+    method: "put",
+    path: "/v1/customers/{id}/limits/{meter}",
+    summary: "Set a customer's limit on a meter (overrides the plan's default); evaluated at once",
+    tags: ["setup"],
+    scopes: ["admin"],
+    params: limitPath,
+    body: limitBody,
+    responses: {
+      200: { description: "the limit", schema: limitJson },
+      404: { description: "no such customer" },
+      422: { description: "unknown meter, no threshold, soft above hard" },
+    },
+    handle: async ({ params, body }) => {
+      checkLimit(body);
+      const limit = await putCustomerLimit(ctx.db, params.id, params.meter, body);
+      await ctx.limits.evaluateCustomer(params.id, "limit-change");
+      return { status: 200, body: toJson(limit) };
+    },
+  });
+
+  t.add({
+    method: "delete",
+    path: "/v1/customers/{id}/limits/{meter}",
+    summary: "Remove a customer's limit (the plan's default applies again, if any); unblocks at once",
+    tags: ["setup"],
+    scopes: ["admin"],
+    params: limitPath,
+    responses: { 204: { description: "removed" }, 404: { description: "no such limit" } },
+    handle: async ({ params }) => {
+      await deleteCustomerLimit(ctx.db, params.id, params.meter);
+      await ctx.limits.evaluateCustomer(params.id, "limit-change");
+      return { status: 204 };
+    },
+  });
+
+  const evaluatePlan = async (plan: string) => {
+    for (const customer of await customersOnPlan(ctx.db, plan, ctx.clock.now()))
+      ctx.limits.schedule(customer, "limit-change");
+  };
+
+  t.add({
+    method: "put",
+    path: "/v1/plans/{key}/limits/{meter}",
+    summary: "Set the default limit on a meter for every customer on the plan (a customer's own limit overrides it)",
+    tags: ["setup"],
+    scopes: ["admin"],
+    params: planLimitPath,
+    body: limitBody,
+    responses: {
+      200: { description: "the limit", schema: limitJson },
+      404: { description: "no such plan" },
+      422: { description: "unknown meter, no threshold, soft above hard" },
+    },
+    handle: async ({ params, body }) => {
+      checkLimit(body);
+      const limit = await putPlanLimit(ctx.db, params.key, params.meter, body);
+      await evaluatePlan(params.key);
+      return { status: 200, body: toJson(limit) };
+    },
+  });
+
+  t.add({
+    method: "delete",
+    path: "/v1/plans/{key}/limits/{meter}",
+    summary: "Remove a plan's default limit",
+    tags: ["setup"],
+    scopes: ["admin"],
+    params: planLimitPath,
+    responses: { 204: { description: "removed" }, 404: { description: "no such limit" } },
+    handle: async ({ params }) => {
+      await deletePlanLimit(ctx.db, params.key, params.meter);
+      await evaluatePlan(params.key);
+      return { status: 204 };
+    },
+  });
+
+  t.add({
+    method: "post",
+    path: "/v1/webhook-endpoints",
+    summary: "Register a receiver of alert webhooks (the signing secret is shown once)",
+    tags: ["setup"],
+    scopes: ["admin"],
+    body: z
+      .strictObject({
+        url: z
+          .url({ protocol: /^https?$/, message: "must be an http(s) URL" })
+          .max(2048)
+          .meta({ example: "https://billing.example.com/tally-webhooks" }),
+      })
+      .meta({ id: "WebhookEndpointInput" }),
+    responses: {
+      201: {
+        description: "created; verify deliveries with the secret (Tally-Signature header)",
+        schema: z.object({ id: z.string(), url: z.string(), secret: z.string(), created_at: z.string() }),
+      },
+    },
+    handle: async ({ body }) => {
+      const e = await createEndpoint(ctx.db, body.url);
+      return { status: 201, body: { id: e.id, url: e.url, secret: e.secret, created_at: isoTime(e.createdAt) } };
+    },
+  });
+
+  t.add({
+    method: "get",
+    path: "/v1/alerts",
+    summary: "Alerts recorded (one per customer, meter, period, level and threshold), newest first",
+    tags: ["reading"],
+    scopes: ["read"],
+    query: z.object({
+      customer: customerId.optional(),
+      period: z
+        .string()
+        .regex(/^\d{4}-(0[1-9]|1[0-2])$/, "must be a month as YYYY-MM")
+        .optional(),
+    }),
+    responses: { 200: { description: "alerts", schema: z.object({ data: z.array(alertJson) }) } },
+    handle: async ({ query, auth }) => {
+      const customer = query.customer ?? auth?.customer ?? null;
+      if (customer) assertCustomerVisible(auth, customer);
+      const period = query.period ? parsePeriod(query.period) : undefined;
+      const { rows } = await ctx.db.query<{
+        customer_id: string;
+        meter: string;
+        level: "soft" | "hard";
+        threshold: string;
+        unit: string;
+        value: string;
+        period_start: Date;
+        triggered_at: Date;
+      }>(
+        `SELECT customer_id, meter, level, threshold::text, unit, value::text, period_start, triggered_at FROM alerts
+         WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::timestamptz IS NULL OR period_start = $2)
+         ORDER BY triggered_at DESC, id DESC LIMIT 1000`,
+        [customer, period?.start ?? null],
+      );
+      return {
+        status: 200,
+        body: {
+          data: rows.map((r) => ({
+            customer: r.customer_id,
+            meter: r.meter,
+            level: r.level,
+            threshold: r.threshold,
+            unit: r.unit,
+            value: r.value,
+            period: r.period_start.toISOString().slice(0, 7),
+            triggered_at: isoTime(r.triggered_at),
+          })),
+        },
+      };
+    },
+  });
+
+  t.add({
+    method: "get",
+    path: "/v1/entitlements/{customer}/{meter}",
+    summary: "May this customer use this meter now? 200, or 429 with Retry-After when a hard limit is reached",
+    tags: ["reading"],
+    scopes: ["read"],
+    params: z.object({ customer: customerId, meter: meterKey }),
+    responses: {
+      200: { description: "allowed", schema: entitlementJson },
+      404: { description: "unknown meter, or a customer not visible to this key" },
+      429: { description: "blocked until resets_at (problem+json with allowed: false; Retry-After)" },
+    },
+    handle: async ({ params, auth }) => {
+      assertCustomerVisible(auth, params.customer);
+      if (!(await ctx.meters.lookup(params.meter))) throw notFound(`no meter ${params.meter}`);
+      const e = await ctx.limits.entitlement(params.customer, params.meter);
+      const now = ctx.clock.now();
+      const resetSeconds = Math.max(1, Math.ceil((e.period.end.getTime() - now.getTime()) / 1000));
+      const optional = {
+        ...(e.unit ? { unit: e.unit } : {}),
+        ...(e.amount ? { amount: formatDecimal(e.amount) } : {}),
+        ...(e.currency ? { currency: e.currency } : {}),
+        ...(e.soft ? { soft: formatDecimal(e.soft) } : {}),
+        ...(e.hard ? { hard: formatDecimal(e.hard) } : {}),
+        ...(e.remaining ? { remaining: formatDecimal(e.remaining) } : {}),
+      };
+      const body = {
+        allowed: e.allowed,
+        quantity: formatDecimal(e.quantity),
+        ...optional,
+        state: e.state,
+        resets_at: isoTime(e.period.end),
+        as_of: isoTime(e.asOf),
+      };
+      const headers = rateLimitHeaders(params.meter, e, resetSeconds);
+      if (!e.allowed) {
+        throw new AppError(
+          429,
+          "limit_reached",
+          `customer ${params.customer} reached the hard limit on ${params.meter} (${formatDecimal(e.hard as Dec)} ${e.unit}); it resets at ${isoTime(e.period.end)}`,
+          {
+            headers: { ...headers, "Retry-After": String(resetSeconds) },
+            extra: { ...body, customer: params.customer, meter: params.meter },
+          },
+        );
+      }
+      return { status: 200, headers, body };
+    },
+  });
+}

@@ -1,0 +1,5 @@
+// The package's entry point for embedding Tally in another Node.js program (npm start uses src/main.ts).
+export { type Clock, ManualClock, systemClock } from "./clock.js";
+export { type Config, ConfigError, loadConfig } from "./config.js";
+export { EntitlementClient, type UsageLimitOptions, usageLimit, verifyTallySignature } from "./middleware/index.js";
+export { createTally, type Tally, type TallyOptions } from "./tally.js";

@@ -1,0 +1,58 @@
+// The rules of limits (pure): which limit applies, what state a value puts a (customer, meter) in, when a block
+// holds, and when a customer is close enough to a threshold to be evaluated right after ingest.
+import { type Dec, dec } from "../pricing/money.js";
+
+export type LimitUnit = "quantity" | "amount";
+export type LimitState = "ok" | "soft" | "blocked";
+
+export interface Limit {
+  soft: Dec | null;
+  hard: Dec | null;
+  unit: LimitUnit;
+}
+
+export interface Evaluated {
+  state: LimitState;
+  /** The hard threshold the block was reached at (kept while the block holds). */
+  blockedAtHard: Dec | null;
+  /** Levels whose threshold the value has reached (an alert each, recorded once). */
+  reached: { level: "soft" | "hard"; threshold: Dec }[];
+}
+
+/** A customer's own limit overrides its plan's default. */
+export function effectiveLimit(customer: Limit | undefined, plan: Limit | undefined): Limit | undefined {
+  return customer ?? plan;
+}
+
+/**
+ * Reaching a threshold (value ≥ threshold) counts as crossing it. A block lasts for the rest of the period,
+ * even if the value falls again (a `last` meter, a correction), until the hard limit is raised above the value
+ * it was reached at or removed — `previous` is the state from earlier in the same period.
+ */
+export function evaluate(
+  value: Dec,
+  limit: Limit | undefined,
+  previous: { state: LimitState; blockedAtHard: Dec | null; unit: LimitUnit | null } | undefined,
+): Evaluated {
+  if (!limit) return { state: "ok", blockedAtHard: null, reached: [] };
+  const reached: Evaluated["reached"] = [];
+  if (limit.soft && value.gte(limit.soft)) reached.push({ level: "soft", threshold: limit.soft });
+  if (limit.hard && value.gte(limit.hard)) reached.push({ level: "hard", threshold: limit.hard });
+  const stillBlocked =
+    previous?.state === "blocked" &&
+    previous.unit === limit.unit &&
+    limit.hard !== null &&
+    previous.blockedAtHard !== null &&
+    limit.hard.lte(previous.blockedAtHard);
+  if (limit.hard && value.gte(limit.hard)) return { state: "blocked", blockedAtHard: limit.hard, reached };
+  if (stillBlocked) return { state: "blocked", blockedAtHard: previous.blockedAtHard, reached };
+  if (limit.soft && value.gte(limit.soft)) return { state: "soft", blockedAtHard: null, reached };
+  return { state: "ok", blockedAtHard: null, reached };
+}
+
+/** Within 10% of a threshold not yet reached: worth evaluating right after ingest rather than on schedule. */
+export const NEAR_FRACTION = dec("0.9");
+
+export function isNear(estimate: Dec, limit: Limit): boolean {
+  return [limit.soft, limit.hard].some((t) => t !== null && estimate.gte(t.times(NEAR_FRACTION)));
+}
