@@ -353,7 +353,7 @@ export class LimitsService {
               triggered_at: alert.triggered_at.toISOString(),
             },
           });
-          summary.webhooks_queued += await enqueueEvent(tx, eventId, body);
+          summary.webhooks_queued += await enqueueEvent(tx, eventId, body, now);
           alerted = true;
         }
         if (result.state === "blocked") summary.blocked += 1;

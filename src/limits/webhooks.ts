@@ -30,13 +30,16 @@ export async function createEndpoint(db: Queryable, url: string): Promise<Webhoo
   return { id, url, secret, createdAt: (rows[0] as { created_at: Date }).created_at };
 }
 
-/** Queues one event for every enabled endpoint; call inside the transaction that records what it reports. */
-export async function enqueueEvent(tx: Queryable, eventId: string, body: string): Promise<number> {
+/**
+ * Queues one event for every enabled endpoint, due at `at` (Tally's clock); call inside the transaction that
+ * records what it reports.
+ */
+export async function enqueueEvent(tx: Queryable, eventId: string, body: string, at: Date): Promise<number> {
   const { rowCount } = await tx.query(
-    `INSERT INTO webhook_deliveries (event_id, endpoint_id, body)
-     SELECT $1, id, $2 FROM webhook_endpoints WHERE disabled_at IS NULL
+    `INSERT INTO webhook_deliveries (event_id, endpoint_id, body, next_attempt_at, created_at)
+     SELECT $1, id, $2, $3, $3 FROM webhook_endpoints WHERE disabled_at IS NULL
      ON CONFLICT (event_id, endpoint_id) DO NOTHING`,
-    [eventId, body],
+    [eventId, body, at],
   );
   return rowCount;
 }
