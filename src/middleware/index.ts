@@ -145,51 +145,75 @@ export function usageLimit(opts: UsageLimitOptions): RequestHandler & { client: 
     res.type("application/problem+json").send(d.body);
   };
 
-  const handler = (async (req: Request, res: Response, next: NextFunction) => {
-    let customer: string | undefined;
-    let meter: string;
-    try {
-      customer = await opts.customer(req);
-      meter = meterOf(req);
-    } catch (err) {
-      next(err);
+  const fail = (res: Response, next: NextFunction, err: unknown) => {
+    if (Date.now() - lastWarning > WARN_EVERY_MS) {
+      lastWarning = Date.now();
+      logger.warn(
+        { err: (err as Error).message, failOpen },
+        failOpen
+          ? "Tally unavailable: letting requests through (fail open)"
+          : "Tally unavailable: refusing requests (fail closed)",
+      );
+    }
+    if (failOpen) {
+      next();
       return;
     }
+    res.status(503).setHeader("Retry-After", "1");
+    res.type("application/problem+json").send(
+      JSON.stringify({
+        type: "urn:tally:problem:entitlement_unavailable",
+        title: "Service Unavailable",
+        status: 503,
+        detail: "usage limits cannot be checked right now; retry shortly",
+        code: "entitlement_unavailable",
+      }),
+    );
+  };
+
+  const decide = (customer: string | undefined, req: Request, res: Response, next: NextFunction) => {
     if (customer === undefined) {
       next();
       return;
     }
+    const meter = meterOf(req);
+    // The hot path: a cached decision is answered synchronously, without a promise.
     const cached = client.cached(customer, meter);
     if (cached) {
       answer(res, next, cached);
       return;
     }
+    client.decide(customer, meter).then(
+      (d) => answer(res, next, d),
+      (err) => fail(res, next, err),
+    );
+  };
+
+  const handler = ((req: Request, res: Response, next: NextFunction) => {
+    let customer: string | undefined | Promise<string | undefined>;
     try {
-      answer(res, next, await client.decide(customer, meter));
+      customer = opts.customer(req);
     } catch (err) {
-      if (Date.now() - lastWarning > WARN_EVERY_MS) {
-        lastWarning = Date.now();
-        logger.warn(
-          { err: (err as Error).message, failOpen },
-          failOpen
-            ? "Tally unavailable: letting requests through (fail open)"
-            : "Tally unavailable: refusing requests (fail closed)",
-        );
-      }
-      if (failOpen) {
-        next();
-        return;
-      }
-      res.status(503).setHeader("Retry-After", "1");
-      res.type("application/problem+json").send(
-        JSON.stringify({
-          type: "urn:tally:problem:entitlement_unavailable",
-          title: "Service Unavailable",
-          status: 503,
-          detail: "usage limits cannot be checked right now; retry shortly",
-          code: "entitlement_unavailable",
-        }),
+      next(err);
+      return;
+    }
+    if (customer instanceof Promise) {
+      customer.then(
+        (c) => {
+          try {
+            decide(c, req, res, next);
+          } catch (err) {
+            next(err);
+          }
+        },
+        (err) => next(err),
       );
+      return;
+    }
+    try {
+      decide(customer, req, res, next);
+    } catch (err) {
+      next(err);
     }
   }) as RequestHandler & { client: EntitlementClient };
   handler.client = client;

@@ -1,0 +1,212 @@
+// npm run bench:limits — enforcement speed. Against a Tally child process (embedded by default; DATABASE_URL for a
+// server database, created fresh and dropped):
+//   1. GET /v1/entitlements/{customer}/{meter} at a fixed rate of 1,000 and 5,000 requests/s (open loop: latency
+//      counts from when each request was due), with GET /healthz at the same rates as the baseline (HTTP alone);
+//   2. the middleware's cached decision: cost per call, against a no-op middleware as the baseline;
+//   3. time from the 202 of the event that crosses a hard limit to the first 429, with no job call.
+//   BENCH_SECONDS (default 10) per rate, BENCH_RATES (default 1000,5000), BENCH_CONNECTIONS (default 32).
+import { randomBytes } from "node:crypto";
+import http from "node:http";
+import type { NextFunction, Request, Response } from "express";
+import pg from "pg";
+import { usageLimit } from "../src/middleware/index.js";
+import { percentile, startTally, table } from "./harness.js";
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const RATES = (process.env.BENCH_RATES ?? "1000,5000").split(",").map(Number);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const KEY = `bench-${randomBytes(12).toString("hex")}`;
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS });
+
+function request(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      `${base}${path}`,
+      { method, agent, headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" } },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (d) => {
+          text += d;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+      },
+    );
+    req.on("error", reject);
+    req.end(body === undefined ? undefined : JSON.stringify(body));
+  });
+}
+
+async function must(base: string, method: string, path: string, body?: unknown): Promise<string> {
+  const r = await request(base, method, path, body);
+  if (r.status >= 300 && r.status !== 429) throw new Error(`${method} ${path}: ${r.status} ${r.text}`);
+  return r.text;
+}
+
+/** Open loop at `rate` requests/s: each request is due at a fixed time; latency counts from then. */
+async function atRate(base: string, path: string, rate: number, seconds: number) {
+  const latencies: number[] = [];
+  let errors = 0;
+  const total = Math.round(rate * seconds);
+  const interval = 1000 / rate;
+  const start = performance.now();
+  const inFlight: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const due = start + i * interval;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    inFlight.push(
+      request(base, "GET", path).then(
+        (r) => {
+          if (r.status !== 200) errors += 1;
+          latencies.push(performance.now() - due);
+        },
+        () => {
+          errors += 1;
+        },
+      ),
+    );
+    if (inFlight.length > 5000) await Promise.all(inFlight.splice(0));
+  }
+  await Promise.all(inFlight);
+  const elapsed = (performance.now() - start) / 1000;
+  return {
+    achieved: latencies.length / elapsed,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    errors,
+  };
+}
+
+async function main(): Promise<void> {
+  const serverUrl = process.env.DATABASE_URL;
+  let cleanup = async () => {};
+  const env: Record<string, string> = { TALLY_ADMIN_KEY: KEY, LOG_LEVEL: "warn", TALLY_JOBS: "off" };
+  if (serverUrl) {
+    const name = `tally_bench_${randomBytes(4).toString("hex")}`;
+    const admin = new pg.Client({ connectionString: serverUrl });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${name}`);
+    await admin.end();
+    const url = new URL(serverUrl);
+    url.pathname = `/${name}`;
+    env.DATABASE_URL = url.toString();
+    cleanup = async () => {
+      const c = new pg.Client({ connectionString: serverUrl });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    };
+  } else {
+    env.TALLY_DATA_DIR = `memory://bench-${randomBytes(4).toString("hex")}`;
+  }
+  const tally = await startTally(env);
+  const base = tally.url;
+  try {
+    console.log(`\nTally limits benchmark — ${serverUrl ? "server" : "embedded"}, engine ${tally.engine}`);
+    await must(base, "PUT", "/v1/meters/api_calls", { name: "API calls", unit: "call", aggregation: "sum" });
+    await must(base, "PUT", "/v1/customers/limited", {});
+    await must(base, "PUT", "/v1/customers/limited/limits/api_calls", {
+      soft: "900000000",
+      hard: "1000000000",
+      unit: "quantity",
+    });
+    await must(base, "POST", "/v1/events", {
+      events: Array.from({ length: 100 }, (_, i) => ({
+        id: `w${i}`,
+        customer: "limited",
+        meter: "api_calls",
+        value: 10,
+      })),
+    });
+
+    // 1. the entitlement endpoint at fixed rates, and /healthz as the HTTP baseline
+    const path = "/v1/entitlements/limited/api_calls";
+    await atRate(base, path, 1000, 2); // warm up
+    await atRate(base, "/healthz", 1000, 1);
+    const rows: string[][] = [];
+    for (const rate of RATES) {
+      const e = await atRate(base, path, rate, SECONDS);
+      const h = await atRate(base, "/healthz", rate, SECONDS);
+      const ms = (v: number) => `${v.toFixed(2)} ms`;
+      rows.push([
+        `${rate.toLocaleString("en-US")}/s`,
+        `${Math.round(e.achieved).toLocaleString("en-US")}/s`,
+        ms(e.p50),
+        ms(e.p99),
+        String(e.errors),
+        ms(h.p50),
+        ms(h.p99),
+        `${(e.p99 / h.p99).toFixed(2)}×`,
+      ]);
+    }
+    console.log(
+      `\n${table(["rate", "achieved", "entitlement p50", "p99", "errors", "/healthz p50", "p99", "p99 ratio to /healthz"], rows)}`,
+    );
+
+    // 2. the middleware's cached decision, per call, against a no-op middleware
+    // A long cache so every timed call takes the cached path (the default is 1 s).
+    const mw = usageLimit({ url: base, apiKey: KEY, customer: () => "limited", meter: "api_calls", cacheMs: 600_000 });
+    const req = {} as Request;
+    const res = { setHeader: () => res } as unknown as Response;
+    let passed = 0;
+    const next: NextFunction = () => {
+      passed += 1;
+    };
+    await mw.client.decide("limited", "api_calls"); // fills the cache
+    const noop = (_q: Request, _s: Response, n: NextFunction) => n();
+    const N = 200_000;
+    const time = (fn: () => unknown) => {
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < N; i++) fn();
+      return Number(process.hrtime.bigint() - t0) / N / 1000;
+    };
+    time(() => noop(req, res, next));
+    time(() => mw(req, res, next));
+    const baseline = time(() => noop(req, res, next));
+    const cached = time(() => mw(req, res, next));
+    console.log(
+      `\nmiddleware cached decision: ${cached.toFixed(2)} µs per call (no-op middleware ${baseline.toFixed(2)} µs; ${(cached / baseline).toFixed(1)}×); ${mw.client.lookups} lookup(s) to Tally for ${(N * 2).toLocaleString("en-US")} calls`,
+    );
+    if (passed < N * 4) throw new Error("middleware did not pass requests");
+
+    // 3. time from the crossing event's 202 to the first 429
+    const times: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const c = `crossing-${i}`;
+      await must(base, "PUT", `/v1/customers/${c}`, {});
+      await must(base, "PUT", `/v1/customers/${c}/limits/api_calls`, { hard: "100", unit: "quantity" });
+      await must(base, "POST", "/v1/events", { events: [{ id: "a", customer: c, meter: "api_calls", value: 95 }] });
+      const accepted = await request(base, "POST", "/v1/events", {
+        events: [{ id: "b", customer: c, meter: "api_calls", value: 5 }],
+      });
+      const t0 = performance.now();
+      if (accepted.status !== 202) throw new Error(`ingest: ${accepted.status}`);
+      for (;;) {
+        const r = await request(base, "GET", `/v1/entitlements/${c}/api_calls`);
+        if (r.status === 429) break;
+        if (performance.now() - t0 > 30_000) throw new Error("not enforced within 30 s");
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      times.push(performance.now() - t0);
+    }
+    console.log(
+      `time from the crossing event's 202 to the first 429 (10 customers): p50 ${percentile(times, 50).toFixed(1)} ms, max ${Math.max(...times).toFixed(1)} ms`,
+    );
+  } finally {
+    agent.destroy();
+    await tally.stop();
+    await cleanup();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
