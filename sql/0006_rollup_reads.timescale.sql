@@ -30,3 +30,23 @@ $$;
 CREATE INDEX usage_hourly_customer_meter_bucket ON usage_hourly (customer_id, meter, bucket);
 CREATE INDEX usage_daily_customer_meter_bucket ON usage_daily (customer_id, meter, bucket);
 CREATE INDEX usage_monthly_customer_meter_bucket ON usage_monthly (customer_id, meter, bucket);
+
+-- …and without statistics (the embedded engine has no autovacuum) the planner may pick a per-column index and
+-- filter a whole chunk (measured: 32 ms instead of 0.5 ms for one customer's week at 300k events). Drop them:
+-- every read names both columns, and exports of all customers use the bucket index.
+DO $$
+DECLARE
+  idx record;
+BEGIN
+  FOR idx IN
+    SELECT i.schemaname, i.indexname
+    FROM timescaledb_information.continuous_aggregates c
+    JOIN pg_indexes i ON i.schemaname = c.materialization_hypertable_schema
+                     AND i.tablename = c.materialization_hypertable_name
+    WHERE c.view_name IN ('usage_hourly', 'usage_daily', 'usage_monthly')
+      AND (i.indexname LIKE '%\_meter\_bucket\_idx' OR i.indexname LIKE '%\_customer\_id\_bucket\_idx')
+  LOOP
+    EXECUTE format('DROP INDEX %I.%I', idx.schemaname, idx.indexname);
+  END LOOP;
+END
+$$;

@@ -225,11 +225,15 @@ export function buildSeriesSql(
     const range = `${col} >= ${bind(p.from)}::timestamptz AND ${col} < ${bind(p.to)}::timestamptz`;
     const exclude = p.exclude.length > 0 ? ` AND ${col} <> ALL (${bind(pgArray(p.exclude))}::timestamptz[])` : "";
     if (isRaw) {
+      // Events are summed per hour here, so the outer aggregate sees one row per hour and source.
       return `
       SELECT ${out("date_trunc('hour', e.ts, 'UTC')")}, e.customer_id, e.meter,
-             e.value, 1::bigint, e.value, e.value, tally_last_key(e.ts, e.value), e.ts
+             sum(e.value), count(*), max(e.value),
+             (array_agg(e.value ORDER BY tally_last_key(e.ts, e.value) DESC))[1],
+             max(tally_last_key(e.ts, e.value)), max(e.ts)
       FROM usage_events e${within}
-      WHERE ${range}${filters("e")}${rawMeterFilter}`;
+      WHERE ${range}${filters("e")}${rawMeterFilter}
+      GROUP BY date_trunc('hour', e.ts, 'UTC'), e.customer_id, e.meter`;
     }
     return `
       SELECT ${out("v.bucket")}, v.customer_id, v.meter, ${COLUMNS}
@@ -242,17 +246,20 @@ export function buildSeriesSql(
       : `
       SELECT NULL::timestamptz, NULL::text, NULL::text, NULL::numeric, NULL::bigint, NULL::numeric,
              NULL::numeric, NULL::numeric, NULL::timestamptz WHERE false`;
+  // Hourly: every hour comes from exactly one part (dirty hours are left out of the rollup, raw parts are summed
+  // per hour), so there is nothing left to combine. Coarser buckets combine their parts as the rollups do.
+  const combine = g !== "hour";
+  const agg = (f: string, col: string) => (combine ? `${f}(${col})` : col);
   const text = `
     SELECT bucket, customer_id, meter,
-           trim_scale(sum(value_sum))::text AS value_sum,
-           sum(event_count)::text AS event_count,
-           trim_scale(max(value_max))::text AS value_max,
-           trim_scale((array_agg(last_value ORDER BY last_key DESC))[1])::text AS last_value,
-           max(last_key)::text AS last_key,
-           max(last_at) AS last_at
+           trim_scale(${agg("sum", "value_sum")})::text AS value_sum,
+           ${agg("sum", "event_count")}::text AS event_count,
+           trim_scale(${agg("max", "value_max")})::text AS value_max,
+           trim_scale(${combine ? "(array_agg(last_value ORDER BY last_key DESC))[1]" : "last_value"})::text AS last_value,
+           ${agg("max", "last_key")}::text AS last_key,
+           ${agg("max", "last_at")} AS last_at
     FROM (${union}
-    ) AS parts (bucket, customer_id, meter, value_sum, event_count, value_max, last_value, last_key, last_at)
-    GROUP BY bucket, customer_id, meter
+    ) AS parts (bucket, customer_id, meter, value_sum, event_count, value_max, last_value, last_key, last_at)${combine ? "\n    GROUP BY bucket, customer_id, meter" : ""}
     ORDER BY customer_id, meter, bucket`;
   return { text, params };
 }
