@@ -1,7 +1,7 @@
 // Composition root: opens the database, applies migrations, builds the HTTP app and the jobs,
 // and owns start-up and graceful shutdown.
 import { once } from "node:events";
-import type { Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { ApiKeys } from "./auth/keys.js";
 import { subscriptionAt } from "./billing/subscriptions.js";
@@ -12,6 +12,7 @@ import { loadMigrations, migrate } from "./db/migrate.js";
 import { type OpenedDb, openDatabase } from "./db/open.js";
 import { createApp } from "./http/app.js";
 import type { AppContext } from "./http/context.js";
+import { entitlementFastPath } from "./http/fastPath.js";
 import { isoTime } from "./http/format.js";
 import { IngestService } from "./ingest/service.js";
 import { JobRunner } from "./jobs/runner.js";
@@ -135,7 +136,11 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     app,
     createdAdminKey,
     async listen(port = config.PORT, host = config.HOST) {
-      server = app.listen(port, host);
+      const fast = entitlementFastPath(ctx);
+      server = createServer((req, res) => {
+        if (!fast(req, res)) app(req, res);
+      });
+      server.listen(port, host);
       // Longer than load balancers' idle timeouts (often 60 s), so they never reuse a socket Node just closed.
       server.keepAliveTimeout = 65_000;
       server.headersTimeout = 66_000;

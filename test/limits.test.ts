@@ -399,6 +399,44 @@ describe.each(BACKENDS)("limits on %s", (backend) => {
       expect((await fetch(`${appUrl}/work`)).status).toBe(200); // no customer: not metered
     });
 
+    it("when the fast path answers from memory, then it answers exactly as the route does", async () => {
+      const headersOf = (h: Headers | Record<string, string | string[] | undefined>) => {
+        const get = (k: string) => (h instanceof Headers ? h.get(k) : (h[k] as string | undefined)) ?? null;
+        return Object.fromEntries(
+          [
+            "content-type",
+            "retry-after",
+            "ratelimit",
+            "ratelimit-policy",
+            "x-content-type-options",
+            "content-security-policy",
+            "strict-transport-security",
+            "x-frame-options",
+          ].map((k) => [k, get(k)]),
+        );
+      };
+      const fastCount = async () =>
+        Number(/tally_entitlement_fast_path_total (\d+)/.exec(await (await fetch(`${base}/metrics`)).text())?.[1] ?? 0);
+      const before = await fastCount();
+      for (const path of [
+        "/v1/entitlements/mw/calls",
+        "/v1/entitlements/soft-hard/calls",
+        "/v1/entitlements/free/calls",
+      ]) {
+        await fetch(`${base}${path}`, { headers: admin }); // warms the key and the decision
+        const fast = await fetch(`${base}${path}`, { headers: admin });
+        const slow = await api().get(path).set(admin);
+        expect(fast.status, path).toBe(slow.status);
+        expect(await fast.json(), path).toEqual(slow.body);
+        expect(headersOf(fast.headers), path).toEqual(headersOf(slow.headers));
+      }
+      expect(await fastCount()).toBeGreaterThanOrEqual(before + 3);
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      expect(metrics).toMatch(
+        /tally_http_request_duration_seconds_count\{method="GET",route="\/v1\/entitlements\/\{customer\}\/\{meter\}",status="429"\} [1-9]/,
+      );
+    });
+
     it("when Tally cannot be reached, then it fails open by default and closed when asked", async () => {
       const warnings: string[] = [];
       const down = "http://127.0.0.1:9"; // discard port: connection refused

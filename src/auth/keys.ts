@@ -66,6 +66,14 @@ export class ApiKeys {
     );
   }
 
+  /** A key verified within the last few seconds, without any I/O (the entitlement fast path); else undefined. */
+  cachedAuth(header: string | undefined): Auth | undefined {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
+    if (!match?.[1]) return undefined;
+    const cached = this.#cache.get(hashKey(match[1]).toString("base64"));
+    return cached && cached.expires > Date.now() ? cached.auth : undefined;
+  }
+
   async authenticate(header: string | undefined): Promise<Auth> {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
     if (!match?.[1]) throw unauthorized("send an API key as 'Authorization: Bearer <key>'");

@@ -58,6 +58,12 @@ export class MeterCache {
     return found;
   }
 
+  /** Whether a meter is known, from memory only (a stale copy is refreshed in the background). */
+  knownNow(key: string): boolean {
+    if (Date.now() - this.#loadedAt > MAX_AGE_MS) void this.#load().catch(() => undefined);
+    return this.#byKey.has(key);
+  }
+
   invalidate(): void {
     this.#loadedAt = 0;
   }

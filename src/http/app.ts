@@ -18,6 +18,8 @@ export type RouteModule = (t: RouteTable, ctx: AppContext) => void;
 export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Express {
   const app = express();
   app.disable("x-powered-by");
+  // API answers are not cached by clients; hashing every body for an ETag only costs time.
+  app.set("etag", false);
   app.set("query parser", "simple");
   app.use(helmet());
 

@@ -95,6 +95,22 @@ function fromRow(r: StateRow): PairState {
   };
 }
 
+function unlimited(quantity: Dec, period: { start: Date; end: Date }, asOf: Date): Entitlement {
+  return {
+    allowed: true,
+    quantity,
+    unit: null,
+    amount: null,
+    currency: null,
+    soft: null,
+    hard: null,
+    remaining: null,
+    state: "ok",
+    period,
+    asOf,
+  };
+}
+
 export function alertEventId(alertId: string): string {
   return `evt_${createHash("sha256").update(`tally-alert:${alertId}`).digest("base64url").slice(0, 24)}`;
 }
@@ -186,8 +202,24 @@ export class LimitsService {
    * this period; otherwise allowed, with the quantity read (and cached for a second).
    */
   async entitlement(customer: string, meter: string): Promise<Entitlement> {
+    const known = this.cachedEntitlement(customer, meter);
+    if (known) return known;
     const now = this.clock.now();
     const period = periodOf(now);
+    // A limited pair from an earlier period: the new period starts unblocked; evaluate it for the next ask.
+    if (this.state(customer, meter)?.unit) this.schedule(customer, "period");
+    const quantity = await this.#periodQuantity(customer, meter, period);
+    if (this.#unlimited.size >= UNLIMITED_CACHE_MAX) this.#unlimited.clear();
+    this.#unlimited.set(pairKey(customer, meter), { quantity, asOf: now, expires: Date.now() + UNLIMITED_CACHE_MS });
+    return unlimited(quantity, period, now);
+  }
+
+  /**
+   * The decision from memory alone, when there is one: the pair is limited and evaluated in this period, or
+   * unlimited and its quantity was read within the last second. Otherwise undefined.
+   */
+  cachedEntitlement(customer: string, meter: string): Entitlement | undefined {
+    const period = periodOf(this.clock.now());
     const s = this.state(customer, meter);
     if (s?.unit && s.periodStart.getTime() === period.start.getTime()) {
       const value = s.unit === "amount" ? (s.amount ?? ZERO) : s.quantity;
@@ -206,33 +238,9 @@ export class LimitsService {
         asOf: s.asOf,
       };
     }
-    // A limited pair from an earlier period: the new period starts unblocked; evaluate it for the next ask.
-    if (s?.unit) this.schedule(customer, "period");
-    const key = pairKey(customer, meter);
-    const cached = this.#unlimited.get(key);
-    let quantity: Dec;
-    let asOf: Date;
-    if (cached && cached.expires > Date.now()) {
-      ({ quantity, asOf } = cached);
-    } else {
-      asOf = now;
-      quantity = await this.#periodQuantity(customer, meter, period);
-      if (this.#unlimited.size >= UNLIMITED_CACHE_MAX) this.#unlimited.clear();
-      this.#unlimited.set(key, { quantity, asOf, expires: Date.now() + UNLIMITED_CACHE_MS });
-    }
-    return {
-      allowed: true,
-      quantity,
-      unit: null,
-      amount: null,
-      currency: null,
-      soft: null,
-      hard: null,
-      remaining: null,
-      state: "ok",
-      period,
-      asOf,
-    };
+    if (s?.unit) return undefined;
+    const cached = this.#unlimited.get(pairKey(customer, meter));
+    return cached && cached.expires > Date.now() ? unlimited(cached.quantity, period, cached.asOf) : undefined;
   }
 
   async #periodQuantity(customer: string, meter: string, period: { start: Date; end: Date }): Promise<Dec> {

@@ -17,8 +17,8 @@ import { type Dec, formatDecimal } from "../../pricing/money.js";
 import { parsePeriod } from "../../rollups/buckets.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
-import { AppError, notFound, unprocessable } from "../problem.js";
-import type { RouteTable } from "../routeTable.js";
+import { notFound, unprocessable } from "../problem.js";
+import type { Reply, RouteTable } from "../routeTable.js";
 
 const threshold = z
   .union([z.string(), z.number()])
@@ -106,6 +106,40 @@ function rateLimitHeaders(meter: string, e: Entitlement, resetSeconds: number): 
   return {
     "RateLimit-Policy": `${name};q=${whole(e.hard)};w=${window}`,
     RateLimit: `${name};r=${whole(e.remaining ?? e.hard)};t=${resetSeconds}`,
+  };
+}
+
+/** The answer to an entitlement question, shared by the route and the fast path (src/http/fastPath.ts). */
+export function entitlementReply(customer: string, meter: string, e: Entitlement, now: Date): Reply {
+  const resetSeconds = Math.max(1, Math.ceil((e.period.end.getTime() - now.getTime()) / 1000));
+  const body = {
+    allowed: e.allowed,
+    quantity: formatDecimal(e.quantity),
+    ...(e.unit ? { unit: e.unit } : {}),
+    ...(e.amount ? { amount: formatDecimal(e.amount) } : {}),
+    ...(e.currency ? { currency: e.currency } : {}),
+    ...(e.soft ? { soft: formatDecimal(e.soft) } : {}),
+    ...(e.hard ? { hard: formatDecimal(e.hard) } : {}),
+    ...(e.remaining ? { remaining: formatDecimal(e.remaining) } : {}),
+    state: e.state,
+    resets_at: isoTime(e.period.end),
+    as_of: isoTime(e.asOf),
+  };
+  const headers = rateLimitHeaders(meter, e, resetSeconds);
+  if (e.allowed) return { status: 200, headers, body };
+  return {
+    status: 429,
+    headers: { ...headers, "Retry-After": String(resetSeconds), "Content-Type": "application/problem+json" },
+    body: {
+      type: "urn:tally:problem:limit_reached",
+      title: "Too Many Requests",
+      status: 429,
+      detail: `customer ${customer} reached the hard limit on ${meter} (${formatDecimal(e.hard as Dec)} ${e.unit}); it resets at ${isoTime(e.period.end)}`,
+      code: "limit_reached",
+      ...body,
+      customer,
+      meter,
+    },
   };
 }
 
@@ -283,37 +317,7 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
       assertCustomerVisible(auth, params.customer);
       if (!(await ctx.meters.lookup(params.meter))) throw notFound(`no meter ${params.meter}`);
       const e = await ctx.limits.entitlement(params.customer, params.meter);
-      const now = ctx.clock.now();
-      const resetSeconds = Math.max(1, Math.ceil((e.period.end.getTime() - now.getTime()) / 1000));
-      const optional = {
-        ...(e.unit ? { unit: e.unit } : {}),
-        ...(e.amount ? { amount: formatDecimal(e.amount) } : {}),
-        ...(e.currency ? { currency: e.currency } : {}),
-        ...(e.soft ? { soft: formatDecimal(e.soft) } : {}),
-        ...(e.hard ? { hard: formatDecimal(e.hard) } : {}),
-        ...(e.remaining ? { remaining: formatDecimal(e.remaining) } : {}),
-      };
-      const body = {
-        allowed: e.allowed,
-        quantity: formatDecimal(e.quantity),
-        ...optional,
-        state: e.state,
-        resets_at: isoTime(e.period.end),
-        as_of: isoTime(e.asOf),
-      };
-      const headers = rateLimitHeaders(params.meter, e, resetSeconds);
-      if (!e.allowed) {
-        throw new AppError(
-          429,
-          "limit_reached",
-          `customer ${params.customer} reached the hard limit on ${params.meter} (${formatDecimal(e.hard as Dec)} ${e.unit}); it resets at ${isoTime(e.period.end)}`,
-          {
-            headers: { ...headers, "Retry-After": String(resetSeconds) },
-            extra: { ...body, customer: params.customer, meter: params.meter },
-          },
-        );
-      }
-      return { status: 200, headers, body };
+      return entitlementReply(params.customer, params.meter, e, ctx.clock.now());
     },
   });
 }
