@@ -150,8 +150,14 @@ describe("two Tally processes with every-second schedules", () => {
       "SELECT runner, started_at, finished_at, outcome FROM job_runs WHERE job = 'refresh-rollups'",
     );
     const marks = await client.query("SELECT count(*)::int AS n FROM rollup_claims");
+    const ticks = await client.query<{ runs: number; ticks: number }>(
+      `SELECT count(*)::int AS runs, count(DISTINCT scheduled_for)::int AS ticks
+       FROM job_runs WHERE job = 'refresh-rollups' AND scheduled_for IS NOT NULL`,
+    );
     await client.end();
     expect(rows.length).toBeGreaterThanOrEqual(4);
+    // both processes fire every tick; each tick ran once
+    expect(ticks.rows[0]?.runs).toBe(ticks.rows[0]?.ticks);
     expect(rows.every((r) => r.outcome === "ok")).toBe(true);
     expect(overlaps(rows)).toEqual([]);
     expect(marks.rows[0].n).toBe(0);

@@ -69,9 +69,11 @@ export class JobRunner {
   start(): void {
     for (const job of this.#jobs.values()) {
       if (!job.schedule) continue;
-      const task = cron.schedule(job.schedule, () => {
+      const task = cron.schedule(job.schedule, (context) => {
         if (this.#stopped) return;
-        void this.#track(this.#attempt(job, false));
+        // The tick itself (whole seconds), the same in every process whose clock agrees to within the interval.
+        const tick = new Date(Math.floor(context.date.getTime() / 1000) * 1000);
+        void this.#track(this.#attempt(job, false, tick));
       });
       this.#tasks.push(task);
     }
@@ -103,12 +105,12 @@ export class JobRunner {
     return p;
   }
 
-  async #attempt(job: Job, wait: boolean): Promise<JobOutcome> {
+  async #attempt(job: Job, wait: boolean, tick?: Date): Promise<JobOutcome> {
     const lockKey = `job:${job.name}`;
     const deadline = Date.now() + MANUAL_WAIT_MS;
     for (;;) {
       const result = await this.db
-        .tryWithLock(lockKey, () => this.#execute(job))
+        .tryWithLock(lockKey, () => this.#execute(job, tick))
         .catch((err: Error): { acquired: true; value: JobOutcome } => ({
           acquired: true,
           value: {
@@ -140,14 +142,21 @@ export class JobRunner {
       .catch((err: Error) => this.log.warn({ job: id, err: { message: err.message } }, "could not record job run"));
   }
 
-  async #execute(job: Job): Promise<JobOutcome> {
+  async #execute(job: Job, tick?: Date): Promise<JobOutcome> {
     const started = new Date();
     const t0 = performance.now();
     const { rows } = await this.db.query<{ id: string }>(
-      "INSERT INTO job_runs (job, runner, started_at) VALUES ($1, $2, clock_timestamp()) RETURNING id::text",
-      [job.name, RUNNER_ID],
+      `INSERT INTO job_runs (job, runner, started_at, scheduled_for) VALUES ($1, $2, clock_timestamp(), $3)
+       ON CONFLICT (job, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
+       RETURNING id::text`,
+      [job.name, RUNNER_ID, tick ?? null],
     );
     const runId = rows[0]?.id;
+    if (tick && !runId) {
+      this.#runs.inc({ job: job.name, outcome: "skipped" });
+      this.log.debug({ job: job.name, tick: tick.toISOString() }, "job skipped: tick already run elsewhere");
+      return { job: job.name, ran: false, reason: `the ${tick.toISOString()} run happened in another process` };
+    }
     try {
       const summary = await job.run();
       await this.#record(runId, "ok", summary, null);
