@@ -1,7 +1,7 @@
 // Composition root: opens the database, applies migrations, builds the HTTP app and the jobs,
 // and owns start-up and graceful shutdown.
 import { once } from "node:events";
-import { createServer, type Server } from "node:http";
+import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { ApiKeys } from "./auth/keys.js";
 import { subscriptionAt } from "./billing/subscriptions.js";
@@ -129,6 +129,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
   };
   const app = createApp(ctx);
   let server: Server | undefined;
+  const inFlight = new Set<ServerResponse>();
   let stopped: Promise<void> | undefined;
 
   return {
@@ -138,6 +139,8 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     async listen(port = config.PORT, host = config.HOST) {
       const fast = entitlementFastPath(ctx);
       server = createServer((req, res) => {
+        inFlight.add(res);
+        res.once("close", () => inFlight.delete(res));
         if (!fast(req, res)) app(req, res);
       });
       server.listen(port, host);
@@ -154,15 +157,27 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     },
     shutdown() {
       stopped ??= (async () => {
+        // New requests get 503 (and Connection: close) from here on, while the port stays open: a client or load
+        // balancer sees a clear "retry elsewhere" rather than a refused connection. Requests already in flight
+        // finish and are answered; then the port closes. After the timeout, whatever is left is cut.
         ctx.state.draining = true;
-        log.info("shutting down: finishing in-flight requests");
+        const pending = [...inFlight];
+        log.info({ in_flight: pending.length }, "shutting down: finishing in-flight requests");
         if (server) {
           const s = server;
+          const deadline = new Promise<void>((resolve) =>
+            setTimeout(resolve, config.TALLY_SHUTDOWN_TIMEOUT_MS).unref(),
+          );
+          const finished = Promise.all(
+            pending.map((r) => (r.writableFinished || r.destroyed ? undefined : once(r, "close"))),
+          );
+          await Promise.race([finished, deadline]);
           const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+          s.closeIdleConnections();
           const timer = setTimeout(() => {
             log.warn("shutdown timeout reached: closing remaining connections");
             s.closeAllConnections();
-          }, config.TALLY_SHUTDOWN_TIMEOUT_MS);
+          }, 1_000);
           await closed;
           clearTimeout(timer);
         }
