@@ -13,7 +13,7 @@ import {
   type StoredLimit,
 } from "../../limits/store.js";
 import { createEndpoint } from "../../limits/webhooks.js";
-import { type Dec, formatDecimal } from "../../pricing/money.js";
+import { type Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
 import { parsePeriod } from "../../rollups/buckets.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
@@ -116,7 +116,7 @@ export function entitlementReply(customer: string, meter: string, e: Entitlement
     allowed: e.allowed,
     quantity: formatDecimal(e.quantity),
     ...(e.unit ? { unit: e.unit } : {}),
-    ...(e.amount ? { amount: formatDecimal(e.amount) } : {}),
+    ...(e.amount ? { amount: e.currency ? formatMoney(e.amount, e.currency) : formatDecimal(e.amount) } : {}),
     ...(e.currency ? { currency: e.currency } : {}),
     ...(e.soft ? { soft: formatDecimal(e.soft) } : {}),
     ...(e.hard ? { hard: formatDecimal(e.hard) } : {}),
