@@ -272,7 +272,7 @@ describe.each(BACKENDS)("limits on %s", (backend) => {
     );
     expect(blocked.value.body).toMatchObject({
       quantity: "82",
-      amount: "25.5",
+      amount: "25.50",
       currency: "USD",
       hard: "20.5",
       unit: "amount",
