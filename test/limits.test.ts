@@ -169,6 +169,26 @@ describe.each(BACKENDS)("limits on %s", (backend) => {
     expect(await alerts("soft-hard")).toHaveLength(2);
   });
 
+  it("when nothing happened since the last scheduled run, then the next one skips those customers (all are checked every 10 min)", async () => {
+    clock.advance(61_000);
+    try {
+      const first = await runJob("evaluate-limits");
+      clock.advance(61_000);
+      const second = await runJob("evaluate-limits");
+      expect(second.pass).toBe("incremental");
+      expect(second.customers).toBe(0);
+      expect(second.skipped).toBeGreaterThanOrEqual(1);
+      await ingest("soft-hard", "calls", 1);
+      await t.tally.ctx.limits.idle();
+      clock.advance(1_000);
+      const third = await runJob("evaluate-limits");
+      expect(third.customers).toBe(1);
+      expect(second.customers + second.skipped).toBe(first.customers + first.skipped);
+    } finally {
+      clock.set(NOW);
+    }
+  });
+
   it("when alerts fire, then each webhook is signed, carries an event id, and is delivered once", async () => {
     await eventually(
       async () => hooks.received.filter((h) => h.status === 200).length,

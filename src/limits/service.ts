@@ -74,6 +74,10 @@ const POLL_MS = 1_000;
 const POLL_OVERLAP_MS = 10_000;
 const UNLIMITED_CACHE_MS = 1_000;
 const UNLIMITED_CACHE_MAX = 50_000;
+/** The scheduled evaluation looks at every limited customer this often, and only at active ones in between. */
+const FULL_PASS_MS = 10 * 60_000;
+/** Events received this long before the previous run began are looked at again (commit comes after receipt). */
+const RECEIVED_OVERLAP_MS = 60_000;
 
 const pairKey = (customer: string, meter: string) => `${customer}\u0000${meter}`;
 const decOrNull = (v: string | null) => (v === null ? null : dec(v));
@@ -121,6 +125,8 @@ export class LimitsService {
   readonly #running = new Map<string, Promise<void>>();
   readonly #again = new Set<string>();
   #polledUntil: Date | null = null;
+  #lastFullPass: number | undefined;
+  #lastRunStart: number | undefined;
   #timer: NodeJS.Timeout | undefined;
   #polling: Promise<void> | undefined;
   readonly #evaluations;
@@ -440,10 +446,34 @@ export class LimitsService {
     return out;
   }
 
-  /** The evaluate-limits job: every customer with a limit in effect (or a state left by a removed one). */
-  async evaluateAll(): Promise<EvaluationSummary> {
-    const total: EvaluationSummary = { customers: 0, limits: 0, alerts: 0, blocked: 0, webhooks_queued: 0 };
-    for (const customer of await limitedCustomers(this.db, this.clock.now())) {
+  /**
+   * The evaluate-limits job. Every FULL_PASS_MS (and on a process's first run) it evaluates every customer with a
+   * limit in effect (or a state left by a removed one); in between only those with events received since the
+   * previous run began (found through event_keys' received_at index), those whose state is from an earlier
+   * period, and those never evaluated — the others' figures cannot have moved. Changes of limits and
+   * subscriptions evaluate their customers at once, and ingest near a threshold does too.
+   */
+  async evaluateAll(): Promise<EvaluationSummary & { pass: "full" | "incremental"; skipped: number }> {
+    const now = this.clock.now();
+    const full = this.#lastFullPass === undefined || now.getTime() - this.#lastFullPass >= FULL_PASS_MS;
+    const limited = await limitedCustomers(this.db, now);
+    let due = limited;
+    if (!full && this.#lastRunStart !== undefined) {
+      const since = new Date(this.#lastRunStart - RECEIVED_OVERLAP_MS);
+      const { rows } = await this.db.query<{ customer_id: string }>(
+        "SELECT DISTINCT customer_id FROM event_keys WHERE received_at >= $1",
+        [since],
+      );
+      const active = new Set(rows.map((r) => r.customer_id));
+      const period = periodOf(now).start.getTime();
+      const current = new Set<string>();
+      for (const s of this.#states.values()) if (s.periodStart.getTime() === period) current.add(s.customer);
+      due = limited.filter((c) => active.has(c) || !current.has(c));
+    }
+    this.#lastRunStart = now.getTime();
+    if (full) this.#lastFullPass = now.getTime();
+    const total = { customers: 0, limits: 0, alerts: 0, blocked: 0, webhooks_queued: 0 };
+    for (const customer of due) {
       const s = await this.evaluateCustomer(customer, "schedule");
       total.customers += 1;
       total.limits += s.limits;
@@ -451,6 +481,6 @@ export class LimitsService {
       total.blocked += s.blocked;
       total.webhooks_queued += s.webhooks_queued;
     }
-    return total;
+    return { ...total, pass: full ? "full" : "incremental", skipped: limited.length - due.length };
   }
 }

@@ -225,6 +225,8 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
     handle: async ({ params, body }) => {
       const start = body.start ?? ctx.clock.now();
       const { subscription, ended } = await setSubscription(ctx.db, params.id, body.plan, start);
+      // The plan's default limits (and prices, for money limits) may have changed for this customer.
+      ctx.limits.schedule(params.id, "subscription-change");
       const span = (x: { plan: string; start: Date; end: Date | null }) => ({
         plan: x.plan,
         start: isoTime(x.start),
