@@ -96,7 +96,8 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     metrics,
   );
   const jobs = new JobRunner(db, log, metrics);
-  for (const job of tallyJobs({ db, engine, clock, config })) jobs.register(job);
+  const stopJobs = new AbortController();
+  for (const job of tallyJobs({ db, engine, clock, config, log, signal: stopJobs.signal })) jobs.register(job);
   const ctx: AppContext = {
     config,
     db,
@@ -150,6 +151,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
           await closed;
           clearTimeout(timer);
         }
+        stopJobs.abort();
         await jobs.stop();
         if (ownsDatabase) await db.close();
         log.info("stopped");

@@ -9,6 +9,7 @@ import { eventRoutes } from "./routes/events.js";
 import { jobRoutes } from "./routes/jobs.js";
 import { operationsRoutes } from "./routes/operations.js";
 import { setupRoutes } from "./routes/setup.js";
+import { stripeRoutes } from "./routes/stripe.js";
 import { usageRoutes } from "./routes/usage.js";
 import { createRouteTable, type RouteTable } from "./routeTable.js";
 
@@ -47,6 +48,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   usageRoutes(table, ctx);
   billingRoutes(table, ctx);
   jobRoutes(table, ctx);
+  stripeRoutes(table, ctx);
   for (const add of extraRoutes) add(table, ctx);
   const router = express.Router();
   table.mount(router, {
