@@ -212,6 +212,15 @@ export async function syncPairs(db: Db, now: Date): Promise<PairChanges> {
             OR p.kind <> CASE WHEN me.aggregation IN ('sum', 'count') THEN 'hour' ELSE 'period' END)`,
     [],
   );
+  // A pair that lost its mapping misses the marks consumed meanwhile: when it is mapped again, it is backfilled.
+  await db.query(
+    `UPDATE stripe_pairs p SET backfilled = false, updated_at = now()
+     WHERE p.backfilled AND NOT EXISTS (
+       SELECT 1 FROM customers cu, meters me
+       WHERE cu.id = p.customer_id AND me.key = p.meter
+         AND cu.stripe_customer_id IS NOT NULL AND me.stripe_event_name IS NOT NULL)`,
+    [],
+  );
   if (rows.length === 0) return changes;
   const ws = windowStart(now);
   const remap: ChangedPair[] = [];
@@ -448,14 +457,15 @@ export const pairKey = (customer: string, meter: string) => `${customer}\u0000${
 
 /**
  * Writes planned sends as pending (before any request), moves skipped rows' coverage on, records values too large
- * for Stripe as errors, and stores the carries, in one transaction.
+ * for Stripe as errors, and stores the carries, in one transaction. Returns the identifiers written: only those
+ * may be sent, since a send the ledger does not hold could never be confirmed.
  */
 export async function writePlans(
   db: Db,
   planned: Planned[],
   carries: { customer: string; meter: string; period: Date; carry: string }[],
   now: Date,
-): Promise<void> {
+): Promise<Set<string>> {
   const sends = planned.filter((p): p is Extract<Planned, { kind: "send" }> => p.kind === "send");
   const skips = planned.filter((p) => p.kind === "skip");
   const large = planned.filter((p): p is Extract<Planned, { kind: "too_large" }> => p.kind === "too_large");
@@ -467,15 +477,17 @@ export async function writePlans(
   ];
   const match =
     "l.customer_id = t.c AND l.meter = t.m AND l.kind = t.k AND l.bucket = t.b AND l.pending_identifier IS NULL";
-  await db.transaction(async (tx) => {
+  return db.transaction(async (tx) => {
+    const written = new Set<string>();
     if (sends.length > 0) {
-      await tx.query(
+      const { rows } = await tx.query<{ id: string }>(
         `UPDATE stripe_ledger l SET seq = l.seq + 1, pending_identifier = t.id, pending_units = t.u,
            pending_target = t.v, pending_scale = t.s, pending_timestamp = t.ts, pending_since = $11, attempts = 0,
            last_attempt_error = NULL, updated_at = now()
          FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::numeric[],
                      $7::numeric[], $8::numeric[], $9::timestamptz[], $10::int[]) AS t(c, m, k, b, id, u, v, s, ts, seq)
-         WHERE ${match} AND l.seq + 1 = t.seq`,
+         WHERE ${match} AND l.seq + 1 = t.seq
+         RETURNING l.pending_identifier AS id`,
         [
           ...keys(sends),
           sends.map((p) => p.pending.identifier),
@@ -487,6 +499,7 @@ export async function writePlans(
           now,
         ],
       );
+      for (const r of rows) written.add(r.id);
     }
     if (skips.length > 0) {
       await tx.query(
@@ -514,6 +527,7 @@ export async function writePlans(
         [carries.map((c) => c.customer), carries.map((c) => c.meter), carries.map((c) => c.period), carries.map((c) => c.carry)],
       );
     }
+    return written;
   });
 }
 

@@ -231,10 +231,14 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
         carryRows.push({ customer: first.customer, meter: first.meter, period: new Date(period), carry: carry.toFixed() });
       }
     }
-    await writePlans(o.db, planned, carryRows, now);
+    const written = await writePlans(o.db, planned, carryRows, now);
     nothingToSend = planned.filter((p) => p.kind === "skip").length;
     await delivery.deliver(
-      planned.flatMap((p) => (p.kind === "send" ? [{ row: { ...p.row, seq: p.row.seq + 1 }, pending: p.pending }] : [])),
+      planned.flatMap((p) =>
+        p.kind === "send" && written.has(p.pending.identifier)
+          ? [{ row: { ...p.row, seq: p.row.seq + 1 }, pending: p.pending }]
+          : [],
+      ),
     );
   }
 
