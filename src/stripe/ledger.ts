@@ -147,7 +147,13 @@ export async function targetsFromMarks(db: Db, now: Date): Promise<{ marked_hour
     await tx.query("SET LOCAL lock_timeout = '30s'", []);
     await tx.query("SELECT pg_advisory_xact_lock($1::bigint)", [INVALIDATION_LOCK]);
     const { rows } = await tx.query<{ hour: Date }>("DELETE FROM stripe_marks WHERE hour < $1 RETURNING hour", [cut]);
-    const hours = rows.map((r) => r.hour.getTime()).sort((a, b) => a - b);
+    // The ledger starts at the month of Stripe's window, as backfills do: older hours can never be sent, and their
+    // months show the difference in the reconciliation.
+    const horizon = trackedFrom(now).getTime();
+    const hours = rows
+      .map((r) => r.hour.getTime())
+      .filter((h) => h >= horizon)
+      .sort((a, b) => a - b);
     const meters = await mappedMeters(tx);
     let updated = 0;
     if (hours.length === 0 || meters.size === 0) return { marked_hours: hours.length, targets_updated: 0 };
@@ -307,12 +313,19 @@ export async function syncPairs(db: Db, now: Date): Promise<PairChanges> {
   return changes;
 }
 
+/** The first hour the ledger tracks: the start of the month in which Stripe's 35-day window begins. */
+export const trackedFrom = (now: Date): Date => alignDown(windowStart(now), "month");
+
 async function backfill(db: Db, pairs: ChangedPair[], now: Date): Promise<number> {
   const cut = alignDown(now, "hour");
-  const from = alignDown(windowStart(now), "month");
+  const from = trackedFrom(now);
   const meters = await mappedMeters(db);
   const byMeter = new Map<string, ChangedPair[]>();
-  for (const p of pairs) byMeter.set(p.meter, [...(byMeter.get(p.meter) ?? []), p]);
+  for (const p of pairs) {
+    const list = byMeter.get(p.meter);
+    if (list) list.push(p);
+    else byMeter.set(p.meter, [p]);
+  }
   let written = 0;
   for (const [meter, group] of byMeter) {
     const aggregation = meters.get(meter);
@@ -437,7 +450,7 @@ export async function loadCarries(db: Queryable, rows: WorkRow[]): Promise<Map<s
   if (hourRows.length === 0) return out;
   const { rows: carries } = await db.query<{ customer_id: string; meter: string; period: Date; carry: string }>(
     `SELECT c.customer_id, c.meter, c.period, c.carry::text FROM stripe_carry c
-     JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])) AS t(c, m, p)
+     JOIN (SELECT DISTINCT u.c, u.m, u.p FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(c, m, p)) AS t
        ON c.customer_id = t.c AND c.meter = t.m AND c.period = t.p`,
     [hourRows.map((r) => r.customer), hourRows.map((r) => r.meter), hourRows.map((r) => r.period)],
   );
@@ -576,18 +589,22 @@ export async function refuseSends(
        WHERE pending_identifier = ANY($1::text[])`,
       [sends.map((s) => s.pending.identifier), error.code.slice(0, 200), error.message.slice(0, 2000), at],
     );
-    const reverts = sends.filter((s) => s.row.kind === "hour");
-    if (reverts.length > 0) {
+    // One change per (customer, meter, month): a v2 batch may hold several hours of one month.
+    const reverts = new Map<string, { customer: string; meter: string; period: Date; delta: Dec }>();
+    for (const s of sends) {
+      if (s.row.kind !== "hour") continue;
+      const key = `${pairKey(s.row.customer, s.row.meter)}\u0000${s.row.period.toISOString()}`;
+      const entry = reverts.get(key) ?? { customer: s.row.customer, meter: s.row.meter, period: s.row.period, delta: new Dec(0) };
+      entry.delta = entry.delta.plus(carryRevert(s.row, s.pending));
+      reverts.set(key, entry);
+    }
+    if (reverts.size > 0) {
+      const list = [...reverts.values()];
       await tx.query(
         `INSERT INTO stripe_carry (customer_id, meter, period, carry)
          SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::numeric[])
          ON CONFLICT (customer_id, meter, period) DO UPDATE SET carry = stripe_carry.carry + EXCLUDED.carry`,
-        [
-          reverts.map((s) => s.row.customer),
-          reverts.map((s) => s.row.meter),
-          reverts.map((s) => s.row.period),
-          reverts.map((s) => carryRevert(s.row, s.pending).toFixed()),
-        ],
+        [list.map((r) => r.customer), list.map((r) => r.meter), list.map((r) => r.period), list.map((r) => r.delta.toFixed())],
       );
     }
   });
@@ -610,14 +627,17 @@ export interface LedgerState {
   stale_buckets: { customer: string; meter: string; bucket: string }[];
 }
 
-/** Where the ledger stands for mapped pairs: rows still to deliver, in error, and too old for Stripe. */
+/**
+ * Where the ledger stands for mapped pairs: rows still to deliver, in error, and too old for Stripe — in the months
+ * the ledger still tracks (older months keep their status in the reconciliation).
+ */
 export async function ledgerState(db: Queryable, now: Date): Promise<LedgerState> {
   const { rows } = await db.query<{ pending: string; errors: string; stale: string; sample: string | null }>(
     `WITH work AS (
        SELECT l.*, ${sendable(1)} AS sendable
        FROM stripe_ledger l
        JOIN stripe_pairs p ON p.customer_id = l.customer_id AND p.meter = l.meter AND p.kind = l.kind
-       WHERE ${HAS_WORK}
+       WHERE ${HAS_WORK} AND l.period >= $2
      )
      SELECT count(*) FILTER (WHERE error_message IS NULL AND sendable)::text AS pending,
             count(*) FILTER (WHERE error_message IS NOT NULL)::text AS errors,
@@ -626,7 +646,7 @@ export async function ledgerState(db: Queryable, now: Date): Promise<LedgerState
                SELECT customer_id AS customer, meter, bucket FROM work
                WHERE error_message IS NULL AND NOT sendable ORDER BY bucket DESC LIMIT 10) AS s) AS sample
      FROM work`,
-    [windowStart(now)],
+    [windowStart(now), trackedFrom(now)],
   );
   const r = rows[0];
   const sample = r?.sample ? (JSON.parse(r.sample) as { customer: string; meter: string; bucket: string }[]) : [];

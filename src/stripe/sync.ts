@@ -167,12 +167,7 @@ class Delivery {
     const queue: PendingSend[][] = [];
     if (v1) {
       // One request at a time per (customer, meter): Stripe allows one concurrent call per customer per meter.
-      const byPair = new Map<string, PendingSend[]>();
-      for (const s of sends) {
-        const key = pairKey(s.row.customer, s.row.meter);
-        byPair.set(key, [...(byPair.get(key) ?? []), s]);
-      }
-      queue.push(...byPair.values());
+      queue.push(...groupBy(sends, (s) => pairKey(s.row.customer, s.row.meter)).values());
     } else {
       for (let i = 0; i < sends.length; i += this.o.sender.maxBatch) queue.push(sends.slice(i, i + this.o.sender.maxBatch));
     }
@@ -189,6 +184,17 @@ class Delivery {
     };
     await Promise.all(Array.from({ length: Math.min(this.o.concurrency, queue.length) }, worker));
   }
+}
+
+function groupBy<T>(items: T[], keyOf: (item: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const item of items) {
+    const key = keyOf(item);
+    const list = out.get(key);
+    if (list) list.push(item);
+    else out.set(key, [item]);
+  }
+  return out;
 }
 
 export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
@@ -214,11 +220,7 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
     const work = await loadWork(o.db);
     const open = work.rows.filter((r) => !r.pending && isSendable(sendTimestamp(r, now), now));
     const carries = await loadCarries(o.db, open);
-    const byPair = new Map<string, WorkRow[]>();
-    for (const r of open) {
-      const key = pairKey(r.customer, r.meter);
-      byPair.set(key, [...(byPair.get(key) ?? []), r]);
-    }
+    const byPair = groupBy(open, (r) => pairKey(r.customer, r.meter));
     const planned: Planned[] = [];
     const carryRows: { customer: string; meter: string; period: Date; carry: string }[] = [];
     for (const [key, rows] of byPair) {
