@@ -42,7 +42,16 @@ describe("two processes syncing to Stripe on the real PostgreSQL", () => {
       const res = await fetch(`${p.url}${path}`, { method, headers, body: body ? JSON.stringify(body) : undefined });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     };
-    expect((await call(a, "PUT", "/v1/meters/calls", { name: "c", unit: "u", aggregation: "sum", stripe_event_name: "calls" })).status).toBe(201);
+    expect(
+      (
+        await call(a, "PUT", "/v1/meters/calls", {
+          name: "c",
+          unit: "u",
+          aggregation: "sum",
+          stripe_event_name: "calls",
+        })
+      ).status,
+    ).toBe(201);
     for (let c = 0; c < 5; c++) {
       expect((await call(a, "PUT", `/v1/customers/c${c}`, { stripe_customer_id: `cus_${c}` })).status).toBe(201);
     }

@@ -124,44 +124,53 @@ describe("whole units and the carry", () => {
       rescale: fc.option(fc.constantFrom("1", "10", "1000", "0.5", "3"), { nil: undefined }),
     });
     fc.assert(
-      fc.property(fc.constantFrom("1", "1000", "0.001", "7"), fc.array(step, { minLength: 1, maxLength: 30 }), (scale0, steps) => {
-        let scale = scale0;
-        const rows = new Map<number, WorkRow>();
-        const carries = new Map<string, Dec>();
-        let sent = new Dec(0);
-        const now = new Date("2026-11-04T00:00:00Z");
-        const settle = (refuseFirst: boolean) => {
-          const open = [...rows.values()].filter((r) => r.target !== r.covered || r.scale !== r.coveredScale);
-          let refused = !refuseFirst;
-          for (const p of planPair(open, carries, { install: "i", now })) {
-            const r = p.row;
-            if (p.kind === "skip") {
-              rows.set(r.bucket.getTime(), { ...r, covered: r.target, coveredScale: r.scale });
-            } else if (p.kind === "send" && !refused) {
-              // Stripe refuses this one: the carry goes back, the row stays uncovered.
-              refused = true;
-              const key = r.period.toISOString();
-              carries.set(key, (carries.get(key) ?? new Dec(0)).plus(carryRevert(r, p.pending)));
-            } else if (p.kind === "send") {
-              sent = sent.plus(p.pending.units);
-              rows.set(r.bucket.getTime(), { ...r, covered: r.target, coveredScale: r.scale, seq: r.seq + 1 });
+      fc.property(
+        fc.constantFrom("1", "1000", "0.001", "7"),
+        fc.array(step, { minLength: 1, maxLength: 30 }),
+        (scale0, steps) => {
+          let scale: string = scale0;
+          const rows = new Map<number, WorkRow>();
+          const carries = new Map<string, Dec>();
+          let sent = new Dec(0);
+          const now = new Date("2026-11-04T00:00:00Z");
+          const settle = (refuseFirst: boolean) => {
+            const open = [...rows.values()].filter((r) => r.target !== r.covered || r.scale !== r.coveredScale);
+            let refused = !refuseFirst;
+            for (const p of planPair(open, carries, { install: "i", now })) {
+              const r = p.row;
+              if (p.kind === "skip") {
+                rows.set(r.bucket.getTime(), { ...r, covered: r.target, coveredScale: r.scale });
+              } else if (p.kind === "send" && !refused) {
+                // Stripe refuses this one: the carry goes back, the row stays uncovered.
+                refused = true;
+                const key = r.period.toISOString();
+                carries.set(key, (carries.get(key) ?? new Dec(0)).plus(carryRevert(r, p.pending)));
+              } else if (p.kind === "send") {
+                sent = sent.plus(p.pending.units);
+                rows.set(r.bucket.getTime(), { ...r, covered: r.target, coveredScale: r.scale, seq: r.seq + 1 });
+              }
             }
+          };
+          for (const s of steps) {
+            if (s.rescale) {
+              scale = s.rescale;
+              for (const [k, r] of rows) rows.set(k, { ...r, scale });
+            }
+            const bucket = Date.UTC(2026, 10, 3, s.hour);
+            const existing = rows.get(bucket);
+            rows.set(
+              bucket,
+              existing
+                ? { ...existing, target: s.value }
+                : row({ bucket: new Date(bucket), target: s.value, scale, coveredScale: scale }),
+            );
+            settle(s.refuse);
           }
-        };
-        for (const s of steps) {
-          if (s.rescale) {
-            scale = s.rescale;
-            for (const [k, r] of rows) rows.set(k, { ...r, scale });
-          }
-          const bucket = Date.UTC(2026, 10, 3, s.hour);
-          const existing = rows.get(bucket);
-          rows.set(bucket, existing ? { ...existing, target: s.value } : row({ bucket: new Date(bucket), target: s.value, scale, coveredScale: scale }));
-          settle(s.refuse);
-        }
-        settle(false);
-        const total = [...rows.values()].reduce((acc, r) => acc.plus(r.target), new Dec(0));
-        expect(sent.minus(total.times(scale)).abs().lte(0.5)).toBe(true);
-      }),
+          settle(false);
+          const total = [...rows.values()].reduce((acc, r) => acc.plus(r.target), new Dec(0));
+          expect(sent.minus(total.times(scale)).abs().lte(0.5)).toBe(true);
+        },
+      ),
       { numRuns: 300 },
     );
   });

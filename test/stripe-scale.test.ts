@@ -26,7 +26,11 @@ function usage(c: number, meter: (typeof METERS)[number]["key"], h: number): str
 
 async function setUp(rig: StripeRig, customers: number, hours: number, prefix: string) {
   for (const m of METERS) {
-    await putMeter(rig.t, m.key, { aggregation: m.aggregation, stripe_event_name: `${m.key}_ev`, stripe_scale: m.scale });
+    await putMeter(rig.t, m.key, {
+      aggregation: m.aggregation,
+      stripe_event_name: `${m.key}_ev`,
+      stripe_scale: m.scale,
+    });
   }
   for (let c = 0; c < customers; c++) await putCustomer(rig.t, `${prefix}${c}`, `cus_${prefix}${c}`);
   const events: object[] = [];
@@ -36,7 +40,13 @@ async function setUp(rig: StripeRig, customers: number, hours: number, prefix: s
       let total = new Dec(0);
       for (let h = 1; h <= hours; h++) {
         usage(c, m.key, h).forEach((value, k) => {
-          events.push({ id: `${c}-${m.key}-${h}-${k}`, customer: `${prefix}${c}`, meter: m.key, value, timestamp: hourAt(rig.clock, h, 7 + k) });
+          events.push({
+            id: `${c}-${m.key}-${h}-${k}`,
+            customer: `${prefix}${c}`,
+            meter: m.key,
+            value,
+            timestamp: hourAt(rig.clock, h, 7 + k),
+          });
           total = total.plus(m.aggregation === "count" ? 1 : value);
         });
       }
@@ -104,7 +114,13 @@ describe.each(BACKENDS)("Stripe v2 stream at scale on %s", (backend: TestBackend
 
   it("when the stream fails (500, recorded-then-500) or its session expires, then resends reuse identifiers and nothing is doubled", async () => {
     await putCustomer(rig.t, "v2f", "cus_v2f");
-    const at = (h: number, v: number) => ({ id: `v2f-${h}-${v}`, customer: "v2f", meter: "calls", value: v, timestamp: hourAt(clock, h) });
+    const at = (h: number, v: number) => ({
+      id: `v2f-${h}-${v}`,
+      customer: "v2f",
+      meter: "calls",
+      value: v,
+      timestamp: hourAt(clock, h),
+    });
     await ingest(rig.t, [at(1, 5), at(2, 6)]);
     rig.fake.inject({ kind: "500" });
     expect(await sync(rig.t)).toMatchObject({ sent: 0, retry_later: 2, pending: 2 });

@@ -82,7 +82,13 @@ describe.each(BACKENDS)("Stripe sync on %s", (backend) => {
     const values = ["0.0005", "0.0005", "0.0005", "0.0005", "0.0005", "0.0005", "0.0005", "0.0004", "0.0012"];
     await ingest(
       t(),
-      values.map((value, i) => ({ id: `b${i}`, customer: "byte", meter: "storage", value, timestamp: hourAt(clock, 10 - i) })),
+      values.map((value, i) => ({
+        id: `b${i}`,
+        customer: "byte",
+        meter: "storage",
+        value,
+        timestamp: hourAt(clock, 10 - i),
+      })),
     );
     const s = await sync(t());
     // 0.5, 0.5, … units an hour: 1, nothing, 1, nothing, …; the carry keeps the month's total exact to a unit.
@@ -147,7 +153,13 @@ describe.each(BACKENDS)("Stripe sync on %s", (backend) => {
     await putCustomer(t(), "flaky", "cus_flaky");
     await ingest(
       t(),
-      [1, 2, 3, 4].map((v) => ({ id: `f${v}`, customer: "flaky", meter: "calls", value: v, timestamp: hourAt(clock, v) })),
+      [1, 2, 3, 4].map((v) => ({
+        id: `f${v}`,
+        customer: "flaky",
+        meter: "calls",
+        value: v,
+        timestamp: hourAt(clock, v),
+      })),
     );
     rig.fake.inject({ kind: "429" }, 3);
     expect(await sync(t())).toMatchObject({ sent: 4, requests: 7, rate_limited: false, pending: 0 });
@@ -219,7 +231,13 @@ describe.each(BACKENDS)("Stripe sync on %s", (backend) => {
       const message = "No active meter found with event_name gpu_minutes.";
       expect(s).toMatchObject({ failed: 1, errors: 1, pending: 0 });
       expect(s.failures).toEqual([
-        expect.objectContaining({ customer: "render", meter: "gpu", status: 400, code: "invalid_request_error", message }),
+        expect.objectContaining({
+          customer: "render",
+          meter: "gpu",
+          status: 400,
+          code: "invalid_request_error",
+          message,
+        }),
       ]);
       const { rows } = await t().tally.ctx.db.query(
         "SELECT error_message, pending_identifier FROM stripe_ledger WHERE customer_id = 'render'",
@@ -235,7 +253,10 @@ describe.each(BACKENDS)("Stripe sync on %s", (backend) => {
       expect(await sync(t())).toMatchObject({ failed: 1, requests: 1 });
 
       rig.fake.meters.add("gpu_minutes");
-      const reset = await request(t().tally.app).post("/v1/stripe/errors/reset").set(admin).send({ customer: "render" });
+      const reset = await request(t().tally.app)
+        .post("/v1/stripe/errors/reset")
+        .set(admin)
+        .send({ customer: "render" });
       expect(reset.body).toEqual({ reset: 1 });
       expect(await sync(t())).toMatchObject({ sent: 1, errors: 0 });
       expect(rig.fake.sum("cus_render", "gpu_minutes")).toBe(6n);
@@ -277,8 +298,18 @@ describe.each(BACKENDS)("Stripe sync on %s", (backend) => {
 
     await sync(t());
     const after = await reconciliation(t(), "2026-11");
-    expect(find(after, "recon", "calls")).toMatchObject({ quantity: "10", sent: "10", difference: "0", status: "in_sync" });
-    expect(find(after, "acme", "calls")).toMatchObject({ quantity: "19", sent: "19", difference: "0", status: "in_sync" });
+    expect(find(after, "recon", "calls")).toMatchObject({
+      quantity: "10",
+      sent: "10",
+      difference: "0",
+      status: "in_sync",
+    });
+    expect(find(after, "acme", "calls")).toMatchObject({
+      quantity: "19",
+      sent: "19",
+      difference: "0",
+      status: "in_sync",
+    });
     expect(find(after, "recon", "exports")?.status).toBe("unmapped");
     expect(find(after, "walk-in", "calls")?.status).toBe("unmapped");
 
@@ -294,7 +325,13 @@ describe.each(BACKENDS)("Stripe sync on %s", (backend) => {
     await putMeter(t(), "mail", { aggregation: "sum", stripe_event_name: "mails" });
     await ingest(
       t(),
-      [1, 2, 3, 4].map((v) => ({ id: `l${v}`, customer: "late", meter: "mail", value: v, timestamp: hourAt(clock, v + 1) })),
+      [1, 2, 3, 4].map((v) => ({
+        id: `l${v}`,
+        customer: "late",
+        meter: "mail",
+        value: v,
+        timestamp: hourAt(clock, v + 1),
+      })),
     );
     expect((await sync(t())).sent).toBe(0);
     await putCustomer(t(), "late", "cus_late");
@@ -321,7 +358,13 @@ describe.each(BACKENDS)("Stripe sync on %s", (backend) => {
     await putCustomer(t(), "twice", "cus_twice");
     await ingest(
       t(),
-      [1, 2, 3, 4, 5, 6].map((v) => ({ id: `w${v}`, customer: "twice", meter: "calls", value: v, timestamp: hourAt(clock, v) })),
+      [1, 2, 3, 4, 5, 6].map((v) => ({
+        id: `w${v}`,
+        customer: "twice",
+        meter: "calls",
+        value: v,
+        timestamp: hourAt(clock, v),
+      })),
     );
     const [a, b] = await Promise.all([sync(t()), sync(t())]);
     expect(a.sent + b.sent).toBe(6);
@@ -364,5 +407,4 @@ describe.each(BACKENDS)("Stripe sync on %s", (backend) => {
     );
     return rows.map((r) => r.id);
   }
-
 });

@@ -159,7 +159,8 @@ export async function targetsFromMarks(db: Db, now: Date): Promise<{ marked_hour
     if (hours.length === 0 || meters.size === 0) return { marked_hours: hours.length, targets_updated: 0 };
     const kinds = new Set([...meters.values()].map(kindOf));
     if (kinds.has("hour")) {
-      for (const range of hourRanges(hours)) updated += await upsertTargets(tx, "hour", await hourTargets(tx, meters, range));
+      for (const range of hourRanges(hours))
+        updated += await upsertTargets(tx, "hour", await hourTargets(tx, meters, range));
     }
     if (kinds.has("period")) {
       const months = [...new Set(hours.map((h) => alignDown(new Date(h), "month").getTime()))].map((t) => new Date(t));
@@ -537,7 +538,12 @@ export async function writePlans(
         `INSERT INTO stripe_carry (customer_id, meter, period, carry)
          SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::numeric[])
          ON CONFLICT (customer_id, meter, period) DO UPDATE SET carry = EXCLUDED.carry`,
-        [carries.map((c) => c.customer), carries.map((c) => c.meter), carries.map((c) => c.period), carries.map((c) => c.carry)],
+        [
+          carries.map((c) => c.customer),
+          carries.map((c) => c.meter),
+          carries.map((c) => c.period),
+          carries.map((c) => c.carry),
+        ],
       );
     }
     return written;
@@ -594,7 +600,12 @@ export async function refuseSends(
     for (const s of sends) {
       if (s.row.kind !== "hour") continue;
       const key = `${pairKey(s.row.customer, s.row.meter)}\u0000${s.row.period.toISOString()}`;
-      const entry = reverts.get(key) ?? { customer: s.row.customer, meter: s.row.meter, period: s.row.period, delta: new Dec(0) };
+      const entry = reverts.get(key) ?? {
+        customer: s.row.customer,
+        meter: s.row.meter,
+        period: s.row.period,
+        delta: new Dec(0),
+      };
       entry.delta = entry.delta.plus(carryRevert(s.row, s.pending));
       reverts.set(key, entry);
     }
@@ -604,7 +615,12 @@ export async function refuseSends(
         `INSERT INTO stripe_carry (customer_id, meter, period, carry)
          SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::numeric[])
          ON CONFLICT (customer_id, meter, period) DO UPDATE SET carry = stripe_carry.carry + EXCLUDED.carry`,
-        [list.map((r) => r.customer), list.map((r) => r.meter), list.map((r) => r.period), list.map((r) => r.delta.toFixed())],
+        [
+          list.map((r) => r.customer),
+          list.map((r) => r.meter),
+          list.map((r) => r.period),
+          list.map((r) => r.delta.toFixed()),
+        ],
       );
     }
   });

@@ -99,7 +99,9 @@ export async function reconcile(
     const sent = sentUnits.div(scale).toDecimalPlaces(SENT_DECIMALS);
     const expected = quantity.times(scale);
     const stripeCustomerId = stripeIdOf.get(customer) ?? null;
-    const errors = (l?.error_list ? (JSON.parse(l.error_list) as { bucket: string; code: string; message: string }[]) : [])
+    const errors = (
+      l?.error_list ? (JSON.parse(l.error_list) as { bucket: string; code: string; message: string }[]) : []
+    )
       .slice(0, 5)
       .map((e) => ({ ...e, bucket: new Date(e.bucket).toISOString() }));
     let status: ReconciliationStatus;

@@ -36,7 +36,10 @@ export function periodTimestamp(period: Date, now: Date, previous: Date | null):
 }
 
 /** The timestamp the row's next (or pending) send carries. */
-export function sendTimestamp(row: Pick<WorkRow, "kind" | "bucket" | "period" | "pending" | "lastSentTimestamp">, now: Date): Date {
+export function sendTimestamp(
+  row: Pick<WorkRow, "kind" | "bucket" | "period" | "pending" | "lastSentTimestamp">,
+  now: Date,
+): Date {
   if (row.pending) return row.pending.timestamp;
   return row.kind === "hour" ? hourTimestamp(row.bucket) : periodTimestamp(row.period, now, row.lastSentTimestamp);
 }
@@ -58,7 +61,10 @@ export function identifierFor(
     .update([install, row.customer, row.meter, row.kind, iso, String(seq)].join("\u0000"))
     .digest("hex")
     .slice(0, 40);
-  const compact = row.kind === "hour" ? `${iso.slice(0, 10).replaceAll("-", "")}T${iso.slice(11, 13)}` : iso.slice(0, 7).replace("-", "");
+  const compact =
+    row.kind === "hour"
+      ? `${iso.slice(0, 10).replaceAll("-", "")}T${iso.slice(11, 13)}`
+      : iso.slice(0, 7).replace("-", "");
   return `tly_${compact}_${seq}_${hash}`;
 }
 
@@ -74,11 +80,7 @@ const round = (d: Dec) => d.toDecimalPlaces(0, Decimal.ROUND_HALF_UP);
  * Plans the next send of each row of one pair (rows without a pending send, inside the window, not in error),
  * in bucket order. `carries` holds each month's carry (keyed by the period's ISO time) and is updated in place.
  */
-export function planPair(
-  rows: WorkRow[],
-  carries: Map<string, Dec>,
-  ctx: { install: string; now: Date },
-): Planned[] {
+export function planPair(rows: WorkRow[], carries: Map<string, Dec>, ctx: { install: string; now: Date }): Planned[] {
   const out: Planned[] = [];
   for (const row of [...rows].sort((a, b) => a.bucket.getTime() - b.bucket.getTime())) {
     const scale = new Dec(row.scale);

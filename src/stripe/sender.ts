@@ -128,7 +128,8 @@ export function createMeterEventSender(opts: SenderOptions): MeterEventSender {
       return requests;
     },
     async send(events) {
-      if (events.length === 0 || events.length > 100) throw new Error("the v2 stream takes 1 to 100 events per request");
+      if (events.length === 0 || events.length > 100)
+        throw new Error("the v2 stream takes 1 to 100 events per request");
       try {
         try {
           await stream(events);

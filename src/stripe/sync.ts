@@ -98,9 +98,7 @@ class Delivery {
   failures: Failure[] = [];
   stop: string | null = null;
 
-  constructor(
-    private readonly o: SyncOptions & { sender: MeterEventSender },
-  ) {}
+  constructor(private readonly o: SyncOptions & { sender: MeterEventSender }) {}
 
   stopped(): boolean {
     if (this.o.signal?.aborted) this.stop ??= "shutting down";
@@ -143,7 +141,10 @@ class Delivery {
             message: outcome.message,
           });
         }
-        this.o.log.warn({ status: outcome.status, code: outcome.code, message: outcome.message, events: sends.length }, "Stripe refused meter events");
+        this.o.log.warn(
+          { status: outcome.status, code: outcome.code, message: outcome.message, events: sends.length },
+          "Stripe refused meter events",
+        );
         return true;
       case "retry_later":
         await noteAttempt(this.o.db, ids, outcome.message);
@@ -169,7 +170,8 @@ class Delivery {
       // One request at a time per (customer, meter): Stripe allows one concurrent call per customer per meter.
       queue.push(...groupBy(sends, (s) => pairKey(s.row.customer, s.row.meter)).values());
     } else {
-      for (let i = 0; i < sends.length; i += this.o.sender.maxBatch) queue.push(sends.slice(i, i + this.o.sender.maxBatch));
+      for (let i = 0; i < sends.length; i += this.o.sender.maxBatch)
+        queue.push(sends.slice(i, i + this.o.sender.maxBatch));
     }
     const worker = async () => {
       for (let job = queue.shift(); job && !this.stopped(); job = queue.shift()) {
@@ -230,7 +232,12 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
       const first = rows[0] as WorkRow;
       for (const [period, carry] of months) {
         if (before.get(period)?.eq(carry)) continue;
-        carryRows.push({ customer: first.customer, meter: first.meter, period: new Date(period), carry: carry.toFixed() });
+        carryRows.push({
+          customer: first.customer,
+          meter: first.meter,
+          period: new Date(period),
+          carry: carry.toFixed(),
+        });
       }
     }
     const written = await writePlans(o.db, planned, carryRows, now);
@@ -246,7 +253,11 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
 
   const state = await ledgerState(o.db, now);
   if (delivery.stop) o.log.warn({ reason: delivery.stop }, "Stripe sync stopped early");
-  if (state.stale > 0) o.log.warn({ stale: state.stale, sample: state.stale_buckets.slice(0, 3) }, "usage older than Stripe's 35-day window was never sent");
+  if (state.stale > 0)
+    o.log.warn(
+      { stale: state.stale, sample: state.stale_buckets.slice(0, 3) },
+      "usage older than Stripe's 35-day window was never sent",
+    );
   return {
     enabled: true,
     api: sender.api,
@@ -298,7 +309,12 @@ export function createStripeSync(d: {
       : undefined);
   if (sender) {
     d.log.info(
-      { api: sender.api, max_rps: maxRps, concurrency: config.TALLY_STRIPE_CONCURRENCY, schedule: config.TALLY_CRON_STRIPE },
+      {
+        api: sender.api,
+        max_rps: maxRps,
+        concurrency: config.TALLY_STRIPE_CONCURRENCY,
+        schedule: config.TALLY_CRON_STRIPE,
+      },
       "Stripe sync is on",
     );
   } else {

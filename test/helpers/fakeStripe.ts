@@ -141,9 +141,23 @@ export class FakeStripe {
     return max;
   }
 
-  #error(res: ServerResponse, status: number, error: StripeErrorBody, path: string, ids: string[], at = performance.now()) {
+  #error(
+    res: ServerResponse,
+    status: number,
+    error: StripeErrorBody,
+    path: string,
+    ids: string[],
+    at = performance.now(),
+  ) {
     if (status === 400 || status === 401 || status === 404) res.setHeader("stripe-should-retry", "false");
-    this.#json(res, status, { error: { ...error, doc_url: `https://stripe.com/docs/error-codes/${error.code ?? error.type}` } }, path, ids, at);
+    this.#json(
+      res,
+      status,
+      { error: { ...error, doc_url: `https://stripe.com/docs/error-codes/${error.code ?? error.type}` } },
+      path,
+      ids,
+      at,
+    );
   }
 
   #json(res: ServerResponse, status: number, body: unknown, path: string, ids: string[], at = performance.now()) {
@@ -169,7 +183,19 @@ export class FakeStripe {
     const auth = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
     const tooFast = this.#overLimit(at);
     const rateLimited = () =>
-      this.#error(res, 429, { type: "invalid_request_error", code: "rate_limit", message: "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits." }, path, [], at);
+      this.#error(
+        res,
+        429,
+        {
+          type: "invalid_request_error",
+          code: "rate_limit",
+          message:
+            "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+        },
+        path,
+        [],
+        at,
+      );
 
     if (req.method === "POST" && path === "/v1/billing/meter_events") {
       if (auth !== this.apiKey) return this.#badKey(res, path, at, auth);
@@ -178,7 +204,8 @@ export class FakeStripe {
     }
     if (req.method === "POST" && path === "/v2/billing/meter_event_session") {
       if (auth !== this.apiKey) return this.#badKey(res, path, at, auth);
-      if (tooFast) return this.#error(res, 429, { type: "rate_limit", message: "Request rate limit exceeded." }, path, [], at);
+      if (tooFast)
+        return this.#error(res, 429, { type: "rate_limit", message: "Request rate limit exceeded." }, path, [], at);
       const token = `mes_tok_${Math.random().toString(36).slice(2)}${this.#sessions.size}`;
       const created = this.#now();
       const expires = new Date(created.getTime() + SESSION_MS);
@@ -203,26 +230,62 @@ export class FakeStripe {
       const expires = auth ? this.#sessions.get(auth) : undefined;
       if (expires === undefined) return this.#badKey(res, path, at, auth);
       if (expires <= this.#now().getTime()) {
-        return this.#error(res, 401, { type: "temporary_session_expired", code: "billing_meter_event_session_expired", message: "The meter event session has expired; create a new one." }, path, [], at);
+        return this.#error(
+          res,
+          401,
+          {
+            type: "temporary_session_expired",
+            code: "billing_meter_event_session_expired",
+            message: "The meter event session has expired; create a new one.",
+          },
+          path,
+          [],
+          at,
+        );
       }
-      if (tooFast) return this.#error(res, 429, { type: "rate_limit", message: "Request rate limit exceeded." }, path, [], at);
+      if (tooFast)
+        return this.#error(res, 429, { type: "rate_limit", message: "Request rate limit exceeded." }, path, [], at);
       return this.#stream(body, res, path, at);
     }
-    return this.#error(res, 404, { type: "invalid_request_error", message: `Unrecognized request URL (${req.method}: ${path}).` }, path, [], at);
+    return this.#error(
+      res,
+      404,
+      { type: "invalid_request_error", message: `Unrecognized request URL (${req.method}: ${path}).` },
+      path,
+      [],
+      at,
+    );
   }
 
   #badKey(res: ServerResponse, path: string, at: number, key: string | undefined) {
     const shown = key ? `${key.slice(0, 8)}${"*".repeat(Math.max(0, key.length - 12))}${key.slice(-4)}` : "";
-    return this.#error(res, 401, { type: "invalid_request_error", message: key ? `Invalid API Key provided: ${shown}` : "You did not provide an API key." }, path, [], at);
+    return this.#error(
+      res,
+      401,
+      {
+        type: "invalid_request_error",
+        message: key ? `Invalid API Key provided: ${shown}` : "You did not provide an API key.",
+      },
+      path,
+      [],
+      at,
+    );
   }
 
   /** Checks one event as Stripe does; undefined when valid, else the message. */
-  #invalid(e: { eventName?: string; customer?: string; value?: string; timestamp?: number; identifier?: string }): { param: string; message: string } | undefined {
+  #invalid(e: {
+    eventName?: string;
+    customer?: string;
+    value?: string;
+    timestamp?: number;
+    identifier?: string;
+  }): { param: string; message: string } | undefined {
     if (!e.eventName) return { param: "event_name", message: "Missing required param: event_name." };
     if (this.meters && !this.meters.has(e.eventName)) {
       return { param: "event_name", message: `No active meter found with event_name ${e.eventName}.` };
     }
-    if (!e.customer) return { param: "payload[stripe_customer_id]", message: "Missing required param: payload[stripe_customer_id]." };
+    if (!e.customer)
+      return { param: "payload[stripe_customer_id]", message: "Missing required param: payload[stripe_customer_id]." };
     if (e.value === undefined || !/^-?\d+$/.test(e.value)) {
       return { param: "payload[value]", message: `Invalid value: ${e.value}. Values must be whole numbers.` };
     }
@@ -233,7 +296,8 @@ export class FakeStripe {
       return { param: "identifier", message: "Invalid identifier: must be 1 to 100 characters." };
     }
     const now = Math.floor(this.#now().getTime() / 1000);
-    if (e.timestamp === undefined || !Number.isInteger(e.timestamp)) return { param: "timestamp", message: "Invalid timestamp." };
+    if (e.timestamp === undefined || !Number.isInteger(e.timestamp))
+      return { param: "timestamp", message: "Invalid timestamp." };
     if (e.timestamp < now - WINDOW_PAST_S) {
       return { param: "timestamp", message: "Timestamp must be within the past 35 calendar days." };
     }
@@ -243,7 +307,10 @@ export class FakeStripe {
     return undefined;
   }
 
-  #accept(e: { identifier: string; eventName: string; customer: string; value: string; timestamp: number }, api: "v1" | "v2") {
+  #accept(
+    e: { identifier: string; eventName: string; customer: string; value: string; timestamp: number },
+    api: "v1" | "v2",
+  ) {
     this.#identifiers.add(e.identifier);
     this.events.push({ ...e, value: BigInt(e.value), api, order: this.#order++ });
   }
@@ -262,22 +329,55 @@ export class FakeStripe {
     if (invalid) return this.#error(res, 400, { type: "invalid_request_error", ...invalid }, path, ids, at);
     const pair = `${event.customer}\u0000${event.eventName}`;
     if (this.#inFlight.has(pair)) {
-      return this.#error(res, 429, { type: "invalid_request_error", code: "rate_limit", message: "Too many concurrent requests for this customer and meter. Send one meter event at a time per customer and meter." }, path, ids, at);
+      return this.#error(
+        res,
+        429,
+        {
+          type: "invalid_request_error",
+          code: "rate_limit",
+          message:
+            "Too many concurrent requests for this customer and meter. Send one meter event at a time per customer and meter.",
+        },
+        path,
+        ids,
+        at,
+      );
     }
     this.#inFlight.add(pair);
     try {
       const fault = this.#faults.shift();
       if (fault?.kind === "429") {
-        return this.#error(res, 429, { type: "invalid_request_error", code: "rate_limit", message: "Request rate limit exceeded." }, path, ids, at);
+        return this.#error(
+          res,
+          429,
+          { type: "invalid_request_error", code: "rate_limit", message: "Request rate limit exceeded." },
+          path,
+          ids,
+          at,
+        );
       }
-      if (fault?.kind === "500") return this.#error(res, 500, { type: "api_error", message: "An unknown error occurred." }, path, ids, at);
+      if (fault?.kind === "500")
+        return this.#error(res, 500, { type: "api_error", message: "An unknown error occurred." }, path, ids, at);
       if (fault?.kind === "hang") await new Promise((r) => setTimeout(r, fault.ms));
       if (this.#identifiers.has(identifier)) {
-        return this.#error(res, 400, { type: "invalid_request_error", message: `An event already exists with identifier ${identifier}.` }, path, ids, at);
+        return this.#error(
+          res,
+          400,
+          { type: "invalid_request_error", message: `An event already exists with identifier ${identifier}.` },
+          path,
+          ids,
+          at,
+        );
       }
-      const accepted = { ...event, eventName: event.eventName as string, customer: event.customer as string, value: event.value as string };
+      const accepted = {
+        ...event,
+        eventName: event.eventName as string,
+        customer: event.customer as string,
+        value: event.value as string,
+      };
       this.#accept(accepted, "v1");
-      if (fault?.kind === "accept-then-500") return this.#error(res, 500, { type: "api_error", message: "An unknown error occurred." }, path, ids, at);
+      if (fault?.kind === "accept-then-500")
+        return this.#error(res, 500, { type: "api_error", message: "An unknown error occurred." }, path, ids, at);
       return this.#json(
         res,
         200,
@@ -308,13 +408,27 @@ export class FakeStripe {
     }
     const events = parsed.events;
     if (!Array.isArray(events) || events.length === 0 || events.length > 100) {
-      return this.#error(res, 400, { type: "invalid_request_error", message: "events must hold 1 to 100 events." }, path, [], at);
+      return this.#error(
+        res,
+        400,
+        { type: "invalid_request_error", message: "events must hold 1 to 100 events." },
+        path,
+        [],
+        at,
+      );
     }
-    const list = events as { event_name?: string; identifier?: string; payload?: Record<string, string>; timestamp?: string }[];
+    const list = events as {
+      event_name?: string;
+      identifier?: string;
+      payload?: Record<string, string>;
+      timestamp?: string;
+    }[];
     const ids = list.map((e) => e.identifier ?? "");
     const fault = this.#faults.shift();
-    if (fault?.kind === "429") return this.#error(res, 429, { type: "rate_limit", message: "Request rate limit exceeded." }, path, ids, at);
-    if (fault?.kind === "500") return this.#error(res, 500, { type: "api_error", message: "An unknown error occurred." }, path, ids, at);
+    if (fault?.kind === "429")
+      return this.#error(res, 429, { type: "rate_limit", message: "Request rate limit exceeded." }, path, ids, at);
+    if (fault?.kind === "500")
+      return this.#error(res, 500, { type: "api_error", message: "An unknown error occurred." }, path, ids, at);
     if (fault?.kind === "hang") await new Promise((r) => setTimeout(r, fault.ms));
     // Validation is asynchronous on the stream: bad events are dropped (and reported by webhook), duplicates ignored.
     for (const e of list) {
@@ -333,9 +447,13 @@ export class FakeStripe {
         continue;
       }
       if (this.#identifiers.has(identifier)) continue;
-      this.#accept(candidate as { identifier: string; eventName: string; customer: string; value: string; timestamp: number }, "v2");
+      this.#accept(
+        candidate as { identifier: string; eventName: string; customer: string; value: string; timestamp: number },
+        "v2",
+      );
     }
-    if (fault?.kind === "accept-then-500") return this.#error(res, 500, { type: "api_error", message: "An unknown error occurred." }, path, ids, at);
+    if (fault?.kind === "accept-then-500")
+      return this.#error(res, 500, { type: "api_error", message: "An unknown error occurred." }, path, ids, at);
     return this.#json(res, 202, {}, path, ids, at);
   }
 }

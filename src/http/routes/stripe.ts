@@ -71,7 +71,9 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
     tags: ["setup"],
     scopes: ["admin"],
     body: z.strictObject({ customer: customerId.optional(), meter: meterKey.optional() }).meta({ id: "StripeReset" }),
-    responses: { 200: { description: "how many ledger rows were reset", schema: z.object({ reset: z.number().int() }) } },
+    responses: {
+      200: { description: "how many ledger rows were reset", schema: z.object({ reset: z.number().int() }) },
+    },
     handle: async ({ body }) => ({ status: 200, body: { reset: await resetErrors(ctx.db, body) } }),
   });
 }
