@@ -108,7 +108,7 @@ describe.each(BACKENDS)("Stripe v2 stream at scale on %s", (backend: TestBackend
     console.info(
       `[stripe scale v2 ${backend}] ${events} events ingested; ${sentEvents} meter events in ${rig.fake.requests.length} requests ` +
         `(${summaries.length} run(s)); max ${maxPerSecond} requests/s; sync ${seconds.toFixed(1)} s; units sent ${units.sent} ` +
-        `vs expected ${units.expected} (worst drift ${units.worst_drift} unit)`,
+        `vs expected ${units.expected} (worst drift ${units.worst_drift} unit); phases ${JSON.stringify(summaries.map((s) => s.timings_ms))}`,
     );
   }, 180_000);
 

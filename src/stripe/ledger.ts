@@ -392,7 +392,10 @@ interface WorkDbRow {
  * false when the customer or meter lost its Stripe mapping (the row waits), or the row is of a kind the meter no
  * longer has (retired by a change of aggregation: never sent).
  */
-export async function loadWork(db: Queryable): Promise<{ rows: WorkRow[]; unmapped: number }> {
+export async function loadWork(
+  db: Queryable,
+  which: "all" | "pending" = "all",
+): Promise<{ rows: WorkRow[]; unmapped: number }> {
   const { rows } = await db.query<WorkDbRow>(
     `SELECT l.customer_id, l.meter, l.kind, l.bucket, l.period, l.target::text, l.scale::text, l.covered::text,
             l.covered_scale::text, l.sent_units::text, l.seq, l.pending_identifier, l.pending_units::text,
@@ -404,7 +407,8 @@ export async function loadWork(db: Queryable): Promise<{ rows: WorkRow[]; unmapp
      LEFT JOIN customers cu ON cu.id = l.customer_id
      LEFT JOIN meters me ON me.key = l.meter
      LEFT JOIN stripe_pairs p ON p.customer_id = l.customer_id AND p.meter = l.meter
-     WHERE ${HAS_WORK} AND l.error_message IS NULL AND (p.kind IS NULL OR p.kind = l.kind)
+     WHERE ${which === "pending" ? "l.pending_identifier IS NOT NULL" : HAS_WORK}
+       AND l.error_message IS NULL AND (p.kind IS NULL OR p.kind = l.kind)
      ORDER BY l.customer_id, l.meter, l.bucket`,
     [],
   );

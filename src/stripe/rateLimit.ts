@@ -1,5 +1,5 @@
-// Client-side pacing of Stripe requests: a sliding one-second window (never more than `perSecond` request starts
-// in any window, sandboxes allow 25/s), and exponential backoff with jitter after a 429.
+// Client-side pacing of Stripe requests (sandboxes allow 25 per second), and exponential backoff with jitter
+// after a 429.
 
 export const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -13,39 +13,59 @@ export const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener("abort", done, { once: true });
   });
 
+/**
+ * At most `perSecond` requests in any second *as the server sees them*: a request may start only while fewer than
+ * `perSecond` others are in flight or ended within the last second. A server stamps a request somewhere between
+ * its start and its end, so whatever the delays on the way (a busy event loop, the network), any second of
+ * arrivals holds at most `perSecond` — which pacing by start times alone cannot promise.
+ */
 export class RateLimiter {
-  readonly #starts: number[] = [];
-  #queue: Promise<void> = Promise.resolve();
+  readonly #ended: number[] = [];
+  #inFlight = 0;
+  #queue: Promise<unknown> = Promise.resolve();
+  #wake: (() => void) | undefined;
   readonly #windowMs: number;
 
-  /**
-   * `marginMs` widens the window a little: requests reach the server a few milliseconds apart from when they left,
-   * and the server's window must still never see more than `perSecond`.
-   */
   constructor(
     readonly perSecond: number,
-    marginMs = 50,
+    marginMs = 5,
     private readonly now: () => number = () => performance.now(),
   ) {
     this.#windowMs = 1000 + marginMs;
   }
 
-  /** Resolves when a request may start; callers are served in order. */
-  acquire(): Promise<void> {
+  /** Resolves when a request may start (callers are served in order) with the function to call when it ends. */
+  acquire(): Promise<() => void> {
     const turn = this.#queue.then(() => this.#wait());
     this.#queue = turn.catch(() => {});
     return turn;
   }
 
-  async #wait(): Promise<void> {
+  async #wait(): Promise<() => void> {
     for (;;) {
       const t = this.now();
-      while (this.#starts.length > 0 && t - (this.#starts[0] as number) >= this.#windowMs) this.#starts.shift();
-      if (this.#starts.length < this.perSecond) {
-        this.#starts.push(t);
-        return;
+      while (this.#ended.length > 0 && t - (this.#ended[0] as number) >= this.#windowMs) this.#ended.shift();
+      if (this.#inFlight + this.#ended.length < this.perSecond) {
+        this.#inFlight += 1;
+        let released = false;
+        return () => {
+          if (released) return;
+          released = true;
+          this.#inFlight -= 1;
+          this.#ended.push(this.now());
+          this.#wake?.();
+        };
       }
-      await sleep(this.#windowMs - (t - (this.#starts[0] as number)) + 1);
+      const oldest = this.#ended[0];
+      await new Promise<void>((resolve) => {
+        const timer = oldest === undefined ? undefined : setTimeout(done, this.#windowMs - (t - oldest) + 1);
+        this.#wake = done;
+        function done() {
+          if (timer) clearTimeout(timer);
+          resolve();
+        }
+      });
+      this.#wake = undefined;
     }
   }
 }

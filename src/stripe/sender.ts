@@ -65,9 +65,13 @@ export function createMeterEventSender(opts: SenderOptions): MeterEventSender {
   });
   let requests = 0;
   const request = async <T>(call: () => Promise<T>): Promise<T> => {
-    await opts.limiter.acquire();
+    const done = await opts.limiter.acquire();
     requests += 1;
-    return call();
+    try {
+      return await call();
+    } finally {
+      done();
+    }
   };
 
   if (opts.api === "v1") {
@@ -98,12 +102,20 @@ export function createMeterEventSender(opts: SenderOptions): MeterEventSender {
   }
 
   let session: { token: string; expiresAt: number } | undefined;
+  let creating: Promise<{ token: string; expiresAt: number }> | undefined;
   const token = async (): Promise<string> => {
     // Renewed a minute early: a token that expires in flight costs a refused request.
     if (session && session.expiresAt - 60_000 > opts.clock.now().getTime()) return session.token;
-    const created = await request(() => stripe.v2.billing.meterEventSession.create());
-    session = { token: created.authentication_token, expiresAt: Date.parse(created.expires_at) };
-    return session.token;
+    // Concurrent batches wait for one session request.
+    creating ??= request(() => stripe.v2.billing.meterEventSession.create())
+      .then((created) => {
+        session = { token: created.authentication_token, expiresAt: Date.parse(created.expires_at) };
+        return session;
+      })
+      .finally(() => {
+        creating = undefined;
+      });
+    return (await creating).token;
   };
   const stream = async (events: MeterEventSend[]) => {
     const apiKey = await token();

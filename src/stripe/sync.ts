@@ -68,6 +68,8 @@ export type SyncSummary =
       rate_limited: boolean;
       /** Why the run stopped before delivering everything, if it did. */
       stopped: string | null;
+      /** Where the run's time went: mappings and backfills, marks → targets, resends, planning, deliveries. */
+      timings_ms: { pairs: number; marks: number; resend: number; plan: number; deliver: number };
     } & LedgerState);
 
 export interface SyncOptions {
@@ -204,22 +206,34 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
   if (!sender) return { enabled: false, message: SYNC_OFF };
   const requestsBefore = sender.requests;
   const now = o.clock.now();
+  const timings_ms = { pairs: 0, marks: 0, resend: 0, plan: 0, deliver: 0 };
+  let mark = performance.now();
+  const lap = (phase: keyof typeof timings_ms) => {
+    const t = performance.now();
+    timings_ms[phase] += Math.round(t - mark);
+    mark = t;
+  };
   const install = await readInstallId(o.db);
   const pairs = await syncPairs(o.db, now);
+  lap("pairs");
   const marks = await targetsFromMarks(o.db, now);
+  lap("marks");
   const delivery = new Delivery({ ...o, sender });
 
   // Sends written by an earlier run go first, unchanged: same identifier, same units.
-  const earlier = await loadWork(o.db);
+  const earlier = await loadWork(o.db, "pending");
   await delivery.deliver(
     earlier.rows
       .filter((r) => r.pending && isSendable(r.pending.timestamp, now))
       .map((r) => ({ row: r, pending: r.pending as NonNullable<WorkRow["pending"]> })),
   );
+  lap("resend");
 
   let nothingToSend = 0;
+  let unmapped = earlier.unmapped;
   if (!delivery.stopped()) {
     const work = await loadWork(o.db);
+    unmapped = work.unmapped;
     const open = work.rows.filter((r) => !r.pending && isSendable(sendTimestamp(r, now), now));
     const carries = await loadCarries(o.db, open);
     const byPair = groupBy(open, (r) => pairKey(r.customer, r.meter));
@@ -242,6 +256,7 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
     }
     const written = await writePlans(o.db, planned, carryRows, now);
     nothingToSend = planned.filter((p) => p.kind === "skip").length;
+    lap("plan");
     await delivery.deliver(
       planned.flatMap((p) =>
         p.kind === "send" && written.has(p.pending.identifier)
@@ -251,6 +266,7 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
     );
   }
 
+  lap("deliver");
   const state = await ledgerState(o.db, now);
   if (delivery.stop) o.log.warn({ reason: delivery.stop }, "Stripe sync stopped early");
   if (state.stale > 0)
@@ -271,10 +287,11 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
     failed: delivery.failed,
     failures: delivery.failures,
     retry_later: delivery.retryLater,
-    unmapped: earlier.unmapped,
+    unmapped,
     requests: sender.requests - requestsBefore,
     rate_limited: delivery.rateLimited,
     stopped: delivery.stop,
+    timings_ms,
     ...state,
   };
 }
