@@ -9,13 +9,16 @@ CREATE TABLE stripe_marks (
   first_marked_at timestamptz NOT NULL DEFAULT now()
 );
 
--- A random value per database, mixed into every meter event identifier: a freshly installed Tally never reuses
--- an identifier an earlier installation sent (Stripe would answer "already exists" for usage it never got).
-CREATE TABLE stripe_install (
-  id        text    NOT NULL,
-  singleton boolean NOT NULL DEFAULT true PRIMARY KEY CHECK (singleton)
+-- One row. install_id: a random value per database, mixed into every meter event identifier, so a freshly
+-- installed Tally never reuses an identifier an earlier installation sent (Stripe would answer "already exists"
+-- for usage it never got). recent_requests: when the last run's requests of its final second ended (epoch ms), so
+-- the next run — perhaps in another process — keeps to Stripe's per-second limit from its first request.
+CREATE TABLE stripe_sync_state (
+  singleton       boolean  NOT NULL DEFAULT true PRIMARY KEY CHECK (singleton),
+  install_id      text     NOT NULL,
+  recent_requests float8[] NOT NULL DEFAULT '{}'
 );
-INSERT INTO stripe_install (id) VALUES (md5(random()::text || clock_timestamp()::text));
+INSERT INTO stripe_sync_state (install_id) VALUES (md5(random()::text || clock_timestamp()::text));
 
 -- Where each (customer, meter) pair was last synced to. A new pair, or a changed destination, scale or kind,
 -- is detected by comparing this with customers/meters; `backfilled` is set once its 35-day window has targets.

@@ -21,10 +21,17 @@ const HAS_WORK = "(l.pending_identifier IS NOT NULL OR l.target <> l.covered OR 
 const sendable = (n: number) => `COALESCE(l.pending_timestamp, CASE WHEN l.kind = 'hour'
     THEN l.bucket + INTERVAL '3599 seconds' ELSE l.period + INTERVAL '1 month' - INTERVAL '1 second' END) >= $${n}`;
 
-export async function readInstallId(db: Queryable): Promise<string> {
-  const { rows } = await db.query<{ id: string }>("SELECT id FROM stripe_install", []);
-  if (!rows[0]) throw new Error("stripe_install is empty (migration 0008 not applied?)");
-  return rows[0].id;
+export async function readSyncState(db: Queryable): Promise<{ installId: string; recentRequests: number[] }> {
+  const { rows } = await db.query<{ install_id: string; recent_requests: number[] }>(
+    "SELECT install_id, recent_requests FROM stripe_sync_state",
+    [],
+  );
+  if (!rows[0]) throw new Error("stripe_sync_state is empty (migration 0008 not applied?)");
+  return { installId: rows[0].install_id, recentRequests: rows[0].recent_requests.map(Number) };
+}
+
+export async function saveRecentRequests(db: Queryable, endedAt: number[]): Promise<void> {
+  await db.query("UPDATE stripe_sync_state SET recent_requests = $1::float8[]", [endedAt]);
 }
 
 interface Target {

@@ -15,8 +15,9 @@ import {
   noteAttempt,
   type PairChanges,
   pairKey,
-  readInstallId,
+  readSyncState,
   refuseSends,
+  saveRecentRequests,
   syncPairs,
   targetsFromMarks,
   writePlans,
@@ -79,6 +80,8 @@ export interface SyncOptions {
   sender: MeterEventSender | undefined;
   concurrency: number;
   backoffMs: number;
+  /** The sender's limiter: seeded from, and saved to, the database around each run. */
+  limiter?: RateLimiter | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -213,7 +216,9 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
     timings_ms[phase] += Math.round(t - mark);
     mark = t;
   };
-  const install = await readInstallId(o.db);
+  const { installId: install, recentRequests } = await readSyncState(o.db);
+  // Another process may have run a moment ago: its last second counts against Stripe's limit too.
+  o.limiter?.seed(recentRequests);
   const pairs = await syncPairs(o.db, now);
   lap("pairs");
   const marks = await targetsFromMarks(o.db, now);
@@ -267,6 +272,7 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
   }
 
   lap("deliver");
+  if (o.limiter) await saveRecentRequests(o.db, o.limiter.recent());
   const state = await ledgerState(o.db, now);
   if (delivery.stop) o.log.warn({ reason: delivery.stop }, "Stripe sync stopped early");
   if (state.stale > 0)
@@ -312,6 +318,7 @@ export function createStripeSync(d: {
 }): StripeSync {
   const { config } = d;
   const maxRps = stripeMaxRps(config);
+  const limiter = new RateLimiter(maxRps);
   const sender =
     d.sender ??
     (config.STRIPE_SECRET_KEY
@@ -320,7 +327,7 @@ export function createStripeSync(d: {
           apiBase: config.STRIPE_API_BASE,
           api: config.TALLY_STRIPE_METER_API,
           timeoutMs: config.TALLY_STRIPE_TIMEOUT_MS,
-          limiter: new RateLimiter(maxRps),
+          limiter,
           clock: d.clock,
         })
       : undefined);
@@ -347,6 +354,7 @@ export function createStripeSync(d: {
         sender,
         concurrency: config.TALLY_STRIPE_CONCURRENCY,
         backoffMs: config.TALLY_STRIPE_BACKOFF_MS,
+        limiter: d.sender ? undefined : limiter,
         signal: d.signal,
       }),
   };
