@@ -348,9 +348,22 @@ async function backfill(db: Db, pairs: ChangedPair[], now: Date): Promise<number
           written += await upsertTargets(db, "hour", items);
         }
       } else {
-        for (let day = from; day < cut; day = new Date(day.getTime() + DAY_MS)) {
-          const to = new Date(Math.min(day.getTime() + DAY_MS, cut.getTime()));
-          written += await upsertTargets(db, "hour", await hourTargets(db, meters, { from: day, to, meter }, keep));
+        // Many pairs at once (Stripe sync just switched on): the meter's days with usage of these customers first,
+        // then their hours one day at a time, so memory stays bounded by a day of the meter's usage.
+        const days = await runSeries(db, {
+          granularity: "day",
+          from,
+          to: addBuckets(alignDown(cut, "day"), "day", 1),
+          meter,
+        });
+        const used = [...new Set(days.filter((d) => keep(d.customer_id)).map((d) => d.bucket.getTime()))].sort();
+        for (const start of used) {
+          const to = new Date(Math.min(start + DAY_MS, cut.getTime()));
+          written += await upsertTargets(
+            db,
+            "hour",
+            await hourTargets(db, meters, { from: new Date(start), to, meter }, keep),
+          );
         }
       }
       continue;
