@@ -221,6 +221,23 @@ describe.each(BACKENDS)("Stripe sync on %s", (backend) => {
     expect(row).toMatchObject({ quantity: "45", sent: "45", difference: "0", status: "in_sync" });
   });
 
+  it("when Stripe refuses the API key, then the run stops with the reason and the sends wait, unchanged, for a key that works", async () => {
+    await ingest(t(), [{ id: "f10", customer: "flaky", meter: "calls", value: 10, timestamp: hourAt(clock, 10) }]);
+    const key = rig.fake.apiKey;
+    rig.fake.apiKey = "sk_test_rotated_key_0000";
+    try {
+      const s = await sync(t());
+      expect(s).toMatchObject({ sent: 0, failed: 0, pending: 1, requests: 1 });
+      expect(s.stopped).toMatch(/^Stripe refused the API key: Invalid API Key provided/);
+    } finally {
+      rig.fake.apiKey = key;
+    }
+    const [id] = await pendingIds();
+    expect(await sync(t())).toMatchObject({ sent: 1, pending: 0 });
+    expect(requestsFor(id as string).map((r) => r.status)).toEqual([401, 200]);
+    expect(rig.fake.sum("cus_flaky", "api_calls")).toBe(55n);
+  });
+
   it("when Stripe refuses an event, then its message is on the ledger row and in the summary, and it waits for a change or a reset", async () => {
     await putMeter(t(), "gpu", { aggregation: "sum", stripe_event_name: "gpu_minutes" });
     await putCustomer(t(), "render", "cus_render");

@@ -51,7 +51,8 @@ const SESSION_MS = 15 * 60_000;
 type StripeErrorBody = { type: string; message: string; code?: string; param?: string };
 
 export class FakeStripe {
-  readonly apiKey: string;
+  /** The secret key it accepts (tests may change it to see a key refused). */
+  apiKey: string;
   readonly events: AcceptedEvent[] = [];
   /** Events the v2 stream took but whose asynchronous validation failed (Stripe reports those by webhook). */
   readonly v2Invalid: { identifier: string; reason: string }[] = [];
@@ -182,7 +183,7 @@ export class FakeStripe {
     const path = (req.url ?? "/").split("?")[0] as string;
     const auth = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
     const tooFast = this.#overLimit(at);
-    const rateLimited = () =>
+    const rateLimited = (ids: string[]) =>
       this.#error(
         res,
         429,
@@ -193,14 +194,16 @@ export class FakeStripe {
             "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
         },
         path,
-        [],
+        ids,
         at,
       );
 
     if (req.method === "POST" && path === "/v1/billing/meter_events") {
-      if (auth !== this.apiKey) return this.#badKey(res, path, at, auth);
-      if (tooFast) return rateLimited();
-      return this.#meterEvent(new URLSearchParams(body), res, path, at);
+      const form = new URLSearchParams(body);
+      const ids = form.has("identifier") ? [form.get("identifier") as string] : [];
+      if (auth !== this.apiKey) return this.#badKey(res, path, at, auth, ids);
+      if (tooFast) return rateLimited(ids);
+      return this.#meterEvent(form, res, path, at);
     }
     if (req.method === "POST" && path === "/v2/billing/meter_event_session") {
       if (auth !== this.apiKey) return this.#badKey(res, path, at, auth);
@@ -257,7 +260,7 @@ export class FakeStripe {
     );
   }
 
-  #badKey(res: ServerResponse, path: string, at: number, key: string | undefined) {
+  #badKey(res: ServerResponse, path: string, at: number, key: string | undefined, ids: string[] = []) {
     const shown = key ? `${key.slice(0, 8)}${"*".repeat(Math.max(0, key.length - 12))}${key.slice(-4)}` : "";
     return this.#error(
       res,
@@ -267,7 +270,7 @@ export class FakeStripe {
         message: key ? `Invalid API Key provided: ${shown}` : "You did not provide an API key.",
       },
       path,
-      [],
+      ids,
       at,
     );
   }
