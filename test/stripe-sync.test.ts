@@ -221,6 +221,34 @@ describe.each(BACKENDS)("Stripe sync on %s", (backend) => {
     expect(row).toMatchObject({ quantity: "45", sent: "45", difference: "0", status: "in_sync" });
   });
 
+  it("when Stripe answers nothing but 500s, then the run ends after a few and the next one sends everything", async () => {
+    const customers = Array.from({ length: 10 }, (_, i) => `down${i}`);
+    for (const c of customers) await putCustomer(t(), c, `cus_${c}`);
+    await ingest(
+      t(),
+      customers.map((c, i) => ({
+        id: `d${i}`,
+        customer: c,
+        meter: "calls",
+        value: i + 1,
+        timestamp: hourAt(clock, 2),
+      })),
+    );
+    rig.fake.inject({ kind: "500" }, 50);
+    try {
+      const s = await sync(t());
+      expect(s.stopped).toMatch(/did not answer 5 requests in a row/);
+      expect(s.sent).toBe(0);
+      expect(s.requests).toBeGreaterThanOrEqual(5);
+      expect(s.requests).toBeLessThan(10);
+      expect(s.pending).toBe(10);
+    } finally {
+      rig.fake.clearFaults();
+    }
+    expect(await sync(t())).toMatchObject({ sent: 10, pending: 0, stopped: null });
+    for (const [i, c] of customers.entries()) expect(rig.fake.sum(`cus_${c}`, "api_calls")).toBe(BigInt(i + 1));
+  });
+
   it("when Stripe refuses the API key, then the run stops with the reason and the sends wait, unchanged, for a key that works", async () => {
     await ingest(t(), [{ id: "f10", customer: "flaky", meter: "calls", value: 10, timestamp: hourAt(clock, 10) }]);
     const key = rig.fake.apiKey;

@@ -30,6 +30,8 @@ import type { MeterEventSend, MeterEventSender, PendingSend, SendOutcome, WorkRo
 /** Tries of one request while Stripe answers 429 (then the run stops and the next one resumes). */
 const RATE_LIMIT_TRIES = 4;
 const MAX_LISTED = 20;
+/** Consecutive 5xx/timeouts that end a run early. */
+const UNANSWERED_STOP = 5;
 export const SYNC_OFF = "Stripe sync is off: STRIPE_SECRET_KEY is not set";
 
 export interface Failure {
@@ -99,6 +101,7 @@ class Delivery {
   alreadyDelivered = 0;
   failed = 0;
   retryLater = 0;
+  #unanswered = 0;
   rateLimited = false;
   failures: Failure[] = [];
   stop: string | null = null;
@@ -123,6 +126,7 @@ class Delivery {
     const ids = sends.map((s) => s.pending.identifier);
     const outcome = await this.#request(sends.map(toEvent));
     const at = this.o.clock.now();
+    this.#unanswered = outcome.kind === "retry_later" ? this.#unanswered + 1 : 0;
     switch (outcome.kind) {
       case "delivered":
         await confirmSends(this.o.db, ids, at);
@@ -154,6 +158,10 @@ class Delivery {
       case "retry_later":
         await noteAttempt(this.o.db, ids, outcome.message);
         this.retryLater += sends.length;
+        // During an outage, trying every pair once per run would only add load: a few in a row end the run.
+        if (this.#unanswered >= UNANSWERED_STOP) {
+          this.stop ??= `Stripe did not answer ${UNANSWERED_STOP} requests in a row (5xx or timeouts); the next run retries`;
+        }
         return false;
       case "rate_limited":
         await noteAttempt(this.o.db, ids, `429: ${outcome.message}`);
