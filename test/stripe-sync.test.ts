@@ -310,6 +310,26 @@ describe.each(BACKENDS)("Stripe sync on %s", (backend) => {
     }
   });
 
+  it("when a scaled value would exceed Stripe's 15 significant digits, then it is not sent and the row says why", async () => {
+    await putMeter(t(), "huge", { aggregation: "sum", stripe_event_name: "huge_units", stripe_scale: "1000" });
+    await putCustomer(t(), "whale", "cus_whale");
+    await ingest(t(), [
+      { id: "h1", customer: "whale", meter: "huge", value: "1000000000000", timestamp: hourAt(clock, 2) },
+    ]);
+    const s = await sync(t());
+    expect(s).toMatchObject({ sent: 0, failed: 1, requests: 0 });
+    expect(s.failures).toEqual([expect.objectContaining({ customer: "whale", status: null, code: "value_too_large" })]);
+    expect(rig.fake.eventsOf("cus_whale", "huge_units")).toEqual([]);
+    const row = (await reconciliation(t(), "2026-11")).find((r) => r.customer === "whale");
+    expect(row).toMatchObject({ status: "error", error_buckets: 1 });
+    expect(row?.errors[0]?.message).toMatch(/15 significant digits/);
+    // Not to be retried: the operator lowers the scale.
+    await putMeter(t(), "huge", { aggregation: "sum", stripe_event_name: "huge_units", stripe_scale: "1" });
+    await request(t().tally.app).post("/v1/stripe/errors/reset").set(admin).send({ meter: "huge" });
+    expect(await sync(t())).toMatchObject({ sent: 1, errors: 0 });
+    expect(rig.fake.sum("cus_whale", "huge_units")).toBe(1_000_000_000_000n);
+  });
+
   it("when the reconciliation is read before and after a sync, then it shows the difference, then none; unmapped pairs are listed", async () => {
     await putMeter(t(), "exports", { aggregation: "count" });
     await putCustomer(t(), "recon", "cus_recon");

@@ -38,7 +38,8 @@ export interface Failure {
   customer: string;
   meter: string;
   bucket: string;
-  status: number;
+  /** Stripe's HTTP status; null when Tally itself could not send the value (more than 15 digits). */
+  status: number | null;
   code: string;
   message: string;
 }
@@ -215,6 +216,18 @@ function groupBy<T>(items: T[], keyOf: (item: T) => string): Map<string, T[]> {
 export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
   const { sender } = o;
   if (!sender) return { enabled: false, message: SYNC_OFF };
+  const { installId, recentRequests } = await readSyncState(o.db);
+  // Another process may have run a moment ago: its last second counts against Stripe's limit too.
+  o.limiter?.seed(recentRequests);
+  try {
+    return await run(o, sender, installId);
+  } finally {
+    // Whatever happened, the next run (in this process or another) learns about this run's last second.
+    if (o.limiter) await saveRecentRequests(o.db, o.limiter.recent()).catch(() => {});
+  }
+}
+
+async function run(o: SyncOptions, sender: MeterEventSender, install: string): Promise<SyncSummary> {
   const requestsBefore = sender.requests;
   const now = o.clock.now();
   const timings_ms = { pairs: 0, marks: 0, resend: 0, plan: 0, deliver: 0 };
@@ -224,9 +237,6 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
     timings_ms[phase] += Math.round(t - mark);
     mark = t;
   };
-  const { installId: install, recentRequests } = await readSyncState(o.db);
-  // Another process may have run a moment ago: its last second counts against Stripe's limit too.
-  o.limiter?.seed(recentRequests);
   const pairs = await syncPairs(o.db, now);
   lap("pairs");
   const marks = await targetsFromMarks(o.db, now);
@@ -269,6 +279,20 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
     }
     const written = await writePlans(o.db, planned, carryRows, now);
     nothingToSend = planned.filter((p) => p.kind === "skip").length;
+    for (const p of planned) {
+      if (p.kind !== "too_large") continue;
+      delivery.failed += 1;
+      if (delivery.failures.length < MAX_LISTED) {
+        delivery.failures.push({
+          customer: p.row.customer,
+          meter: p.row.meter,
+          bucket: p.row.bucket.toISOString(),
+          status: null,
+          code: "value_too_large",
+          message: `${p.units} units have more than the 15 significant digits Stripe accepts; lower stripe_scale`,
+        });
+      }
+    }
     lap("plan");
     await delivery.deliver(
       planned.flatMap((p) =>
@@ -280,7 +304,6 @@ export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
   }
 
   lap("deliver");
-  if (o.limiter) await saveRecentRequests(o.db, o.limiter.recent());
   const state = await ledgerState(o.db, now);
   if (delivery.stop) o.log.warn({ reason: delivery.stop }, "Stripe sync stopped early");
   if (state.stale > 0)
