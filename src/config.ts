@@ -32,6 +32,12 @@ export const configSchema = z.object({
   TALLY_CRON_STRIPE: cron("0 */5 * * * *"),
   TALLY_CRON_WEBHOOKS: cron("*/5 * * * * *"),
   TALLY_WEBHOOK_RETRY_BASE_MS: positiveInt(30_000),
+  TALLY_STRIPE_METER_API: z.enum(["v1", "v2"]).default("v1"),
+  TALLY_STRIPE_CONCURRENCY: positiveInt(4),
+  // Unset: 25 for test-mode keys (Stripe's sandbox limit), 100 otherwise (see stripeMaxRps).
+  TALLY_STRIPE_MAX_RPS: z.preprocess(emptyAsUnset, z.coerce.number().int().positive().optional()),
+  TALLY_STRIPE_TIMEOUT_MS: positiveInt(10_000),
+  TALLY_STRIPE_BACKOFF_MS: positiveInt(500),
   TALLY_JOBS: z.enum(["on", "off"]).default("on"),
   TALLY_DB_POOL_SIZE: positiveInt(10),
   TALLY_DEDUPE_WINDOW_DAYS: positiveInt(35),
@@ -45,6 +51,12 @@ export const configSchema = z.object({
 });
 
 export type Config = z.infer<typeof configSchema>;
+
+/** Client-side request rate for Stripe: the configured one, else 25/s for sandbox keys and 100/s for live ones. */
+export function stripeMaxRps(config: Pick<Config, "STRIPE_SECRET_KEY" | "TALLY_STRIPE_MAX_RPS">): number {
+  if (config.TALLY_STRIPE_MAX_RPS) return config.TALLY_STRIPE_MAX_RPS;
+  return /^(sk|rk)_test_/.test(config.STRIPE_SECRET_KEY ?? "") ? 25 : 100;
+}
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {

@@ -99,7 +99,8 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
   );
   const jobs = new JobRunner(db, log, metrics);
   const limits = new LimitsService(db, clock, log, metrics);
-  for (const job of tallyJobs({ db, engine, clock, config, limits, log })) jobs.register(job);
+  const stopJobs = new AbortController();
+  for (const job of tallyJobs({ db, engine, clock, config, limits, log, signal: stopJobs.signal })) jobs.register(job);
   ingest.onCommitted((batch) => limits.afterIngest(batch));
   limits.onAlert(() => jobs.trigger("deliver-webhooks"));
   try {
@@ -181,6 +182,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
           await closed;
           clearTimeout(timer);
         }
+        stopJobs.abort();
         await jobs.stop();
         await limits.stop();
         if (ownsDatabase) await db.close();

@@ -50,8 +50,10 @@ function clientQueryable(client: pg.PoolClient | pg.Pool): Queryable {
 export class ServerDb implements Db {
   readonly backend = "server" as const;
   readonly pool: pg.Pool;
+  private readonly onError: ((err: Error) => void) | undefined;
 
   constructor(opts: ServerDbOptions) {
+    this.onError = opts.onError;
     this.pool = new pg.Pool({
       connectionString: opts.connectionString,
       max: opts.max,
@@ -67,12 +69,23 @@ export class ServerDb implements Db {
     return lastResult<R>(await this.pool.query(text, params as unknown[] | undefined));
   }
 
+  /**
+   * A client checked out of the pool. pg only listens for errors on idle clients: a checked-out one whose
+   * connection the server terminates (restart, failover, a dropped database) would emit 'error' with no listener
+   * and crash the process. The query in progress fails on its own; this listener only keeps the process alive.
+   */
+  async #connect(): Promise<pg.PoolClient> {
+    const client = await this.pool.connect();
+    if (client.listenerCount("error") === 0) client.on("error", (err) => this.onError?.(err));
+    return client;
+  }
+
   copyIn(target: CopyTarget, source: AsyncIterable<string> | Iterable<string>): Promise<number> {
     return this.transaction((tx) => tx.copyIn(target, source));
   }
 
   async *copyOut(select: string, options: string): AsyncIterable<Buffer> {
-    const client = await this.pool.connect();
+    const client = await this.#connect();
     let broken: Error | undefined;
     try {
       yield* clientQueryable(client).copyOut(select, options);
@@ -86,7 +99,7 @@ export class ServerDb implements Db {
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
+    const client = await this.#connect();
     let destroy = false;
     try {
       await client.query("BEGIN");
@@ -106,7 +119,7 @@ export class ServerDb implements Db {
   }
 
   async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
+    const client = await this.#connect();
     let destroy = false;
     try {
       await client.query("SELECT pg_advisory_lock($1::bigint)", [lockId(key)]);
@@ -123,7 +136,7 @@ export class ServerDb implements Db {
   }
 
   async tryWithLock<T>(key: string, fn: () => Promise<T>): Promise<LockResult<T>> {
-    const client = await this.pool.connect();
+    const client = await this.#connect();
     let destroy = false;
     try {
       const { rows } = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1::bigint) AS ok", [

@@ -10,6 +10,7 @@ import { jobRoutes } from "./routes/jobs.js";
 import { limitRoutes } from "./routes/limits.js";
 import { operationsRoutes } from "./routes/operations.js";
 import { setupRoutes } from "./routes/setup.js";
+import { stripeRoutes } from "./routes/stripe.js";
 import { usageRoutes } from "./routes/usage.js";
 import { createRouteTable, type RouteTable } from "./routeTable.js";
 
@@ -51,6 +52,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   billingRoutes(table, ctx);
   limitRoutes(table, ctx);
   jobRoutes(table, ctx);
+  stripeRoutes(table, ctx);
   for (const add of extraRoutes) add(table, ctx);
   const router = express.Router();
   table.mount(router, {

@@ -7,6 +7,7 @@ import type { LimitsService } from "../limits/service.js";
 import { deliverDue } from "../limits/webhooks.js";
 import type { Logger } from "../logger.js";
 import { refreshRollups } from "../rollups/refresh.js";
+import { createStripeSync } from "../stripe/sync.js";
 import type { Job } from "./runner.js";
 
 export interface JobDeps {
@@ -16,6 +17,8 @@ export interface JobDeps {
   config: Config;
   limits: LimitsService;
   log: Logger;
+  /** Aborted at shutdown: long jobs (a Stripe backlog) stop between requests instead of holding shutdown. */
+  signal?: AbortSignal;
 }
 
 /** Dedupe keys older than the window are deleted in batches, so a huge backlog never holds one long lock. */
@@ -33,6 +36,7 @@ async function pruneDedupeKeys(db: Db, before: Date): Promise<{ deleted: number;
 }
 
 export function tallyJobs(d: JobDeps): Job[] {
+  const stripe = createStripeSync(d);
   return [
     {
       name: "refresh-rollups",
@@ -60,6 +64,11 @@ export function tallyJobs(d: JobDeps): Job[] {
         const runs = await d.db.query("DELETE FROM job_runs WHERE started_at < $1", [new Date(now - 7 * 86_400_000)]);
         return { dedupe_keys_deleted: keys.deleted, dedupe_keys_before: keys.before, job_runs_deleted: runs.rowCount };
       },
+    },
+    {
+      name: "sync-stripe",
+      schedule: d.config.TALLY_CRON_STRIPE,
+      run: async () => ({ ...(await stripe.run()) }),
     },
   ];
 }

@@ -22,17 +22,20 @@ export interface RefreshSummary {
 }
 
 /**
- * Marks the hours of a committing batch. Runs last in the ingest transaction: the shared lock is then held only
- * for the commit, and a claim (exclusive) waits for every transaction that marked before it to commit — so no
- * event can commit into an hour after its mark was claimed and refreshed without it.
+ * Marks the hours of a committing batch, for the rollups and for the Stripe sync. Runs last in the ingest
+ * transaction: the shared lock is then held only for the commit, and a claim (exclusive) waits for every
+ * transaction that marked before it to commit — so no event can commit into an hour after its mark was claimed
+ * and refreshed (or turned into Stripe targets) without it.
  */
 export async function markTouchedHours(tx: Queryable, hours: Iterable<number>): Promise<void> {
   const list = [...hours].map((h) => new Date(h));
   if (list.length === 0) return;
   await tx.query(
-    `WITH held AS (SELECT pg_advisory_xact_lock_shared($2::bigint))
+    `WITH held AS (SELECT pg_advisory_xact_lock_shared($2::bigint)),
+          touched AS (SELECT h FROM unnest($1::timestamptz[]) AS h, held),
+          stripe AS (INSERT INTO stripe_marks (hour) SELECT h FROM touched ON CONFLICT (hour) DO NOTHING)
      INSERT INTO rollup_invalidations (hour)
-     SELECT h FROM unnest($1::timestamptz[]) AS h, held
+     SELECT h FROM touched
      ON CONFLICT (hour) DO NOTHING`,
     [list, INVALIDATION_LOCK],
   );
