@@ -1,12 +1,13 @@
 // Two Tally processes on one database, both running every job every second while events arrive through both:
-// each job runs exactly once per tick and never twice at once, and every alert and webhook exists once. (An
-// embedded database belongs to one process; several processes are a server-database deployment.)
+// each job runs exactly once per tick and never twice at once, and every alert, webhook and Stripe meter event
+// exists once. (An embedded database belongs to one process; several processes are a server deployment.)
 import { once } from "node:events";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { createServerDatabase } from "../helpers/databases.js";
+import { startFakeStripe } from "../helpers/fakeStripe.js";
 import { spawnTally } from "../helpers/process.js";
 import { sleep } from "./helpers.js";
 
@@ -19,7 +20,7 @@ describe("two processes (PostgreSQL)", () => {
     for (const c of cleanups.reverse()) await c();
   });
 
-  it("when both run every job each second during ingest, then each tick runs once, runs never overlap, and alerts and webhooks exist once", async () => {
+  it("when both run every job each second during ingest, then each tick runs once, runs never overlap, and alerts, webhooks and Stripe events exist once", async () => {
     const server = await createServerDatabase();
     cleanups.push(server.drop);
     const deliveries = new Map<string, number>();
@@ -35,7 +36,12 @@ describe("two processes (PostgreSQL)", () => {
     await once(receiver, "listening");
     cleanups.push(() => new Promise((r) => receiver.close(r)));
 
+    const stripe = await startFakeStripe();
+    cleanups.push(() => stripe.close());
     const env = {
+      STRIPE_SECRET_KEY: stripe.apiKey,
+      STRIPE_API_BASE: stripe.url,
+      TALLY_CRON_STRIPE: "* * * * * *",
       TALLY_ADMIN_KEY: KEY,
       LOG_LEVEL: "warn",
       DATABASE_URL: server.url,
@@ -56,29 +62,37 @@ describe("two processes (PostgreSQL)", () => {
       if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`);
       return text;
     };
-    await call(a.url, "PUT", "/v1/meters/calls", { name: "Calls", unit: "call", aggregation: "sum" });
+    await call(a.url, "PUT", "/v1/meters/calls", {
+      name: "Calls",
+      unit: "call",
+      aggregation: "sum",
+      stripe_event_name: "calls",
+    });
     const hook = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
     await call(a.url, "POST", "/v1/webhook-endpoints", { url: hook });
     for (let c = 0; c < CUSTOMERS; c++) {
-      await call(b.url, "PUT", `/v1/customers/cust-${c}`, {});
+      await call(b.url, "PUT", `/v1/customers/cust-${c}`, { stripe_customer_id: `cus_${c}` });
       await call(b.url, "PUT", `/v1/customers/cust-${c}/limits/calls`, { soft: "50", hard: "100", unit: "quantity" });
     }
 
-    // 6 seconds of ingest through both processes: every customer passes its soft, then its hard threshold.
+    // 6 seconds of ingest through both processes: every customer passes its soft, then its hard threshold. The
+    // events are from the previous hour, so the Stripe sync (complete hours only) sends them during the test.
     const started = Date.now();
+    const lastHour = new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000 - 1_800_000).toISOString();
     for (let round = 0; Date.now() - started < 6_000; round++) {
       const events = Array.from({ length: CUSTOMERS }, (_, c) => ({
         id: `r${round}-c${c}`,
         customer: `cust-${c}`,
         meter: "calls",
         value: 7,
+        timestamp: lastHour,
       }));
       await call(round % 2 ? a.url : b.url, "POST", "/v1/events", { events });
       await sleep(200);
     }
     // let the schedules and deliveries settle
     for (let i = 0; i < 40 && [...deliveries.keys()].length < CUSTOMERS * 2; i++) await sleep(250);
-    await sleep(2_000);
+    await sleep(3_000);
 
     const client = new pg.Client({ connectionString: server.url });
     await client.connect();
@@ -98,7 +112,17 @@ describe("two processes (PostgreSQL)", () => {
         `[two processes] job runs per job: ${JSON.stringify(ticks.rows)}; overlapping runs: ${overlaps.rows[0]?.n}; ` +
           `alerts: ${alerts.rows[0]?.n}; webhook events delivered: ${deliveries.size}, deliveries: ${[...deliveries.values()].reduce((x, y) => x + y, 0)}`,
       );
-      for (const job of ["deliver-webhooks", "evaluate-limits", "refresh-rollups"]) {
+      const ledger = await client.query<{ n: string; total: string }>(
+        "SELECT count(*)::text AS n, coalesce(sum(value), 0)::text AS total FROM usage_events",
+      );
+      const identifiers = stripe.events.map((e) => e.identifier);
+      const sentUnits = stripe.events.reduce((sum, e) => sum + BigInt(e.value), 0n);
+      console.log(
+        `[two processes] Stripe: ${stripe.events.length} meter events, ${new Set(identifiers).size} distinct identifiers, ${sentUnits} units for ${ledger.rows[0]?.total} ingested`,
+      );
+      expect(new Set(identifiers).size).toBe(identifiers.length);
+      expect(sentUnits.toString()).toBe(ledger.rows[0]?.total);
+      for (const job of ["deliver-webhooks", "evaluate-limits", "refresh-rollups", "sync-stripe"]) {
         const row = ticks.rows.find((r) => r.job === job);
         expect(row?.runs, job).toBeGreaterThanOrEqual(4);
         expect(row?.runs, job).toBe(row?.ticks);
