@@ -14,6 +14,7 @@ import { createApp } from "./http/app.js";
 import type { AppContext } from "./http/context.js";
 import { entitlementFastPath } from "./http/fastPath.js";
 import { isoTime } from "./http/format.js";
+import { KeyRateLimiter } from "./http/rateLimit.js";
 import { IngestService } from "./ingest/service.js";
 import { JobRunner } from "./jobs/runner.js";
 import { tallyJobs } from "./jobs/tallyJobs.js";
@@ -121,6 +122,10 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     ingest,
     jobs,
     limits,
+    rateLimit: new KeyRateLimiter({
+      rps: config.TALLY_RATE_LIMIT_RPS,
+      burst: config.TALLY_RATE_LIMIT_BURST ?? Math.ceil(2 * config.TALLY_RATE_LIMIT_RPS),
+    }),
     subscriptionOf: async (customer) => {
       const sub = await subscriptionAt(db, customer, clock.now());
       return sub ? { plan: sub.plan, start: isoTime(sub.start), end: sub.end ? isoTime(sub.end) : null } : null;

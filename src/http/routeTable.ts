@@ -106,6 +106,8 @@ export interface RouteTable {
 export interface MountDeps {
   authenticate(req: Request): Promise<Auth>;
   requireScope(auth: Auth, scopes: Scope[]): void;
+  /** Throws 429 when the key is over its request rate. */
+  limitRate(auth: Auth): void;
   jsonLimitBytes: number;
 }
 
@@ -131,6 +133,8 @@ export function createRouteTable(): RouteTable {
             let auth: Auth | null = null;
             if (def.scopes !== "public") {
               auth = await deps.authenticate(req);
+              // Every request of a key counts, also one refused for its scope: the limit protects the server.
+              deps.limitRate(auth);
               deps.requireScope(auth, def.scopes);
             }
             const params = def.params ? validate(def.params, req.params, "path") : undefined;
