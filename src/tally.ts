@@ -11,6 +11,7 @@ import type { Config } from "./config.js";
 import { loadMigrations, migrate } from "./db/migrate.js";
 import { type OpenedDb, openDatabase } from "./db/open.js";
 import { createApp } from "./http/app.js";
+import { clientErrorHandler } from "./http/clientError.js";
 import type { AppContext } from "./http/context.js";
 import { entitlementFastPath } from "./http/fastPath.js";
 import { isoTime } from "./http/format.js";
@@ -145,6 +146,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
       server = createServer((req, res) => {
         if (!fast(req, res)) app(req, res);
       });
+      server.on("clientError", clientErrorHandler());
       server.listen(port, host);
       // Longer than load balancers' idle timeouts (often 60 s), so they never reuse a socket Node just closed.
       server.keepAliveTimeout = 65_000;

@@ -4,25 +4,13 @@
 // most of the time of such a small answer. Anything else — an unknown key, a 4xx, a cold decision, shutdown, a key
 // over its request rate — falls through to the regular route, which gives the same answer the slow way.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import helmet from "helmet";
 import { customerId, meterKey } from "../catalog/schemas.js";
 import type { AppContext } from "./context.js";
 import { entitlementReply } from "./routes/limits.js";
+import { securityHeaders } from "./securityHeaders.js";
 
 const PREFIX = "/v1/entitlements/";
 const ROUTE = "/v1/entitlements/{customer}/{meter}";
-
-/** The headers helmet sets on every response, captured once so the fast path sends exactly the same. */
-function securityHeaders(): [string, string][] {
-  const headers: [string, string][] = [];
-  const res = {
-    setHeader: (name: string, value: unknown) => headers.push([name, String(value)]),
-    removeHeader: () => {},
-    getHeader: () => undefined,
-  };
-  helmet()({} as never, res as never, () => {});
-  return headers;
-}
 
 export function entitlementFastPath(ctx: AppContext): (req: IncomingMessage, res: ServerResponse) => boolean {
   const security = securityHeaders();

@@ -14,15 +14,19 @@ const TITLES: Record<number, string> = {
   403: "Forbidden",
   404: "Not Found",
   405: "Method Not Allowed",
+  408: "Request Timeout",
   409: "Conflict",
   411: "Length Required",
   413: "Content Too Large",
   415: "Unsupported Media Type",
   422: "Unprocessable Content",
   429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
   500: "Internal Server Error",
   503: "Service Unavailable",
 };
+
+export const problemTitle = (status: number): string => TITLES[status] ?? "Error";
 
 export class AppError extends Error {
   override name = "AppError";
@@ -58,7 +62,7 @@ export function sendProblem(
     .send(
       JSON.stringify({
         type: `urn:tally:problem:${code}`,
-        title: TITLES[status] ?? "Error",
+        title: problemTitle(status),
         status,
         detail,
         code,
