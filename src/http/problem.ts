@@ -115,7 +115,12 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
             ? "malformed_json"
             : bodyErr.type === "encoding.unsupported"
               ? "unsupported_content_encoding"
-              : "bad_request";
+              : bodyErr.type === "charset.unsupported"
+                ? "unsupported_charset"
+                : // Express's router: a path segment whose % escapes do not decode (e.g. %zz, %E0%A4%A)
+                  /^Failed to decode param/.test(bodyErr.message ?? "")
+                  ? "malformed_path"
+                  : "bad_request";
       const status = bodyErr.type === "encoding.unsupported" ? 415 : bodyErr.status;
       sendProblem(
         res,
