@@ -2,6 +2,7 @@
 // (TALLY_RATE_LIMIT_RPS=0.5: a token every 2 s; burst 3): 429 problem+json with Retry-After on ingest, on reads and
 // on the entitlement fast path; other keys unaffected; public routes never limited; recovery after Retry-After;
 // the middleware does not mistake it for a blocked customer.
+import http from "node:http";
 import express from "express";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -110,6 +111,32 @@ describe.each(BACKENDS)("per-key rate limit on %s", (backend) => {
     expect(await fastPathServed()).toBe(before + 2);
     isRateLimited(await entitlement(), "entitlement");
     expect(await fastPathServed()).toBe(before + 2); // over the rate, the fast path stepped aside
+  });
+
+  it("when a limited key starts streaming a large body, then the 429 comes before the body and the connection is closed", async () => {
+    const key = await newKey(["ingest"]);
+    for (let i = 0; i < BURST; i++) expect((await ingest(key)).status).toBe(202);
+    const { hostname, port } = new URL(base);
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = http.request({
+        host: hostname,
+        port: Number(port),
+        method: "POST",
+        path: "/v1/events",
+        headers: { Authorization: key, "Content-Type": "application/x-ndjson", "Content-Length": 100 * 1024 * 1024 },
+      });
+      req.on("response", (r) => {
+        resolve(r);
+        r.resume();
+        req.destroy();
+      });
+      req.on("error", reject);
+      // One line of a body announced as 100 MiB, and then nothing: the answer must not wait for the rest.
+      req.write(`${JSON.stringify({ id: "big", customer: "acme", meter: "calls" })}\n`);
+    });
+    expect(res.statusCode).toBe(429);
+    expect(res.headers.connection).toBe("close");
+    expect(Number(res.headers["retry-after"])).toBeGreaterThanOrEqual(1);
   });
 
   it("when a key is over its rate, then public routes still answer it, and a key refused for its scope still counts", async () => {

@@ -98,6 +98,9 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       req.socket.destroy();
       return;
     }
+    // Refused before its body was read (401, 403, 429, 413...): Node would otherwise read and discard the rest of
+    // the body — up to the NDJSON limit — to keep the connection; closing it sheds that load.
+    if (!req.complete) res.setHeader("Connection", "close");
     if (err instanceof AppError) {
       for (const [k, v] of Object.entries(err.options.headers ?? {})) res.setHeader(k, v);
       const extra: Record<string, unknown> = { ...err.options.extra };
