@@ -18,11 +18,11 @@ const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
 /** Requests sent concurrently per property run; /healthz is checked after each. */
 const BATCH = 25;
 const PLAN = {
-  ingestJson: 3_000,
-  ingestNdjson: 2_000,
+  ingestJson: 2_500,
+  ingestNdjson: 1_500,
   ingestBytes: 1_500,
-  setup: 2_500,
-  reads: 2_500,
+  setup: 2_000,
+  reads: 2_000,
   anyRoute: 1_000,
 };
 

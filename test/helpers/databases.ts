@@ -28,7 +28,9 @@ export function serverUrl(database: string): string {
 }
 
 export async function createServerDatabase(): Promise<{ name: string; url: string; drop(): Promise<void> }> {
-  const name = `${TEST_DB_PREFIX}${randomBytes(6).toString("hex")}`;
+  // The creation time is in the name, so the cleanup of interrupted runs (globalSetup) can tell a leftover from
+  // a database that another run on the same server is using right now.
+  const name = `${TEST_DB_PREFIX}${Math.floor(Date.now() / 1000).toString(36)}_${randomBytes(4).toString("hex")}`;
   const admin = new pg.Client({ connectionString: ADMIN_URL });
   await admin.connect();
   await admin.query(`CREATE DATABASE "${name}"`);
