@@ -139,6 +139,16 @@ describe.each(BACKENDS)("per-key rate limit on %s", (backend) => {
     expect(Number(res.headers["retry-after"])).toBeGreaterThanOrEqual(1);
   });
 
+  it("when the OpenAPI document is read, then every route that takes a key documents the 429", async () => {
+    const doc = JSON.parse((await client.send({ method: "GET", path: "/openapi.json" })).text);
+    const routes = t.tally.app.locals.routes as { method: string; path: string; scopes: string[] | "public" }[];
+    for (const r of routes) {
+      const responses = doc.paths[r.path][r.method].responses;
+      if (r.scopes === "public") expect(responses["429"], r.path).toBeUndefined();
+      else expect(responses["429"], `${r.method} ${r.path}`).toBeDefined();
+    }
+  });
+
   it("when a key is over its rate, then public routes still answer it, and a key refused for its scope still counts", async () => {
     const key = await newKey(["ingest"]);
     for (let i = 0; i < BURST; i++) {

@@ -536,11 +536,19 @@ describe.each(BACKENDS)("security on %s", (backend) => {
         .post("/v1/api-keys")
         .set(admin)
         .send({ scopes: ["read"] });
+      const fastPathServed = async () =>
+        Number(
+          /tally_entitlement_fast_path_total (\d+)/.exec(
+            (await client.send({ method: "GET", path: "/metrics" })).text,
+          )?.[1],
+        );
+      const servedBefore = await fastPathServed();
       for (const [name, req, status] of cases) {
         const res = await client.send({ ...req, path: req.path.replace("%s", key.body.id) });
         expect(res.status, `${name}: ${res.text.slice(0, 200)}`).toBe(status);
         hasSecurityHeaders(res, name);
       }
+      expect(await fastPathServed()).toBeGreaterThan(servedBefore);
       // Shutting down: the 503 comes from a middleware of its own, after helmet.
       t.tally.ctx.state.draining = true;
       try {

@@ -188,6 +188,10 @@ export function createRouteTable(): RouteTable {
         if (def.scopes !== "public") {
           responses["401"] ??= { description: "missing or unknown API key", ...problem };
           responses["403"] ??= { description: `the key lacks the scope (${def.scopes.join(" or ")})`, ...problem };
+          responses["429"] ??= {
+            description: "this API key sent more requests than its rate allows (Retry-After, RateLimit headers)",
+            ...problem,
+          };
         }
         if (def.params || def.query || def.body) responses["400"] ??= { description: "malformed request", ...problem };
         responses["503"] ??= { description: "database unavailable (with Retry-After)", ...problem };
