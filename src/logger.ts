@@ -1,10 +1,11 @@
 // JSON logs (pino). Secrets never reach a log line: authorization headers and key fields are redacted.
-import { type Logger, pino } from "pino";
+import { type DestinationStream, type Logger, pino } from "pino";
 
 export type { Logger };
 
-export function createLogger(level: string): Logger {
-  return pino({
+/** Logs to stdout, or to `destination` (tests read what would have been written). */
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  const options = {
     level,
     base: { service: "tally" },
     timestamp: pino.stdTimeFunctions.isoTime,
@@ -12,5 +13,6 @@ export function createLogger(level: string): Logger {
       paths: ["key", "*.key", "authorization", "*.authorization", "headers.authorization", "secret", "*.secret"],
       censor: "[redacted]",
     },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }

@@ -11,9 +11,11 @@ import type { Config } from "./config.js";
 import { loadMigrations, migrate } from "./db/migrate.js";
 import { type OpenedDb, openDatabase } from "./db/open.js";
 import { createApp } from "./http/app.js";
+import { clientErrorHandler } from "./http/clientError.js";
 import type { AppContext } from "./http/context.js";
 import { entitlementFastPath } from "./http/fastPath.js";
 import { isoTime } from "./http/format.js";
+import { KeyRateLimiter } from "./http/rateLimit.js";
 import { IngestService } from "./ingest/service.js";
 import { JobRunner } from "./jobs/runner.js";
 import { tallyJobs } from "./jobs/tallyJobs.js";
@@ -122,6 +124,10 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     ingest,
     jobs,
     limits,
+    rateLimit: new KeyRateLimiter({
+      rps: config.TALLY_RATE_LIMIT_RPS,
+      burst: config.TALLY_RATE_LIMIT_BURST ?? Math.ceil(2 * config.TALLY_RATE_LIMIT_RPS),
+    }),
     subscriptionOf: async (customer) => {
       const sub = await subscriptionAt(db, customer, clock.now());
       return sub ? { plan: sub.plan, start: isoTime(sub.start), end: sub.end ? isoTime(sub.end) : null } : null;
@@ -144,6 +150,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
         res.once("close", () => inFlight.delete(res));
         if (!fast(req, res)) app(req, res);
       });
+      server.on("clientError", clientErrorHandler());
       server.listen(port, host);
       // Longer than load balancers' idle timeouts (often 60 s), so they never reuse a socket Node just closed.
       server.keepAliveTimeout = 65_000;

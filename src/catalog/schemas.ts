@@ -3,11 +3,21 @@ import { z } from "zod";
 
 const codePoints = (s: string) => [...s].length;
 
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Text the database keeps exactly: no NUL (PostgreSQL text cannot hold it) and no lone surrogate (it has no UTF-8
+ * form and would be stored as U+FFFD, so two different ids would become one).
+ */
+export const storableText = (s: string): boolean => !s.includes("\u0000") && !LONE_SURROGATE.test(s);
+export const STORABLE_TEXT_MESSAGE = "must not contain NUL characters or unpaired surrogates";
+
 /** 1–128 printable characters: ids from other systems (e-mail addresses, UUIDs, ...) must work. */
 export const customerId = z
   .string()
   .refine((s) => codePoints(s) >= 1 && codePoints(s) <= 128, "must be 1 to 128 characters")
   .refine((s) => !/\p{Cc}/u.test(s), "must not contain control characters")
+  .refine(storableText, STORABLE_TEXT_MESSAGE)
   .meta({ description: "Customer id: 1–128 printable characters (URL-encode it in paths)", example: "cus_42" });
 
 export const meterKey = z

@@ -4,6 +4,7 @@ import helmet from "helmet";
 import { requireScope } from "../auth/keys.js";
 import type { AppContext } from "./context.js";
 import { errorHandler, sendProblem } from "./problem.js";
+import { rateLimited } from "./rateLimit.js";
 import { billingRoutes } from "./routes/billing.js";
 import { eventRoutes } from "./routes/events.js";
 import { jobRoutes } from "./routes/jobs.js";
@@ -55,9 +56,16 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   stripeRoutes(table, ctx);
   for (const add of extraRoutes) add(table, ctx);
   const router = express.Router();
+  const refused = ctx.metrics.counter("tally_rate_limited_total", "Requests refused by the per-key rate limit", []);
   table.mount(router, {
     authenticate: (req) => ctx.keys.authenticate(req.headers.authorization),
     requireScope,
+    limitRate: (auth) => {
+      const wait = ctx.rateLimit.take(auth.keyId);
+      if (wait === 0) return;
+      refused.inc();
+      throw rateLimited(ctx.rateLimit, wait);
+    },
     jsonLimitBytes: 1024 * 1024,
   });
   app.use(router);

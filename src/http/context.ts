@@ -11,6 +11,7 @@ import type { JobRunner } from "../jobs/runner.js";
 import type { LimitsService } from "../limits/service.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
+import type { KeyRateLimiter } from "./rateLimit.js";
 
 export interface AppContext {
   config: Config;
@@ -25,6 +26,8 @@ export interface AppContext {
   ingest: IngestService;
   jobs: JobRunner;
   limits: LimitsService;
+  /** Requests per API key per second (TALLY_RATE_LIMIT_RPS / _BURST); every authenticated route takes a token. */
+  rateLimit: KeyRateLimiter;
   /** The customer's subscription in effect now, as it appears on the customer object. */
   subscriptionOf(customer: string): Promise<{ plan: string; start: string; end: string | null } | null>;
   /** Set when shutdown begins: new requests get 503, in-flight ones finish. */

@@ -1,28 +1,16 @@
 // The entitlement fast path: `GET /v1/entitlements/{customer}/{meter}` answered before Express when everything
 // it needs is already in memory (a recently verified key, a known meter, the decision). Enforcement middleware
 // asks this on every request of other services, and the Express stack (router, helmet, body handling) costs
-// most of the time of such a small answer. Anything else — an unknown key, a 4xx, a cold decision, shutdown —
-// falls through to the regular route, which gives the same answer the slow way.
+// most of the time of such a small answer. Anything else — an unknown key, a 4xx, a cold decision, shutdown, a key
+// over its request rate — falls through to the regular route, which gives the same answer the slow way.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import helmet from "helmet";
 import { customerId, meterKey } from "../catalog/schemas.js";
 import type { AppContext } from "./context.js";
 import { entitlementReply } from "./routes/limits.js";
+import { securityHeaders } from "./securityHeaders.js";
 
 const PREFIX = "/v1/entitlements/";
 const ROUTE = "/v1/entitlements/{customer}/{meter}";
-
-/** The headers helmet sets on every response, captured once so the fast path sends exactly the same. */
-function securityHeaders(): [string, string][] {
-  const headers: [string, string][] = [];
-  const res = {
-    setHeader: (name: string, value: unknown) => headers.push([name, String(value)]),
-    removeHeader: () => {},
-    getHeader: () => undefined,
-  };
-  helmet()({} as never, res as never, () => {});
-  return headers;
-}
 
 export function entitlementFastPath(ctx: AppContext): (req: IncomingMessage, res: ServerResponse) => boolean {
   const security = securityHeaders();
@@ -54,6 +42,9 @@ export function entitlementFastPath(ctx: AppContext): (req: IncomingMessage, res
     if (!ctx.meters.knownNow(meter)) return false;
     const decision = ctx.limits.cachedEntitlement(customer, meter);
     if (!decision) return false;
+    // Last check, so a request that falls through for another reason does not take a token twice. Over the
+    // rate, the regular route answers the 429 (it finds the bucket still empty).
+    if (ctx.rateLimit.take(auth.keyId) !== 0) return false;
     const reply = entitlementReply(customer, meter, decision, ctx.clock.now());
     const body = JSON.stringify(reply.body);
     for (const [k, v] of security) res.setHeader(k, v);

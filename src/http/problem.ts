@@ -14,15 +14,19 @@ const TITLES: Record<number, string> = {
   403: "Forbidden",
   404: "Not Found",
   405: "Method Not Allowed",
+  408: "Request Timeout",
   409: "Conflict",
   411: "Length Required",
   413: "Content Too Large",
   415: "Unsupported Media Type",
   422: "Unprocessable Content",
   429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
   500: "Internal Server Error",
   503: "Service Unavailable",
 };
+
+export const problemTitle = (status: number): string => TITLES[status] ?? "Error";
 
 export class AppError extends Error {
   override name = "AppError";
@@ -58,7 +62,7 @@ export function sendProblem(
     .send(
       JSON.stringify({
         type: `urn:tally:problem:${code}`,
-        title: TITLES[status] ?? "Error",
+        title: problemTitle(status),
         status,
         detail,
         code,
@@ -94,6 +98,9 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       req.socket.destroy();
       return;
     }
+    // Refused before its body was read (401, 403, 429, 413...): Node would otherwise read and discard the rest of
+    // the body — up to the NDJSON limit — to keep the connection; closing it sheds that load.
+    if (!req.complete) res.setHeader("Connection", "close");
     if (err instanceof AppError) {
       for (const [k, v] of Object.entries(err.options.headers ?? {})) res.setHeader(k, v);
       const extra: Record<string, unknown> = { ...err.options.extra };
@@ -111,7 +118,12 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
             ? "malformed_json"
             : bodyErr.type === "encoding.unsupported"
               ? "unsupported_content_encoding"
-              : "bad_request";
+              : bodyErr.type === "charset.unsupported"
+                ? "unsupported_charset"
+                : // Express's router: a path segment whose % escapes do not decode (e.g. %zz, %E0%A4%A)
+                  /^Failed to decode param/.test(bodyErr.message ?? "")
+                  ? "malformed_path"
+                  : "bad_request";
       const status = bodyErr.type === "encoding.unsupported" ? 415 : bodyErr.status;
       sendProblem(
         res,

@@ -106,6 +106,8 @@ export interface RouteTable {
 export interface MountDeps {
   authenticate(req: Request): Promise<Auth>;
   requireScope(auth: Auth, scopes: Scope[]): void;
+  /** Throws 429 when the key is over its request rate. */
+  limitRate(auth: Auth): void;
   jsonLimitBytes: number;
 }
 
@@ -131,6 +133,8 @@ export function createRouteTable(): RouteTable {
             let auth: Auth | null = null;
             if (def.scopes !== "public") {
               auth = await deps.authenticate(req);
+              // Every request of a key counts, also one refused for its scope: the limit protects the server.
+              deps.limitRate(auth);
               deps.requireScope(auth, def.scopes);
             }
             const params = def.params ? validate(def.params, req.params, "path") : undefined;
@@ -184,6 +188,10 @@ export function createRouteTable(): RouteTable {
         if (def.scopes !== "public") {
           responses["401"] ??= { description: "missing or unknown API key", ...problem };
           responses["403"] ??= { description: `the key lacks the scope (${def.scopes.join(" or ")})`, ...problem };
+          responses["429"] ??= {
+            description: "this API key sent more requests than its rate allows (Retry-After, RateLimit headers)",
+            ...problem,
+          };
         }
         if (def.params || def.query || def.body) responses["400"] ??= { description: "malformed request", ...problem };
         responses["503"] ??= { description: "database unavailable (with Retry-After)", ...problem };

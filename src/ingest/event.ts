@@ -1,6 +1,6 @@
 // What a usage event is, and the pure rules that decide whether one is valid (no I/O here).
 import { z } from "zod";
-import { customerId, meterKey } from "../catalog/schemas.js";
+import { customerId, meterKey, STORABLE_TEXT_MESSAGE, storableText } from "../catalog/schemas.js";
 
 export const MAX_PROPERTIES = 16;
 export const MAX_PROPERTY_KEY = 64;
@@ -19,6 +19,7 @@ export const eventInput = z
       .string()
       .min(1, "must be 1 to 128 characters")
       .max(128, "must be 1 to 128 characters")
+      .refine(storableText, STORABLE_TEXT_MESSAGE)
       .meta({ description: "Idempotency key: (customer, id) is counted once within the dedupe window" }),
     customer: customerId,
     meter: meterKey,
@@ -135,8 +136,11 @@ export function checkProperties(props: Record<string, string>): string | undefin
   for (const k of keys) {
     if (k.length === 0 || k.length > MAX_PROPERTY_KEY)
       return `key "${k.slice(0, 20)}" must be 1 to ${MAX_PROPERTY_KEY} characters`;
-    if ((props[k] ?? "").length > MAX_PROPERTY_VALUE)
-      return `value of "${k}" is longer than ${MAX_PROPERTY_VALUE} characters`;
+    const value = props[k] ?? "";
+    if (value.length > MAX_PROPERTY_VALUE) return `value of "${k}" is longer than ${MAX_PROPERTY_VALUE} characters`;
+    // The database would refuse these (NUL) or change them (lone surrogates) after validation said yes.
+    if (!storableText(k)) return `a key ${STORABLE_TEXT_MESSAGE}`;
+    if (!storableText(value)) return `value of "${k.slice(0, 20)}" ${STORABLE_TEXT_MESSAGE}`;
   }
   return undefined;
 }

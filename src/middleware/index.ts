@@ -110,15 +110,19 @@ export class EntitlementClient {
     }
     if (res.status === 200) return { allowed: true, expires, headers };
     if (res.status === 429) {
-      let resetsAt: number | undefined;
+      let parsed: { allowed?: unknown; resets_at?: string } | undefined;
       try {
-        resetsAt = Date.parse((JSON.parse(body) as { resets_at?: string }).resets_at ?? "");
+        parsed = JSON.parse(body) as typeof parsed;
       } catch {
-        resetsAt = undefined;
+        parsed = undefined;
       }
-      if (resetsAt === undefined || Number.isNaN(resetsAt)) {
-        resetsAt = Date.now() + Number(res.headers.get("retry-after") ?? 1) * 1000;
+      // Tally's per-key request rate limit also answers 429, but says nothing about the customer: blocking the
+      // customer on it would be wrong, so it counts as "Tally cannot answer" (fail open or closed).
+      if (parsed?.allowed !== false) {
+        throw new TallyUnavailableError(`Tally refused the lookup (${res.status}): ${body.slice(0, 200)}`);
       }
+      let resetsAt = Date.parse(parsed.resets_at ?? "");
+      if (Number.isNaN(resetsAt)) resetsAt = Date.now() + Number(res.headers.get("retry-after") ?? 1) * 1000;
       return { allowed: false, expires, resetsAt, body, headers };
     }
     throw new TallyUnavailableError(`Tally answered ${res.status} for ${url}: ${body.slice(0, 200)}`);

@@ -5,15 +5,7 @@ import pg from "pg";
 import { type Engine, type OpenedDb, openDatabase } from "../../src/db/open.js";
 
 export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
-/** Test databases are named tally_t<creation time, base 36 seconds>_<random>, so a run can tell stale ones. */
-export const TEST_DB_PREFIX = "tally_t";
-/** Older than this, a test database was left behind by an interrupted run (no test file runs this long). */
-export const STALE_TEST_DB_SECONDS = 3 * 3600;
-
-export function testDatabaseAge(name: string, nowSeconds = Date.now() / 1000): number | undefined {
-  const m = /^tally_t([0-9a-z]+)_[0-9a-f]+$/.exec(name);
-  return m?.[1] ? nowSeconds - Number.parseInt(m[1], 36) : undefined;
-}
+export const TEST_DB_PREFIX = "tally_test_";
 
 /** "embedded": PGlite + TimescaleDB (timescale engine). "postgres": PostgreSQL 15 server (portable engine). */
 export type TestBackend = "embedded" | "postgres";
@@ -36,7 +28,9 @@ export function serverUrl(database: string): string {
 }
 
 export async function createServerDatabase(): Promise<{ name: string; url: string; drop(): Promise<void> }> {
-  const name = `${TEST_DB_PREFIX}${Math.floor(Date.now() / 1000).toString(36)}_${randomBytes(6).toString("hex")}`;
+  // The creation time is in the name, so the cleanup of interrupted runs (globalSetup) can tell a leftover from
+  // a database that another run on the same server is using right now.
+  const name = `${TEST_DB_PREFIX}${Math.floor(Date.now() / 1000).toString(36)}_${randomBytes(4).toString("hex")}`;
   const admin = new pg.Client({ connectionString: ADMIN_URL });
   await admin.connect();
   await admin.query(`CREATE DATABASE "${name}"`);

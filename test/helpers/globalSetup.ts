@@ -1,7 +1,7 @@
 // Before any test file: make sure the real PostgreSQL answers (CI starts it), and drop databases that
-// earlier interrupted runs left behind (hours old; a concurrent run's databases are left alone).
+// earlier interrupted runs left behind.
 import pg from "pg";
-import { ADMIN_URL, STALE_TEST_DB_SECONDS, TEST_DB_PREFIX, testDatabaseAge } from "./databases.js";
+import { ADMIN_URL, TEST_DB_PREFIX } from "./databases.js";
 
 export default async function setup(): Promise<void> {
   const client = new pg.Client({ connectionString: ADMIN_URL });
@@ -12,15 +12,24 @@ export default async function setup(): Promise<void> {
       `the tests need PostgreSQL at ${ADMIN_URL} (start it with: pg_ctlcluster --skip-systemctl-redirect 15 main start): ${(err as Error).message}`,
     );
   }
-  const { rows } = await client.query<{ datname: string }>("SELECT datname FROM pg_database WHERE datname LIKE $1", [
-    `${TEST_DB_PREFIX}%`,
-  ]);
-  // Only stale ones: another run (a second checkout, a benchmark) may be using the fresh ones right now.
-  for (const { datname } of rows) {
-    const age = testDatabaseAge(datname);
-    if (age !== undefined && age > STALE_TEST_DB_SECONDS) {
-      await client.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
-    }
+  const { rows } = await client.query<{ datname: string; connections: string }>(
+    `SELECT d.datname, (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname) AS connections
+     FROM pg_database d WHERE d.datname LIKE $1`,
+    [`${TEST_DB_PREFIX}%`],
+  );
+  for (const { datname, connections } of rows) {
+    if (!isLeftover(datname, Number(connections))) continue;
+    await client.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
   }
   await client.end();
+}
+
+/**
+ * Another test run may be using the same server right now (several worktrees, one PostgreSQL): only databases
+ * created over an hour ago are leftovers. Names without a creation time (older helpers) go only when unused.
+ */
+function isLeftover(name: string, connections: number): boolean {
+  const created = new RegExp(`^${TEST_DB_PREFIX}([0-9a-z]+)_[0-9a-f]{8}$`).exec(name)?.[1];
+  if (created === undefined) return connections === 0;
+  return Date.now() / 1000 - Number.parseInt(created, 36) > 3600;
 }

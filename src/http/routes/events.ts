@@ -1,7 +1,7 @@
 // Ingest (scope ingest) and ingestion receipts (scope ingest or read).
 import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
-import { customerId } from "../../catalog/schemas.js";
+import { customerId, STORABLE_TEXT_MESSAGE, storableText } from "../../catalog/schemas.js";
 import { eventInput } from "../../ingest/event.js";
 import { findEvent } from "../../ingest/store.js";
 import type { AppContext } from "../context.js";
@@ -74,7 +74,10 @@ export function eventRoutes(t: RouteTable, ctx: AppContext): void {
     summary: "Ingestion receipt: was this event counted? (kept for the dedupe window)",
     tags: ["ingest"],
     scopes: ["ingest", "read"],
-    params: z.object({ customer: customerId, id: z.string().min(1).max(128) }),
+    params: z.object({
+      customer: customerId,
+      id: z.string().min(1).max(128).refine(storableText, STORABLE_TEXT_MESSAGE),
+    }),
     responses: {
       200: { description: "the stored event and when it was received", schema: receipt },
       404: { description: "no such event arrived within the dedupe window" },
