@@ -81,7 +81,8 @@ export function isDatabaseUnavailable(err: unknown): boolean {
     if (/^(08...|57P0[123]|53300)$/.test(e.code)) return true;
   }
   const m = e.message ?? "";
-  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end/i.test(
+  // "PGlite is closed": the embedded database during shutdown.
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end|PGlite is closed/i.test(
     m,
   );
 }
