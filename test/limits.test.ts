@@ -159,6 +159,22 @@ describe.each(BACKENDS)("limits on %s", (backend) => {
     });
   });
 
+  it("when a crossing comes in many small batches, or right behind another batch, then it is still enforced within 5 s", async () => {
+    for (let i = 0; i < 4; i++) {
+      const c = `burst-${i}`;
+      await put(`/v1/customers/${c}`, {});
+      await put(`/v1/customers/${c}/limits/calls`, { hard: "100", unit: "quantity" });
+      // each batch is far from the threshold on its own, and follows the previous one before its evaluation ends
+      if (i % 2 === 0) for (let b = 0; b < 20; b++) await ingest(c, "calls", 5);
+      else {
+        await ingest(c, "calls", 95);
+        await ingest(c, "calls", 5);
+      }
+      const blocked = await eventually(() => entitlement(c, "calls"), (r) => r.status === 429);
+      expect(blocked.value.body.quantity).toBe("100");
+    }
+  });
+
   it("when evaluations run again (job twice, and a second evaluator at once), then no alert is recorded twice", async () => {
     await runJob("evaluate-limits");
     await runJob("evaluate-limits");

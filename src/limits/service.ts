@@ -7,7 +7,7 @@ import { buildStatement } from "../billing/statement.js";
 import { getMeter } from "../catalog/meters.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/types.js";
-import type { CommittedBatch } from "../ingest/service.js";
+import type { CommittedBatch, PairDelta } from "../ingest/service.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { Dec, dec, ZERO } from "../pricing/money.js";
@@ -74,6 +74,13 @@ const POLL_MS = 1_000;
 const POLL_OVERLAP_MS = 10_000;
 const UNLIMITED_CACHE_MS = 1_000;
 const UNLIMITED_CACHE_MAX = 50_000;
+/** Batches remembered per pair since its last evaluation (older ones are merged, never dropped). */
+const LOCAL_DELTAS_MAX = 32;
+
+interface LocalDelta extends PairDelta {
+  /** When the batch was committed (epoch ms). */
+  at: number;
+}
 /** The scheduled evaluation looks at every limited customer this often, and only at active ones in between. */
 const FULL_PASS_MS = 10 * 60_000;
 /** Events received this long before the previous run began are looked at again (commit comes after receipt). */
@@ -122,6 +129,7 @@ export function alertEventId(alertId: string): string {
 export class LimitsService {
   readonly #states = new Map<string, PairState>();
   readonly #unlimited = new Map<string, { quantity: Dec; asOf: Date; expires: number }>();
+  readonly #local = new Map<string, LocalDelta[]>();
   readonly #running = new Map<string, Promise<void>>();
   readonly #again = new Set<string>();
   #polledUntil: Date | null = null;
@@ -257,21 +265,44 @@ export class LimitsService {
 
   /** Right after a commit: evaluate the customers whose limited meters are (or may now be) near a threshold. */
   afterIngest(batch: CommittedBatch): void {
-    const period = periodOf(this.clock.now());
+    const now = this.clock.now();
+    const period = periodOf(now);
     for (const [customer, meters] of batch.pairs) {
+      let due = false;
       for (const [meter, delta] of meters) {
         const s = this.state(customer, meter);
         if (!s?.unit || s.state === "blocked") continue;
-        if (s.periodStart.getTime() !== period.start.getTime() || this.#mayBeNear(s, delta)) {
-          this.schedule(customer, "ingest");
-          break;
-        }
+        const since = this.#sinceState(pairKey(customer, meter), s.asOf, now, delta);
+        // An evaluation in flight may have read the totals before this batch committed: evaluate once more.
+        if (this.#running.has(customer) || s.periodStart.getTime() !== period.start.getTime()) due = true;
+        else if (this.#mayBeNear(s, since)) due = true;
       }
+      if (due) this.schedule(customer, "ingest");
     }
   }
 
-  /** An estimate of where the batch took the value (only to decide whether to evaluate; evaluation is exact). */
-  #mayBeNear(s: PairState, delta: { count: number; sum: number; max: number }): boolean {
+  /**
+   * What this process ingested for a pair since its state was read (as_of), this batch included: the last
+   * known figures plus all of it, not just the latest batch, so many small batches add up to "near".
+   */
+  #sinceState(key: string, asOf: Date, now: Date, delta: PairDelta): PairDelta {
+    const kept = (this.#local.get(key) ?? []).filter((d) => d.at >= asOf.getTime());
+    kept.push({ at: now.getTime(), ...delta });
+    // Bounded: merge the oldest entries (their sum still counts; only their times blur, towards "newer").
+    while (kept.length > LOCAL_DELTAS_MAX) {
+      const [a, b] = kept.splice(0, 2) as [LocalDelta, LocalDelta];
+      kept.unshift({ at: b.at, count: a.count + b.count, sum: a.sum + b.sum, max: Math.max(a.max, b.max) });
+    }
+    this.#local.set(key, kept);
+    if (this.#local.size > UNLIMITED_CACHE_MAX) this.#local.clear();
+    return kept.reduce(
+      (acc, d) => ({ count: acc.count + d.count, sum: acc.sum + d.sum, max: Math.max(acc.max, d.max) }),
+      { count: 0, sum: 0, max: Number.NEGATIVE_INFINITY },
+    );
+  }
+
+  /** An estimate of where ingest took the value (only to decide whether to evaluate; evaluation is exact). */
+  #mayBeNear(s: PairState, delta: PairDelta): boolean {
     const limit = { soft: s.soft, hard: s.hard, unit: s.unit as LimitUnit };
     const q = s.quantity.toNumber();
     const grown = Math.max(q + delta.sum, q + delta.count, delta.max);
