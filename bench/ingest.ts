@@ -10,13 +10,12 @@ import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import pg from "pg";
 import { migrate } from "../src/db/migrate.js";
 import { openDatabase } from "../src/db/open.js";
 import { ServerDb } from "../src/db/server.js";
 import type { Db } from "../src/db/types.js";
 import { copyRow } from "../src/ingest/copyText.js";
-import { percentile, startTally, type TallyChild, table } from "./harness.js";
+import { freshServerDatabase, percentile, startTally, type TallyChild, table } from "./harness.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 4);
@@ -187,22 +186,13 @@ async function main(): Promise<void> {
   let baselineDb: Db;
   let engineLabel: string;
   if (serverUrl) {
-    const name = `tally_bench_${randomBytes(4).toString("hex")}`;
-    const admin = new pg.Client({ connectionString: serverUrl });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-    await admin.end();
-    const url = new URL(serverUrl);
-    url.pathname = `/${name}`;
-    env = { DATABASE_URL: url.toString(), TALLY_DB_POOL_SIZE: String(Math.max(10, CLIENTS * 2)) };
-    baselineDb = new ServerDb({ connectionString: url.toString(), max: CLIENTS });
+    const fresh = await freshServerDatabase(serverUrl);
+    env = { DATABASE_URL: fresh.url, TALLY_DB_POOL_SIZE: String(Math.max(10, CLIENTS * 2)) };
+    baselineDb = new ServerDb({ connectionString: fresh.url, max: CLIENTS });
     engineLabel = `server (${new URL(serverUrl).host})`;
     cleanup = async () => {
       await baselineDb.close();
-      const c = new pg.Client({ connectionString: serverUrl });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
+      await fresh.drop();
     };
   } else {
     const dir = await mkdtemp(join(tmpdir(), "tally-bench-"));

@@ -12,9 +12,8 @@ import { randomBytes } from "node:crypto";
 import http from "node:http";
 import autocannon from "autocannon";
 import type { NextFunction, Request, Response } from "express";
-import pg from "pg";
 import { usageLimit } from "../src/middleware/index.js";
-import { percentile, startTally, table } from "./harness.js";
+import { freshServerDatabase, percentile, startTally, table } from "./harness.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const RATES = (process.env.BENCH_RATES ?? "1000,5000").split(",").map(Number);
@@ -84,20 +83,9 @@ async function main(): Promise<void> {
     TALLY_RATE_LIMIT_RPS: "0",
   };
   if (serverUrl) {
-    const name = `tally_bench_${randomBytes(4).toString("hex")}`;
-    const admin = new pg.Client({ connectionString: serverUrl });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-    await admin.end();
-    const url = new URL(serverUrl);
-    url.pathname = `/${name}`;
-    env.DATABASE_URL = url.toString();
-    cleanup = async () => {
-      const c = new pg.Client({ connectionString: serverUrl });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    };
+    const fresh = await freshServerDatabase(serverUrl);
+    env.DATABASE_URL = fresh.url;
+    cleanup = fresh.drop;
   } else {
     env.TALLY_DATA_DIR = `memory://bench-${randomBytes(4).toString("hex")}`;
   }

@@ -9,14 +9,13 @@ import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
 import { loadConfig } from "../src/config.js";
 import { copyRow } from "../src/ingest/copyText.js";
 import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { rangeTotals } from "../src/rollups/totals.js";
 import { createTally } from "../src/tally.js";
-import { percentile, table } from "./harness.js";
+import { freshServerDatabase, percentile, table } from "./harness.js";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 10_000_000);
 const QUERIES = Number(process.env.BENCH_QUERIES ?? 200);
@@ -91,20 +90,9 @@ async function main(): Promise<void> {
   let cleanup = async () => {};
   const env: Record<string, string> = { TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off", LOG_LEVEL: "warn" };
   if (serverUrl) {
-    const name = `tally_bench_${randomBytes(4).toString("hex")}`;
-    const admin = new pg.Client({ connectionString: serverUrl });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-    await admin.end();
-    const url = new URL(serverUrl);
-    url.pathname = `/${name}`;
-    env.DATABASE_URL = url.toString();
-    cleanup = async () => {
-      const c = new pg.Client({ connectionString: serverUrl });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    };
+    const fresh = await freshServerDatabase(serverUrl);
+    env.DATABASE_URL = fresh.url;
+    cleanup = fresh.drop;
   } else {
     const dir = await mkdtemp(join(tmpdir(), "tally-qbench-"));
     env.TALLY_DATA_DIR = dir;
