@@ -368,6 +368,25 @@ describe.each(BACKENDS)("limits on %s", (backend) => {
     expect(hooks.received.length).toBe(before + 4);
   });
 
+  it("when finished webhook deliveries are 30 days old, then the hourly prune deletes them and their attempts", async () => {
+    const count = async () =>
+      (
+        await t.tally.ctx.db.query<{ d: string; a: string }>(
+          "SELECT (SELECT count(*) FROM webhook_deliveries)::text AS d, (SELECT count(*) FROM webhook_attempts)::text AS a",
+          [],
+        )
+      ).rows[0];
+    expect(Number((await count())?.d)).toBeGreaterThan(0);
+    clock.advance(31 * 86_400_000);
+    try {
+      const summary = await runJob("prune-dedupe-keys");
+      expect(summary.webhook_deliveries_deleted).toBeGreaterThan(0);
+      expect(await count()).toEqual({ d: "0", a: "0" });
+    } finally {
+      clock.set(NOW);
+    }
+  });
+
   it("when the next period starts, then a blocked customer is allowed again", async () => {
     expect((await entitlement("soft-hard", "calls")).status).toBe(429);
     clock.set("2026-12-01T00:00:01Z");

@@ -62,7 +62,23 @@ export function tallyJobs(d: JobDeps): Job[] {
         const now = d.clock.now().getTime();
         const keys = await pruneDedupeKeys(d.db, new Date(now - d.config.TALLY_DEDUPE_WINDOW_DAYS * 86_400_000));
         const runs = await d.db.query("DELETE FROM job_runs WHERE started_at < $1", [new Date(now - 7 * 86_400_000)]);
-        return { dedupe_keys_deleted: keys.deleted, dedupe_keys_before: keys.before, job_runs_deleted: runs.rowCount };
+        // Finished webhook deliveries and their attempt log are kept for 30 days (pending ones until delivered
+        // or given up after 24 hours).
+        const hooks = await d.db.transaction(async (tx) => {
+          const old = new Date(now - 30 * 86_400_000);
+          const done = "status <> 'pending' AND created_at < $1";
+          await tx.query(
+            `DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE ${done})`,
+            [old],
+          );
+          return (await tx.query(`DELETE FROM webhook_deliveries WHERE ${done}`, [old])).rowCount;
+        });
+        return {
+          dedupe_keys_deleted: keys.deleted,
+          dedupe_keys_before: keys.before,
+          job_runs_deleted: runs.rowCount,
+          webhook_deliveries_deleted: hooks,
+        };
       },
     },
     {
