@@ -3,6 +3,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
+import http from "node:http";
+import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 
@@ -118,4 +120,26 @@ export async function freshServerDatabase(serverUrl: string): Promise<{ url: str
       await c.end();
     },
   };
+}
+
+/** One HTTP request with a bearer key; the answer's status and text. `agent: false` opens a fresh connection. */
+export function httpRequest(
+  url: string,
+  opts: { key: string; method?: string; agent?: http.Agent | false; contentType?: string; body?: string | Readable },
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { Authorization: `Bearer ${opts.key}` };
+    if (opts.body !== undefined) headers["Content-Type"] = opts.contentType ?? "application/json";
+    const req = http.request(url, { method: opts.method ?? "GET", agent: opts.agent, headers }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => {
+        text += d;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on("error", reject);
+    if (opts.body === undefined || typeof opts.body === "string") req.end(opts.body);
+    else opts.body.pipe(req);
+  });
 }

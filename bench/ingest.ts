@@ -15,7 +15,7 @@ import { openDatabase } from "../src/db/open.js";
 import { ServerDb } from "../src/db/server.js";
 import type { Db } from "../src/db/types.js";
 import { copyRow } from "../src/ingest/copyText.js";
-import { freshServerDatabase, percentile, startTally, type TallyChild, table } from "./harness.js";
+import { freshServerDatabase, httpRequest, percentile, startTally, type TallyChild, table } from "./harness.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 4);
@@ -49,25 +49,8 @@ function jsonBody(b: string, size: number, nowMs: number): string {
   return `{"events":[${parts.join(",")}]}`;
 }
 
-function post(url: string, body: string | Readable, type: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      `${url}/v1/events`,
-      { method: "POST", agent, headers: { Authorization: `Bearer ${KEY}`, "Content-Type": type } },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (d) => {
-          text += d;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
-      },
-    );
-    req.on("error", reject);
-    if (typeof body === "string") req.end(body);
-    else body.pipe(req);
-  });
-}
+const post = (url: string, body: string | Readable, type: string) =>
+  httpRequest(`${url}/v1/events`, { key: KEY, method: "POST", agent, contentType: type, body });
 
 interface PhaseResult {
   size: number;

@@ -13,7 +13,7 @@ import http from "node:http";
 import autocannon from "autocannon";
 import type { NextFunction, Request, Response } from "express";
 import { usageLimit } from "../src/middleware/index.js";
-import { freshServerDatabase, percentile, startTally, table } from "./harness.js";
+import { freshServerDatabase, httpRequest, percentile, startTally, table } from "./harness.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const RATES = (process.env.BENCH_RATES ?? "1000,5000").split(",").map(Number);
@@ -22,29 +22,13 @@ const KEY = `bench-${randomBytes(12).toString("hex")}`;
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS });
 
-function request(
-  base: string,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      `${base}${path}`,
-      { method, agent, headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" } },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (d) => {
-          text += d;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
-      },
-    );
-    req.on("error", reject);
-    req.end(body === undefined ? undefined : JSON.stringify(body));
+const request = (base: string, method: string, path: string, body?: unknown) =>
+  httpRequest(`${base}${path}`, {
+    key: KEY,
+    method,
+    agent,
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
-}
 
 async function must(base: string, method: string, path: string, body?: unknown): Promise<string> {
   const r = await request(base, method, path, body);

@@ -16,7 +16,7 @@ import { copyRow } from "../src/ingest/copyText.js";
 import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
-import { freshServerDatabase, percentile, startTally, table } from "./harness.js";
+import { freshServerDatabase, httpRequest, percentile, startTally, table } from "./harness.js";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 10_000_000);
 const QUERIES = Number(process.env.BENCH_QUERIES ?? 200);
@@ -28,45 +28,11 @@ const KEY = `bench-${randomBytes(12).toString("hex")}`;
 const HOUR = 3_600_000;
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-function get(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, { agent, headers: { Authorization: `Bearer ${KEY}` } }, (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (d) => {
-          body += d;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      })
-      .on("error", reject);
-  });
-}
-
+const get = (url: string) => httpRequest(url, { key: KEY, agent });
 /** POSTs JSON on a fresh connection: the embedded engine may block the event loop for minutes while loading and
  * refreshing, long enough for a pooled keep-alive socket to be closed under us. */
-function post(url: string, body: unknown): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      url,
-      {
-        method: "POST",
-        agent: false,
-        headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" },
-      },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (d) => {
-          text += d;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
-      },
-    );
-    req.on("error", reject);
-    req.end(JSON.stringify(body));
-  });
-}
+const post = (url: string, body: unknown) =>
+  httpRequest(url, { key: KEY, method: "POST", agent: false, body: JSON.stringify(body) });
 
 /** A cheap deterministic PRNG so runs are comparable. */
 function rng(seed: number) {
@@ -173,12 +139,12 @@ async function main(): Promise<void> {
       value: 1,
     }));
     const first = await post(`${base}/v1/events`, { events: live });
-    if (first.status !== 202) throw new Error(`ingest: ${first.status} ${first.body}`);
+    if (first.status !== 202) throw new Error(`ingest: ${first.status} ${first.text}`);
     const [steadyMs] = await time(() => refreshRollups(db, engine, new Date()));
     console.log(`  steady-state refresh job run: ${steadyMs.toFixed(0)} ms\n`);
     // …and events keep arriving: the current hour is marked again while the queries run.
     const second = await post(`${base}/v1/events`, { events: live.map((e) => ({ ...e, id: `${e.id}-b` })) });
-    if (second.status !== 202) throw new Error(`ingest: ${second.status} ${second.body}`);
+    if (second.status !== 202) throw new Error(`ingest: ${second.status} ${second.text}`);
 
     // The questions, and their answers computed from raw events here, in this process.
     const pick = rng(7);
@@ -282,10 +248,10 @@ async function main(): Promise<void> {
         const rawMs: number[] = [];
         for (const question of questions.filter((x) => x.kind === kind)) {
           const [ms, res] = await time(() => get(`${child.url}${question.path}`));
-          if (res.status !== 200) throw new Error(`${res.status} ${res.body}`);
+          if (res.status !== 200) throw new Error(`${res.status} ${res.text}`);
           tallyMs.push(ms);
           rawMs.push(question.rawMs);
-          if (question.read(res.body) !== question.answer) mismatches += 1;
+          if (question.read(res.text) !== question.answer) mismatches += 1;
         }
         rows.push(row(kind, tallyMs, rawMs));
       }
