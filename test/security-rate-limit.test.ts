@@ -8,7 +8,7 @@ import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { upsertCustomer } from "../src/catalog/customers.js";
 import { upsertMeter } from "../src/catalog/meters.js";
-import { putCustomerLimit } from "../src/limits/store.js";
+import { putLimit } from "../src/limits/store.js";
 import { usageLimit } from "../src/middleware/index.js";
 import { BACKENDS } from "./helpers/databases.js";
 import { type HttpClient, httpClient, type RawResponse } from "./helpers/http.js";
@@ -32,7 +32,7 @@ describe.each(BACKENDS)("per-key rate limit on %s", (backend) => {
     await upsertMeter(db, "calls", { name: "Calls", unit: "call", aggregation: "sum" });
     t.tally.ctx.meters.invalidate();
     await upsertCustomer(db, "acme", {});
-    await putCustomerLimit(db, "acme", "calls", { hard: "1000000", unit: "quantity" });
+    await putLimit(db, "customer", "acme", "calls", { hard: "1000000", unit: "quantity" });
     await t.tally.ctx.limits.evaluateCustomer("acme", "limit-change");
     base = await t.tally.listen(0, "127.0.0.1");
     client = httpClient(base, 2);

@@ -1,6 +1,6 @@
 // Shapes of plans, price versions, subscriptions, summaries and invoices as they cross the HTTP edge.
 import { z } from "zod";
-import { customerId, meterKey } from "../catalog/schemas.js";
+import { customerId, decimalInput as decimal, meterKey, rfc3339 } from "../catalog/schemas.js";
 import { MODELS } from "../pricing/models.js";
 import { CURRENCIES } from "../pricing/money.js";
 
@@ -8,34 +8,6 @@ export const planKey = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/, "must be 1–64 characters of letters, digits, '_', '.', ':' or '-'")
   .meta({ description: "Plan key", example: "pro" });
-
-/** A decimal given as a string (preferred) or a JSON number of at most 15 significant digits; no exponent. */
-const decimal = (what: string) =>
-  z
-    .union([z.string(), z.number()])
-    .transform((v, ctx) => {
-      const text = typeof v === "number" ? String(v) : v.trim();
-      const digits = text.replace(/^-/, "").replace(".", "").replace(/^0+/, "").length;
-      if (!/^-?\d{1,18}(\.\d{1,18})?$/.test(text)) {
-        ctx.addIssue({ code: "custom", message: `${what} must be a decimal string such as "0.001" (no exponent)` });
-        return z.NEVER;
-      }
-      if (typeof v === "number" && digits > 15) {
-        ctx.addIssue({ code: "custom", message: "a JSON number with more than 15 digits is not exact; send a string" });
-        return z.NEVER;
-      }
-      return text;
-    })
-    .meta({ description: `${what} as a decimal string`, example: "0.001" });
-
-export const rfc3339 = z
-  .string()
-  .refine(
-    (s) =>
-      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(s) && !Number.isNaN(Date.parse(s)),
-    { message: "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z" },
-  )
-  .transform((s) => new Date(s));
 
 export const planBody = z
   .strictObject({

@@ -28,7 +28,34 @@ export const meterKey = z
 export const aggregation = z.enum(["sum", "count", "max", "last"]);
 export type Aggregation = z.infer<typeof aggregation>;
 
-const decimalString = z.union([z.string(), z.number()]).transform((v) => String(v));
+/** A decimal given as a string (preferred) or a JSON number of at most 15 significant digits; no exponent. */
+export const decimalInput = (what: string) =>
+  z
+    .union([z.string(), z.number()])
+    .transform((v, ctx) => {
+      const text = typeof v === "number" ? String(v) : v.trim();
+      const digits = text.replace(/^-/, "").replace(".", "").replace(/^0+/, "").length;
+      if (!/^-?\d{1,18}(\.\d{1,18})?$/.test(text)) {
+        ctx.addIssue({ code: "custom", message: `${what} must be a decimal string such as "0.001" (no exponent)` });
+        return z.NEVER;
+      }
+      if (typeof v === "number" && digits > 15) {
+        ctx.addIssue({ code: "custom", message: "a JSON number with more than 15 digits is not exact; send a string" });
+        return z.NEVER;
+      }
+      return text;
+    })
+    .meta({ description: `${what} as a decimal string`, example: "0.001" });
+
+/** An RFC 3339 time with an offset, as a Date. */
+export const rfc3339 = z
+  .string()
+  .refine(
+    (s) =>
+      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(s) && !Number.isNaN(Date.parse(s)),
+    { message: "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z" },
+  )
+  .transform((s) => new Date(s));
 
 export const meterBody = z
   .strictObject({
@@ -36,7 +63,7 @@ export const meterBody = z
     unit: z.string().min(1).max(50),
     aggregation,
     stripe_event_name: z.string().min(1).max(100).nullable().optional(),
-    stripe_scale: decimalString
+    stripe_scale: decimalInput("stripe_scale")
       .refine((s) => /^\d{1,15}(\.\d{1,9})?$/.test(s) && Number(s) > 0, "must be a positive decimal number")
       .optional(),
   })

@@ -40,55 +40,39 @@ async function requireMeter(db: Queryable, meter: string): Promise<void> {
   }
 }
 
-export async function putCustomerLimit(
+/** Who a limit belongs to: a customer (its own) or a plan (the default for every customer on it). */
+const OWNERS = {
+  customer: { table: "customer_limits", column: "customer_id", parent: "customers", parentKey: "id" },
+  plan: { table: "plan_limits", column: "plan_key", parent: "plans", parentKey: "key" },
+} as const;
+export type LimitOwner = keyof typeof OWNERS;
+
+/** Sets the owner's limit on a meter; 404 for an unknown owner, 422 for an unknown meter. */
+export async function putLimit(
   db: Queryable,
-  customer: string,
+  owner: LimitOwner,
+  id: string,
   meter: string,
   input: LimitInput,
 ): Promise<StoredLimit> {
-  const found = await db.query("SELECT 1 FROM customers WHERE id = $1", [customer]);
-  if (found.rows.length === 0) throw notFound(`no customer ${customer}`);
+  const o = OWNERS[owner];
+  const found = await db.query(`SELECT 1 FROM ${o.parent} WHERE ${o.parentKey} = $1`, [id]);
+  if (found.rows.length === 0) throw notFound(`no ${owner} ${id}`);
   await requireMeter(db, meter);
   const { rows } = await db.query<LimitRow>(
-    `INSERT INTO customer_limits (customer_id, meter, soft, hard, unit) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (customer_id, meter) DO UPDATE
+    `INSERT INTO ${o.table} (${o.column}, meter, soft, hard, unit) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (${o.column}, meter) DO UPDATE
        SET soft = EXCLUDED.soft, hard = EXCLUDED.hard, unit = EXCLUDED.unit, updated_at = now()
      RETURNING ${COLUMNS}`,
-    [customer, meter, input.soft ?? null, input.hard ?? null, input.unit],
+    [id, meter, input.soft ?? null, input.hard ?? null, input.unit],
   );
   return fromRow(rows[0] as LimitRow);
 }
 
-export async function deleteCustomerLimit(db: Queryable, customer: string, meter: string): Promise<void> {
-  const { rowCount } = await db.query("DELETE FROM customer_limits WHERE customer_id = $1 AND meter = $2", [
-    customer,
-    meter,
-  ]);
-  if (rowCount === 0) throw notFound(`customer ${customer} has no limit on ${meter}`);
-}
-
-export async function putPlanLimit(
-  db: Queryable,
-  plan: string,
-  meter: string,
-  input: LimitInput,
-): Promise<StoredLimit> {
-  const found = await db.query("SELECT 1 FROM plans WHERE key = $1", [plan]);
-  if (found.rows.length === 0) throw notFound(`no plan ${plan}`);
-  await requireMeter(db, meter);
-  const { rows } = await db.query<LimitRow>(
-    `INSERT INTO plan_limits (plan_key, meter, soft, hard, unit) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (plan_key, meter) DO UPDATE
-       SET soft = EXCLUDED.soft, hard = EXCLUDED.hard, unit = EXCLUDED.unit, updated_at = now()
-     RETURNING ${COLUMNS}`,
-    [plan, meter, input.soft ?? null, input.hard ?? null, input.unit],
-  );
-  return fromRow(rows[0] as LimitRow);
-}
-
-export async function deletePlanLimit(db: Queryable, plan: string, meter: string): Promise<void> {
-  const { rowCount } = await db.query("DELETE FROM plan_limits WHERE plan_key = $1 AND meter = $2", [plan, meter]);
-  if (rowCount === 0) throw notFound(`plan ${plan} has no limit on ${meter}`);
+export async function deleteLimit(db: Queryable, owner: LimitOwner, id: string, meter: string): Promise<void> {
+  const o = OWNERS[owner];
+  const { rowCount } = await db.query(`DELETE FROM ${o.table} WHERE ${o.column} = $1 AND meter = $2`, [id, meter]);
+  if (rowCount === 0) throw notFound(`${owner} ${id} has no limit on ${meter}`);
 }
 
 /** The limits in effect for a customer at `at`: its own, else its current plan's, per meter. */

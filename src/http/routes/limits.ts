@@ -2,16 +2,9 @@
 import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
 import { planKey } from "../../billing/schemas.js";
-import { customerId, meterKey } from "../../catalog/schemas.js";
+import { customerId, decimalInput, meterKey } from "../../catalog/schemas.js";
 import type { Entitlement } from "../../limits/service.js";
-import {
-  customersOnPlan,
-  deleteCustomerLimit,
-  deletePlanLimit,
-  putCustomerLimit,
-  putPlanLimit,
-  type StoredLimit,
-} from "../../limits/store.js";
+import { customersOnPlan, deleteLimit, putLimit, type StoredLimit } from "../../limits/store.js";
 import { createEndpoint } from "../../limits/webhooks.js";
 import { type Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
 import { parsePeriod } from "../../rollups/buckets.js";
@@ -20,10 +13,10 @@ import { isoTime } from "../format.js";
 import { notFound, unprocessable } from "../problem.js";
 import type { Reply, RouteTable } from "../routeTable.js";
 
-const threshold = z
-  .union([z.string(), z.number()])
-  .transform((v) => (typeof v === "number" ? String(v) : v.trim()))
-  .refine((s) => /^\d{1,18}(\.\d{1,12})?$/.test(s), 'must be a non-negative decimal string such as "1000"');
+const threshold = decimalInput("threshold").refine(
+  (s) => /^\d{1,18}(\.\d{1,12})?$/.test(s),
+  'must be a non-negative decimal string such as "1000"',
+);
 
 const limitBody = z
   .strictObject({
@@ -162,7 +155,7 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
     },
     handle: async ({ params, body }) => {
       checkLimit(body);
-      const limit = await putCustomerLimit(ctx.db, params.id, params.meter, body);
+      const limit = await putLimit(ctx.db, "customer", params.id, params.meter, body);
       await ctx.limits.evaluateCustomer(params.id, "limit-change");
       return { status: 200, body: toJson(limit) };
     },
@@ -177,7 +170,7 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
     params: limitPath,
     responses: { 204: { description: "removed" }, 404: { description: "no such limit" } },
     handle: async ({ params }) => {
-      await deleteCustomerLimit(ctx.db, params.id, params.meter);
+      await deleteLimit(ctx.db, "customer", params.id, params.meter);
       await ctx.limits.evaluateCustomer(params.id, "limit-change");
       return { status: 204 };
     },
@@ -203,7 +196,7 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
     },
     handle: async ({ params, body }) => {
       checkLimit(body);
-      const limit = await putPlanLimit(ctx.db, params.key, params.meter, body);
+      const limit = await putLimit(ctx.db, "plan", params.key, params.meter, body);
       await evaluatePlan(params.key);
       return { status: 200, body: toJson(limit) };
     },
@@ -218,7 +211,7 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
     params: planLimitPath,
     responses: { 204: { description: "removed" }, 404: { description: "no such limit" } },
     handle: async ({ params }) => {
-      await deletePlanLimit(ctx.db, params.key, params.meter);
+      await deleteLimit(ctx.db, "plan", params.key, params.meter);
       await evaluatePlan(params.key);
       return { status: 204 };
     },

@@ -5,7 +5,7 @@ import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
 import { getCustomer } from "../../catalog/customers.js";
-import { customerId, meterKey } from "../../catalog/schemas.js";
+import { customerId, meterKey, rfc3339 } from "../../catalog/schemas.js";
 import { addBuckets, alignDown, bucketCount } from "../../rollups/buckets.js";
 import { exportCsv } from "../../rollups/export.js";
 import { type Granularity, runSeries } from "../../rollups/series.js";
@@ -20,17 +20,6 @@ const MAX_BUCKETS: Record<Granularity, { n: number; what: string }> = {
   day: { n: 366, what: "366 days" },
   month: { n: 120, what: "120 months" },
 };
-
-const time = z
-  .string()
-  .refine(
-    (s) =>
-      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(s) && !Number.isNaN(Date.parse(s)),
-    {
-      message: "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z",
-    },
-  )
-  .transform((s) => new Date(s));
 
 const granularity = z.enum(["hour", "day", "month"]);
 
@@ -71,7 +60,7 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
     summary: "Usage per bucket: the meter's aggregation per hour, day or month",
     tags: ["reading"],
     scopes: ["read"],
-    query: z.object({ customer: customerId, meter: meterKey, granularity, from: time, to: time }),
+    query: z.object({ customer: customerId, meter: meterKey, granularity, from: rfc3339, to: rfc3339 }),
     responses: {
       200: { description: "buckets with events, ordered by start", schema: usageResponse },
       404: { description: "no such customer (or not visible to this key)" },
@@ -123,7 +112,12 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
     summary: "Usage per bucket as CSV (start,end,customer,meter,value,count), streamed",
     tags: ["reading"],
     scopes: ["read"],
-    query: z.object({ customer: customerId.optional(), granularity: granularity.default("day"), from: time, to: time }),
+    query: z.object({
+      customer: customerId.optional(),
+      granularity: granularity.default("day"),
+      from: rfc3339,
+      to: rfc3339,
+    }),
     responses: {
       200: {
         description: "CSV, header row start,end,customer,meter,value,count",
