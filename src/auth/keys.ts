@@ -1,7 +1,7 @@
 // API keys: random secrets handed out once, stored only as SHA-256 hashes, compared in constant time.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Queryable } from "../db/types.js";
-import { AppError, notFound } from "../http/problem.js";
+import { AppError, notFound } from "../errors.js";
 import type { Auth, Scope } from "./types.js";
 
 const CACHE_TTL_MS = 5_000;

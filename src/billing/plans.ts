@@ -1,7 +1,7 @@
 // Plans and their price versions in the database. Versions are append-only: a price changes by adding a
 // version with a later effective_from, so every past invoice can be computed again exactly.
 import type { Queryable } from "../db/types.js";
-import { conflict, notFound, unprocessable } from "../http/problem.js";
+import { conflict, notFound, unprocessable } from "../errors.js";
 import type { Model, PriceVersion } from "../pricing/models.js";
 import { Dec } from "../pricing/money.js";
 import type { PlanPrices } from "../pricing/segments.js";

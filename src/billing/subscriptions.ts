@@ -1,7 +1,7 @@
 // Customers' subscriptions: at most one in effect at any instant. Setting a new one ends the one in effect at
 // its start and drops any that would only have started after it, in one transaction holding the customer row.
 import type { Db, Queryable } from "../db/types.js";
-import { notFound, unprocessable } from "../http/problem.js";
+import { notFound, unprocessable } from "../errors.js";
 import type { SubscriptionSpan } from "../pricing/segments.js";
 import { periodOf } from "../rollups/buckets.js";
 

@@ -1,12 +1,7 @@
-// Errors in one place: typed errors with stable snake_case codes, rendered as RFC 9457 problem+json.
+// Renders errors as RFC 9457 problem+json (the errors themselves live in src/errors.ts).
 import type { ErrorRequestHandler, Response } from "express";
+import { AppError } from "../errors.js";
 import type { Logger } from "../logger.js";
-
-export interface FieldError {
-  index?: number;
-  field: string;
-  message: string;
-}
 
 const TITLES: Record<number, string> = {
   400: "Bad Request",
@@ -27,27 +22,6 @@ const TITLES: Record<number, string> = {
 };
 
 export const problemTitle = (status: number): string => TITLES[status] ?? "Error";
-
-export class AppError extends Error {
-  override name = "AppError";
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    detail: string,
-    readonly options: { errors?: FieldError[]; headers?: Record<string, string>; extra?: Record<string, unknown> } = {},
-  ) {
-    super(detail);
-  }
-}
-
-export const badRequest = (code: string, detail: string, errors?: FieldError[]) =>
-  new AppError(400, code, detail, { errors });
-export const unprocessable = (code: string, detail: string, errors?: FieldError[]) =>
-  new AppError(422, code, detail, { errors });
-export const notFound = (detail: string) => new AppError(404, "not_found", detail);
-export const conflict = (code: string, detail: string) => new AppError(409, code, detail);
-export const payloadTooLarge = (detail: string) => new AppError(413, "body_too_large", detail);
-export const unsupportedMediaType = (detail: string) => new AppError(415, "unsupported_media_type", detail);
 
 export function sendProblem(
   res: Response,

@@ -3,7 +3,7 @@
 // monotonic clock, not the injected business clock: this limits real request rates, and a test's frozen clock
 // must not freeze the refill.
 import { performance } from "node:perf_hooks";
-import { AppError } from "./problem.js";
+import { AppError } from "../errors.js";
 
 export interface RateLimitOptions {
   /** Sustained requests per second per key; 0 turns the limit off. */

@@ -4,7 +4,7 @@ import { OpenAPIRegistry, OpenApiGeneratorV31 } from "@asteasolutions/zod-to-ope
 import express, { type NextFunction, type Request, type Response, type Router } from "express";
 import { z } from "zod";
 import type { Auth, Scope } from "../auth/types.js";
-import { AppError, type FieldError, unsupportedMediaType } from "./problem.js";
+import { AppError, type FieldError, fieldPath, unsupportedMediaType } from "../errors.js";
 
 export interface Reply {
   status: number;
@@ -65,15 +65,6 @@ export const problemSchema = z
   .meta({ id: "Problem" });
 
 /** zod issue path → "events[3].timestamp" */
-export function fieldPath(prefix: string, path: readonly PropertyKey[]): string {
-  let out = prefix;
-  for (const part of path) {
-    if (typeof part === "number") out += `[${part}]`;
-    else out += out === "" ? String(part) : `.${String(part)}`;
-  }
-  return out || "(body)";
-}
-
 export function zodFieldErrors(error: z.ZodError, prefix = ""): FieldError[] {
   return error.issues.map((issue) => ({ field: fieldPath(prefix, issue.path), message: issue.message }));
 }

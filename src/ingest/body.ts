@@ -2,13 +2,19 @@
 // gzip bomb stops at the limit), and NDJSON split into lines without ever holding more than one line.
 import type { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
-import type { Request } from "express";
-import { AppError, payloadTooLarge, unsupportedMediaType } from "../http/problem.js";
+import { AppError, payloadTooLarge, unsupportedMediaType } from "../errors.js";
 
 export type BodyFormat = "json" | "ndjson";
 
-export function bodyFormat(req: Request): BodyFormat {
-  const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
+/** An ingest body as it arrives: the raw bytes and the two headers that say how to read them. */
+export interface IngestBody {
+  stream: Readable;
+  contentType?: string;
+  contentEncoding?: string;
+}
+
+export function bodyFormat(body: IngestBody): BodyFormat {
+  const type = (body.contentType ?? "").split(";")[0]?.trim().toLowerCase();
   if (type === "application/json") return "json";
   if (type === "application/x-ndjson" || type === "application/ndjson" || type === "application/jsonl") return "ndjson";
   throw unsupportedMediaType(
@@ -17,8 +23,9 @@ export function bodyFormat(req: Request): BodyFormat {
 }
 
 /** The decoded body stream: gzip is undone, anything but gzip/identity is refused with 415. */
-export function decodedStream(req: Request): Readable {
-  const encoding = (req.headers["content-encoding"] ?? "identity").trim().toLowerCase();
+export function decodedStream(body: IngestBody): Readable {
+  const req = body.stream;
+  const encoding = (body.contentEncoding ?? "identity").trim().toLowerCase();
   if (encoding === "identity" || encoding === "") return req;
   if (encoding === "gzip" || encoding === "x-gzip") {
     const gunzip = createGunzip();

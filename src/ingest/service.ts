@@ -2,15 +2,14 @@
 // NDJSON is streamed: each line is parsed, validated and fed to COPY as the database takes it, so memory does
 // not grow with the body. On the first bad line writing stops and the transaction is rolled back; the rest of
 // the body is still read and validated (without writing), so every bad line is reported.
-import type { Request } from "express";
 import type { MeterCache } from "../catalog/meterCache.js";
 import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/types.js";
-import { AppError, type FieldError, payloadTooLarge } from "../http/problem.js";
+import { AppError, type FieldError, payloadTooLarge } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { markTouchedHours } from "../rollups/refresh.js";
-import { bodyFormat, decodedStream, type Line, limited, lines, readAll } from "./body.js";
+import { bodyFormat, decodedStream, type IngestBody, type Line, limited, lines, readAll } from "./body.js";
 import { applyStaged, clearStaging, encodeEvent, prepareStaging, stageRows } from "./store.js";
 import { type ErrorKind, type ValidationContext, type ValidEvent, validateEvent } from "./validate.js";
 
@@ -120,7 +119,7 @@ export class IngestService {
     this.#listeners.push(listener);
   }
 
-  async ingest(req: Request, boundCustomer: string | null): Promise<IngestResult> {
+  async ingest(req: IngestBody, boundCustomer: string | null): Promise<IngestResult> {
     const format = bodyFormat(req);
     const started = process.hrtime.bigint();
     const elapsed = () => Number(process.hrtime.bigint() - started) / 1e9;
@@ -154,7 +153,7 @@ export class IngestService {
     return verdict.event;
   }
 
-  async #json(req: Request, bound: string | null): Promise<IngestResult> {
+  async #json(req: IngestBody, bound: string | null): Promise<IngestResult> {
     const receivedAt = this.clock.now();
     const body = await readAll(decodedStream(req), this.limits.jsonMaxBytes, "a JSON ingest body");
     let parsed: unknown;
@@ -216,7 +215,7 @@ export class IngestService {
     return this.#committed("json", receivedAt, events.length, accepted, valid);
   }
 
-  async #ndjson(req: Request, bound: string | null): Promise<IngestResult> {
+  async #ndjson(req: IngestBody, bound: string | null): Promise<IngestResult> {
     const receivedAt = this.clock.now();
     const base = this.#context(receivedAt.getTime());
     const source = lines(limited(decodedStream(req), this.limits.ndjsonMaxBytes, "the NDJSON body"), MAX_LINE_BYTES);

@@ -1,7 +1,7 @@
 // Validates one raw event against its schema, the meters and the accepted time window (pure: no I/O).
 import type { Aggregation } from "../catalog/schemas.js";
-import type { FieldError } from "../http/problem.js";
-import { fieldPath } from "../http/routeTable.js";
+import type { FieldError } from "../errors.js";
+import { fieldPath } from "../errors.js";
 import { checkProperties, eventInput, parseTimestamp, parseValue } from "./event.js";
 
 /** A valid event, ready to be written. Times and values stay text: PostgreSQL parses them exactly. */

@@ -1,6 +1,6 @@
 // Limits in the database: per customer, or a plan's default for every customer on it.
 import type { Queryable } from "../db/types.js";
-import { notFound, unprocessable } from "../http/problem.js";
+import { notFound, unprocessable } from "../errors.js";
 import { Dec } from "../pricing/money.js";
 import type { Limit, LimitUnit } from "./rules.js";
 

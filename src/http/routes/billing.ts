@@ -14,12 +14,12 @@ import { buildStatement, type Statement } from "../../billing/statement.js";
 import { setSubscription } from "../../billing/subscriptions.js";
 import { getCustomer } from "../../catalog/customers.js";
 import { customerId } from "../../catalog/schemas.js";
+import { notFound, unprocessable } from "../../errors.js";
 import { Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
 import { checkPriceVersion } from "../../pricing/versions.js";
 import { parsePeriod, periodOf } from "../../rollups/buckets.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
-import { notFound, unprocessable } from "../problem.js";
 import type { RouteTable } from "../routeTable.js";
 
 export function versionJson(v: StoredVersion) {

@@ -2,11 +2,11 @@
 import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
 import { customerId, STORABLE_TEXT_MESSAGE, storableText } from "../../catalog/schemas.js";
+import { notFound } from "../../errors.js";
 import { eventInput } from "../../ingest/event.js";
 import { findEvent } from "../../ingest/store.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
-import { notFound } from "../problem.js";
 import type { RouteTable } from "../routeTable.js";
 
 const ingestResult = z
@@ -58,7 +58,10 @@ export function eventRoutes(t: RouteTable, ctx: AppContext): void {
     },
     handle: async ({ req, res, auth }) => {
       try {
-        const result = await ctx.ingest.ingest(req, auth?.customer ?? null);
+        const result = await ctx.ingest.ingest(
+          { stream: req, contentType: req.headers["content-type"], contentEncoding: req.headers["content-encoding"] },
+          auth?.customer ?? null,
+        );
         return { status: 202, body: result };
       } catch (err) {
         // The rest of an unread body is not worth reading: close the connection after answering.

@@ -1,7 +1,7 @@
 // Running a job now (scope admin): POST /v1/jobs/{name}/run answers with what the run did.
 import { z } from "zod";
+import { AppError, notFound } from "../../errors.js";
 import type { AppContext } from "../context.js";
-import { AppError, notFound } from "../problem.js";
 import type { RouteTable } from "../routeTable.js";
 
 export function jobRoutes(t: RouteTable, ctx: AppContext): void {

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
 import { planKey } from "../../billing/schemas.js";
 import { customerId, decimalInput, meterKey } from "../../catalog/schemas.js";
+import { notFound, unprocessable } from "../../errors.js";
 import type { Entitlement } from "../../limits/service.js";
 import { customersOnPlan, deleteLimit, putLimit, type StoredLimit } from "../../limits/store.js";
 import { createEndpoint } from "../../limits/webhooks.js";
@@ -10,7 +11,6 @@ import { type Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
 import { parsePeriod } from "../../rollups/buckets.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
-import { notFound, unprocessable } from "../problem.js";
 import type { Reply, RouteTable } from "../routeTable.js";
 
 const threshold = decimalInput("threshold").refine(

@@ -4,9 +4,9 @@ import { SCOPES } from "../../auth/types.js";
 import { type Customer, getCustomer, upsertCustomer } from "../../catalog/customers.js";
 import { listMeters, type Meter, upsertMeter } from "../../catalog/meters.js";
 import * as s from "../../catalog/schemas.js";
+import { notFound, unprocessable } from "../../errors.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
-import { notFound, unprocessable } from "../problem.js";
 import type { RouteTable } from "../routeTable.js";
 
 export const meterJson = (m: Meter) => ({

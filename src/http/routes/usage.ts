@@ -6,13 +6,13 @@ import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
 import { getCustomer } from "../../catalog/customers.js";
 import { customerId, meterKey, rfc3339 } from "../../catalog/schemas.js";
+import { AppError, badRequest, notFound } from "../../errors.js";
 import { addBuckets, alignDown, bucketCount } from "../../rollups/buckets.js";
 import { exportCsv } from "../../rollups/export.js";
 import { type Granularity, runSeries } from "../../rollups/series.js";
 import { quantityOf } from "../../rollups/totals.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
-import { AppError, badRequest, notFound } from "../problem.js";
 import type { RouteTable } from "../routeTable.js";
 
 const MAX_BUCKETS: Record<Granularity, { n: number; what: string }> = {
