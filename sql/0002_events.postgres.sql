@@ -15,14 +15,4 @@ CREATE INDEX usage_events_ts ON usage_events USING brin (ts) WITH (pages_per_ran
 CREATE INDEX usage_events_customer_meter_ts ON usage_events (customer_id, meter, ts DESC);
 
 -- Dedupe keys: the first insert of (customer, id) wins; concurrent inserters wait on its index entry.
-CREATE TABLE event_keys (
-  customer_id text        NOT NULL,
-  event_id    text        NOT NULL,
-  meter       text        NOT NULL,
-  ts          timestamptz NOT NULL,
-  received_at timestamptz NOT NULL,
-  PRIMARY KEY (customer_id, event_id)
-);
-
--- Keys older than the dedupe window are pruned by received_at.
-CREATE INDEX event_keys_received_at ON event_keys USING brin (received_at);
+-- tally:include event_keys.sql

@@ -16,14 +16,4 @@ CREATE INDEX usage_events_customer_meter_ts ON usage_events (customer_id, meter,
 
 -- A hypertable's unique indexes must include its time column, so (customer, id) dedupe lives in a plain
 -- table: the first insert of a key wins, concurrent inserters wait on its index entry (see ingest/).
-CREATE TABLE event_keys (
-  customer_id text        NOT NULL,
-  event_id    text        NOT NULL,
-  meter       text        NOT NULL,
-  ts          timestamptz NOT NULL,
-  received_at timestamptz NOT NULL,
-  PRIMARY KEY (customer_id, event_id)
-);
-
--- Keys older than the dedupe window are pruned by received_at.
-CREATE INDEX event_keys_received_at ON event_keys USING brin (received_at);
+-- tally:include event_keys.sql

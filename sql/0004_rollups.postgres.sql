@@ -21,11 +21,7 @@ CREATE TABLE usage_daily_mat (LIKE usage_hourly_mat INCLUDING ALL);
 CREATE TABLE usage_monthly_mat (LIKE usage_hourly_mat INCLUDING ALL);
 
 -- Everything below a level's watermark is materialized (except hours still marked in rollup_invalidations).
-CREATE TABLE rollup_watermarks (
-  level     text PRIMARY KEY CHECK (level IN ('hour', 'day', 'month')),
-  watermark timestamptz NOT NULL
-);
-INSERT INTO rollup_watermarks VALUES ('hour', '-infinity'), ('day', '-infinity'), ('month', '-infinity');
+-- tally:include rollup_watermarks.sql
 
 CREATE VIEW usage_hourly AS
 SELECT bucket, customer_id, meter, value_sum, event_count, value_max, last_value, last_key, last_at

@@ -3,11 +3,7 @@
 -- usage_*_mat name the materialization hypertables of the continuous aggregates (same columns as the views),
 -- and rollup_watermarks says below which bucket each level is materialized (kept by Tally's refresh job).
 
-CREATE TABLE rollup_watermarks (
-  level     text PRIMARY KEY CHECK (level IN ('hour', 'day', 'month')),
-  watermark timestamptz NOT NULL
-);
-INSERT INTO rollup_watermarks VALUES ('hour', '-infinity'), ('day', '-infinity'), ('month', '-infinity');
+-- tally:include rollup_watermarks.sql
 
 DO $$
 DECLARE

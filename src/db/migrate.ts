@@ -1,7 +1,8 @@
 // Migration runner: numbered .sql files under sql/, applied in order, each recorded with its checksum.
 // Files named NNNN_name.timescale.sql or NNNN_name.postgres.sql apply to that engine only.
-// A first line of "-- tally:no-transaction" runs the file outside a transaction (TimescaleDB refuses some
-// statements, such as refresh_continuous_aggregate, inside one).
+// DDL that both engines share lives once, in sql/include/: a line "-- tally:include name.sql" stands for that
+// file's text. The checksum is taken over the expanded text, so moving DDL into an include changes nothing for
+// databases that applied the file before.
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
@@ -14,7 +15,6 @@ export interface MigrationFile {
   name: string;
   sql: string;
   checksum: string;
-  transactional: boolean;
 }
 
 export class MigrationError extends Error {
@@ -22,7 +22,7 @@ export class MigrationError extends Error {
 }
 
 const FILE_PATTERN = /^(\d{4})_[a-z0-9_]+(?:\.(timescale|postgres))?\.sql$/;
-const NO_TRANSACTION = /^--\s*tally:no-transaction\b/;
+const INCLUDE = /^-- tally:include ([a-z0-9_]+\.sql)\n/gm;
 
 export function sqlDirectory(): string {
   // src/db/migrate.ts in development, dist/src/db/migrate.js when built: walk up to the package root.
@@ -42,15 +42,16 @@ export async function loadMigrations(engine: Engine, directory = sqlDirectory())
     const match = FILE_PATTERN.exec(name);
     if (!match) throw new MigrationError(`migration file ${name} does not match NNNN_name[.timescale|.postgres].sql`);
     if (match[2] && match[2] !== engine) continue;
-    const sql = await readFile(join(directory, name), "utf8");
-    files.push({
-      name,
-      sql,
-      checksum: createHash("sha256").update(sql).digest("hex"),
-      transactional: !NO_TRANSACTION.test(sql),
-    });
+    const sql = await expandIncludes(await readFile(join(directory, name), "utf8"), join(directory, "include"));
+    files.push({ name, sql, checksum: createHash("sha256").update(sql).digest("hex") });
   }
   return files;
+}
+
+async function expandIncludes(sql: string, directory: string): Promise<string> {
+  const names = [...sql.matchAll(INCLUDE)].map((m) => m[1] as string);
+  const texts = new Map(await Promise.all(names.map(async (n) => [n, await readFile(join(directory, n), "utf8")] as const)));
+  return sql.replace(INCLUDE, (_, n: string) => texts.get(n) as string);
 }
 
 const LEDGER = `
@@ -115,16 +116,11 @@ export async function migrate(db: Db, engine: Engine, files?: MigrationFile[]): 
         [file.name, engine, file.checksum],
       ] as const;
       try {
-        if (file.transactional) {
-          // The ledger row goes first: a concurrent installer that got past the lock anyway fails here.
-          await db.transaction(async (tx) => {
-            await tx.query(...record);
-            await tx.query(file.sql);
-          });
-        } else {
-          await db.query(file.sql);
-          await db.query(...record);
-        }
+        // The ledger row goes first: a concurrent installer that got past the lock anyway fails here.
+        await db.transaction(async (tx) => {
+          await tx.query(...record);
+          await tx.query(file.sql);
+        });
       } catch (err) {
         throw new MigrationError(`migration ${file.name} failed: ${(err as Error).message}`, { cause: err });
       }

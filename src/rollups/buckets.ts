@@ -1,5 +1,5 @@
 // UTC bucket arithmetic for hour, day and month buckets (pure).
-import type { Granularity } from "./series.js";
+import type { Granularity } from "./levels.js";
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;

@@ -3,9 +3,8 @@
 // read as a formula (starting with =, +, -, @, tab or CR) are prefixed with a single quote.
 import pg from "pg";
 import type { Db } from "../db/types.js";
+import { LEVEL } from "./levels.js";
 import { prepareSeries, type SeriesQuery } from "./series.js";
-
-const STEP = { hour: "1 hour", day: "1 day", month: "1 month" } as const;
 
 function literal(v: unknown): string {
   if (v instanceof Date) return `${pg.escapeLiteral(v.toISOString())}::timestamptz`;
@@ -25,7 +24,7 @@ export function exportSelect(q: SeriesQuery, series: { text: string; params: unk
   const inner = inlineParams(series.text, series.params);
   return `
     SELECT ${utc("s.bucket")} AS start,
-           ${utc(`s.bucket + INTERVAL '${STEP[q.granularity]}'`)} AS "end",
+           ${utc(`s.bucket + INTERVAL '${LEVEL[q.granularity].span}'`)} AS "end",
            ${safeCell("s.customer_id")} AS customer,
            ${safeCell("s.meter")} AS meter,
            CASE m.aggregation WHEN 'sum' THEN s.value_sum WHEN 'count' THEN s.event_count

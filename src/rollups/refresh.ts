@@ -4,6 +4,7 @@
 import type { Engine } from "../db/open.js";
 import { type Db, lockId, type Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
+import { aggregateEvents, aggregateRollups, LEVEL, LEVELS, type Level } from "./levels.js";
 import { readWatermarks } from "./series.js";
 
 /** Ingest takes this lock shared while marking hours; a claim takes it exclusive (see markTouchedHours). */
@@ -92,11 +93,8 @@ async function refreshTimescale(
   const floorStart = addBuckets(alignDown(now, "month"), "month", -1);
   const start = oldest && oldest < floorStart ? oldest : floorStart;
   const result: RefreshSummary["refreshed"] = { hour: null, day: null, month: null };
-  for (const [level, view] of [
-    ["hour", "usage_hourly"],
-    ["day", "usage_daily"],
-    ["month", "usage_monthly"],
-  ] as const) {
+  for (const level of LEVELS) {
+    const view = LEVEL[level].cagg;
     const end = alignDown(now, level);
     // Everything below the watermark is complete: the window starts at it at the latest (no gap after a long
     // pause), and from the beginning when nothing was materialized yet.
@@ -110,18 +108,6 @@ async function refreshTimescale(
   }
   return result;
 }
-
-const AGG_FROM_EVENTS = `
-  date_trunc('hour', e.ts, 'UTC') AS bucket, e.customer_id, e.meter,
-  sum(e.value), count(*), max(e.value),
-  (array_agg(e.value ORDER BY tally_last_key(e.ts, e.value) DESC))[1],
-  max(tally_last_key(e.ts, e.value)), max(e.ts)`;
-
-const aggFromRollup = (level: "day" | "month") => `
-  date_trunc('${level}', r.bucket, 'UTC') AS bucket, r.customer_id, r.meter,
-  sum(r.value_sum), sum(r.event_count)::bigint, max(r.value_max),
-  (array_agg(r.last_value ORDER BY r.last_key DESC))[1],
-  max(r.last_key), max(r.last_at)`;
 
 async function refreshPortable(
   db: Db,
@@ -141,7 +127,7 @@ async function refreshPortable(
     const result: RefreshSummary["refreshed"] = { hour: null, day: null, month: null };
     // Buckets below a level's old watermark that must be recomputed at that level.
     let stale = claimed.map((h) => h.getTime());
-    for (const level of ["hour", "day", "month"] as const) {
+    for (const level of LEVELS) {
       const wmOld = old[level];
       const wmNew = new Date(Math.max(alignDown(now, level).getTime(), wmOld?.getTime() ?? 0));
       const redo = wmOld
@@ -149,34 +135,34 @@ async function refreshPortable(
             .filter((t) => t < wmOld.getTime() && t < wmNew.getTime())
             .map((t) => new Date(t))
         : [];
-      const table = `usage_${level === "hour" ? "hourly" : level === "day" ? "daily" : "monthly"}_mat`;
-      const span = level === "hour" ? "1 hour" : level === "day" ? "1 day" : "1 month";
+      const { table, span, below } = LEVEL[level];
       await tx.query(
         `DELETE FROM ${table} WHERE (bucket >= COALESCE($1::timestamptz, '-infinity') AND bucket < $2) OR bucket = ANY($3::timestamptz[])`,
         [wmOld, wmNew, redo],
       );
       if (level === "hour") {
         await tx.query(
-          `INSERT INTO usage_hourly_mat SELECT ${AGG_FROM_EVENTS} FROM usage_events e
+          `INSERT INTO ${table} SELECT ${aggregateEvents()} FROM usage_events e
            WHERE e.ts >= COALESCE($1::timestamptz, '-infinity') AND e.ts < $2 GROUP BY 1, 2, 3`,
           [wmOld, wmNew],
         );
         await tx.query(
-          `INSERT INTO usage_hourly_mat SELECT ${AGG_FROM_EVENTS}
+          `INSERT INTO ${table} SELECT ${aggregateEvents()}
            FROM unnest($1::timestamptz[]) AS h JOIN usage_events e ON e.ts >= h AND e.ts < h + INTERVAL '1 hour'
            GROUP BY 1, 2, 3`,
           [redo],
         );
       } else {
-        const below = level === "day" ? "usage_hourly_mat" : "usage_daily_mat";
+        const from = LEVEL[below as Level].table;
+        const bucket = `date_trunc('${level}', r.bucket, 'UTC')`;
         await tx.query(
-          `INSERT INTO ${table} SELECT ${aggFromRollup(level)} FROM ${below} r
+          `INSERT INTO ${table} SELECT ${aggregateRollups(bucket)} FROM ${from} r
            WHERE r.bucket >= COALESCE($1::timestamptz, '-infinity') AND r.bucket < $2 GROUP BY 1, 2, 3`,
           [wmOld, wmNew],
         );
         await tx.query(
-          `INSERT INTO ${table} SELECT ${aggFromRollup(level)}
-           FROM unnest($1::timestamptz[]) AS b JOIN ${below} r ON r.bucket >= b AND r.bucket < b + INTERVAL '${span}'
+          `INSERT INTO ${table} SELECT ${aggregateRollups(bucket)}
+           FROM unnest($1::timestamptz[]) AS b JOIN ${from} r ON r.bucket >= b AND r.bucket < b + INTERVAL '${span}'
            GROUP BY 1, 2, 3`,
           [redo],
         );

@@ -14,9 +14,9 @@
 // was read stays complete in its rollup, and every event acknowledged before the read began was marked before it.
 import type { Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
+import { aggregateEvents, type Granularity, LEVEL, type Level, ROLLUP_COLUMNS } from "./levels.js";
 
-export type Granularity = "hour" | "day" | "month";
-type Level = Granularity;
+export type { Granularity } from "./levels.js";
 
 export interface SeriesQuery {
   granularity: Granularity;
@@ -46,11 +46,6 @@ export interface RollupState {
   /** Hours below the hourly watermark with events not yet refreshed into the rollups, ascending. */
   dirty: Date[];
 }
-
-const MAT: Record<Level, string> = { hour: "usage_hourly_mat", day: "usage_daily_mat", month: "usage_monthly_mat" };
-const SPAN: Record<Level, string> = { hour: "1 hour", day: "1 day", month: "1 month" };
-const BELOW: Record<Level, Level | undefined> = { month: "day", day: "hour", hour: undefined };
-const COLUMNS = "value_sum, event_count, value_max, last_value, last_key, last_at";
 
 /** Below each level's watermark the rollups are complete (but for dirty hours); null: nothing materialized yet. */
 export async function readWatermarks(db: Queryable): Promise<RollupState["watermarks"]> {
@@ -120,7 +115,7 @@ export function planSeries(g: Granularity, from: Date, to: Date, state: RollupSt
   // Each level below fills in for the buckets of its parent that the parent's rollup cannot serve: those at or
   // above the parent's watermark, and the dirty ones below it.
   let parent: Level = g;
-  for (let level = BELOW[g]; level; parent = level, level = BELOW[level]) {
+  for (let level = LEVEL[g].below; level; parent = level, level = LEVEL[level].below) {
     const levelWm = wm[level];
     const parentWm = wm[parent];
     if (!levelWm) continue;
@@ -220,24 +215,21 @@ export function buildSeriesSql(
     const isRaw = p.source === "event";
     const col = isRaw ? "e.ts" : "v.bucket";
     const within = p.within
-      ? ` JOIN unnest(${bind(pgArray(p.within.buckets))}::timestamptz[]) AS w(b) ON ${col} >= w.b AND ${col} < w.b + INTERVAL '${SPAN[p.within.level]}'`
+      ? ` JOIN unnest(${bind(pgArray(p.within.buckets))}::timestamptz[]) AS w(b) ON ${col} >= w.b AND ${col} < w.b + INTERVAL '${LEVEL[p.within.level].span}'`
       : "";
     const range = `${col} >= ${bind(p.from)}::timestamptz AND ${col} < ${bind(p.to)}::timestamptz`;
     const exclude = p.exclude.length > 0 ? ` AND ${col} <> ALL (${bind(pgArray(p.exclude))}::timestamptz[])` : "";
     if (isRaw) {
       // Events are summed per hour here, so the outer aggregate sees one row per hour and source.
       return `
-      SELECT ${out("date_trunc('hour', e.ts, 'UTC')")}, e.customer_id, e.meter,
-             sum(e.value), count(*), max(e.value),
-             (array_agg(e.value ORDER BY tally_last_key(e.ts, e.value) DESC))[1],
-             max(tally_last_key(e.ts, e.value)), max(e.ts)
+      SELECT ${aggregateEvents(out("date_trunc('hour', e.ts, 'UTC')"))}
       FROM usage_events e${within}
       WHERE ${range}${filters("e")}${rawMeterFilter}
       GROUP BY date_trunc('hour', e.ts, 'UTC'), e.customer_id, e.meter`;
     }
     return `
-      SELECT ${out("v.bucket")}, v.customer_id, v.meter, ${COLUMNS}
-      FROM ${MAT[p.source as Level]} v${within}
+      SELECT ${out("v.bucket")}, v.customer_id, v.meter, ${ROLLUP_COLUMNS}
+      FROM ${LEVEL[p.source as Level].table} v${within}
       WHERE ${range}${filters("v")}${exclude}`;
   });
   const union =
