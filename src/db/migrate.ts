@@ -50,7 +50,9 @@ export async function loadMigrations(engine: Engine, directory = sqlDirectory())
 
 async function expandIncludes(sql: string, directory: string): Promise<string> {
   const names = [...sql.matchAll(INCLUDE)].map((m) => m[1] as string);
-  const texts = new Map(await Promise.all(names.map(async (n) => [n, await readFile(join(directory, n), "utf8")] as const)));
+  const texts = new Map(
+    await Promise.all(names.map(async (n) => [n, await readFile(join(directory, n), "utf8")] as const)),
+  );
   return sql.replace(INCLUDE, (_, n: string) => texts.get(n) as string);
 }
 

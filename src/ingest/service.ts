@@ -3,12 +3,12 @@
 // not grow with the body. On the first bad line writing stops and the transaction is rolled back; the rest of
 // the body is still read and validated (without writing), so every bad line is reported.
 import type { MeterCache } from "../catalog/meterCache.js";
+import { markTouchedHours } from "../changes/hours.js";
 import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/types.js";
 import { AppError, type FieldError, payloadTooLarge } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
-import { markTouchedHours } from "../rollups/refresh.js";
 import { bodyFormat, decodedStream, type IngestBody, type Line, limited, lines, readAll } from "./body.js";
 import { applyStaged, clearStaging, encodeEvent, prepareStaging, stageRows } from "./store.js";
 import { type ErrorKind, type ValidationContext, type ValidEvent, validateEvent } from "./validate.js";

@@ -1,14 +1,13 @@
 // The refresh job: claims the hours marked since the last run, refreshes hourly → daily → monthly (bottom-up,
 // serialized by the job lock), then releases the claims. TimescaleDB refreshes its continuous aggregates;
 // the portable engine recomputes only the touched buckets of its *_mat tables, in one transaction.
+
+import { claimRollupHours, releaseRollupClaims } from "../changes/hours.js";
 import type { Engine } from "../db/open.js";
-import { type Db, lockId, type Queryable } from "../db/types.js";
+import type { Db } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
 import { aggregateEvents, aggregateRollups, LEVEL, LEVELS, type Level } from "./levels.js";
 import { readWatermarks } from "./series.js";
-
-/** Ingest takes this lock shared while marking hours; a claim takes it exclusive (see markTouchedHours). */
-export const INVALIDATION_LOCK = lockId("rollup-invalidations");
 
 export interface RefreshOptions {
   /** Refresh everything from the beginning (after a bulk load that bypassed ingest). */
@@ -22,60 +21,19 @@ export interface RefreshSummary {
   refreshed: Record<"hour" | "day" | "month", { from: string | null; to: string } | null>;
 }
 
-/**
- * Marks the hours of a committing batch, for the rollups and for the Stripe sync. Runs last in the ingest
- * transaction: the shared lock is then held only for the commit, and a claim (exclusive) waits for every
- * transaction that marked before it to commit — so no event can commit into an hour after its mark was claimed
- * and refreshed (or turned into Stripe targets) without it.
- */
-export async function markTouchedHours(tx: Queryable, hours: Iterable<number>): Promise<void> {
-  const list = [...hours].map((h) => new Date(h));
-  if (list.length === 0) return;
-  await tx.query(
-    `WITH held AS (SELECT pg_advisory_xact_lock_shared($2::bigint)),
-          touched AS (SELECT h FROM unnest($1::timestamptz[]) AS h, held),
-          stripe AS (INSERT INTO stripe_marks (hour) SELECT h FROM touched ON CONFLICT (hour) DO NOTHING)
-     INSERT INTO rollup_invalidations (hour)
-     SELECT h FROM touched
-     ON CONFLICT (hour) DO NOTHING`,
-    [list, INVALIDATION_LOCK],
-  );
-}
-
-async function claim(db: Db): Promise<{ claimIds: string[]; hours: Date[] }> {
-  await db.transaction(async (tx) => {
-    await tx.query("SET LOCAL lock_timeout = '30s'", []);
-    await tx.query("SELECT pg_advisory_xact_lock($1::bigint)", [INVALIDATION_LOCK]);
-    await tx.query(
-      `WITH moved AS (DELETE FROM rollup_invalidations RETURNING hour)
-       INSERT INTO rollup_claims (claim_id, hour) SELECT nextval('rollup_claim_ids'), hour FROM moved`,
-      [],
-    );
-  });
-  // Claims left by a run that crashed are taken over too.
-  const { rows } = await db.query<{ claim_id: string; hour: Date }>(
-    "SELECT claim_id::text, hour FROM rollup_claims",
-    [],
-  );
-  return {
-    claimIds: [...new Set(rows.map((r) => r.claim_id))],
-    hours: [...new Set(rows.map((r) => r.hour.getTime()))].map((t) => new Date(t)),
-  };
-}
-
 export async function refreshRollups(
   db: Db,
   engine: Engine,
   now: Date,
   opts: RefreshOptions = {},
 ): Promise<RefreshSummary> {
-  const { claimIds, hours } = await claim(db);
+  const { claimIds, hours } = await claimRollupHours(db);
   const oldest = hours.reduce<Date | null>((min, h) => (!min || h < min ? h : min), null);
   const refreshed =
     engine === "timescale"
       ? await refreshTimescale(db, now, oldest, opts)
       : await refreshPortable(db, now, hours, opts);
-  if (claimIds.length > 0) await db.query("DELETE FROM rollup_claims WHERE claim_id = ANY($1::bigint[])", [claimIds]);
+  await releaseRollupClaims(db, claimIds);
   return { engine, claimed_hours: hours.length, oldest_claimed_hour: oldest?.toISOString() ?? null, refreshed };
 }
 

@@ -12,6 +12,7 @@
 // partitions and chunks when planning, which is most of the cost of a small read. Reading the state first is
 // safe: a watermark read earlier is lower (the read only takes more from below), an hour clean when the state
 // was read stays complete in its rollup, and every event acknowledged before the read began was marked before it.
+import { staleHoursSql } from "../changes/hours.js";
 import type { Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
 import { aggregateEvents, type Granularity, LEVEL, type Level, ROLLUP_COLUMNS } from "./levels.js";
@@ -68,10 +69,7 @@ export async function readState(db: Queryable, from: Date, to: Date): Promise<Ro
      )
      SELECT nullif(wm.hour, '-infinity') AS hour, nullif(wm.day, '-infinity') AS day,
             nullif(wm.month, '-infinity') AS month,
-            ARRAY(SELECT hour FROM rollup_invalidations WHERE hour >= $1 AND hour < LEAST($2, wm.hour)
-                  UNION
-                  SELECT hour FROM rollup_claims WHERE hour >= $1 AND hour < LEAST($2, wm.hour)
-                  ORDER BY 1) AS dirty
+            ARRAY(${staleHoursSql("$1", "LEAST($2, wm.hour)")} ORDER BY 1) AS dirty
      FROM wm`,
     [from, to],
   );

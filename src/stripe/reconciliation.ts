@@ -4,8 +4,8 @@ import type { Aggregation } from "../catalog/schemas.js";
 import type { Queryable } from "../db/types.js";
 import { Dec, formatDecimal } from "../pricing/money.js";
 import { quantityOf, rangeTotals } from "../rollups/totals.js";
-import { HAS_WORK, sendable } from "./ledger.js";
 import { windowStart } from "./rules.js";
+import { HAS_WORK, sendable } from "./work.js";
 
 export type ReconciliationStatus = "in_sync" | "pending" | "error" | "unmapped";
 

@@ -6,26 +6,14 @@ import { type Config, stripeMaxRps } from "../config.js";
 import type { Db } from "../db/types.js";
 import type { Logger } from "../logger.js";
 import type { Dec } from "../pricing/money.js";
-import {
-  confirmSends,
-  type LedgerState,
-  ledgerState,
-  loadCarries,
-  loadWork,
-  noteAttempt,
-  type PairChanges,
-  pairKey,
-  readSyncState,
-  refuseSends,
-  saveRecentRequests,
-  syncPairs,
-  targetsFromMarks,
-  writePlans,
-} from "./ledger.js";
+import { type PairChanges, syncPairs } from "./pairs.js";
 import { backoffMs, RateLimiter, sleep } from "./rateLimit.js";
 import { isSendable, type Planned, planPair, sendTimestamp } from "./rules.js";
 import { createMeterEventSender } from "./sender.js";
+import { type LedgerState, ledgerState, readSyncState, saveRecentRequests } from "./status.js";
+import { targetsFromMarks } from "./targets.js";
 import type { MeterEventSend, MeterEventSender, PendingSend, SendOutcome, WorkRow } from "./types.js";
+import { confirmSends, loadCarries, loadWork, noteAttempt, pairKey, refuseSends, writePlans } from "./work.js";
 
 /** Tries of one request while Stripe answers 429 (then the run stops and the next one resumes). */
 const RATE_LIMIT_TRIES = 4;

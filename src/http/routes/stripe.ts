@@ -2,8 +2,8 @@
 import { z } from "zod";
 import { customerId, meterKey } from "../../catalog/schemas.js";
 import { parsePeriod, periodOf } from "../../rollups/buckets.js";
-import { resetErrors } from "../../stripe/ledger.js";
 import { reconcile } from "../../stripe/reconciliation.js";
+import { resetErrors } from "../../stripe/work.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
 import type { RouteTable } from "../routeTable.js";
