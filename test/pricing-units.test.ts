@@ -4,7 +4,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { priceInvoice, summarize } from "../src/pricing/invoice.js";
 import { type PriceVersion, rate, type Tier } from "../src/pricing/models.js";
-import { Dec, formatMoney } from "../src/pricing/money.js";
+import { CURRENCIES, Dec, formatMoney, minorUnits } from "../src/pricing/money.js";
 import { type PlanPrices, planPeriod } from "../src/pricing/segments.js";
 import { checkPriceVersion, type PriceVersionInput } from "../src/pricing/versions.js";
 
@@ -434,5 +434,32 @@ describe("properties", () => {
         },
       ),
     );
+  });
+});
+
+describe("currency minor units", () => {
+  // ISO 4217's minor units; Intl (CLDR) gives them, but for HUF, whose display digits are 0.
+  const iso: Record<string, number> = {
+    ...Object.fromEntries(
+      ["AED", "AUD", "BRL", "CAD", "CHF", "CNY", "CZK", "DKK", "EUR", "GBP", "HKD", "HUF", "ILS", "INR"].map((c) => [
+        c,
+        2,
+      ]),
+    ),
+    ...Object.fromEntries(["MXN", "NOK", "NZD", "PLN", "RON", "SEK", "SGD", "TRY", "USD", "ZAR"].map((c) => [c, 2])),
+    ...Object.fromEntries(["CLP", "ISK", "JPY", "KRW", "VND"].map((c) => [c, 0])),
+    ...Object.fromEntries(["BHD", "JOD", "KWD", "OMR", "TND"].map((c) => [c, 3])),
+  };
+
+  it.each(Object.entries(iso))("when the currency is %s, then its minor unit has %i decimals", (currency, digits) => {
+    expect(minorUnits(currency)).toBe(digits);
+  });
+
+  it("when every supported currency is listed, then each has a pinned minor unit", () => {
+    expect([...CURRENCIES].sort()).toEqual(Object.keys(iso).sort());
+  });
+
+  it("when a currency is unknown, then asking for its minor unit throws", () => {
+    expect(() => minorUnits("XXX")).toThrow(/unknown currency/);
   });
 });

@@ -19,9 +19,22 @@ export interface Evaluated {
   reached: { level: "soft" | "hard"; threshold: Dec }[];
 }
 
-/** A customer's own limit overrides its plan's default. */
-export function effectiveLimit(customer: Limit | undefined, plan: Limit | undefined): Limit | undefined {
-  return customer ?? plan;
+/** Why a limit as given cannot be set (soft and hard both absent, or soft above hard), or undefined when it can. */
+export function limitProblem(
+  soft: Dec | null,
+  hard: Dec | null,
+): { code: string; field: string; detail: string } | undefined {
+  if (soft === null && hard === null) {
+    return { code: "limit_empty", field: "hard", detail: "a limit needs a soft or a hard threshold (or both)" };
+  }
+  if (soft !== null && hard !== null && soft.gt(hard)) {
+    return {
+      code: "soft_above_hard",
+      field: "soft",
+      detail: `the soft threshold (${soft.toFixed()}) is above the hard one (${hard.toFixed()})`,
+    };
+  }
+  return undefined;
 }
 
 /**

@@ -1,8 +1,8 @@
 // Limits at run time: evaluates customers (on schedule, right after ingest when close to a threshold, and when a
-// limit or subscription changes), records alerts once and queues their webhooks in the same transaction, and
-// keeps every (customer, meter) state in memory — polled from the database every second, so a decision made
-// by any process is enforced by all within about a second — for entitlement decisions that cost no query.
+// limit or subscription changes) and records alerts once, queueing their webhooks in the same transaction.
+// Entitlement decisions come from memory (decisions.ts), which every evaluation updates.
 import { createHash } from "node:crypto";
+import { LRUCache } from "lru-cache";
 import { buildStatement } from "../billing/statement.js";
 import { getMeter } from "../catalog/meters.js";
 import type { Clock } from "../clock.js";
@@ -10,41 +10,24 @@ import type { Db } from "../db/types.js";
 import type { CommittedBatch, PairDelta } from "../ingest/service.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
-import { Dec, dec, ZERO } from "../pricing/money.js";
+import { type Dec, dec, ZERO } from "../pricing/money.js";
 import { periodOf } from "../rollups/buckets.js";
 import { quantityOf, rangeTotals } from "../rollups/totals.js";
+import { Decisions, type Entitlement, pairKey } from "./decisions.js";
 import { evaluate, isNear, type LimitState, type LimitUnit } from "./rules.js";
+import {
+  customersWithEventsSince,
+  limitedMetersOf,
+  lockState,
+  type PairState,
+  recordAlert,
+  saveState,
+} from "./states.js";
 import { effectiveLimits, limitedCustomers } from "./store.js";
 import { enqueueEvent } from "./webhooks.js";
 
-export interface PairState {
-  customer: string;
-  meter: string;
-  periodStart: Date;
-  unit: LimitUnit | null;
-  soft: Dec | null;
-  hard: Dec | null;
-  quantity: Dec;
-  amount: Dec | null;
-  currency: string | null;
-  state: LimitState;
-  blockedAtHard: Dec | null;
-  asOf: Date;
-}
-
-export interface Entitlement {
-  allowed: boolean;
-  quantity: Dec;
-  unit: LimitUnit | null;
-  amount: Dec | null;
-  currency: string | null;
-  soft: Dec | null;
-  hard: Dec | null;
-  remaining: Dec | null;
-  state: LimitState;
-  period: { start: Date; end: Date };
-  asOf: Date;
-}
+export type { Entitlement } from "./decisions.js";
+export type { PairState } from "./states.js";
 
 export interface EvaluationSummary {
   customers: number;
@@ -54,25 +37,6 @@ export interface EvaluationSummary {
   webhooks_queued: number;
 }
 
-interface StateRow {
-  customer_id: string;
-  meter: string;
-  period_start: Date;
-  unit: LimitUnit | null;
-  soft: string | null;
-  hard: string | null;
-  quantity: string;
-  amount: string | null;
-  currency: string | null;
-  state: LimitState;
-  blocked_at_hard: string | null;
-  as_of: Date;
-}
-
-const POLL_MS = 1_000;
-/** Rows updated this long before the previous poll are read again: a transaction commits after its updated_at. */
-const POLL_OVERLAP_MS = 10_000;
-const UNLIMITED_CACHE_MS = 1_000;
 const UNLIMITED_CACHE_MAX = 50_000;
 /** Batches remembered per pair since its last evaluation (older ones are merged, never dropped). */
 const LOCAL_DELTAS_MAX = 32;
@@ -86,57 +50,17 @@ const FULL_PASS_MS = 10 * 60_000;
 /** Events received this long before the previous run began are looked at again (commit comes after receipt). */
 const RECEIVED_OVERLAP_MS = 60_000;
 
-const pairKey = (customer: string, meter: string) => `${customer}\u0000${meter}`;
-const decOrNull = (v: string | null) => (v === null ? null : dec(v));
-
-function fromRow(r: StateRow): PairState {
-  return {
-    customer: r.customer_id,
-    meter: r.meter,
-    periodStart: r.period_start,
-    unit: r.unit,
-    soft: decOrNull(r.soft),
-    hard: decOrNull(r.hard),
-    quantity: dec(r.quantity),
-    amount: decOrNull(r.amount),
-    currency: r.currency,
-    state: r.state,
-    blockedAtHard: decOrNull(r.blocked_at_hard),
-    asOf: r.as_of,
-  };
-}
-
-function unlimited(quantity: Dec, period: { start: Date; end: Date }, asOf: Date): Entitlement {
-  return {
-    allowed: true,
-    quantity,
-    unit: null,
-    amount: null,
-    currency: null,
-    soft: null,
-    hard: null,
-    remaining: null,
-    state: "ok",
-    period,
-    asOf,
-  };
-}
-
 export function alertEventId(alertId: string): string {
   return `evt_${createHash("sha256").update(`tally-alert:${alertId}`).digest("base64url").slice(0, 24)}`;
 }
 
 export class LimitsService {
-  readonly #states = new Map<string, PairState>();
-  readonly #unlimited = new Map<string, { quantity: Dec; asOf: Date; expires: number }>();
-  readonly #local = new Map<string, LocalDelta[]>();
+  readonly decisions: Decisions;
+  readonly #local = new LRUCache<string, LocalDelta[]>({ max: UNLIMITED_CACHE_MAX });
   readonly #running = new Map<string, Promise<void>>();
   readonly #again = new Set<string>();
-  #polledUntil: Date | null = null;
   #lastFullPass: number | undefined;
   #lastRunStart: number | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  #polling: Promise<void> | undefined;
   readonly #evaluations;
   readonly #alerts;
   #onAlert: () => void = () => {};
@@ -151,6 +75,10 @@ export class LimitsService {
       "trigger",
     ]);
     this.#alerts = metrics.counter("tally_alerts_total", "Alerts recorded by level", ["level"]);
+    this.decisions = new Decisions(db, clock, log, {
+      quantity: (customer, meter, period) => this.#periodQuantity(customer, meter, period),
+      stale: (customer) => this.schedule(customer, "period"),
+    });
   }
 
   /** Called after an evaluation queued webhooks (to deliver them at once rather than on schedule). */
@@ -159,21 +87,12 @@ export class LimitsService {
   }
 
   /** Loads every state and polls for changes made by any process. */
-  async start(): Promise<void> {
-    await this.poll();
-    this.#timer = setInterval(() => {
-      this.#polling ??= this.poll()
-        .catch((err: Error) => this.log.warn({ err: { message: err.message } }, "limit state poll failed"))
-        .finally(() => {
-          this.#polling = undefined;
-        });
-    }, POLL_MS);
-    this.#timer.unref();
+  start(): Promise<void> {
+    return this.decisions.start();
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.#polling;
+    await this.decisions.stop();
     await this.idle();
   }
 
@@ -182,79 +101,20 @@ export class LimitsService {
     while (this.#running.size > 0) await Promise.allSettled([...this.#running.values()]);
   }
 
-  async poll(): Promise<void> {
-    const since = this.#polledUntil ? new Date(this.#polledUntil.getTime() - POLL_OVERLAP_MS) : null;
-    const { rows } = await this.db.query<StateRow & { polled_at: Date }>(
-      `SELECT customer_id, meter, period_start, unit, soft::text AS soft, hard::text AS hard, quantity::text AS quantity,
-              amount::text AS amount, currency, state, blocked_at_hard::text AS blocked_at_hard, as_of,
-              clock_timestamp() AS polled_at
-       FROM limit_states WHERE $1::timestamptz IS NULL OR updated_at > $1`,
-      [since],
-    );
-    for (const r of rows) this.#remember(fromRow(r));
-    this.#polledUntil = rows[0]?.polled_at ?? (await this.#dbNow());
-  }
-
-  async #dbNow(): Promise<Date> {
-    const { rows } = await this.db.query<{ now: Date }>("SELECT clock_timestamp() AS now", []);
-    return (rows[0] as { now: Date }).now;
-  }
-
-  #remember(s: PairState): void {
-    const key = pairKey(s.customer, s.meter);
-    const known = this.#states.get(key);
-    if (known && known.asOf > s.asOf) return;
-    this.#states.set(key, s);
+  poll(): Promise<void> {
+    return this.decisions.poll();
   }
 
   state(customer: string, meter: string): PairState | undefined {
-    return this.#states.get(pairKey(customer, meter));
+    return this.decisions.state(customer, meter);
   }
 
-  /**
-   * The decision for (customer, meter) now: from the in-memory state when the pair is limited and evaluated in
-   * this period; otherwise allowed, with the quantity read (and cached for a second).
-   */
-  async entitlement(customer: string, meter: string): Promise<Entitlement> {
-    const known = this.cachedEntitlement(customer, meter);
-    if (known) return known;
-    const now = this.clock.now();
-    const period = periodOf(now);
-    // A limited pair from an earlier period: the new period starts unblocked; evaluate it for the next ask.
-    if (this.state(customer, meter)?.unit) this.schedule(customer, "period");
-    const quantity = await this.#periodQuantity(customer, meter, period);
-    if (this.#unlimited.size >= UNLIMITED_CACHE_MAX) this.#unlimited.clear();
-    this.#unlimited.set(pairKey(customer, meter), { quantity, asOf: now, expires: Date.now() + UNLIMITED_CACHE_MS });
-    return unlimited(quantity, period, now);
+  entitlement(customer: string, meter: string): Promise<Entitlement> {
+    return this.decisions.entitlement(customer, meter);
   }
 
-  /**
-   * The decision from memory alone, when there is one: the pair is limited and evaluated in this period, or
-   * unlimited and its quantity was read within the last second. Otherwise undefined.
-   */
   cachedEntitlement(customer: string, meter: string): Entitlement | undefined {
-    const period = periodOf(this.clock.now());
-    const s = this.state(customer, meter);
-    if (s?.unit && s.periodStart.getTime() === period.start.getTime()) {
-      const value = s.unit === "amount" ? (s.amount ?? ZERO) : s.quantity;
-      const remaining = s.hard ? Dec.max(s.hard.minus(value), ZERO) : null;
-      return {
-        allowed: s.state !== "blocked",
-        quantity: s.quantity,
-        unit: s.unit,
-        amount: s.amount,
-        currency: s.currency,
-        soft: s.soft,
-        hard: s.hard,
-        remaining: s.state === "blocked" ? ZERO : remaining,
-        state: s.state,
-        period,
-        asOf: s.asOf,
-      };
-    }
-    if (s?.unit) return undefined;
-    const cached = this.#unlimited.get(pairKey(customer, meter));
-    return cached && cached.expires > Date.now() ? unlimited(cached.quantity, period, cached.asOf) : undefined;
+    return this.decisions.cachedEntitlement(customer, meter);
   }
 
   async #periodQuantity(customer: string, meter: string, period: { start: Date; end: Date }): Promise<Dec> {
@@ -294,7 +154,6 @@ export class LimitsService {
       kept.unshift({ at: b.at, count: a.count + b.count, sum: a.sum + b.sum, max: Math.max(a.max, b.max) });
     }
     this.#local.set(key, kept);
-    if (this.#local.size > UNLIMITED_CACHE_MAX) this.#local.clear();
     return kept.reduce(
       (acc, d) => ({ count: acc.count + d.count, sum: acc.sum + d.sum, max: Math.max(acc.max, d.max) }),
       { count: 0, sum: 0, max: Number.NEGATIVE_INFINITY },
@@ -339,15 +198,12 @@ export class LimitsService {
     const now = this.clock.now();
     const period = periodOf(now);
     const limits = await effectiveLimits(this.db, customer, now);
-    const known = await this.db.query<{ meter: string }>(
-      "SELECT meter FROM limit_states WHERE customer_id = $1 AND unit IS NOT NULL",
-      [customer],
-    );
+    const known = await limitedMetersOf(this.db, customer);
     const summary: EvaluationSummary = { customers: 1, limits: limits.size, alerts: 0, blocked: 0, webhooks_queued: 0 };
-    if (limits.size === 0 && known.rows.length === 0) return summary;
+    if (limits.size === 0 && known.length === 0) return summary;
     const statement = limits.size > 0 ? await buildStatement(this.db, customer, period, now) : undefined;
     const byMeter = new Map(statement?.meters.map((m) => [m.meter, m]) ?? []);
-    const meters = new Set([...limits.keys(), ...known.rows.map((r) => r.meter)]);
+    const meters = new Set([...limits.keys(), ...known]);
     const changed: PairState[] = [];
     let alerted = false;
     await this.db.transaction(async (tx) => {
@@ -356,27 +212,22 @@ export class LimitsService {
         const m = byMeter.get(meter);
         const quantity = m?.quantity ?? ZERO;
         const amount = statement?.currency ? (m?.amount ?? ZERO) : null;
-        const prevRows = await tx.query<StateRow>(
-          `SELECT customer_id, meter, period_start, unit, soft::text AS soft, hard::text AS hard, quantity::text AS quantity,
-                  amount::text AS amount, currency, state, blocked_at_hard::text AS blocked_at_hard, as_of
-           FROM limit_states WHERE customer_id = $1 AND meter = $2 FOR UPDATE`,
-          [customer, meter],
-        );
-        const prevRow = prevRows.rows[0];
-        const prev =
-          prevRow && prevRow.period_start.getTime() === period.start.getTime() ? fromRow(prevRow) : undefined;
+        const stored = await lockState(tx, customer, meter);
+        const prev = stored && stored.periodStart.getTime() === period.start.getTime() ? stored : undefined;
         if (prev && prev.asOf > now) continue; // a newer evaluation already ran
         const value = limit?.unit === "amount" ? (amount ?? ZERO) : quantity;
         const result = evaluate(value, limit, prev);
         for (const r of result.reached) {
-          const { rows } = await tx.query<{ id: string; triggered_at: Date }>(
-            `INSERT INTO alerts (customer_id, meter, period_start, level, threshold, unit, value, triggered_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (customer_id, meter, period_start, level, threshold, unit) DO NOTHING
-             RETURNING id::text, triggered_at`,
-            [customer, meter, period.start, r.level, r.threshold.toFixed(), limit?.unit, value.toFixed(), now],
-          );
-          const alert = rows[0];
+          const alert = await recordAlert(tx, {
+            customer,
+            meter,
+            periodStart: period.start,
+            level: r.level,
+            threshold: r.threshold,
+            unit: limit?.unit,
+            value,
+            at: now,
+          });
           if (!alert) continue;
           summary.alerts += 1;
           this.#alerts.inc({ level: r.level });
@@ -395,7 +246,7 @@ export class LimitsService {
               currency: limit?.unit === "amount" ? statement?.currency : undefined,
               period: { start: period.start.toISOString(), end: period.end.toISOString() },
               state: result.state,
-              triggered_at: alert.triggered_at.toISOString(),
+              triggered_at: alert.triggeredAt.toISOString(),
             },
           });
           summary.webhooks_queued += await enqueueEvent(tx, eventId, body, now);
@@ -416,37 +267,11 @@ export class LimitsService {
           blockedAtHard: result.blockedAtHard,
           asOf: now,
         };
-        await tx.query(
-          `INSERT INTO limit_states (customer_id, meter, period_start, unit, soft, hard, quantity, amount, currency, state,
-                                     blocked_at_hard, as_of, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, clock_timestamp())
-           ON CONFLICT (customer_id, meter) DO UPDATE SET
-             period_start = EXCLUDED.period_start, unit = EXCLUDED.unit, soft = EXCLUDED.soft, hard = EXCLUDED.hard,
-             quantity = EXCLUDED.quantity, amount = EXCLUDED.amount, currency = EXCLUDED.currency,
-             state = EXCLUDED.state, blocked_at_hard = EXCLUDED.blocked_at_hard, as_of = EXCLUDED.as_of,
-             updated_at = clock_timestamp()`,
-          [
-            customer,
-            meter,
-            period.start,
-            next.unit,
-            next.soft?.toFixed() ?? null,
-            next.hard?.toFixed() ?? null,
-            quantity.toFixed(),
-            amount?.toFixed() ?? null,
-            next.currency,
-            next.state,
-            next.blockedAtHard?.toFixed() ?? null,
-            now,
-          ],
-        );
+        await saveState(tx, next);
         changed.push(next);
       }
     });
-    for (const s of changed) {
-      this.#states.set(pairKey(s.customer, s.meter), s);
-      this.#unlimited.delete(pairKey(s.customer, s.meter));
-    }
+    this.decisions.apply(changed);
     if (alerted) this.#onAlert();
     return summary;
   }
@@ -491,14 +316,8 @@ export class LimitsService {
     let due = limited;
     if (!full && this.#lastRunStart !== undefined) {
       const since = new Date(this.#lastRunStart - RECEIVED_OVERLAP_MS);
-      const { rows } = await this.db.query<{ customer_id: string }>(
-        "SELECT DISTINCT customer_id FROM event_keys WHERE received_at >= $1",
-        [since],
-      );
-      const active = new Set(rows.map((r) => r.customer_id));
-      const period = periodOf(now).start.getTime();
-      const current = new Set<string>();
-      for (const s of this.#states.values()) if (s.periodStart.getTime() === period) current.add(s.customer);
+      const active = await customersWithEventsSince(this.db, since);
+      const current = this.decisions.customersEvaluatedIn(periodOf(now).start);
       due = limited.filter((c) => active.has(c) || !current.has(c));
     }
     this.#lastRunStart = now.getTime();

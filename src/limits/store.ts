@@ -2,7 +2,9 @@
 import type { Queryable } from "../db/types.js";
 import { notFound, unprocessable } from "../errors.js";
 import { Dec } from "../pricing/money.js";
-import type { Limit, LimitUnit } from "./rules.js";
+import { type Limit, type LimitUnit, limitProblem } from "./rules.js";
+
+const decOrNull = (v: string | null | undefined) => (v === null || v === undefined ? null : new Dec(v));
 
 interface LimitRow {
   meter: string;
@@ -47,7 +49,7 @@ const OWNERS = {
 } as const;
 export type LimitOwner = keyof typeof OWNERS;
 
-/** Sets the owner's limit on a meter; 404 for an unknown owner, 422 for an unknown meter. */
+/** Sets the owner's limit on a meter; 404 for an unknown owner, 422 for an unknown meter or thresholds that clash. */
 export async function putLimit(
   db: Queryable,
   owner: LimitOwner,
@@ -55,6 +57,8 @@ export async function putLimit(
   meter: string,
   input: LimitInput,
 ): Promise<StoredLimit> {
+  const problem = limitProblem(decOrNull(input.soft), decOrNull(input.hard));
+  if (problem) throw unprocessable(problem.code, problem.detail, [{ field: problem.field, message: problem.detail }]);
   const o = OWNERS[owner];
   const found = await db.query(`SELECT 1 FROM ${o.parent} WHERE ${o.parentKey} = $1`, [id]);
   if (found.rows.length === 0) throw notFound(`no ${owner} ${id}`);

@@ -3,6 +3,7 @@
 // lock (one deliverer across processes), sends each due delivery signed, logs every attempt, and retries with
 // exponential backoff and jitter until the delivery is 24 hours old.
 import { randomBytes } from "node:crypto";
+import { backoffMs } from "../backoff.js";
 import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/types.js";
 import type { Logger } from "../logger.js";
@@ -42,12 +43,6 @@ export async function enqueueEvent(tx: Queryable, eventId: string, body: string,
     [eventId, body, at],
   );
   return rowCount;
-}
-
-/** Delay before attempt n + 1 after n failures: 2^(n-1) × base, capped at 2 hours, ±20% jitter. */
-export function backoffMs(failures: number, baseMs: number, random = Math.random): number {
-  const raw = Math.min(baseMs * 2 ** Math.max(failures - 1, 0), MAX_BACKOFF_MS);
-  return Math.round(raw * (0.8 + 0.4 * random()));
 }
 
 export interface DeliverySummary {
@@ -112,7 +107,9 @@ export async function deliverDue(
     const durationMs = Math.round(performance.now() - t0);
     const ok = error === null;
     const expired = clock.now().getTime() - row.created_at.getTime() >= GIVE_UP_AFTER_MS;
-    const next = new Date(clock.now().getTime() + backoffMs(attempt, opts.retryBaseMs));
+    const next = new Date(
+      clock.now().getTime() + backoffMs(attempt - 1, { baseMs: opts.retryBaseMs, capMs: MAX_BACKOFF_MS, jitter: 0.2 }),
+    );
     const outcome = ok ? "delivered" : expired ? "failed" : "pending";
     await db.transaction(async (tx) => {
       await tx.query(

@@ -10,49 +10,30 @@ export type Dec = Decimal;
 
 export const ZERO = new Dec(0);
 
-/** Decimal places of each currency's minor unit (ISO 4217). */
-export const MINOR_UNITS: Readonly<Record<string, number>> = {
-  USD: 2,
-  EUR: 2,
-  GBP: 2,
-  CHF: 2,
-  CAD: 2,
-  AUD: 2,
-  NZD: 2,
-  SEK: 2,
-  NOK: 2,
-  DKK: 2,
-  PLN: 2,
-  CZK: 2,
-  HUF: 2,
-  RON: 2,
-  INR: 2,
-  BRL: 2,
-  MXN: 2,
-  SGD: 2,
-  HKD: 2,
-  CNY: 2,
-  ZAR: 2,
-  ILS: 2,
-  AED: 2,
-  TRY: 2,
-  JPY: 0,
-  KRW: 0,
-  ISK: 0,
-  CLP: 0,
-  VND: 0,
-  KWD: 3,
-  BHD: 3,
-  JOD: 3,
-  OMR: 3,
-  TND: 3,
-};
+/** The currencies Tally bills in (ISO 4217 codes). */
+export const CURRENCIES = [
+  ...["AED", "AUD", "BHD", "BRL", "CAD", "CHF", "CLP", "CNY", "CZK", "DKK", "EUR", "GBP", "HKD", "HUF", "ILS", "INR"],
+  ...["ISK", "JOD", "JPY", "KRW", "KWD", "MXN", "NOK", "NZD", "OMR", "PLN", "RON", "SEK", "SGD", "TND", "TRY", "USD"],
+  "VND",
+  "ZAR",
+];
 
-export const CURRENCIES = Object.keys(MINOR_UNITS).sort();
+/** Where CLDR's display digits (what Intl reports) differ from the ISO 4217 minor unit that billing uses. */
+const ISO_MINOR_UNITS: Readonly<Record<string, number>> = { HUF: 2 };
 
+const minorUnitCache = new Map<string, number>();
+
+/** Decimal places of the currency's minor unit (ISO 4217): from Intl, pinned by test/pricing-units.test.ts. */
 export function minorUnits(currency: string): number {
-  const n = MINOR_UNITS[currency];
-  if (n === undefined) throw new Error(`unknown currency ${currency}`);
+  let n = minorUnitCache.get(currency);
+  if (n === undefined) {
+    if (!CURRENCIES.includes(currency)) throw new Error(`unknown currency ${currency}`);
+    n =
+      ISO_MINOR_UNITS[currency] ??
+      new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits ??
+      2;
+    minorUnitCache.set(currency, n);
+  }
   return n;
 }
 

@@ -1,17 +1,4 @@
-// Client-side pacing of Stripe requests (sandboxes allow 25 per second), and exponential backoff with jitter
-// after a 429.
-
-export const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
+// Client-side pacing of Stripe requests (sandboxes allow 25 per second).
 
 /**
  * At most `perSecond` requests in any second *as the server sees them*: a request may start only while fewer than
@@ -85,9 +72,4 @@ export class RateLimiter {
       this.#wake = undefined;
     }
   }
-}
-
-/** Delay before retry `attempt` (0-based): base × 2^attempt, with full jitter in [50 %, 150 %). */
-export function backoffMs(baseMs: number, attempt: number, random: () => number = Math.random): number {
-  return Math.round(baseMs * 2 ** attempt * (0.5 + random()));
 }

@@ -1,19 +1,24 @@
 // The sync-stripe job: mappings and marks become ledger targets, pending sends from earlier runs go again with the
 // same identifiers, then new sends are planned (written as pending first) and delivered — serialized per
 // (customer, meter) on v1, in batches of up to 100 on the v2 stream — within a concurrency cap and a rate limit.
+import { setTimeout as delay } from "node:timers/promises";
+import { backoffMs } from "../backoff.js";
 import type { Clock } from "../clock.js";
 import { type Config, stripeMaxRps } from "../config.js";
 import type { Db } from "../db/types.js";
 import type { Logger } from "../logger.js";
 import type { Dec } from "../pricing/money.js";
 import { type PairChanges, syncPairs } from "./pairs.js";
-import { backoffMs, RateLimiter, sleep } from "./rateLimit.js";
+import { RateLimiter } from "./rateLimit.js";
 import { isSendable, type Planned, planPair, sendTimestamp } from "./rules.js";
 import { createMeterEventSender } from "./sender.js";
 import { type LedgerState, ledgerState, readSyncState, saveRecentRequests } from "./status.js";
 import { targetsFromMarks } from "./targets.js";
 import type { MeterEventSend, MeterEventSender, PendingSend, SendOutcome, WorkRow } from "./types.js";
 import { confirmSends, loadCarries, loadWork, noteAttempt, pairKey, refuseSends, writePlans } from "./work.js";
+
+/** Waits `ms`, or less when the run is aborted (shutdown). */
+const sleep = (ms: number, signal?: AbortSignal) => delay(ms, undefined, { signal }).catch(() => {});
 
 /** Tries of one request while Stripe answers 429 (then the run stops and the next one resumes). */
 const RATE_LIMIT_TRIES = 4;
@@ -106,7 +111,7 @@ class Delivery {
     for (let attempt = 0; ; attempt++) {
       const outcome = await this.o.sender.send(events);
       if (outcome.kind !== "rate_limited" || attempt + 1 >= RATE_LIMIT_TRIES || this.stopped()) return outcome;
-      await sleep(backoffMs(this.o.backoffMs, attempt), this.o.signal);
+      await sleep(backoffMs(attempt, { baseMs: this.o.backoffMs, jitter: 0.5 }), this.o.signal);
     }
   }
 

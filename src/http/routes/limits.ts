@@ -2,9 +2,11 @@
 import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
 import { planKey } from "../../billing/schemas.js";
-import { customerId, decimalInput, meterKey } from "../../catalog/schemas.js";
-import { notFound, unprocessable } from "../../errors.js";
+import { customerId, meterKey } from "../../catalog/schemas.js";
+import { notFound } from "../../errors.js";
+import { limitBody } from "../../limits/schemas.js";
 import type { Entitlement } from "../../limits/service.js";
+import { listAlerts } from "../../limits/states.js";
 import { customersOnPlan, deleteLimit, putLimit, type StoredLimit } from "../../limits/store.js";
 import { createEndpoint } from "../../limits/webhooks.js";
 import { type Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
@@ -12,21 +14,6 @@ import { parsePeriod } from "../../rollups/buckets.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
 import type { Reply, RouteTable } from "../routeTable.js";
-
-const threshold = decimalInput("threshold").refine(
-  (s) => /^\d{1,18}(\.\d{1,12})?$/.test(s),
-  'must be a non-negative decimal string such as "1000"',
-);
-
-const limitBody = z
-  .strictObject({
-    soft: threshold.nullable().optional().meta({ description: "Alert (once per period) when reached" }),
-    hard: threshold.nullable().optional().meta({ description: "Alert and block (429) when reached" }),
-    unit: z
-      .enum(["quantity", "amount"])
-      .meta({ description: "quantity: the meter's period quantity; amount: its priced amount" }),
-  })
-  .meta({ id: "LimitInput" });
 
 const limitJson = z
   .object({
@@ -45,21 +32,6 @@ const toJson = (l: StoredLimit) => ({
   unit: l.unit,
   updated_at: isoTime(l.updatedAt),
 });
-
-function checkLimit(body: z.infer<typeof limitBody>): void {
-  const soft = body.soft ?? null;
-  const hard = body.hard ?? null;
-  if (soft === null && hard === null) {
-    throw unprocessable("limit_empty", "a limit needs a soft or a hard threshold (or both)", [
-      { field: "hard", message: "give soft, hard or both" },
-    ]);
-  }
-  if (soft !== null && hard !== null && Number(soft) > Number(hard)) {
-    throw unprocessable("soft_above_hard", `the soft threshold (${soft}) is above the hard one (${hard})`, [
-      { field: "soft", message: "must not exceed hard" },
-    ]);
-  }
-}
 
 const entitlementJson = z
   .object({
@@ -154,7 +126,6 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
       422: { description: "unknown meter, no threshold, soft above hard" },
     },
     handle: async ({ params, body }) => {
-      checkLimit(body);
       const limit = await putLimit(ctx.db, "customer", params.id, params.meter, body);
       await ctx.limits.evaluateCustomer(params.id, "limit-change");
       return { status: 200, body: toJson(limit) };
@@ -195,7 +166,6 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
       422: { description: "unknown meter, no threshold, soft above hard" },
     },
     handle: async ({ params, body }) => {
-      checkLimit(body);
       const limit = await putLimit(ctx.db, "plan", params.key, params.meter, body);
       await evaluatePlan(params.key);
       return { status: 200, body: toJson(limit) };
@@ -261,33 +231,19 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
       const customer = query.customer ?? auth?.customer ?? null;
       if (customer) assertCustomerVisible(auth, customer);
       const period = query.period ? parsePeriod(query.period) : undefined;
-      const { rows } = await ctx.db.query<{
-        customer_id: string;
-        meter: string;
-        level: "soft" | "hard";
-        threshold: string;
-        unit: string;
-        value: string;
-        period_start: Date;
-        triggered_at: Date;
-      }>(
-        `SELECT customer_id, meter, level, threshold::text, unit, value::text, period_start, triggered_at FROM alerts
-         WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::timestamptz IS NULL OR period_start = $2)
-         ORDER BY triggered_at DESC, id DESC LIMIT 1000`,
-        [customer, period?.start ?? null],
-      );
+      const alerts = await listAlerts(ctx.db, { customer, periodStart: period?.start ?? null });
       return {
         status: 200,
         body: {
-          data: rows.map((r) => ({
-            customer: r.customer_id,
-            meter: r.meter,
-            level: r.level,
-            threshold: r.threshold,
-            unit: r.unit,
-            value: r.value,
-            period: r.period_start.toISOString().slice(0, 7),
-            triggered_at: isoTime(r.triggered_at),
+          data: alerts.map((a) => ({
+            customer: a.customer,
+            meter: a.meter,
+            level: a.level,
+            threshold: a.threshold,
+            unit: a.unit,
+            value: a.value,
+            period: a.periodStart.toISOString().slice(0, 7),
+            triggered_at: isoTime(a.triggeredAt),
           })),
         },
       };

@@ -1,0 +1,170 @@
+// Entitlement decisions from memory: every (customer, meter) state of the last evaluation, polled from the
+// database every second — so a decision made by any process is enforced by all within about a second — and,
+// for pairs without a limit, their quantity read once and kept for a second.
+import { LRUCache } from "lru-cache";
+import type { Clock } from "../clock.js";
+import type { Db } from "../db/types.js";
+import type { Logger } from "../logger.js";
+import { Dec, ZERO } from "../pricing/money.js";
+import { periodOf } from "../rollups/buckets.js";
+import type { LimitState, LimitUnit } from "./rules.js";
+import { type PairState, statesSince } from "./states.js";
+
+export interface Entitlement {
+  allowed: boolean;
+  quantity: Dec;
+  unit: LimitUnit | null;
+  amount: Dec | null;
+  currency: string | null;
+  soft: Dec | null;
+  hard: Dec | null;
+  remaining: Dec | null;
+  state: LimitState;
+  period: { start: Date; end: Date };
+  asOf: Date;
+}
+
+const POLL_MS = 1_000;
+/** Rows updated this long before the previous poll are read again: a transaction commits after its updated_at. */
+const POLL_OVERLAP_MS = 10_000;
+const UNLIMITED_CACHE_MS = 1_000;
+const UNLIMITED_CACHE_MAX = 50_000;
+
+export const pairKey = (customer: string, meter: string) => `${customer}\u0000${meter}`;
+
+function unlimited(quantity: Dec, period: { start: Date; end: Date }, asOf: Date): Entitlement {
+  return {
+    allowed: true,
+    quantity,
+    unit: null,
+    amount: null,
+    currency: null,
+    soft: null,
+    hard: null,
+    remaining: null,
+    state: "ok",
+    period,
+    asOf,
+  };
+}
+
+export interface DecisionSources {
+  /** The pair's quantity in the period, read from the rollups (for pairs without a limit). */
+  quantity(customer: string, meter: string, period: { start: Date; end: Date }): Promise<Dec>;
+  /** A limited pair was asked about in a period it was not evaluated in yet. */
+  stale(customer: string): void;
+}
+
+export class Decisions {
+  readonly #states = new Map<string, PairState>();
+  readonly #unlimited = new LRUCache<string, { quantity: Dec; asOf: Date }>({
+    max: UNLIMITED_CACHE_MAX,
+    ttl: UNLIMITED_CACHE_MS,
+  });
+  #polledUntil: Date | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  #polling: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Db,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    private readonly sources: DecisionSources,
+  ) {}
+
+  /** Loads every state and polls for changes made by any process. */
+  async start(): Promise<void> {
+    await this.poll();
+    this.#timer = setInterval(() => {
+      this.#polling ??= this.poll()
+        .catch((err: Error) => this.log.warn({ err: { message: err.message } }, "limit state poll failed"))
+        .finally(() => {
+          this.#polling = undefined;
+        });
+    }, POLL_MS);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#polling;
+  }
+
+  async poll(): Promise<void> {
+    const since = this.#polledUntil ? new Date(this.#polledUntil.getTime() - POLL_OVERLAP_MS) : null;
+    const { states, readAt } = await statesSince(this.db, since);
+    for (const s of states) this.#remember(s);
+    this.#polledUntil = readAt;
+  }
+
+  #remember(s: PairState): void {
+    const key = pairKey(s.customer, s.meter);
+    const known = this.#states.get(key);
+    if (known && known.asOf > s.asOf) return;
+    this.#states.set(key, s);
+  }
+
+  /** States this process just evaluated: they replace what it knew. */
+  apply(states: PairState[]): void {
+    for (const s of states) {
+      this.#states.set(pairKey(s.customer, s.meter), s);
+      this.#unlimited.delete(pairKey(s.customer, s.meter));
+    }
+  }
+
+  state(customer: string, meter: string): PairState | undefined {
+    return this.#states.get(pairKey(customer, meter));
+  }
+
+  /** Customers with a state evaluated in the period starting at `periodStart`. */
+  customersEvaluatedIn(periodStart: Date): Set<string> {
+    const out = new Set<string>();
+    for (const s of this.#states.values()) if (s.periodStart.getTime() === periodStart.getTime()) out.add(s.customer);
+    return out;
+  }
+
+  /**
+   * The decision for (customer, meter) now: from the in-memory state when the pair is limited and evaluated in
+   * this period; otherwise allowed, with the quantity read (and cached for a second).
+   */
+  async entitlement(customer: string, meter: string): Promise<Entitlement> {
+    const known = this.cachedEntitlement(customer, meter);
+    if (known) return known;
+    const now = this.clock.now();
+    const period = periodOf(now);
+    // A limited pair from an earlier period: the new period starts unblocked; evaluate it for the next ask.
+    if (this.state(customer, meter)?.unit) this.sources.stale(customer);
+    const quantity = await this.sources.quantity(customer, meter, period);
+    this.#unlimited.set(pairKey(customer, meter), { quantity, asOf: now });
+    return unlimited(quantity, period, now);
+  }
+
+  /**
+   * The decision from memory alone, when there is one: the pair is limited and evaluated in this period, or
+   * unlimited and its quantity was read within the last second. Otherwise undefined.
+   */
+  cachedEntitlement(customer: string, meter: string): Entitlement | undefined {
+    const period = periodOf(this.clock.now());
+    const s = this.state(customer, meter);
+    if (s?.unit && s.periodStart.getTime() === period.start.getTime()) {
+      const value = s.unit === "amount" ? (s.amount ?? ZERO) : s.quantity;
+      const remaining = s.hard ? Dec.max(s.hard.minus(value), ZERO) : null;
+      return {
+        allowed: s.state !== "blocked",
+        quantity: s.quantity,
+        unit: s.unit,
+        amount: s.amount,
+        currency: s.currency,
+        soft: s.soft,
+        hard: s.hard,
+        remaining: s.state === "blocked" ? ZERO : remaining,
+        state: s.state,
+        period,
+        asOf: s.asOf,
+      };
+    }
+    if (s?.unit) return undefined;
+    const cached = this.#unlimited.get(pairKey(customer, meter));
+    return cached ? unlimited(cached.quantity, period, cached.asOf) : undefined;
+  }
+}
