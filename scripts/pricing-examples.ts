@@ -39,7 +39,11 @@ const examples = [
     },
     usage: ["150000", "100000"],
   },
-  { title: "package (whole packages, rounded up)", price: { model: "package", package_size: "1000", package_price: "2.50" }, usage: ["2500", "1"] },
+  {
+    title: "package (whole packages, rounded up)",
+    price: { model: "package", package_size: "1000", package_price: "2.50" },
+    usage: ["2500", "1"],
+  },
 ];
 
 async function main(): Promise<void> {
@@ -69,14 +73,22 @@ async function main(): Promise<void> {
       await call("PUT", `/v1/customers/${customer}`, {});
       await call("PUT", `/v1/customers/${customer}/subscription`, { plan, start: "2026-11-01T00:00:00Z" });
       await call("POST", "/v1/events", {
-        events: ex.usage.map((value, j) => ({ id: `u${j}`, customer, meter: "api_calls", value, timestamp: `2026-11-1${j}T09:00:00Z` })),
+        events: ex.usage.map((value, j) => ({
+          id: `u${j}`,
+          customer,
+          meter: "api_calls",
+          value,
+          timestamp: `2026-11-1${j}T09:00:00Z`,
+        })),
       });
       const invoice = await call("GET", `/v1/customers/${customer}/invoice?period=2026-11`);
       const summary = await call("GET", `/v1/customers/${customer}/summary?period=2026-11`);
       const total = ex.usage.reduce((a, b) => a + Number(b), 0);
       console.log(`#### ${ex.title}\n`);
       console.log("```sh");
-      console.log(`curl -X POST $TALLY/v1/plans/${plan}/prices -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\`);
+      console.log(
+        `curl -X POST $TALLY/v1/plans/${plan}/prices -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\`,
+      );
       console.log(`  -d '${JSON.stringify(price)}'`);
       console.log(`# ${customer} sends ${total.toLocaleString("en-US")} calls in November, then:`);
       console.log(`curl "$TALLY/v1/customers/${customer}/invoice?period=2026-11" -H "Authorization: Bearer $KEY"`);
@@ -90,7 +102,9 @@ async function main(): Promise<void> {
           ...(l.tier !== undefined ? { tier: l.tier } : {}),
         }),
       );
-      console.log(`{"currency":"${invoice.currency}","lines":[\n  ${lines.join(",\n  ")}],\n "total":"${invoice.total}"}`);
+      console.log(
+        `{"currency":"${invoice.currency}","lines":[\n  ${lines.join(",\n  ")}],\n "total":"${invoice.total}"}`,
+      );
       console.log("```");
       const m = summary.meters[0];
       console.log(

@@ -383,7 +383,7 @@ describe.each(BACKENDS)("limits on %s", (backend) => {
     expect(Number((await count())?.d)).toBeGreaterThan(0);
     clock.advance(31 * 86_400_000);
     try {
-      const summary = await runJob("prune-dedupe-keys");
+      const summary = await runJob("prune-expired");
       expect(summary.webhook_deliveries_deleted).toBeGreaterThan(0);
       expect(await count()).toEqual({ d: "0", a: "0" });
     } finally {

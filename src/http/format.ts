@@ -3,7 +3,3 @@ export function isoTime(d: Date): string {
   const s = d.toISOString();
   return s.endsWith(".000Z") ? `${s.slice(0, -5)}Z` : s;
 }
-
-export function isoTimeOrNull(d: Date | null | undefined): string | null {
-  return d ? isoTime(d) : null;
-}

@@ -2,7 +2,7 @@
 // time across all Tally processes; scheduled with node-cron, runnable on demand, logged and measured.
 import { hostname } from "node:os";
 import cron, { type ScheduledTask } from "node-cron";
-import type { Db } from "../db/types.js";
+import type { Db, Queryable } from "../db/types.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 
@@ -185,4 +185,9 @@ export class JobRunner {
       };
     }
   }
+}
+
+/** Deletes the record of job runs started before `before`. */
+export async function pruneJobRuns(db: Queryable, before: Date): Promise<number> {
+  return (await db.query("DELETE FROM job_runs WHERE started_at < $1", [before])).rowCount;
 }

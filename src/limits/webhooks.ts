@@ -133,3 +133,15 @@ export async function deliverDue(
   }
   return summary;
 }
+
+/** Deletes finished deliveries (delivered or given up) created before `before`, with their attempt log. */
+export async function pruneDeliveries(db: Db, before: Date): Promise<number> {
+  return db.transaction(async (tx) => {
+    const done = "status <> 'pending' AND created_at < $1";
+    await tx.query(
+      `DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE ${done})`,
+      [before],
+    );
+    return (await tx.query(`DELETE FROM webhook_deliveries WHERE ${done}`, [before])).rowCount;
+  });
+}
