@@ -1,5 +1,6 @@
 // API keys: random secrets handed out once, stored only as SHA-256 hashes, compared in constant time.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { LRUCache } from "lru-cache";
 import type { Queryable } from "../db/types.js";
 import { AppError, notFound } from "../errors.js";
 import type { Auth, Scope } from "./types.js";
@@ -28,7 +29,7 @@ const unauthorized = (detail: string) =>
 export class ApiKeys {
   // Verified keys are remembered briefly so a hot path (entitlements, ingest) costs no query per request.
   // A revocation is immediate in this process and takes effect in others within CACHE_TTL_MS.
-  readonly #cache = new Map<string, { auth: Auth; expires: number }>();
+  readonly #cache = new LRUCache<string, Auth>({ max: CACHE_MAX, ttl: CACHE_TTL_MS });
 
   constructor(private readonly db: Queryable) {}
 
@@ -49,7 +50,7 @@ export class ApiKeys {
       [id],
     );
     if (rowCount === 0) throw notFound(`no API key with id ${id}`);
-    for (const [k, v] of this.#cache) if (v.auth.keyId === id) this.#cache.delete(k);
+    for (const [k, v] of this.#cache.entries()) if (v.keyId === id) this.#cache.delete(k);
   }
 
   async count(): Promise<number> {
@@ -70,8 +71,7 @@ export class ApiKeys {
   cachedAuth(header: string | undefined): Auth | undefined {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
     if (!match?.[1]) return undefined;
-    const cached = this.#cache.get(hashKey(match[1]).toString("base64"));
-    return cached && cached.expires > Date.now() ? cached.auth : undefined;
+    return this.#cache.get(hashKey(match[1]).toString("base64"));
   }
 
   async authenticate(header: string | undefined): Promise<Auth> {
@@ -80,7 +80,7 @@ export class ApiKeys {
     const hash = hashKey(match[1]);
     const cacheKey = hash.toString("base64");
     const cached = this.#cache.get(cacheKey);
-    if (cached && cached.expires > Date.now()) return cached.auth;
+    if (cached) return cached;
     const { rows } = await this.db.query<KeyRow>(
       "SELECT id, key_hash, scopes, customer_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
       [hash],
@@ -88,8 +88,7 @@ export class ApiKeys {
     const row = rows[0];
     if (!row || !timingSafeEqual(Buffer.from(row.key_hash), hash)) throw unauthorized("unknown or revoked API key");
     const auth: Auth = { keyId: row.id, scopes: row.scopes, customer: row.customer_id };
-    if (this.#cache.size >= CACHE_MAX) this.#cache.clear();
-    this.#cache.set(cacheKey, { auth, expires: Date.now() + CACHE_TTL_MS });
+    this.#cache.set(cacheKey, auth);
     return auth;
   }
 }
