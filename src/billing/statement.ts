@@ -6,7 +6,7 @@ import { listMeters, type Meter } from "../catalog/meters.js";
 import type { Queryable } from "../db/types.js";
 import { type Invoice, type MeterSummary, type PricedSegment, priceInvoice, summarize } from "../pricing/invoice.js";
 import { Dec } from "../pricing/money.js";
-import { type Period, planPeriod } from "../pricing/segments.js";
+import { type BaseFee, type Period, type PlanPrices, planPeriod, type SubscriptionSpan } from "../pricing/segments.js";
 import { quantityOf, rangeTotals, type Totals } from "../rollups/totals.js";
 import { loadPlanPrices } from "./plans.js";
 import { subscriptionsBetween } from "./subscriptions.js";
@@ -18,52 +18,83 @@ export interface Statement {
   currency: string | null;
   invoice: Invoice;
   meters: MeterSummary[];
+  /** The segments as priced (with their quantities) and the base fees: what forecasts re-price. */
+  segments: PricedSegment[];
+  baseFees: BaseFee[];
   /** Every event acknowledged before this instant is counted. */
   asOf: Date;
 }
 
+/** What a statement is computed from: everything read from the database, nothing else. */
+export interface StatementInputs {
+  customer: string;
+  period: Period;
+  subscriptions: SubscriptionSpan[];
+  plans: ReadonlyMap<string, PlanPrices>;
+  meters: ReadonlyMap<string, Meter>;
+  /** Totals per meter of the customer over an interval that statementIntervals asked for. */
+  totals: (interval: Period) => ReadonlyMap<string, Totals> | undefined;
+}
+
+/** The intervals whose totals a statement needs: the period and each segment (usually just the period). */
+export function statementIntervals(
+  period: Period,
+  subscriptions: SubscriptionSpan[],
+  plans: ReadonlyMap<string, PlanPrices>,
+): Period[] {
+  const intervals = new Map<string, Period>([[intervalKey(period), period]]);
+  for (const s of planPeriod(period, subscriptions, plans).segments)
+    intervals.set(intervalKey(s), { start: s.start, end: s.end });
+  return [...intervals.values()];
+}
+
+/** Prices a statement from its inputs (pure): the same code for the invoice, the summary, simulations, forecasts. */
+export function priceStatement(i: StatementInputs, asOf: Date): Statement {
+  const currency = i.subscriptions.map((s) => i.plans.get(s.plan)?.currency).find((c) => c !== undefined) ?? null;
+  const { segments, baseFees } = planPeriod(i.period, i.subscriptions, i.plans);
+  const quantity = (interval: Period, meter: string): Dec => {
+    const t = i.totals(interval)?.get(meter);
+    const m = i.meters.get(meter);
+    return t && m ? new Dec(quantityOf(t, m.aggregation)) : new Dec(0);
+  };
+  const priced: PricedSegment[] = segments.map((s) => ({ ...s, quantity: quantity(s, s.meter) }));
+  const invoice = priceInvoice(currency ?? "USD", priced, baseFees, labels(i.meters));
+  const periodQuantities = new Map(
+    [...(i.totals(i.period)?.keys() ?? [])].map((meter) => [meter, quantity(i.period, meter)]),
+  );
+  return {
+    customer: i.customer,
+    period: i.period,
+    currency,
+    invoice: { ...invoice, currency: currency ?? invoice.currency },
+    meters: summarize(invoice, priced, periodQuantities),
+    segments: priced,
+    baseFees,
+    asOf,
+  };
+}
+
 export async function buildStatement(db: Queryable, customer: string, period: Period, now: Date): Promise<Statement> {
-  const asOf = now;
   const subscriptions = await subscriptionsBetween(db, customer, period.start, period.end);
   const plans = await loadPlanPrices(
     db,
     subscriptions.map((s) => s.plan),
   );
-  const currency = subscriptions.map((s) => plans.get(s.plan)?.currency).find((c) => c !== undefined) ?? null;
-  const { segments, baseFees } = planPeriod(period, subscriptions, plans);
-
   // One totals read per distinct interval (usually just the period), for every meter of the customer at once.
-  const intervals = new Map<string, Period>([[key(period), period]]);
-  for (const s of segments) intervals.set(key(s), { start: s.start, end: s.end });
   const totalsOf = new Map<string, Map<string, Totals>>();
-  for (const [k, interval] of intervals) {
+  for (const interval of statementIntervals(period, subscriptions, plans)) {
     const totals = await rangeTotals(db, { from: interval.start, to: interval.end, customer });
-    totalsOf.set(k, new Map(totals.map((t) => [t.meter, t])));
+    totalsOf.set(intervalKey(interval), new Map(totals.map((t) => [t.meter, t])));
   }
   const meters = new Map((await listMeters(db)).map((m) => [m.key, m]));
-  const quantity = (interval: Period, meter: string): Dec => {
-    const t = totalsOf.get(key(interval))?.get(meter);
-    const m = meters.get(meter);
-    return t && m ? new Dec(quantityOf(t, m.aggregation)) : new Dec(0);
-  };
-
-  const priced: PricedSegment[] = segments.map((s) => ({ ...s, quantity: quantity(s, s.meter) }));
-  const invoice = priceInvoice(currency ?? "USD", priced, baseFees, labels(meters));
-  const periodQuantities = new Map(
-    [...(totalsOf.get(key(period))?.keys() ?? [])].map((meter) => [meter, quantity(period, meter)]),
+  return priceStatement(
+    { customer, period, subscriptions, plans, meters, totals: (interval) => totalsOf.get(intervalKey(interval)) },
+    now,
   );
-  return {
-    customer,
-    period,
-    currency,
-    invoice: { ...invoice, currency: currency ?? invoice.currency },
-    meters: summarize(invoice, priced, periodQuantities),
-    asOf,
-  };
 }
 
-const key = (p: Period) => `${p.start.toISOString()}/${p.end.toISOString()}`;
+export const intervalKey = (p: Period) => `${p.start.toISOString()}/${p.end.toISOString()}`;
 
-function labels(meters: Map<string, Meter>) {
+function labels(meters: ReadonlyMap<string, Meter>) {
   return new Map([...meters].map(([k, m]) => [k, { name: m.name, unit: m.unit }]));
 }

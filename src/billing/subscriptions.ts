@@ -103,3 +103,32 @@ export async function setSubscription(
     };
   });
 }
+
+/**
+ * Every subscription overlapping [from, to) of the customers subscribed to `plan` at some point of it (all their
+ * subscriptions, to other plans too: their invoices have them), optionally only of `customers`. One query.
+ */
+export async function subscriptionsOfPlanCustomers(
+  db: Queryable,
+  plan: string,
+  from: Date,
+  to: Date,
+  customers?: string[],
+): Promise<Map<string, Subscription[]>> {
+  const { rows } = await db.query<Row & { customer_id: string }>(
+    `SELECT s.customer_id, s.id::text, s.plan_key, s.start_at, s.end_at FROM subscriptions s
+     WHERE s.start_at < $3 AND (s.end_at IS NULL OR s.end_at > $2)
+       AND s.customer_id IN (SELECT customer_id FROM subscriptions
+                             WHERE plan_key = $1 AND start_at < $3 AND (end_at IS NULL OR end_at > $2))
+       AND ($4::text[] IS NULL OR s.customer_id = ANY($4::text[]))
+     ORDER BY s.customer_id, s.start_at`,
+    [plan, from, to, customers ?? null],
+  );
+  const out = new Map<string, Subscription[]>();
+  for (const r of rows) {
+    const list = out.get(r.customer_id) ?? [];
+    list.push(fromRow(r));
+    out.set(r.customer_id, list);
+  }
+  return out;
+}

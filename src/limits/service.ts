@@ -14,6 +14,7 @@ import { type Dec, dec, ZERO } from "../pricing/money.js";
 import { periodOf } from "../rollups/buckets.js";
 import { quantityOf, rangeTotals } from "../rollups/totals.js";
 import { Decisions, type Entitlement, pairKey } from "./decisions.js";
+import { evaluateForecastAlerts } from "./forecastAlerts.js";
 import { evaluate, isNear, type LimitState, type LimitUnit } from "./rules.js";
 import {
   customersWithEventsSince,
@@ -309,6 +310,15 @@ export class LimitsService {
    * period, and those never evaluated — the others' figures cannot have moved. Changes of limits and
    * subscriptions evaluate their customers at once, and ingest near a threshold does too.
    */
+  /** Forecast alerts of a customer's limits that ask for them (evaluated by the job, not after every ingest). */
+  async #forecastAlerts(customer: string, now: Date): Promise<{ alerts: number; webhooks: number }> {
+    const limits = [...(await effectiveLimits(this.db, customer, now)).values()];
+    const result = await evaluateForecastAlerts(this.db, customer, limits, now, alertEventId);
+    if (result.alerts > 0) this.#alerts.inc({ level: "forecast" }, result.alerts);
+    if (result.webhooks > 0) this.#onAlert();
+    return result;
+  }
+
   async evaluateAll(): Promise<EvaluationSummary & { pass: "full" | "incremental"; skipped: number }> {
     const now = this.clock.now();
     const full = this.#lastFullPass === undefined || now.getTime() - this.#lastFullPass >= FULL_PASS_MS;
@@ -325,6 +335,9 @@ export class LimitsService {
     const total = { customers: 0, limits: 0, alerts: 0, blocked: 0, webhooks_queued: 0 };
     for (const customer of due) {
       const s = await this.evaluateCustomer(customer, "schedule");
+      const f = await this.#forecastAlerts(customer, now);
+      s.alerts += f.alerts;
+      s.webhooks_queued += f.webhooks;
       total.customers += 1;
       total.limits += s.limits;
       total.alerts += s.alerts;

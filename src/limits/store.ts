@@ -11,11 +11,14 @@ interface LimitRow {
   soft: string | null;
   hard: string | null;
   unit: LimitUnit;
+  forecast: boolean;
   updated_at: Date;
 }
 
 export interface StoredLimit extends Limit {
   meter: string;
+  /** Alert too when the period-end forecast crosses a threshold. */
+  forecast: boolean;
   updatedAt: Date;
 }
 
@@ -24,15 +27,17 @@ const fromRow = (r: LimitRow): StoredLimit => ({
   soft: r.soft === null ? null : new Dec(r.soft),
   hard: r.hard === null ? null : new Dec(r.hard),
   unit: r.unit,
+  forecast: r.forecast,
   updatedAt: r.updated_at,
 });
 
-const COLUMNS = "meter, soft::text AS soft, hard::text AS hard, unit, updated_at";
+const COLUMNS = "meter, soft::text AS soft, hard::text AS hard, unit, forecast, updated_at";
 
 export interface LimitInput {
   soft?: string | null | undefined;
   hard?: string | null | undefined;
   unit: LimitUnit;
+  forecast?: boolean | undefined;
 }
 
 async function requireMeter(db: Queryable, meter: string): Promise<void> {
@@ -64,11 +69,12 @@ export async function putLimit(
   if (found.rows.length === 0) throw notFound(`no ${owner} ${id}`);
   await requireMeter(db, meter);
   const { rows } = await db.query<LimitRow>(
-    `INSERT INTO ${o.table} (${o.column}, meter, soft, hard, unit) VALUES ($1, $2, $3, $4, $5)
+    `INSERT INTO ${o.table} (${o.column}, meter, soft, hard, unit, forecast) VALUES ($1, $2, $3, $4, $5, $6)
      ON CONFLICT (${o.column}, meter) DO UPDATE
-       SET soft = EXCLUDED.soft, hard = EXCLUDED.hard, unit = EXCLUDED.unit, updated_at = now()
+       SET soft = EXCLUDED.soft, hard = EXCLUDED.hard, unit = EXCLUDED.unit, forecast = EXCLUDED.forecast,
+           updated_at = now()
      RETURNING ${COLUMNS}`,
-    [id, meter, input.soft ?? null, input.hard ?? null, input.unit],
+    [id, meter, input.soft ?? null, input.hard ?? null, input.unit, input.forecast ?? false],
   );
   return fromRow(rows[0] as LimitRow);
 }
@@ -84,7 +90,7 @@ export async function effectiveLimits(db: Queryable, customer: string, at: Date)
   const { rows } = await db.query<LimitRow & { own: boolean }>(
     `SELECT ${COLUMNS}, true AS own FROM customer_limits WHERE customer_id = $1
      UNION ALL
-     SELECT l.meter, l.soft::text, l.hard::text, l.unit, l.updated_at, false
+     SELECT l.meter, l.soft::text, l.hard::text, l.unit, l.forecast, l.updated_at, false
      FROM subscriptions s JOIN plan_limits l ON l.plan_key = s.plan_key
      WHERE s.customer_id = $1 AND s.start_at <= $2 AND (s.end_at IS NULL OR s.end_at > $2)`,
     [customer, at],

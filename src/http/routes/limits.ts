@@ -21,6 +21,7 @@ const limitJson = z
     soft: z.string().nullable(),
     hard: z.string().nullable(),
     unit: z.string(),
+    forecast: z.boolean(),
     updated_at: z.string(),
   })
   .meta({ id: "Limit" });
@@ -30,6 +31,7 @@ const toJson = (l: StoredLimit) => ({
   soft: l.soft ? formatDecimal(l.soft) : null,
   hard: l.hard ? formatDecimal(l.hard) : null,
   unit: l.unit,
+  forecast: l.forecast,
   updated_at: isoTime(l.updatedAt),
 });
 
@@ -53,7 +55,7 @@ const alertJson = z
   .object({
     customer: z.string(),
     meter: z.string(),
-    level: z.enum(["soft", "hard"]),
+    level: z.enum(["soft", "hard", "forecast"]),
     threshold: z.string(),
     unit: z.string(),
     value: z.string(),

@@ -1,0 +1,125 @@
+// Price simulation on real usage: what every customer of a plan paid in a period, and what they would have paid
+// had some meters been priced by other specs for the whole period. Both totals come from the same statement
+// pricing as the invoice (billing/statement.ts); the inputs of all customers are read in one pass — their
+// subscriptions in one query, usage totals in one rollup read per distinct interval for all customers at once.
+
+import { loadPlanPrices } from "../billing/plans.js";
+import { intervalKey, priceStatement, statementIntervals } from "../billing/statement.js";
+import { subscriptionsOfPlanCustomers } from "../billing/subscriptions.js";
+import { listMeters } from "../catalog/meters.js";
+import type { Db } from "../db/types.js";
+import { notFound, unprocessable } from "../errors.js";
+import type { PriceVersion } from "../pricing/models.js";
+import { type Dec, sum } from "../pricing/money.js";
+import type { Period, PlanPrices } from "../pricing/segments.js";
+import { rangeTotals, type Totals } from "../rollups/totals.js";
+
+export interface SimulationRequest {
+  plan: string;
+  period: Period;
+  /** Replacement prices, one per meter, in effect for the whole period. */
+  prices: PriceVersion[];
+  customers?: string[] | undefined;
+}
+
+export interface SimulatedCustomer {
+  customer: string;
+  current: Dec;
+  simulated: Dec;
+}
+
+export interface Simulation {
+  plan: string;
+  currency: string;
+  period: Period;
+  customers: SimulatedCustomer[];
+  totals: { current: Dec; simulated: Dec };
+  asOf: Date;
+}
+
+/** The plan with the given meters' versions replaced by one version each, in effect from the beginning. */
+export function withReplacements(plan: PlanPrices, prices: PriceVersion[]): PlanPrices {
+  const replaced = new Set(prices.map((p) => p.meter));
+  return {
+    ...plan,
+    versions: [
+      ...plan.versions.filter((v) => !replaced.has(v.meter)),
+      ...prices.map((p) => ({ ...p, effectiveFrom: new Date(0) })),
+    ],
+  };
+}
+
+export async function simulate(db: Db, req: SimulationRequest, now: Date): Promise<Simulation> {
+  const plan = (await loadPlanPrices(db, [req.plan])).get(req.plan);
+  if (!plan) throw notFound(`no plan ${req.plan}`);
+  const meters = new Map((await listMeters(db)).map((m) => [m.key, m]));
+  const unknown = req.prices.findIndex((p) => !meters.has(p.meter));
+  if (unknown >= 0) {
+    const meter = req.prices[unknown]?.meter;
+    throw unprocessable("unknown_meter", `unknown meter "${meter}"`, [
+      { field: `prices[${unknown}].meter`, message: "no such meter" },
+    ]);
+  }
+  const subscriptions = await subscriptionsOfPlanCustomers(
+    db,
+    req.plan,
+    req.period.start,
+    req.period.end,
+    req.customers,
+  );
+  const plans = await loadPlanPrices(
+    db,
+    [...subscriptions.values()].flat().map((s) => s.plan),
+  );
+  const simulatedPlans = new Map(plans);
+  simulatedPlans.set(req.plan, withReplacements(plan, req.prices));
+
+  // Which customers need which intervals: usually every customer just the period, read once for all of them.
+  const needs = new Map<string, { interval: Period; customers: Set<string> }>();
+  for (const [customer, subs] of subscriptions) {
+    for (const p of [plans, simulatedPlans]) {
+      for (const interval of statementIntervals(req.period, subs, p)) {
+        const k = intervalKey(interval);
+        const need = needs.get(k) ?? { interval, customers: new Set<string>() };
+        need.customers.add(customer);
+        needs.set(k, need);
+      }
+    }
+  }
+  const totals = new Map<string, Map<string, Map<string, Totals>>>(); // interval → customer → meter → totals
+  for (const [k, { interval, customers }] of needs) {
+    const only = customers.size === 1 ? [...customers][0] : undefined;
+    const rows = await rangeTotals(db, { from: interval.start, to: interval.end, customer: only });
+    const byCustomer = new Map<string, Map<string, Totals>>();
+    for (const t of rows) {
+      const m = byCustomer.get(t.customer) ?? new Map<string, Totals>();
+      m.set(t.meter, t);
+      byCustomer.set(t.customer, m);
+    }
+    totals.set(k, byCustomer);
+  }
+
+  const out: SimulatedCustomer[] = [];
+  for (const [customer, subs] of [...subscriptions].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const inputs = {
+      customer,
+      period: req.period,
+      subscriptions: subs,
+      meters,
+      totals: (interval: Period) => totals.get(intervalKey(interval))?.get(customer),
+    };
+    out.push({
+      customer,
+      current: priceStatement({ ...inputs, plans }, now).invoice.total,
+      simulated: priceStatement({ ...inputs, plans: simulatedPlans }, now).invoice.total,
+    });
+  }
+  return {
+    plan: req.plan,
+    currency: plan.currency,
+    period: req.period,
+    customers: out,
+    totals: { current: sum(out.map((c) => c.current)), simulated: sum(out.map((c) => c.simulated)) },
+    asOf: now,
+  };
+}
