@@ -14,12 +14,9 @@ export const limitBody = z
     unit: z
       .enum(["quantity", "amount"])
       .meta({ description: "quantity: the meter's period quantity; amount: its priced amount" }),
-    forecast: z
-      .boolean()
-      .optional()
-      .meta({
-        description:
-          "Also alert (level forecast, webhook limit.forecast) when the period-end forecast crosses a threshold",
-      }),
+    forecast: z.boolean().optional().meta({
+      description:
+        "Also alert (level forecast, webhook limit.forecast) when the period-end forecast crosses a threshold",
+    }),
   })
   .meta({ id: "LimitInput" });
