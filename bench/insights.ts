@@ -1,10 +1,10 @@
 // npm run bench:query (second part) — price simulation and forecasts at scale.
 // BENCH_SIM_CUSTOMERS (default 10,000) customers on one plan with 4 priced meters (per_unit, graduated, volume,
-// package), BENCH_SIM_EVENTS_PER_PAIR (default 12) events per (customer, meter) over the current month, loaded with
-// COPY and refreshed. Then Tally runs as a process of its own and is asked over HTTP:
-//   - POST /v1/simulations for the whole plan (target < 2 s), beside the time to compute the same invoices one by
-//     one (GET /v1/customers/{id}/invoice for every customer), and the check that the simulation's current totals
-//     equal those invoices;
+// package), BENCH_SIM_EVENTS_PER_PAIR (default 12) events per (customer, meter) in the previous month and as many in
+// the current one, loaded with COPY and refreshed. Then Tally runs as a process of its own and is asked over HTTP:
+//   - POST /v1/simulations for the whole plan over the previous month (target < 2 s), beside the time to compute
+//     the same invoices one by one (GET /v1/customers/{id}/invoice for every customer), and the check that the
+//     simulation's current totals equal those invoices; and the same simulation over the current month to date;
 //   - GET /v1/customers/{id}/forecast for BENCH_QUERIES (default 200) random customers (target p95 < 20 ms).
 //   DATABASE_URL=postgres://... → a fresh database on that server (dropped afterwards); unset → embedded engine.
 import { randomBytes } from "node:crypto";
@@ -79,6 +79,7 @@ async function main(): Promise<void> {
   const { db, engine } = tally.ctx;
   const now = new Date();
   const monthStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
+  const lastMonthStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 1, 1);
   try {
     console.log(`\nTally simulation and forecast benchmark — ${serverUrl ? "server" : "embedded"}, engine ${engine}`);
     const setup = async (method: string, path: string, body: unknown) => {
@@ -100,7 +101,10 @@ async function main(): Promise<void> {
          SELECT 'sim-' || g, 'bench', '2020-01-01T00:00:00Z' FROM generate_series(0, ${CUSTOMERS - 1}) g`,
         [],
       );
-      const span = now.getTime() - monthStart - 60_000;
+      const months = [
+        { from: lastMonthStart, span: monthStart - lastMonthStart },
+        { from: monthStart, span: Math.max(1, now.getTime() - monthStart - 60_000) },
+      ];
       const received = now.toISOString();
       await db.transaction((tx) =>
         tx.copyIn(
@@ -113,9 +117,10 @@ async function main(): Promise<void> {
             let n = 0;
             for (let c = 0; c < CUSTOMERS; c++) {
               for (const meter of Object.keys(METERS)) {
-                for (let e = 0; e < PER_PAIR; e++) {
+                for (let e = 0; e < 2 * PER_PAIR; e++) {
                   n += 1;
-                  const ts = new Date(monthStart + ((n * 7919) % Math.max(1, span))).toISOString();
+                  const month = months[e % 2] as { from: number; span: number };
+                  const ts = new Date(month.from + ((n * 7919) % month.span)).toISOString();
                   chunk += copyRow([ts, `sim-${c}`, meter, String(1 + ((n * 31) % 200)), `s${n}`, null, received]);
                   if (chunk.length > 1_000_000) {
                     yield chunk;
@@ -131,7 +136,7 @@ async function main(): Promise<void> {
       await db.query("ANALYZE", []);
       await refreshRollups(db, engine, now, { full: true });
     });
-    const events = CUSTOMERS * 4 * PER_PAIR;
+    const events = CUSTOMERS * 4 * 2 * PER_PAIR;
     console.log(
       `loaded ${CUSTOMERS.toLocaleString("en-US")} customers × 4 meters, ${events.toLocaleString("en-US")} events, refreshed: ${(loadMs / 1000).toFixed(1)} s`,
     );
@@ -142,7 +147,7 @@ async function main(): Promise<void> {
     try {
       const replacement = {
         plan: "bench",
-        period: new Date(monthStart).toISOString().slice(0, 7),
+        period: new Date(lastMonthStart).toISOString().slice(0, 7),
         prices: [
           {
             meter: "api_calls",
@@ -164,10 +169,17 @@ async function main(): Promise<void> {
         simMs.push(ms);
         sim = JSON.parse(res.text);
       }
+      const current = { ...replacement, period: new Date(monthStart).toISOString().slice(0, 7) };
+      const currentMs: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const [ms, res] = await time(() => post(`${child.url}/v1/simulations`, current));
+        if (res.status !== 200) throw new Error(`simulation: ${res.status} ${res.text.slice(0, 500)}`);
+        currentMs.push(ms);
+      }
       const [oneByOneMs, invoices] = await time(async () => {
         const totals = new Map<string, string>();
         for (let c = 0; c < CUSTOMERS; c++) {
-          const res = await get(`${child.url}/v1/customers/sim-${c}/invoice`);
+          const res = await get(`${child.url}/v1/customers/sim-${c}/invoice?period=${replacement.period}`);
           if (res.status !== 200) throw new Error(`invoice: ${res.status} ${res.text}`);
           totals.set(`sim-${c}`, (JSON.parse(res.text) as { total: string }).total);
         }
@@ -186,7 +198,7 @@ async function main(): Promise<void> {
           ["what", "p50", "p95 / max", "target", "baseline", "baseline / Tally"],
           [
             [
-              `simulation, ${CUSTOMERS.toLocaleString("en-US")} customers × 4 meters`,
+              `simulation of last month, ${CUSTOMERS.toLocaleString("en-US")} customers × 4 meters`,
               f(percentile(simMs, 50)),
               f(Math.max(...simMs)),
               "< 2 s",

@@ -4,7 +4,14 @@
 // for whole hours, raw events for partial ones), and the pure pricing module turns them into lines.
 import { listMeters, type Meter } from "../catalog/meters.js";
 import type { Queryable } from "../db/types.js";
-import { type Invoice, type MeterSummary, type PricedSegment, priceInvoice, summarize } from "../pricing/invoice.js";
+import {
+  type Invoice,
+  type MeterLabel,
+  type MeterSummary,
+  type PricedSegment,
+  priceInvoice,
+  summarize,
+} from "../pricing/invoice.js";
 import { Dec } from "../pricing/money.js";
 import { type BaseFee, type Period, type PlanPrices, planPeriod, type SubscriptionSpan } from "../pricing/segments.js";
 import { quantityOf, rangeTotals, type Totals } from "../rollups/totals.js";
@@ -48,8 +55,11 @@ export function statementIntervals(
   return [...intervals.values()];
 }
 
-/** Prices a statement from its inputs (pure): the same code for the invoice, the summary, simulations, forecasts. */
-export function priceStatement(i: StatementInputs, asOf: Date): Statement {
+/**
+ * Prices a statement from its inputs (pure): the same code for the invoice, the summary, simulations, forecasts.
+ * `descriptions: false` leaves line descriptions empty (a simulation needs only the amounts).
+ */
+export function priceStatement(i: StatementInputs, asOf: Date, opts: { descriptions?: boolean } = {}): Statement {
   const currency = i.subscriptions.map((s) => i.plans.get(s.plan)?.currency).find((c) => c !== undefined) ?? null;
   const { segments, baseFees } = planPeriod(i.period, i.subscriptions, i.plans);
   const quantity = (interval: Period, meter: string): Dec => {
@@ -58,7 +68,7 @@ export function priceStatement(i: StatementInputs, asOf: Date): Statement {
     return t && m ? new Dec(quantityOf(t, m.aggregation)) : new Dec(0);
   };
   const priced: PricedSegment[] = segments.map((s) => ({ ...s, quantity: quantity(s, s.meter) }));
-  const invoice = priceInvoice(currency ?? "USD", priced, baseFees, labels(i.meters));
+  const invoice = priceInvoice(currency ?? "USD", priced, baseFees, labels(i.meters), opts);
   const periodQuantities = new Map(
     [...(i.totals(i.period)?.keys() ?? [])].map((meter) => [meter, quantity(i.period, meter)]),
   );
@@ -93,8 +103,15 @@ export async function buildStatement(db: Queryable, customer: string, period: Pe
   );
 }
 
-export const intervalKey = (p: Period) => `${p.start.toISOString()}/${p.end.toISOString()}`;
+export const intervalKey = (p: Period) => `${p.start.getTime()}/${p.end.getTime()}`;
 
-function labels(meters: ReadonlyMap<string, Meter>) {
-  return new Map([...meters].map(([k, m]) => [k, { name: m.name, unit: m.unit }]));
+/** Line labels of a set of meters, made once per set (a simulation prices thousands of statements with one). */
+const labelCache = new WeakMap<ReadonlyMap<string, Meter>, Map<string, MeterLabel>>();
+function labels(meters: ReadonlyMap<string, Meter>): Map<string, MeterLabel> {
+  let found = labelCache.get(meters);
+  if (!found) {
+    found = new Map([...meters].map(([k, m]) => [k, { name: m.name, unit: m.unit }]));
+    labelCache.set(meters, found);
+  }
+  return found;
 }

@@ -63,12 +63,16 @@ function describe(segment: PricedSegment, line: RatedLine, label: MeterLabel): s
 
 const fallbackLabel = (meter: string): MeterLabel => ({ name: meter, unit: "units" });
 
+const byMeterName = new Intl.Collator().compare;
+
 export function priceInvoice(
   currency: string,
   segments: PricedSegment[],
   baseFees: BaseFee[],
   labels: ReadonlyMap<string, MeterLabel> = new Map(),
+  opts: { descriptions?: boolean } = {},
 ): Invoice {
+  const describing = opts.descriptions !== false;
   const lines: InvoiceLine[] = [];
   for (const fee of baseFees) {
     const label = labels.get(fee.meter) ?? fallbackLabel(fee.meter);
@@ -89,7 +93,7 @@ export function priceInvoice(
         kind: "usage",
         plan: segment.plan,
         meter: segment.meter,
-        description: describe(segment, rated, label),
+        description: describing ? describe(segment, rated, label) : "",
         quantity: rated.quantity,
         amount: roundMoney(rated.amount, currency),
         segment: { start: segment.start, end: segment.end },
@@ -100,7 +104,7 @@ export function priceInvoice(
   }
   lines.sort(
     (a, b) =>
-      a.meter.localeCompare(b.meter) ||
+      byMeterName(a.meter, b.meter) ||
       (a.kind === b.kind ? 0 : a.kind === "base_fee" ? -1 : 1) ||
       a.segment.start.getTime() - b.segment.start.getTime() ||
       (a.tier ?? 0) - (b.tier ?? 0),

@@ -5,7 +5,7 @@
 
 import { loadPlanPrices } from "../billing/plans.js";
 import { intervalKey, priceStatement, statementIntervals } from "../billing/statement.js";
-import { subscriptionsOfPlanCustomers } from "../billing/subscriptions.js";
+import { type Subscription, subscriptionsOfPlanCustomers } from "../billing/subscriptions.js";
 import { listMeters } from "../catalog/meters.js";
 import type { Db } from "../db/types.js";
 import { notFound, unprocessable } from "../errors.js";
@@ -76,14 +76,27 @@ export async function simulate(db: Db, req: SimulationRequest, now: Date): Promi
 
   // Which customers need which intervals: usually every customer just the period, read once for all of them.
   const needs = new Map<string, { interval: Period; customers: Set<string> }>();
-  for (const [customer, subs] of subscriptions) {
-    for (const p of [plans, simulatedPlans]) {
-      for (const interval of statementIntervals(req.period, subs, p)) {
-        const k = intervalKey(interval);
-        const need = needs.get(k) ?? { interval, customers: new Set<string>() };
-        need.customers.add(customer);
-        needs.set(k, need);
+  // Most customers share their subscriptions' shape (same plan since before the period): plan each shape once.
+  const shapes = new Map<string, Period[]>();
+  const intervalsOf = (subs: Subscription[]) => {
+    const shape = subs.map((s) => `${s.plan}@${s.start.getTime()}-${s.end?.getTime() ?? ""}`).join(",");
+    let found = shapes.get(shape);
+    if (!found) {
+      const all = new Map<string, Period>();
+      for (const p of [plans, simulatedPlans]) {
+        for (const interval of statementIntervals(req.period, subs, p)) all.set(intervalKey(interval), interval);
       }
+      found = [...all.values()];
+      shapes.set(shape, found);
+    }
+    return found;
+  };
+  for (const [customer, subs] of subscriptions) {
+    for (const interval of intervalsOf(subs)) {
+      const k = intervalKey(interval);
+      const need = needs.get(k) ?? { interval, customers: new Set<string>() };
+      need.customers.add(customer);
+      needs.set(k, need);
     }
   }
   const totals = new Map<string, Map<string, Map<string, Totals>>>(); // interval → customer → meter → totals
@@ -110,8 +123,8 @@ export async function simulate(db: Db, req: SimulationRequest, now: Date): Promi
     };
     out.push({
       customer,
-      current: priceStatement({ ...inputs, plans }, now).invoice.total,
-      simulated: priceStatement({ ...inputs, plans: simulatedPlans }, now).invoice.total,
+      current: priceStatement({ ...inputs, plans }, now, { descriptions: false }).invoice.total,
+      simulated: priceStatement({ ...inputs, plans: simulatedPlans }, now, { descriptions: false }).invoice.total,
     });
   }
   return {
