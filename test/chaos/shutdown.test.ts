@@ -179,7 +179,9 @@ describe("shutdown always ends (embedded engine, own process group)", () => {
   it("when the shutdown is stuck on a request that never ends, then it exits 1 at TALLY_SHUTDOWN_TIMEOUT and says so", async () => {
     const { tally, port } = await start({ TALLY_SHUTDOWN_TIMEOUT: "PT1S", LOG_LEVEL: "info" });
     const req = await neverEndingUpload(port);
-    cleanups.push(() => req.destroy());
+    cleanups.push(() => {
+      req.destroy();
+    });
     const signalled = Date.now();
     process.kill(-tally.pid, "SIGTERM");
     const code = await tally.exited;
@@ -196,7 +198,9 @@ describe("shutdown always ends (embedded engine, own process group)", () => {
   it("when a second SIGTERM comes during a stuck shutdown, then it exits 1 at once", async () => {
     const { tally, port } = await start();
     const req = await neverEndingUpload(port);
-    cleanups.push(() => req.destroy());
+    cleanups.push(() => {
+      req.destroy();
+    });
     process.kill(-tally.pid, "SIGTERM");
     await tally.waitFor(/shutting down: finishing in-flight requests/, 10_000);
     const second = Date.now();
