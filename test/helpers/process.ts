@@ -31,7 +31,10 @@ export async function spawnTally(env: Record<string, string>, timeoutMs = 30_000
   });
   const exited = once(child, "exit").then(([code]) => code as number | null);
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no start within ${timeoutMs} ms:\n${out}\n${err}`)), timeoutMs);
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL"); // not left running after the test gave up on it
+      reject(new Error(`no start within ${timeoutMs} ms:\n${out}\n${err}`));
+    }, timeoutMs);
     const check = () => {
       const m = /Tally is running at (http:\/\/\S+)/.exec(out);
       if (m?.[1]) {
