@@ -12,6 +12,39 @@ const positiveInt = (fallback: number) => z.coerce.number().int().positive().def
 
 const emptyAsUnset = (v: unknown) => (v === "" ? undefined : v);
 
+// ISO 8601 durations of a fixed length: weeks, days, hours, minutes, seconds (seconds may have a fraction).
+// Years and months have no fixed length and are refused.
+const ISO_DURATION = /^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:[.,]\d+)?)S)?)?$/;
+// Node's timers fire at once for delays above 2^31 - 1 ms (about 24.8 days).
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** Milliseconds of an ISO 8601 duration such as `PT30S` or `P1DT12H`; undefined when the text is not one. */
+export function isoDurationMs(text: string): number | undefined {
+  const m = ISO_DURATION.exec(text);
+  if (!m || text === "P") return undefined;
+  const [weeks, days, hours, minutes, seconds] = m.slice(1).map((part) => Number((part ?? "0").replace(",", ".")));
+  const totalSeconds = ((weeks! * 7 + days!) * 24 + hours!) * 3_600 + minutes! * 60 + seconds!;
+  return Math.round(totalSeconds * 1000);
+}
+
+/** An ISO 8601 duration, parsed to milliseconds; longer than zero and short enough for a timer. */
+const isoDuration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      const ms = isoDurationMs(text);
+      if (ms === undefined) {
+        ctx.addIssue("not an ISO 8601 duration of weeks, days, hours, minutes or seconds (e.g. PT30S, PT2M, P1D)");
+        return z.NEVER;
+      }
+      if (ms <= 0 || ms > MAX_TIMER_MS) {
+        ctx.addIssue("must be longer than zero and at most 24 days");
+        return z.NEVER;
+      }
+      return ms;
+    });
+
 export const configSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().default("0.0.0.0"),
@@ -47,6 +80,8 @@ export const configSchema = z.object({
   TALLY_JSON_MAX_EVENTS: positiveInt(10_000),
   TALLY_NDJSON_MAX_BYTES: positiveInt(1024 * 1024 * 1024),
   TALLY_SHUTDOWN_TIMEOUT_MS: positiveInt(25_000),
+  // In ms. The longest graceful shutdown; then the process exits 1 (the in-flight drain above fits inside it).
+  TALLY_SHUTDOWN_TIMEOUT: isoDuration("PT30S"),
   TALLY_RATE_LIMIT_RPS: z.coerce.number().min(0).max(1_000_000_000).default(2000),
   TALLY_RATE_LIMIT_BURST: z.preprocess(emptyAsUnset, z.coerce.number().int().positive().optional()),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

@@ -26,8 +26,20 @@ async function main(): Promise<void> {
   let signals = 0;
   const stop = (signal: string) => {
     signals += 1;
-    if (signals > 1) process.exit(1);
+    if (signals > 1) {
+      log.warn({ signal }, "second signal: exiting without finishing the shutdown");
+      process.exit(1);
+    }
     log.info({ signal }, "signal received");
+    // Whatever the shutdown waits for (a request that never ends, a stuck job, the database), the process ends at
+    // the deadline. Unref'd: the timer never keeps the process alive by itself.
+    setTimeout(() => {
+      log.error(
+        { timeout_ms: config.TALLY_SHUTDOWN_TIMEOUT },
+        "shutdown did not finish within TALLY_SHUTDOWN_TIMEOUT: exiting",
+      );
+      process.exit(1);
+    }, config.TALLY_SHUTDOWN_TIMEOUT).unref();
     tally.shutdown().then(
       () => process.exit(0),
       (err) => {

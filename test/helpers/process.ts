@@ -31,7 +31,10 @@ export async function spawnTally(env: Record<string, string>, timeoutMs = 30_000
   });
   const exited = once(child, "exit").then(([code]) => code as number | null);
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no start within ${timeoutMs} ms:\n${out}\n${err}`)), timeoutMs);
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL"); // not left running after the test gave up on it
+      reject(new Error(`no start within ${timeoutMs} ms:\n${out}\n${err}`));
+    }, timeoutMs);
     const check = () => {
       const m = /Tally is running at (http:\/\/\S+)/.exec(out);
       if (m?.[1]) {
@@ -73,4 +76,110 @@ export async function runTallyExpectingFailure(
   });
   const [code] = await once(child, "exit");
   return { code: code as number | null, stderr: err };
+}
+
+/** Builds dist/ as `npm start` does (the processes below run the built code, not tsx). */
+export async function buildDist(): Promise<void> {
+  const child = spawn("npm", ["run", "build"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout?.on("data", (d) => {
+    out += d;
+  });
+  child.stderr?.on("data", (d) => {
+    out += d;
+  });
+  const [code] = await once(child, "exit");
+  if (code !== 0) throw new Error(`npm run build failed (${code}):\n${out}`);
+}
+
+export interface DetachedTally {
+  /** The process id, and the id of its own process group. */
+  pid: number;
+  child: ChildProcess;
+  /** stdout and stderr so far (until the pipes are destroyed). */
+  output: () => string;
+  /** Resolves with the exit code (null when killed by a signal). */
+  exited: Promise<number | null>;
+  /** Resolves once the output matches `pattern`; rejects after `timeoutMs` or if the process exits first. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  /** Closes our ends of its stdout and stderr: the reader of its pipes is gone. */
+  destroyPipes(): void;
+  /** Polls `kill(-pid, 0)` until no process of its group is left: resolves with the ms that took, or undefined. */
+  goneWithin(timeoutMs: number): Promise<number | undefined>;
+  /** SIGKILLs whatever is left of its group (cleanup). */
+  kill(): void;
+}
+
+/**
+ * `node dist/src/main.js` (run `buildDist` first) in its own process group with piped stdout and stderr, as a
+ * supervisor or a test harness runs it.
+ */
+export function spawnDetachedTally(env: Record<string, string>): DetachedTally {
+  const child = spawn(process.execPath, ["dist/src/main.js"], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  const pid = child.pid;
+  if (pid === undefined) throw new Error("spawn failed");
+  let out = "";
+  const append = (d: Buffer) => {
+    out += d;
+  };
+  child.stdout?.on("data", append);
+  child.stderr?.on("data", append);
+  const exited = once(child, "exit").then(([code]) => code as number | null);
+  const groupAlive = () => {
+    try {
+      process.kill(-pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  return {
+    pid,
+    child,
+    output: () => out,
+    exited,
+    waitFor(pattern, timeoutMs = 60_000) {
+      return new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => done(new Error(`no ${pattern} within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+        const check = () => {
+          if (pattern.test(out)) done();
+        };
+        const done = (err?: Error) => {
+          clearTimeout(timer);
+          child.stdout?.off("data", check);
+          child.stderr?.off("data", check);
+          if (err) reject(err);
+          else resolve();
+        };
+        child.stdout?.on("data", check);
+        child.stderr?.on("data", check);
+        void exited.then((code) => done(new Error(`exited with ${code} before ${pattern}:\n${out}`)));
+        check();
+      });
+    },
+    destroyPipes() {
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+    },
+    async goneWithin(timeoutMs) {
+      const started = Date.now();
+      while (groupAlive()) {
+        if (Date.now() - started > timeoutMs) return undefined;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      return Date.now() - started;
+    },
+    kill() {
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    },
+  };
 }
