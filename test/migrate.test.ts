@@ -14,7 +14,7 @@ describe.each(BACKENDS)("migrations on %s", (backend) => {
   let db: Db;
 
   beforeAll(async () => {
-    database = await createTestDatabase(backend);
+    database = await createTestDatabase(backend, { empty: true });
     db = (await database.open()).db;
   });
   afterAll(async () => {
@@ -81,7 +81,7 @@ describe.each(BACKENDS)("migrations on %s", (backend) => {
 
 describe("concurrent starts on the real PostgreSQL", () => {
   it("when five processes migrate one empty database at once, then each file is applied exactly once", async () => {
-    const database = await createTestDatabase("postgres");
+    const database = await createTestDatabase("postgres", { empty: true });
     try {
       const dbs = await Promise.all(
         Array.from({ length: 5 }, () => openDatabase({ databaseUrl: database.url, dataDir: "unused", poolSize: 3 })),
