@@ -2,11 +2,9 @@
 // until Tally acknowledges it, and a tally of what happened.
 export { freePort } from "../helpers/postgresServer.js";
 
-/**
- * The pace of a load generator (a client's think time, the length of an outage): never a wait for an outcome —
- * those wait on their condition (helpers/eventually.ts).
- */
-export const pace = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { pace } from "../helpers/eventually.js";
+
+export { pace };
 
 export interface ClientStats {
   batches: number;

@@ -38,3 +38,9 @@ export async function until<T>(
   }, opts);
   return { value, ms: Date.now() - t0 };
 }
+
+/**
+ * The pace of a load generator (a client's think time, a simulated job's work, the length of an outage): never a
+ * wait for an outcome — those wait on their condition with eventually/until.
+ */
+export const pace = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
