@@ -173,7 +173,7 @@ describe("two Tally processes with every-second schedules", () => {
     expect(rows.every((r) => r.outcome === "ok")).toBe(true);
     expect(overlaps(rows)).toEqual([]);
     expect(marks.rows[0].n).toBe(0);
-  });
+  }, 180_000);
 });
 
 describe.each(BACKENDS)("the scheduler on %s", (backend) => {

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createServerDatabase } from "./helpers/databases.js";
-import { runTallyExpectingFailure, spawnTally } from "./helpers/process.js";
+import { runTallyExpectingFailure, spawnTally, type TallyProcess } from "./helpers/process.js";
 
 async function readyz(url: string) {
   const res = await fetch(`${url}/readyz`);
@@ -15,8 +15,13 @@ async function readyz(url: string) {
 describe("start-up as a process", () => {
   it("when started on an empty data directory, then it prints an admin key that works, and a restart reuses the data", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "tally-data-"));
-    onTestFinished(() => rm(dataDir, { recursive: true, force: true }));
-    const first = await spawnTally({ TALLY_DATA_DIR: dataDir }, 90_000);
+    const running: TallyProcess[] = [];
+    onTestFinished(async () => {
+      for (const p of running) await p.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    });
+    const first = await spawnTally({ TALLY_DATA_DIR: dataDir });
+    running.push(first);
     const key = /^\s+(tally_\S+)$/m.exec(first.stdout())?.[1];
     expect(key).toBeDefined();
     expect(await readyz(first.url)).toEqual({ status: 200, body: { status: "ready", engine: "timescale" } });
@@ -30,13 +35,14 @@ describe("start-up as a process", () => {
     expect(await first.stop()).toBe(0);
     expect(first.stdout()).not.toMatch(/"msg":"[^"]*tally_/); // the key is never in a log line
 
-    const second = await spawnTally({ TALLY_DATA_DIR: dataDir }, 90_000);
+    const second = await spawnTally({ TALLY_DATA_DIR: dataDir });
+    running.push(second);
     expect(second.stdout()).not.toMatch(/admin API key was created/);
     expect((await readyz(second.url)).status).toBe(200);
     const meters = await fetch(`${second.url}/v1/meters`, { headers: { Authorization: `Bearer ${key}` } });
     expect(((await meters.json()) as { data: { key: string }[] }).data.map((m) => m.key)).toEqual(["calls"]);
     expect(await second.stop()).toBe(0);
-  });
+  }, 240_000);
 
   it("when DATABASE_URL points at PostgreSQL that cannot give TimescaleDB, then it runs the portable engine and says why", async () => {
     const db = await createServerDatabase();
@@ -64,7 +70,7 @@ describe("start-up as a process", () => {
     } finally {
       await db.drop();
     }
-  });
+  }, 150_000);
 
   it("when TALLY_ENGINE=timescale is forced on a server without it, then start-up fails with the reason", async () => {
     const db = await createServerDatabase();

