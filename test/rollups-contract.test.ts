@@ -183,9 +183,10 @@ describe("rollup contract", { timeout: 240_000 }, () => {
     }));
 
   it("when a range holds no events, then the series is empty", () =>
-    both(async ({ usage, record }) => {
+    both(async ({ usage, ingest, record }) => {
+      await ingest([{ id: "e1", customer: "empty", meter: "calls", value: 1, timestamp: "2026-11-02T10:00:00Z" }]);
       expect(
-        record("empty", await usage("agg", "calls", "day", "2026-10-01T00:00:00Z", "2026-10-10T00:00:00Z")),
+        record("empty", await usage("empty", "calls", "day", "2026-10-01T00:00:00Z", "2026-10-10T00:00:00Z")),
       ).toEqual([]);
     }));
 
