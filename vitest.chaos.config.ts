@@ -1,5 +1,6 @@
 // npm run test:chaos — crashes, restarts, a database going away, several processes. These files stop and start
-// processes (and PostgreSQL itself), so they run one at a time, after the main suite, never beside other tests.
+// processes (and a PostgreSQL server of their own), so they run one at a time, after the main suite, never beside
+// other tests.
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({

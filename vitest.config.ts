@@ -3,7 +3,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
-    // test/chaos stops processes and PostgreSQL itself: npm run test:chaos runs it alone (see .ci/run).
+    // test/chaos stops processes and a PostgreSQL server: npm run test:chaos runs it alone (see .ci/run).
     exclude: ["test/chaos/**", "**/node_modules/**"],
     pool: "forks",
     maxWorkers: 2,

@@ -4,6 +4,7 @@
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { addressOf } from "../src/stripe/sender.js";
+import { until } from "./helpers/eventually.js";
 import { type FakeStripe, startFakeStripe } from "./helpers/fakeStripe.js";
 
 const NOW = new Date("2026-11-10T12:00:00Z");
@@ -70,7 +71,10 @@ describe("the fake Stripe", () => {
   it("when two calls for one customer and meter overlap, then the second gets 429; other customers go through", async () => {
     fake.inject({ kind: "hang", ms: 300 });
     const first = stripe.billing.meterEvents.create(event({ payload: { stripe_customer_id: "cus_3", value: "1" } }));
-    await new Promise((r) => setTimeout(r, 50));
+    await until(
+      () => fake.inFlight,
+      (n) => n === 1,
+    );
     const second = await refusal(
       stripe.billing.meterEvents.create(event({ payload: { stripe_customer_id: "cus_3", value: "1" } })),
     );
@@ -83,7 +87,12 @@ describe("the fake Stripe", () => {
   it("when more requests than the limit arrive within a second, then the extra ones get 429", async () => {
     fake.rateLimit = 3;
     try {
-      await new Promise((r) => setTimeout(r, 1_000));
+      // Earlier requests are out of the one-second window.
+      await until(
+        () => fake.arrivalsInLastSecond(),
+        (n) => n === 0,
+        { timeout: 2_000 },
+      );
       const results = await Promise.allSettled(
         Array.from({ length: 5 }, (_, i) =>
           stripe.billing.meterEvents.create(event({ payload: { stripe_customer_id: `cus_rl_${i}`, value: "1" } })),

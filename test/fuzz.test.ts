@@ -157,7 +157,14 @@ describe.each(BACKENDS)("fuzzing on %s", (backend) => {
         const health = await client.send({ method: "GET", path: "/healthz" });
         if (health.status !== 200) throw new Error(`/healthz answered ${health.status} after the batch`);
       }),
-      { numRuns: runs, seed: SEED, endOnFailure: false, interruptAfterTimeLimit: 170_000 },
+      // Running out of time is a failure, not a pass with fewer cases than planned.
+      {
+        numRuns: runs,
+        seed: SEED,
+        endOnFailure: false,
+        interruptAfterTimeLimit: 170_000,
+        markInterruptAsFailure: true,
+      },
     );
   }
 

@@ -10,11 +10,11 @@ import { createLogger } from "../src/logger.js";
 import { createMetrics } from "../src/metrics.js";
 import { BACKENDS, createServerDatabase, createTestDatabase } from "./helpers/databases.js";
 import { defineMeters, postJson } from "./helpers/events.js";
+import { pace, until } from "./helpers/eventually.js";
 import { spawnTally } from "./helpers/process.js";
 import { admin, startTestTally } from "./helpers/tally.js";
 
 const silent = createLogger("silent");
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Run {
   runner: string;
@@ -47,7 +47,7 @@ describe("job locks across connections on the real PostgreSQL", () => {
         run: async () => {
           active += 1;
           maxActive = Math.max(maxActive, active);
-          await sleep(200);
+          await pace(200); // the job's work
           active -= 1;
           return { slept: 200 };
         },
@@ -68,9 +68,21 @@ describe("job locks across connections on the real PostgreSQL", () => {
       expect(rows).toHaveLength(4);
       expect(overlaps(rows)).toEqual([]);
       // The try-lock used by schedules: while one holds it, the other skips.
-      const held = a.db.tryWithLock("job:slow", () => sleep(300));
-      await sleep(50);
+      let release = () => {};
+      const gate = new Promise<void>((r) => {
+        release = r;
+      });
+      let holding = false;
+      const held = a.db.tryWithLock("job:slow", async () => {
+        holding = true;
+        await gate;
+      });
+      await until(
+        () => holding,
+        (h) => h,
+      );
       expect(await b.db.tryWithLock("job:slow", async () => "ran")).toEqual({ acquired: false });
+      release();
       await held;
       expect(await b.db.tryWithLock("job:slow", async () => "ran")).toEqual({ acquired: true, value: "ran" });
     } finally {
@@ -139,7 +151,7 @@ describe("two Tally processes with every-second schedules", () => {
           headers,
           body: JSON.stringify({ events }),
         });
-        await sleep(50);
+        await pace(50);
       }
     } finally {
       await Promise.all([p1.stop(), p2.stop()]);
@@ -161,7 +173,7 @@ describe("two Tally processes with every-second schedules", () => {
     expect(rows.every((r) => r.outcome === "ok")).toBe(true);
     expect(overlaps(rows)).toEqual([]);
     expect(marks.rows[0].n).toBe(0);
-  });
+  }, 180_000);
 });
 
 describe.each(BACKENDS)("the scheduler on %s", (backend) => {
@@ -175,15 +187,17 @@ describe.each(BACKENDS)("the scheduler on %s", (backend) => {
       t.tally.ctx.jobs.start();
       await postJson(t.tally, [{ id: "x2", customer: "c", meter: "calls", value: 3, timestamp: late }]);
       const started = Date.now();
-      for (;;) {
-        const { rows } = await t.tally.ctx.db.query<{ n: string }>(
-          "SELECT (SELECT count(*) FROM rollup_invalidations) + (SELECT count(*) FROM rollup_claims) AS n",
-          [],
-        );
-        if (rows[0]?.n === "0") break;
-        if (Date.now() - started > 10_000) throw new Error("late event not materialized within 10 s");
-        await sleep(200);
-      }
+      await until(
+        async () =>
+          (
+            await t.tally.ctx.db.query<{ n: string }>(
+              "SELECT (SELECT count(*) FROM rollup_invalidations) + (SELECT count(*) FROM rollup_claims) AS n",
+              [],
+            )
+          ).rows[0]?.n,
+        (n) => n === "0",
+        { timeout: 10_000, interval: 200, message: "late event materialized by the schedule" },
+      );
       // Nothing is dirty any more: this answer comes from the rollups alone.
       const res = await request(t.tally.app)
         .get("/v1/usage")

@@ -12,11 +12,13 @@ import { ManualClock } from "../src/clock.js";
 import { openDatabase } from "../src/db/open.js";
 import { BACKENDS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { defineMeters, postJson } from "./helpers/events.js";
+import { until } from "./helpers/eventually.js";
 import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
 
 const NOW = "2026-11-20T12:00:00Z";
 
-describe.each(BACKENDS)("limits durability on %s", (backend) => {
+// Embedded: a data directory on disk, opened by two Tallies in turn — slow on a busy 2-core machine.
+describe.each(BACKENDS)("limits durability on %s", { timeout: 150_000 }, (backend) => {
   let database: TestDatabase;
   let up = true;
   let received: string[] = [];
@@ -87,6 +89,15 @@ describe.each(BACKENDS)("limits durability on %s", (backend) => {
     const a = await startTestTally(backend, { clock, database });
     const b = backend === "postgres" ? await startTestTally(backend, { clock, database }) : a;
     try {
+      // The meter and one endpoint, whether or not the test before made them.
+      await defineMeters(a.tally, { calls: "sum" });
+      const endpoints = await a.tally.ctx.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM webhook_endpoints",
+        [],
+      );
+      if (endpoints.rows[0]?.n === 0) {
+        expect((await request(a.tally.app).post("/v1/webhook-endpoints").set(admin).send({ url })).status).toBe(201);
+      }
       for (let i = 0; i < 20; i++) {
         await request(a.tally.app).put(`/v1/customers/p${i}`).set(admin).send({});
         await request(a.tally.app)
@@ -117,8 +128,11 @@ describe.each(BACKENDS)("limits durability on %s", (backend) => {
       );
       expect(rows[0]).toEqual({ alerts: "40", deliveries: "20" });
       // the other process enforces the blocks within its poll interval
-      await new Promise((r) => setTimeout(r, 1_500));
-      expect((await request(b.tally.app).get("/v1/entitlements/p3/calls").set(admin)).status).toBe(429);
+      await until(
+        async () => (await request(b.tally.app).get("/v1/entitlements/p3/calls").set(admin)).status,
+        (status) => status === 429,
+        { timeout: 10_000 },
+      );
     } finally {
       await a.tally.shutdown();
       if (b !== a) await b.tally.shutdown();

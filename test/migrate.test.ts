@@ -2,7 +2,7 @@
 import { cp, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { loadMigrations, MigrationError, migrate, pendingMigrations, sqlDirectory } from "../src/db/migrate.js";
 import { openDatabase } from "../src/db/open.js";
 import type { Db } from "../src/db/types.js";
@@ -13,9 +13,11 @@ describe.each(BACKENDS)("migrations on %s", (backend) => {
   let database: TestDatabase;
   let db: Db;
 
+  // The tests below the first share one database, migrated before them; each leaves it as it found it.
   beforeAll(async () => {
-    database = await createTestDatabase(backend);
+    database = await createTestDatabase(backend, { empty: true });
     db = (await database.open()).db;
+    await migrate(db, engine);
   });
   afterAll(async () => {
     await db.close();
@@ -23,6 +25,12 @@ describe.each(BACKENDS)("migrations on %s", (backend) => {
   });
 
   it("when applied to an empty database, then every file runs once and is recorded with its checksum", async () => {
+    const empty = await createTestDatabase(backend, { empty: true });
+    const { db } = await empty.open();
+    onTestFinished(async () => {
+      await db.close();
+      await empty.drop();
+    });
     const files = await loadMigrations(engine);
     const result = await migrate(db, engine, files);
     expect(result.applied).toEqual(files.map((f) => f.name));
@@ -81,7 +89,7 @@ describe.each(BACKENDS)("migrations on %s", (backend) => {
 
 describe("concurrent starts on the real PostgreSQL", () => {
   it("when five processes migrate one empty database at once, then each file is applied exactly once", async () => {
-    const database = await createTestDatabase("postgres");
+    const database = await createTestDatabase("postgres", { empty: true });
     try {
       const dbs = await Promise.all(
         Array.from({ length: 5 }, () => openDatabase({ databaseUrl: database.url, dataDir: "unused", poolSize: 3 })),
@@ -100,7 +108,7 @@ describe("concurrent starts on the real PostgreSQL", () => {
 
 describe("concurrent starts on the embedded engine", () => {
   it("when several starters migrate one embedded database at once, then each file is applied exactly once", async () => {
-    const database = await createTestDatabase("embedded");
+    const database = await createTestDatabase("embedded", { empty: true });
     const { db, engine } = await database.open();
     const results = await Promise.all([migrate(db, engine), migrate(db, engine), migrate(db, engine)]);
     const files = await loadMigrations(engine);

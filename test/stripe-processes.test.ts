@@ -4,12 +4,12 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createServerDatabase } from "./helpers/databases.js";
+import { pace, until } from "./helpers/eventually.js";
 import { type FakeStripe, startFakeStripe } from "./helpers/fakeStripe.js";
 import { spawnTally, type TallyProcess } from "./helpers/process.js";
 
 const KEY = "stripe-two-process-key-0123";
 const headers = { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("two processes syncing to Stripe on the real PostgreSQL", () => {
   let db: Awaited<ReturnType<typeof createServerDatabase>>;
@@ -74,15 +74,17 @@ describe("two processes syncing to Stripe on the real PostgreSQL", () => {
       expect((await call(round % 2 ? a : b, "POST", "/v1/events", { events })).status).toBe(202);
       const runs = await Promise.all([a, b].map((p) => call(p, "POST", "/v1/jobs/sync-stripe/run")));
       for (const r of runs) expect([200, 409]).toContain(r.status);
-      await sleep(150);
+      await pace(150);
     }
     // Settle: a final run that finds nothing left to send.
-    for (let i = 0; i < 10; i++) {
-      const { status, body } = await call(a, "POST", "/v1/jobs/sync-stripe/run");
-      const summary = body.summary as { pending: number; sent: number } | undefined;
-      if (status === 200 && summary?.pending === 0 && summary.sent === 0) break;
-      await sleep(200);
-    }
+    await until(
+      async () => {
+        const { status, body } = await call(a, "POST", "/v1/jobs/sync-stripe/run");
+        return { status, summary: body.summary as { pending: number; sent: number } | undefined };
+      },
+      ({ status, summary }) => status === 200 && summary?.pending === 0 && summary.sent === 0,
+      { timeout: 20_000, interval: 200, message: "a sync run with nothing left to send" },
+    );
 
     const identifiers = fake.requests.flatMap((r) => r.identifiers);
     expect(fake.requests.filter((r) => r.status !== 200)).toEqual([]);

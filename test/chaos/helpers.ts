@@ -1,16 +1,10 @@
 // Shared by the chaos tests: a free port, a client that retries a batch with the same ids (as real clients do)
 // until Tally acknowledges it, and a tally of what happened.
-import { createServer } from "node:net";
+export { freePort } from "../helpers/postgresServer.js";
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+import { pace } from "../helpers/eventually.js";
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export { pace };
 
 export interface ClientStats {
   batches: number;
@@ -66,6 +60,6 @@ export async function postUntilAccepted(
     }
     stats.failures.set(outcome, (stats.failures.get(outcome) ?? 0) + 1);
     if (Date.now() - started > give_up_after_ms) throw new Error(`batch not accepted within ${give_up_after_ms} ms`);
-    await sleep(100);
+    await pace(100);
   }
 }

@@ -13,15 +13,22 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import { openDatabase } from "../../src/db/open.js";
 import { BACKENDS, createServerDatabase } from "../helpers/databases.js";
+import { until } from "../helpers/eventually.js";
 import { buildDist, type DetachedTally, spawnDetachedTally, spawnTally } from "../helpers/process.js";
-import { freePort, sleep } from "./helpers.js";
+import { freePort, pace } from "./helpers.js";
 
 const KEY = "chaos-admin-key-0123456789abcdef";
 const TIMEOUT_MS = 10_000;
 
 /** An NDJSON body written line by line over ~`ms`, so the request is still in flight when the signal comes. */
-function slowUpload(port: number, tag: string, lines: number, ms: number): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
+function slowUpload(
+  port: number,
+  tag: string,
+  lines: number,
+  ms: number,
+): { written: () => number; answer: Promise<{ status: number; body: string }> } {
+  let written = 0;
+  const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
     const req = http.request(
       {
         host: "127.0.0.1",
@@ -43,11 +50,13 @@ function slowUpload(port: number, tag: string, lines: number, ms: number): Promi
     (async () => {
       for (let i = 0; i < lines; i++) {
         req.write(`${JSON.stringify({ id: `${tag}-${i}`, customer: "shutdown", meter: "calls", value: 1 })}\n`);
-        await sleep(ms / lines);
+        written += 1;
+        await pace(ms / lines);
       }
       req.end();
     })().catch(reject);
   });
+  return { written: () => written, answer };
 }
 
 describe.each(BACKENDS)("graceful shutdown on %s", (backend) => {
@@ -85,10 +94,18 @@ describe.each(BACKENDS)("graceful shutdown on %s", (backend) => {
     expect(meter.status).toBe(201);
 
     const uploads = ["a", "b", "c"].map((tag) => slowUpload(port, tag, 200, 2_000));
-    await sleep(500);
+    // Each upload is under way (a quarter sent) when the signal comes.
+    await until(
+      () => Math.min(...uploads.map((u) => u.written())),
+      (n) => n >= 50,
+    );
     const signalled = Date.now();
     tally.child.kill("SIGTERM");
-    await sleep(200);
+    await until(
+      async () => (await fetch(`${tally.url}/readyz`)).status,
+      (status) => status === 503,
+      { message: "/readyz 503 after SIGTERM" },
+    );
     // A request after the signal: refused politely, with a hint to retry (elsewhere or later).
     const late = await fetch(`${tally.url}/v1/events`, {
       method: "POST",
@@ -99,7 +116,7 @@ describe.each(BACKENDS)("graceful shutdown on %s", (backend) => {
     expect(late.headers.get("retry-after")).toBeTruthy();
     expect(((await late.json()) as { code: string }).code).toBe("shutting_down");
 
-    const answers = await Promise.all(uploads);
+    const answers = await Promise.all(uploads.map((u) => u.answer));
     for (const a of answers) expect(a, a.body).toMatchObject({ status: 202 });
     const accepted = answers.reduce((n, a) => n + (JSON.parse(a.body) as { accepted: number }).accepted, 0);
     const code = await tally.exited;

@@ -7,9 +7,10 @@ import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { createServerDatabase } from "../helpers/databases.js";
+import { until } from "../helpers/eventually.js";
 import { startFakeStripe } from "../helpers/fakeStripe.js";
 import { spawnTally } from "../helpers/process.js";
-import { sleep } from "./helpers.js";
+import { pace } from "./helpers.js";
 
 const KEY = "chaos-admin-key-0123456789abcdef";
 const CUSTOMERS = 20;
@@ -88,11 +89,47 @@ describe("two processes (PostgreSQL)", () => {
         timestamp: lastHour,
       }));
       await call(round % 2 ? a.url : b.url, "POST", "/v1/events", { events });
-      await sleep(200);
+      await pace(200);
     }
-    // let the schedules and deliveries settle
-    for (let i = 0; i < 40 && [...deliveries.keys()].length < CUSTOMERS * 2; i++) await sleep(250);
-    await sleep(3_000);
+    // The schedules and deliveries settle: every alert delivered, every ingested unit sent to Stripe, and then
+    // each job has ticked twice more (a duplicate would have had its chance).
+    await until(
+      () => deliveries.size,
+      (n) => n >= CUSTOMERS * 2,
+      { timeout: 30_000, message: "webhook deliveries" },
+    );
+    const ingested = async () => {
+      const c = new pg.Client({ connectionString: server.url });
+      await c.connect();
+      try {
+        const { rows } = await c.query<{ total: string }>(
+          "SELECT coalesce(sum(value), 0)::text AS total FROM usage_events",
+        );
+        return BigInt(rows[0]?.total ?? "0");
+      } finally {
+        await c.end();
+      }
+    };
+    const total = await ingested();
+    await until(
+      () => stripe.events.reduce((sum, e) => sum + BigInt(e.value), 0n),
+      (sent) => sent >= total,
+      { timeout: 30_000, message: "Stripe sync of every ingested unit" },
+    );
+    const ticks = async () => {
+      const c = new pg.Client({ connectionString: server.url });
+      await c.connect();
+      try {
+        const { rows } = await c.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM job_runs WHERE finished_at IS NOT NULL",
+        );
+        return rows[0]?.n ?? 0;
+      } finally {
+        await c.end();
+      }
+    };
+    const runsNow = await ticks();
+    await until(ticks, (n) => n >= runsNow + 8, { timeout: 30_000, message: "two more ticks of each job" });
 
     const client = new pg.Client({ connectionString: server.url });
     await client.connect();

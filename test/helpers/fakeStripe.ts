@@ -130,6 +130,17 @@ export class FakeStripe {
     );
   }
 
+  /** Requests being handled right now (one per customer and event name at most). */
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  /** Requests that arrived within the last second (the rate limit's window). */
+  arrivalsInLastSecond(): number {
+    const now = performance.now();
+    return this.#arrivals.filter((at) => now - at < 1000).length;
+  }
+
   /** The most requests that arrived within any one second. */
   maxPerSecond(): number {
     const times = this.requests.map((r) => r.at).sort((a, b) => a - b);

@@ -15,7 +15,8 @@ export interface TallyProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function spawnTally(env: Record<string, string>, timeoutMs = 30_000): Promise<TallyProcess> {
+/** `timeoutMs`: a start (tsx compiling, PGlite or migrations) can take long on a busy 2-core machine. */
+export async function spawnTally(env: Record<string, string>, timeoutMs = 90_000): Promise<TallyProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },

@@ -31,7 +31,8 @@ export async function startTestTally(
 ): Promise<TestTally> {
   const database = opts.database ?? (await createTestDatabase(backend));
   const config = testConfig({ ...(database.url ? { DATABASE_URL: database.url } : {}), ...opts.env });
-  const clock = opts.clock ?? { now: () => new Date() };
+  // A manual clock, at the real time of the start, unless the test brings its own (systemClock for real schedules).
+  const clock = opts.clock ?? new ManualClock(new Date());
   const opened = await database.open();
   const tally = await createTally({
     config,
