@@ -1,12 +1,27 @@
 // Configuration: one zod schema over the environment, parsed once at start; every bad variable is reported together.
 import { validate as validateCron } from "node-cron";
 import { z } from "zod";
+import { parseIsoDuration } from "./duration.js";
 
 const cron = (fallback: string) =>
   z
     .string()
     .default(fallback)
     .refine((v) => validateCron(v), { message: "not a valid node-cron expression" });
+
+/** An ISO 8601 duration ("PT1H"), as milliseconds. */
+const isoDuration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((v, ctx) => {
+      const ms = parseIsoDuration(v);
+      if (ms === undefined) {
+        ctx.addIssue({ code: "custom", message: "not an ISO 8601 duration of weeks, days, hours, minutes, seconds" });
+        return z.NEVER;
+      }
+      return ms;
+    });
 
 const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
@@ -31,6 +46,9 @@ export const configSchema = z.object({
   TALLY_CRON_LIMITS: cron("*/30 * * * * *"),
   TALLY_CRON_STRIPE: cron("0 */5 * * * *"),
   TALLY_CRON_WEBHOOKS: cron("*/5 * * * * *"),
+  TALLY_CRON_FINALIZE: cron("0 */5 * * * *"),
+  /** Milliseconds after a period ends during which its invoices stay drafts (late events still count). */
+  TALLY_INVOICE_GRACE: isoDuration("PT1H"),
   TALLY_WEBHOOK_RETRY_BASE_MS: positiveInt(30_000),
   TALLY_STRIPE_METER_API: z.enum(["v1", "v2"]).default("v1"),
   TALLY_STRIPE_CONCURRENCY: positiveInt(4),

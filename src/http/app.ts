@@ -7,6 +7,7 @@ import { errorHandler, sendProblem } from "./problem.js";
 import { rateLimited } from "./rateLimit.js";
 import { billingRoutes } from "./routes/billing.js";
 import { eventRoutes } from "./routes/events.js";
+import { invoiceRoutes } from "./routes/invoices.js";
 import { jobRoutes } from "./routes/jobs.js";
 import { limitRoutes } from "./routes/limits.js";
 import { operationsRoutes } from "./routes/operations.js";
@@ -51,6 +52,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   eventRoutes(table, ctx);
   usageRoutes(table, ctx);
   billingRoutes(table, ctx);
+  invoiceRoutes(table, ctx);
   limitRoutes(table, ctx);
   jobRoutes(table, ctx);
   stripeRoutes(table, ctx);

@@ -3,6 +3,8 @@ import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
 import type { Engine } from "../db/open.js";
 import type { Db } from "../db/types.js";
+import { finalizeInvoices } from "../invoices/finalize.js";
+import type { Invoices } from "../invoices/service.js";
 import type { LimitsService } from "../limits/service.js";
 import { deliverDue } from "../limits/webhooks.js";
 import type { Logger } from "../logger.js";
@@ -17,6 +19,7 @@ export interface JobDeps {
   clock: Clock;
   config: Config;
   limits: LimitsService;
+  invoices: Invoices;
   log: Logger;
   /** Aborted at shutdown: long jobs (a Stripe backlog) stop between requests instead of holding shutdown. */
   signal?: AbortSignal;
@@ -46,6 +49,11 @@ export function tallyJobs(d: JobDeps): Job[] {
       name: "prune-expired",
       schedule: "0 7 * * * *",
       run: async () => ({ ...(await pruneExpired(d.db, d.clock.now(), d.config.TALLY_DEDUPE_WINDOW_DAYS)) }),
+    },
+    {
+      name: "finalize-invoices",
+      schedule: d.config.TALLY_CRON_FINALIZE,
+      run: async () => ({ ...(await finalizeInvoices(d.invoices, d.log)) }),
     },
     {
       name: "sync-stripe",
