@@ -9,6 +9,7 @@ import type { LimitsService } from "../limits/service.js";
 import { deliverDue } from "../limits/webhooks.js";
 import type { Logger } from "../logger.js";
 import { refreshRollups } from "../rollups/refresh.js";
+import { createInvoiceItemSync } from "../stripe/invoiceItems.js";
 import { createStripeSync } from "../stripe/sync.js";
 import { pruneExpired } from "./prune.js";
 import type { Job } from "./runner.js";
@@ -27,6 +28,7 @@ export interface JobDeps {
 
 export function tallyJobs(d: JobDeps): Job[] {
   const stripe = createStripeSync(d);
+  const invoiceItems = createInvoiceItemSync(d);
   return [
     {
       name: "refresh-rollups",
@@ -58,7 +60,12 @@ export function tallyJobs(d: JobDeps): Job[] {
     {
       name: "sync-stripe",
       schedule: d.config.TALLY_CRON_STRIPE,
-      run: async () => ({ ...(await stripe.run()) }),
+      run: async () => {
+        const meterEvents = await stripe.run();
+        // Then the adjustments of final invoices, as invoice items.
+        const items = meterEvents.enabled ? await invoiceItems.run() : undefined;
+        return { ...meterEvents, ...(items ? { invoice_items: items } : {}) };
+      },
     },
   ];
 }
