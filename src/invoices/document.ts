@@ -19,7 +19,7 @@ export interface MeterLabel {
 }
 
 /** RFC 3339 in UTC without empty milliseconds, as every time in the API. */
-const rfc3339 = (d: Date): string => {
+export const rfc3339 = (d: Date): string => {
   const s = d.toISOString();
   return s.endsWith(".000Z") ? `${s.slice(0, -5)}Z` : s;
 };

@@ -7,6 +7,7 @@ import { buildStatement } from "../billing/statement.js";
 import type { Queryable } from "../db/types.js";
 import type { Logger } from "../logger.js";
 import { periodOf } from "../rollups/buckets.js";
+import { rfc3339 } from "./document.js";
 import {
   correctionHorizon,
   differences,
@@ -52,7 +53,7 @@ export async function finalizeInvoices(invoices: Invoices, log: Logger): Promise
   const { db, clock, options } = invoices;
   const now = clock.now();
   const summary: FinalizeSummary = {
-    as_of: now.toISOString(),
+    as_of: rfc3339(now),
     drafts_created: await invoices.ensureDrafts(),
     checked: 0,
     adjustments: 0,
