@@ -143,7 +143,8 @@ describe.each(BACKENDS)("invoices on %s", (backend) => {
     expect(draft).toMatchObject({ status: "draft", number: null, finalized_at: null, total: "61.50" });
     // 150 calls × 0.01 + 10 seats × 5 + base fee 10
     const preview = await ok(api().get("/v1/customers/grace/invoice").query({ period: "2026-10" }).set(admin));
-    expect(preview.body).toMatchObject({ id: draft.id, status: "draft", total: "61.50" });
+    expect(preview.body.total).toBe("61.50");
+    expect(preview.body.id).toBeUndefined();
   });
 
   it("when the grace hour is over, then the job freezes every invoice of the period with gapless numbers", async () => {

@@ -78,11 +78,10 @@ export class Invoices {
     return (await this.documents([row]))[0];
   }
 
-  /** The customer's invoice of a period (final, or draft), or undefined when the period has none. */
-  async ofPeriod(customer: string, period: Period): Promise<InvoiceDocument | undefined> {
-    await this.ensureDrafts(customer);
+  /** The customer's final invoice of a period, as frozen; undefined while the period has none. */
+  async finalOf(customer: string, period: Period): Promise<InvoiceDocument | undefined> {
     const row = await invoiceOf(this.db, customer, period.start);
-    return row ? (await this.documents([row]))[0] : undefined;
+    return row?.status === "final" ? (await this.documents([row]))[0] : undefined;
   }
 
   async documents(rows: readonly InvoiceRow[]): Promise<InvoiceDocument[]> {

@@ -259,8 +259,8 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
         assertCustomerVisible(auth, params.id);
         if (!(await getCustomer(ctx.db, params.id))) throw notFound(`no customer ${params.id}`);
         const period = periodParam(ctx, query.period);
-        // A period with an invoice answers it: the final one as frozen, or the draft with its adjustments.
-        const invoice = kind === "invoice" ? await ctx.invoices.ofPeriod(params.id, period) : undefined;
+        // A finalized period answers its final invoice, as frozen; drafts (with adjustments) are at /v1/invoices.
+        const invoice = kind === "invoice" ? await ctx.invoices.finalOf(params.id, period) : undefined;
         if (invoice) return { status: 200, body: invoice };
         const statement = await buildStatement(ctx.db, params.id, period, ctx.clock.now());
         if (kind === "invoice") return { status: 200, body: invoiceJson(statement) };
