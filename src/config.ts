@@ -1,6 +1,7 @@
 // Configuration: one zod schema over the environment, parsed once at start; every bad variable is reported together.
 import { validate as validateCron } from "node-cron";
 import { z } from "zod";
+import { parseIsoDuration } from "./duration.js";
 
 const cron = (fallback: string) =>
   z
@@ -12,33 +13,21 @@ const positiveInt = (fallback: number) => z.coerce.number().int().positive().def
 
 const emptyAsUnset = (v: unknown) => (v === "" ? undefined : v);
 
-// ISO 8601 durations of a fixed length: weeks, days, hours, minutes, seconds (seconds may have a fraction).
-// Years and months have no fixed length and are refused.
-const ISO_DURATION = /^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:[.,]\d+)?)S)?)?$/;
 // Node's timers fire at once for delays above 2^31 - 1 ms (about 24.8 days).
 const MAX_TIMER_MS = 2_147_483_647;
 
-/** Milliseconds of an ISO 8601 duration such as `PT30S` or `P1DT12H`; undefined when the text is not one. */
-export function isoDurationMs(text: string): number | undefined {
-  const m = ISO_DURATION.exec(text);
-  if (!m || text === "P") return undefined;
-  const [weeks, days, hours, minutes, seconds] = m.slice(1).map((part) => Number((part ?? "0").replace(",", ".")));
-  const totalSeconds = ((weeks! * 7 + days!) * 24 + hours!) * 3_600 + minutes! * 60 + seconds!;
-  return Math.round(totalSeconds * 1000);
-}
-
-/** An ISO 8601 duration, parsed to milliseconds; longer than zero and short enough for a timer. */
-const isoDuration = (fallback: string) =>
+/** An ISO 8601 duration ("PT1H", src/duration.ts), as milliseconds; `timer`: longer than zero, short enough for one. */
+const isoDuration = (fallback: string, opts: { timer?: boolean } = {}) =>
   z
     .string()
     .default(fallback)
     .transform((text, ctx) => {
-      const ms = isoDurationMs(text);
+      const ms = parseIsoDuration(text);
       if (ms === undefined) {
         ctx.addIssue("not an ISO 8601 duration of weeks, days, hours, minutes or seconds (e.g. PT30S, PT2M, P1D)");
         return z.NEVER;
       }
-      if (ms <= 0 || ms > MAX_TIMER_MS) {
+      if (opts.timer && (ms <= 0 || ms > MAX_TIMER_MS)) {
         ctx.addIssue("must be longer than zero and at most 24 days");
         return z.NEVER;
       }
@@ -64,6 +53,9 @@ export const configSchema = z.object({
   TALLY_CRON_LIMITS: cron("*/30 * * * * *"),
   TALLY_CRON_STRIPE: cron("0 */5 * * * *"),
   TALLY_CRON_WEBHOOKS: cron("*/5 * * * * *"),
+  TALLY_CRON_FINALIZE: cron("0 */5 * * * *"),
+  /** Milliseconds after a period ends during which its invoices stay drafts (late events still count). */
+  TALLY_INVOICE_GRACE: isoDuration("PT1H"),
   TALLY_WEBHOOK_RETRY_BASE_MS: positiveInt(30_000),
   TALLY_STRIPE_METER_API: z.enum(["v1", "v2"]).default("v1"),
   TALLY_STRIPE_CONCURRENCY: positiveInt(4),
@@ -81,7 +73,7 @@ export const configSchema = z.object({
   TALLY_NDJSON_MAX_BYTES: positiveInt(1024 * 1024 * 1024),
   TALLY_SHUTDOWN_TIMEOUT_MS: positiveInt(25_000),
   // In ms. The longest graceful shutdown; then the process exits 1 (the in-flight drain above fits inside it).
-  TALLY_SHUTDOWN_TIMEOUT: isoDuration("PT30S"),
+  TALLY_SHUTDOWN_TIMEOUT: isoDuration("PT30S", { timer: true }),
   TALLY_RATE_LIMIT_RPS: z.coerce.number().min(0).max(1_000_000_000).default(2000),
   TALLY_RATE_LIMIT_BURST: z.preprocess(emptyAsUnset, z.coerce.number().int().positive().optional()),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

@@ -16,7 +16,9 @@ import type { AppContext } from "./http/context.js";
 import { entitlementFastPath } from "./http/fastPath.js";
 import { isoTime } from "./http/format.js";
 import { KeyRateLimiter } from "./http/rateLimit.js";
+import { invoiceJson } from "./http/routes/billing.js";
 import { IngestService } from "./ingest/service.js";
+import { Invoices } from "./invoices/service.js";
 import { JobRunner } from "./jobs/runner.js";
 import { tallyJobs } from "./jobs/tallyJobs.js";
 import { LimitsService } from "./limits/service.js";
@@ -101,8 +103,14 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
   );
   const jobs = new JobRunner(db, log, metrics);
   const limits = new LimitsService(db, clock, log, metrics);
+  const invoices = new Invoices(db, clock, {
+    graceMs: config.TALLY_INVOICE_GRACE,
+    maxAgeDays: config.TALLY_EVENT_MAX_AGE_DAYS,
+    render: invoiceJson,
+  });
   const stopJobs = new AbortController();
-  for (const job of tallyJobs({ db, engine, clock, config, limits, log, signal: stopJobs.signal })) jobs.register(job);
+  for (const job of tallyJobs({ db, engine, clock, config, limits, invoices, log, signal: stopJobs.signal }))
+    jobs.register(job);
   ingest.onCommitted((batch) => limits.afterIngest(batch));
   limits.onAlert(() => jobs.trigger("deliver-webhooks"));
   try {
@@ -124,6 +132,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     ingest,
     jobs,
     limits,
+    invoices,
     rateLimit: new KeyRateLimiter({
       rps: config.TALLY_RATE_LIMIT_RPS,
       burst: config.TALLY_RATE_LIMIT_BURST ?? Math.ceil(2 * config.TALLY_RATE_LIMIT_RPS),

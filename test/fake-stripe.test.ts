@@ -138,4 +138,18 @@ describe("the fake Stripe", () => {
     const err = await refusal(stripe.v2.billing.meterEventStream.create({ events: [] }, { apiKey: "mes_tok_unknown" }));
     expect(err.statusCode).toBe(401);
   });
+
+  it("when an invoice item is created twice with one Idempotency-Key, then the first answer is replayed; with other parameters, 400", async () => {
+    const params = { customer: "cus_1", amount: -250, currency: "usd", description: "Correction" };
+    const first = await stripe.invoiceItems.create(params, { idempotencyKey: "adj-1" });
+    const again = await stripe.invoiceItems.create(params, { idempotencyKey: "adj-1" });
+    expect(again.id).toBe(first.id);
+    expect(again.lastResponse.headers["idempotent-replayed"]).toBe("true");
+    expect(fake.invoiceItems.filter((i) => i.idempotencyKey === "adj-1")).toHaveLength(1);
+    const other = await refusal(stripe.invoiceItems.create({ ...params, amount: 250 }, { idempotencyKey: "adj-1" }));
+    expect(other.statusCode).toBe(400);
+    expect(other.rawType).toBe("idempotency_error");
+    const second = await stripe.invoiceItems.create({ ...params, amount: 250 }, { idempotencyKey: "adj-2" });
+    expect(second.id).not.toBe(first.id);
+  });
 });

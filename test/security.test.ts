@@ -179,6 +179,16 @@ describe.each(BACKENDS)("security on %s", (backend) => {
     }),
     "get /v1/customers/{id}/summary": (c) => ({ path: `/v1/customers/${enc(c)}/summary` }),
     "get /v1/customers/{id}/invoice": (c) => ({ path: `/v1/customers/${enc(c)}/invoice?period=${month}` }),
+    "get /v1/invoices": (c) => ({ path: `/v1/invoices?customer=${enc(c)}` }),
+    "get /v1/invoices/{id}": async (c) => {
+      const sub = await api()
+        .put(`/v1/customers/${enc(c)}/subscription`)
+        .set(admin)
+        .send({ plan: "pro", start: day(NOW - 60 * DAY) });
+      expect(sub.status).toBe(200);
+      const list = await api().get("/v1/invoices").query({ customer: c }).set(admin);
+      return { path: `/v1/invoices/${list.body.data[0].id}` };
+    },
     "put /v1/customers/{id}/limits/{meter}": (c) => ({
       path: `/v1/customers/${enc(c)}/limits/api_calls`,
       body: { hard: "1000000", unit: "quantity" },
@@ -208,7 +218,7 @@ describe.each(BACKENDS)("security on %s", (backend) => {
   /** Does the request name a customer (path or query)? A bound key may only ask about its own. */
   const namesCustomer = (r: RouteInfo) => /\{(customer|id)\}/.test(r.path) && !r.path.startsWith("/v1/api-keys");
   const aboutCustomer = (r: RouteInfo) =>
-    namesCustomer(r) || ["/v1/usage", "/v1/usage/export", "/v1/alerts", "/v1/events"].includes(r.path);
+    namesCustomer(r) || ["/v1/usage", "/v1/usage/export", "/v1/alerts", "/v1/events", "/v1/invoices"].includes(r.path);
 
   type Expect = { status: number | "2xx" | "authorized"; code?: string };
   /** What API.md promises for this caller, route and customer, derived from the route's declared scopes. */

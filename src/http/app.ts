@@ -8,6 +8,7 @@ import { rateLimited } from "./rateLimit.js";
 import { billingRoutes } from "./routes/billing.js";
 import { eventRoutes } from "./routes/events.js";
 import { insightRoutes } from "./routes/insights.js";
+import { invoiceRoutes } from "./routes/invoices.js";
 import { jobRoutes } from "./routes/jobs.js";
 import { limitRoutes } from "./routes/limits.js";
 import { operationsRoutes } from "./routes/operations.js";
@@ -53,6 +54,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   usageRoutes(table, ctx);
   billingRoutes(table, ctx);
   insightRoutes(table, ctx);
+  invoiceRoutes(table, ctx);
   limitRoutes(table, ctx);
   jobRoutes(table, ctx);
   stripeRoutes(table, ctx);

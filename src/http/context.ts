@@ -7,6 +7,7 @@ import type { MigrationFile } from "../db/migrate.js";
 import type { Engine } from "../db/open.js";
 import type { Db } from "../db/types.js";
 import type { IngestService } from "../ingest/service.js";
+import type { Invoices } from "../invoices/service.js";
 import type { JobRunner } from "../jobs/runner.js";
 import type { LimitsService } from "../limits/service.js";
 import type { Logger } from "../logger.js";
@@ -26,6 +27,7 @@ export interface AppContext {
   ingest: IngestService;
   jobs: JobRunner;
   limits: LimitsService;
+  invoices: Invoices;
   /** Requests per API key per second (TALLY_RATE_LIMIT_RPS / _BURST); every authenticated route takes a token. */
   rateLimit: KeyRateLimiter;
   /** The customer's subscription in effect now, as it appears on the customer object. */

@@ -3,10 +3,13 @@ import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
 import type { Engine } from "../db/open.js";
 import type { Db } from "../db/types.js";
+import { finalizeInvoices } from "../invoices/finalize.js";
+import type { Invoices } from "../invoices/service.js";
 import type { LimitsService } from "../limits/service.js";
 import { deliverDue } from "../limits/webhooks.js";
 import type { Logger } from "../logger.js";
 import { refreshRollups } from "../rollups/refresh.js";
+import { createInvoiceItemSync } from "../stripe/invoiceItems.js";
 import { createStripeSync } from "../stripe/sync.js";
 import { pruneExpired } from "./prune.js";
 import type { Job } from "./runner.js";
@@ -17,6 +20,7 @@ export interface JobDeps {
   clock: Clock;
   config: Config;
   limits: LimitsService;
+  invoices: Invoices;
   log: Logger;
   /** Aborted at shutdown: long jobs (a Stripe backlog) stop between requests instead of holding shutdown. */
   signal?: AbortSignal;
@@ -24,6 +28,7 @@ export interface JobDeps {
 
 export function tallyJobs(d: JobDeps): Job[] {
   const stripe = createStripeSync(d);
+  const invoiceItems = createInvoiceItemSync(d);
   return [
     {
       name: "refresh-rollups",
@@ -48,9 +53,19 @@ export function tallyJobs(d: JobDeps): Job[] {
       run: async () => ({ ...(await pruneExpired(d.db, d.clock.now(), d.config.TALLY_DEDUPE_WINDOW_DAYS)) }),
     },
     {
+      name: "finalize-invoices",
+      schedule: d.config.TALLY_CRON_FINALIZE,
+      run: async () => ({ ...(await finalizeInvoices(d.invoices, d.log)) }),
+    },
+    {
       name: "sync-stripe",
       schedule: d.config.TALLY_CRON_STRIPE,
-      run: async () => ({ ...(await stripe.run()) }),
+      run: async () => {
+        const meterEvents = await stripe.run();
+        // Then the adjustments of final invoices, as invoice items.
+        const items = meterEvents.enabled ? await invoiceItems.run() : undefined;
+        return { ...meterEvents, ...(items ? { invoice_items: items } : {}) };
+      },
     },
   ];
 }

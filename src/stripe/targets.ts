@@ -20,7 +20,11 @@ interface Target {
   target: string;
 }
 
-/** Creates or updates targets of mapped pairs (others are left out); an error is cleared when its target changes. */
+/**
+ * Creates or updates targets of mapped pairs (others are left out); an error is cleared when its target changes.
+ * A period whose invoice is final gets no new targets: what changes after finalization reaches Stripe as the
+ * adjustment's invoice item (stripe/invoiceItems), never again as meter events.
+ */
 export async function upsertTargets(q: Queryable, kind: LedgerKind, items: Target[]): Promise<number> {
   if (items.length === 0) return 0;
   const { rowCount } = await q.query(
@@ -29,6 +33,7 @@ export async function upsertTargets(q: Queryable, kind: LedgerKind, items: Targe
      FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::numeric[]) AS t(c, m, b, p, v)
      JOIN customers cu ON cu.id = t.c AND cu.stripe_customer_id IS NOT NULL
      JOIN meters me ON me.key = t.m AND me.stripe_event_name IS NOT NULL
+     WHERE NOT EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = t.c AND i.period_start = t.p AND i.status = 'final')
      ON CONFLICT (customer_id, meter, kind, bucket) DO UPDATE SET
        target = EXCLUDED.target, error_code = NULL, error_message = NULL, error_at = NULL, updated_at = now()
      WHERE stripe_ledger.target IS DISTINCT FROM EXCLUDED.target`,

@@ -1,7 +1,10 @@
 // A Stripe-like HTTP server for tests (port 0): POST /v1/billing/meter_events as Stripe documents it (form body,
 // bearer auth, identifier dedupe with Stripe's error text and stripe-should-retry: false, whole-number values, the
 // timestamp window, one concurrent call per customer and event name, a global rate limit), the v2 meter event
-// session and stream, and injectable faults (429, 500, hang, accept-then-500). Records what it accepted.
+// session and stream, POST /v1/invoiceitems with Stripe's idempotency (a key replays the first answer; reused with
+// other parameters → 400 idempotency_error), and injectable faults (429, 500,
+// hang, accept-then-500; for invoice items also "drop": done (or replayed), then the connection is cut before the
+// answer). Records what it accepted.
 import { once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -34,6 +37,19 @@ export type Fault =
   /** Records the event, then answers 500: the case only a reused identifier makes safe. */
   | { kind: "accept-then-500" };
 
+export interface FakeInvoiceItem {
+  id: string;
+  customer: string;
+  amount: number;
+  currency: string;
+  description: string | null;
+  period: { start: number; end: number } | null;
+  metadata: Record<string, string>;
+  idempotencyKey: string | null;
+}
+
+export type InvoiceItemFault = "429" | "500" | "drop";
+
 export interface FakeStripeOptions {
   apiKey?: string;
   /** Stripe's "now" for the timestamp window (tests pass their ManualClock). */
@@ -57,11 +73,15 @@ export class FakeStripe {
   /** Events the v2 stream took but whose asynchronous validation failed (Stripe reports those by webhook). */
   readonly v2Invalid: { identifier: string; reason: string }[] = [];
   readonly requests: RequestRecord[] = [];
+  readonly invoiceItems: FakeInvoiceItem[] = [];
   meters: Set<string> | undefined;
   rateLimit: number;
   #url = "";
   #server: Server;
   #faults: Fault[] = [];
+  #itemFaults: InvoiceItemFault[] = [];
+  /** Idempotency keys: the first request's parameters and answer (handled without waiting, so never in flight). */
+  #idempotency = new Map<string, { params: string; status: number; body: unknown }>();
   #identifiers = new Set<string>();
   #inFlight = new Set<string>();
   #sessions = new Map<string, number>();
@@ -102,8 +122,14 @@ export class FakeStripe {
     for (let i = 0; i < count; i++) this.#faults.push(fault);
   }
 
+  /** The next `count` invoice-item requests meet this fault. */
+  injectInvoiceItems(fault: InvoiceItemFault, count = 1): void {
+    for (let i = 0; i < count; i++) this.#itemFaults.push(fault);
+  }
+
   clearFaults(): void {
     this.#faults = [];
+    this.#itemFaults = [];
   }
 
   /** Σ values per customer (and event name), optionally of events with timestamps in [from, to). */
@@ -215,6 +241,12 @@ export class FakeStripe {
       if (auth !== this.apiKey) return this.#badKey(res, path, at, auth, ids);
       if (tooFast) return rateLimited(ids);
       return this.#meterEvent(form, res, path, at);
+    }
+    if (req.method === "POST" && path === "/v1/invoiceitems") {
+      if (auth !== this.apiKey) return this.#badKey(res, path, at, auth);
+      if (tooFast) return rateLimited([]);
+      const key = req.headers["idempotency-key"];
+      return this.#invoiceItem(new URLSearchParams(body), typeof key === "string" ? key : undefined, res, path, at);
     }
     if (req.method === "POST" && path === "/v2/billing/meter_event_session") {
       if (auth !== this.apiKey) return this.#badKey(res, path, at, auth);
@@ -411,6 +443,87 @@ export class FakeStripe {
     } finally {
       this.#inFlight.delete(pair);
     }
+  }
+
+  #invoiceItem(form: URLSearchParams, key: string | undefined, res: ServerResponse, path: string, at: number) {
+    const params = JSON.stringify([...form.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const saved = key === undefined ? undefined : this.#idempotency.get(key);
+    const fault = this.#itemFaults.shift();
+    if (fault === "429") {
+      return this.#error(
+        res,
+        429,
+        { type: "invalid_request_error", code: "rate_limit", message: "Request rate limit exceeded." },
+        path,
+        [],
+        at,
+      );
+    }
+    if (fault === "500")
+      return this.#error(res, 500, { type: "api_error", message: "An unknown error occurred." }, path, [], at);
+    const drop = () => {
+      this.requests.push({ at, path, status: 0, identifiers: [] });
+      res.destroy();
+    };
+    if (saved && saved.params !== params) {
+      return this.#error(
+        res,
+        400,
+        {
+          type: "idempotency_error",
+          message: `Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '${key}' if you meant to execute a different request.`,
+        },
+        path,
+        [],
+        at,
+      );
+    }
+    if (saved) {
+      if (fault === "drop") return drop();
+      res.setHeader("Idempotent-Replayed", "true");
+      return this.#json(res, saved.status, saved.body, path, [], at);
+    }
+    const missing = ["customer", "amount", "currency"].find((p) => !form.get(p));
+    const amount = Number(form.get("amount"));
+    if (missing || !Number.isSafeInteger(amount)) {
+      const param = missing ?? "amount";
+      return this.#error(
+        res,
+        400,
+        { type: "invalid_request_error", param, message: `Missing or invalid required param: ${param}.` },
+        path,
+        [],
+        at,
+      );
+    }
+    const metadata: Record<string, string> = {};
+    for (const [k, v] of form.entries()) {
+      const m = /^metadata\[(.+)\]$/.exec(k);
+      if (m?.[1]) metadata[m[1]] = v;
+    }
+    const item: FakeInvoiceItem = {
+      id: `ii_${this.invoiceItems.length + 1}`,
+      customer: form.get("customer") as string,
+      amount,
+      currency: form.get("currency") as string,
+      description: form.get("description"),
+      period: form.has("period[start]")
+        ? { start: Number(form.get("period[start]")), end: Number(form.get("period[end]")) }
+        : null,
+      metadata,
+      idempotencyKey: key ?? null,
+    };
+    this.invoiceItems.push(item);
+    const body = {
+      object: "invoiceitem",
+      ...item,
+      date: Math.floor(this.#now().getTime() / 1000),
+      livemode: false,
+      invoice: null,
+    };
+    if (key !== undefined) this.#idempotency.set(key, { params, status: 200, body });
+    if (fault === "drop") return drop();
+    return this.#json(res, 200, body, path, [], at);
   }
 
   async #stream(body: string, res: ServerResponse, path: string, at: number): Promise<void> {

@@ -6,7 +6,7 @@ import type { RawRequest, RawResponse } from "./http.js";
 export const CUSTOMERS = ["cust_a", "cust_b", "ops@example.com", "Ünïcødé 客户", "'; DROP TABLE customers; --"];
 export const METERS = ["api_calls", "storage_gb", "events_seen", "temperature"];
 export const PLANS = ["pro", "basic"];
-const JOBS = ["refresh-rollups", "evaluate-limits", "prune-expired", "no-such-job"];
+const JOBS = ["refresh-rollups", "evaluate-limits", "prune-expired", "finalize-invoices", "no-such-job"];
 export const NOW = Date.now();
 export const DAY = 86_400_000;
 
@@ -562,6 +562,13 @@ export const readRequests: fc.Arbitrary<Fuzzed> = fc
       fc.tuple(customerSeg, queryString({ period })).map(([c, q]) => `/v1/customers/${c}/summary${q}`),
       fc.tuple(customerSeg, queryString({ period })).map(([c, q]) => `/v1/customers/${c}/invoice${q}`),
       queryString({ customer: usageFields.customer, period }).map((q) => `/v1/alerts${q}`),
+      queryString({
+        customer: usageFields.customer,
+        period,
+        status: fc.constantFrom("draft", "final", "paid", ""),
+        limit: fc.constantFrom("1", "1000", "0", "1001", "-1", "x"),
+      }).map((q) => `/v1/invoices${q}`),
+      segment(["in_nope", "in_", "x"]).map((id) => `/v1/invoices/${id}`),
       fc.tuple(customerSeg, meterSeg).map(([c, m]) => `/v1/entitlements/${c}/${m}`),
       fc.tuple(customerSeg, segment(["evt-1", "evt-2", "nope"])).map(([c, id]) => `/v1/events/${c}/${id}`),
     ),

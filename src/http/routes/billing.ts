@@ -258,7 +258,11 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
       handle: async ({ params, query, auth }) => {
         assertCustomerVisible(auth, params.id);
         if (!(await getCustomer(ctx.db, params.id))) throw notFound(`no customer ${params.id}`);
-        const statement = await buildStatement(ctx.db, params.id, periodParam(ctx, query.period), ctx.clock.now());
+        const period = periodParam(ctx, query.period);
+        // A finalized period answers its final invoice, as frozen; drafts (with adjustments) are at /v1/invoices.
+        const invoice = kind === "invoice" ? await ctx.invoices.finalOf(params.id, period) : undefined;
+        if (invoice) return { status: 200, body: invoice };
+        const statement = await buildStatement(ctx.db, params.id, period, ctx.clock.now());
         if (kind === "invoice") return { status: 200, body: invoiceJson(statement) };
         const values = new Map(
           statement.meters.map((m) => [

@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { customerId, meterKey } from "../../catalog/schemas.js";
 import { parsePeriod, periodOf } from "../../rollups/buckets.js";
+import { withInvoiceItems } from "../../stripe/invoiceItems.js";
 import { reconcile } from "../../stripe/reconciliation.js";
 import { resetErrors } from "../../stripe/work.js";
 import type { AppContext } from "../context.js";
@@ -26,6 +27,24 @@ const row = z
     stale_buckets: z.number().int().meta({ description: "Buckets older than Stripe's 35-day window, never sent" }),
     errors: z.array(z.object({ bucket: z.string(), code: z.string(), message: z.string() })),
     note: z.string().optional(),
+    invoice_items: z
+      .object({
+        invoice: z.object({ id: z.string(), number: z.string(), quantity: z.string() }),
+        carried_quantity: z.string(),
+        carried_amount: z.string(),
+        items: z.object({
+          sent: z.number().int(),
+          pending: z.number().int(),
+          failed: z.number().int(),
+          errors: z.array(z.string()),
+        }),
+      })
+      .optional()
+      .meta({
+        description:
+          "When the period's invoice is final: its frozen quantity, what was carried since as adjustments, and their " +
+          "Stripe invoice items; difference is then quantity − sent − carried_quantity",
+      }),
   })
   .meta({ id: "ReconciliationRow" });
 
@@ -56,7 +75,8 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
     handle: async ({ query }) => {
       const now = ctx.clock.now();
       const period = query.period ? (parsePeriod(query.period) as { start: Date; end: Date }) : periodOf(now);
-      const data = await reconcile(ctx.db, period, now);
+      // A period whose invoice is final: later differences reached Stripe as invoice items, not meter events.
+      const data = await withInvoiceItems(ctx.db, period, await reconcile(ctx.db, period, now));
       return {
         status: 200,
         body: { period: { start: isoTime(period.start), end: isoTime(period.end) }, as_of: isoTime(now), data },

@@ -1,0 +1,55 @@
+// Invoices (scope read): drafts computed when read, final ones exactly as they were frozen.
+import { z } from "zod";
+import { assertCustomerVisible } from "../../auth/keys.js";
+import { getCustomer } from "../../catalog/customers.js";
+import { notFound } from "../../errors.js";
+import { invoiceId, invoiceRecordJson, invoicesQuery } from "../../invoices/schemas.js";
+import { parsePeriod } from "../../rollups/buckets.js";
+import type { AppContext } from "../context.js";
+import type { RouteTable } from "../routeTable.js";
+
+export function invoiceRoutes(t: RouteTable, ctx: AppContext): void {
+  t.add({
+    method: "get",
+    path: "/v1/invoices",
+    summary: "List invoices (newest period first); a key bound to a customer sees only that customer's",
+    tags: ["reading"],
+    scopes: ["read"],
+    query: invoicesQuery,
+    responses: {
+      200: { description: "the invoices", schema: z.object({ data: z.array(invoiceRecordJson) }) },
+      404: { description: "no such customer (or not visible to this key)" },
+    },
+    handle: async ({ query, auth }) => {
+      if (query.customer !== undefined) {
+        assertCustomerVisible(auth, query.customer);
+        if (!(await getCustomer(ctx.db, query.customer))) throw notFound(`no customer ${query.customer}`);
+      }
+      const data = await ctx.invoices.list({
+        customer: query.customer ?? auth?.customer ?? undefined,
+        status: query.status,
+        periodStart: query.period ? parsePeriod(query.period)?.start : undefined,
+        limit: query.limit,
+      });
+      return { status: 200, body: { data } };
+    },
+  });
+
+  t.add({
+    method: "get",
+    path: "/v1/invoices/{id}",
+    summary: "An invoice: a draft as it stands now, or a final one exactly as it was frozen",
+    tags: ["reading"],
+    scopes: ["read"],
+    params: z.object({ id: invoiceId }),
+    responses: {
+      200: { description: "the invoice", schema: invoiceRecordJson },
+      404: { description: "no such invoice (or not visible to this key)" },
+    },
+    handle: async ({ params, auth }) => {
+      const invoice = await ctx.invoices.get(params.id, auth?.customer);
+      if (!invoice) throw notFound(`no invoice ${params.id}`);
+      return { status: 200, body: invoice };
+    },
+  });
+}

@@ -1,0 +1,125 @@
+// Invoices as the API reads them: a final invoice is its stored document, served as it was frozen; a draft is
+// computed on every read by the same code path as the invoice preview (billing/statement), with the adjustments
+// carried to it. Drafts are rows created lazily, for every subscribed customer, from the first period still open
+// to late events up to the current one (on reads and by the finalize-invoices job).
+import { buildStatement, type Statement } from "../billing/statement.js";
+import { listMeters } from "../catalog/meters.js";
+import type { Clock } from "../clock.js";
+import type { Db, Queryable } from "../db/types.js";
+import { Dec } from "../pricing/money.js";
+import type { Period } from "../pricing/segments.js";
+import { composeInvoice, type MeterLabel, type RenderedInvoice } from "./document.js";
+import { draftHorizon, type Figure, figuresOf, periodsBetween } from "./rules.js";
+import {
+  type AdjustmentLine,
+  adjustmentLines,
+  ensureDrafts,
+  getInvoice,
+  type InvoiceFilter,
+  type InvoiceRow,
+  invoiceOf,
+  latestFinalPeriod,
+  listInvoices,
+} from "./store.js";
+
+export interface InvoiceOptions {
+  /** TALLY_INVOICE_GRACE in milliseconds. */
+  graceMs: number;
+  /** TALLY_EVENT_MAX_AGE_DAYS: how far back late events are accepted. */
+  maxAgeDays: number;
+  /** The invoice preview's JSON (the HTTP layer's rendering, injected so a frozen invoice is exactly what it shows). */
+  render: (statement: Statement) => RenderedInvoice;
+}
+
+export type InvoiceDocument = Record<string, unknown> & { id: string; customer: string };
+
+/** An invoice's own figures from its statement: what a final invoice is compared with later. */
+export function statementFigures(st: Statement, rendered: RenderedInvoice): Figure[] {
+  const billed = new Set(st.invoice.lines.map((l) => l.meter));
+  return figuresOf(
+    st.meters
+      .filter((m) => typeof m.meter === "string")
+      .map((m) => ({ meter: m.meter, quantity: m.quantity, amount: m.amount, billed: billed.has(m.meter) })),
+    new Dec(rendered.total),
+  );
+}
+
+export async function meterLabels(q: Queryable): Promise<Map<string, MeterLabel>> {
+  return new Map((await listMeters(q)).map((m) => [m.key, { name: m.name, unit: m.unit }]));
+}
+
+export class Invoices {
+  constructor(
+    readonly db: Db,
+    readonly clock: Clock,
+    readonly options: InvoiceOptions,
+  ) {}
+
+  /** The periods that have invoices now: from the draft horizon to the current period. */
+  async openPeriods(q: Queryable = this.db): Promise<Period[]> {
+    const now = this.clock.now();
+    return periodsBetween(draftHorizon(now, this.options.maxAgeDays, await latestFinalPeriod(q)), now);
+  }
+
+  /** Creates missing drafts (all customers, or one); returns how many. */
+  async ensureDrafts(customer?: string, q: Queryable = this.db): Promise<number> {
+    return ensureDrafts(q, await this.openPeriods(q), customer);
+  }
+
+  async list(filter: InvoiceFilter): Promise<InvoiceDocument[]> {
+    await this.ensureDrafts(filter.customer);
+    return this.documents(await listInvoices(this.db, filter));
+  }
+
+  /** The invoice, unless it belongs to another customer than `onlyOf` (a key bound to a customer). */
+  async get(id: string, onlyOf?: string | null): Promise<InvoiceDocument | undefined> {
+    const row = await getInvoice(this.db, id);
+    if (!row || (onlyOf && row.customer !== onlyOf)) return undefined;
+    return (await this.documents([row]))[0];
+  }
+
+  /** The customer's final invoice of a period, as frozen; undefined while the period has none. */
+  async finalOf(customer: string, period: Period): Promise<InvoiceDocument | undefined> {
+    const row = await invoiceOf(this.db, customer, period.start);
+    return row?.status === "final" ? (await this.documents([row]))[0] : undefined;
+  }
+
+  async documents(rows: readonly InvoiceRow[]): Promise<InvoiceDocument[]> {
+    const drafts = rows.filter((r) => r.status === "draft");
+    const adjustments = await adjustmentLines(
+      this.db,
+      drafts.map((r) => r.id),
+    );
+    const labels = drafts.length > 0 ? await meterLabels(this.db) : new Map<string, MeterLabel>();
+    const now = this.clock.now();
+    const out: InvoiceDocument[] = [];
+    for (const row of rows) {
+      if (row.status === "final") {
+        out.push(JSON.parse(row.document as string) as InvoiceDocument);
+        continue;
+      }
+      const st = await buildStatement(this.db, row.customer, row.period, now);
+      const mine = adjustments.filter((a) => a.invoice === row.id);
+      out.push(this.compose(st, row, null, null, mine, labels));
+    }
+    return out;
+  }
+
+  compose(
+    st: Statement,
+    row: InvoiceRow,
+    number: string | null,
+    finalizedAt: Date | null,
+    adjustments: readonly AdjustmentLine[],
+    labels: ReadonlyMap<string, MeterLabel>,
+    rendered: RenderedInvoice = this.options.render(st),
+  ): InvoiceDocument {
+    const status = number === null ? "draft" : "final";
+    return composeInvoice(
+      rendered,
+      { id: row.id, number, status, finalizedAt },
+      adjustments,
+      labels,
+    ) as InvoiceDocument;
+  }
+}

@@ -1,0 +1,276 @@
+// Adjustments as Stripe invoice items. Once a period's invoice is final its usage is no longer sent as meter events
+// (stripe/targets); every difference carried from it afterwards (an adjustment row, immutable once written) becomes
+// one invoice item (POST /v1/invoiceitems) pending on the customer's next Stripe invoice. The request carries an
+// Idempotency-Key made of the install id and the adjustment's id, so a resend after a lost answer creates nothing
+// new; the row records the item's id (the real guard, since Stripe keeps keys for 24 hours only).
+import Stripe from "stripe";
+import type { Clock } from "../clock.js";
+import { type Config, stripeMaxRps } from "../config.js";
+import type { Db, Queryable } from "../db/types.js";
+import type { StoredFigure } from "../invoices/rules.js";
+import type { Logger } from "../logger.js";
+import { Dec, formatDecimal, formatMoney, minorUnits } from "../pricing/money.js";
+import { RateLimiter } from "./rateLimit.js";
+import type { ReconciliationRow } from "./reconciliation.js";
+import { addressOf, classifyError } from "./sender.js";
+import { readSyncState } from "./status.js";
+import type { SendOutcome } from "./types.js";
+
+export interface InvoiceItemSend {
+  idempotencyKey: string;
+  stripeCustomerId: string;
+  /** Minor units (cents), negative for a correction downwards. */
+  amount: number;
+  currency: string;
+  description: string;
+  period: { start: Date; end: Date };
+  metadata: Record<string, string>;
+}
+
+export type ItemOutcome = { kind: "created"; id: string } | Exclude<SendOutcome, { kind: "delivered" | "duplicate" }>;
+
+export interface InvoiceItemSender {
+  create(item: InvoiceItemSend): Promise<ItemOutcome>;
+}
+
+export function createInvoiceItemSender(o: {
+  secretKey: string;
+  apiBase?: string | undefined;
+  timeoutMs: number;
+  limiter: RateLimiter;
+}): InvoiceItemSender {
+  const stripe = new Stripe(o.secretKey, {
+    maxNetworkRetries: 0,
+    timeout: o.timeoutMs,
+    telemetry: false,
+    appInfo: { name: "tally" },
+    ...(o.apiBase ? addressOf(o.apiBase) : {}),
+  });
+  return {
+    async create(item) {
+      const done = await o.limiter.acquire();
+      try {
+        const created = await stripe.invoiceItems.create(
+          {
+            customer: item.stripeCustomerId,
+            amount: item.amount,
+            currency: item.currency.toLowerCase(),
+            description: item.description,
+            period: {
+              start: Math.floor(item.period.start.getTime() / 1000),
+              end: Math.floor(item.period.end.getTime() / 1000),
+            },
+            metadata: item.metadata,
+          },
+          { idempotencyKey: item.idempotencyKey },
+        );
+        return { kind: "created", id: created.id };
+      } catch (err) {
+        const outcome = classifyError(err);
+        // Outside meter events, "already exists" has no special meaning: Stripe refused the request.
+        return outcome.kind === "duplicate" || outcome.kind === "delivered"
+          ? { kind: "rejected", status: 400, code: "stripe_error", message: (err as Error).message }
+          : outcome;
+      } finally {
+        done();
+      }
+    },
+  };
+}
+
+interface Pending {
+  id: string;
+  amount: string;
+  currency: string;
+  meter: string | null;
+  quantity: string;
+  invoice_id: string;
+  adjusts: string;
+  number: string;
+  period_start: Date;
+  period_end: Date;
+  customer_id: string;
+  stripe_customer_id: string | null;
+}
+
+export interface InvoiceItemSummary {
+  sent: number;
+  failed: number;
+  retry_later: number;
+  /** Adjustments of customers without a stripe_customer_id (not sent). */
+  unmapped: number;
+  stopped: string | null;
+  failures: { adjustment: string; customer: string; status: number; code: string; message: string }[];
+}
+
+const BATCH = 500;
+
+/** Creates the invoice items of adjustments not yet in Stripe, oldest first; stops at a 429, a 5xx or a bad key. */
+export async function sendInvoiceItems(
+  db: Db,
+  sender: InvoiceItemSender,
+  install: string,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<InvoiceItemSummary> {
+  const summary: InvoiceItemSummary = { sent: 0, failed: 0, retry_later: 0, unmapped: 0, stopped: null, failures: [] };
+  const { rows } = await db.query<Pending>(
+    `SELECT a.id::text, a.amount::text, a.currency, a.meter, a.quantity::text, a.invoice_id, a.adjusts, f.number,
+            f.period_start, f.period_end, f.customer_id, cu.stripe_customer_id
+     FROM invoice_adjustments a JOIN invoices f ON f.id = a.adjusts JOIN customers cu ON cu.id = f.customer_id
+     WHERE a.stripe_invoice_item IS NULL AND a.stripe_error IS NULL AND a.amount <> 0 AND a.currency IS NOT NULL
+     ORDER BY a.id LIMIT ${BATCH}`,
+    [],
+  );
+  for (const r of rows) {
+    if (signal?.aborted) summary.stopped ??= "shutting down";
+    if (summary.stopped) break;
+    if (!r.stripe_customer_id) {
+      summary.unmapped += 1;
+      continue;
+    }
+    await db.query("UPDATE invoice_adjustments SET stripe_attempts = stripe_attempts + 1 WHERE id = $1", [r.id]);
+    const outcome = await sender.create(itemOf(r, r.stripe_customer_id, install));
+    switch (outcome.kind) {
+      case "created":
+        await db.query(
+          "UPDATE invoice_adjustments SET stripe_invoice_item = $2, stripe_sent_at = now() WHERE id = $1",
+          [r.id, outcome.id],
+        );
+        summary.sent += 1;
+        break;
+      case "rejected":
+        await db.query("UPDATE invoice_adjustments SET stripe_error = $2 WHERE id = $1", [
+          r.id,
+          `${outcome.status} ${outcome.code}: ${outcome.message}`,
+        ]);
+        summary.failed += 1;
+        summary.failures.push({ adjustment: r.id, customer: r.customer_id, ...outcome });
+        log.warn({ adjustment: r.id, code: outcome.code, message: outcome.message }, "Stripe refused an invoice item");
+        break;
+      default:
+        summary.retry_later += 1;
+        summary.stopped = `${outcome.kind}: ${outcome.message}; the next run resends with the same idempotency key`;
+    }
+  }
+  return summary;
+}
+
+/** The invoice-item half of the sync-stripe job, from configuration (off without STRIPE_SECRET_KEY). */
+export function createInvoiceItemSync(d: { db: Db; clock: Clock; config: Config; log: Logger; signal?: AbortSignal }) {
+  const { config } = d;
+  const sender = config.STRIPE_SECRET_KEY
+    ? createInvoiceItemSender({
+        secretKey: config.STRIPE_SECRET_KEY,
+        apiBase: config.STRIPE_API_BASE,
+        timeoutMs: config.TALLY_STRIPE_TIMEOUT_MS,
+        // Its own limiter: it runs after the meter events of the same job, never beside them.
+        limiter: new RateLimiter(stripeMaxRps(config)),
+      })
+    : undefined;
+  return {
+    async run(): Promise<InvoiceItemSummary | undefined> {
+      if (!sender) return undefined;
+      const { installId } = await readSyncState(d.db);
+      return sendInvoiceItems(d.db, sender, installId, d.log, d.signal);
+    },
+  };
+}
+
+function itemOf(r: Pending, stripeCustomerId: string, install: string): InvoiceItemSend {
+  const amount = new Dec(r.amount).times(new Dec(10).pow(minorUnits(r.currency)));
+  const quantity = new Dec(r.quantity);
+  const change =
+    r.meter === null
+      ? "credits and other changes"
+      : `${r.meter} ${quantity.isNeg() ? "" : "+"}${formatDecimal(quantity)}`;
+  return {
+    idempotencyKey: `tally:${install}:adjustment:${r.id}`,
+    stripeCustomerId,
+    amount: amount.toNumber(),
+    currency: r.currency,
+    // Only what never changes (meter keys, numbers): a resend must repeat the first request's parameters exactly.
+    description: `Correction of invoice ${r.number} (${r.period_start.toISOString().slice(0, 7)}): ${change}`,
+    period: { start: r.period_start, end: r.period_end },
+    metadata: { tally_adjustment: r.id, tally_invoice: r.invoice_id, tally_adjusts: r.adjusts },
+  };
+}
+
+export interface InvoiceItemsView {
+  /** The final invoice of the period and its quantity of the meter when it was frozen. */
+  invoice: { id: string; number: string; quantity: string };
+  /** What was carried from it since, per meter, and where its invoice items stand. */
+  carried_quantity: string;
+  carried_amount: string;
+  items: { sent: number; pending: number; failed: number; errors: string[] };
+}
+
+/**
+ * The reconciliation of a period whose invoice is final: Stripe received the usage as meter events until then and
+ * every later difference as an invoice item, so the difference is quantity − sent − carried quantity.
+ */
+export async function withInvoiceItems(
+  db: Queryable,
+  period: { start: Date },
+  rows: ReconciliationRow[],
+): Promise<(ReconciliationRow & { invoice_items?: InvoiceItemsView })[]> {
+  const { rows: finals } = await db.query<{
+    id: string;
+    customer_id: string;
+    number: string;
+    currency: string | null;
+    figures: string;
+    carried: string | null;
+  }>(
+    `SELECT f.id, f.customer_id, f.number, f.currency, f.figures,
+            (SELECT json_agg(json_build_object('meter', a.meter, 'quantity', a.quantity::text, 'amount', a.amount::text,
+                                               'sent', a.stripe_invoice_item IS NOT NULL, 'error', a.stripe_error))::text
+             FROM invoice_adjustments a WHERE a.adjusts = f.id) AS carried
+     FROM invoices f WHERE f.status = 'final' AND f.period_start = $1`,
+    [period.start],
+  );
+  const byCustomer = new Map(finals.map((f) => [f.customer_id, f]));
+  return rows.map((row) => {
+    const f = byCustomer.get(row.customer);
+    if (!f) return row;
+    const figure = (JSON.parse(f.figures) as StoredFigure[]).find((x) => x.meter === row.meter);
+    const carried = (
+      f.carried
+        ? (JSON.parse(f.carried) as {
+            meter: string | null;
+            quantity: string;
+            amount: string;
+            sent: boolean;
+            error: string | null;
+          }[])
+        : []
+    ).filter((c) => c.meter === row.meter);
+    const q = carried.reduce((a, c) => a.plus(c.quantity), new Dec(0));
+    const amount = carried.reduce((a, c) => a.plus(c.amount), new Dec(0));
+    const toSend = carried.filter((c) => !new Dec(c.amount).isZero());
+    const items = {
+      sent: toSend.filter((c) => c.sent).length,
+      pending: toSend.filter((c) => !c.sent && !c.error).length,
+      failed: toSend.filter((c) => c.error).length,
+      errors: toSend.flatMap((c) => (c.error ? [c.error] : [])).slice(0, 5),
+    };
+    const difference = new Dec(row.quantity).minus(row.sent).minus(q);
+    let status = row.status;
+    if (status !== "unmapped") {
+      if (items.failed > 0 || row.error_buckets > 0 || row.stale_buckets > 0) status = "error";
+      else if (items.pending > 0 || row.pending_buckets > 0) status = "pending";
+      else status = difference.times(row.stripe_scale).abs().gte(1) ? "pending" : "in_sync";
+    }
+    return {
+      ...row,
+      difference: formatDecimal(difference),
+      status,
+      invoice_items: {
+        invoice: { id: f.id, number: f.number, quantity: figure?.quantity ?? "0" },
+        carried_quantity: formatDecimal(q),
+        carried_amount: f.currency ? formatMoney(amount, f.currency) : formatDecimal(amount),
+        items,
+      },
+    };
+  });
+}
