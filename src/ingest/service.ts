@@ -11,10 +11,10 @@ import { AppError, payloadTooLarge } from "../http/problem.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { markTouchedHours } from "../rollups/refresh.js";
-import { ascending, customersInOrder, distinctInKeyOrder, hourOf, hoursOf } from "./batch.js";
+import { ascending, customersInOrder, distinctInKeyOrder, hourOf } from "./batch.js";
 import { bodyFormat, decodedStream, type Line, limited, lines, readAll } from "./body.js";
 import { ErrorList, type KindedError, type PairDelta, PairTracker } from "./outcome.js";
-import { applyWithConflicts, copyBatch, isKeyConflict, KnownCustomers, writeChunk } from "./store.js";
+import { KnownCustomers, writeBatch, writeChunk } from "./store.js";
 import { EventChecker, type ValidationContext, type ValidEvent } from "./validate.js";
 
 export type { PairDelta };
@@ -177,33 +177,13 @@ export class IngestService {
       this.#rejected.inc({ reason: "invalid" }, events.length);
       throw errors.toAppError(events.length);
     }
-    const accepted = valid.length === 0 ? 0 : await this.#withRetry(() => this.#write(valid, receivedAt));
-    return this.#committed("json", receivedAt, events.length, accepted, valid);
-  }
-
-  /** A whole batch: optimistic in one transaction; if a key was taken, again in another, with ON CONFLICT. */
-  async #write(valid: ValidEvent[], receivedAt: Date): Promise<number> {
-    const distinct = distinctInKeyOrder(valid);
-    const customers = this.#known.unknown(customersInOrder(distinct));
-    const hours = ascending(hoursOf(distinct));
-    let stored: number;
-    try {
-      stored = await this.db.transaction(async (tx) => {
-        const n = await copyBatch(tx, distinct, customers, receivedAt);
-        await markTouchedHours(tx, hours);
-        return n;
-      });
-    } catch (err) {
-      if (!isKeyConflict(err)) throw err;
-      this.#conflicts.inc({ format: "json" });
-      stored = await this.db.transaction(async (tx) => {
-        const n = await applyWithConflicts(tx, distinct, receivedAt);
-        if (n > 0) await markTouchedHours(tx, hours);
-        return n;
-      });
+    let accepted = 0;
+    if (valid.length > 0) {
+      const written = await this.#withRetry(() => writeBatch(this.db, valid, this.#known, receivedAt));
+      if (written.conflicted) this.#conflicts.inc({ format: "json" });
+      accepted = written.stored;
     }
-    this.#known.add(customers);
-    return stored;
+    return this.#committed("json", receivedAt, events.length, accepted, valid);
   }
 
   async #ndjson(req: Request, bound: string | null): Promise<IngestResult> {

@@ -4,8 +4,17 @@
 // or fails with a unique violation (it committed, or the key was stored before). Only then is the batch written
 // again with the ON CONFLICT statement, which stores exactly the keys nobody has. Nothing is visible until the
 // caller commits. Keys and customers are always taken in (customer, id) byte order (see batch.ts).
-import type { Queryable } from "../db/types.js";
-import { customersInOrder, EVENT_COLUMNS, encodeBatch, KEY_COLUMNS } from "./batch.js";
+import type { Db, Queryable } from "../db/types.js";
+import { markTouchedHours } from "../rollups/refresh.js";
+import {
+  ascending,
+  customersInOrder,
+  distinctInKeyOrder,
+  EVENT_COLUMNS,
+  encodeBatch,
+  hoursOf,
+  KEY_COLUMNS,
+} from "./batch.js";
 import { copyRow } from "./copyText.js";
 import type { ValidEvent } from "./validate.js";
 
@@ -149,6 +158,40 @@ export async function writeChunk(
   await tx.query("ROLLBACK TO SAVEPOINT ingest_chunk", []);
   await tx.query("RELEASE SAVEPOINT ingest_chunk", []);
   return { stored: await applyWithConflicts(tx, events, receivedAt, { moreToCome: true }), conflicted: true };
+}
+
+/**
+ * A whole batch (JSON): optimistic in one transaction; if a key was taken, written again in a new transaction with
+ * ON CONFLICT. Hours are marked last in the same transaction. Returns how many events were stored.
+ */
+export async function writeBatch(
+  db: Db,
+  valid: readonly ValidEvent[],
+  known: KnownCustomers,
+  receivedAt: Date,
+): Promise<{ stored: number; conflicted: boolean }> {
+  const distinct = distinctInKeyOrder(valid);
+  const customers = known.unknown(customersInOrder(distinct));
+  const hours = ascending(hoursOf(distinct));
+  let result: { stored: number; conflicted: boolean };
+  try {
+    const stored = await db.transaction(async (tx) => {
+      const n = await copyBatch(tx, distinct, customers, receivedAt);
+      await markTouchedHours(tx, hours);
+      return n;
+    });
+    result = { stored, conflicted: false };
+  } catch (err) {
+    if (!isKeyConflict(err)) throw err;
+    const stored = await db.transaction(async (tx) => {
+      const n = await applyWithConflicts(tx, distinct, receivedAt);
+      if (n > 0) await markTouchedHours(tx, hours);
+      return n;
+    });
+    result = { stored, conflicted: true };
+  }
+  known.add(customers);
+  return result;
 }
 
 export interface StoredEvent {
