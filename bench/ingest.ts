@@ -20,7 +20,8 @@ import { migrate } from "../src/db/migrate.js";
 import { openDatabase } from "../src/db/open.js";
 import { ServerDb } from "../src/db/server.js";
 import type { Db } from "../src/db/types.js";
-import { distinctInKeyOrder, encodeBatch } from "../src/ingest/batch.js";
+import { distinctInKeyOrder } from "../src/ingest/batch.js";
+import { encodeBinaryBatch } from "../src/ingest/copyBinary.js";
 import { copyRow } from "../src/ingest/copyText.js";
 import { KnownCustomers, writeBatch } from "../src/ingest/store.js";
 import { EventChecker, type ValidEvent } from "../src/ingest/validate.js";
@@ -219,7 +220,7 @@ function nodeSide(): { parse: number; validate: number; encode: number } {
       });
       total.validate += performance.now() - t0;
       t0 = performance.now();
-      encodeBatch(distinctInKeyOrder(valid), new Date());
+      encodeBinaryBatch(distinctInKeyOrder(valid), new Date());
       total.encode += performance.now() - t0;
     }
   }

@@ -2,7 +2,8 @@
 // put in (customer, id) byte order with the first of each key kept, and the COPY rows are what PostgreSQL reads.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { compareCodePoints, customersInOrder, distinctInKeyOrder, encodeBatch } from "../src/ingest/batch.js";
+import { compareCodePoints, customersInOrder, distinctInKeyOrder } from "../src/ingest/batch.js";
+import { encodeBinaryBatch, pgMicros } from "../src/ingest/copyBinary.js";
 import { parseTimestamp } from "../src/ingest/event.js";
 import { EventChecker, fastTimestampMs, type ValidEvent, validateEvent } from "../src/ingest/validate.js";
 
@@ -192,12 +193,31 @@ describe("batch order", () => {
     );
   });
 
-  it("when rows are encoded, then customers, ids and properties are escaped and both tables get the same keys", () => {
-    const e = { ...ev("c\\1", "id\t\n\r"), properties: JSON.stringify({ p: "a\\b\nc" }) };
-    const { keys, events } = encodeBatch([e], new Date(Date.UTC(2026, 10, 23, 12)));
-    expect(keys).toEqual(["c\\\\1\tid\\t\\n\\r\tcalls\t2026-11-23T11:00:00Z\t2026-11-23T12:00:00.000Z\n"]);
-    expect(events).toEqual([
-      '2026-11-23T11:00:00Z\tc\\\\1\tcalls\t1\tid\\t\\n\\r\t{"p":"a\\\\\\\\b\\\\nc"}\t2026-11-23T12:00:00.000Z\n',
-    ]);
+  it("when rows are encoded for binary COPY, then timestamps are server microseconds and decimals base-10000 digits", () => {
+    const at = (s: string) => pgMicros(s, Date.parse(s));
+    expect(at("2000-01-01T00:00:00Z")).toBe(0);
+    expect(at("2000-01-01T00:00:01.000001Z")).toBe(1_000_001);
+    expect(at("1999-12-31T23:59:59.9999995Z")).toBe(0); // rounded half to even, into the next second
+    expect(at("2000-01-01T01:00:00.5+01:00")).toBe(500_000);
+    const { events } = encodeBinaryBatch(
+      [{ ...ev("c", "i", "-12345.6"), ts: "2000-01-01T00:00:00Z", tsMs: 946_684_800_000 }],
+      new Date(946_684_800_000),
+    );
+    const row = events.subarray(19, events.length - 2);
+    // 7 fields; ts = 0; "c"; "calls"; numeric: 3 digits, weight 1, negative, scale 1: 1 2345 6000; "i"; NULL; 0.
+    const zero = "0000000000000000";
+    expect(row.toString("hex")).toBe(
+      [
+        "0007",
+        `00000008${zero}`,
+        "0000000163",
+        "0000000563616c6c73",
+        "0000000e0003000140000001000109291770",
+        "0000000169",
+        "ffffffff",
+        `00000008${zero}`,
+      ].join(""),
+    );
+    expect(events.subarray(events.length - 2).toString("hex")).toBe("ffff");
   });
 });

@@ -1,10 +1,13 @@
 // The optimistic write path against real databases: a batch meeting keys of a concurrent, still open transaction;
 // retries; half-overlapping batches at once; an NDJSON body with a conflict in one of its chunks. Always: stored =
 // distinct keys, every key with its event and every event with its key, counts that add up.
+
+import fc from "fast-check";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { distinctInKeyOrder } from "../src/ingest/batch.js";
 import { copyBatch } from "../src/ingest/store.js";
-import type { ValidEvent } from "../src/ingest/validate.js";
+import { EventChecker, type ValidEvent } from "../src/ingest/validate.js";
 import { BACKENDS } from "./helpers/databases.js";
 import { defineMeters, ndjson, postJson, postNdjson } from "./helpers/events.js";
 import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
@@ -50,6 +53,80 @@ describe.each(BACKENDS)("optimistic ingest on %s", (backend) => {
     const m = new RegExp(`tally_ingest_conflicts_total\\{format="${format}"\\} (\\d+)`).exec(text);
     return Number(m?.[1] ?? 0);
   };
+
+  it("property: what the binary COPY stores is exactly what PostgreSQL reads from the same values as text", async () => {
+    const nowMs = Date.now();
+    const checker = new EventChecker({
+      aggregationOf: () => "sum",
+      nowMs,
+      maxAgeMs: 35 * 86_400_000,
+      maxFutureMs: 300_000,
+    });
+    const timestamp = fc
+      .tuple(
+        fc.integer({ min: nowMs - 30 * 86_400_000, max: nowMs }),
+        fc.constantFrom("", ".5", ".12", ".999", ".1234", ".123456", ".9999995", ".0000005", ".1234565", ".999999999"),
+        fc.constantFrom("Z", "+00:00", "-05:30", "+14:00", "z"),
+      )
+      .map(([ms, frac, tz]) => {
+        const d = new Date(ms - (ms % 1000));
+        const t = d.toISOString().slice(0, 19);
+        if (tz === "Z" || tz === "z") return `${t}${frac}${tz}`;
+        const minutes = (tz[0] === "-" ? -1 : 1) * (Number(tz.slice(1, 3)) * 60 + Number(tz.slice(4)));
+        const local = new Date(d.getTime() + minutes * 60_000).toISOString().slice(0, 19);
+        return `${local}${frac}${tz}`;
+      });
+    const value = fc.oneof(
+      fc.integer({ min: -1e9, max: 1e9 }),
+      fc.constantFrom("0", "1", "-1", "10000", "9999", "100000000", "0.000000001", "123456789012345678", "-0.5"),
+      fc.tuple(fc.bigInt({ min: -(10n ** 9n), max: 10n ** 9n }), fc.integer({ min: 0, max: 9 })).map(([n, scale]) => {
+        const s = (n < 0n ? -n : n).toString().padStart(scale + 1, "0");
+        return `${n < 0n ? "-" : ""}${s.slice(0, s.length - scale)}${scale ? `.${s.slice(s.length - scale)}` : ""}`;
+      }),
+    );
+    const text = fc.string({ unit: "grapheme", minLength: 1, maxLength: 12 });
+    const raws = fc.sample(
+      fc.record({
+        id: text,
+        customer: fc.constantFrom("c\\1", "c\t2", "cüstomer", "c😀", "plain"),
+        meter: fc.constant("calls"),
+        value,
+        timestamp,
+        properties: fc.option(fc.dictionary(fc.string({ minLength: 1, maxLength: 5 }), text, { maxKeys: 3 }), {
+          nil: undefined,
+        }),
+      }),
+      { numRuns: 2000, seed: 42 },
+    );
+    const events = distinctInKeyOrder(
+      raws.flatMap((raw, i) => {
+        const v = checker.check({ ...raw, id: `${uid("bin")}-${i}-${raw.id}` }, i);
+        return v.ok ? [v.event] : [];
+      }),
+    );
+    expect(events.length).toBeGreaterThan(1500);
+    const receivedAt = new Date(nowMs - 1234);
+    await t.tally.ctx.db.transaction((tx) => copyBatch(tx, events, [], receivedAt));
+    const { rows } = await t.tally.ctx.db.query<{ wrong: string }>(
+      `SELECT count(*)::text AS wrong
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS x(customer, id, ts, value, props)
+       LEFT JOIN usage_events e ON e.customer_id = x.customer AND e.event_id = x.id
+       LEFT JOIN event_keys k ON k.customer_id = x.customer AND k.event_id = x.id
+       WHERE e.ts IS DISTINCT FROM x.ts::timestamptz OR k.ts IS DISTINCT FROM x.ts::timestamptz
+          OR e.value::text IS DISTINCT FROM x.value::numeric::text
+          OR e.properties IS DISTINCT FROM x.props::jsonb OR e.meter <> 'calls' OR k.meter <> 'calls'
+          OR e.received_at IS DISTINCT FROM $6::timestamptz OR k.received_at IS DISTINCT FROM $6::timestamptz`,
+      [
+        events.map((e) => e.customer),
+        events.map((e) => e.id),
+        events.map((e) => e.ts),
+        events.map((e) => e.value),
+        events.map((e) => e.properties),
+        receivedAt,
+      ],
+    );
+    expect(rows[0]?.wrong).toBe("0");
+  });
 
   it.runIf(backend === "postgres")(
     "when a batch meets keys of a concurrent uncommitted batch, then it waits; if that commits, only the free keys are stored; if it rolls back, all are",

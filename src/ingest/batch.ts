@@ -1,6 +1,5 @@
 // A batch on its way to the database: its events in (customer, id) byte order with duplicates dropped (the first
-// of each key wins), encoded as COPY text for event_keys and usage_events. Pure: no I/O here.
-import { copyField } from "./copyText.js";
+// of each key wins), and the hours they touch. Pure: no I/O here. (The COPY encoding is in copyBinary.ts.)
 import type { ValidEvent } from "./validate.js";
 
 /** Any UTF-16 unit at or above the surrogates: there UTF-16 order and code point (byte) order part ways. */
@@ -78,43 +77,6 @@ export function customersInOrder(events: readonly ValidEvent[]): string[] {
 
 export const KEY_COLUMNS = ["customer_id", "event_id", "meter", "ts", "received_at"] as const;
 export const EVENT_COLUMNS = ["ts", "customer_id", "meter", "value", "event_id", "properties", "received_at"] as const;
-
-/** COPY data is handed over in pieces of about this many characters. */
-const PIECE_CHARS = 256 * 1024;
-
-export interface EncodedBatch {
-  keys: string[];
-  events: string[];
-}
-
-/**
- * COPY text rows for event_keys and usage_events. Meters, values and times are validated to hold no character COPY
- * would need escaped; customers (a backslash), ids and properties can, so those go through copyField.
- */
-export function encodeBatch(events: readonly ValidEvent[], receivedAt: Date): EncodedBatch {
-  const received = receivedAt.toISOString();
-  const keys: string[] = [];
-  const rows: string[] = [];
-  let k = "";
-  let r = "";
-  for (const e of events) {
-    const customer = copyField(e.customer);
-    const id = copyField(e.id);
-    k += `${customer}\t${id}\t${e.meter}\t${e.ts}\t${received}\n`;
-    r += `${e.ts}\t${customer}\t${e.meter}\t${e.value}\t${id}\t${e.properties === null ? "\\N" : copyField(e.properties)}\t${received}\n`;
-    if (r.length >= PIECE_CHARS) {
-      keys.push(k);
-      rows.push(r);
-      k = "";
-      r = "";
-    }
-  }
-  if (r) {
-    keys.push(k);
-    rows.push(r);
-  }
-  return { keys, events: rows };
-}
 
 /** The hours (start, in ms) that events fall into, ascending: marks are taken in this one order. */
 export function hoursOf(events: Iterable<ValidEvent>, into = new Set<number>()): Set<number> {

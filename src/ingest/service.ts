@@ -42,8 +42,9 @@ export interface CommittedBatch {
 }
 
 const MAX_LINE_BYTES = 64 * 1024;
-/** NDJSON is written in chunks of this many events (bounded memory and sort, on both engines). */
+/** NDJSON is written in chunks of at most this many events and characters (bounded memory, sort and COPY). */
 const NDJSON_CHUNK_EVENTS = 20_000;
+const NDJSON_CHUNK_CHARS = 4 * 1024 * 1024;
 const RETRYABLE = new Set(["40P01", "40001"]);
 
 class StopWriting extends Error {}
@@ -237,10 +238,11 @@ export class IngestService {
     // Meter reloads during the stream: on the embedded engine through the open transaction (its one connection
     // is taken by it), on a server through the pool.
     let meterSource: Queryable | undefined;
-    // The next chunk of at most NDJSON_CHUNK_EVENTS valid events; stops early at the first bad line.
+    // The next chunk of valid events; stops early at the first bad line.
     const chunk = async (): Promise<ValidEvent[]> => {
       const events: ValidEvent[] = [];
-      while (events.length < NDJSON_CHUNK_EVENTS) {
+      let chars = 0;
+      while (events.length < NDJSON_CHUNK_EVENTS && chars < NDJSON_CHUNK_CHARS) {
         const line = await nextLine();
         if (!line) break;
         const event = await check(line, meterSource);
@@ -248,6 +250,7 @@ export class IngestService {
         pairs.add(event.customer, event.meter, event.value);
         hours.add(hourOf(event.tsMs));
         events.push(event);
+        chars += event.customer.length + event.id.length + (event.properties?.length ?? 0);
       }
       return events;
     };

@@ -6,15 +6,8 @@
 // caller commits. Keys and customers are always taken in (customer, id) byte order (see batch.ts).
 import type { Db, Queryable } from "../db/types.js";
 import { markTouchedHours } from "../rollups/refresh.js";
-import {
-  ascending,
-  customersInOrder,
-  distinctInKeyOrder,
-  EVENT_COLUMNS,
-  encodeBatch,
-  hoursOf,
-  KEY_COLUMNS,
-} from "./batch.js";
+import { ascending, customersInOrder, distinctInKeyOrder, EVENT_COLUMNS, hoursOf, KEY_COLUMNS } from "./batch.js";
+import { encodeBinaryBatch } from "./copyBinary.js";
 import { copyRow } from "./copyText.js";
 import type { ValidEvent } from "./validate.js";
 
@@ -60,9 +53,9 @@ export async function copyBatch(
 ): Promise<number> {
   if (events.length === 0) return 0;
   if (customers.length > 0) await tx.query(REGISTER_CUSTOMERS, [customers]);
-  const encoded = encodeBatch(events, receivedAt);
-  await tx.copyIn({ table: "event_keys", columns: KEY_COLUMNS }, encoded.keys);
-  await tx.copyIn({ table: "usage_events", columns: EVENT_COLUMNS }, encoded.events);
+  const encoded = encodeBinaryBatch(events, receivedAt);
+  await tx.copyIn({ table: "event_keys", columns: KEY_COLUMNS, format: "binary" }, [encoded.keys]);
+  await tx.copyIn({ table: "usage_events", columns: EVENT_COLUMNS, format: "binary" }, [encoded.events]);
   return events.length;
 }
 
