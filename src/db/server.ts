@@ -3,7 +3,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
-import type { CopyTarget, Db, LockResult, Queryable, QueryResult, Row } from "./types.js";
+import type { CopySource, CopyTarget, Db, LockResult, Queryable, QueryResult, Row } from "./types.js";
 import { lockId } from "./types.js";
 
 export interface ServerDbOptions {
@@ -20,7 +20,7 @@ export function quoteIdent(name: string): string {
 
 export function copyInStatement(target: CopyTarget, source: "STDIN" | "'/dev/blob'"): string {
   const columns = target.columns.map(quoteIdent).join(", ");
-  return `COPY ${target.table} (${columns}) FROM ${source}`;
+  return `COPY ${target.table} (${columns}) FROM ${source}${target.format === "binary" ? " (FORMAT binary)" : ""}`;
 }
 
 /** Several statements without parameters (migrations) come back as an array of results: keep the last. */
@@ -80,7 +80,7 @@ export class ServerDb implements Db {
     return client;
   }
 
-  copyIn(target: CopyTarget, source: AsyncIterable<string> | Iterable<string>): Promise<number> {
+  copyIn(target: CopyTarget, source: CopySource): Promise<number> {
     return this.transaction((tx) => tx.copyIn(target, source));
   }
 

@@ -8,20 +8,25 @@ export interface QueryResult<R> {
   rowCount: number;
 }
 
-/** Where COPY FROM writes: a table and its columns, rows in PostgreSQL's text format. */
+/** Where COPY FROM writes: a table and its columns, rows in PostgreSQL's text format (or binary). */
 export interface CopyTarget {
   table: string;
   columns: readonly string[];
+  /** "binary": the source is one binary COPY stream (header, rows, trailer); keep it bounded. */
+  format?: "text" | "binary";
 }
+
+/** Chunks of COPY data: text of whole lines, or bytes of a binary COPY stream. */
+export type CopySource = AsyncIterable<string | Uint8Array> | Iterable<string | Uint8Array>;
 
 export interface Queryable {
   query<R = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
   /**
-   * COPY rows into a table. `source` yields chunks of text-format COPY data (whole lines).
-   * Backpressure is honoured: the source is pulled only as fast as the database takes it.
+   * COPY rows into a table. `source` yields chunks of text-format COPY data (whole lines), or of a binary
+   * COPY stream. Backpressure is honoured: the source is pulled only as fast as the database takes it.
    * Returns the number of rows written.
    */
-  copyIn(target: CopyTarget, source: AsyncIterable<string> | Iterable<string>): Promise<number>;
+  copyIn(target: CopyTarget, source: CopySource): Promise<number>;
   /** COPY (select) TO the caller, as a stream of chunks. `options` is the COPY WITH (...) list. */
   copyOut(select: string, options: string): AsyncIterable<Buffer>;
 }

@@ -1,17 +1,22 @@
 // Ingest: a JSON or NDJSON batch in, validated whole, written with COPY in one transaction, 202 after commit.
-// NDJSON is streamed: each line is parsed, validated and fed to COPY as the database takes it, so memory does
-// not grow with the body. On the first bad line writing stops and the transaction is rolled back; the rest of
-// the body is still read and validated (without writing), so every bad line is reported.
+// NDJSON is streamed: lines are parsed, validated and written in bounded chunks, so memory does not grow with
+// the body. On the first bad line writing stops and the transaction is rolled back; the rest of the body is
+// still read and validated (without writing), so every bad line is reported.
 import type { MeterCache } from "../catalog/meterCache.js";
+import type { Aggregation } from "../catalog/schemas.js";
 import { markTouchedHours } from "../changes/hours.js";
 import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/types.js";
-import { AppError, type FieldError, payloadTooLarge } from "../errors.js";
+import { AppError, payloadTooLarge } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
+import { ascending, customersInOrder, distinctInKeyOrder, hourOf } from "./batch.js";
 import { bodyFormat, decodedStream, type IngestBody, type Line, limited, lines, readAll } from "./body.js";
-import { applyStaged, clearStaging, encodeEvent, prepareStaging, stageRows } from "./store.js";
-import { type ErrorKind, type ValidationContext, type ValidEvent, validateEvent } from "./validate.js";
+import { ErrorList, type KindedError, type PairDelta, PairTracker } from "./outcome.js";
+import { KnownCustomers, writeBatch, writeChunk } from "./store.js";
+import { EventChecker, type ValidationContext, type ValidEvent } from "./validate.js";
+
+export type { PairDelta };
 
 export interface IngestLimits {
   jsonMaxBytes: number;
@@ -26,13 +31,6 @@ export interface IngestResult {
   duplicates: number;
 }
 
-/** Roughly what a batch added to one (customer, meter): binary floating point, for estimates only. */
-export interface PairDelta {
-  count: number;
-  sum: number;
-  max: number;
-}
-
 /** What a committed batch touched: later capabilities (limits) react to it. */
 export interface CommittedBatch {
   receivedAt: Date;
@@ -43,38 +41,10 @@ export interface CommittedBatch {
 }
 
 const MAX_LINE_BYTES = 64 * 1024;
-const MAX_REPORTED_ERRORS = 1_000;
-const MAX_TRACKED_PAIRS = 10_000;
-const COPY_CHUNK_CHARS = 256 * 1024;
-/** NDJSON is applied in chunks of this many events (bounded staging table and sort, on both engines). */
+/** NDJSON is written in chunks of at most this many events and characters (bounded memory, sort and COPY). */
 const NDJSON_CHUNK_EVENTS = 20_000;
+const NDJSON_CHUNK_CHARS = 4 * 1024 * 1024;
 const RETRYABLE = new Set(["40P01", "40001"]);
-
-type KindedError = FieldError & { kind: ErrorKind | "forbidden"; line?: number };
-
-class ErrorList {
-  readonly items: KindedError[] = [];
-  count = 0;
-  add(errors: KindedError[]): void {
-    this.count += errors.length;
-    for (const e of errors) if (this.items.length < MAX_REPORTED_ERRORS) this.items.push(e);
-  }
-  toAppError(events: number): AppError {
-    const forbidden = this.items.some((e) => e.kind === "forbidden");
-    const malformed = this.items.some((e) => e.kind === "malformed");
-    const status = forbidden ? 403 : malformed ? 400 : 422;
-    const code = forbidden ? "customer_not_allowed" : malformed ? "invalid_events" : "events_rejected";
-    const badEvents = new Set(this.items.map((e) => e.index)).size;
-    const errors = this.items.map(({ kind: _kind, ...e }) => e);
-    const more = this.count - this.items.length;
-    return new AppError(
-      status,
-      code,
-      `${badEvents} of ${events} events are invalid (${this.count} problems${more > 0 ? `, first ${this.items.length} listed` : ""}); nothing was stored`,
-      { errors, extra: more > 0 ? { errors_not_listed: more } : {} },
-    );
-  }
-}
 
 class StopWriting extends Error {}
 
@@ -84,6 +54,8 @@ export class IngestService {
   readonly #rejected;
   readonly #batchSize;
   readonly #latency;
+  readonly #conflicts;
+  readonly #known = new KnownCustomers();
   readonly #listeners: ((batch: CommittedBatch) => void)[] = [];
 
   constructor(
@@ -113,6 +85,11 @@ export class IngestService {
       ["format", "outcome"],
       [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 300],
     );
+    this.#conflicts = metrics.counter(
+      "tally_ingest_conflicts_total",
+      "Batches (NDJSON: chunks) that met a stored key and were written again with ON CONFLICT",
+      ["format"],
+    );
   }
 
   onCommitted(listener: (batch: CommittedBatch) => void): void {
@@ -137,8 +114,8 @@ export class IngestService {
     return { nowMs, maxAgeMs: this.limits.maxAgeMs, maxFutureMs: this.limits.maxFutureMs };
   }
 
-  #check(raw: unknown, index: number, ctx: ValidationContext, bound: string | null): KindedError[] | ValidEvent {
-    const verdict = validateEvent(raw, index, ctx);
+  #check(raw: unknown, index: number, checker: EventChecker, bound: string | null): KindedError[] | ValidEvent {
+    const verdict = checker.check(raw, index);
     if (!verdict.ok) return verdict.errors;
     if (bound && verdict.event.customer !== bound) {
       return [
@@ -185,46 +162,43 @@ export class IngestService {
       const m = (e as { meter?: unknown } | null)?.meter;
       if (typeof m === "string") keys.add(m);
     }
-    const ctx = { ...this.#context(receivedAt.getTime()), aggregationOf: await this.meters.snapshot(keys) };
-    const errors = new ErrorList();
-    const rows: string[] = [];
-    const valid: ValidEvent[] = [];
-    events.forEach((raw, index) => {
-      const checked = this.#check(raw, index, ctx, bound);
-      if (Array.isArray(checked)) errors.add(checked);
-      else {
-        valid.push(checked);
-        rows.push(encodeEvent(index, checked));
-      }
+    const checker = new EventChecker({
+      ...this.#context(receivedAt.getTime()),
+      aggregationOf: await this.meters.snapshot(keys),
     });
+    const errors = new ErrorList();
+    const valid: ValidEvent[] = [];
+    for (let index = 0; index < events.length; index++) {
+      const checked = this.#check(events[index], index, checker, bound);
+      if (Array.isArray(checked)) errors.add(checked);
+      else valid.push(checked);
+    }
     if (errors.count > 0) {
       this.#rejected.inc({ reason: "invalid" }, events.length);
       throw errors.toAppError(events.length);
     }
-    const hours = new Set(valid.map((e) => hourOf(e.tsMs)));
-    const accepted = await this.#withRetry(() =>
-      this.db.transaction(async (tx) => {
-        if (rows.length === 0) return 0;
-        await prepareStaging(tx);
-        await stageRows(tx, chunked(rows));
-        const stored = await applyStaged(tx, receivedAt);
-        if (stored > 0) await markTouchedHours(tx, hours);
-        return stored;
-      }),
-    );
+    let accepted = 0;
+    if (valid.length > 0) {
+      const written = await this.#withRetry(() => writeBatch(this.db, valid, this.#known, receivedAt));
+      if (written.conflicted) this.#conflicts.inc({ format: "json" });
+      accepted = written.stored;
+    }
     return this.#committed("json", receivedAt, events.length, accepted, valid);
   }
 
   async #ndjson(req: IngestBody, bound: string | null): Promise<IngestResult> {
     const receivedAt = this.clock.now();
-    const base = this.#context(receivedAt.getTime());
     const source = lines(limited(decodedStream(req), this.limits.ndjsonMaxBytes, "the NDJSON body"), MAX_LINE_BYTES);
     const iterator = source[Symbol.asyncIterator]();
     const errors = new ErrorList();
     const pairs = new PairTracker();
     const hours = new Set<number>();
+    const customers = new Set<string>();
     let index = 0;
     let ended = false;
+    // The meter of the line being checked, looked up (and reloaded if unknown) before the synchronous check.
+    let aggregation: Aggregation | undefined;
+    const checker = new EventChecker({ ...this.#context(receivedAt.getTime()), aggregationOf: () => aggregation });
 
     const check = async (line: Line, via?: Queryable): Promise<ValidEvent | undefined> => {
       const i = index++;
@@ -241,8 +215,8 @@ export class IngestService {
         return undefined;
       }
       const meter = (raw as { meter?: unknown } | null)?.meter;
-      const aggregation = typeof meter === "string" ? await this.meters.lookup(meter, via) : undefined;
-      const checked = this.#check(raw, i, { ...base, aggregationOf: () => aggregation }, bound);
+      aggregation = typeof meter === "string" ? await this.meters.lookup(meter, via) : undefined;
+      const checked = this.#check(raw, i, checker, bound);
       if (Array.isArray(checked)) {
         errors.add(checked.map((e) => ({ ...e, line: line.number })));
         return undefined;
@@ -261,43 +235,42 @@ export class IngestService {
     };
 
     // Meter reloads during the stream: on the embedded engine through the open transaction (its one connection
-    // is taken by it), on a server through the pool (this transaction's connection is busy with COPY).
+    // is taken by it), on a server through the pool.
     let meterSource: Queryable | undefined;
-    // One chunk of at most NDJSON_CHUNK_EVENTS events, encoded for COPY; stops early at the first bad line.
-    async function* chunk(): AsyncGenerator<string> {
-      let buffer = "";
-      for (let n = 0; n < NDJSON_CHUNK_EVENTS; n++) {
+    // The next chunk of valid events; stops early at the first bad line.
+    const chunk = async (): Promise<ValidEvent[]> => {
+      const events: ValidEvent[] = [];
+      let chars = 0;
+      while (events.length < NDJSON_CHUNK_EVENTS && chars < NDJSON_CHUNK_CHARS) {
         const line = await nextLine();
         if (!line) break;
         const event = await check(line, meterSource);
-        if (!event) return;
+        if (!event) break;
         pairs.add(event.customer, event.meter, event.value);
         hours.add(hourOf(event.tsMs));
-        buffer += encodeEvent(index - 1, event);
-        if (buffer.length >= COPY_CHUNK_CHARS) {
-          yield buffer;
-          buffer = "";
-        }
+        events.push(event);
+        chars += event.customer.length + event.id.length + (event.properties?.length ?? 0);
       }
-      if (buffer) yield buffer;
-    }
+      return events;
+    };
 
     let accepted = 0;
     try {
-      // One transaction; inside it, bounded chunks: COPY into staging, move the new events, empty staging.
+      // One transaction; inside it, bounded chunks, each written optimistically under a savepoint (see store.ts).
       // Keys claimed by an earlier chunk are visible to later ones, so dedupe spans the whole body.
       accepted = await this.db.transaction(async (tx) => {
         meterSource = this.db.backend === "embedded" ? tx : undefined;
-        await prepareStaging(tx);
         let stored = 0;
         while (!ended) {
-          const staged = await stageRows(tx, chunk());
+          const events = await chunk();
           if (errors.count > 0) throw new StopWriting();
-          if (staged === 0) continue;
-          stored += await applyStaged(tx, receivedAt);
-          await clearStaging(tx);
+          const distinct = distinctInKeyOrder(events);
+          const written = await writeChunk(tx, distinct, this.#known, receivedAt);
+          if (written.conflicted) this.#conflicts.inc({ format: "ndjson" });
+          stored += written.stored;
+          for (const c of customersInOrder(distinct)) if (customers.size < KnownCustomers.MAX) customers.add(c);
         }
-        if (stored > 0) await markTouchedHours(tx, hours);
+        if (stored > 0) await markTouchedHours(tx, ascending(hours));
         return stored;
       });
     } catch (err) {
@@ -308,6 +281,7 @@ export class IngestService {
       this.#rejected.inc({ reason: "invalid" }, index);
       throw errors.toAppError(index);
     }
+    this.#known.add(customers);
     return this.#committedPairs("ndjson", receivedAt, index, accepted, pairs);
   }
 
@@ -345,45 +319,4 @@ export class IngestService {
     }
     return { accepted, duplicates: total - accepted };
   }
-}
-
-class PairTracker {
-  readonly map = new Map<string, Map<string, PairDelta>>();
-  truncated = false;
-  #size = 0;
-  add(customer: string, meter: string, value: string): void {
-    let meters = this.map.get(customer);
-    let delta = meters?.get(meter);
-    if (!delta) {
-      if (this.#size >= MAX_TRACKED_PAIRS) {
-        this.truncated = true;
-        return;
-      }
-      if (!meters) {
-        meters = new Map();
-        this.map.set(customer, meters);
-      }
-      delta = { count: 0, sum: 0, max: Number.NEGATIVE_INFINITY };
-      meters.set(meter, delta);
-      this.#size += 1;
-    }
-    const v = Number(value);
-    delta.count += 1;
-    delta.sum += v;
-    if (v > delta.max) delta.max = v;
-  }
-}
-
-const hourOf = (ms: number) => Math.floor(ms / 3_600_000) * 3_600_000;
-
-function* chunked(rows: string[]): Generator<string> {
-  let buffer = "";
-  for (const row of rows) {
-    buffer += row;
-    if (buffer.length >= COPY_CHUNK_CHARS) {
-      yield buffer;
-      buffer = "";
-    }
-  }
-  if (buffer) yield buffer;
 }

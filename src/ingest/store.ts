@@ -1,11 +1,68 @@
-// Writing a batch: COPY into a session-local staging table, then one statement that registers unknown
-// customers, claims each (customer, id) in event_keys (first claim wins, exactly once even across processes)
-// and inserts only the events whose claim succeeded. Nothing is visible until the caller commits.
-import type { Queryable } from "../db/types.js";
+// Writing a batch. The common case — every (customer, id) is new — is optimistic: COPY the keys straight into
+// event_keys and the events straight into usage_events, as fast as the database takes rows. event_keys' primary key
+// is the only arbiter: a COPY that meets a key of an open transaction waits for it, then goes on (it rolled back)
+// or fails with a unique violation (it committed, or the key was stored before). Only then is the batch written
+// again with the ON CONFLICT statement, which stores exactly the keys nobody has. Nothing is visible until the
+// caller commits. Keys and customers are always taken in (customer, id) byte order (see batch.ts).
+
+import { markTouchedHours } from "../changes/hours.js";
+import type { Db, Queryable } from "../db/types.js";
+import { ascending, customersInOrder, distinctInKeyOrder, EVENT_COLUMNS, hoursOf, KEY_COLUMNS } from "./batch.js";
+import { encodeBinaryBatch } from "./copyBinary.js";
 import { copyRow } from "./copyText.js";
 import type { ValidEvent } from "./validate.js";
 
-// ON COMMIT DELETE ROWS: the table lives as long as the connection, its rows only as long as the transaction.
+/** A unique violation: a key of the batch exists (only event_keys has a unique index that ingest writes). */
+export const isKeyConflict = (err: unknown): boolean => (err as { code?: unknown } | null)?.code === "23505";
+
+// Customers are registered before any key, in byte order, so that order is the same for every writer.
+const REGISTER_CUSTOMERS = `
+  INSERT INTO customers (id)
+  SELECT u.id FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n)
+  WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = u.id)
+  ORDER BY u.n
+  ON CONFLICT DO NOTHING`;
+
+/** Customers are never deleted, so one seen committed stays registered: no statement for it next time. */
+export class KnownCustomers {
+  static readonly MAX = 100_000;
+  readonly #seen = new Set<string>();
+
+  unknown(customers: readonly string[]): string[] {
+    return customers.filter((c) => !this.#seen.has(c));
+  }
+
+  /** Call after the commit that registered them. */
+  add(customers: Iterable<string>): void {
+    for (const c of customers) {
+      if (this.#seen.size >= KnownCustomers.MAX) this.#seen.clear();
+      this.#seen.add(c);
+    }
+  }
+}
+
+/**
+ * The optimistic write of distinct events in key order (distinctInKeyOrder). Throws a unique violation
+ * (isKeyConflict) if any key is taken; the transaction (or savepoint) must then be rolled back.
+ * `customers`: those of the batch that may be new, in byte order.
+ */
+export async function copyBatch(
+  tx: Queryable,
+  events: readonly ValidEvent[],
+  customers: readonly string[],
+  receivedAt: Date,
+): Promise<number> {
+  if (events.length === 0) return 0;
+  if (customers.length > 0) await tx.query(REGISTER_CUSTOMERS, [customers]);
+  const encoded = encodeBinaryBatch(events, receivedAt);
+  await tx.copyIn({ table: "event_keys", columns: KEY_COLUMNS, format: "binary" }, [encoded.keys]);
+  await tx.copyIn({ table: "usage_events", columns: EVENT_COLUMNS, format: "binary" }, [encoded.events]);
+  return events.length;
+}
+
+// The conflict path: COPY into a session-local staging table, then one statement that registers unknown customers,
+// claims each key that is still free and inserts only the events whose claim succeeded. ON COMMIT DELETE ROWS:
+// the table lives as long as the connection, its rows only as long as the transaction.
 const CREATE_STAGING = `
   CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
     ord         integer     NOT NULL,
@@ -17,26 +74,26 @@ const CREATE_STAGING = `
     properties  jsonb
   ) ON COMMIT DELETE ROWS`;
 
-export const STAGING_COLUMNS = ["ord", "customer_id", "event_id", "meter", "value", "ts", "properties"] as const;
+const STAGING_COLUMNS = ["ord", "customer_id", "event_id", "meter", "value", "ts", "properties"] as const;
 
-// Keys and customers are inserted in (customer, id) order: two batches claiming overlapping keys then lock
-// them in the same order and cannot deadlock. A concurrent claimer of the same key waits for the first
-// transaction and then does nothing (committed) or takes the key (rolled back): ON CONFLICT is race-free.
-export const APPLY_SQL = `
+// The same lock order as the optimistic path: customers, then keys, each in byte order (COLLATE "C"). A concurrent
+// claimer of the same key waits for the first transaction and then does nothing (committed) or takes the key
+// (rolled back): ON CONFLICT is race-free.
+const APPLY_SQL = `
   WITH firsts AS MATERIALIZED (
     SELECT DISTINCT ON (customer_id, event_id) customer_id, event_id, meter, value, ts, properties
     FROM ingest_staging
     ORDER BY customer_id, event_id, ord
   ), registered AS (
     INSERT INTO customers (id)
-    SELECT DISTINCT f.customer_id FROM firsts f
+    SELECT DISTINCT f.customer_id COLLATE "C" FROM firsts f
     WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = f.customer_id)
     ORDER BY 1
     ON CONFLICT DO NOTHING
   ), fresh AS (
     INSERT INTO event_keys (customer_id, event_id, meter, ts, received_at)
     SELECT customer_id, event_id, meter, ts, $1 FROM firsts
-    ORDER BY customer_id, event_id
+    ORDER BY customer_id COLLATE "C", event_id COLLATE "C"
     ON CONFLICT DO NOTHING
     RETURNING customer_id, event_id
   )
@@ -44,28 +101,91 @@ export const APPLY_SQL = `
   SELECT f.ts, f.customer_id, f.meter, f.value, f.event_id, f.properties, $1
   FROM firsts f JOIN fresh USING (customer_id, event_id)`;
 
-export function encodeEvent(ord: number, e: ValidEvent): string {
-  return copyRow([String(ord), e.customer, e.id, e.meter, e.value, e.ts, e.properties]);
+function* stagingRows(events: readonly ValidEvent[]): Generator<string> {
+  let piece = "";
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i] as ValidEvent;
+    piece += copyRow([String(i), e.customer, e.id, e.meter, e.value, e.ts, e.properties]);
+    if (piece.length >= 256 * 1024) {
+      yield piece;
+      piece = "";
+    }
+  }
+  if (piece) yield piece;
 }
 
-export async function prepareStaging(tx: Queryable): Promise<void> {
+/** Writes the events whose key is still free; returns how many (the rest were duplicates). */
+export async function applyWithConflicts(
+  tx: Queryable,
+  events: readonly ValidEvent[],
+  receivedAt: Date,
+  opts: { moreToCome?: boolean } = {},
+): Promise<number> {
+  if (events.length === 0) return 0;
   await tx.query(CREATE_STAGING, []);
-}
-
-/** COPYs encoded rows (from encodeEvent) into the staging table. */
-export function stageRows(tx: Queryable, rows: AsyncIterable<string> | Iterable<string>): Promise<number> {
-  return tx.copyIn({ table: "ingest_staging", columns: STAGING_COLUMNS }, rows);
-}
-
-/** Empties the staging table within the transaction, for the next chunk of a long stream. */
-export async function clearStaging(tx: Queryable): Promise<void> {
-  await tx.query("TRUNCATE ingest_staging", []);
-}
-
-/** Moves staged rows into the event store; returns how many were new (the rest were duplicates). */
-export async function applyStaged(tx: Queryable, receivedAt: Date): Promise<number> {
+  await tx.copyIn({ table: "ingest_staging", columns: STAGING_COLUMNS }, stagingRows(events));
   const { rowCount } = await tx.query(APPLY_SQL, [receivedAt]);
+  // Emptied for the next chunk of a stream; otherwise the commit does it.
+  if (opts.moreToCome) await tx.query("TRUNCATE ingest_staging", []);
   return rowCount;
+}
+
+/**
+ * One chunk of a stream inside its transaction: optimistic under a savepoint, so a conflict rolls back only this
+ * chunk, which is then written with ON CONFLICT. Returns how many events were stored and whether it conflicted.
+ */
+export async function writeChunk(
+  tx: Queryable,
+  events: readonly ValidEvent[],
+  known: KnownCustomers,
+  receivedAt: Date,
+): Promise<{ stored: number; conflicted: boolean }> {
+  if (events.length === 0) return { stored: 0, conflicted: false };
+  await tx.query("SAVEPOINT ingest_chunk", []);
+  try {
+    const stored = await copyBatch(tx, events, known.unknown(customersInOrder(events)), receivedAt);
+    await tx.query("RELEASE SAVEPOINT ingest_chunk", []);
+    return { stored, conflicted: false };
+  } catch (err) {
+    if (!isKeyConflict(err)) throw err;
+  }
+  await tx.query("ROLLBACK TO SAVEPOINT ingest_chunk", []);
+  await tx.query("RELEASE SAVEPOINT ingest_chunk", []);
+  return { stored: await applyWithConflicts(tx, events, receivedAt, { moreToCome: true }), conflicted: true };
+}
+
+/**
+ * A whole batch (JSON): optimistic in one transaction; if a key was taken, written again in a new transaction with
+ * ON CONFLICT. Hours are marked last in the same transaction. Returns how many events were stored.
+ */
+export async function writeBatch(
+  db: Db,
+  valid: readonly ValidEvent[],
+  known: KnownCustomers,
+  receivedAt: Date,
+): Promise<{ stored: number; conflicted: boolean }> {
+  const distinct = distinctInKeyOrder(valid);
+  const customers = known.unknown(customersInOrder(distinct));
+  const hours = ascending(hoursOf(distinct));
+  let result: { stored: number; conflicted: boolean };
+  try {
+    const stored = await db.transaction(async (tx) => {
+      const n = await copyBatch(tx, distinct, customers, receivedAt);
+      await markTouchedHours(tx, hours);
+      return n;
+    });
+    result = { stored, conflicted: false };
+  } catch (err) {
+    if (!isKeyConflict(err)) throw err;
+    const stored = await db.transaction(async (tx) => {
+      const n = await applyWithConflicts(tx, distinct, receivedAt);
+      if (n > 0) await markTouchedHours(tx, hours);
+      return n;
+    });
+    result = { stored, conflicted: true };
+  }
+  known.add(customers);
+  return result;
 }
 
 export interface StoredEvent {
