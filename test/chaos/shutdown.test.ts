@@ -93,23 +93,24 @@ describe.each(BACKENDS)("graceful shutdown on %s", (backend) => {
     });
     expect(meter.status).toBe(201);
 
-    const uploads = ["a", "b", "c"].map((tag) => slowUpload(port, tag, 200, 2_000));
-    // Each upload is under way (a quarter sent) when the signal comes.
+    const uploads = ["a", "b", "c"].map((tag) => slowUpload(port, tag, 200, 4_000));
+    // Each upload is under way (a quarter sent, about 3 s to go) when the signal comes.
     await until(
       () => Math.min(...uploads.map((u) => u.written())),
       (n) => n >= 50,
     );
     const signalled = Date.now();
     tally.child.kill("SIGTERM");
+    // (Connection: close — a kept-alive socket would be closed under the next request while Tally drains.)
     await until(
-      async () => (await fetch(`${tally.url}/readyz`)).status,
+      async () => (await fetch(`${tally.url}/readyz`, { headers: { Connection: "close" } })).status,
       (status) => status === 503,
       { message: "/readyz 503 after SIGTERM" },
     );
     // A request after the signal: refused politely, with a hint to retry (elsewhere or later).
     const late = await fetch(`${tally.url}/v1/events`, {
       method: "POST",
-      headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" },
+      headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json", Connection: "close" },
       body: JSON.stringify({ events: [{ id: "late", customer: "shutdown", meter: "calls" }] }),
     });
     expect(late.status).toBe(503);

@@ -76,11 +76,12 @@ describe("two processes (PostgreSQL)", () => {
       await call(b.url, "PUT", `/v1/customers/cust-${c}/limits/calls`, { soft: "50", hard: "100", unit: "quantity" });
     }
 
-    // 6 seconds of ingest through both processes: every customer passes its soft, then its hard threshold. The
+    // 6 seconds (and 16 rounds at least) of ingest through both processes: every customer passes its soft, then its
+    // hard threshold. The
     // events are from the previous hour, so the Stripe sync (complete hours only) sends them during the test.
     const started = Date.now();
     const lastHour = new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000 - 1_800_000).toISOString();
-    for (let round = 0; Date.now() - started < 6_000; round++) {
+    for (let round = 0; round < 16 || Date.now() - started < 6_000; round++) {
       const events = Array.from({ length: CUSTOMERS }, (_, c) => ({
         id: `r${round}-c${c}`,
         customer: `cust-${c}`,
