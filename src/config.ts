@@ -47,6 +47,7 @@ export const configSchema = z.object({
   TALLY_JSON_MAX_EVENTS: positiveInt(10_000),
   TALLY_NDJSON_MAX_BYTES: positiveInt(1024 * 1024 * 1024),
   TALLY_SHUTDOWN_TIMEOUT_MS: positiveInt(25_000),
+  TALLY_MAX_DIMENSION_VALUES: positiveInt(10_000),
   TALLY_RATE_LIMIT_RPS: z.coerce.number().min(0).max(1_000_000_000).default(2000),
   TALLY_RATE_LIMIT_BURST: z.preprocess(emptyAsUnset, z.coerce.number().int().positive().optional()),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

@@ -6,6 +6,7 @@ import type { MeterCache } from "../catalog/meterCache.js";
 import { markTouchedHours } from "../changes/hours.js";
 import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/types.js";
+import { DimensionResolver, type Resolved } from "../dimensions/resolver.js";
 import { AppError, type FieldError, payloadTooLarge } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
@@ -19,6 +20,8 @@ export interface IngestLimits {
   ndjsonMaxBytes: number;
   maxAgeMs: number;
   maxFutureMs: number;
+  /** Distinct dimension combinations per (customer, meter, month): TALLY_MAX_DIMENSION_VALUES. */
+  maxDimensionValues?: number;
 }
 
 export interface IngestResult {
@@ -85,6 +88,7 @@ export class IngestService {
   readonly #batchSize;
   readonly #latency;
   readonly #listeners: ((batch: CommittedBatch) => void)[] = [];
+  readonly dimensions: DimensionResolver;
 
   constructor(
     private readonly db: Db,
@@ -94,6 +98,7 @@ export class IngestService {
     private readonly log: Logger,
     metrics: Metrics,
   ) {
+    this.dimensions = new DimensionResolver(limits.maxDimensionValues ?? 10_000);
     this.#accepted = metrics.counter("tally_events_accepted_total", "Events stored", []);
     this.#duplicates = metrics.counter(
       "tally_events_duplicate_total",
@@ -187,31 +192,31 @@ export class IngestService {
     }
     const ctx = { ...this.#context(receivedAt.getTime()), aggregationOf: await this.meters.snapshot(keys) };
     const errors = new ErrorList();
-    const rows: string[] = [];
     const valid: ValidEvent[] = [];
     events.forEach((raw, index) => {
       const checked = this.#check(raw, index, ctx, bound);
       if (Array.isArray(checked)) errors.add(checked);
-      else {
-        valid.push(checked);
-        rows.push(encodeEvent(index, checked));
-      }
+      else valid.push(checked);
     });
     if (errors.count > 0) {
       this.#rejected.inc({ reason: "invalid" }, events.length);
       throw errors.toAppError(events.length);
     }
     const hours = new Set(valid.map((e) => hourOf(e.tsMs)));
+    let resolved: Resolved | undefined;
     const accepted = await this.#withRetry(() =>
       this.db.transaction(async (tx) => {
-        if (rows.length === 0) return 0;
+        if (valid.length === 0) return 0;
+        // Every event is valid, so valid[i] is events[i]: the index is its ord.
+        resolved = await this.dimensions.resolve(tx, valid);
         await prepareStaging(tx);
-        await stageRows(tx, chunked(rows));
+        await stageRows(tx, chunked(valid.map((e, i) => encodeEvent(i, e))));
         const stored = await applyStaged(tx, receivedAt);
         if (stored > 0) await markTouchedHours(tx, hours);
         return stored;
       }),
     );
+    if (resolved) this.dimensions.committed(resolved);
     return this.#committed("json", receivedAt, events.length, accepted, valid);
   }
 
@@ -263,43 +268,44 @@ export class IngestService {
     // Meter reloads during the stream: on the embedded engine through the open transaction (its one connection
     // is taken by it), on a server through the pool (this transaction's connection is busy with COPY).
     let meterSource: Queryable | undefined;
-    // One chunk of at most NDJSON_CHUNK_EVENTS events, encoded for COPY; stops early at the first bad line.
-    async function* chunk(): AsyncGenerator<string> {
-      let buffer = "";
+    // One chunk of at most NDJSON_CHUNK_EVENTS events (their first line index too); stops at the first bad line.
+    const chunk = async (): Promise<{ first: number; events: ValidEvent[] }> => {
+      const events: ValidEvent[] = [];
+      const first = index;
       for (let n = 0; n < NDJSON_CHUNK_EVENTS; n++) {
         const line = await nextLine();
         if (!line) break;
         const event = await check(line, meterSource);
-        if (!event) return;
+        if (!event) break;
         pairs.add(event.customer, event.meter, event.value);
         hours.add(hourOf(event.tsMs));
-        buffer += encodeEvent(index - 1, event);
-        if (buffer.length >= COPY_CHUNK_CHARS) {
-          yield buffer;
-          buffer = "";
-        }
+        events.push(event);
       }
-      if (buffer) yield buffer;
-    }
+      return { first, events };
+    };
 
     let accepted = 0;
+    const resolved: Resolved[] = [];
     try {
-      // One transaction; inside it, bounded chunks: COPY into staging, move the new events, empty staging.
-      // Keys claimed by an earlier chunk are visible to later ones, so dedupe spans the whole body.
+      // One transaction; inside it, bounded chunks: resolve their dimension sets, COPY into staging, move the new
+      // events, empty staging. Keys claimed by an earlier chunk are visible to later ones, so dedupe spans the body.
       accepted = await this.db.transaction(async (tx) => {
         meterSource = this.db.backend === "embedded" ? tx : undefined;
         await prepareStaging(tx);
         let stored = 0;
         while (!ended) {
-          const staged = await stageRows(tx, chunk());
+          const { first, events } = await chunk();
           if (errors.count > 0) throw new StopWriting();
-          if (staged === 0) continue;
+          if (events.length === 0) continue;
+          resolved.push(await this.dimensions.resolve(tx, events, (i) => first + i));
+          await stageRows(tx, chunked(events.map((e, i) => encodeEvent(first + i, e))));
           stored += await applyStaged(tx, receivedAt);
           await clearStaging(tx);
         }
         if (stored > 0) await markTouchedHours(tx, hours);
         return stored;
       });
+      for (const r of resolved) this.dimensions.committed(r);
     } catch (err) {
       if (err instanceof AppError && err.status === 413) this.#rejected.inc({ reason: "too_large" }, index);
       if (!(err instanceof StopWriting)) throw err;

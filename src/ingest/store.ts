@@ -14,17 +14,27 @@ const CREATE_STAGING = `
     meter       text        NOT NULL,
     value       numeric     NOT NULL,
     ts          timestamptz NOT NULL,
-    properties  jsonb
+    properties  jsonb,
+    dimension_set integer NOT NULL DEFAULT 0
   ) ON COMMIT DELETE ROWS`;
 
-export const STAGING_COLUMNS = ["ord", "customer_id", "event_id", "meter", "value", "ts", "properties"] as const;
+export const STAGING_COLUMNS = [
+  "ord",
+  "customer_id",
+  "event_id",
+  "meter",
+  "value",
+  "ts",
+  "properties",
+  "dimension_set",
+] as const;
 
 // Keys and customers are inserted in (customer, id) order: two batches claiming overlapping keys then lock
 // them in the same order and cannot deadlock. A concurrent claimer of the same key waits for the first
 // transaction and then does nothing (committed) or takes the key (rolled back): ON CONFLICT is race-free.
 export const APPLY_SQL = `
   WITH firsts AS MATERIALIZED (
-    SELECT DISTINCT ON (customer_id, event_id) customer_id, event_id, meter, value, ts, properties
+    SELECT DISTINCT ON (customer_id, event_id) customer_id, event_id, meter, value, ts, properties, dimension_set
     FROM ingest_staging
     ORDER BY customer_id, event_id, ord
   ), registered AS (
@@ -40,12 +50,12 @@ export const APPLY_SQL = `
     ON CONFLICT DO NOTHING
     RETURNING customer_id, event_id
   )
-  INSERT INTO usage_events (ts, customer_id, meter, value, event_id, properties, received_at)
-  SELECT f.ts, f.customer_id, f.meter, f.value, f.event_id, f.properties, $1
+  INSERT INTO usage_events (ts, customer_id, meter, value, event_id, properties, received_at, dimension_set)
+  SELECT f.ts, f.customer_id, f.meter, f.value, f.event_id, f.properties, $1, f.dimension_set
   FROM firsts f JOIN fresh USING (customer_id, event_id)`;
 
 export function encodeEvent(ord: number, e: ValidEvent): string {
-  return copyRow([String(ord), e.customer, e.id, e.meter, e.value, e.ts, e.properties]);
+  return copyRow([String(ord), e.customer, e.id, e.meter, e.value, e.ts, e.properties, String(e.dimensionSet ?? 0)]);
 }
 
 export async function prepareStaging(tx: Queryable): Promise<void> {
