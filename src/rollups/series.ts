@@ -272,7 +272,7 @@ export function buildSeriesSql(
   const gs = groupBy.map((_, i) => `g${i + 1}`);
   return {
     text: `
-    SELECT bucket, customer_id, meter, ARRAY[${gs.join(", ")}]::text[] AS dimension_values, ${COMBINE_ROLLUPS}
+    SELECT bucket, customer_id, meter, ${gs.join(", ")}, ${COMBINE_ROLLUPS}
     FROM (
       SELECT parts.*, ${groupValuesSql(groupBy, bind).join(", ")}
       FROM (${union}
@@ -294,5 +294,18 @@ export async function prepareSeries(db: Queryable, q: SeriesQuery): Promise<{ te
 export async function runSeries(db: Queryable, q: SeriesQuery): Promise<SeriesRow[]> {
   const { text, params } = await prepareSeries(db, q);
   const { rows } = await db.query<SeriesRow>(text, params);
+  return withDimensionValues(rows, q.groupBy?.length ?? 0);
+}
+
+/**
+ * Grouped rows hold their values in columns g1..gn (not a text[]: PGlite reads a NULL element of an array as the
+ * string "NULL"); this gathers them into `dimension_values`.
+ */
+export function withDimensionValues<R extends { dimension_values?: (string | null)[] }>(rows: R[], n: number): R[] {
+  if (n === 0) return rows;
+  for (const r of rows) {
+    const cells = r as unknown as Record<string, string | null>;
+    r.dimension_values = Array.from({ length: n }, (_, i) => cells[`g${i + 1}`] ?? null);
+  }
   return rows;
 }

@@ -4,7 +4,7 @@
 import type { Aggregation } from "../catalog/schemas.js";
 import type { Queryable } from "../db/types.js";
 import type { DimensionQuery } from "./dimensionSql.js";
-import { buildSeriesSql, planCover, readState } from "./series.js";
+import { buildSeriesSql, planCover, readState, withDimensionValues } from "./series.js";
 
 export interface Totals {
   customer: string;
@@ -50,7 +50,7 @@ export async function rangeTotals(
     last_at: Date;
     dimension_values?: (string | null)[];
   }>(series.text, series.params);
-  return rows.map((r) => ({
+  return withDimensionValues(rows, q.groupBy?.length ?? 0).map((r) => ({
     customer: r.customer_id,
     meter: r.meter,
     sum: r.value_sum,
