@@ -8,6 +8,7 @@ import { type Invoice, type MeterSummary, type PricedSegment, priceInvoice, summ
 import { Dec } from "../pricing/money.js";
 import { type Period, planPeriod } from "../pricing/segments.js";
 import { quantityOf, rangeTotals, type Totals } from "../rollups/totals.js";
+import { groupQuantities } from "./groups.js";
 import { loadPlanPrices } from "./plans.js";
 import { subscriptionsBetween } from "./subscriptions.js";
 
@@ -48,6 +49,7 @@ export async function buildStatement(db: Queryable, customer: string, period: Pe
   };
 
   const priced: PricedSegment[] = segments.map((s) => ({ ...s, quantity: quantity(s, s.meter) }));
+  const periodGroups = await groupQuantities(db, customer, period, priced, meters);
   const invoice = priceInvoice(currency ?? "USD", priced, baseFees, labels(meters));
   const periodQuantities = new Map(
     [...(totalsOf.get(key(period))?.keys() ?? [])].map((meter) => [meter, quantity(period, meter)]),
@@ -57,7 +59,7 @@ export async function buildStatement(db: Queryable, customer: string, period: Pe
     period,
     currency,
     invoice: { ...invoice, currency: currency ?? invoice.currency },
-    meters: summarize(invoice, priced, periodQuantities),
+    meters: summarize(invoice, priced, periodQuantities, periodGroups),
     asOf,
   };
 }
