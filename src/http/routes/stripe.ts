@@ -26,6 +26,11 @@ const row = z
     stale_buckets: z.number().int().meta({ description: "Buckets older than Stripe's 35-day window, never sent" }),
     errors: z.array(z.object({ bucket: z.string(), code: z.string(), message: z.string() })),
     note: z.string().optional(),
+    unit: z.literal("amount").optional().meta({
+      description:
+        "Meters with stripe_value amount: quantity and sent are priced usage amounts (currency), units are minor units",
+    }),
+    currency: z.string().nullable().optional(),
   })
   .meta({ id: "ReconciliationRow" });
 
