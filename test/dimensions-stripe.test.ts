@@ -131,9 +131,65 @@ describe.each(BACKENDS)("Stripe amounts on %s", (backend) => {
     expect(llm).toMatchObject({
       quantity: "2.52",
       sent: "2.52",
-      difference: "0",
+      difference: "0.00",
       status: "in_sync",
       expected_units: "252",
     });
+  });
+  it("when a subscription starts and a grouped version takes effect in the middle of hours, then the partial hours are priced as the invoice prices them", async () => {
+    const post = (body: object) => api().post("/v1/plans/llm2/prices").set(admin).send(body);
+    expect((await api().put("/v1/plans/llm2").set(admin).send({ name: "LLM 2", currency: "USD" })).status).toBe(201);
+    const base = { meter: "llm_tokens", model: "per_unit" };
+    expect((await post({ ...base, effective_from: "2026-01-01T00:00:00Z", unit_price: "0.01" })).status).toBe(201);
+    const grouped = {
+      ...base,
+      effective_from: hourAt(clock, 4, 30),
+      unit_price: "0.02",
+      group_by: ["model"],
+      overrides: [{ match: { model: "x" }, model: "per_unit", unit_price: "0.05" }],
+    };
+    expect((await post(grouped)).status).toBe(201);
+    await putCustomer(t(), "seg", "cus_seg");
+    const sub = await api()
+      .put("/v1/customers/seg/subscription")
+      .set(admin)
+      .send({ plan: "llm2", start: hourAt(clock, 8, 30) });
+    expect(sub.status).toBe(200);
+    await ingest(t(), [
+      { id: "s1", customer: "seg", meter: "llm_tokens", value: 100, timestamp: hourAt(clock, 8, 10) },
+      { id: "s2", customer: "seg", meter: "llm_tokens", value: 100, timestamp: hourAt(clock, 8, 40) },
+      {
+        id: "s3",
+        customer: "seg",
+        meter: "llm_tokens",
+        value: 100,
+        timestamp: hourAt(clock, 4, 10),
+        properties: { model: "x" },
+      },
+      {
+        id: "s4",
+        customer: "seg",
+        meter: "llm_tokens",
+        value: 100,
+        timestamp: hourAt(clock, 4, 50),
+        properties: { model: "x" },
+      },
+      {
+        id: "s5",
+        customer: "seg",
+        meter: "llm_tokens",
+        value: 50,
+        timestamp: hourAt(clock, 2, 0),
+        properties: { model: "y" },
+      },
+    ]);
+    await sync(t());
+    // Before the subscription nothing is priced; then 1.00 (hour −8); 1.00 at 0.01 + 5.00 for model x (hour −4);
+    // 1.00 for model y (hour −2).
+    expect(rig.fake.eventsOf("cus_seg", "llm_cents").map((e) => e.value)).toEqual([100n, 600n, 100n]);
+    const invoice = await api().get("/v1/customers/seg/invoice").query({ period: "2026-11" }).set(admin);
+    expect(invoice.body.total).toBe("8.00");
+    const row = (await reconciliation(t(), "2026-11")).find((r) => r.customer === "seg");
+    expect(row).toMatchObject({ quantity: "8.00", sent: "8.00", status: "in_sync" });
   });
 });

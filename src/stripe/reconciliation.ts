@@ -4,7 +4,7 @@
 import { buildStatement } from "../billing/statement.js";
 import type { Aggregation } from "../catalog/schemas.js";
 import type { Queryable } from "../db/types.js";
-import { Dec, formatDecimal, minorUnits, sum } from "../pricing/money.js";
+import { Dec, formatDecimal, formatMoney, minorUnits, sum } from "../pricing/money.js";
 import { quantityOf, rangeTotals } from "../rollups/totals.js";
 import { windowStart } from "./rules.js";
 import { HAS_WORK, sendable } from "./work.js";
@@ -126,6 +126,8 @@ export async function reconcile(
     const priced = m.stripe_value === "amount" ? await amountOf(customer, meter) : undefined;
     const quantity = priced ? priced.amount : new Dec(t ? quantityOf(t, m.aggregation) : "0");
     const scale = priced ? priced.scale : new Dec(m.stripe_scale);
+    const currency = priced?.currency;
+    const fmt = (d: Dec) => (currency ? formatMoney(d, currency) : formatDecimal(d));
     const sentUnits = new Dec(l?.sent_units ?? "0");
     const sent = sentUnits.div(scale).toDecimalPlaces(SENT_DECIMALS);
     const expected = quantity.times(scale);
@@ -155,9 +157,9 @@ export async function reconcile(
     out.push({
       customer,
       meter,
-      quantity: formatDecimal(quantity),
-      sent: formatDecimal(sent),
-      difference: formatDecimal(quantity.minus(sent)),
+      quantity: fmt(quantity),
+      sent: fmt(sent),
+      difference: fmt(quantity.minus(sent)),
       status,
       stripe_customer_id: stripeCustomerId,
       stripe_event_name: m.stripe_event_name,
