@@ -110,4 +110,28 @@ describe.each(BACKENDS)("meters with dimensions on %s", (backend) => {
     );
     expect(sets.rows[0]?.n).toBe("3");
   });
+
+  it("when /openapi.json is fetched, then it documents dimensions, grouped reads and per-dimension prices", async () => {
+    const doc = (await request(t.tally.app).get("/openapi.json")).body;
+    const schemas = doc.components.schemas;
+    expect(Object.keys(schemas.MeterInput.properties)).toEqual(expect.arrayContaining(["dimensions", "stripe_value"]));
+    expect(Object.keys(schemas.Meter.properties)).toEqual(expect.arrayContaining(["dimensions", "stripe_value"]));
+    expect(Object.keys(schemas.PriceVersionInput.properties)).toEqual(
+      expect.arrayContaining(["group_by", "overrides"]),
+    );
+    expect(schemas.PriceOverrideInput.properties.match).toBeDefined();
+    const usage = doc.paths["/v1/usage"].get.parameters.map((p: { name: string; style?: string }) => [p.name, p.style]);
+    expect(usage).toEqual(
+      expect.arrayContaining([
+        ["group_by", undefined],
+        ["filter", "deepObject"],
+      ]),
+    );
+    const exportParams = doc.paths["/v1/usage/export"].get.parameters.map((p: { name: string }) => p.name);
+    expect(exportParams).toEqual(expect.arrayContaining(["meter", "group_by", "filter"]));
+    const summaryMeter = schemas.CustomerSummary.properties.meters.items.properties;
+    expect(summaryMeter.groups).toBeDefined();
+    expect(schemas.InvoicePreview.properties.lines.items.properties.dimensions).toBeDefined();
+    expect(doc.paths["/v1/meters/{key}"].put.responses["409"]).toBeDefined();
+  });
 });
