@@ -74,6 +74,7 @@ export const configSchema = z.object({
   TALLY_SHUTDOWN_TIMEOUT_MS: positiveInt(25_000),
   // In ms. The longest graceful shutdown; then the process exits 1 (the in-flight drain above fits inside it).
   TALLY_SHUTDOWN_TIMEOUT: isoDuration("PT30S", { timer: true }),
+  TALLY_MAX_DIMENSION_VALUES: positiveInt(10_000),
   TALLY_RATE_LIMIT_RPS: z.coerce.number().min(0).max(1_000_000_000).default(2000),
   TALLY_RATE_LIMIT_BURST: z.preprocess(emptyAsUnset, z.coerce.number().int().positive().optional()),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

@@ -97,6 +97,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
       ndjsonMaxBytes: config.TALLY_NDJSON_MAX_BYTES,
       maxAgeMs: config.TALLY_EVENT_MAX_AGE_DAYS * 86_400_000,
       maxFutureMs: config.TALLY_EVENT_MAX_FUTURE_SECONDS * 1000,
+      maxDimensionValues: config.TALLY_MAX_DIMENSION_VALUES,
     },
     log,
     metrics,

@@ -2,7 +2,7 @@
 // version with a later effective_from, so every past invoice can be computed again exactly.
 import type { Queryable } from "../db/types.js";
 import { conflict, notFound, unprocessable } from "../errors.js";
-import type { Model, PriceVersion } from "../pricing/models.js";
+import type { Model, PriceOverride, PriceVersion, Tier } from "../pricing/models.js";
 import { Dec } from "../pricing/money.js";
 import type { PlanPrices } from "../pricing/segments.js";
 
@@ -33,7 +33,21 @@ interface VersionRow {
   package_size: string | null;
   package_price: string | null;
   base_fee: string | null;
+  group_by: string[] | null;
+  overrides: OverrideJson[] | null;
   created_at: Date;
+}
+
+type TierJson = { up_to: string | null; unit_price: string; flat_price: string };
+
+/** An override as stored (decimals as strings). */
+interface OverrideJson {
+  match: Record<string, string | null>;
+  model: Model;
+  unit_price?: string;
+  tiers?: TierJson[];
+  package_size?: string;
+  package_price?: string;
 }
 
 export interface StoredVersion extends PriceVersion {
@@ -51,26 +65,63 @@ const planFromRow = (r: PlanRow): Plan => ({
 
 const decOrNull = (v: string | null) => (v === null ? null : new Dec(v));
 
+const tiersFromJson = (tiers: TierJson[] | null | undefined) =>
+  tiers?.map((t) => ({
+    upTo: decOrNull(t.up_to),
+    unitPrice: new Dec(t.unit_price),
+    flatPrice: new Dec(t.flat_price),
+  })) ?? null;
+
+const tiersToJson = (tiers: Tier[] | null | undefined) =>
+  tiers?.map((t) => ({
+    up_to: t.upTo === null ? null : t.upTo.toFixed(),
+    unit_price: t.unitPrice.toFixed(),
+    flat_price: t.flatPrice.toFixed(),
+  })) ?? null;
+
 const versionFromRow = (r: VersionRow): StoredVersion => ({
   plan: r.plan_key,
   meter: r.meter,
   effectiveFrom: r.effective_from,
   model: r.model,
   unitPrice: decOrNull(r.unit_price),
-  tiers:
-    r.tiers?.map((t) => ({
-      upTo: decOrNull(t.up_to),
-      unitPrice: new Dec(t.unit_price),
-      flatPrice: new Dec(t.flat_price),
-    })) ?? null,
+  tiers: tiersFromJson(r.tiers),
   packageSize: decOrNull(r.package_size),
   packagePrice: decOrNull(r.package_price),
   baseFee: decOrNull(r.base_fee),
+  ...(r.group_by ? { groupBy: r.group_by } : {}),
+  ...(r.overrides
+    ? {
+        overrides: r.overrides.map((o) => ({
+          match: o.match,
+          spec: {
+            model: o.model,
+            unitPrice: decOrNull(o.unit_price ?? null),
+            tiers: tiersFromJson(o.tiers),
+            packageSize: decOrNull(o.package_size ?? null),
+            packagePrice: decOrNull(o.package_price ?? null),
+          },
+        })),
+      }
+    : {}),
   createdAt: r.created_at,
 });
 
+function overridesToJson(overrides: PriceOverride[] | null | undefined): OverrideJson[] | null {
+  if (!overrides) return null;
+  return overrides.map(({ match, spec }) => ({
+    match,
+    model: spec.model,
+    ...(spec.unitPrice ? { unit_price: spec.unitPrice.toFixed() } : {}),
+    ...(spec.tiers ? { tiers: tiersToJson(spec.tiers) as TierJson[] } : {}),
+    ...(spec.packageSize ? { package_size: spec.packageSize.toFixed() } : {}),
+    ...(spec.packagePrice ? { package_price: spec.packagePrice.toFixed() } : {}),
+  }));
+}
+
 const VERSION_COLUMNS = `plan_key, meter, effective_from, model, unit_price::text AS unit_price, tiers,
-  package_size::text AS package_size, package_price::text AS package_price, base_fee::text AS base_fee, created_at`;
+  package_size::text AS package_size, package_price::text AS package_price, base_fee::text AS base_fee, group_by,
+  overrides, created_at`;
 
 export async function upsertPlan(
   db: Queryable,
@@ -140,19 +191,25 @@ export async function loadPlanPrices(db: Queryable, keys: string[]): Promise<Map
 /** Adds a version; 404 unknown plan, 422 unknown meter, 409 a version with that effective_from exists. */
 export async function addPriceVersion(db: Queryable, plan: string, v: PriceVersion): Promise<StoredVersion> {
   if (!(await getPlan(db, plan))) throw notFound(`no plan ${plan}`);
-  const meter = await db.query("SELECT 1 FROM meters WHERE key = $1", [v.meter]);
-  if (meter.rows.length === 0) {
+  const meter = await db.query<{ dimensions: string[] }>("SELECT dimensions FROM meters WHERE key = $1", [v.meter]);
+  const dimensions = meter.rows[0]?.dimensions;
+  if (!dimensions) {
     throw unprocessable("unknown_meter", `unknown meter "${v.meter}"`, [{ field: "meter", message: "no such meter" }]);
   }
-  const tiers =
-    v.tiers?.map((t) => ({
-      up_to: t.upTo === null ? null : t.upTo.toFixed(),
-      unit_price: t.unitPrice.toFixed(),
-      flat_price: t.flatPrice.toFixed(),
-    })) ?? null;
+  const ungrouped = (v.groupBy ?? []).flatMap((k, i) => (dimensions.includes(k) ? [] : [{ k, i }]));
+  if (ungrouped.length > 0) {
+    throw unprocessable(
+      "unknown_dimension",
+      `group_by names ${ungrouped.map((u) => `"${u.k}"`).join(", ")}, not a dimension of meter ${v.meter} (${dimensions.join(", ") || "it has none"})`,
+      ungrouped.map((u) => ({ field: `group_by[${u.i}]`, message: `not a dimension of meter ${v.meter}` })),
+    );
+  }
+  const tiers = tiersToJson(v.tiers);
+  const overrides = overridesToJson(v.overrides);
   const { rows } = await db.query<VersionRow>(
-    `INSERT INTO price_versions (plan_key, meter, effective_from, model, unit_price, tiers, package_size, package_price, base_fee)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    `INSERT INTO price_versions (plan_key, meter, effective_from, model, unit_price, tiers, package_size, package_price,
+                                 base_fee, group_by, overrides)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
      ON CONFLICT (plan_key, meter, effective_from) DO NOTHING
      RETURNING ${VERSION_COLUMNS}`,
     [
@@ -165,6 +222,8 @@ export async function addPriceVersion(db: Queryable, plan: string, v: PriceVersi
       v.packageSize?.toFixed() ?? null,
       v.packagePrice?.toFixed() ?? null,
       v.baseFee?.toFixed() ?? null,
+      v.groupBy ?? null,
+      overrides === null ? null : JSON.stringify(overrides),
     ],
   );
   const row = rows[0];

@@ -1,6 +1,6 @@
 // Shapes of plans, price versions, subscriptions, summaries and invoices as they cross the HTTP edge.
 import { z } from "zod";
-import { customerId, decimalInput as decimal, meterKey, rfc3339 } from "../catalog/schemas.js";
+import { customerId, decimalInput as decimal, dimensionKey, meterKey, rfc3339 } from "../catalog/schemas.js";
 import { MODELS } from "../pricing/models.js";
 import { CURRENCIES } from "../pricing/money.js";
 
@@ -25,6 +25,20 @@ const tier = z.strictObject({
   flat_price: decimal("flat_price").optional(),
 });
 
+const override = z
+  .strictObject({
+    match: z.record(dimensionKey, z.string().nullable()).meta({
+      description: "Values of group_by dimensions (null: the property is absent)",
+      example: { model: "gpt-4o" },
+    }),
+    model: z.enum(MODELS as [string, ...string[]]).transform((m) => m as (typeof MODELS)[number]),
+    unit_price: decimal("unit_price").optional(),
+    tiers: z.array(tier).optional(),
+    package_size: decimal("package_size").optional(),
+    package_price: decimal("package_price").optional(),
+  })
+  .meta({ id: "PriceOverrideInput" });
+
 export const priceVersionBody = z
   .strictObject({
     meter: meterKey,
@@ -40,6 +54,18 @@ export const priceVersionBody = z
     package_size: decimal("package_size").optional(),
     package_price: decimal("package_price").optional(),
     base_fee: decimal("base_fee").optional().meta({ description: "Charged once per billing period" }),
+    group_by: z
+      .array(dimensionKey)
+      .max(4)
+      .optional()
+      .meta({
+        description:
+          "Dimensions of the meter each combination of which is priced on its own (own quantity, tiers, lines)",
+        example: ["model"],
+      }),
+    overrides: z.array(override).optional().meta({
+      description: "Per-dimension prices: the first whose match fits a group prices it, else the version's own spec",
+    }),
   })
   .meta({ id: "PriceVersionInput" });
 
@@ -56,6 +82,19 @@ export const priceVersionJson = z
     package_size: z.string().optional(),
     package_price: z.string().optional(),
     base_fee: z.string().nullable(),
+    group_by: z.array(z.string()).optional(),
+    overrides: z
+      .array(
+        z.object({
+          match: z.record(z.string(), z.string().nullable()),
+          model: z.string(),
+          unit_price: z.string().optional(),
+          tiers: z.array(tierJson).optional(),
+          package_size: z.string().optional(),
+          package_price: z.string().optional(),
+        }),
+      )
+      .optional(),
     created_at: z.string(),
   })
   .meta({ id: "PriceVersion" });
@@ -121,6 +160,16 @@ export const summaryJson = z
           })
           .optional()
           .meta({ description: "Tiered prices: the tier that prices the next unit in the current segment" }),
+        groups: z
+          .array(
+            z.object({
+              dimensions: z.record(z.string(), z.string().nullable()),
+              quantity: z.string(),
+              amount: z.string(),
+            }),
+          )
+          .optional()
+          .meta({ description: "Prices with group_by: the meter per combination of the grouped dimensions" }),
         limit: z
           .object({
             soft: z.string().nullable(),
@@ -152,6 +201,10 @@ export const invoiceJson = z
         segment: periodJson,
         tier: z.number().int().optional(),
         unit_price: z.string().optional(),
+        dimensions: z
+          .record(z.string(), z.string().nullable())
+          .optional()
+          .meta({ description: "Prices with group_by: the group this line prices" }),
       }),
     ),
     total: z.string(),

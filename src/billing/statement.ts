@@ -5,6 +5,7 @@
 import { listMeters, type Meter } from "../catalog/meters.js";
 import type { Queryable } from "../db/types.js";
 import {
+  type GroupQuantity,
   type Invoice,
   type MeterLabel,
   type MeterSummary,
@@ -15,6 +16,7 @@ import {
 import { Dec } from "../pricing/money.js";
 import { type BaseFee, type Period, type PlanPrices, planPeriod, type SubscriptionSpan } from "../pricing/segments.js";
 import { quantityOf, rangeTotals, type Totals } from "../rollups/totals.js";
+import { type GroupedRead, readGroups } from "./groups.js";
 import { loadPlanPrices } from "./plans.js";
 import { subscriptionsBetween } from "./subscriptions.js";
 
@@ -41,6 +43,35 @@ export interface StatementInputs {
   meters: ReadonlyMap<string, Meter>;
   /** Totals per meter of the customer over an interval that statementIntervals asked for. */
   totals: (interval: Period) => ReadonlyMap<string, Totals> | undefined;
+  /** Quantities per combination of `groupBy` of a meter over an interval that groupedReads asked for. */
+  groups?: (interval: Period, meter: string, groupBy: readonly string[]) => GroupQuantity[] | undefined;
+}
+
+export const groupedReadKey = (r: GroupedRead) => `${intervalKey(r.interval)}|${r.meter}|${r.groupBy.join(",")}`;
+
+/**
+ * The grouped reads a statement needs: each segment priced by a version with group_by, and the whole period by the
+ * group_by of the meter's last such segment (the summary's groups).
+ */
+export function groupedReads(
+  period: Period,
+  subscriptions: SubscriptionSpan[],
+  plans: ReadonlyMap<string, PlanPrices>,
+): GroupedRead[] {
+  const reads = new Map<string, GroupedRead>();
+  const last = new Map<string, string[]>();
+  for (const s of planPeriod(period, subscriptions, plans).segments) {
+    const groupBy = s.version.groupBy;
+    if (!groupBy?.length) continue;
+    const r = { interval: { start: s.start, end: s.end }, meter: s.meter, groupBy: [...groupBy] };
+    reads.set(groupedReadKey(r), r);
+    last.set(s.meter, [...groupBy]);
+  }
+  for (const [meter, groupBy] of last) {
+    const r = { interval: period, meter, groupBy };
+    reads.set(groupedReadKey(r), r);
+  }
+  return [...reads.values()];
 }
 
 /** The intervals whose totals a statement needs: the period and each segment (usually just the period). */
@@ -67,7 +98,16 @@ export function priceStatement(i: StatementInputs, asOf: Date, opts: { descripti
     const m = i.meters.get(meter);
     return t && m ? new Dec(quantityOf(t, m.aggregation)) : new Dec(0);
   };
-  const priced: PricedSegment[] = segments.map((s) => ({ ...s, quantity: quantity(s, s.meter) }));
+  const priced: PricedSegment[] = segments.map((s) => {
+    const groupBy = s.version.groupBy;
+    const groups = groupBy?.length ? (i.groups?.(s, s.meter, groupBy) ?? []) : undefined;
+    return { ...s, quantity: quantity(s, s.meter), ...(groups ? { groups } : {}) };
+  });
+  const periodGroups = new Map<string, GroupQuantity[]>();
+  for (const s of priced) {
+    const groupBy = s.version.groupBy;
+    if (groupBy?.length) periodGroups.set(s.meter, i.groups?.(i.period, s.meter, groupBy) ?? []);
+  }
   const invoice = priceInvoice(currency ?? "USD", priced, baseFees, labels(i.meters), opts);
   const periodQuantities = new Map(
     [...(i.totals(i.period)?.keys() ?? [])].map((meter) => [meter, quantity(i.period, meter)]),
@@ -77,7 +117,7 @@ export function priceStatement(i: StatementInputs, asOf: Date, opts: { descripti
     period: i.period,
     currency,
     invoice: { ...invoice, currency: currency ?? invoice.currency },
-    meters: summarize(invoice, priced, periodQuantities),
+    meters: summarize(invoice, priced, periodQuantities, periodGroups),
     segments: priced,
     baseFees,
     asOf,
@@ -97,8 +137,20 @@ export async function buildStatement(db: Queryable, customer: string, period: Pe
     totalsOf.set(intervalKey(interval), new Map(totals.map((t) => [t.meter, t])));
   }
   const meters = new Map((await listMeters(db)).map((m) => [m.key, m]));
+  const grouped = new Map<string, GroupQuantity[]>();
+  for (const r of groupedReads(period, subscriptions, plans)) {
+    grouped.set(groupedReadKey(r), await readGroups(db, r, meters, customer));
+  }
   return priceStatement(
-    { customer, period, subscriptions, plans, meters, totals: (interval) => totalsOf.get(intervalKey(interval)) },
+    {
+      customer,
+      period,
+      subscriptions,
+      plans,
+      meters,
+      totals: (interval) => totalsOf.get(intervalKey(interval)),
+      groups: (interval, meter, groupBy) => grouped.get(groupedReadKey({ interval, meter, groupBy: [...groupBy] })),
+    },
     now,
   );
 }

@@ -8,17 +8,19 @@ const MIN_RELOAD_GAP_MS = 100;
 
 export class MeterCache {
   #byKey = new Map<string, Aggregation>();
+  #dimensions = new Map<string, string[]>();
   #loadedAt = 0;
   #loading: Promise<void> | undefined;
 
   constructor(private readonly db: Queryable) {}
 
   async #read(q: Queryable): Promise<void> {
-    const { rows } = await q.query<{ key: string; aggregation: Aggregation }>(
-      "SELECT key, aggregation FROM meters",
+    const { rows } = await q.query<{ key: string; aggregation: Aggregation; dimensions: string[] }>(
+      "SELECT key, aggregation, dimensions FROM meters",
       [],
     );
     this.#byKey = new Map(rows.map((r) => [r.key, r.aggregation]));
+    this.#dimensions = new Map(rows.map((r) => [r.key, r.dimensions]));
     this.#loadedAt = Date.now();
   }
 
@@ -62,6 +64,12 @@ export class MeterCache {
   knownNow(key: string): boolean {
     if (Date.now() - this.#loadedAt > MAX_AGE_MS) void this.#load().catch(() => undefined);
     return this.#byKey.has(key);
+  }
+
+  /** The meter's dimensions as of the last load (call lookup first); every meter's for `undefined`. */
+  dimensionsOf(key?: string): readonly string[] {
+    if (key !== undefined) return this.#dimensions.get(key) ?? [];
+    return [...new Set([...this.#dimensions.values()].flat())].sort();
   }
 
   invalidate(): void {

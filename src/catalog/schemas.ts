@@ -57,6 +57,19 @@ export const rfc3339 = z
   )
   .transform((s) => new Date(s));
 
+/** A dimension: the key of an event property (as events' property keys: 1–64 characters). */
+export const dimensionKey = z
+  .string()
+  .min(1)
+  .max(64)
+  .refine(storableText, STORABLE_TEXT_MESSAGE)
+  .meta({ description: "An event property key", example: "model" });
+
+export const MAX_DIMENSIONS = 4;
+
+export const stripeValue = z.enum(["quantity", "amount"]);
+export type StripeValue = z.infer<typeof stripeValue>;
+
 export const meterBody = z
   .strictObject({
     name: z.string().min(1).max(200),
@@ -66,6 +79,20 @@ export const meterBody = z
     stripe_scale: decimalInput("stripe_scale")
       .refine((s) => /^\d{1,15}(\.\d{1,9})?$/.test(s) && Number(s) > 0, "must be a positive decimal number")
       .optional(),
+    dimensions: z
+      .array(dimensionKey)
+      .max(MAX_DIMENSIONS)
+      .refine((d) => new Set(d).size === d.length, "must not repeat a key")
+      .optional()
+      .meta({
+        description:
+          "Up to 4 event property keys that usage is kept by (default: none; left out: unchanged). Fixed once the meter has events.",
+        example: ["model", "token_type"],
+      }),
+    stripe_value: stripeValue.optional().meta({
+      description:
+        "What the Stripe sync sends: the meter's quantity, or its priced amount in the currency's minor units (default quantity; left out: unchanged)",
+    }),
   })
   .meta({ id: "MeterInput" });
 
@@ -77,6 +104,8 @@ export const meter = z
     aggregation,
     stripe_event_name: z.string().nullable(),
     stripe_scale: z.string(),
+    dimensions: z.array(z.string()),
+    stripe_value: stripeValue,
     created_at: z.string(),
     updated_at: z.string(),
   })

@@ -76,7 +76,16 @@ export function customersInOrder(events: readonly ValidEvent[]): string[] {
 }
 
 export const KEY_COLUMNS = ["customer_id", "event_id", "meter", "ts", "received_at"] as const;
-export const EVENT_COLUMNS = ["ts", "customer_id", "meter", "value", "event_id", "properties", "received_at"] as const;
+export const EVENT_COLUMNS = [
+  "ts",
+  "customer_id",
+  "meter",
+  "value",
+  "event_id",
+  "properties",
+  "received_at",
+  "dimension_set",
+] as const;
 
 /** The hours (start, in ms) that events fall into, ascending: marks are taken in this one order. */
 export function hoursOf(events: Iterable<ValidEvent>, into = new Set<number>()): Set<number> {

@@ -126,7 +126,7 @@ export function encodeBinaryBatch(events: readonly ValidEvent[], receivedAt: Dat
   for (const e of events) {
     const chars = e.customer.length + e.id.length + e.meter.length;
     keyBytes += 2 + 5 * 4 + 3 * chars + 16;
-    rowBytes += 2 + 7 * 4 + 3 * (chars + (e.properties?.length ?? 0)) + 1 + 16 + 8 + 2 * (e.value.length + 2);
+    rowBytes += 2 + 8 * 4 + 4 + 3 * (chars + (e.properties?.length ?? 0)) + 1 + 16 + 8 + 2 * (e.value.length + 2);
   }
   const k = Buffer.allocUnsafe(keyBytes);
   const r = Buffer.allocUnsafe(rowBytes);
@@ -141,7 +141,7 @@ export function encodeBinaryBatch(events: readonly ValidEvent[], receivedAt: Dat
     ka = text(k, ka, e.meter);
     ka = micros(k, ka, ts);
     ka = micros(k, ka, received);
-    ra = int16(r, ra, 7);
+    ra = int16(r, ra, 8);
     ra = micros(r, ra, ts);
     ra = text(r, ra, e.customer);
     ra = text(r, ra, e.meter);
@@ -149,6 +149,8 @@ export function encodeBinaryBatch(events: readonly ValidEvent[], receivedAt: Dat
     ra = text(r, ra, e.id);
     ra = e.properties === null ? int32(r, ra, -1) : text(r, ra, e.properties, JSONB_VERSION);
     ra = micros(r, ra, received);
+    ra = int32(r, ra, 4);
+    ra = int32(r, ra, e.dimensionSet ?? 0);
   }
   ka = int16(k, ka, -1);
   ra = int16(r, ra, -1);

@@ -7,6 +7,7 @@ import type { Aggregation } from "../catalog/schemas.js";
 import { markTouchedHours } from "../changes/hours.js";
 import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/types.js";
+import { DimensionResolver, type Resolved } from "../dimensions/resolver.js";
 import { AppError, payloadTooLarge } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
@@ -24,6 +25,8 @@ export interface IngestLimits {
   ndjsonMaxBytes: number;
   maxAgeMs: number;
   maxFutureMs: number;
+  /** Distinct dimension combinations per (customer, meter, month): TALLY_MAX_DIMENSION_VALUES. */
+  maxDimensionValues?: number;
 }
 
 export interface IngestResult {
@@ -57,6 +60,7 @@ export class IngestService {
   readonly #conflicts;
   readonly #known = new KnownCustomers();
   readonly #listeners: ((batch: CommittedBatch) => void)[] = [];
+  readonly dimensions: DimensionResolver;
 
   constructor(
     private readonly db: Db,
@@ -66,6 +70,7 @@ export class IngestService {
     private readonly log: Logger,
     metrics: Metrics,
   ) {
+    this.dimensions = new DimensionResolver(limits.maxDimensionValues ?? 10_000);
     this.#accepted = metrics.counter("tally_events_accepted_total", "Events stored", []);
     this.#duplicates = metrics.counter(
       "tally_events_duplicate_total",
@@ -179,7 +184,14 @@ export class IngestService {
     }
     let accepted = 0;
     if (valid.length > 0) {
-      const written = await this.#withRetry(() => writeBatch(this.db, valid, this.#known, receivedAt));
+      // Every event is valid, so valid[i] is events[i]: the index is its place in the batch.
+      let resolved: Resolved | undefined;
+      const written = await this.#withRetry(() =>
+        writeBatch(this.db, valid, this.#known, receivedAt, async (tx) => {
+          resolved = await this.dimensions.resolve(tx, valid);
+        }),
+      );
+      if (resolved) this.dimensions.committed(resolved);
       if (written.conflicted) this.#conflicts.inc({ format: "json" });
       accepted = written.stored;
     }
@@ -238,8 +250,9 @@ export class IngestService {
     // is taken by it), on a server through the pool.
     let meterSource: Queryable | undefined;
     // The next chunk of valid events; stops early at the first bad line.
-    const chunk = async (): Promise<ValidEvent[]> => {
+    const chunk = async (): Promise<{ first: number; events: ValidEvent[] }> => {
       const events: ValidEvent[] = [];
+      const first = index;
       let chars = 0;
       while (events.length < NDJSON_CHUNK_EVENTS && chars < NDJSON_CHUNK_CHARS) {
         const line = await nextLine();
@@ -251,10 +264,11 @@ export class IngestService {
         events.push(event);
         chars += event.customer.length + event.id.length + (event.properties?.length ?? 0);
       }
-      return events;
+      return { first, events };
     };
 
     let accepted = 0;
+    const resolved: Resolved[] = [];
     try {
       // One transaction; inside it, bounded chunks, each written optimistically under a savepoint (see store.ts).
       // Keys claimed by an earlier chunk are visible to later ones, so dedupe spans the whole body.
@@ -262,8 +276,11 @@ export class IngestService {
         meterSource = this.db.backend === "embedded" ? tx : undefined;
         let stored = 0;
         while (!ended) {
-          const events = await chunk();
+          const { first, events } = await chunk();
           if (errors.count > 0) throw new StopWriting();
+          if (events.length === 0) continue;
+          // Dimension sets first (outside the chunk's savepoint: a conflict does not undo them).
+          resolved.push(await this.dimensions.resolve(tx, events, (i) => first + i));
           const distinct = distinctInKeyOrder(events);
           const written = await writeChunk(tx, distinct, this.#known, receivedAt);
           if (written.conflicted) this.#conflicts.inc({ format: "ndjson" });
@@ -273,6 +290,7 @@ export class IngestService {
         if (stored > 0) await markTouchedHours(tx, ascending(hours));
         return stored;
       });
+      for (const r of resolved) this.dimensions.committed(r);
     } catch (err) {
       if (err instanceof AppError && err.status === 413) this.#rejected.inc({ reason: "too_large" }, index);
       if (!(err instanceof StopWriting)) throw err;

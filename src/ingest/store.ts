@@ -71,17 +71,27 @@ const CREATE_STAGING = `
     meter       text        NOT NULL,
     value       numeric     NOT NULL,
     ts          timestamptz NOT NULL,
-    properties  jsonb
+    properties  jsonb,
+    dimension_set integer NOT NULL DEFAULT 0
   ) ON COMMIT DELETE ROWS`;
 
-const STAGING_COLUMNS = ["ord", "customer_id", "event_id", "meter", "value", "ts", "properties"] as const;
+const STAGING_COLUMNS = [
+  "ord",
+  "customer_id",
+  "event_id",
+  "meter",
+  "value",
+  "ts",
+  "properties",
+  "dimension_set",
+] as const;
 
 // The same lock order as the optimistic path: customers, then keys, each in byte order (COLLATE "C"). A concurrent
 // claimer of the same key waits for the first transaction and then does nothing (committed) or takes the key
 // (rolled back): ON CONFLICT is race-free.
 const APPLY_SQL = `
   WITH firsts AS MATERIALIZED (
-    SELECT DISTINCT ON (customer_id, event_id) customer_id, event_id, meter, value, ts, properties
+    SELECT DISTINCT ON (customer_id, event_id) customer_id, event_id, meter, value, ts, properties, dimension_set
     FROM ingest_staging
     ORDER BY customer_id, event_id, ord
   ), registered AS (
@@ -97,15 +107,15 @@ const APPLY_SQL = `
     ON CONFLICT DO NOTHING
     RETURNING customer_id, event_id
   )
-  INSERT INTO usage_events (ts, customer_id, meter, value, event_id, properties, received_at)
-  SELECT f.ts, f.customer_id, f.meter, f.value, f.event_id, f.properties, $1
+  INSERT INTO usage_events (ts, customer_id, meter, value, event_id, properties, received_at, dimension_set)
+  SELECT f.ts, f.customer_id, f.meter, f.value, f.event_id, f.properties, $1, f.dimension_set
   FROM firsts f JOIN fresh USING (customer_id, event_id)`;
 
 function* stagingRows(events: readonly ValidEvent[]): Generator<string> {
   let piece = "";
   for (let i = 0; i < events.length; i++) {
     const e = events[i] as ValidEvent;
-    piece += copyRow([String(i), e.customer, e.id, e.meter, e.value, e.ts, e.properties]);
+    piece += copyRow([String(i), e.customer, e.id, e.meter, e.value, e.ts, e.properties, String(e.dimensionSet ?? 0)]);
     if (piece.length >= 256 * 1024) {
       yield piece;
       piece = "";
@@ -155,7 +165,8 @@ export async function writeChunk(
 }
 
 /**
- * A whole batch (JSON): optimistic in one transaction; if a key was taken, written again in a new transaction with
+ * A whole batch (JSON): `prepare` runs first in each transaction (dimension sets are resolved there);
+ * optimistic in one transaction; if a key was taken, written again in a new transaction with
  * ON CONFLICT. Hours are marked last in the same transaction. Returns how many events were stored.
  */
 export async function writeBatch(
@@ -163,6 +174,7 @@ export async function writeBatch(
   valid: readonly ValidEvent[],
   known: KnownCustomers,
   receivedAt: Date,
+  prepare: (tx: Queryable) => Promise<void> = async () => {},
 ): Promise<{ stored: number; conflicted: boolean }> {
   const distinct = distinctInKeyOrder(valid);
   const customers = known.unknown(customersInOrder(distinct));
@@ -170,6 +182,7 @@ export async function writeBatch(
   let result: { stored: number; conflicted: boolean };
   try {
     const stored = await db.transaction(async (tx) => {
+      await prepare(tx);
       const n = await copyBatch(tx, distinct, customers, receivedAt);
       await markTouchedHours(tx, hours);
       return n;
@@ -178,6 +191,7 @@ export async function writeBatch(
   } catch (err) {
     if (!isKeyConflict(err)) throw err;
     const stored = await db.transaction(async (tx) => {
+      await prepare(tx);
       const n = await applyWithConflicts(tx, distinct, receivedAt);
       if (n > 0) await markTouchedHours(tx, hours);
       return n;

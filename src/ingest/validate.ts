@@ -13,6 +13,8 @@ export interface ValidEvent {
   ts: string;
   tsMs: number;
   properties: string | null;
+  /** The id of the event's combination of dimension values (0: none), set by dimensions/resolver before COPY. */
+  dimensionSet?: number;
 }
 
 export interface ValidationContext {

@@ -1,19 +1,22 @@
 // The prune-expired job: what Tally keeps only for a while goes when its time is up — dedupe keys after the dedupe
 // window, the record of job runs after 7 days, finished webhook deliveries and their attempts after 30 days
-// (pending ones stay until delivered, or given up after 24 hours).
+// (pending ones stay until delivered, or given up after 24 hours), and the dimension guard's combinations of months
+// no event can arrive for any more.
 import type { Db } from "../db/types.js";
+import { pruneDimensionUsage } from "../dimensions/prune.js";
 import { pruneDedupeKeys } from "../ingest/prune.js";
 import { pruneDeliveries } from "../limits/webhooks.js";
 import { pruneJobRuns } from "./runner.js";
 
 const DAY_MS = 86_400_000;
 
-export async function pruneExpired(db: Db, now: Date, dedupeWindowDays: number) {
+export async function pruneExpired(db: Db, now: Date, dedupeWindowDays: number, eventMaxAgeDays = 35) {
   const keysBefore = new Date(now.getTime() - dedupeWindowDays * DAY_MS);
   return {
     dedupe_keys_deleted: await pruneDedupeKeys(db, keysBefore),
     dedupe_keys_before: keysBefore.toISOString(),
     job_runs_deleted: await pruneJobRuns(db, new Date(now.getTime() - 7 * DAY_MS)),
     webhook_deliveries_deleted: await pruneDeliveries(db, new Date(now.getTime() - 30 * DAY_MS)),
+    dimension_combinations_deleted: await pruneDimensionUsage(db, new Date(now.getTime() - eventMaxAgeDays * DAY_MS)),
   };
 }

@@ -50,7 +50,14 @@ export function tallyJobs(d: JobDeps): Job[] {
     {
       name: "prune-expired",
       schedule: "0 7 * * * *",
-      run: async () => ({ ...(await pruneExpired(d.db, d.clock.now(), d.config.TALLY_DEDUPE_WINDOW_DAYS)) }),
+      run: async () => ({
+        ...(await pruneExpired(
+          d.db,
+          d.clock.now(),
+          d.config.TALLY_DEDUPE_WINDOW_DAYS,
+          d.config.TALLY_EVENT_MAX_AGE_DAYS,
+        )),
+      }),
     },
     {
       name: "finalize-invoices",

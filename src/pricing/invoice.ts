@@ -2,13 +2,22 @@
 // in a segment, one line per segment for the other models, each base fee a line of its own; every line rounded
 // half-up to the currency's minor unit, the total the sum of the rounded lines. Summaries are derived from the
 // same lines, so a summary, an invoice preview and a money limit can never disagree.
-import { nextUnitTier, type RatedLine, rate, type Tier } from "./models.js";
+import { compareValues, type Dimensions } from "../dimensions/values.js";
+import { nextUnitTier, type PriceVersion, type RatedLine, rate, specFor, type Tier } from "./models.js";
 import { type Dec, formatDecimal, roundMoney, sum, ZERO } from "./money.js";
 import type { BaseFee, Segment } from "./segments.js";
+
+/** One combination of a grouped price's dimensions and its quantity. */
+export interface GroupQuantity {
+  dimensions: Dimensions;
+  quantity: Dec;
+}
 
 export interface PricedSegment extends Segment {
   /** The meter's aggregation over the segment. */
   quantity: Dec;
+  /** Versions with group_by: the aggregation over the segment per combination of the grouped dimensions. */
+  groups?: GroupQuantity[];
 }
 
 export interface InvoiceLine {
@@ -22,6 +31,8 @@ export interface InvoiceLine {
   segment: { start: Date; end: Date };
   tier?: number;
   unitPrice?: Dec;
+  /** Grouped prices: the group this line prices. */
+  dimensions?: Dimensions;
 }
 
 export interface Invoice {
@@ -35,8 +46,16 @@ export interface MeterLabel {
   unit: string;
 }
 
-function describe(segment: PricedSegment, line: RatedLine, label: MeterLabel): string {
-  const v = segment.version;
+/** " [model: gpt-4o, token_type: (none)]" for a grouped line. */
+const groupLabel = (dims: Dimensions | undefined) =>
+  dims
+    ? ` [${Object.entries(dims)
+        .map(([k, v]) => `${k}: ${v ?? "(none)"}`)
+        .join(", ")}]`
+    : "";
+
+function describe(v: PriceVersion, line: RatedLine, meterLabel: MeterLabel, dims?: Dimensions): string {
+  const label = { ...meterLabel, name: `${meterLabel.name}${groupLabel(dims)}` };
   const q = formatDecimal(line.quantity);
   const flat = line.flatPrice && !line.flatPrice.isZero() ? ` + ${formatDecimal(line.flatPrice)} flat` : "";
   const price = line.unitPrice ? formatDecimal(line.unitPrice) : "0";
@@ -88,25 +107,34 @@ export function priceInvoice(
   }
   for (const segment of segments) {
     const label = labels.get(segment.meter) ?? fallbackLabel(segment.meter);
-    for (const rated of rate(segment.version, segment.quantity)) {
-      lines.push({
-        kind: "usage",
-        plan: segment.plan,
-        meter: segment.meter,
-        description: describing ? describe(segment, rated, label) : "",
-        quantity: rated.quantity,
-        amount: roundMoney(rated.amount, currency),
-        segment: { start: segment.start, end: segment.end },
-        ...(rated.tier !== undefined ? { tier: rated.tier } : {}),
-        ...(rated.unitPrice !== undefined ? { unitPrice: rated.unitPrice } : {}),
-      });
+    // A grouped price prices each combination on its own (its own tiers), by its override or the version's spec.
+    const parts = segment.version.groupBy?.length
+      ? (segment.groups ?? []).map((g) => ({ spec: specFor(segment.version, g.dimensions), ...g }))
+      : [{ spec: segment.version, quantity: segment.quantity, dimensions: undefined }];
+    for (const part of parts) {
+      for (const rated of rate(part.spec, part.quantity)) {
+        lines.push({
+          kind: "usage",
+          plan: segment.plan,
+          meter: segment.meter,
+          description: describing ? describe(part.spec, rated, label, part.dimensions) : "",
+          quantity: rated.quantity,
+          amount: roundMoney(rated.amount, currency),
+          segment: { start: segment.start, end: segment.end },
+          ...(rated.tier !== undefined ? { tier: rated.tier } : {}),
+          ...(rated.unitPrice !== undefined ? { unitPrice: rated.unitPrice } : {}),
+          ...(part.dimensions ? { dimensions: part.dimensions } : {}),
+        });
+      }
     }
   }
+  const values = (l: InvoiceLine) => Object.values(l.dimensions ?? {});
   lines.sort(
     (a, b) =>
       byMeterName(a.meter, b.meter) ||
       (a.kind === b.kind ? 0 : a.kind === "base_fee" ? -1 : 1) ||
       a.segment.start.getTime() - b.segment.start.getTime() ||
+      compareValues(values(a), values(b)) ||
       (a.tier ?? 0) - (b.tier ?? 0),
   );
   return { currency, lines, total: sum(lines.map((l) => l.amount)) };
@@ -120,6 +148,29 @@ export interface MeterSummary {
   amount: Dec;
   /** For tiered prices: the tier that prices the next unit in the current segment. */
   tier?: { index: number; upTo: Dec | null; unitPrice: Dec; flatPrice: Dec; unitsToNextTier: Dec | null };
+  /** Grouped prices: per combination, its period quantity and the sum of its lines. */
+  groups?: { dimensions: Dimensions; quantity: Dec; amount: Dec }[];
+}
+
+const groupKey = (d: Dimensions) => JSON.stringify(Object.entries(d));
+
+/** Per group of a meter: the period quantities given, and the amounts of the lines carrying the same dimensions. */
+function summarizeGroups(lines: InvoiceLine[], quantities: readonly GroupQuantity[]): MeterSummary["groups"] {
+  const out = new Map<string, { dimensions: Dimensions; quantity: Dec; amount: Dec }>();
+  for (const q of quantities)
+    out.set(groupKey(q.dimensions), { dimensions: q.dimensions, quantity: q.quantity, amount: ZERO });
+  for (const l of lines) {
+    if (!l.dimensions) continue;
+    const k = groupKey(l.dimensions);
+    const g = out.get(k) ?? { dimensions: l.dimensions, quantity: ZERO, amount: ZERO };
+    g.amount = g.amount.plus(l.amount);
+    out.set(k, g);
+  }
+  return [...out.values()].sort(
+    (a, b) =>
+      Object.keys(a.dimensions).join().localeCompare(Object.keys(b.dimensions).join()) ||
+      compareValues(Object.values(a.dimensions), Object.values(b.dimensions)),
+  );
 }
 
 /** Per meter: its period quantity, its amount from the invoice lines, and where it stands in its tiers. */
@@ -127,6 +178,7 @@ export function summarize(
   invoice: Invoice,
   segments: PricedSegment[],
   periodQuantities: ReadonlyMap<string, Dec>,
+  periodGroups: ReadonlyMap<string, readonly GroupQuantity[]> = new Map(),
 ): MeterSummary[] {
   const meters = new Set([
     ...periodQuantities.keys(),
@@ -139,8 +191,14 @@ export function summarize(
       .filter((s) => s.meter === meter)
       .reduce<PricedSegment | undefined>((a, s) => (!a || s.start > a.start ? s : a), undefined);
     const out: MeterSummary = { meter, quantity: periodQuantities.get(meter) ?? ZERO, amount };
+    const grouped = segments.some((s) => s.meter === meter && s.version.groupBy?.length);
+    if (grouped) {
+      const lines = invoice.lines.filter((l) => l.meter === meter);
+      out.groups = summarizeGroups(lines, periodGroups.get(meter) ?? []);
+    }
     const tiers = current?.version.tiers;
-    if (current && tiers && (current.version.model === "graduated" || current.version.model === "volume")) {
+    const tiered = current?.version.model === "graduated" || current?.version.model === "volume";
+    if (current && tiers && tiered && !current.version.groupBy?.length) {
       const next = nextUnitTier(current.quantity, tiers);
       out.tier = {
         index: next.index,

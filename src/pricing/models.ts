@@ -12,16 +12,37 @@ export interface Tier {
   flatPrice: Dec;
 }
 
-/** One version of a meter's price in a plan. */
-export interface PriceVersion {
-  meter: string;
-  effectiveFrom: Date;
+/** How a quantity is priced: a model and the fields it needs. */
+export interface PriceSpec {
   model: Model;
   unitPrice: Dec | null;
   tiers: Tier[] | null;
   packageSize: Dec | null;
   packagePrice: Dec | null;
+}
+
+/** A per-dimension price: combinations whose values fit `match` (null: the property is absent) use `spec`. */
+export interface PriceOverride {
+  match: Record<string, string | null>;
+  spec: PriceSpec;
+}
+
+/** One version of a meter's price in a plan. */
+export interface PriceVersion extends PriceSpec {
+  meter: string;
+  effectiveFrom: Date;
   baseFee: Dec | null;
+  /** Dimensions each combination of which is priced on its own (its own quantity, tiers and lines). */
+  groupBy?: string[] | null;
+  /** The first override whose match fits a group prices it; otherwise the version's own spec does. */
+  overrides?: PriceOverride[] | null;
+}
+
+/** The spec that prices a group with these values: the first fitting override, else the version itself. */
+export function specFor(version: PriceVersion, dimensions: Readonly<Record<string, string | null>>): PriceVersion {
+  const fits = (o: PriceOverride) => Object.entries(o.match).every(([k, v]) => (dimensions[k] ?? null) === v);
+  const override = version.overrides?.find(fits);
+  return override ? { ...version, ...override.spec } : version;
 }
 
 /** A priced part of a segment: the whole segment, or one graduated tier of it. */

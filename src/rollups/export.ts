@@ -22,6 +22,13 @@ const safeCell = (col: string) => `CASE WHEN ${col} ~ '^[=+\\-@\\t\\r]' THEN '''
 
 export function exportSelect(q: SeriesQuery, series: { text: string; params: unknown[] }): string {
   const inner = inlineParams(series.text, series.params);
+  // Grouped: one more column, the group's values as a JSON object (keys in group_by order).
+  const groupBy = q.groupBy ?? [];
+  const dims =
+    groupBy.length > 0
+      ? `,\n           json_build_object(${groupBy.map((k, i) => `${pg.escapeLiteral(k)}, s.g${i + 1}`).join(", ")})::text AS dimensions`
+      : "";
+  const order = groupBy.map((_, i) => `, s.g${i + 1} COLLATE "C" NULLS LAST`).join("");
   return `
     SELECT ${utc("s.bucket")} AS start,
            ${utc(`s.bucket + INTERVAL '${LEVEL[q.granularity].span}'`)} AS "end",
@@ -29,10 +36,10 @@ export function exportSelect(q: SeriesQuery, series: { text: string; params: unk
            ${safeCell("s.meter")} AS meter,
            CASE m.aggregation WHEN 'sum' THEN s.value_sum WHEN 'count' THEN s.event_count
                               WHEN 'max' THEN s.value_max ELSE s.last_value END AS value,
-           s.event_count AS count
+           s.event_count AS count${dims}
     FROM (${inner}) s
     JOIN meters m ON m.key = s.meter
-    ORDER BY s.bucket, s.customer_id, s.meter`;
+    ORDER BY s.bucket, s.customer_id, s.meter${order}`;
 }
 
 export async function* exportCsv(db: Db, q: SeriesQuery): AsyncIterable<Buffer> {

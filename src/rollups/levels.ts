@@ -17,19 +17,32 @@ export const LEVEL: Record<Level, { table: string; cagg: string; span: string; b
   month: { table: "usage_monthly_mat", cagg: "usage_monthly", span: "1 month", below: "day" },
 };
 
-/** The rollup columns, in order, after (bucket, customer_id, meter). */
+/**
+ * The group-by keys of every rollup row: a rollup is kept per (bucket, customer, meter, dimension set). The set is
+ * 0 for events without dimensions, so a meter without dimensions keeps one row per bucket.
+ */
+export const ROLLUP_KEYS = "bucket, customer_id, meter, dimension_set";
+
+/** The rollup columns, in order, after the keys. */
 export const ROLLUP_COLUMNS = "value_sum, event_count, value_max, last_value, last_key, last_at";
 
-/** Raw events `e` → one hourly rollup row per (hour, customer, meter); group by the first three columns. */
+/** Raw events `e` → one hourly rollup row per (hour, customer, meter, dimension set); group by the first four. */
 export const aggregateEvents = (bucket = "date_trunc('hour', e.ts, 'UTC')") => `
-  ${bucket}, e.customer_id, e.meter,
+  ${bucket}, e.customer_id, e.meter, e.dimension_set,
   sum(e.value), count(*), max(e.value),
   (array_agg(e.value ORDER BY tally_last_key(e.ts, e.value) DESC))[1],
   max(tally_last_key(e.ts, e.value)), max(e.ts)`;
 
 /** Rollup rows `r` of a finer level → rows of a coarser one (sum of sums, count of counts, max, last of lasts). */
 export const aggregateRollups = (bucket: string) => `
-  ${bucket}, r.customer_id, r.meter,
+  ${bucket}, r.customer_id, r.meter, r.dimension_set,
   sum(r.value_sum), sum(r.event_count)::bigint, max(r.value_max),
   (array_agg(r.last_value ORDER BY r.last_key DESC))[1],
   max(r.last_key), max(r.last_at)`;
+
+/** The same combination applied to rows that are already rollups (parts of a series): no table alias. */
+export const COMBINE_ROLLUPS = `
+  trim_scale(sum(value_sum))::text AS value_sum, sum(event_count)::text AS event_count,
+  trim_scale(max(value_max))::text AS value_max,
+  trim_scale((array_agg(last_value ORDER BY last_key DESC))[1])::text AS last_value,
+  max(last_key)::text AS last_key, max(last_at) AS last_at`;

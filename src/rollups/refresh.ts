@@ -6,7 +6,7 @@ import { claimRollupHours, releaseRollupClaims } from "../changes/hours.js";
 import type { Engine } from "../db/open.js";
 import type { Db } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
-import { aggregateEvents, aggregateRollups, LEVEL, LEVELS, type Level } from "./levels.js";
+import { aggregateEvents, aggregateRollups, LEVEL, LEVELS, type Level, ROLLUP_COLUMNS, ROLLUP_KEYS } from "./levels.js";
 import { readWatermarks } from "./series.js";
 
 export interface RefreshOptions {
@@ -94,34 +94,35 @@ async function refreshPortable(
             .map((t) => new Date(t))
         : [];
       const { table, span, below } = LEVEL[level];
+      const into = `${table} (${ROLLUP_KEYS}, ${ROLLUP_COLUMNS})`;
       await tx.query(
         `DELETE FROM ${table} WHERE (bucket >= COALESCE($1::timestamptz, '-infinity') AND bucket < $2) OR bucket = ANY($3::timestamptz[])`,
         [wmOld, wmNew, redo],
       );
       if (level === "hour") {
         await tx.query(
-          `INSERT INTO ${table} SELECT ${aggregateEvents()} FROM usage_events e
-           WHERE e.ts >= COALESCE($1::timestamptz, '-infinity') AND e.ts < $2 GROUP BY 1, 2, 3`,
+          `INSERT INTO ${into} SELECT ${aggregateEvents()} FROM usage_events e
+           WHERE e.ts >= COALESCE($1::timestamptz, '-infinity') AND e.ts < $2 GROUP BY 1, 2, 3, 4`,
           [wmOld, wmNew],
         );
         await tx.query(
-          `INSERT INTO ${table} SELECT ${aggregateEvents()}
+          `INSERT INTO ${into} SELECT ${aggregateEvents()}
            FROM unnest($1::timestamptz[]) AS h JOIN usage_events e ON e.ts >= h AND e.ts < h + INTERVAL '1 hour'
-           GROUP BY 1, 2, 3`,
+           GROUP BY 1, 2, 3, 4`,
           [redo],
         );
       } else {
         const from = LEVEL[below as Level].table;
         const bucket = `date_trunc('${level}', r.bucket, 'UTC')`;
         await tx.query(
-          `INSERT INTO ${table} SELECT ${aggregateRollups(bucket)} FROM ${from} r
-           WHERE r.bucket >= COALESCE($1::timestamptz, '-infinity') AND r.bucket < $2 GROUP BY 1, 2, 3`,
+          `INSERT INTO ${into} SELECT ${aggregateRollups(bucket)} FROM ${from} r
+           WHERE r.bucket >= COALESCE($1::timestamptz, '-infinity') AND r.bucket < $2 GROUP BY 1, 2, 3, 4`,
           [wmOld, wmNew],
         );
         await tx.query(
-          `INSERT INTO ${table} SELECT ${aggregateRollups(bucket)}
+          `INSERT INTO ${into} SELECT ${aggregateRollups(bucket)}
            FROM unnest($1::timestamptz[]) AS b JOIN ${from} r ON r.bucket >= b AND r.bucket < b + INTERVAL '${span}'
-           GROUP BY 1, 2, 3`,
+           GROUP BY 1, 2, 3, 4`,
           [redo],
         );
       }

@@ -15,11 +15,20 @@
 import { staleHoursSql } from "../changes/hours.js";
 import type { Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
-import { aggregateEvents, type Granularity, LEVEL, type Level, ROLLUP_COLUMNS } from "./levels.js";
+import { type DimensionQuery, filterSetsSql, groupValuesSql } from "./dimensionSql.js";
+import {
+  aggregateEvents,
+  COMBINE_ROLLUPS,
+  type Granularity,
+  LEVEL,
+  type Level,
+  ROLLUP_COLUMNS,
+  ROLLUP_KEYS,
+} from "./levels.js";
 
 export type { Granularity } from "./levels.js";
 
-export interface SeriesQuery {
+export interface SeriesQuery extends DimensionQuery {
   granularity: Granularity;
   /** Inclusive, aligned to the granularity. */
   from: Date;
@@ -39,6 +48,8 @@ export interface SeriesRow {
   last_value: string;
   last_key: string;
   last_at: Date;
+  /** Grouped reads: the values of the group_by dimensions, in order (null: absent). */
+  dimension_values?: (string | null)[];
 }
 
 /** What the rollups hold: below each level's watermark (null: nothing yet) they are complete but for dirty hours. */
@@ -191,7 +202,11 @@ export function planCover(from: Date, to: Date, state: RollupState): SeriesPart[
 
 /** The statement for a plan, with its parameters. Pure. `total`: one row per (customer, meter) for all parts. */
 export function buildSeriesSql(
-  q: { granularity: Granularity | "total"; customer?: string | undefined; meter?: string | undefined },
+  q: {
+    granularity: Granularity | "total";
+    customer?: string | undefined;
+    meter?: string | undefined;
+  } & DimensionQuery,
   parts: SeriesPart[],
 ): { text: string; params: unknown[] } {
   const g = q.granularity;
@@ -202,8 +217,11 @@ export function buildSeriesSql(
   };
   const customer = q.customer !== undefined ? bind(q.customer) : undefined;
   const meter = q.meter !== undefined ? bind(q.meter) : undefined;
+  const sets = filterSetsSql(q.filter, meter, bind);
   const filters = (alias: string) =>
-    (customer ? ` AND ${alias}.customer_id = ${customer}` : "") + (meter ? ` AND ${alias}.meter = ${meter}` : "");
+    (customer ? ` AND ${alias}.customer_id = ${customer}` : "") +
+    (meter ? ` AND ${alias}.meter = ${meter}` : "") +
+    (sets ? ` AND ${alias}.dimension_set${sets}` : "");
   // Raw events of one customer but all meters: walk the (customer_id, meter, ts) index meter by meter.
   const rawMeterFilter = customer && !meter ? " AND e.meter IN (SELECT key FROM meters)" : "";
   const out = (expr: string) =>
@@ -218,15 +236,15 @@ export function buildSeriesSql(
     const range = `${col} >= ${bind(p.from)}::timestamptz AND ${col} < ${bind(p.to)}::timestamptz`;
     const exclude = p.exclude.length > 0 ? ` AND ${col} <> ALL (${bind(pgArray(p.exclude))}::timestamptz[])` : "";
     if (isRaw) {
-      // Events are summed per hour here, so the outer aggregate sees one row per hour and source.
+      // Events are summed per hour and dimension set here, as the hourly rollup holds them.
       return `
       SELECT ${aggregateEvents(out("date_trunc('hour', e.ts, 'UTC')"))}
       FROM usage_events e${within}
       WHERE ${range}${filters("e")}${rawMeterFilter}
-      GROUP BY date_trunc('hour', e.ts, 'UTC'), e.customer_id, e.meter`;
+      GROUP BY date_trunc('hour', e.ts, 'UTC'), e.customer_id, e.meter, e.dimension_set`;
     }
     return `
-      SELECT ${out("v.bucket")}, v.customer_id, v.meter, ${ROLLUP_COLUMNS}
+      SELECT ${out("v.bucket")}, v.customer_id, v.meter, v.dimension_set, ${ROLLUP_COLUMNS}
       FROM ${LEVEL[p.source as Level].table} v${within}
       WHERE ${range}${filters("v")}${exclude}`;
   });
@@ -234,24 +252,37 @@ export function buildSeriesSql(
     selects.length > 0
       ? selects.join("\n      UNION ALL")
       : `
-      SELECT NULL::timestamptz, NULL::text, NULL::text, NULL::numeric, NULL::bigint, NULL::numeric,
+      SELECT NULL::timestamptz, NULL::text, NULL::text, NULL::integer, NULL::numeric, NULL::bigint, NULL::numeric,
              NULL::numeric, NULL::numeric, NULL::timestamptz WHERE false`;
-  // Hourly: every hour comes from exactly one part (dirty hours are left out of the rollup, raw parts are summed
-  // per hour), so there is nothing left to combine. Coarser buckets combine their parts as the rollups do.
-  const combine = g !== "hour";
-  const agg = (f: string, col: string) => (combine ? `${f}(${col})` : col);
-  const text = `
-    SELECT bucket, customer_id, meter,
-           trim_scale(${agg("sum", "value_sum")})::text AS value_sum,
-           ${agg("sum", "event_count")}::text AS event_count,
-           trim_scale(${agg("max", "value_max")})::text AS value_max,
-           trim_scale(${combine ? "(array_agg(last_value ORDER BY last_key DESC))[1]" : "last_value"})::text AS last_value,
-           ${agg("max", "last_key")}::text AS last_key,
-           ${agg("max", "last_at")} AS last_at
+  const columns = `(${ROLLUP_KEYS}, ${ROLLUP_COLUMNS})`;
+  // Every bucket combines its parts (rows of several sources, several dimension sets) as the rollups do: the sum
+  // of sums, the count of counts, the max of maxes, the last of lasts. Grouped, the rows carry their values.
+  const groupBy = q.groupBy ?? [];
+  if (groupBy.length === 0) {
+    return {
+      text: `
+    SELECT bucket, customer_id, meter, ${COMBINE_ROLLUPS}
     FROM (${union}
-    ) AS parts (bucket, customer_id, meter, value_sum, event_count, value_max, last_value, last_key, last_at)${combine ? "\n    GROUP BY bucket, customer_id, meter" : ""}
-    ORDER BY customer_id, meter, bucket`;
-  return { text, params };
+    ) AS parts ${columns}
+    GROUP BY bucket, customer_id, meter
+    ORDER BY customer_id, meter, bucket`,
+      params,
+    };
+  }
+  const gs = groupBy.map((_, i) => `g${i + 1}`);
+  return {
+    text: `
+    SELECT bucket, customer_id, meter, ${gs.join(", ")}, ${COMBINE_ROLLUPS}
+    FROM (
+      SELECT parts.*, ${groupValuesSql(groupBy, bind).join(", ")}
+      FROM (${union}
+      ) AS parts ${columns}
+      LEFT JOIN dimension_sets d ON d.id = parts.dimension_set
+    ) AS grouped
+    GROUP BY bucket, customer_id, meter, ${gs.join(", ")}
+    ORDER BY customer_id, meter, bucket, ${gs.map((x) => `${x} COLLATE "C" NULLS LAST`).join(", ")}`,
+    params,
+  };
 }
 
 /** Reads the rollup state and builds the statement for one series query. */
@@ -263,5 +294,18 @@ export async function prepareSeries(db: Queryable, q: SeriesQuery): Promise<{ te
 export async function runSeries(db: Queryable, q: SeriesQuery): Promise<SeriesRow[]> {
   const { text, params } = await prepareSeries(db, q);
   const { rows } = await db.query<SeriesRow>(text, params);
+  return withDimensionValues(rows, q.groupBy?.length ?? 0);
+}
+
+/**
+ * Grouped rows hold their values in columns g1..gn (not a text[]: PGlite reads a NULL element of an array as the
+ * string "NULL"); this gathers them into `dimension_values`.
+ */
+export function withDimensionValues<R extends { dimension_values?: (string | null)[] }>(rows: R[], n: number): R[] {
+  if (n === 0) return rows;
+  for (const r of rows) {
+    const cells = r as unknown as Record<string, string | null>;
+    r.dimension_values = Array.from({ length: n }, (_, i) => cells[`g${i + 1}`] ?? null);
+  }
   return rows;
 }

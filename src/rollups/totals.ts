@@ -3,7 +3,8 @@
 // usage series), partial hours at either end from raw events, all in one statement.
 import type { Aggregation } from "../catalog/schemas.js";
 import type { Queryable } from "../db/types.js";
-import { buildSeriesSql, planCover, readState } from "./series.js";
+import type { DimensionQuery } from "./dimensionSql.js";
+import { buildSeriesSql, planCover, readState, withDimensionValues } from "./series.js";
 
 export interface Totals {
   customer: string;
@@ -15,6 +16,8 @@ export interface Totals {
   /** Orders `last` values (tally_last_key): the greatest wins when totals are combined. */
   lastKey: string;
   lastAt: Date;
+  /** Grouped totals: the values of the group_by dimensions, in order (null: absent). */
+  dimensionValues?: (string | null)[];
 }
 
 /** The meter's aggregation applied to rolled-up figures. */
@@ -25,15 +28,15 @@ export function quantityOf(t: Pick<Totals, "sum" | "count" | "max" | "last">, ag
   return t.last;
 }
 
-/** Totals per (customer, meter) over [from, to), for any instants. */
+/** Totals per (customer, meter) — and per values of `groupBy`, if given — over [from, to), for any instants. */
 export async function rangeTotals(
   db: Queryable,
-  q: { from: Date; to: Date; customer?: string | undefined; meter?: string | undefined },
+  q: { from: Date; to: Date; customer?: string | undefined; meter?: string | undefined } & DimensionQuery,
 ): Promise<Totals[]> {
   if (q.from >= q.to) return [];
   const state = await readState(db, q.from, q.to);
   const series = buildSeriesSql(
-    { granularity: "total", customer: q.customer, meter: q.meter },
+    { granularity: "total", customer: q.customer, meter: q.meter, groupBy: q.groupBy, filter: q.filter },
     planCover(q.from, q.to, state),
   );
   const { rows } = await db.query<{
@@ -45,8 +48,9 @@ export async function rangeTotals(
     last_value: string;
     last_key: string;
     last_at: Date;
+    dimension_values?: (string | null)[];
   }>(series.text, series.params);
-  return rows.map((r) => ({
+  return withDimensionValues(rows, q.groupBy?.length ?? 0).map((r) => ({
     customer: r.customer_id,
     meter: r.meter,
     sum: r.value_sum,
@@ -55,5 +59,6 @@ export async function rangeTotals(
     last: r.last_value,
     lastKey: r.last_key,
     lastAt: r.last_at,
+    ...(r.dimension_values ? { dimensionValues: r.dimension_values } : {}),
   }));
 }

@@ -3,12 +3,14 @@
 // pricing as the invoice (billing/statement.ts); the inputs of all customers are read in one pass — their
 // subscriptions in one query, usage totals in one rollup read per distinct interval for all customers at once.
 
+import { type GroupedRead, readGroupsByCustomer } from "../billing/groups.js";
 import { loadPlanPrices } from "../billing/plans.js";
-import { intervalKey, priceStatement, statementIntervals } from "../billing/statement.js";
+import { groupedReadKey, groupedReads, intervalKey, priceStatement, statementIntervals } from "../billing/statement.js";
 import { type Subscription, subscriptionsOfPlanCustomers } from "../billing/subscriptions.js";
 import { listMeters } from "../catalog/meters.js";
 import type { Db } from "../db/types.js";
 import { notFound, unprocessable } from "../errors.js";
+import type { GroupQuantity } from "../pricing/invoice.js";
 import type { PriceVersion } from "../pricing/models.js";
 import { type Dec, sum } from "../pricing/money.js";
 import type { Period, PlanPrices } from "../pricing/segments.js";
@@ -77,20 +79,37 @@ export async function simulate(db: Db, req: SimulationRequest, now: Date): Promi
   // Which customers need which intervals: usually every customer just the period, read once for all of them.
   const needs = new Map<string, { interval: Period; customers: Set<string> }>();
   // Most customers share their subscriptions' shape (same plan since before the period): plan each shape once.
-  const shapes = new Map<string, Period[]>();
-  const intervalsOf = (subs: Subscription[]) => {
+  const shapes = new Map<string, { intervals: Period[]; grouped: GroupedRead[] }>();
+  const shapeOf = (subs: Subscription[]) => {
     const shape = subs.map((s) => `${s.plan}@${s.start.getTime()}-${s.end?.getTime() ?? ""}`).join(",");
     let found = shapes.get(shape);
     if (!found) {
       const all = new Map<string, Period>();
+      const grouped = new Map<string, GroupedRead>();
       for (const p of [plans, simulatedPlans]) {
         for (const interval of statementIntervals(req.period, subs, p)) all.set(intervalKey(interval), interval);
+        for (const r of groupedReads(req.period, subs, p)) grouped.set(groupedReadKey(r), r);
       }
-      found = [...all.values()];
+      found = { intervals: [...all.values()], grouped: [...grouped.values()] };
       shapes.set(shape, found);
     }
     return found;
   };
+  const intervalsOf = (subs: Subscription[]) => shapeOf(subs).intervals;
+  const groupNeeds = new Map<string, { read: GroupedRead; customers: Set<string> }>();
+  for (const [customer, subs] of subscriptions) {
+    for (const r of shapeOf(subs).grouped) {
+      const k = groupedReadKey(r);
+      const need = groupNeeds.get(k) ?? { read: r, customers: new Set<string>() };
+      need.customers.add(customer);
+      groupNeeds.set(k, need);
+    }
+  }
+  const groups = new Map<string, Map<string, GroupQuantity[]>>(); // grouped read → customer → groups
+  for (const [k, { read, customers }] of groupNeeds) {
+    const only = customers.size === 1 ? [...customers][0] : undefined;
+    groups.set(k, await readGroupsByCustomer(db, read, meters, only));
+  }
   for (const [customer, subs] of subscriptions) {
     for (const interval of intervalsOf(subs)) {
       const k = intervalKey(interval);
@@ -120,6 +139,8 @@ export async function simulate(db: Db, req: SimulationRequest, now: Date): Promi
       subscriptions: subs,
       meters,
       totals: (interval: Period) => totals.get(intervalKey(interval))?.get(customer),
+      groups: (interval: Period, meter: string, groupBy: readonly string[]) =>
+        groups.get(groupedReadKey({ interval, meter, groupBy: [...groupBy] }))?.get(customer) ?? [],
     };
     out.push({
       customer,

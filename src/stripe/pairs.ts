@@ -4,8 +4,9 @@ import type { Aggregation } from "../catalog/schemas.js";
 import type { Db } from "../db/types.js";
 import { addBuckets, alignDown } from "../rollups/buckets.js";
 import { runSeries } from "../rollups/series.js";
+import { amountMeters, backfillAmounts } from "./amountTargets.js";
 import { windowStart } from "./rules.js";
-import { hourTargets, mappedMeters, periodTargets, trackedFrom, upsertTargets } from "./targets.js";
+import { hourTargets, mappedMeters, periodTargets, STRIPE_SCALE, trackedFrom, upsertTargets } from "./targets.js";
 import { kindOf, type LedgerKind } from "./types.js";
 
 const DAY_MS = 86_400_000;
@@ -19,6 +20,9 @@ interface ChangedPair {
   event_name: string;
   scale: string;
   aggregation: Aggregation;
+  /** What is sent: quantities, or priced amounts in minor units (always as hourly deltas, scale 1). */
+  value: "quantity" | "amount";
+  old_value: string | null;
   known: boolean;
   old_customer: string | null;
   old_event: string | null;
@@ -46,15 +50,16 @@ export async function syncPairs(db: Db, now: Date): Promise<PairChanges> {
   const changes: PairChanges = { new: 0, remapped: 0, rescaled: 0, backfilled: 0, targets_backfilled: 0 };
   const { rows } = await db.query<ChangedPair>(
     `SELECT cu.id AS customer_id, me.key AS meter, cu.stripe_customer_id, me.stripe_event_name AS event_name,
-            me.stripe_scale::text AS scale, me.aggregation,
+            (${STRIPE_SCALE})::text AS scale, me.aggregation, me.stripe_value AS value, p.value AS old_value,
             p.customer_id IS NOT NULL AS known, p.stripe_customer_id AS old_customer, p.event_name AS old_event,
             p.scale::text AS old_scale, p.kind AS old_kind, p.backfilled
      FROM customers cu CROSS JOIN meters me
      LEFT JOIN stripe_pairs p ON p.customer_id = cu.id AND p.meter = me.key
      WHERE cu.stripe_customer_id IS NOT NULL AND me.stripe_event_name IS NOT NULL
        AND (p.customer_id IS NULL OR NOT p.backfilled OR p.stripe_customer_id <> cu.stripe_customer_id
-            OR p.event_name <> me.stripe_event_name OR p.scale <> me.stripe_scale
-            OR p.kind <> CASE WHEN me.aggregation IN ('sum', 'count') THEN 'hour' ELSE 'period' END)`,
+            OR p.event_name <> me.stripe_event_name OR p.scale <> (${STRIPE_SCALE}) OR p.value <> me.stripe_value
+            OR p.kind <> CASE WHEN me.stripe_value = 'amount' OR me.aggregation IN ('sum', 'count') THEN 'hour'
+                              ELSE 'period' END)`,
     [],
   );
   // A pair that lost its mapping misses the marks consumed meanwhile: when it is mapped again, it is backfilled.
@@ -72,9 +77,13 @@ export async function syncPairs(db: Db, now: Date): Promise<PairChanges> {
   const rescale: ChangedPair[] = [];
   const fill: ChangedPair[] = [];
   for (const r of rows) {
+    // A switch between quantities and amounts changes what every sent unit means: like a new destination.
     const moved =
       r.known &&
-      (r.old_customer !== r.stripe_customer_id || r.old_event !== r.event_name || r.old_kind !== kindOf(r.aggregation));
+      (r.old_customer !== r.stripe_customer_id ||
+        r.old_event !== r.event_name ||
+        r.old_kind !== pairKind(r) ||
+        r.old_value !== r.value);
     if (!r.known) {
       changes.new += 1;
       fill.push(r);
@@ -120,23 +129,25 @@ export async function syncPairs(db: Db, now: Date): Promise<PairChanges> {
     }
     const needsFill = new Set(fill.map((r) => `${r.customer_id}\u0000${r.meter}`));
     await tx.query(
-      `INSERT INTO stripe_pairs (customer_id, meter, stripe_customer_id, event_name, scale, kind, backfilled, mapped_at)
+      `INSERT INTO stripe_pairs (customer_id, meter, stripe_customer_id, event_name, scale, kind, backfilled, mapped_at,
+                                 value)
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::boolean[],
-                            $8::timestamptz[])
+                            $8::timestamptz[], $9::text[])
        ON CONFLICT (customer_id, meter) DO UPDATE SET
          mapped_at = CASE WHEN stripe_pairs.stripe_customer_id = EXCLUDED.stripe_customer_id
                             AND stripe_pairs.event_name = EXCLUDED.event_name
                           THEN stripe_pairs.mapped_at ELSE EXCLUDED.mapped_at END,
          stripe_customer_id = EXCLUDED.stripe_customer_id, event_name = EXCLUDED.event_name, scale = EXCLUDED.scale,
-         kind = EXCLUDED.kind, backfilled = EXCLUDED.backfilled, updated_at = now()`,
+         kind = EXCLUDED.kind, backfilled = EXCLUDED.backfilled, value = EXCLUDED.value, updated_at = now()`,
       [
         ...columns(rows),
         rows.map((r) => r.stripe_customer_id),
         rows.map((r) => r.event_name),
         rows.map((r) => r.scale),
-        rows.map((r) => kindOf(r.aggregation)),
+        rows.map(pairKind),
         rows.map((r) => !needsFill.has(`${r.customer_id}\u0000${r.meter}`)),
         rows.map(() => now),
+        rows.map((r) => r.value),
       ],
     );
   });
@@ -152,17 +163,27 @@ export async function syncPairs(db: Db, now: Date): Promise<PairChanges> {
   return changes;
 }
 
+/** Amount meters keep hourly deltas whatever their aggregation. */
+const pairKind = (r: Pick<ChangedPair, "value" | "aggregation">): LedgerKind =>
+  r.value === "amount" ? "hour" : kindOf(r.aggregation);
+
 async function backfill(db: Db, pairs: ChangedPair[], now: Date): Promise<number> {
   const cut = alignDown(now, "hour");
   const from = trackedFrom(now);
   const meters = await mappedMeters(db);
+  const amounts = await amountMeters(db);
+  let amountTargets = 0;
+  for (const p of pairs.filter((x) => x.value === "amount")) {
+    const items = await backfillAmounts(db, amounts, { customer: p.customer_id, meter: p.meter }, from, cut);
+    amountTargets += await upsertTargets(db, "hour", items);
+  }
   const byMeter = new Map<string, ChangedPair[]>();
   for (const p of pairs) {
     const list = byMeter.get(p.meter);
     if (list) list.push(p);
     else byMeter.set(p.meter, [p]);
   }
-  let written = 0;
+  let written = amountTargets;
   for (const [meter, group] of byMeter) {
     const aggregation = meters.get(meter);
     if (!aggregation) continue;

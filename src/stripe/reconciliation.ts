@@ -1,8 +1,10 @@
 // Reconciliation: per customer and meter, Tally's period total beside what the ledger says Stripe received for the
 // period (whole units ÷ stripe_scale), the difference, and a status; pairs without a Stripe mapping are listed too.
+
+import { buildStatement } from "../billing/statement.js";
 import type { Aggregation } from "../catalog/schemas.js";
 import type { Queryable } from "../db/types.js";
-import { Dec, formatDecimal } from "../pricing/money.js";
+import { Dec, formatDecimal, formatMoney, minorUnits, sum } from "../pricing/money.js";
 import { quantityOf, rangeTotals } from "../rollups/totals.js";
 import { windowStart } from "./rules.js";
 import { HAS_WORK, sendable } from "./work.js";
@@ -31,6 +33,9 @@ export interface ReconciliationRow {
   stale_buckets: number;
   errors: { bucket: string; code: string; message: string }[];
   note?: string;
+  /** Amount meters (stripe_value "amount"): the comparison is of priced amounts, in this currency. */
+  unit?: "amount";
+  currency?: string | null;
 }
 
 interface LedgerAgg {
@@ -41,6 +46,28 @@ interface LedgerAgg {
   errors: number;
   stale: number;
   error_list: string | null;
+}
+
+/**
+ * Per customer (one statement each): a meter's usage amount over the period as the invoice shows it (base fees
+ * left out: they are not sent), and the scale from minor units (10^digits of the currency).
+ */
+function periodAmounts(db: Queryable, period: { start: Date; end: Date }, now: Date) {
+  const statements = new Map<string, ReturnType<typeof buildStatement>>();
+  return async (customer: string, meter: string) => {
+    let st = statements.get(customer);
+    if (!st) {
+      st = buildStatement(db, customer, period, now < period.end ? now : period.end);
+      statements.set(customer, st);
+    }
+    const { invoice, currency } = await st;
+    const lines = invoice.lines.filter((l) => l.meter === meter && l.kind === "usage");
+    return {
+      amount: sum(lines.map((l) => l.amount)),
+      currency,
+      scale: new Dec(10).pow(currency ? minorUnits(currency) : 2),
+    };
+  };
 }
 
 /** Decimal places of `sent` when the scale does not divide the units exactly (a scale such as 3). */
@@ -70,7 +97,8 @@ export async function reconcile(
     aggregation: Aggregation;
     stripe_event_name: string | null;
     stripe_scale: string;
-  }>("SELECT key, aggregation, stripe_event_name, stripe_scale::text AS stripe_scale FROM meters", []);
+    stripe_value: "quantity" | "amount";
+  }>("SELECT key, aggregation, stripe_event_name, stripe_scale::text AS stripe_scale, stripe_value FROM meters", []);
   const meterOf = new Map(meters.rows.map((m) => [m.key, m]));
   const keys = new Map<string, { customer: string; meter: string }>();
   const key = (c: string, m: string) => `${c}\u0000${m}`;
@@ -87,14 +115,19 @@ export async function reconcile(
   // A month whose last second is older than Stripe's window can no longer be corrected.
   const closed = new Date(period.end.getTime() - 1000) < windowStart(now);
 
+  const amountOf = periodAmounts(db, period, now);
   const out: ReconciliationRow[] = [];
   for (const [k, { customer, meter }] of [...keys].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     const m = meterOf.get(meter);
     if (!m) continue;
     const t = totalOf.get(k);
     const l = ledgerOf.get(k);
-    const quantity = new Dec(t ? quantityOf(t, m.aggregation) : "0");
-    const scale = new Dec(m.stripe_scale);
+    // Amount meters compare Tally's priced usage amount with what Stripe received in minor units.
+    const priced = m.stripe_value === "amount" ? await amountOf(customer, meter) : undefined;
+    const quantity = priced ? priced.amount : new Dec(t ? quantityOf(t, m.aggregation) : "0");
+    const scale = priced ? priced.scale : new Dec(m.stripe_scale);
+    const currency = priced?.currency;
+    const fmt = (d: Dec) => (currency ? formatMoney(d, currency) : formatDecimal(d));
     const sentUnits = new Dec(l?.sent_units ?? "0");
     const sent = sentUnits.div(scale).toDecimalPlaces(SENT_DECIMALS);
     const expected = quantity.times(scale);
@@ -124,9 +157,9 @@ export async function reconcile(
     out.push({
       customer,
       meter,
-      quantity: formatDecimal(quantity),
-      sent: formatDecimal(sent),
-      difference: formatDecimal(quantity.minus(sent)),
+      quantity: fmt(quantity),
+      sent: fmt(sent),
+      difference: fmt(quantity.minus(sent)),
       status,
       stripe_customer_id: stripeCustomerId,
       stripe_event_name: m.stripe_event_name,
@@ -138,6 +171,7 @@ export async function reconcile(
       stale_buckets: l?.stale ?? 0,
       errors,
       ...(note ? { note } : {}),
+      ...(priced ? { unit: "amount" as const, currency: priced.currency } : {}),
     });
   }
   return out;

@@ -6,6 +6,7 @@ import type { Db, Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "../rollups/buckets.js";
 import { runSeries } from "../rollups/series.js";
 import { quantityOf, rangeTotals } from "../rollups/totals.js";
+import { amountTargetsFromMarks } from "./amountTargets.js";
 import { windowStart } from "./rules.js";
 import { kindOf, type LedgerKind } from "./types.js";
 
@@ -20,6 +21,9 @@ interface Target {
   target: string;
 }
 
+/** The scale a meter's ledger rows use: amounts are kept in minor units already (whole numbers). */
+export const STRIPE_SCALE = "CASE WHEN me.stripe_value = 'amount' THEN 1 ELSE me.stripe_scale END";
+
 /**
  * Creates or updates targets of mapped pairs (others are left out); an error is cleared when its target changes.
  * A period whose invoice is final gets no new targets: what changes after finalization reaches Stripe as the
@@ -29,7 +33,7 @@ export async function upsertTargets(q: Queryable, kind: LedgerKind, items: Targe
   if (items.length === 0) return 0;
   const { rowCount } = await q.query(
     `INSERT INTO stripe_ledger (customer_id, meter, kind, bucket, period, target, scale, covered_scale)
-     SELECT t.c, t.m, $1, t.b, t.p, t.v, me.stripe_scale, me.stripe_scale
+     SELECT t.c, t.m, $1, t.b, t.p, t.v, ${STRIPE_SCALE}, ${STRIPE_SCALE}
      FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::numeric[]) AS t(c, m, b, p, v)
      JOIN customers cu ON cu.id = t.c AND cu.stripe_customer_id IS NOT NULL
      JOIN meters me ON me.key = t.m AND me.stripe_event_name IS NOT NULL
@@ -49,9 +53,10 @@ export async function upsertTargets(q: Queryable, kind: LedgerKind, items: Targe
   return rowCount;
 }
 
+/** Mapped meters whose quantities are sent (amount meters are in amountTargets.ts). */
 export async function mappedMeters(q: Queryable): Promise<Map<string, Aggregation>> {
   const { rows } = await q.query<{ key: string; aggregation: Aggregation }>(
-    "SELECT key, aggregation FROM meters WHERE stripe_event_name IS NOT NULL",
+    "SELECT key, aggregation FROM meters WHERE stripe_event_name IS NOT NULL AND stripe_value = 'quantity'",
     [],
   );
   return new Map(rows.map((r) => [r.key, r.aggregation]));
@@ -140,8 +145,9 @@ export async function targetsFromMarks(db: Db, now: Date): Promise<{ marked_hour
     const horizon = trackedFrom(now).getTime();
     const hours = marked.filter((h) => h >= horizon);
     const meters = await mappedMeters(tx);
-    let updated = 0;
-    if (hours.length === 0 || meters.size === 0) return { marked_hours: hours.length, targets_updated: 0 };
+    // Amount meters: the months of the pairs with usage in the marked hours are recomputed (amountTargets.ts).
+    let updated = await upsertTargets(tx, "hour", await amountTargetsFromMarks(tx, hourRanges(hours), cut));
+    if (hours.length === 0 || meters.size === 0) return { marked_hours: hours.length, targets_updated: updated };
     const kinds = new Set([...meters.values()].map(kindOf));
     if (kinds.has("hour")) {
       for (const range of hourRanges(hours))

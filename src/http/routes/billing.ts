@@ -15,6 +15,7 @@ import { setSubscription } from "../../billing/subscriptions.js";
 import { getCustomer } from "../../catalog/customers.js";
 import { customerId } from "../../catalog/schemas.js";
 import { notFound, unprocessable } from "../../errors.js";
+import type { PriceOverride, Tier } from "../../pricing/models.js";
 import { Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
 import { checkPriceVersion } from "../../pricing/versions.js";
 import { parsePeriod, periodOf } from "../../rollups/buckets.js";
@@ -22,12 +23,14 @@ import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
 import type { RouteTable } from "../routeTable.js";
 
+const tierJson = (t: Tier) => ({
+  up_to: t.upTo === null ? null : formatDecimal(t.upTo),
+  unit_price: formatDecimal(t.unitPrice),
+  flat_price: formatDecimal(t.flatPrice),
+});
+
 export function versionJson(v: StoredVersion) {
-  const tiers = v.tiers?.map((t) => ({
-    up_to: t.upTo === null ? null : formatDecimal(t.upTo),
-    unit_price: formatDecimal(t.unitPrice),
-    flat_price: formatDecimal(t.flatPrice),
-  }));
+  const tiers = v.tiers?.map(tierJson);
   return {
     plan: v.plan,
     meter: v.meter,
@@ -38,7 +41,20 @@ export function versionJson(v: StoredVersion) {
     ...(v.packageSize ? { package_size: formatDecimal(v.packageSize) } : {}),
     ...(v.packagePrice ? { package_price: formatDecimal(v.packagePrice) } : {}),
     base_fee: v.baseFee ? formatDecimal(v.baseFee) : null,
+    ...(v.groupBy ? { group_by: v.groupBy } : {}),
+    ...(v.overrides ? { overrides: v.overrides.map(overrideJson) } : {}),
     created_at: isoTime(v.createdAt),
+  };
+}
+
+function overrideJson(o: PriceOverride) {
+  return {
+    match: o.match,
+    model: o.spec.model,
+    ...(o.spec.unitPrice ? { unit_price: formatDecimal(o.spec.unitPrice) } : {}),
+    ...(o.spec.tiers ? { tiers: o.spec.tiers.map(tierJson) } : {}),
+    ...(o.spec.packageSize ? { package_size: formatDecimal(o.spec.packageSize) } : {}),
+    ...(o.spec.packagePrice ? { package_price: formatDecimal(o.spec.packagePrice) } : {}),
   };
 }
 
@@ -95,6 +111,15 @@ export function summaryJson(st: Statement, limits: LimitView = new Map()) {
             },
           }
         : {}),
+      ...(m.groups
+        ? {
+            groups: m.groups.map((g) => ({
+              dimensions: g.dimensions,
+              quantity: formatDecimal(g.quantity),
+              amount: fmt(g.amount),
+            })),
+          }
+        : {}),
       ...limitJson(limits.get(m.meter)),
     })),
     total: fmt(st.invoice.total),
@@ -124,6 +149,7 @@ export function invoiceJson(st: Statement) {
       segment: { start: isoTime(l.segment.start), end: isoTime(l.segment.end) },
       ...(l.tier !== undefined ? { tier: l.tier } : {}),
       ...(l.unitPrice !== undefined ? { unit_price: formatDecimal(l.unitPrice) } : {}),
+      ...(l.dimensions ? { dimensions: l.dimensions } : {}),
     })),
     total: fmt(st.invoice.total),
     as_of: isoTime(st.asOf),
@@ -192,7 +218,7 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
       409: { description: "a version with that effective_from exists" },
       422: {
         description:
-          "invalid version (tiers not ascending, last up_to not null, negative price, missing field, unknown meter)",
+          "invalid version (tiers not ascending, last up_to not null, negative price, missing field, unknown meter, overrides without group_by, match keys outside group_by, group_by not a dimension of the meter)",
       },
     },
     handle: async ({ params, body }) => {

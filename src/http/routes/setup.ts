@@ -16,6 +16,8 @@ export const meterJson = (m: Meter) => ({
   aggregation: m.aggregation,
   stripe_event_name: m.stripeEventName,
   stripe_scale: m.stripeScale,
+  dimensions: m.dimensions,
+  stripe_value: m.stripeValue,
   created_at: isoTime(m.createdAt),
   updated_at: isoTime(m.updatedAt),
 });
@@ -48,7 +50,11 @@ export function setupRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["admin"],
     params: z.object({ key: s.meterKey }),
     body: s.meterBody,
-    responses: { 200: { description: "updated", schema: s.meter }, 201: { description: "created", schema: s.meter } },
+    responses: {
+      200: { description: "updated", schema: s.meter },
+      201: { description: "created", schema: s.meter },
+      409: { description: "meter_in_use: the dimensions of a meter with events cannot change" },
+    },
     handle: async ({ params, body }) => {
       const { meter, created } = await upsertMeter(ctx.db, params.key, body);
       ctx.meters.invalidate();

@@ -45,6 +45,11 @@ const row = z
           "When the period's invoice is final: its frozen quantity, what was carried since as adjustments, and their " +
           "Stripe invoice items; difference is then quantity − sent − carried_quantity",
       }),
+    unit: z.literal("amount").optional().meta({
+      description:
+        "Meters with stripe_value amount: quantity and sent are priced usage amounts (currency), units are minor units",
+    }),
+    currency: z.string().nullable().optional(),
   })
   .meta({ id: "ReconciliationRow" });
 

@@ -6,6 +6,7 @@ import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
 import { getCustomer } from "../../catalog/customers.js";
 import { customerId, meterKey, rfc3339 } from "../../catalog/schemas.js";
+import { dimensionsObject, parseDimensionRead } from "../../dimensions/query.js";
 import { AppError, badRequest, notFound } from "../../errors.js";
 import { addBuckets, alignDown, bucketCount } from "../../rollups/buckets.js";
 import { exportCsv } from "../../rollups/export.js";
@@ -42,7 +43,32 @@ export function alignedRange(g: Granularity, from: Date, to: Date): { from: Date
   return { from: a, to: b };
 }
 
-const point = z.object({ start: z.string(), end: z.string(), value: z.string(), count: z.number().int() });
+const point = z.object({
+  start: z.string(),
+  end: z.string(),
+  value: z.string(),
+  count: z.number().int(),
+  dimensions: z
+    .record(z.string(), z.string().nullable())
+    .optional()
+    .meta({ description: "Grouped reads: the values of the group_by dimensions (null: the property was absent)" }),
+});
+
+/** group_by and filter[...] as documented; they are read from the raw query (see dimensions/query.ts). */
+const dimensionParams = {
+  group_by: z.string().optional().meta({
+    description: "Comma-separated dimensions of the meter to group by (a subset of its dimensions)",
+    example: "model,token_type",
+  }),
+  filter: z
+    .record(z.string(), z.union([z.string(), z.array(z.string())]))
+    .optional()
+    .meta({
+      description:
+        "filter[<dimension>]=<value>: keep usage with that value (repeat a key for OR; different keys AND; an empty value matches an absent property)",
+      param: { style: "deepObject", explode: true },
+    }),
+};
 const usageResponse = z
   .object({
     customer: z.string(),
@@ -60,13 +86,20 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
     summary: "Usage per bucket: the meter's aggregation per hour, day or month",
     tags: ["reading"],
     scopes: ["read"],
-    query: z.object({ customer: customerId, meter: meterKey, granularity, from: rfc3339, to: rfc3339 }),
+    query: z.object({
+      customer: customerId,
+      meter: meterKey,
+      granularity,
+      from: rfc3339,
+      to: rfc3339,
+      ...dimensionParams,
+    }),
     responses: {
       200: { description: "buckets with events, ordered by start", schema: usageResponse },
       404: { description: "no such customer (or not visible to this key)" },
       422: { description: "unknown meter" },
     },
-    handle: async ({ query, auth }) => {
+    handle: async ({ query, auth, req }) => {
       assertCustomerVisible(auth, query.customer);
       // The in-memory meter cache (fresh within a second, reloaded on a miss) saves a query on a hot read path.
       const aggregation = await ctx.meters.lookup(query.meter);
@@ -75,6 +108,11 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
           errors: [{ field: "meter", message: "no such meter" }],
         });
       }
+      const dims = parseDimensionRead(
+        req.query as Record<string, unknown>,
+        ctx.meters.dimensionsOf(query.meter),
+        `meter ${query.meter}`,
+      );
       const range = alignedRange(query.granularity, query.from, query.to);
       const asOf = ctx.clock.now();
       const rows = await runSeries(ctx.db, {
@@ -82,6 +120,7 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
         ...range,
         customer: query.customer,
         meter: query.meter,
+        ...dims,
       });
       if (rows.length === 0 && !(await getCustomer(ctx.db, query.customer)))
         throw notFound(`no customer ${query.customer}`);
@@ -99,6 +138,7 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
               aggregation,
             ),
             count: Number(r.event_count),
+            ...(dims.groupBy.length > 0 ? { dimensions: dimensionsObject(dims.groupBy, r.dimension_values) } : {}),
           })),
           as_of: isoTime(asOf),
         },
@@ -109,24 +149,27 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/usage/export",
-    summary: "Usage per bucket as CSV (start,end,customer,meter,value,count), streamed",
+    summary: "Usage per bucket as CSV (start,end,customer,meter,value,count[,dimensions]), streamed",
     tags: ["reading"],
     scopes: ["read"],
     query: z.object({
       customer: customerId.optional(),
+      meter: meterKey.optional().meta({ description: "Only this meter (default: every meter)" }),
       granularity: granularity.default("day"),
       from: rfc3339,
       to: rfc3339,
+      ...dimensionParams,
     }),
     responses: {
       200: {
-        description: "CSV, header row start,end,customer,meter,value,count",
+        description:
+          "CSV, header row start,end,customer,meter,value,count; grouped (group_by), a last column `dimensions` holds the values as a JSON object",
         schema: z.string(),
         contentType: "text/csv",
       },
       404: { description: "no such customer (or not visible to this key)" },
     },
-    handle: async ({ query, auth, res }) => {
+    handle: async ({ query, auth, res, req }) => {
       const isAdmin = auth?.scopes.includes("admin") ?? false;
       const customer = query.customer ?? auth?.customer ?? undefined;
       if (!customer && !isAdmin) {
@@ -135,8 +178,25 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
         ]);
       }
       if (customer) assertCustomerVisible(auth, customer);
+      await ctx.meters.snapshot();
+      if (query.meter && !(await ctx.meters.lookup(query.meter))) {
+        throw new AppError(422, "unknown_meter", `unknown meter "${query.meter}"`, {
+          errors: [{ field: "meter", message: "no such meter" }],
+        });
+      }
+      const dims = parseDimensionRead(
+        req.query as Record<string, unknown>,
+        ctx.meters.dimensionsOf(query.meter),
+        query.meter ? `meter ${query.meter}` : "any meter",
+      );
       const range = alignedRange(query.granularity, query.from, query.to);
-      const chunks = exportCsv(ctx.db, { granularity: query.granularity, ...range, customer });
+      const chunks = exportCsv(ctx.db, {
+        granularity: query.granularity,
+        ...range,
+        customer,
+        meter: query.meter,
+        ...dims,
+      });
       const iterator = chunks[Symbol.asyncIterator]();
       // Pull the first chunk before answering: a database error then is still a clean problem+json.
       const first = await iterator.next();

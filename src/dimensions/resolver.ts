@@ -1,0 +1,243 @@
+// Dimension sets at ingest, resolved before the events are written (they carry the set's id): each event of a
+// meter with dimensions gets the id of its combination of values, created on first sight, and every combination a
+// (customer, meter, month) uses is counted, refusing the event that would exceed TALLY_MAX_DIMENSION_VALUES.
+//
+// Everything runs in the ingest transaction: a refused or rolled-back batch leaves no sets and no counts behind.
+// The count is exact across batches and processes: a combination is recorded once (primary key of dimension_usage;
+// a concurrent inserter of the same one waits for the first and then does nothing or takes it), and the number per
+// (customer, meter, month) is a counter row updated by the transaction that adds combinations, which waits for any
+// other such transaction to end first. Rows are taken in key order, so concurrent batches cannot deadlock here.
+// What a committed batch resolved is remembered (ids never change, recorded combinations stay), so a steady
+// stream of known combinations costs no query at all.
+import { LRUCache } from "lru-cache";
+import type { Queryable } from "../db/types.js";
+import { unprocessable } from "../errors.js";
+import { combinationKey, NO_DIMENSIONS, presentValues, valuesOf } from "./values.js";
+
+/** What resolution needs of an event (ingest's ValidEvent), and where it puts the id. */
+export interface DimensionedEvent {
+  customer: string;
+  meter: string;
+  tsMs: number;
+  /** The properties as stored (JSON text), or null. */
+  properties: string | null;
+  dimensionSet?: number;
+}
+
+/** What a batch resolved, for the caches once it has committed. */
+export interface Resolved {
+  fixedMeters: [string, string[]][];
+  sets: [string, number][];
+  used: string[];
+}
+
+const CACHE_SIZE = 100_000;
+const sep = "\u0000";
+const monthOf = (ms: number) => {
+  const d = new Date(ms);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
+};
+
+export class DimensionResolver {
+  /** Dimensions of meters that have events: fixed for good. */
+  readonly #fixed = new Map<string, string[]>();
+  readonly #sets = new LRUCache<string, number>({ max: CACHE_SIZE });
+  readonly #used = new LRUCache<string, true>({ max: CACHE_SIZE });
+
+  constructor(readonly maxCombinations: number) {}
+
+  /** Call after the batch's transaction committed. */
+  committed(r: Resolved): void {
+    for (const [meter, dims] of r.fixedMeters) this.#fixed.set(meter, dims);
+    for (const [k, id] of r.sets) this.#sets.set(k, id);
+    for (const k of r.used) this.#used.set(k, true);
+  }
+
+  /** Sets `dimensionSet` on every event (0 for meters without dimensions); throws 422 past the guard. */
+  async resolve(tx: Queryable, events: DimensionedEvent[], indexOf: (i: number) => number = (i) => i) {
+    const resolved: Resolved = { fixedMeters: [], sets: [], used: [] };
+    const dims = await this.#meterDimensions(tx, [...new Set(events.map((e) => e.meter))], resolved);
+    const wanted = new Map<string, { meter: string; key: string; present: Record<string, string> }>();
+    const known = new Map<string, number>();
+    const keyOf: (string | null)[] = events.map((e) => {
+      const d = dims.get(e.meter);
+      if (!d || d.length === 0) return null;
+      const values = valuesOf(d, e.properties ? (JSON.parse(e.properties) as Record<string, string>) : null);
+      const key = combinationKey(values);
+      if (key === null) return null;
+      const k = e.meter + sep + key;
+      if (known.has(k) || wanted.has(k)) return k;
+      const cached = this.#sets.get(k);
+      if (cached !== undefined) known.set(k, cached);
+      else wanted.set(k, { meter: e.meter, key, present: presentValues(d, values) });
+      return k;
+    });
+    const ids = await this.#setIds(tx, [...wanted.values()]);
+    for (const [k, id] of ids) resolved.sets.push([k, id]);
+    const idOf = (k: string) => {
+      const id = known.get(k) ?? ids.get(k);
+      if (id === undefined) throw new Error(`dimension set ${k} was not resolved`);
+      return id;
+    };
+    events.forEach((e, i) => {
+      const k = keyOf[i];
+      e.dimensionSet = k === null || k === undefined ? NO_DIMENSIONS : idOf(k);
+    });
+    await this.#guard(tx, events, dims, resolved, indexOf);
+    return resolved;
+  }
+
+  async #meterDimensions(tx: Queryable, meters: string[], resolved: Resolved): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    const open = meters.filter((m) => {
+      const d = this.#fixed.get(m);
+      if (d) out.set(m, d);
+      return !d;
+    });
+    if (open.length === 0) return out;
+    // A meter's first events set has_events under its row lock, so a concurrent change of its dimensions either
+    // happened before (and is read here) or waits and then finds events (409).
+    const marked = await tx.query<{ key: string; dimensions: string[] }>(
+      "UPDATE meters SET has_events = true WHERE key = ANY($1::text[]) AND NOT has_events RETURNING key, dimensions",
+      [open],
+    );
+    for (const r of marked.rows) {
+      out.set(r.key, r.dimensions);
+      resolved.fixedMeters.push([r.key, r.dimensions]);
+    }
+    const rest = open.filter((m) => !out.has(m));
+    if (rest.length > 0) {
+      const { rows } = await tx.query<{ key: string; dimensions: string[] }>(
+        "SELECT key, dimensions FROM meters WHERE key = ANY($1::text[]) AND has_events",
+        [rest],
+      );
+      for (const r of rows) {
+        out.set(r.key, r.dimensions);
+        this.#fixed.set(r.key, r.dimensions);
+      }
+    }
+    return out;
+  }
+
+  async #setIds(
+    tx: Queryable,
+    wanted: { meter: string; key: string; present: Record<string, string> }[],
+  ): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    if (wanted.length === 0) return out;
+    wanted.sort((a, b) => (a.meter + sep + a.key < b.meter + sep + b.key ? -1 : 1));
+    const cols = [wanted.map((w) => w.meter), wanted.map((w) => w.key)];
+    const inserted = await tx.query<{ id: number; meter: string; key: string }>(
+      `INSERT INTO dimension_sets (meter, key, dimensions)
+       SELECT u.m, u.k, u.d FROM unnest($1::text[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS u(m, k, d, n)
+       ORDER BY u.n
+       ON CONFLICT (meter, key) DO NOTHING
+       RETURNING id, meter, key`,
+      [...cols, wanted.map((w) => JSON.stringify(w.present))],
+    );
+    for (const r of inserted.rows) out.set(r.meter + sep + r.key, r.id);
+    if (out.size < wanted.length) {
+      // Those that existed (or that a concurrent batch created and committed meanwhile): a fresh statement sees them.
+      const { rows } = await tx.query<{ id: number; meter: string; key: string }>(
+        `SELECT d.id, d.meter, d.key FROM dimension_sets d
+         JOIN unnest($1::text[], $2::text[]) AS u(m, k) ON d.meter = u.m AND d.key = u.k`,
+        cols,
+      );
+      for (const r of rows) out.set(r.meter + sep + r.key, r.id);
+    }
+    return out;
+  }
+
+  async #guard(
+    tx: Queryable,
+    events: DimensionedEvent[],
+    dims: Map<string, string[]>,
+    resolved: Resolved,
+    indexOf: (i: number) => number,
+  ): Promise<void> {
+    const fresh = new Map<string, { c: string; m: string; mo: number; s: number }>();
+    for (const e of events) {
+      if ((dims.get(e.meter)?.length ?? 0) === 0) continue;
+      const mo = monthOf(e.tsMs);
+      const k = [e.customer, e.meter, mo, e.dimensionSet].join(sep);
+      if (!this.#used.has(k) && !fresh.has(k)) fresh.set(k, { c: e.customer, m: e.meter, mo, s: e.dimensionSet ?? 0 });
+    }
+    if (fresh.size === 0) return;
+    const list = [...fresh.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v);
+    const added = await tx.query<{ customer_id: string; meter: string; month: Date; dimension_set: number }>(
+      `INSERT INTO dimension_usage (customer_id, meter, month, dimension_set)
+       SELECT u.c, u.m, u.mo, u.s FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[]) WITH ORDINALITY
+         AS u(c, m, mo, s, n)
+       ORDER BY u.n
+       ON CONFLICT DO NOTHING
+       RETURNING customer_id, meter, month, dimension_set`,
+      [list.map((x) => x.c), list.map((x) => x.m), list.map((x) => new Date(x.mo)), list.map((x) => x.s)],
+    );
+    resolved.used.push(...fresh.keys());
+    if (added.rows.length === 0) return;
+    const perKey = new Map<string, { c: string; m: string; mo: Date; sets: Set<number> }>();
+    for (const r of added.rows) {
+      const k = [r.customer_id, r.meter, r.month.getTime()].join(sep);
+      const entry = perKey.get(k) ?? { c: r.customer_id, m: r.meter, mo: r.month, sets: new Set<number>() };
+      entry.sets.add(r.dimension_set);
+      perKey.set(k, entry);
+    }
+    const keys = [...perKey.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v);
+    const counts = await tx.query<{ customer_id: string; meter: string; month: Date; combinations: number }>(
+      `INSERT INTO dimension_counts (customer_id, meter, month, combinations)
+       SELECT u.c, u.m, u.mo, u.n FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[]) WITH ORDINALITY
+         AS u(c, m, mo, n, o)
+       ORDER BY u.o
+       ON CONFLICT (customer_id, meter, month) DO UPDATE SET combinations = dimension_counts.combinations + EXCLUDED.combinations
+       RETURNING customer_id, meter, month, combinations`,
+      [keys.map((x) => x.c), keys.map((x) => x.m), keys.map((x) => x.mo), keys.map((x) => x.sets.size)],
+    );
+    for (const r of counts.rows) {
+      if (r.combinations <= this.maxCombinations) continue;
+      const entry = perKey.get([r.customer_id, r.meter, r.month.getTime()].join(sep));
+      if (!entry) continue;
+      await this.#refuse(tx, events, dims.get(r.meter) ?? [], entry, r.combinations, indexOf);
+    }
+  }
+
+  /** The event that brought the (max + 1)-th combination, and the dimension with the most distinct values. */
+  async #refuse(
+    tx: Queryable,
+    events: DimensionedEvent[],
+    dims: string[],
+    entry: { c: string; m: string; mo: Date; sets: Set<number> },
+    total: number,
+    indexOf: (i: number) => number,
+  ): Promise<never> {
+    const allowed = this.maxCombinations - (total - entry.sets.size);
+    const seen = new Set<number>();
+    let offender = 0;
+    for (const [i, e] of events.entries()) {
+      const s = e.dimensionSet ?? 0;
+      if (e.customer !== entry.c || e.meter !== entry.m || monthOf(e.tsMs) !== entry.mo.getTime()) continue;
+      if (!entry.sets.has(s) || seen.has(s)) continue;
+      seen.add(s);
+      if (seen.size > allowed) {
+        offender = i;
+        break;
+      }
+    }
+    const { rows } = await tx.query<{ dimension: string; n: string }>(
+      `SELECT k AS dimension, count(DISTINCT d.dimensions ->> k)::text AS n
+       FROM dimension_usage u JOIN dimension_sets d ON d.id = u.dimension_set, unnest($4::text[]) AS k
+       WHERE u.customer_id = $1 AND u.meter = $2 AND u.month = $3
+       GROUP BY k ORDER BY count(DISTINCT d.dimensions ->> k) DESC, k LIMIT 1`,
+      [entry.c, entry.m, entry.mo, dims],
+    );
+    const worst = rows[0]?.dimension ?? dims[0] ?? "";
+    const month = entry.mo.toISOString().slice(0, 7);
+    const index = indexOf(offender);
+    const detail =
+      `meter "${entry.m}" may keep at most ${this.maxCombinations} distinct combinations of its dimensions ` +
+      `(${dims.join(", ")}) per customer and month; this event would add one more for customer "${entry.c}" in ` +
+      `${month}. Dimension "${worst}" has the most distinct values (${rows[0]?.n ?? "?"}): is it an id rather than a kind?`;
+    throw unprocessable("too_many_dimension_values", `${detail} Nothing was stored.`, [
+      { index, field: `events[${index}].properties.${worst}`, message: detail },
+    ]);
+  }
+}

@@ -1,0 +1,190 @@
+// Stripe as amounts: a meter with stripe_value "amount" sends, per (customer, meter, hour), the change of its priced
+// usage amount in the currency's minor units (so Stripe invoices exactly what Tally rated, whatever the grouping or
+// tiers). The amount up to an instant t is what the statement's usage lines of the month cut at t add up to —
+// segments, versions, groups, overrides, tiers and half-up rounding per line as on the invoice; base fees are not
+// usage and are not sent. An hour's target is amount(end of hour) − amount(start of hour), so a month's targets add
+// up to the invoice's usage amount. A change to a pair's month (a late event, a new price) recomputes that whole month
+// in memory from one hourly read per segment; only targets that changed are written.
+import { loadPlanPrices } from "../billing/plans.js";
+import { subscriptionsBetween } from "../billing/subscriptions.js";
+import type { Aggregation } from "../catalog/schemas.js";
+import type { Queryable } from "../db/types.js";
+import { dimensionsObject } from "../dimensions/query.js";
+import type { Dimensions } from "../dimensions/values.js";
+import { type PricedSegment, priceInvoice } from "../pricing/invoice.js";
+import { Dec, minorUnits, sum, ZERO } from "../pricing/money.js";
+import { planPeriod, type Segment } from "../pricing/segments.js";
+import { addBuckets, alignDown } from "../rollups/buckets.js";
+import { runSeries } from "../rollups/series.js";
+import { rangeTotals } from "../rollups/totals.js";
+
+const HOUR_MS = 3_600_000;
+
+/** Rolled-up figures of one group: what the rollups hold, combined as they combine them. */
+interface Figures {
+  sum: string;
+  count: string;
+  max: string;
+  last: string;
+  lastKey: string;
+}
+interface GroupRow {
+  dims: Dimensions;
+  row: Figures;
+}
+interface Acc {
+  dims: Dimensions;
+  sum: Dec;
+  count: Dec;
+  max: Dec | null;
+  last: Dec;
+  lastKey: Dec | null;
+}
+
+function add(a: Acc, r: Figures): void {
+  a.sum = a.sum.plus(r.sum);
+  a.count = a.count.plus(r.count);
+  const max = new Dec(r.max);
+  if (a.max === null || max.gt(a.max)) a.max = max;
+  const key = new Dec(r.lastKey);
+  if (a.lastKey === null || key.gt(a.lastKey)) {
+    a.lastKey = key;
+    a.last = new Dec(r.last);
+  }
+}
+
+const quantityOf = (a: Acc, aggregation: Aggregation): Dec =>
+  aggregation === "sum" ? a.sum : aggregation === "count" ? a.count : aggregation === "max" ? (a.max ?? ZERO) : a.last;
+
+/**
+ * One segment's usage up to `upTo`: the partial hour at its start, its whole hours (by hour start), and the partial
+ * hour at its end (counted once the hour that holds it is over), each per group of its version's group_by.
+ */
+interface SegmentUsage {
+  segment: Segment;
+  head: GroupRow[];
+  hours: Map<number, GroupRow[]>;
+  tail: GroupRow[];
+  tailHour: number;
+}
+
+async function partial(db: Queryable, customer: string, s: Segment, from: Date, to: Date): Promise<GroupRow[]> {
+  if (from >= to) return [];
+  const groupBy = s.version.groupBy ?? [];
+  const totals = await rangeTotals(db, { from, to, customer, meter: s.meter, groupBy });
+  return totals.map((t) => ({
+    dims: dimensionsObject(groupBy, t.dimensionValues),
+    row: { sum: t.sum, count: t.count, max: t.max, last: t.last, lastKey: t.lastKey },
+  }));
+}
+
+async function segmentUsage(db: Queryable, customer: string, s: Segment, upTo: Date): Promise<SegmentUsage> {
+  const groupBy = s.version.groupBy ?? [];
+  const firstHour = addBuckets(alignDown(new Date(s.start.getTime() - 1), "hour"), "hour", 1);
+  const endHour = alignDown(s.end, "hour");
+  const sameHour = firstHour > endHour;
+  const wholeTo = endHour < upTo ? endHour : upTo;
+  const hours = new Map<number, GroupRow[]>();
+  if (firstHour < wholeTo) {
+    const rows = await runSeries(db, {
+      granularity: "hour",
+      from: firstHour,
+      to: wholeTo,
+      customer,
+      meter: s.meter,
+      groupBy,
+    });
+    for (const r of rows) {
+      const list = hours.get(r.bucket.getTime()) ?? [];
+      list.push({
+        dims: dimensionsObject(groupBy, r.dimension_values),
+        row: { sum: r.value_sum, count: r.event_count, max: r.value_max, last: r.last_value, lastKey: r.last_key },
+      });
+      hours.set(r.bucket.getTime(), list);
+    }
+  }
+  const hasTail = !sameHour && s.end > endHour && endHour < upTo;
+  return {
+    segment: s,
+    head: await partial(db, customer, s, s.start, sameHour ? s.end : firstHour),
+    hours,
+    tail: hasTail ? await partial(db, customer, s, endHour, s.end) : [],
+    tailHour: endHour.getTime(),
+  };
+}
+
+/**
+ * The amount targets of one (customer, meter) for every hour of `month` before `cut` (the last complete hour), in
+ * the currency's minor units, by hour start. Empty without a subscription (nothing is priced).
+ */
+export async function monthAmounts(
+  db: Queryable,
+  customer: string,
+  meter: { key: string; aggregation: Aggregation },
+  month: Date,
+  cut: Date,
+): Promise<Map<number, Dec>> {
+  const period = { start: month, end: addBuckets(month, "month", 1) };
+  const upTo = cut < period.end ? alignDown(cut, "hour") : period.end;
+  const out = new Map<number, Dec>();
+  if (upTo <= period.start) return out;
+  const subscriptions = await subscriptionsBetween(db, customer, period.start, period.end);
+  const plans = await loadPlanPrices(
+    db,
+    subscriptions.map((s) => s.plan),
+  );
+  const currency = subscriptions.map((s) => plans.get(s.plan)?.currency).find((c) => c !== undefined);
+  if (!currency) return out;
+  const scale = new Dec(10).pow(minorUnits(currency));
+  const segments = planPeriod(period, subscriptions, plans).segments.filter(
+    (s) => s.meter === meter.key && s.start < upTo,
+  );
+  const usage = await Promise.all(segments.map((s) => segmentUsage(db, customer, s, upTo)));
+  const running = usage.map(() => new Map<string, Acc>());
+  const fold = (i: number, rows: GroupRow[]) => {
+    const groups = running[i] as Map<string, Acc>;
+    for (const { dims, row } of rows) {
+      const k = JSON.stringify(Object.values(dims));
+      let acc = groups.get(k);
+      if (!acc) {
+        acc = { dims, sum: ZERO, count: ZERO, max: null, last: ZERO, lastKey: null };
+        groups.set(k, acc);
+      }
+      add(acc, row);
+    }
+  };
+  usage.forEach((u, i) => {
+    fold(i, u.head);
+  });
+  const amountAt = (t: Date): Dec => {
+    const priced: PricedSegment[] = [];
+    usage.forEach((u, i) => {
+      if (u.segment.start >= t) return;
+      const groups = [...(running[i]?.values() ?? [])];
+      const grouped = (u.segment.version.groupBy ?? []).length > 0;
+      priced.push({
+        ...u.segment,
+        end: u.segment.end < t ? u.segment.end : t,
+        // Ungrouped, the read had no dimension columns: one group holds the whole segment.
+        quantity: !grouped && groups[0] ? quantityOf(groups[0], meter.aggregation) : ZERO,
+        ...(grouped
+          ? { groups: groups.map((g) => ({ dimensions: g.dims, quantity: quantityOf(g, meter.aggregation) })) }
+          : {}),
+      });
+    });
+    const lines = priceInvoice(currency, priced, []).lines.filter((l) => l.kind === "usage");
+    return sum(lines.map((l) => l.amount)).times(scale);
+  };
+  let previous = ZERO;
+  for (let h = period.start.getTime(); h < upTo.getTime(); h += HOUR_MS) {
+    usage.forEach((u, i) => {
+      const rows = u.hours.get(h);
+      if (rows) fold(i, rows);
+      if (u.tailHour === h) fold(i, u.tail);
+    });
+    const amount = amountAt(new Date(h + HOUR_MS));
+    out.set(h, amount.minus(previous));
+    previous = amount;
+  }
+  return out;
+}
