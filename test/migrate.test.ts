@@ -1,5 +1,5 @@
 // Migrations: applied once, idempotent, safe under concurrent starts, refusing edited files or a changed engine.
-import { cp, mkdtemp, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
@@ -65,6 +65,7 @@ describe.each(BACKENDS)("migrations on %s", (backend) => {
 
   it("when a file is added later, then only that file runs", async () => {
     const dir = await mkdtemp(join(tmpdir(), "tally-sql-"));
+    onTestFinished(() => rm(dir, { recursive: true, force: true }));
     await cp(sqlDirectory(), dir, { recursive: true });
     await writeFile(join(dir, "9999_extra.sql"), "CREATE TABLE extra_probe (id int);");
     const files = await loadMigrations(engine, dir);
@@ -77,6 +78,7 @@ describe.each(BACKENDS)("migrations on %s", (backend) => {
 
   it("when a file fails, then its ledger row is not kept and the error names the file", async () => {
     const dir = await mkdtemp(join(tmpdir(), "tally-sql-"));
+    onTestFinished(() => rm(dir, { recursive: true, force: true }));
     await cp(sqlDirectory(), dir, { recursive: true });
     await writeFile(join(dir, "9998_broken.sql"), "CREATE TABLE broken_probe (id int); SELECT * FROM no_such_table;");
     const files = await loadMigrations(engine, dir);

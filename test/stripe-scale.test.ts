@@ -82,7 +82,11 @@ describe.each(BACKENDS)("Stripe v2 stream at scale on %s", (backend: TestBackend
 
   beforeAll(async () => {
     clock = new ManualClock(NOW);
-    rig = await startStripeRig(backend, clock, { env: { TALLY_STRIPE_METER_API: "v2" } });
+    // No timeouts are tested here: the rig's 500 ms made a busy machine's slow answers count as "Stripe did not
+    // answer", and the run stopped with most of the stream pending.
+    rig = await startStripeRig(backend, clock, {
+      env: { TALLY_STRIPE_METER_API: "v2", TALLY_STRIPE_TIMEOUT_MS: "10000" },
+    });
   });
   afterAll(() => rig.close());
 
@@ -148,7 +152,7 @@ describe.each(BACKENDS)("Stripe v2 stream at scale on %s", (backend: TestBackend
 describe.each(BACKENDS)("Stripe v1 at its rate limit on %s", (backend: TestBackend) => {
   it("when 10 customers × 4 meters × 4 hours go through v1, then the client-side limiter keeps the fake at or under 25 requests/s", async () => {
     const clock = new ManualClock(NOW);
-    const rig = await startStripeRig(backend, clock);
+    const rig = await startStripeRig(backend, clock, { env: { TALLY_STRIPE_TIMEOUT_MS: "10000" } });
     try {
       const { expected } = await setUp(rig, 10, 4, "small-");
       const started = performance.now();
