@@ -16,7 +16,7 @@ describe.each(BACKENDS)("migration 0013 on %s", (backend) => {
   });
 
   it("when rollups were materialized before dimensions existed, then totals stay exact through the migration and the next refresh", async () => {
-    database = await createTestDatabase(backend);
+    database = await createTestDatabase(backend, { empty: true });
     opened = await database.open();
     const { db } = opened;
     const engine = engineOf(backend);
