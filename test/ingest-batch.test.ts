@@ -204,11 +204,12 @@ describe("batch order", () => {
       new Date(946_684_800_000),
     );
     const row = events.subarray(19, events.length - 2);
-    // 7 fields; ts = 0; "c"; "calls"; numeric: 3 digits, weight 1, negative, scale 1: 1 2345 6000; "i"; NULL; 0.
+    // 8 fields; ts = 0; "c"; "calls"; numeric: 3 digits, weight 1, negative, scale 1: 1 2345 6000; "i"; NULL; 0;
+    // dimension set 0 (an int4).
     const zero = "0000000000000000";
     expect(row.toString("hex")).toBe(
       [
-        "0007",
+        "0008",
         `00000008${zero}`,
         "0000000163",
         "0000000563616c6c73",
@@ -216,6 +217,7 @@ describe("batch order", () => {
         "0000000169",
         "ffffffff",
         `00000008${zero}`,
+        "0000000400000000",
       ].join(""),
     );
     expect(events.subarray(events.length - 2).toString("hex")).toBe("ffff");

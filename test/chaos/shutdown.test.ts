@@ -177,7 +177,9 @@ describe("shutdown always ends (embedded engine, own process group)", () => {
     expect(loadConfig({}).TALLY_SHUTDOWN_TIMEOUT).toBe(30_000);
     expect(loadConfig({ TALLY_SHUTDOWN_TIMEOUT: "PT1.5S" }).TALLY_SHUTDOWN_TIMEOUT).toBe(1_500);
     expect(loadConfig({ TALLY_SHUTDOWN_TIMEOUT: "P1DT2H3M4S" }).TALLY_SHUTDOWN_TIMEOUT).toBe(93_784_000);
-    for (const bad of ["30", "30s", "PT", "P", "P1M", "PT0S", "P30D", "pt30s"]) {
+    // One parser for every duration setting (src/duration.ts): designators are read case-insensitively.
+    expect(loadConfig({ TALLY_SHUTDOWN_TIMEOUT: "pt30s" }).TALLY_SHUTDOWN_TIMEOUT).toBe(30_000);
+    for (const bad of ["30", "30s", "PT", "P", "P1M", "PT0S", "P30D"]) {
       expect(() => loadConfig({ TALLY_SHUTDOWN_TIMEOUT: bad, PORT: "x" }), bad).toThrow(
         /PORT[\s\S]*TALLY_SHUTDOWN_TIMEOUT: /,
       );
