@@ -85,7 +85,7 @@ describe.each(BACKENDS)("graceful shutdown on %s", (backend) => {
       env.TALLY_DATA_DIR = dir;
       open = () => openDatabase({ dataDir: dir });
     }
-    const tally = await spawnTally(env, 60_000);
+    const tally = await spawnTally(env, 120_000);
     const meter = await fetch(`${tally.url}/v1/meters/calls`, {
       method: "PUT",
       headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" },
