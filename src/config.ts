@@ -34,6 +34,23 @@ const isoDuration = (fallback: string, opts: { timer?: boolean } = {}) =>
       return ms;
     });
 
+// A CSP source for frame-ancestors: an origin (scheme://host[:port], host may start with "*."), or 'self'.
+const FRAME_SOURCE = /^(?:'self'|https?:\/\/(?:\*\.)?[a-z0-9.-]+(?::\d{1,5})?)$/i;
+
+/** Origins allowed to frame /embed/customer, separated by spaces or commas; empty → none. */
+const embedOrigins = z
+  .string()
+  .default("")
+  .transform((text, ctx) => {
+    const origins = text.split(/[\s,]+/).filter((o) => o !== "" && o !== "'none'");
+    const bad = origins.filter((o) => !FRAME_SOURCE.test(o));
+    if (bad.length) {
+      ctx.addIssue(`not an origin (https://portal.example.com, https://*.example.com or 'self'): ${bad.join(", ")}`);
+      return z.NEVER;
+    }
+    return origins;
+  });
+
 export const configSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().default("0.0.0.0"),
@@ -75,6 +92,7 @@ export const configSchema = z.object({
   // In ms. The longest graceful shutdown; then the process exits 1 (the in-flight drain above fits inside it).
   TALLY_SHUTDOWN_TIMEOUT: isoDuration("PT30S", { timer: true }),
   TALLY_MAX_DIMENSION_VALUES: positiveInt(10_000),
+  TALLY_EMBED_ORIGINS: embedOrigins,
   TALLY_RATE_LIMIT_RPS: z.coerce.number().min(0).max(1_000_000_000).default(2000),
   TALLY_RATE_LIMIT_BURST: z.preprocess(emptyAsUnset, z.coerce.number().int().positive().optional()),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

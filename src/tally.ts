@@ -70,7 +70,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
   );
 
   let createdAdminKey: string | undefined;
-  const keys = new ApiKeys(db);
+  const keys = new ApiKeys(db, clock);
   let migrations: Awaited<ReturnType<typeof loadMigrations>>;
   try {
     migrations = await loadMigrations(engine);

@@ -1,16 +1,15 @@
 // API keys: random secrets handed out once, stored only as SHA-256 hashes, compared in constant time.
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes, timingSafeEqual } from "node:crypto";
 import { LRUCache } from "lru-cache";
+import { type Clock, systemClock } from "../clock.js";
 import type { Queryable } from "../db/types.js";
 import { AppError, notFound } from "../errors.js";
+import { hashKey } from "./hash.js";
+import { findPortalToken, PORTAL_TOKEN_PREFIX } from "./portalTokens.js";
 import type { Auth, Scope } from "./types.js";
 
 const CACHE_TTL_MS = 5_000;
 const CACHE_MAX = 10_000;
-
-export function hashKey(key: string): Buffer {
-  return createHash("sha256").update(key, "utf8").digest();
-}
 
 export function generateKey(): { id: string; key: string } {
   return { id: `key_${randomBytes(9).toString("base64url")}`, key: `tally_${randomBytes(32).toString("base64url")}` };
@@ -26,12 +25,26 @@ interface KeyRow {
 const unauthorized = (detail: string) =>
   new AppError(401, "unauthorized", detail, { headers: { "WWW-Authenticate": 'Bearer realm="tally"' } });
 
+const tokenExpired = () =>
+  new AppError(401, "token_expired", "this portal token has expired; ask for a new one", {
+    headers: { "WWW-Authenticate": 'Bearer realm="tally", error="invalid_token"' },
+  });
+
 export class ApiKeys {
   // Verified keys are remembered briefly so a hot path (entitlements, ingest) costs no query per request.
   // A revocation is immediate in this process and takes effect in others within CACHE_TTL_MS.
   readonly #cache = new LRUCache<string, Auth>({ max: CACHE_MAX, ttl: CACHE_TTL_MS });
 
-  constructor(private readonly db: Queryable) {}
+  constructor(
+    private readonly db: Queryable,
+    private readonly clock: Clock = systemClock,
+  ) {}
+
+  /** A remembered answer, unless it was a portal token that has expired since. */
+  #fresh(auth: Auth | undefined): Auth | undefined {
+    if (auth?.expiresAt && auth.expiresAt.getTime() <= this.clock.now().getTime()) return undefined;
+    return auth;
+  }
 
   async create(scopes: Scope[], customer: string | null): Promise<{ id: string; key: string }> {
     const { id, key } = generateKey();
@@ -71,7 +84,7 @@ export class ApiKeys {
   cachedAuth(header: string | undefined): Auth | undefined {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
     if (!match?.[1]) return undefined;
-    return this.#cache.get(hashKey(match[1]).toString("base64"));
+    return this.#fresh(this.#cache.get(hashKey(match[1]).toString("base64")));
   }
 
   async authenticate(header: string | undefined): Promise<Auth> {
@@ -80,7 +93,11 @@ export class ApiKeys {
     const hash = hashKey(match[1]);
     const cacheKey = hash.toString("base64");
     const cached = this.#cache.get(cacheKey);
-    if (cached) return cached;
+    if (cached) {
+      if (this.#fresh(cached)) return cached;
+      throw tokenExpired();
+    }
+    if (match[1].startsWith(PORTAL_TOKEN_PREFIX)) return this.#portal(hash, cacheKey);
     const { rows } = await this.db.query<KeyRow>(
       "SELECT id, key_hash, scopes, customer_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
       [hash],
@@ -88,6 +105,16 @@ export class ApiKeys {
     const row = rows[0];
     if (!row || !timingSafeEqual(Buffer.from(row.key_hash), hash)) throw unauthorized("unknown or revoked API key");
     const auth: Auth = { keyId: row.id, scopes: row.scopes, customer: row.customer_id };
+    this.#cache.set(cacheKey, auth);
+    return auth;
+  }
+
+  /** A portal token authenticates as a read key bound to its customer, until it expires. */
+  async #portal(hash: Buffer, cacheKey: string): Promise<Auth> {
+    const row = await findPortalToken(this.db, hash);
+    if (!row || !timingSafeEqual(Buffer.from(row.token_hash), hash)) throw unauthorized("unknown portal token");
+    const auth: Auth = { keyId: row.id, scopes: ["read"], customer: row.customer_id, expiresAt: row.expires_at };
+    if (!this.#fresh(auth)) throw tokenExpired();
     this.#cache.set(cacheKey, auth);
     return auth;
   }

@@ -7,4 +7,6 @@ export interface Auth {
   scopes: Scope[];
   /** A bound key sees only this customer. */
   customer: string | null;
+  /** Portal tokens only: the instant from which the token is refused (401). */
+  expiresAt?: Date;
 }

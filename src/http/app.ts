@@ -3,9 +3,11 @@ import express, { type Express } from "express";
 import helmet from "helmet";
 import { requireScope } from "../auth/keys.js";
 import type { AppContext } from "./context.js";
+import { dashboardPages } from "./dashboardPages.js";
 import { errorHandler, sendProblem } from "./problem.js";
 import { rateLimited } from "./rateLimit.js";
 import { billingRoutes } from "./routes/billing.js";
+import { dashboardRoutes } from "./routes/dashboard.js";
 import { eventRoutes } from "./routes/events.js";
 import { insightRoutes } from "./routes/insights.js";
 import { invoiceRoutes } from "./routes/invoices.js";
@@ -58,6 +60,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   limitRoutes(table, ctx);
   jobRoutes(table, ctx);
   stripeRoutes(table, ctx);
+  dashboardRoutes(table, ctx);
   for (const add of extraRoutes) add(table, ctx);
   const router = express.Router();
   const refused = ctx.metrics.counter("tally_rate_limited_total", "Requests refused by the per-key rate limit", []);
@@ -73,6 +76,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
     jsonLimitBytes: 1024 * 1024,
   });
   app.use(router);
+  app.use(dashboardPages({ embedOrigins: ctx.config.TALLY_EMBED_ORIGINS }));
   app.locals.routes = table.list();
 
   app.use((req, res) => {

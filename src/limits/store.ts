@@ -124,3 +124,28 @@ export async function customersOnPlan(db: Queryable, plan: string, at: Date): Pr
   );
   return rows.map((r) => r.customer_id);
 }
+
+/** The limits in effect at `at` for every customer at once (as effectiveLimits, one query): customer → meter → limit. */
+export async function effectiveLimitsOfAll(
+  db: Queryable,
+  at: Date,
+  customers?: string[],
+): Promise<Map<string, Map<string, StoredLimit>>> {
+  const { rows } = await db.query<LimitRow & { own: boolean; customer_id: string }>(
+    `SELECT customer_id, ${COLUMNS}, true AS own FROM customer_limits
+     WHERE $2::text[] IS NULL OR customer_id = ANY($2::text[])
+     UNION ALL
+     SELECT s.customer_id, l.meter, l.soft::text, l.hard::text, l.unit, l.forecast, l.updated_at, false
+     FROM subscriptions s JOIN plan_limits l ON l.plan_key = s.plan_key
+     WHERE s.start_at <= $1 AND (s.end_at IS NULL OR s.end_at > $1)
+       AND ($2::text[] IS NULL OR s.customer_id = ANY($2::text[]))`,
+    [at, customers ?? null],
+  );
+  const out = new Map<string, Map<string, StoredLimit>>();
+  for (const r of rows) {
+    const mine = out.get(r.customer_id) ?? new Map<string, StoredLimit>();
+    if (r.own || !mine.has(r.meter)) mine.set(r.meter, fromRow(r));
+    out.set(r.customer_id, mine);
+  }
+  return out;
+}

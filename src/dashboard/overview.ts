@@ -1,0 +1,169 @@
+// The operator's overview: every customer's current-period spend against the last period's, limit state, run
+// rate and a linear forecast — for 1,000 customers in a few queries (customers, subscriptions, limits, one
+// rollup read per distinct interval), priced by the invoice's own code so each spend equals the summary's total.
+import type { Statement } from "../billing/statement.js";
+import { listMeters } from "../catalog/meters.js";
+import type { Queryable } from "../db/types.js";
+import { evaluate, type LimitState, type LimitUnit } from "../limits/rules.js";
+import { effectiveLimitsOfAll } from "../limits/store.js";
+import { type Dec, dec, formatDecimal, formatMoney, sum, ZERO } from "../pricing/money.js";
+import { addBuckets, periodOf } from "../rollups/buckets.js";
+import { plansOf, statementsOfAll, subscriptionsOfAll } from "./statements.js";
+
+/** A customer's worst limit state, or credits_exhausted (a credit_only customer with no covering balance). */
+export type CustomerState = LimitState | "credits_exhausted";
+
+export interface OverviewDeps {
+  db: Queryable;
+  now: Date;
+  /** The limit state evaluated earlier in the period (a block lasts until the period ends or the limit rises). */
+  previousState(
+    customer: string,
+    meter: string,
+  ): { periodStart: Date; state: LimitState; blockedAtHard: Dec | null; unit: LimitUnit | null } | undefined;
+  /** Customers whose prepaid credits are exhausted (credit_only mode); none until credits exist. */
+  creditsExhausted?(customers: string[]): Promise<Set<string>>;
+}
+
+export interface OverviewCustomer {
+  id: string;
+  name: string | null;
+  plan: string | null;
+  currency: string | null;
+  spend: string;
+  previous_spend: string;
+  forecast: string;
+  /** forecast − previous_spend: the projected change against last period. */
+  growth: string;
+  /** forecast ÷ previous_spend − 1, to 4 places; null when last period was 0. */
+  growth_ratio: string | null;
+  run_rate_per_day: string;
+  state: CustomerState;
+  soft_meters: string[];
+  blocked_meters: string[];
+}
+
+export interface Overview {
+  period: { start: Date; end: Date };
+  previous_period: { start: Date; end: Date };
+  method: "linear";
+  customers: OverviewCustomer[];
+  totals: { currency: string; customers: number; spend: string; previous_spend: string; forecast: string }[];
+  states: Record<CustomerState, number>;
+  as_of: Date;
+}
+
+interface CustomerRow {
+  id: string;
+  name: string | null;
+}
+
+/** Usage lines scale with time; base fees do not (they are in the statement once, whole). */
+function usageAndFees(st: Statement): { usage: Dec; fees: Dec } {
+  const fees = sum(st.invoice.lines.filter((l) => l.kind === "base_fee").map((l) => l.amount));
+  return { usage: st.invoice.total.minus(fees), fees };
+}
+
+export async function dashboardOverview(deps: OverviewDeps, only?: string): Promise<Overview> {
+  const { db, now } = deps;
+  const period = periodOf(now);
+  const previous = { start: addBuckets(period.start, "month", -1), end: period.start };
+  const { rows: customerRows } = await db.query<CustomerRow>(
+    "SELECT id, name FROM customers WHERE $1::text IS NULL OR id = $1 ORDER BY id",
+    [only ?? null],
+  );
+  const ids = customerRows.map((c) => c.id);
+  const restrict = only ? [only] : undefined;
+  const subscriptions = await subscriptionsOfAll(db, previous.start, period.end, restrict);
+  const src = {
+    subscriptions,
+    plans: await plansOf(db, subscriptions),
+    meters: new Map((await listMeters(db)).map((m) => [m.key, m])),
+  };
+  const current = await statementsOfAll(db, period, ids, src, now, only);
+  const last = await statementsOfAll(db, previous, ids, src, now, only);
+  const at = new Date(Math.min(now.getTime(), period.end.getTime() - 1));
+  const limits = await effectiveLimitsOfAll(db, at, restrict);
+  const exhausted = (await deps.creditsExhausted?.(ids)) ?? new Set<string>();
+
+  const elapsedMs = Math.max(now.getTime() - period.start.getTime(), 3_600_000);
+  const periodMs = period.end.getTime() - period.start.getTime();
+  const scale = dec(periodMs).div(elapsedMs);
+  const perDay = dec(86_400_000).div(elapsedMs);
+
+  const states: Record<CustomerState, number> = { ok: 0, soft: 0, blocked: 0, credits_exhausted: 0 };
+  const totals = new Map<string, { customers: number; spend: Dec; previous: Dec; forecast: Dec }>();
+  const customers = customerRows.map((c): OverviewCustomer => {
+    const st = current.get(c.id) as Statement;
+    const prevSt = last.get(c.id) as Statement;
+    const currency = st.currency ?? prevSt.currency;
+    const fmt = (d: Dec) => (currency ? formatMoney(d, currency) : formatDecimal(d));
+    const { usage, fees } = usageAndFees(st);
+    const forecast = usage.times(scale).plus(fees);
+    const previousSpend = prevSt.invoice.total;
+    const soft: string[] = [];
+    const blocked: string[] = [];
+    for (const [meter, limit] of limits.get(c.id) ?? []) {
+      const m = st.meters.find((x) => x.meter === meter);
+      const value = limit.unit === "amount" ? (m?.amount ?? ZERO) : (m?.quantity ?? ZERO);
+      const p = deps.previousState(c.id, meter);
+      const prev = p && p.periodStart.getTime() === period.start.getTime() ? p : undefined;
+      const state = evaluate(value, limit, prev).state;
+      if (state === "blocked") blocked.push(meter);
+      else if (state === "soft") soft.push(meter);
+    }
+    const state: CustomerState = exhausted.has(c.id)
+      ? "credits_exhausted"
+      : blocked.length
+        ? "blocked"
+        : soft.length
+          ? "soft"
+          : "ok";
+    states[state] += 1;
+    if (currency) {
+      const t = totals.get(currency) ?? { customers: 0, spend: ZERO, previous: ZERO, forecast: ZERO };
+      totals.set(currency, {
+        customers: t.customers + 1,
+        spend: t.spend.plus(st.invoice.total),
+        previous: t.previous.plus(previousSpend),
+        forecast: t.forecast.plus(forecast),
+      });
+    }
+    return {
+      id: c.id,
+      name: c.name,
+      plan: subscriptionAtNow(subscriptions.get(c.id), now),
+      currency,
+      spend: fmt(st.invoice.total),
+      previous_spend: fmt(previousSpend),
+      forecast: fmt(forecast),
+      growth: fmt(forecast.minus(previousSpend)),
+      growth_ratio: previousSpend.isZero() ? null : forecast.div(previousSpend).minus(1).toFixed(4),
+      run_rate_per_day: fmt(usage.times(perDay)),
+      state,
+      soft_meters: soft.sort(),
+      blocked_meters: blocked.sort(),
+    };
+  });
+  // Highest spend first; ties by id, so the order is stable between refreshes.
+  customers.sort((a, b) => dec(b.spend).cmp(dec(a.spend)) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return {
+    period,
+    previous_period: previous,
+    method: "linear",
+    customers,
+    totals: [...totals].map(([currency, t]) => ({
+      currency,
+      customers: t.customers,
+      spend: formatMoney(t.spend, currency),
+      previous_spend: formatMoney(t.previous, currency),
+      forecast: formatMoney(t.forecast, currency),
+    })),
+    states,
+    as_of: now,
+  };
+}
+
+function subscriptionAtNow(subs: { plan: string; start: Date; end: Date | null }[] | undefined, now: Date) {
+  return subs?.find((s) => s.start <= now && (s.end === null || s.end > now))?.plan ?? null;
+}

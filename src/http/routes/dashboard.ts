@@ -1,0 +1,168 @@
+// Portal tokens (scope admin) and the dashboard's read endpoints (scope read): the operator's overview of every
+// customer in one call, and what a customer view needs to label its charts. Pages themselves: http/dashboardPages.ts.
+import { z } from "zod";
+import { assertCustomerVisible } from "../../auth/keys.js";
+import { mintPortalToken, PORTAL_TTL_DEFAULT_SECONDS, PORTAL_TTL_MAX_SECONDS } from "../../auth/portalTokens.js";
+import { getCustomer } from "../../catalog/customers.js";
+import { customerId } from "../../catalog/schemas.js";
+import { customerView } from "../../dashboard/customerView.js";
+import { dashboardOverview } from "../../dashboard/overview.js";
+import { notFound, unprocessable } from "../../errors.js";
+import type { AppContext } from "../context.js";
+import { isoTime } from "../format.js";
+import type { RouteTable } from "../routeTable.js";
+
+const span = z.object({ start: z.string(), end: z.string() });
+const state = z.enum(["ok", "soft", "blocked", "credits_exhausted"]);
+
+const overviewJson = z
+  .object({
+    period: span,
+    previous_period: span,
+    method: z.literal("linear").meta({
+      description: "forecast = usage to date × period length ÷ time elapsed, plus base fees",
+    }),
+    customers: z.array(
+      z.object({
+        id: z.string(),
+        name: z.string().nullable(),
+        plan: z.string().nullable(),
+        currency: z.string().nullable(),
+        spend: z.string().meta({ description: "current period to date: the summary's total" }),
+        previous_spend: z.string(),
+        forecast: z.string(),
+        growth: z.string().meta({ description: "forecast − previous_spend" }),
+        growth_ratio: z.string().nullable().meta({ description: "forecast ÷ previous_spend − 1; null when 0" }),
+        run_rate_per_day: z.string(),
+        state,
+        soft_meters: z.array(z.string()),
+        blocked_meters: z.array(z.string()),
+      }),
+    ),
+    totals: z.array(
+      z.object({
+        currency: z.string(),
+        customers: z.number().int(),
+        spend: z.string(),
+        previous_spend: z.string(),
+        forecast: z.string(),
+      }),
+    ),
+    states: z.record(state, z.number().int()),
+    as_of: z.string(),
+  })
+  .meta({ id: "DashboardOverview" });
+
+const customerViewJson = z
+  .object({
+    customer: z.object({ id: z.string(), name: z.string().nullable() }),
+    plan: z.object({ key: z.string(), currency: z.string(), since: z.string() }).nullable(),
+    period: span,
+    meters: z.array(
+      z.object({
+        key: z.string(),
+        name: z.string(),
+        unit: z.string(),
+        aggregation: z.string(),
+        dimensions: z.array(z.string()),
+      }),
+    ),
+    as_of: z.string(),
+  })
+  .meta({ id: "DashboardCustomer" });
+
+const portalTokenBody = z
+  .strictObject({
+    ttl_seconds: z
+      .number()
+      .optional()
+      .meta({
+        description: `lifetime in seconds, 1 to ${PORTAL_TTL_MAX_SECONDS} (default ${PORTAL_TTL_DEFAULT_SECONDS})`,
+      }),
+  })
+  .meta({ id: "PortalTokenInput" });
+
+const spanJson = (p: { start: Date; end: Date }) => ({ start: isoTime(p.start), end: isoTime(p.end) });
+
+export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
+  t.add({
+    method: "post",
+    path: "/v1/customers/{id}/portal-tokens",
+    summary: "Mint a short-lived read-only token bound to the customer, for the embeddable customer view",
+    tags: ["setup"],
+    scopes: ["admin"],
+    params: z.object({ id: customerId }),
+    body: portalTokenBody,
+    responses: {
+      201: {
+        description: "the token (shown once; only its hash is stored)",
+        schema: z.object({ token: z.string(), expires_at: z.string() }),
+      },
+      404: { description: "no such customer" },
+      422: { description: "ttl_seconds is not a whole number from 1 to 86400" },
+    },
+    handle: async ({ params, body }) => {
+      const ttl = body.ttl_seconds ?? PORTAL_TTL_DEFAULT_SECONDS;
+      if (!Number.isInteger(ttl) || ttl < 1 || ttl > PORTAL_TTL_MAX_SECONDS) {
+        const message = `must be a whole number of seconds from 1 to ${PORTAL_TTL_MAX_SECONDS}`;
+        throw unprocessable("invalid_ttl", `ttl_seconds ${message}`, [{ field: "ttl_seconds", message }]);
+      }
+      if (!(await getCustomer(ctx.db, params.id))) throw notFound(`no customer ${params.id}`);
+      const minted = await mintPortalToken(ctx.db, params.id, ttl, ctx.clock.now());
+      return { status: 201, body: { token: minted.token, expires_at: isoTime(minted.expiresAt) } };
+    },
+  });
+
+  t.add({
+    method: "get",
+    path: "/v1/dashboard/customers",
+    summary:
+      "Every customer's current-period spend, last period's, state, run rate and forecast (a bound key: its own)",
+    tags: ["reading"],
+    scopes: ["read"],
+    responses: { 200: { description: "the overview, highest spend first", schema: overviewJson } },
+    handle: async ({ auth }) => {
+      const o = await dashboardOverview(
+        { db: ctx.db, now: ctx.clock.now(), previousState: (c, m) => ctx.limits.state(c, m) },
+        auth?.customer ?? undefined,
+      );
+      return {
+        status: 200,
+        body: {
+          ...o,
+          period: spanJson(o.period),
+          previous_period: spanJson(o.previous_period),
+          as_of: isoTime(o.as_of),
+        },
+      };
+    },
+  });
+
+  t.add({
+    method: "get",
+    path: "/v1/dashboard/customers/{id}",
+    summary: "What the customer view shows besides usage and invoices: the customer, its plan and its meters",
+    tags: ["reading"],
+    scopes: ["read"],
+    params: z.object({ id: customerId }),
+    responses: {
+      200: { description: "the customer view's labels", schema: customerViewJson },
+      404: { description: "no such customer (or not visible to this key)" },
+    },
+    handle: async ({ params, auth }) => {
+      assertCustomerVisible(auth, params.id);
+      const now = ctx.clock.now();
+      const v = await customerView(ctx.db, params.id, now);
+      if (!v) throw notFound(`no customer ${params.id}`);
+      return {
+        status: 200,
+        body: {
+          ...v,
+          plan: v.plan ? { ...v.plan, since: isoTime(v.plan.since) } : null,
+          period: spanJson(v.period),
+          as_of: isoTime(now),
+        },
+      };
+    },
+  });
+}
