@@ -120,11 +120,19 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
       "Every customer's current-period spend, last period's, state, run rate and forecast (a bound key: its own)",
     tags: ["reading"],
     scopes: ["read"],
-    responses: { 200: { description: "the overview, highest spend first", schema: overviewJson } },
-    handle: async ({ auth }) => {
+    query: z.object({ customer: customerId.optional().meta({ description: "only this customer" }) }),
+    responses: {
+      200: { description: "the overview, highest spend first", schema: overviewJson },
+      404: { description: "no such customer (or not visible to this key)" },
+    },
+    handle: async ({ auth, query }) => {
+      if (query.customer) {
+        assertCustomerVisible(auth, query.customer);
+        if (!(await getCustomer(ctx.db, query.customer))) throw notFound(`no customer ${query.customer}`);
+      }
       const o = await dashboardOverview(
         { db: ctx.db, now: ctx.clock.now(), previousState: (c, m) => ctx.limits.state(c, m) },
-        auth?.customer ?? undefined,
+        query.customer ?? auth?.customer ?? undefined,
       );
       return {
         status: 200,

@@ -1,0 +1,119 @@
+// Entry: /dashboard (sign in with an API key kept in this tab's sessionStorage only; #/ overview,
+// #/customers/<id> one customer) or /embed/customer?token=… (one customer, nothing else, for an iframe).
+import { type Api, ApiError, createApi } from "./api.js";
+import { customerView } from "./customer.js";
+import { h, message, replace } from "./dom.js";
+import { operatorView } from "./operator.js";
+import "./style.css";
+import type { Overview } from "./types.js";
+
+const KEY = "tally.key";
+const TOKEN = "tally.portal-token";
+const main = document.getElementById("main") as HTMLElement;
+const top = document.getElementById("top") as HTMLElement;
+
+function fail(e: unknown): void {
+  const text =
+    e instanceof ApiError
+      ? e.status === 401
+        ? e.code === "token_expired"
+          ? "This link has expired. Ask for a new one."
+          : "This key or link is not valid."
+        : `Tally answered ${e.status}: ${e.message}`
+      : `Something went wrong: ${(e as Error).message}`;
+  replace(main, message(text, "alert"));
+  main.dataset.error = e instanceof ApiError ? (e.code ?? String(e.status)) : "error";
+}
+
+async function embed(): Promise<void> {
+  document.body.classList.add("embed");
+  // The token arrives in the URL once; it is kept in this tab and taken out of the address bar and history.
+  const fromUrl = new URL(location.href).searchParams.get("token");
+  if (fromUrl) {
+    sessionStorage.setItem(TOKEN, fromUrl);
+    history.replaceState(null, "", location.pathname);
+  }
+  const token = sessionStorage.getItem(TOKEN);
+  if (!token) return fail(new Error("this page needs a portal token (?token=…)"));
+  const api = createApi(token, () => sessionStorage.removeItem(TOKEN));
+  try {
+    // A portal token sees exactly one customer: its own.
+    const o = await api.get<Overview>("/v1/dashboard/customers");
+    const id = o.customers[0]?.id;
+    if (!id) throw new Error("no customer for this token");
+    await customerView(api, main, id);
+  } catch (e) {
+    fail(e);
+  }
+}
+
+function signIn(reason?: string): void {
+  replace(top, h("span", { class: "brand" }, "Tally"));
+  const input = h("input", { id: "api-key", name: "api-key", type: "password", autocomplete: "off", required: true, spellcheck: "false" });
+  const form = h(
+    "form",
+    { class: "sign-in", onsubmit: (e: Event) => { e.preventDefault(); sessionStorage.setItem(KEY, input.value.trim()); void route(); } },
+    h("h1", {}, "Sign in"),
+    h("p", { class: "muted" }, "Paste an API key (admin, or read). It stays in this browser tab only and is forgotten when the tab closes."),
+    reason ? message(reason, "alert") : null,
+    h("label", { for: "api-key" }, "API key"),
+    input,
+    h("button", { type: "submit" }, "Sign in"),
+  );
+  replace(main, form);
+  input.focus();
+}
+
+function nav(api: Api, bound: string | null): void {
+  const out = h("button", { type: "button", class: "secondary", onclick: () => { sessionStorage.removeItem(KEY); location.hash = ""; signIn(); } }, "Sign out");
+  replace(top, h("a", { class: "brand", href: "#/" }, "Tally"), bound ? null : h("a", { href: "#/" }, "Customers"), out);
+  void api;
+}
+
+let boundCustomer: string | null | undefined;
+
+async function route(): Promise<void> {
+  const key = sessionStorage.getItem(KEY);
+  if (!key) return signIn();
+  const api = createApi(key, () => {
+    sessionStorage.removeItem(KEY);
+    boundCustomer = undefined;
+  });
+  replace(main, message("Loading…"));
+  try {
+    const match = /^#\/customers\/(.+)$/.exec(location.hash);
+    if (match?.[1]) {
+      nav(api, boundCustomer ?? null);
+      return await customerView(api, main, decodeURIComponent(match[1]));
+    }
+    if (boundCustomer === undefined) {
+      // A key bound to one customer goes straight to that customer's view.
+      const probe = await api.get<{ data: unknown[] }>("/v1/meters").then(
+        () => null,
+        (e) => {
+          if (e instanceof ApiError && e.status === 403) return "read";
+          throw e;
+        },
+      );
+      if (probe === "read") {
+        const o = await api.get<Overview>("/v1/dashboard/customers");
+        boundCustomer = o.customers.length === 1 && o.customers[0] ? o.customers[0].id : null;
+        if (boundCustomer) {
+          location.hash = `#/customers/${encodeURIComponent(boundCustomer)}`;
+          return;
+        }
+      } else boundCustomer = null;
+    }
+    nav(api, boundCustomer);
+    await operatorView(api, main);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return signIn("That key was not accepted. Check it and try again.");
+    fail(e);
+  }
+}
+
+if (location.pathname.startsWith("/embed/")) void embed();
+else {
+  window.addEventListener("hashchange", () => void route());
+  void route();
+}
