@@ -1,0 +1,199 @@
+// The dashboard in a real headless Chromium against a real Tally, on both engines: sign in with a key kept in
+// sessionStorage only; the page's figures are the API's to the cent; switching granularity and grouping redraws;
+// a blocked customer shows as blocked; the embed with a portal token shows its customer only and fails cleanly
+// once the token has expired; it fits a phone. Screenshots go to test-artifacts/.
+import { join } from "node:path";
+import type { Browser, Page } from "puppeteer-core";
+import request from "supertest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ManualClock } from "../src/clock.js";
+import { ARTIFACTS, buildDashboard, launchBrowser } from "./helpers/browser.js";
+import { BACKENDS } from "./helpers/databases.js";
+import { postJson } from "./helpers/events.js";
+import { ADMIN_KEY, admin, startTestTally, type TestTally } from "./helpers/tally.js";
+
+const WAIT = { timeout: 15_000 };
+
+describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
+  let t: TestTally;
+  let base: string;
+  let browser: Browser;
+  let page: Page;
+  const api = () => request(t.tally.app);
+  const get = async (path: string) => {
+    const res = await api().get(path).set(admin);
+    expect(res.status, `${path}: ${JSON.stringify(res.body)}`).toBe(200);
+    return res.body;
+  };
+  const put = async (path: string, body: object) => {
+    const res = await api().put(path).set(admin).send(body);
+    expect(res.status, `${path}: ${JSON.stringify(res.body)}`).toBeLessThan(300);
+  };
+  const shot = (name: string) => page.screenshot({ path: join(ARTIFACTS, `dashboard-${backend}-${name}.png`), fullPage: true });
+  const text = (selector: string) => page.$eval(selector, (e) => (e.textContent ?? "").trim());
+
+  beforeAll(async () => {
+    const [, b] = await Promise.all([buildDashboard(), launchBrowser()]);
+    browser = b;
+    t = await startTestTally(backend);
+    base = await t.tally.listen(0, "127.0.0.1");
+    await put("/v1/meters/db_tokens", { name: "Tokens", unit: "tokens", aggregation: "sum", dimensions: ["model"] });
+    await put("/v1/meters/db_calls", { name: "API calls", unit: "calls", aggregation: "sum" });
+    await put("/v1/plans/db_plan", { name: "Dash plan", currency: "USD" });
+    const prices = [
+      { meter: "db_tokens", effective_from: "2026-01-01T00:00:00Z", model: "per_unit", unit_price: "0.000125" },
+      {
+        meter: "db_calls",
+        effective_from: "2026-01-01T00:00:00Z",
+        model: "graduated",
+        tiers: [
+          { up_to: "100", unit_price: "0.01" },
+          { up_to: null, unit_price: "0.007" },
+        ],
+      },
+    ];
+    for (const p of prices) expect((await api().post("/v1/plans/db_plan/prices").set(admin).send(p)).status).toBe(201);
+    for (const c of ["db_acme", "db_blocked", "db_quiet"]) {
+      await put(`/v1/customers/${c}`, { name: `${c.slice(3)} Inc.` });
+      await put(`/v1/customers/${c}/subscription`, { plan: "db_plan", start: "2026-01-01T00:00:00Z" });
+    }
+    await put("/v1/customers/db_blocked/limits/db_calls", { soft: "5", hard: "10", unit: "quantity" });
+    const now = t.clock.now().getTime();
+    const at = (minutesAgo: number) => new Date(now - minutesAgo * 60_000).toISOString();
+    const events = [
+      ...[1, 2, 3].map((i) => ({ id: `a${i}`, customer: "db_acme", meter: "db_tokens", value: 1000 * i + 7, timestamp: at(i * 70), properties: { model: i === 2 ? "small" : "large" } })),
+      { id: "a4", customer: "db_acme", meter: "db_calls", value: 123, timestamp: at(5) },
+      { id: "b1", customer: "db_blocked", meter: "db_calls", value: 12, timestamp: at(3) },
+      { id: "q1", customer: "db_quiet", meter: "db_tokens", value: 3, timestamp: at(2), properties: { model: "small" } },
+    ];
+    expect((await postJson(t.tally, events)).status).toBe(202);
+    page = await browser.newPage();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await t?.close();
+  });
+
+  it("when the operator signs in, then the key lives in sessionStorage only and the ranking shows the API's spend", async () => {
+    await page.goto(`${base}/dashboard`);
+    await page.waitForSelector("#api-key", WAIT);
+    await page.type("#api-key", ADMIN_KEY);
+    await page.click(".sign-in button[type=submit]");
+    await page.waitForSelector('main[data-ready="true"] tr[data-customer="db_acme"]', WAIT);
+    expect(await page.evaluate(() => sessionStorage.getItem("tally.key"))).toBe(ADMIN_KEY);
+    expect(await page.evaluate(() => document.cookie)).toBe("");
+    expect(await page.evaluate(() => localStorage.length)).toBe(0);
+    expect(page.url()).not.toContain(ADMIN_KEY);
+    const overview = await get("/v1/dashboard/customers");
+    for (const id of ["db_acme", "db_blocked", "db_quiet"]) {
+      const summary = await get(`/v1/customers/${id}/summary`);
+      const row = overview.customers.find((c: { id: string }) => c.id === id);
+      expect(row.spend).toBe(summary.total);
+      expect(await text(`tr[data-customer="${id}"] td[data-field="spend"]`)).toBe(`${summary.total} USD`);
+    }
+    expect(await page.$eval('tr[data-customer="db_blocked"] .badge', (e) => e.getAttribute("data-state"))).toBe("blocked");
+    await page.waitForSelector('main[data-complete="true"]', WAIT);
+    expect(await text("#plans-panel")).toContain("db_plan");
+    await shot("operator");
+  });
+
+  it("when ranked by growth, then the list redraws in that order", async () => {
+    await page.click('button[data-rank="growth"]');
+    await page.waitForSelector('#customer-list[data-ranking="growth"]', WAIT);
+    const ids = await page.$$eval("#customer-list tr[data-customer]", (rows) => rows.map((r) => r.getAttribute("data-customer")));
+    const overview = await get("/v1/dashboard/customers");
+    const expected = [...overview.customers]
+      .sort((a: { growth: string }, b: { growth: string }) => Number(b.growth) - Number(a.growth))
+      .map((c: { id: string }) => c.id);
+    expect(ids).toEqual(expected.filter((id: string) => ids.includes(id)));
+  });
+
+  it("when a customer is opened, then every figure equals the API's to the cent", async () => {
+    await page.goto(`${base}/dashboard#/customers/db_acme`);
+    await page.waitForSelector('main[data-complete="true"] [data-testid="summary-total"]', WAIT);
+    const summary = await get("/v1/customers/db_acme/summary");
+    expect(await text('[data-testid="summary-total"]')).toBe(`${summary.total} USD`);
+    for (const m of summary.meters) {
+      expect(await text(`[data-meter-amount="${m.meter}"]`)).toBe(`${m.amount} USD`);
+      expect(await text(`[data-meter-quantity="${m.meter}"]`)).toMatch(new RegExp(`^${m.quantity} `));
+    }
+    const calls = summary.meters.find((m: { meter: string }) => m.meter === "db_calls");
+    expect(await text('article[data-meter="db_calls"] .tier')).toContain(`Tier ${calls.tier.index + 1}`);
+    const forecast = await get("/v1/customers/db_acme/forecast");
+    expect(await text('[data-testid="forecast-total"]')).toBe(`${forecast.forecast_total} USD`);
+    const drafts = await get("/v1/invoices?customer=db_acme&status=draft");
+    expect(await text('[data-testid="draft-total"]')).toBe(`${drafts.data[0].total} USD`);
+    const credits = await api().get("/v1/customers/db_acme/credits").set(admin);
+    if (credits.status === 404) expect(await text("#credits")).toContain("No prepaid credits");
+    else expect(await text('[data-testid="credits-balance"]')).toContain(credits.body.balance);
+    expect(await text('[data-testid="as-of"]')).toContain(summary.as_of.slice(0, 10));
+    await shot("customer");
+  });
+
+  it("when the granularity or grouping changes, then the chart redraws with the API's rows", async () => {
+    const chart = '.chart[data-meter="db_tokens"]';
+    await page.waitForSelector(`${chart}[data-draws="1"][data-granularity="day"]`, WAIT);
+    await page.click(`${chart} button[data-granularity="hour"]`);
+    await page.waitForSelector(`${chart}[data-draws="2"][data-granularity="hour"]`, WAIT);
+    expect(await page.$eval(`${chart} button[data-granularity="hour"]`, (b) => b.getAttribute("aria-pressed"))).toBe("true");
+    await page.select(`${chart} select`, "model");
+    await page.waitForSelector(`${chart}[data-draws="3"][data-group-by="model"]`, WAIT);
+    expect(await page.$eval(chart, (e) => (e as HTMLElement).dataset.series)).toBe("2");
+    const rows = Number(await page.$eval(chart, (e) => (e as HTMLElement).dataset.rows));
+    const from = new Date(Math.floor(t.clock.now().getTime() / 3_600_000) * 3_600_000 - 47 * 3_600_000).toISOString();
+    const to = new Date(Math.floor(t.clock.now().getTime() / 3_600_000) * 3_600_000 + 3_600_000).toISOString();
+    const usage = await get(`/v1/usage?customer=db_acme&meter=db_tokens&granularity=hour&from=${from}&to=${to}&group_by=model`);
+    expect(rows).toBe(usage.data.length);
+    await page.click(`${chart} button[data-granularity="month"]`);
+    await page.waitForSelector(`${chart}[data-draws="4"][data-granularity="month"]`, WAIT);
+  });
+
+  it("when a blocked customer is opened, then it shows as blocked", async () => {
+    await page.goto(`${base}/dashboard#/customers/db_blocked`);
+    await page.waitForSelector('main[data-complete="true"] [data-testid="customer-state"] .badge', WAIT);
+    expect(await page.$eval('[data-testid="customer-state"] .badge', (e) => e.getAttribute("data-state"))).toBe("blocked");
+    expect(await page.$eval('article[data-meter="db_calls"] .limit', (e) => e.className)).toContain("blocked");
+    await shot("blocked");
+  });
+
+  it("when the embed is opened with a portal token, then only its customer shows, at phone width too", async () => {
+    const minted = await api().post("/v1/customers/db_acme/portal-tokens").set(admin).send({ ttl_seconds: 600 });
+    expect(minted.status).toBe(201);
+    const embed = await browser.newPage();
+    try {
+      await embed.setViewport({ width: 375, height: 800 });
+      await embed.goto(`${base}/embed/customer?token=${encodeURIComponent(minted.body.token)}`);
+      await embed.waitForSelector('main[data-complete="true"] [data-testid="summary-total"]', WAIT);
+      expect(embed.url()).not.toContain("token=");
+      const summary = await get("/v1/customers/db_acme/summary");
+      expect(await embed.$eval('[data-testid="summary-total"]', (e) => e.textContent)).toBe(`${summary.total} USD`);
+      const body = await embed.$eval("main", (e) => e.textContent ?? "");
+      expect(body).toContain("acme Inc.");
+      expect(body).not.toContain("db_blocked");
+      expect(await embed.$eval(".top", (e) => getComputedStyle(e).display)).toBe("none");
+      // Nothing wider than the phone: tables scroll inside their own box.
+      expect(await embed.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(375);
+      await embed.screenshot({ path: join(ARTIFACTS, `dashboard-${backend}-embed-phone.png`), fullPage: true });
+    } finally {
+      await embed.close();
+    }
+  });
+
+  it("when the embed's token has expired, then it says so and shows no data", async () => {
+    const minted = await api().post("/v1/customers/db_acme/portal-tokens").set(admin).send({ ttl_seconds: 60 });
+    const clock = t.clock as ManualClock;
+    const started = clock.now();
+    clock.advance(61_000);
+    const embed = await browser.newPage();
+    try {
+      await embed.goto(`${base}/embed/customer?token=${encodeURIComponent(minted.body.token)}`);
+      await embed.waitForSelector('main[data-error="token_expired"]', WAIT);
+      expect(await embed.$eval("main [role=alert]", (e) => e.textContent)).toContain("expired");
+      expect(await embed.$("[data-testid=summary-total]")).toBeNull();
+      await embed.screenshot({ path: join(ARTIFACTS, `dashboard-${backend}-embed-expired.png`) });
+    } finally {
+      clock.set(started);
+      await embed.close();
+    }
+  });
+});
