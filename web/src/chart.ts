@@ -42,7 +42,11 @@ function buckets(g: Granularity, from: Date, to: Date): number[] {
 }
 
 const groupLabel = (d: Record<string, string | null> | undefined) =>
-  d ? Object.entries(d).map(([k, v]) => `${k}=${v ?? "—"}`).join(", ") : "all";
+  d
+    ? Object.entries(d)
+        .map(([k, v]) => `${k}=${v ?? "—"}`)
+        .join(", ")
+    : "all";
 
 export function usageChart(
   api: Api,
@@ -60,9 +64,22 @@ export function usageChart(
   const status = h("p", { class: "muted", role: "status", "aria-live": "polite" });
   const root = h("div", { class: "chart", "data-meter": meter.key });
   const buttons = GRANULARITIES.map(({ g, label }) =>
-    h("button", { type: "button", "data-granularity": g, "aria-pressed": String(g === granularity), onclick: () => set(g, groupBy) }, label),
+    h(
+      "button",
+      {
+        type: "button",
+        "data-granularity": g,
+        "aria-pressed": String(g === granularity),
+        onclick: () => set(g, groupBy),
+      },
+      label,
+    ),
   );
-  const controls = h("div", { class: "controls" }, h("div", { class: "seg", role: "group", "aria-label": "Time range" }, buttons));
+  const controls = h(
+    "div",
+    { class: "controls" },
+    h("div", { class: "seg", role: "group", "aria-label": "Time range" }, buttons),
+  );
   if (meter.dimensions.length) {
     const id = `group-${meter.key}`;
     const select = h(
@@ -117,7 +134,11 @@ export function usageChart(
     const shown = ranked.slice(0, MAX_SERIES);
     const rest = ranked.slice(MAX_SERIES);
     const lines = shown.map((l) => ({ label: l, ys: series.get(l) as number[] }));
-    if (rest.length) lines.push({ label: `${rest.length} others`, ys: xs.map((_, i) => rest.reduce((s, l) => s + (series.get(l)?.[i] ?? 0), 0)) });
+    if (rest.length)
+      lines.push({
+        label: `${rest.length} others`,
+        ys: xs.map((_, i) => rest.reduce((s, l) => s + (series.get(l)?.[i] ?? 0), 0)),
+      });
     if (!lines.length) lines.push({ label: meter.name, ys: xs.map(() => 0) });
     const bars = granularity !== "hour" && lines.length === 1 ? uPlot.paths.bars?.({ size: [0.7, 40] }) : undefined;
     const opts: uPlot.Options = {
@@ -132,20 +153,32 @@ export function usageChart(
           fill: bars ? `${COLORS[i % COLORS.length]}55` : undefined,
           width: 2,
           paths: bars,
+          points: { show: !bars },
         })),
       ],
       axes: [{}, { label: meter.unit, size: 60 }],
     };
     plot?.destroy();
     plot = new uPlot(opts, [xs.map((x) => x / 1000), ...lines.map((l) => l.ys)], canvas);
-    canvas.setAttribute("aria-label", `${meter.name} usage by ${granularity}${groupBy ? `, grouped by ${groupBy}` : ""}: ${rows.length} values`);
+    canvas.setAttribute(
+      "aria-label",
+      `${meter.name} usage by ${granularity}${groupBy ? `, grouped by ${groupBy}` : ""}: ${rows.length} values`,
+    );
     replace(
       figures,
       h("summary", {}, `Figures (${rows.length})`),
       table(
         `${meter.name} usage by ${granularity}`,
         ["Start", groupBy ? "Group" : "", meter.unit].filter((x) => x !== ""),
-        rows.map((r) => h("tr", {}, h("td", {}, r.start), groupBy ? h("td", {}, groupLabel(r.dimensions)) : null, h("td", { class: "num" }, r.value))),
+        rows.map((r) =>
+          h(
+            "tr",
+            {},
+            h("td", {}, r.start),
+            groupBy ? h("td", {}, groupLabel(r.dimensions)) : null,
+            h("td", { class: "num" }, r.value),
+          ),
+        ),
         [groupBy ? 2 : 1],
       ),
     );

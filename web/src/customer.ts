@@ -3,9 +3,9 @@
 // the forecast; a CSV download; and how fresh it all is (as_of). Amounts are shown exactly as the API wrote them.
 import { type Api, optional } from "./api.js";
 import { usageChart } from "./chart.js";
-import { h, message, money, panel, replace, table, when } from "./dom.js";
-import type { CustomerInfo, Credits, Forecast, Invoice, Overview, Summary, SummaryMeter, ViewMeter } from "./types.js";
+import { fill, h, message, money, panel, replace, table, when } from "./dom.js";
 import { stateBadge } from "./states.js";
+import type { Credits, CustomerInfo, Forecast, Invoice, Overview, Summary, SummaryMeter, ViewMeter } from "./types.js";
 
 export async function customerView(api: Api, root: HTMLElement, id: string): Promise<void> {
   const q = encodeURIComponent(id);
@@ -38,22 +38,51 @@ export async function customerView(api: Api, root: HTMLElement, id: string): Pro
   const totals = h(
     "div",
     { class: "cards" },
-    h("div", { class: "card" }, h("span", { class: "label" }, "Spend this period"), h("strong", { "data-testid": "summary-total" }, money(summary.total, currency))),
+    h(
+      "div",
+      { class: "card" },
+      h("span", { class: "label" }, "Spend this period"),
+      h("strong", { "data-testid": "summary-total" }, money(summary.total, currency)),
+    ),
     h("div", { class: "card" }, h("span", { class: "label" }, "State"), stateSlot),
-    h("div", { class: "card" }, h("span", { class: "label" }, "Forecast"), h("strong", { "data-testid": "forecast-total" }, "…")),
+    h(
+      "div",
+      { class: "card" },
+      h("span", { class: "label" }, "Forecast"),
+      h("strong", { "data-testid": "forecast-total" }, "…"),
+    ),
   );
   const metersPanel = panel("Meters", "meters", metersTable(summary, info.meters));
   const charts = panel(
     "Usage",
     "usage",
-    info.meters.length ? info.meters.map((m) => h("div", { class: "meter-chart" }, h("h3", {}, m.name), usageChart(api, id, m, info.period, summary.as_of))) : message("No meters yet."),
+    info.meters.length
+      ? info.meters.map((m) =>
+          h("div", { class: "meter-chart" }, h("h3", {}, m.name), usageChart(api, id, m, info.period, summary.as_of)),
+        )
+      : message("No meters yet."),
   );
-  const csv = h("button", { type: "button", class: "secondary", onclick: () => void download(api, id, info) }, "Download usage (CSV)");
+  const csv = h(
+    "button",
+    { type: "button", class: "secondary", onclick: () => void download(api, id, info) },
+    "Download usage (CSV)",
+  );
   const creditsPanel = panel("Prepaid credits", "credits", message("Loading…"));
   const draftPanel = panel("Draft invoice", "draft", message("Loading…"));
   const finalPanel = panel("Finalized invoices", "final", message("Loading…"));
   const forecastPanel = panel("Forecast", "forecast", message("Loading…"));
-  replace(root, head, totals, metersPanel, charts, h("p", {}, csv), forecastPanel, creditsPanel, draftPanel, finalPanel);
+  replace(
+    root,
+    head,
+    totals,
+    metersPanel,
+    charts,
+    h("p", {}, csv),
+    forecastPanel,
+    creditsPanel,
+    draftPanel,
+    finalPanel,
+  );
   performance.mark("tally:meaningful");
   root.dataset.ready = "true";
 
@@ -66,21 +95,38 @@ export async function customerView(api: Api, root: HTMLElement, id: string): Pro
       (f) => {
         const total = root.querySelector('[data-testid="forecast-total"]') as HTMLElement;
         total.textContent = f ? money(f.forecast_total, f.currency) : "—";
-        replace(forecastPanel, f ? forecastTable(f) : message("No forecast."));
+        fill(forecastPanel, f ? forecastTable(f) : message("No forecast."));
       },
-      (e: Error) => replace(forecastPanel, message(`Forecast unavailable: ${e.message}`, "alert")),
+      (e: Error) => fill(forecastPanel, message(`Forecast unavailable: ${e.message}`, "alert")),
     ),
     creditsP.then(
-      (c) => replace(creditsPanel, c ? creditsBlock(c) : message("No prepaid credits.")),
-      (e: Error) => replace(creditsPanel, message(`Credits unavailable: ${e.message}`, "alert")),
+      (c) => fill(creditsPanel, c ? creditsBlock(c) : message("No prepaid credits.")),
+      (e: Error) => fill(creditsPanel, message(`Credits unavailable: ${e.message}`, "alert")),
     ),
     draftP.then(
-      (r) => replace(draftPanel, r.data[0] ? invoiceBlock(r.data[0]) : message("No draft invoice.")),
-      (e: Error) => replace(draftPanel, message(`Invoices unavailable: ${e.message}`, "alert")),
+      (r) => fill(draftPanel, r.data[0] ? invoiceBlock(r.data[0]) : message("No draft invoice.")),
+      (e: Error) => fill(draftPanel, message(`Invoices unavailable: ${e.message}`, "alert")),
     ),
     finalP.then(
-      (r) => replace(finalPanel, r.data.length ? r.data.map((inv) => h("details", {}, h("summary", {}, `${inv.number ?? inv.id} · ${inv.period.start.slice(0, 7)} · ${money(inv.total, inv.currency)}`), invoiceBlock(inv))) : message("No finalized invoices yet.")),
-      (e: Error) => replace(finalPanel, message(`Invoices unavailable: ${e.message}`, "alert")),
+      (r) =>
+        fill(
+          finalPanel,
+          r.data.length
+            ? r.data.map((inv) =>
+                h(
+                  "details",
+                  {},
+                  h(
+                    "summary",
+                    {},
+                    `${inv.number ?? inv.id} · ${inv.period.start.slice(0, 7)} · ${money(inv.total, inv.currency)}`,
+                  ),
+                  invoiceBlock(inv),
+                ),
+              )
+            : message("No finalized invoices yet."),
+        ),
+      (e: Error) => fill(finalPanel, message(`Invoices unavailable: ${e.message}`, "alert")),
     ),
   ]);
   root.dataset.complete = "true";
@@ -98,7 +144,11 @@ function limitBar(m: SummaryMeter, unitLabel: string, currency: string | null): 
   return h(
     "div",
     { class: `limit ${l.state}` },
-    h("progress", { max: cap, value: Math.min(Number(value), Number(cap)), "aria-label": `${m.meter}: ${show(value)} of ${text}` }),
+    h("progress", {
+      max: cap,
+      value: Math.min(Number(value), Number(cap)),
+      "aria-label": `${m.meter}: ${show(value)} of ${text}`,
+    }),
     h("span", {}, `${show(value)} of ${text} · `, stateBadge(l.state)),
   );
 }
@@ -106,12 +156,21 @@ function limitBar(m: SummaryMeter, unitLabel: string, currency: string | null): 
 function tierLine(m: SummaryMeter, unitLabel: string): HTMLElement | null {
   const t = m.tier;
   if (!t) return null;
-  if (t.up_to === null || t.units_to_next_tier === null) return h("div", { class: "tier" }, `Tier ${t.index + 1} (last) at ${t.unit_price} per ${unitLabel}`);
+  if (t.up_to === null || t.units_to_next_tier === null)
+    return h("div", { class: "tier" }, `Tier ${t.index} (last) at ${t.unit_price} per ${unitLabel}`);
   return h(
     "div",
     { class: "tier" },
-    h("progress", { max: t.up_to, value: Math.min(Number(m.quantity), Number(t.up_to)), "aria-label": `tier ${t.index + 1} progress` }),
-    h("span", {}, `Tier ${t.index + 1} at ${t.unit_price} per ${unitLabel}: ${t.units_to_next_tier} ${unitLabel} to the next tier (from ${t.up_to})`),
+    h("progress", {
+      max: t.up_to,
+      value: Math.min(Number(m.quantity), Number(t.up_to)),
+      "aria-label": `tier ${t.index} progress`,
+    }),
+    h(
+      "span",
+      {},
+      `Tier ${t.index} at ${t.unit_price} per ${unitLabel}: ${t.units_to_next_tier} ${unitLabel} to the next tier (from ${t.up_to})`,
+    ),
   );
 }
 
@@ -146,11 +205,25 @@ function forecastTable(f: Forecast): HTMLElement {
   return h(
     "div",
     {},
-    h("p", {}, `${money(f.total_to_date, f.currency)} to date, ${money(f.forecast_total, f.currency)} expected by ${f.period.end.slice(0, 10)} (${f.method}).`),
+    h(
+      "p",
+      {},
+      `${money(f.total_to_date, f.currency)} to date, ${money(f.forecast_total, f.currency)} expected by ${f.period.end.slice(0, 10)} (${f.method}).`,
+    ),
     table(
       "Forecast per meter",
       ["Meter", "To date", "Expected", "Amount to date", "Expected amount"],
-      f.meters.map((m) => h("tr", {}, h("td", {}, m.meter), h("td", { class: "num" }, m.quantity_to_date), h("td", { class: "num" }, m.forecast_quantity), h("td", { class: "num" }, m.amount_to_date), h("td", { class: "num" }, m.forecast_amount))),
+      f.meters.map((m) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, m.meter),
+          h("td", { class: "num" }, m.quantity_to_date),
+          h("td", { class: "num" }, m.forecast_quantity),
+          h("td", { class: "num" }, m.amount_to_date),
+          h("td", { class: "num" }, m.forecast_amount),
+        ),
+      ),
       [1, 2, 3, 4],
     ),
   );
@@ -165,7 +238,16 @@ function creditsBlock(c: Credits): HTMLElement {
       ? table(
           "Credit grants",
           ["Grant", "Amount", "Remaining", "Expires"],
-          c.grants.map((g) => h("tr", {}, h("td", {}, g.description ?? g.id, g.voided_at ? " (voided)" : ""), h("td", { class: "num" }, g.amount), h("td", { class: "num" }, g.remaining), h("td", {}, g.expires_at ? when(g.expires_at) : "never"))),
+          c.grants.map((g) =>
+            h(
+              "tr",
+              {},
+              h("td", {}, g.description ?? g.id, g.voided_at ? " (voided)" : ""),
+              h("td", { class: "num" }, g.amount),
+              h("td", { class: "num" }, g.remaining),
+              h("td", {}, g.expires_at ? when(g.expires_at) : "never"),
+            ),
+          ),
           [1, 2],
         )
       : message("No grants."),
@@ -183,23 +265,46 @@ function invoiceBlock(inv: Invoice): HTMLElement {
     ),
   );
   const foot = (label: string, value: string | undefined, testid?: string) =>
-    value === undefined ? null : h("tr", {}, h("th", { scope: "row", colspan: 2 }, label), h("td", { class: "num", "data-testid": testid ?? null }, value));
+    value === undefined
+      ? null
+      : h(
+          "tr",
+          {},
+          h("th", { scope: "row", colspan: 2 }, label),
+          h("td", { class: "num", "data-testid": testid ?? null }, value),
+        );
   return h(
     "div",
     { class: "invoice", "data-invoice": inv.id },
-    h("p", { class: "muted" }, `${inv.status === "draft" ? "Draft" : `Invoice ${inv.number}`} · ${inv.period.start.slice(0, 7)} · ${inv.currency ?? ""}`),
+    h(
+      "p",
+      { class: "muted" },
+      `${inv.status === "draft" ? "Draft" : `Invoice ${inv.number}`} · ${inv.period.start.slice(0, 7)} · ${inv.currency ?? ""}`,
+    ),
     table("Invoice lines", ["Line", "Quantity", "Amount"], rows, [1, 2]),
     h(
       "table",
       { class: "totals" },
-      h("tbody", {}, foot("Subtotal", inv.subtotal), foot("Credits", inv.credits), foot("Adjustments", inv.adjustments), foot("Total", money(inv.total, inv.currency), inv.status === "draft" ? "draft-total" : undefined)),
+      h(
+        "tbody",
+        {},
+        foot("Subtotal", inv.subtotal),
+        foot("Credits", inv.credits),
+        foot("Adjustments", inv.adjustments),
+        foot("Total", money(inv.total, inv.currency), inv.status === "draft" ? "draft-total" : undefined),
+      ),
     ),
   );
 }
 
 async function download(api: Api, id: string, info: CustomerInfo): Promise<void> {
   // Fetched with the key in a header and saved from a Blob: the key never goes into a URL.
-  const blob = await api.blob("/v1/usage/export", { customer: id, granularity: "day", from: info.period.start, to: info.period.end });
+  const blob = await api.blob("/v1/usage/export", {
+    customer: id,
+    granularity: "day",
+    from: info.period.start,
+    to: info.period.end,
+  });
   const url = URL.createObjectURL(blob);
   const a = h("a", { href: url, download: `usage-${id}-${info.period.start.slice(0, 7)}.csv` });
   document.body.append(a);

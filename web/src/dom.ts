@@ -33,7 +33,17 @@ export function replace(el: Element, ...children: Child[]): void {
 
 /** A section with a heading, for the views' panels. */
 export function panel(title: string, id: string, ...children: Child[]): HTMLElement {
-  return h("section", { class: "panel", "aria-labelledby": `${id}-h`, id }, h("h2", { id: `${id}-h` }, title), ...children);
+  return h(
+    "section",
+    { class: "panel", "aria-labelledby": `${id}-h`, id },
+    h("h2", { id: `${id}-h` }, title),
+    h("div", { class: "panel-body", "aria-live": "polite" }, ...children),
+  );
+}
+
+/** Replaces what a panel shows, keeping its heading. */
+export function fill(section: HTMLElement, ...children: Child[]): void {
+  replace(section.querySelector(".panel-body") ?? section, ...children);
 }
 
 /** A table that scrolls sideways on a phone rather than overflowing the page. */
@@ -45,7 +55,15 @@ export function table(caption: string, head: string[], rows: Node[], numeric: nu
       "table",
       {},
       h("caption", { class: "sr-only" }, caption),
-      h("thead", {}, h("tr", {}, head.map((t, i) => h("th", { scope: "col", class: numeric.includes(i) ? "num" : null }, t)))),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          head.map((t, i) => h("th", { scope: "col", class: numeric.includes(i) ? "num" : null }, t)),
+        ),
+      ),
       h("tbody", {}, rows),
     ),
   );

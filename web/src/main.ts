@@ -49,12 +49,30 @@ async function embed(): Promise<void> {
 
 function signIn(reason?: string): void {
   replace(top, h("span", { class: "brand" }, "Tally"));
-  const input = h("input", { id: "api-key", name: "api-key", type: "password", autocomplete: "off", required: true, spellcheck: "false" });
+  const input = h("input", {
+    id: "api-key",
+    name: "api-key",
+    type: "password",
+    autocomplete: "off",
+    required: true,
+    spellcheck: "false",
+  });
   const form = h(
     "form",
-    { class: "sign-in", onsubmit: (e: Event) => { e.preventDefault(); sessionStorage.setItem(KEY, input.value.trim()); void route(); } },
+    {
+      class: "sign-in",
+      onsubmit: (e: Event) => {
+        e.preventDefault();
+        sessionStorage.setItem(KEY, input.value.trim());
+        void route();
+      },
+    },
     h("h1", {}, "Sign in"),
-    h("p", { class: "muted" }, "Paste an API key (admin, or read). It stays in this browser tab only and is forgotten when the tab closes."),
+    h(
+      "p",
+      { class: "muted" },
+      "Paste an API key (admin, or read). It stays in this browser tab only and is forgotten when the tab closes.",
+    ),
     reason ? message(reason, "alert") : null,
     h("label", { for: "api-key" }, "API key"),
     input,
@@ -65,8 +83,25 @@ function signIn(reason?: string): void {
 }
 
 function nav(api: Api, bound: string | null): void {
-  const out = h("button", { type: "button", class: "secondary", onclick: () => { sessionStorage.removeItem(KEY); location.hash = ""; signIn(); } }, "Sign out");
-  replace(top, h("a", { class: "brand", href: "#/" }, "Tally"), bound ? null : h("a", { href: "#/" }, "Customers"), out);
+  const out = h(
+    "button",
+    {
+      type: "button",
+      class: "secondary",
+      onclick: () => {
+        sessionStorage.removeItem(KEY);
+        location.hash = "";
+        signIn();
+      },
+    },
+    "Sign out",
+  );
+  replace(
+    top,
+    h("a", { class: "brand", href: "#/" }, "Tally"),
+    bound ? null : h("a", { href: "#/" }, "Customers"),
+    out,
+  );
   void api;
 }
 

@@ -2,7 +2,7 @@
 // forecast (one call: /v1/dashboard/customers); then meters, plans with their price versions on a timeline,
 // Stripe reconciliation and recent alerts — those need an admin key and say so otherwise.
 import { type Api, ApiError } from "./api.js";
-import { h, message, money, panel, replace, table, when } from "./dom.js";
+import { fill, h, message, money, panel, replace, table, when } from "./dom.js";
 import { stateBadge } from "./states.js";
 import type { Alert, Overview, OverviewCustomer, ViewMeter } from "./types.js";
 
@@ -29,9 +29,29 @@ export async function operatorView(api: Api, root: HTMLElement): Promise<void> {
   let filter = "";
   const list = h("div", { id: "customer-list" });
   const rankButtons = (["spend", "growth"] as Ranking[]).map((r) =>
-    h("button", { type: "button", "data-rank": r, "aria-pressed": String(r === ranking), onclick: () => { ranking = r; draw(); } }, r === "spend" ? "By spend" : "By growth"),
+    h(
+      "button",
+      {
+        type: "button",
+        "data-rank": r,
+        "aria-pressed": String(r === ranking),
+        onclick: () => {
+          ranking = r;
+          draw();
+        },
+      },
+      r === "spend" ? "By spend" : "By growth",
+    ),
   );
-  const search = h("input", { id: "customer-filter", type: "search", placeholder: "id or name", oninput: (e: Event) => { filter = (e.target as HTMLInputElement).value.toLowerCase(); draw(); } });
+  const search = h("input", {
+    id: "customer-filter",
+    type: "search",
+    placeholder: "id or name",
+    oninput: (e: Event) => {
+      filter = (e.target as HTMLInputElement).value.toLowerCase();
+      draw();
+    },
+  });
 
   const draw = () => {
     for (const b of rankButtons) b.setAttribute("aria-pressed", String(b.dataset.rank === ranking));
@@ -48,7 +68,20 @@ export async function operatorView(api: Api, root: HTMLElement): Promise<void> {
         visible.map(customerRow),
         [3, 4, 5, 6, 7],
       ),
-      rows.length > shown ? h("button", { type: "button", class: "secondary", onclick: () => { shown += PAGE * 5; draw(); } }, `Show more (${rows.length - shown} left)`) : null,
+      rows.length > shown
+        ? h(
+            "button",
+            {
+              type: "button",
+              class: "secondary",
+              onclick: () => {
+                shown += PAGE * 5;
+                draw();
+              },
+            },
+            `Show more (${rows.length - shown} left)`,
+          )
+        : null,
     );
     list.dataset.ranking = ranking;
   };
@@ -57,7 +90,9 @@ export async function operatorView(api: Api, root: HTMLElement): Promise<void> {
   const states = h(
     "ul",
     { class: "states", "aria-label": "Customers by state" },
-    (Object.entries(o.states) as [OverviewCustomer["state"], number][]).map(([s, n]) => h("li", {}, stateBadge(s), ` ${n}`)),
+    (Object.entries(o.states) as [OverviewCustomer["state"], number][]).map(([s, n]) =>
+      h("li", {}, stateBadge(s), ` ${n}`),
+    ),
   );
   const totals = h(
     "div",
@@ -69,7 +104,11 @@ export async function operatorView(api: Api, root: HTMLElement): Promise<void> {
             { class: "card", "data-currency": t.currency },
             h("span", { class: "label" }, `${t.customers} customers · ${t.currency}`),
             h("strong", { "data-testid": "total-spend" }, money(t.spend, t.currency)),
-            h("span", {}, `forecast ${money(t.forecast, t.currency)} · last period ${money(t.previous_spend, t.currency)}`),
+            h(
+              "span",
+              {},
+              `forecast ${money(t.forecast, t.currency)} · last period ${money(t.previous_spend, t.currency)}`,
+            ),
           ),
         )
       : message("No customer has a plan yet."),
@@ -81,13 +120,23 @@ export async function operatorView(api: Api, root: HTMLElement): Promise<void> {
   replace(
     root,
     h("h1", {}, "Customers"),
-    h("p", { class: "fresh", "data-testid": "as-of" }, `Period ${o.period.start.slice(0, 7)} · data as of ${when(o.as_of)} · forecast: linear run rate`),
+    h(
+      "p",
+      { class: "fresh", "data-testid": "as-of" },
+      `Period ${o.period.start.slice(0, 7)} · data as of ${when(o.as_of)} · forecast: linear run rate`,
+    ),
     totals,
     states,
     panel(
       "Ranking",
       "ranking",
-      h("div", { class: "controls" }, h("div", { class: "seg", role: "group", "aria-label": "Rank customers" }, rankButtons), h("label", { for: "customer-filter" }, "Find "), search),
+      h(
+        "div",
+        { class: "controls" },
+        h("div", { class: "seg", role: "group", "aria-label": "Rank customers" }, rankButtons),
+        h("label", { for: "customer-filter" }, "Find "),
+        search,
+      ),
       list,
     ),
     metersPanel,
@@ -99,16 +148,22 @@ export async function operatorView(api: Api, root: HTMLElement): Promise<void> {
   root.dataset.ready = "true";
 
   const needsAdmin = (el: HTMLElement) => (e: unknown) =>
-    replace(el, message(e instanceof ApiError && e.status === 403 ? "Needs an admin key." : `Unavailable: ${(e as Error).message}`, e instanceof ApiError && e.status === 403 ? "status" : "alert"));
+    fill(
+      el,
+      message(
+        e instanceof ApiError && e.status === 403 ? "Needs an admin key." : `Unavailable: ${(e as Error).message}`,
+        e instanceof ApiError && e.status === 403 ? "status" : "alert",
+      ),
+    );
   await Promise.all([
-    metersP.then((r) => replace(metersPanel, metersTable(r.data)), needsAdmin(metersPanel)),
+    metersP.then((r) => fill(metersPanel, metersTable(r.data)), needsAdmin(metersPanel)),
     plansP.then(
-      (r) => replace(plansPanel, r.data.length ? r.data.map(planTimeline) : message("No plans yet.")),
+      (r) => fill(plansPanel, r.data.length ? r.data.map(planTimeline) : message("No plans yet.")),
       needsAdmin(plansPanel),
     ),
-    reconP.then((r) => replace(reconPanel, reconciliation(r.data)), needsAdmin(reconPanel)),
+    reconP.then((r) => fill(reconPanel, reconciliation(r.data)), needsAdmin(reconPanel)),
     alertsP.then(
-      (r) => replace(alertsPanel, r.data.length ? alertsTable(r.data.slice(0, 20)) : message("No alerts.")),
+      (r) => fill(alertsPanel, r.data.length ? alertsTable(r.data.slice(0, 20)) : message("No alerts.")),
       needsAdmin(alertsPanel),
     ),
   ]);
@@ -157,7 +212,12 @@ function customerRow(c: OverviewCustomer): HTMLElement {
   return h(
     "tr",
     { "data-customer": c.id },
-    h("td", {}, h("a", { href: `#/customers/${encodeURIComponent(c.id)}` }, c.name ?? c.id), c.name ? h("span", { class: "muted" }, ` ${c.id}`) : null),
+    h(
+      "td",
+      {},
+      h("a", { href: `#/customers/${encodeURIComponent(c.id)}` }, c.name ?? c.id),
+      c.name ? h("span", { class: "muted" }, ` ${c.id}`) : null,
+    ),
     h("td", {}, c.plan ?? "—"),
     h("td", {}, stateBadge(c.state)),
     h("td", { class: "num", "data-field": "spend" }, money(c.spend, c.currency)),
@@ -205,7 +265,11 @@ function planTimeline(p: Plan): HTMLElement {
             h(
               "li",
               { style: `left:${Math.min(100, ((Date.parse(v.effective_from) - start) / span) * 100).toFixed(2)}%` },
-              h("span", { class: "mark", title: `${v.model} ${v.unit_price ?? ""}` }, `${v.effective_from.slice(0, 10)} ${v.model}${v.unit_price ? ` ${v.unit_price}` : ""}`),
+              h(
+                "span",
+                { class: "mark", title: `${v.model} ${v.unit_price ?? ""}` },
+                `${v.effective_from.slice(0, 10)} ${v.model}${v.unit_price ? ` ${v.unit_price}` : ""}`,
+              ),
             ),
           ),
         ),
@@ -221,9 +285,33 @@ function reconciliation(rows: Recon[]): HTMLElement {
   return h(
     "div",
     {},
-    h("p", { "data-testid": "recon-counts" }, rows.length ? [...counts].map(([s, n]) => `${n} ${s.replace("_", " ")}`).join(" · ") : "Nothing to reconcile this period."),
+    h(
+      "p",
+      { "data-testid": "recon-counts" },
+      rows.length
+        ? [...counts].map(([s, n]) => `${n} ${s.replace("_", " ")}`).join(" · ")
+        : "Nothing to reconcile this period.",
+    ),
     off.length
-      ? table("Rows not in sync", ["Customer", "Meter", "Tally", "Sent", "Difference", "Status"], off.slice(0, 50).map((r) => h("tr", {}, h("td", {}, r.customer), h("td", {}, r.meter), h("td", { class: "num" }, r.quantity), h("td", { class: "num" }, r.sent), h("td", { class: "num" }, r.difference), h("td", {}, r.status))), [2, 3, 4])
+      ? table(
+          "Rows not in sync",
+          ["Customer", "Meter", "Tally", "Sent", "Difference", "Status"],
+          off
+            .slice(0, 50)
+            .map((r) =>
+              h(
+                "tr",
+                {},
+                h("td", {}, r.customer),
+                h("td", {}, r.meter),
+                h("td", { class: "num" }, r.quantity),
+                h("td", { class: "num" }, r.sent),
+                h("td", { class: "num" }, r.difference),
+                h("td", {}, r.status),
+              ),
+            ),
+          [2, 3, 4],
+        )
       : null,
   );
 }

@@ -90,7 +90,13 @@ export interface Forecast {
   period: { start: string; end: string };
   method: string;
   currency: string | null;
-  meters: { meter: string; quantity_to_date: string; forecast_quantity: string; amount_to_date: string; forecast_amount: string }[];
+  meters: {
+    meter: string;
+    quantity_to_date: string;
+    forecast_quantity: string;
+    amount_to_date: string;
+    forecast_amount: string;
+  }[];
   total_to_date: string;
   forecast_total: string;
   as_of: string;
@@ -99,7 +105,14 @@ export interface Forecast {
 export interface Credits {
   currency: string | null;
   balance: string;
-  grants: { id: string; amount: string; remaining: string; expires_at: string | null; description: string | null; voided_at: string | null }[];
+  grants: {
+    id: string;
+    amount: string;
+    remaining: string;
+    expires_at: string | null;
+    description: string | null;
+    voided_at: string | null;
+  }[];
   as_of: string;
 }
 
