@@ -6,6 +6,7 @@ import type { AppContext } from "./context.js";
 import { errorHandler, sendProblem } from "./problem.js";
 import { rateLimited } from "./rateLimit.js";
 import { billingRoutes } from "./routes/billing.js";
+import { creditRoutes } from "./routes/credits.js";
 import { eventRoutes } from "./routes/events.js";
 import { insightRoutes } from "./routes/insights.js";
 import { invoiceRoutes } from "./routes/invoices.js";
@@ -55,6 +56,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   billingRoutes(table, ctx);
   insightRoutes(table, ctx);
   invoiceRoutes(table, ctx);
+  creditRoutes(table, ctx);
   limitRoutes(table, ctx);
   jobRoutes(table, ctx);
   stripeRoutes(table, ctx);
