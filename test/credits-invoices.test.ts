@@ -1,7 +1,7 @@
 // Credits meet the rest of this round, on both engines: a final invoice freezes its credit lines; a late event in
 // a finalized period that draws more credits is carried to the next draft as adjustments that net to what the
 // customer owes (usage up, credits up); and grouped prices (group_by, overrides, per-group tiers) burn credits hour
-// by hour to the cent of their invoice lines.
+// by hour to the cent of their invoice lines. A simulation of a finalized period starts from the final invoice.
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
@@ -127,6 +127,20 @@ describe.each(BACKENDS)("credits on invoices and grouped prices on %s", (backend
     expect(draft).toMatchObject({ adjustments: "0.00", total: "20.00" });
     // A second run carries nothing more.
     expect((await finalize()).adjustments).toBe(0);
+
+    // A simulation of the finalized period starts from the final invoice before credits, as frozen (26.00); the
+    // simulated total prices the usage as it stands now (800 calls: 8.00 + 20.00).
+    const sim = await ok(
+      post("/v1/simulations", {
+        plan: "calls",
+        period: "2026-11",
+        customers: ["frozen"],
+        prices: [{ meter: "calls", model: "per_unit", unit_price: "0.01", base_fee: "20" }],
+      }),
+    );
+    expect(sim.body.customers).toEqual([
+      { customer: "frozen", current: "26.00", simulated: "28.00", difference: "2.00", current_from: "final_invoice" },
+    ]);
   });
 
   it("when a grouped price with per-group tiers is used hour by hour, then credits pay exactly its invoice lines", async () => {
