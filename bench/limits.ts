@@ -3,7 +3,10 @@
 //   1. GET /v1/entitlements/{customer}/{meter} at a fixed rate of 1,000 and 5,000 requests/s (autocannon; latency
 //      at millisecond resolution), with GET /healthz at the same rates as the baseline (HTTP alone);
 //   2. the middleware's cached decision: cost per call, against a no-op middleware as the baseline;
-//   3. time from the 202 of the event that crosses a hard limit to the first 429, with no job call.
+//   3. time from the 202 of the event that crosses a hard limit to the first 429, with no job call;
+//   4. credit_only customers: from the 202 of the event that spends the last cent to the first 429, and from a new
+//      grant to the first 200;
+//   5. the credit balance read with 12 months of history and 20 grants per customer (bench/creditHistory.ts).
 //   BENCH_SECONDS (default 10) per rate, BENCH_RATES (default 1000,5000), BENCH_CONNECTIONS (default 4: a few
 //   services' middleware; autocannon paces each connection, so many connections send in bursts).
 // All requests use one API key, so Tally runs with TALLY_RATE_LIMIT_RPS=0 (the per-key rate limit off): this
@@ -13,6 +16,7 @@ import http from "node:http";
 import autocannon from "autocannon";
 import type { NextFunction, Request, Response } from "express";
 import { usageLimit } from "../src/middleware/index.js";
+import { creditHistoryBench } from "./creditHistory.js";
 import { freshServerDatabase, httpRequest, percentile, startTally, table } from "./harness.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -166,11 +170,55 @@ async function main(): Promise<void> {
     console.log(
       `time from the crossing event's 202 to the first 429 (10 customers): p50 ${percentile(times, 50).toFixed(1)} ms, max ${Math.max(...times).toFixed(1)} ms`,
     );
+
+    // 4. credit_only customers: from the 202 of the event that spends the last cent to the first 429
+    //    credits_exhausted, and from a new grant's 201 to the first 200 again
+    await must(base, "PUT", "/v1/plans/prepaid", { name: "Prepaid", currency: "USD" });
+    await must(base, "POST", "/v1/plans/prepaid/prices", {
+      meter: "api_calls",
+      effective_from: "2020-01-01T00:00:00Z",
+      model: "per_unit",
+      unit_price: "0.01",
+    });
+    const until = async (c: string, status: number, t0: number) => {
+      for (;;) {
+        const r = await request(base, "GET", `/v1/entitlements/${c}/api_calls`);
+        if (r.status === status && (status !== 429 || r.text.includes("credits_exhausted"))) break;
+        if (performance.now() - t0 > 30_000) throw new Error(`not ${status} within 30 s: ${r.status} ${r.text}`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      return performance.now() - t0;
+    };
+    const exhausted: number[] = [];
+    const unblocked: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const c = `prepaid-${i}`;
+      await must(base, "PUT", `/v1/customers/${c}`, {});
+      await must(base, "PUT", `/v1/customers/${c}/subscription`, { plan: "prepaid", start: "2020-01-01T00:00:00Z" });
+      await must(base, "PUT", `/v1/customers/${c}`, { credit_mode: "credit_only" });
+      await must(base, "POST", `/v1/customers/${c}/credit-grants`, { amount: "1.00" });
+      await must(base, "POST", "/v1/events", { events: [{ id: "a", customer: c, meter: "api_calls", value: 95 }] });
+      const spent = await request(base, "POST", "/v1/events", {
+        events: [{ id: "b", customer: c, meter: "api_calls", value: 5 }],
+      });
+      const t0 = performance.now();
+      if (spent.status !== 202) throw new Error(`ingest: ${spent.status}`);
+      exhausted.push(await until(c, 429, t0));
+      const granted = await request(base, "POST", `/v1/customers/${c}/credit-grants`, { amount: "1.00" });
+      const t1 = performance.now();
+      if (granted.status !== 201) throw new Error(`grant: ${granted.status}`);
+      unblocked.push(await until(c, 200, t1));
+    }
+    console.log(
+      `credit_only: from the 202 of the event that spends the last cent to the first 429 credits_exhausted (10 customers): p50 ${percentile(exhausted, 50).toFixed(1)} ms, max ${Math.max(...exhausted).toFixed(1)} ms; from a new grant's 201 to the first 200: p50 ${percentile(unblocked, 50).toFixed(1)} ms, max ${Math.max(...unblocked).toFixed(1)} ms`,
+    );
   } finally {
     agent.destroy();
     await tally.stop();
     await cleanup();
   }
+  // 5. the credit ledger's read cost with 12 months of history and 20 grants per customer (bench/creditHistory.ts)
+  await creditHistoryBench(serverUrl);
 }
 
 main().catch((err) => {

@@ -8,6 +8,7 @@ import { subscriptionAt } from "./billing/subscriptions.js";
 import { MeterCache } from "./catalog/meterCache.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { Config } from "./config.js";
+import { CreditLedgers } from "./credits/ledger.js";
 import { loadMigrations, migrate } from "./db/migrate.js";
 import { type OpenedDb, openDatabase } from "./db/open.js";
 import { createApp } from "./http/app.js";
@@ -103,14 +104,19 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     metrics,
   );
   const jobs = new JobRunner(db, log, metrics);
-  const limits = new LimitsService(db, clock, log, metrics);
+  const credits = new CreditLedgers(db, {
+    maxEventAgeMs: config.TALLY_EVENT_MAX_AGE_DAYS * 86_400_000,
+    maxEventFutureMs: config.TALLY_EVENT_MAX_FUTURE_SECONDS * 1000,
+  });
+  const limits = new LimitsService(db, clock, log, metrics, credits);
   const invoices = new Invoices(db, clock, {
     graceMs: config.TALLY_INVOICE_GRACE,
     maxAgeDays: config.TALLY_EVENT_MAX_AGE_DAYS,
     render: invoiceJson,
+    credits,
   });
   const stopJobs = new AbortController();
-  for (const job of tallyJobs({ db, engine, clock, config, limits, invoices, log, signal: stopJobs.signal }))
+  for (const job of tallyJobs({ db, engine, clock, config, limits, invoices, credits, log, signal: stopJobs.signal }))
     jobs.register(job);
   ingest.onCommitted((batch) => limits.afterIngest(batch));
   limits.onAlert(() => jobs.trigger("deliver-webhooks"));
@@ -134,6 +140,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     jobs,
     limits,
     invoices,
+    credits,
     rateLimit: new KeyRateLimiter({
       rps: config.TALLY_RATE_LIMIT_RPS,
       burst: config.TALLY_RATE_LIMIT_BURST ?? Math.ceil(2 * config.TALLY_RATE_LIMIT_RPS),

@@ -10,6 +10,7 @@ import type { ManualClock } from "../src/clock.js";
 import { ARTIFACTS, buildDashboard, launchBrowser } from "./helpers/browser.js";
 import { BACKENDS } from "./helpers/databases.js";
 import { postJson } from "./helpers/events.js";
+import { until } from "./helpers/eventually.js";
 import { ADMIN_KEY, admin, startTestTally, type TestTally } from "./helpers/tally.js";
 
 const WAIT = { timeout: 15_000 };
@@ -54,11 +55,15 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
       },
     ];
     for (const p of prices) expect((await api().post("/v1/plans/db_plan/prices").set(admin).send(p)).status).toBe(201);
-    for (const c of ["db_acme", "db_blocked", "db_quiet"]) {
+    for (const c of ["db_acme", "db_blocked", "db_quiet", "db_prepaid"]) {
       await put(`/v1/customers/${c}`, { name: `${c.slice(3)} Inc.` });
       await put(`/v1/customers/${c}/subscription`, { plan: "db_plan", start: "2026-01-01T00:00:00Z" });
     }
     await put("/v1/customers/db_blocked/limits/db_calls", { soft: "5", hard: "10", unit: "quantity" });
+    // A credit_only customer whose 0.50 of credits are spent: credits exhausted.
+    await put("/v1/customers/db_prepaid", { credit_mode: "credit_only" });
+    const grant = { amount: "0.50", description: "Welcome credits", effective_at: "2026-01-01T00:00:00Z" };
+    expect((await api().post("/v1/customers/db_prepaid/credit-grants").set(admin).send(grant)).status).toBe(201);
     const now = t.clock.now().getTime();
     const at = (minutesAgo: number) => new Date(now - minutesAgo * 60_000).toISOString();
     const events = [
@@ -80,8 +85,14 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
         timestamp: at(2),
         properties: { model: "small" },
       },
+      { id: "p1", customer: "db_prepaid", meter: "db_calls", value: 80, timestamp: at(4) },
     ];
-    expect((await postJson(t.tally, events)).status).toBe(202);
+    expect((await postJson(t.tally, events)).body).toEqual({ accepted: events.length, duplicates: 0 });
+    await until(
+      () => api().get("/v1/entitlements/db_prepaid/db_calls").set(admin),
+      (r) => r.status === 429 && r.body.code === "credits_exhausted" && r.body.credits === "0.00",
+      { timeout: 10_000 },
+    );
     page = await browser.newPage();
   });
   afterAll(async () => {
@@ -100,7 +111,7 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
     expect(await page.evaluate("localStorage.length")).toBe(0);
     expect(page.url()).not.toContain(ADMIN_KEY);
     const overview = await get("/v1/dashboard/customers");
-    for (const id of ["db_acme", "db_blocked", "db_quiet"]) {
+    for (const id of ["db_acme", "db_blocked", "db_quiet", "db_prepaid"]) {
       const summary = await get(`/v1/customers/${id}/summary`);
       const row = overview.customers.find((c: { id: string }) => c.id === id);
       expect(row.spend).toBe(summary.total);
@@ -179,6 +190,23 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
     );
     expect(await page.$eval('article[data-meter="db_calls"] .limit', (e) => e.className)).toContain("blocked");
     await shot("blocked");
+  });
+
+  it("when a credit_only customer spent its credits, then it shows as exhausted, with the credit lines", async () => {
+    await page.goto(`${base}/dashboard#/customers/db_prepaid`);
+    await page.waitForSelector('main[data-complete="true"] [data-testid="customer-state"] .badge', WAIT);
+    expect(await page.$eval('[data-testid="customer-state"] .badge', (e) => e.getAttribute("data-state"))).toBe(
+      "credits_exhausted",
+    );
+    const credits = await get("/v1/customers/db_prepaid/credits");
+    expect(await text('[data-testid="credits-balance"]')).toBe(`${credits.balance} ${credits.currency}`);
+    const summary = await get("/v1/customers/db_prepaid/summary");
+    expect(await text('[data-testid="summary-total"]')).toBe(`${summary.total} USD`);
+    const draft = (await get("/v1/invoices?customer=db_prepaid&status=draft")).data[0];
+    expect(await text('[data-testid="draft-total"]')).toBe(`${draft.total} USD`);
+    expect(await text('[data-testid="draft-credits"]')).toBe(draft.credits);
+    expect(await text("#draft")).toContain("Welcome credits");
+    await shot("credits");
   });
 
   it("when the embed is opened with a portal token, then only its customer shows, at phone width too", async () => {

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
 import { BACKENDS } from "./helpers/databases.js";
 import { defineMeters, postJson } from "./helpers/events.js";
+import { until } from "./helpers/eventually.js";
 import { admin, bearer, startTestTally, type TestTally } from "./helpers/tally.js";
 
 const NOW = "2026-11-20T12:00:00Z";
@@ -160,6 +161,36 @@ describe.each(BACKENDS)("portal tokens on %s", (backend) => {
       blocked_meters: string[];
     }[];
     expect(rows.find((r) => r.id === "pt_b")).toMatchObject({ state: "blocked", blocked_meters: ["pt_calls"] });
+  });
+
+  it("when a credit_only customer's credits ran out, then the overview says credits_exhausted, spend after credits", async () => {
+    expect((await put("/v1/customers/pt_c", { name: "PT C" })).status).toBe(201);
+    expect(
+      (await put("/v1/customers/pt_c/subscription", { plan: "pt_plan", start: "2026-01-01T00:00:00Z" })).status,
+    ).toBe(200);
+    expect((await put("/v1/customers/pt_c", { credit_mode: "credit_only" })).status).toBe(200);
+    const grant = await api()
+      .post("/v1/customers/pt_c/credit-grants")
+      .set(admin)
+      .send({ amount: "0.05", effective_at: "2026-11-01T00:00:00Z" });
+    expect(grant.status, JSON.stringify(grant.body)).toBe(201);
+    const event = { id: "ptc1", customer: "pt_c", meter: "pt_calls", value: 10, timestamp: "2026-11-20T11:30:00Z" };
+    expect((await postJson(t.tally, [event])).status).toBe(202);
+    const entitlement = () => api().get("/v1/entitlements/pt_c/pt_calls").set(admin);
+    await until(entitlement, (r) => r.status === 429 && r.body.code === "credits_exhausted", { timeout: 10_000 });
+    const { value: row } = await until(
+      async () =>
+        ((await api().get("/v1/dashboard/customers?customer=pt_c").set(admin)).body.customers ?? [])[0] as {
+          state: string;
+          spend: string;
+          credits: string | null;
+        },
+      (r) => r?.state === "credits_exhausted",
+      { timeout: 10_000 },
+    );
+    const summary = (await api().get("/v1/customers/pt_c/summary").set(admin)).body;
+    expect(summary.total).toBe("0.08");
+    expect(row).toMatchObject({ spend: summary.total, credits: "0.05" });
   });
 
   it("when the pages are loaded, then HTML (or 503 before a build) with frame-ancestors per page", async () => {

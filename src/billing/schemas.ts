@@ -140,6 +140,22 @@ export const periodQuery = z.object({
 
 const periodJson = z.object({ start: z.string(), end: z.string() });
 
+/** Customers with credit grants: one negative line per grant that paid part of the period's usage charges. */
+const creditLineJson = z
+  .object({
+    meter: z.null(),
+    kind: z.literal("credit"),
+    description: z.string(),
+    amount: z.string().meta({ description: "Negative", example: "-5.00" }),
+    grant: z.string(),
+  })
+  .meta({ id: "CreditLine" });
+
+const creditTotals = {
+  subtotal: z.string().optional().meta({ description: "Customers with credit grants: the lines before credits" }),
+  credits: z.string().optional().meta({ description: "Customers with credit grants: the credits applied" }),
+};
+
 export const summaryJson = z
   .object({
     customer: z.string(),
@@ -180,7 +196,9 @@ export const summaryJson = z
           .optional(),
       }),
     ),
-    total: z.string(),
+    credit_lines: z.array(creditLineJson).optional(),
+    ...creditTotals,
+    total: z.string().meta({ description: "subtotal − credits, never below zero" }),
     as_of: z.string(),
   })
   .meta({ id: "CustomerSummary" });
@@ -191,23 +209,27 @@ export const invoiceJson = z
     period: periodJson,
     currency: z.string().nullable(),
     lines: z.array(
-      z.object({
-        meter: z.string().nullable(),
-        kind: z.enum(["usage", "base_fee"]),
-        plan: z.string(),
-        description: z.string(),
-        quantity: z.string(),
-        amount: z.string(),
-        segment: periodJson,
-        tier: z.number().int().optional(),
-        unit_price: z.string().optional(),
-        dimensions: z
-          .record(z.string(), z.string().nullable())
-          .optional()
-          .meta({ description: "Prices with group_by: the group this line prices" }),
-      }),
+      z.union([
+        z.object({
+          meter: z.string().nullable(),
+          kind: z.enum(["usage", "base_fee"]),
+          plan: z.string(),
+          description: z.string(),
+          quantity: z.string(),
+          amount: z.string(),
+          segment: periodJson,
+          tier: z.number().int().optional(),
+          unit_price: z.string().optional(),
+          dimensions: z
+            .record(z.string(), z.string().nullable())
+            .optional()
+            .meta({ description: "Prices with group_by: the group this line prices" }),
+        }),
+        creditLineJson,
+      ]),
     ),
-    total: z.string(),
+    ...creditTotals,
+    total: z.string().meta({ description: "subtotal − credits, never below zero" }),
     as_of: z.string(),
   })
   .meta({ id: "InvoicePreview" });

@@ -45,6 +45,8 @@ export interface StatementInputs {
   totals: (interval: Period) => ReadonlyMap<string, Totals> | undefined;
   /** Quantities per combination of `groupBy` of a meter over an interval that groupedReads asked for. */
   groups?: (interval: Period, meter: string, groupBy: readonly string[]) => GroupQuantity[] | undefined;
+  /** planPeriod of these subscriptions and plans, when the caller made it already (once per subscription shape). */
+  planned?: ReturnType<typeof planPeriod>;
 }
 
 export const groupedReadKey = (r: GroupedRead) => `${intervalKey(r.interval)}|${r.meter}|${r.groupBy.join(",")}`;
@@ -88,11 +90,12 @@ export function statementIntervals(
 
 /**
  * Prices a statement from its inputs (pure): the same code for the invoice, the summary, simulations, forecasts.
- * `descriptions: false` leaves line descriptions empty (a simulation needs only the amounts).
+ * `totalOnly` leaves line descriptions empty, the lines unsorted and the meters' summary out: a simulation needs
+ * only the invoice's total, of thousands of customers.
  */
-export function priceStatement(i: StatementInputs, asOf: Date, opts: { descriptions?: boolean } = {}): Statement {
+export function priceStatement(i: StatementInputs, asOf: Date, opts: { totalOnly?: boolean } = {}): Statement {
   const currency = i.subscriptions.map((s) => i.plans.get(s.plan)?.currency).find((c) => c !== undefined) ?? null;
-  const { segments, baseFees } = planPeriod(i.period, i.subscriptions, i.plans);
+  const { segments, baseFees } = i.planned ?? planPeriod(i.period, i.subscriptions, i.plans);
   const quantity = (interval: Period, meter: string): Dec => {
     const t = i.totals(interval)?.get(meter);
     const m = i.meters.get(meter);
@@ -103,21 +106,14 @@ export function priceStatement(i: StatementInputs, asOf: Date, opts: { descripti
     const groups = groupBy?.length ? (i.groups?.(s, s.meter, groupBy) ?? []) : undefined;
     return { ...s, quantity: quantity(s, s.meter), ...(groups ? { groups } : {}) };
   });
-  const periodGroups = new Map<string, GroupQuantity[]>();
-  for (const s of priced) {
-    const groupBy = s.version.groupBy;
-    if (groupBy?.length) periodGroups.set(s.meter, i.groups?.(i.period, s.meter, groupBy) ?? []);
-  }
   const invoice = priceInvoice(currency ?? "USD", priced, baseFees, labels(i.meters), opts);
-  const periodQuantities = new Map(
-    [...(i.totals(i.period)?.keys() ?? [])].map((meter) => [meter, quantity(i.period, meter)]),
-  );
+  const meters = opts.totalOnly ? [] : meterSummaries(i, priced, invoice, quantity);
   return {
     customer: i.customer,
     period: i.period,
     currency,
     invoice: { ...invoice, currency: currency ?? invoice.currency },
-    meters: summarize(invoice, priced, periodQuantities, periodGroups),
+    meters,
     segments: priced,
     baseFees,
     asOf,
@@ -153,6 +149,24 @@ export async function buildStatement(db: Queryable, customer: string, period: Pe
     },
     now,
   );
+}
+
+/** The summary of each meter: its period quantity (and groups), and its lines' amounts. */
+function meterSummaries(
+  i: StatementInputs,
+  priced: PricedSegment[],
+  invoice: Invoice,
+  quantity: (interval: Period, meter: string) => Dec,
+) {
+  const periodGroups = new Map<string, GroupQuantity[]>();
+  for (const s of priced) {
+    const groupBy = s.version.groupBy;
+    if (groupBy?.length) periodGroups.set(s.meter, i.groups?.(i.period, s.meter, groupBy) ?? []);
+  }
+  const periodQuantities = new Map(
+    [...(i.totals(i.period)?.keys() ?? [])].map((meter) => [meter, quantity(i.period, meter)]),
+  );
+  return summarize(invoice, priced, periodQuantities, periodGroups);
 }
 
 export const intervalKey = (p: Period) => `${p.start.getTime()}/${p.end.getTime()}`;

@@ -116,6 +116,16 @@ export const customerBody = z
     name: z.string().max(200).nullable().optional(),
     email: z.email().max(320).nullable().optional(),
     stripe_customer_id: z.string().min(1).max(255).nullable().optional(),
+    credit_mode: z.enum(["credit_then_invoice", "credit_only"]).optional().meta({
+      description: "credit_only: a meter is blocked (429 credits_exhausted) when the credits covering it run out",
+    }),
+    credit_alert_below: decimalInput("credit_alert_below")
+      .refine((s) => !s.startsWith("-"), "must not be negative")
+      .nullable()
+      .optional()
+      .meta({
+        description: "Record a credits_low alert (and send credits.low) when the balance falls below this amount",
+      }),
   })
   .meta({ id: "CustomerInput" });
 
@@ -125,6 +135,8 @@ export const customer = z
     name: z.string().nullable(),
     email: z.string().nullable(),
     stripe_customer_id: z.string().nullable(),
+    credit_mode: z.enum(["credit_then_invoice", "credit_only"]),
+    credit_alert_below: z.string().nullable(),
     subscription: z
       .object({ plan: z.string(), start: z.string(), end: z.string().nullable() })
       .nullable()

@@ -1,8 +1,11 @@
 // The operator's overview: every customer's current-period spend against the last period's, limit state, run
 // rate and a linear forecast — for 1,000 customers in a few queries (customers, subscriptions, limits, one
 // rollup read per distinct interval), priced by the invoice's own code so each spend equals the summary's total.
+// Customers with credit grants cost one ledger read each (credits/invoice.ts), so their spend is after credits.
 import type { Statement } from "../billing/statement.js";
 import { listMeters } from "../catalog/meters.js";
+import { creditedStatement } from "../credits/invoice.js";
+import type { CreditLedgers } from "../credits/ledger.js";
 import type { Queryable } from "../db/types.js";
 import { evaluate, type LimitState, type LimitUnit } from "../limits/rules.js";
 import { effectiveLimitsOfAll } from "../limits/store.js";
@@ -21,8 +24,8 @@ export interface OverviewDeps {
     customer: string,
     meter: string,
   ): { periodStart: Date; state: LimitState; blockedAtHard: Dec | null; unit: LimitUnit | null } | undefined;
-  /** Customers whose prepaid credits are exhausted (credit_only mode); none until credits exist. */
-  creditsExhausted?(customers: string[]): Promise<Set<string>>;
+  /** Prepaid credits: each customer's ledger, for the customers with grants. */
+  credits: CreditLedgers;
 }
 
 export interface OverviewCustomer {
@@ -30,7 +33,10 @@ export interface OverviewCustomer {
   name: string | null;
   plan: string | null;
   currency: string | null;
+  /** After credits: the summary's total. */
   spend: string;
+  /** Credits applied this period (null: the customer has no grant). */
+  credits: string | null;
   previous_spend: string;
   forecast: string;
   /** forecast − previous_spend: the projected change against last period. */
@@ -80,11 +86,26 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
     plans: await plansOf(db, subscriptions),
     meters: new Map((await listMeters(db)).map((m) => [m.key, m])),
   };
-  const current = await statementsOfAll(db, period, ids, src, now, only);
-  const last = await statementsOfAll(db, previous, ids, src, now, only);
+  // This period's meters are needed for the limit states; last period's only for its total.
+  const current = await statementsOfAll(db, period, ids, src, now, { only });
+  const last = await statementsOfAll(db, previous, ids, src, now, { only, totalOnly: true });
   const at = new Date(Math.min(now.getTime(), period.end.getTime() - 1));
   const limits = await effectiveLimitsOfAll(db, at, restrict);
-  const exhausted = (await deps.creditsExhausted?.(ids)) ?? new Set<string>();
+  const exhausted = await exhaustedCustomers(db, only);
+  // Customers with grants: their statements with credits, read through their ledgers (one snapshot each).
+  const credited = new Map<string, { now: Dec; previous: Dec; credits: Dec }>();
+  for (const id of await customersWithGrants(db, only)) {
+    if (!current.has(id)) continue;
+    const cur = await creditedStatement(deps.credits, id, period, now);
+    const prev = await creditedStatement(deps.credits, id, previous, now);
+    current.set(id, cur.statement);
+    last.set(id, prev.statement);
+    credited.set(id, {
+      now: cur.credits?.total ?? cur.statement.invoice.total,
+      previous: prev.credits?.total ?? prev.statement.invoice.total,
+      credits: cur.credits?.credits ?? ZERO,
+    });
+  }
 
   const elapsedMs = Math.max(now.getTime() - period.start.getTime(), 3_600_000);
   const periodMs = period.end.getTime() - period.start.getTime();
@@ -99,8 +120,11 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
     const currency = st.currency ?? prevSt.currency;
     const fmt = (d: Dec) => (currency ? formatMoney(d, currency) : formatDecimal(d));
     const { usage, fees } = usageAndFees(st);
+    const credit = credited.get(c.id);
+    const spend = credit?.now ?? st.invoice.total;
+    // Forecast of the charges before credits (what the period will cost), linear in time for usage.
     const forecast = usage.times(scale).plus(fees);
-    const previousSpend = prevSt.invoice.total;
+    const previousSpend = credit?.previous ?? prevSt.invoice.total;
     const soft: string[] = [];
     const blocked: string[] = [];
     for (const [meter, limit] of limits.get(c.id) ?? []) {
@@ -112,10 +136,11 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
       if (state === "blocked") blocked.push(meter);
       else if (state === "soft") soft.push(meter);
     }
-    const state: CustomerState = exhausted.has(c.id)
-      ? "credits_exhausted"
-      : blocked.length
-        ? "blocked"
+    // As the entitlement decides: a hard limit first, then exhausted credits (credit_only customers).
+    const state: CustomerState = blocked.length
+      ? "blocked"
+      : exhausted.has(c.id)
+        ? "credits_exhausted"
         : soft.length
           ? "soft"
           : "ok";
@@ -124,7 +149,7 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
       const t = totals.get(currency) ?? { customers: 0, spend: ZERO, previous: ZERO, forecast: ZERO };
       totals.set(currency, {
         customers: t.customers + 1,
-        spend: t.spend.plus(st.invoice.total),
+        spend: t.spend.plus(spend),
         previous: t.previous.plus(previousSpend),
         forecast: t.forecast.plus(forecast),
       });
@@ -134,7 +159,8 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
       name: c.name,
       plan: subscriptionAtNow(subscriptions.get(c.id), now),
       currency,
-      spend: fmt(st.invoice.total),
+      spend: fmt(spend),
+      credits: credit ? fmt(credit.credits) : null,
       previous_spend: fmt(previousSpend),
       forecast: fmt(forecast),
       growth: fmt(forecast.minus(previousSpend)),
@@ -162,6 +188,23 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
     states,
     as_of: now,
   };
+}
+
+/** credit_only customers whose covering credits ran out, as the last limit evaluation found (entitlements: 429). */
+async function exhaustedCustomers(db: Queryable, only: string | undefined): Promise<Set<string>> {
+  const { rows } = await db.query<{ customer_id: string }>(
+    "SELECT DISTINCT customer_id FROM limit_states WHERE credits = 'exhausted' AND ($1::text IS NULL OR customer_id = $1)",
+    [only ?? null],
+  );
+  return new Set(rows.map((r) => r.customer_id));
+}
+
+async function customersWithGrants(db: Queryable, only: string | undefined): Promise<string[]> {
+  const { rows } = await db.query<{ customer_id: string }>(
+    "SELECT DISTINCT customer_id FROM credit_grants WHERE $1::text IS NULL OR customer_id = $1",
+    [only ?? null],
+  );
+  return rows.map((r) => r.customer_id);
 }
 
 function subscriptionAtNow(subs: { plan: string; start: Date; end: Date | null }[] | undefined, now: Date) {

@@ -59,7 +59,8 @@ export interface StatementSources {
 
 /**
  * The statement of each of `customers` for `period`. `only` narrows the reads to one customer (a bound key):
- * the rollup reads then filter by customer instead of reading everybody's.
+ * the rollup reads then filter by customer instead of reading everybody's. `totalOnly`: only the invoice total and
+ * lines are needed (no meter summaries, no descriptions).
  */
 export async function statementsOfAll(
   db: Queryable,
@@ -67,8 +68,9 @@ export async function statementsOfAll(
   customers: string[],
   src: StatementSources,
   now: Date,
-  only?: string,
+  opts: { only?: string | undefined; totalOnly?: boolean } = {},
 ): Promise<Map<string, Statement>> {
+  const only = opts.only;
   const subsOf = new Map(customers.map((c) => [c, inPeriod(src.subscriptions.get(c) ?? [], period)]));
   const intervals = new Map<string, Period>([[intervalKey(period), period]]);
   const grouped = new Map<string, GroupedRead>();
@@ -108,7 +110,7 @@ export async function statementsOfAll(
           groups.get(groupedReadKey({ interval, meter, groupBy: [...groupBy] }))?.get(customer) ?? [],
       },
       now,
-      { descriptions: false },
+      { totalOnly: opts.totalOnly ?? false },
     );
     out.set(customer, statement);
   }

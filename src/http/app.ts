@@ -7,6 +7,7 @@ import { dashboardPages } from "./dashboardPages.js";
 import { errorHandler, sendProblem } from "./problem.js";
 import { rateLimited } from "./rateLimit.js";
 import { billingRoutes } from "./routes/billing.js";
+import { creditRoutes } from "./routes/credits.js";
 import { dashboardRoutes } from "./routes/dashboard.js";
 import { eventRoutes } from "./routes/events.js";
 import { insightRoutes } from "./routes/insights.js";
@@ -57,6 +58,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
   billingRoutes(table, ctx);
   insightRoutes(table, ctx);
   invoiceRoutes(table, ctx);
+  creditRoutes(table, ctx);
   limitRoutes(table, ctx);
   jobRoutes(table, ctx);
   stripeRoutes(table, ctx);

@@ -3,6 +3,7 @@ import type { ApiKeys } from "../auth/keys.js";
 import type { MeterCache } from "../catalog/meterCache.js";
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
+import type { CreditLedgers } from "../credits/ledger.js";
 import type { MigrationFile } from "../db/migrate.js";
 import type { Engine } from "../db/open.js";
 import type { Db } from "../db/types.js";
@@ -28,6 +29,8 @@ export interface AppContext {
   jobs: JobRunner;
   limits: LimitsService;
   invoices: Invoices;
+  /** Prepaid credits: each customer's ledger, computed on read. */
+  credits: CreditLedgers;
   /** Requests per API key per second (TALLY_RATE_LIMIT_RPS / _BURST); every authenticated route takes a token. */
   rateLimit: KeyRateLimiter;
   /** The customer's subscription in effect now, as it appears on the customer object. */

@@ -3,7 +3,6 @@
 // customer's next draft as new adjustment rows; then every draft whose period and grace time are over is frozen
 // with the next number of the year. Each invoice is one transaction holding its row: a run that fails or dies
 // half-way leaves nothing half-done, and the next run (here or in another process) computes the same things again.
-import { buildStatement } from "../billing/statement.js";
 import type { Queryable } from "../db/types.js";
 import type { Logger } from "../logger.js";
 import { periodOf } from "../rollups/buckets.js";
@@ -99,8 +98,8 @@ export async function finalizeInvoices(invoices: Invoices, log: Logger): Promise
 async function correct(invoices: Invoices, tx: Queryable, id: string, now: Date): Promise<number> {
   const final = await lockInvoice(tx, id);
   if (final?.status !== "final") return 0;
-  const st = await buildStatement(tx, final.customer, final.period, now);
-  const current = statementFigures(st, invoices.options.render(st));
+  const credited = await invoices.statement(final.customer, final.period, now, tx);
+  const current = statementFigures(credited.statement, invoices.render(credited));
   const frozen = loadFigures(JSON.parse(final.figures as string));
   const diffs = differences(current, frozen, await carriedFrom(tx, final.id));
   if (diffs.length === 0) return 0;
@@ -138,13 +137,14 @@ async function finalize(
 ): Promise<InvoiceDocument | undefined> {
   const draft = await lockInvoice(tx, id);
   if (draft?.status !== "draft") return undefined;
-  const st = await buildStatement(tx, draft.customer, draft.period, now);
-  const rendered = invoices.options.render(st);
+  const credited = await invoices.statement(draft.customer, draft.period, now, tx);
+  const st = credited.statement;
+  const rendered = invoices.render(credited);
   const adjustments = await adjustmentLines(tx, [draft.id]);
   // The counter row is taken last: it stays locked until this transaction ends, so keep that short.
   const year = numberingYear(now);
   const number = invoiceNumber(year, await takeNumber(tx, year));
-  const doc = invoices.compose(st, draft, number, now, adjustments, labels, rendered);
+  const doc = invoices.compose(draft, number, now, adjustments, labels, rendered);
   await saveFinal(tx, draft.id, {
     number,
     currency: doc.currency as string | null,

@@ -2,9 +2,11 @@
 // computed on every read by the same code path as the invoice preview (billing/statement), with the adjustments
 // carried to it. Drafts are rows created lazily, for every subscribed customer, from the first period still open
 // to late events up to the current one (on reads and by the finalize-invoices job).
-import { buildStatement, type Statement } from "../billing/statement.js";
+import type { Statement } from "../billing/statement.js";
 import { listMeters } from "../catalog/meters.js";
 import type { Clock } from "../clock.js";
+import { type CreditedStatement, creditedStatement, type StatementCredits } from "../credits/invoice.js";
+import type { CreditLedgers } from "../credits/ledger.js";
 import type { Db, Queryable } from "../db/types.js";
 import { Dec } from "../pricing/money.js";
 import type { Period } from "../pricing/segments.js";
@@ -28,7 +30,9 @@ export interface InvoiceOptions {
   /** TALLY_EVENT_MAX_AGE_DAYS: how far back late events are accepted. */
   maxAgeDays: number;
   /** The invoice preview's JSON (the HTTP layer's rendering, injected so a frozen invoice is exactly what it shows). */
-  render: (statement: Statement) => RenderedInvoice;
+  render: (statement: Statement, credits?: StatementCredits) => RenderedInvoice;
+  /** Prepaid credits: an invoice carries the credits its period used, as the preview does. */
+  credits: CreditLedgers;
 }
 
 export type InvoiceDocument = Record<string, unknown> & { id: string; customer: string };
@@ -54,6 +58,16 @@ export class Invoices {
     readonly clock: Clock,
     readonly options: InvoiceOptions,
   ) {}
+
+  /** The statement of a customer's period with its credits (within `tx`, when given). */
+  statement(customer: string, period: Period, now: Date, tx?: Queryable): Promise<CreditedStatement> {
+    return creditedStatement(this.options.credits, customer, period, now, tx);
+  }
+
+  /** The rendered invoice preview of a statement with its credits. */
+  render(c: CreditedStatement): RenderedInvoice {
+    return this.options.render(c.statement, c.credits);
+  }
 
   /** The periods that have invoices now: from the draft horizon to the current period. */
   async openPeriods(q: Queryable = this.db): Promise<Period[]> {
@@ -98,21 +112,20 @@ export class Invoices {
         out.push(JSON.parse(row.document as string) as InvoiceDocument);
         continue;
       }
-      const st = await buildStatement(this.db, row.customer, row.period, now);
+      const credited = await this.statement(row.customer, row.period, now);
       const mine = adjustments.filter((a) => a.invoice === row.id);
-      out.push(this.compose(st, row, null, null, mine, labels));
+      out.push(this.compose(row, null, null, mine, labels, this.render(credited)));
     }
     return out;
   }
 
   compose(
-    st: Statement,
     row: InvoiceRow,
     number: string | null,
     finalizedAt: Date | null,
     adjustments: readonly AdjustmentLine[],
     labels: ReadonlyMap<string, MeterLabel>,
-    rendered: RenderedInvoice = this.options.render(st),
+    rendered: RenderedInvoice,
   ): InvoiceDocument {
     const status = number === null ? "draft" : "final";
     return composeInvoice(

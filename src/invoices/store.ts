@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import type { Queryable } from "../db/types.js";
 import { Dec } from "../pricing/money.js";
 import type { Period } from "../pricing/segments.js";
+import type { StoredFigure } from "./rules.js";
 
 export type InvoiceStatus = "draft" | "final";
 
@@ -280,4 +281,21 @@ export async function adjustmentLines(q: Queryable, invoiceIds: readonly string[
       currency: r.currency,
     }))
     .filter((l) => !l.quantity.isZero() || !l.amount.isZero());
+}
+
+/**
+ * The final invoices of a period, per customer: their own figures as frozen (not what was carried into them), for
+ * every customer or those given.
+ */
+export async function finalFiguresOf(
+  q: Queryable,
+  periodStart: Date,
+  customers?: readonly string[],
+): Promise<Map<string, StoredFigure[]>> {
+  const { rows } = await q.query<{ customer_id: string; figures: string }>(
+    `SELECT customer_id, figures FROM invoices
+     WHERE status = 'final' AND period_start = $1 AND ($2::text[] IS NULL OR customer_id = ANY ($2::text[]))`,
+    [periodStart, customers ?? null],
+  );
+  return new Map(rows.map((r) => [r.customer_id, JSON.parse(r.figures) as StoredFigure[]]));
 }

@@ -1,6 +1,7 @@
 // The jobs Tally runs, with their schedules. Later capabilities add theirs here.
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
+import type { CreditLedgers } from "../credits/ledger.js";
 import type { Engine } from "../db/open.js";
 import type { Db } from "../db/types.js";
 import { finalizeInvoices } from "../invoices/finalize.js";
@@ -9,6 +10,7 @@ import type { LimitsService } from "../limits/service.js";
 import { deliverDue } from "../limits/webhooks.js";
 import type { Logger } from "../logger.js";
 import { refreshRollups } from "../rollups/refresh.js";
+import { createCreditItemSync } from "../stripe/credits.js";
 import { createInvoiceItemSync } from "../stripe/invoiceItems.js";
 import { createStripeSync } from "../stripe/sync.js";
 import { pruneExpired } from "./prune.js";
@@ -21,6 +23,7 @@ export interface JobDeps {
   config: Config;
   limits: LimitsService;
   invoices: Invoices;
+  credits: CreditLedgers;
   log: Logger;
   /** Aborted at shutdown: long jobs (a Stripe backlog) stop between requests instead of holding shutdown. */
   signal?: AbortSignal;
@@ -29,6 +32,7 @@ export interface JobDeps {
 export function tallyJobs(d: JobDeps): Job[] {
   const stripe = createStripeSync(d);
   const invoiceItems = createInvoiceItemSync(d);
+  const creditItems = createCreditItemSync(d);
   return [
     {
       name: "refresh-rollups",
@@ -69,9 +73,10 @@ export function tallyJobs(d: JobDeps): Job[] {
       schedule: d.config.TALLY_CRON_STRIPE,
       run: async () => {
         const meterEvents = await stripe.run();
-        // Then the adjustments of final invoices, as invoice items.
+        // Then the adjustments of final invoices, and the credits applied to closed periods, as invoice items.
         const items = meterEvents.enabled ? await invoiceItems.run() : undefined;
-        return { ...meterEvents, ...(items ? { invoice_items: items } : {}) };
+        const credits = meterEvents.enabled ? await creditItems.run() : undefined;
+        return { ...meterEvents, ...(items ? { invoice_items: items } : {}), ...(credits ? { credits } : {}) };
       },
     },
   ];

@@ -12,6 +12,10 @@ import { type PairState, statesSince } from "./states.js";
 
 export interface Entitlement {
   allowed: boolean;
+  /** Why it is not allowed: a reached hard limit, or (credit_only customers) no credits left for the meter. */
+  code: "limit_reached" | "credits_exhausted" | null;
+  /** credit_only customers: what the grants covering the meter have left. */
+  credits: Dec | null;
   quantity: Dec;
   unit: LimitUnit | null;
   amount: Dec | null;
@@ -35,6 +39,8 @@ export const pairKey = (customer: string, meter: string) => `${customer}\u0000${
 function unlimited(quantity: Dec, period: { start: Date; end: Date }, asOf: Date): Entitlement {
   return {
     allowed: true,
+    code: null,
+    credits: null,
     quantity,
     unit: null,
     amount: null,
@@ -62,6 +68,9 @@ export class Decisions {
     ttl: UNLIMITED_CACHE_MS,
   });
   #polledUntil: Date | null = null;
+  /** Counts apply() calls; per pair, the count at its last apply (a poll that began before it must not undo it). */
+  #applies = 0;
+  readonly #appliedAt = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
   #polling: Promise<void> | undefined;
 
@@ -92,21 +101,26 @@ export class Decisions {
 
   async poll(): Promise<void> {
     const since = this.#polledUntil ? new Date(this.#polledUntil.getTime() - POLL_OVERLAP_MS) : null;
+    const started = this.#applies;
     const { states, readAt } = await statesSince(this.db, since);
-    for (const s of states) this.#remember(s);
+    for (const s of states) this.#remember(s, started);
     this.#polledUntil = readAt;
   }
 
-  #remember(s: PairState): void {
+  /** A polled state, unless this process applied a newer one while the poll was reading (its rows may predate it). */
+  #remember(s: PairState, pollStarted: number): void {
     const key = pairKey(s.customer, s.meter);
     const known = this.#states.get(key);
     if (known && known.asOf > s.asOf) return;
+    if ((this.#appliedAt.get(key) ?? -1) >= pollStarted) return;
     this.#states.set(key, s);
   }
 
   /** States this process just evaluated: they replace what it knew. */
   apply(states: PairState[]): void {
+    this.#applies += 1;
     for (const s of states) {
+      this.#appliedAt.set(pairKey(s.customer, s.meter), this.#applies);
       this.#states.set(pairKey(s.customer, s.meter), s);
       this.#unlimited.delete(pairKey(s.customer, s.meter));
     }
@@ -123,6 +137,13 @@ export class Decisions {
     return out;
   }
 
+  /** credit_only customers whose credit states were evaluated before `t`. */
+  creditCustomersEvaluatedBefore(t: Date): Set<string> {
+    const out = new Set<string>();
+    for (const s of this.#states.values()) if (s.credits && s.asOf < t) out.add(s.customer);
+    return out;
+  }
+
   /**
    * The decision for (customer, meter) now: from the in-memory state when the pair is limited and evaluated in
    * this period; otherwise allowed, with the quantity read (and cached for a second).
@@ -133,24 +154,28 @@ export class Decisions {
     const now = this.clock.now();
     const period = periodOf(now);
     // A limited pair from an earlier period: the new period starts unblocked; evaluate it for the next ask.
-    if (this.state(customer, meter)?.unit) this.sources.stale(customer);
+    const s = this.state(customer, meter);
+    if (s?.unit || s?.credits) this.sources.stale(customer);
     const quantity = await this.sources.quantity(customer, meter, period);
     this.#unlimited.set(pairKey(customer, meter), { quantity, asOf: now });
     return unlimited(quantity, period, now);
   }
 
   /**
-   * The decision from memory alone, when there is one: the pair is limited and evaluated in this period, or
-   * unlimited and its quantity was read within the last second. Otherwise undefined.
+   * The decision from memory alone, when there is one: the pair is limited (or its credits watched) and evaluated
+   * in this period, or unlimited and its quantity was read within the last second. Otherwise undefined.
    */
   cachedEntitlement(customer: string, meter: string): Entitlement | undefined {
     const period = periodOf(this.clock.now());
     const s = this.state(customer, meter);
-    if (s?.unit && s.periodStart.getTime() === period.start.getTime()) {
+    if ((s?.unit || s?.credits) && s.periodStart.getTime() === period.start.getTime()) {
       const value = s.unit === "amount" ? (s.amount ?? ZERO) : s.quantity;
       const remaining = s.hard ? Dec.max(s.hard.minus(value), ZERO) : null;
+      const code = s.state === "blocked" ? "limit_reached" : s.credits === "exhausted" ? "credits_exhausted" : null;
       return {
-        allowed: s.state !== "blocked",
+        allowed: code === null,
+        code,
+        credits: s.credits ? s.creditBalance : null,
         quantity: s.quantity,
         unit: s.unit,
         amount: s.amount,
@@ -158,12 +183,12 @@ export class Decisions {
         soft: s.soft,
         hard: s.hard,
         remaining: s.state === "blocked" ? ZERO : remaining,
-        state: s.state,
+        state: code === null ? s.state : "blocked",
         period,
         asOf: s.asOf,
       };
     }
-    if (s?.unit) return undefined;
+    if (s?.unit || s?.credits) return undefined;
     const cached = this.#unlimited.get(pairKey(customer, meter));
     return cached ? unlimited(cached.quantity, period, cached.asOf) : undefined;
   }

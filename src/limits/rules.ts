@@ -69,3 +69,33 @@ export const NEAR_FRACTION = dec("0.9");
 export function isNear(estimate: Dec, limit: Limit): boolean {
   return [limit.soft, limit.hard].some((t) => t !== null && estimate.gte(t.times(NEAR_FRACTION)));
 }
+
+/** Half of what a credit_only pair's credits had left: ingest estimated to spend that much evaluates at once. */
+const CREDIT_NEAR_FRACTION = 0.5;
+
+/**
+ * Whether what was ingested since a credit_only pair's state (`added`: the growth of its quantity) may spend half of
+ * the credits it had left, at the period's average price so far; with no price known yet, any usage may. Only an
+ * estimate to evaluate sooner: evaluation is exact, and runs within a second of any ingest anyway.
+ */
+export function mayRunOut(s: { quantity: Dec; amount: Dec | null; creditBalance: Dec | null }, added: number): boolean {
+  if (added <= 0) return false;
+  const q = s.quantity.toNumber();
+  const amount = s.amount?.toNumber() ?? 0;
+  if (q <= 0 || amount <= 0) return true;
+  return (amount / q) * added >= CREDIT_NEAR_FRACTION * (s.creditBalance?.toNumber() ?? 0);
+}
+
+/** An estimate of where ingest took a limited pair's value (only to decide whether to evaluate; evaluation is exact). */
+export function mayBeNear(
+  s: { soft: Dec | null; hard: Dec | null; unit: LimitUnit | null; quantity: Dec; amount: Dec | null },
+  delta: { sum: number; count: number; max: number },
+): boolean {
+  const limit = { soft: s.soft, hard: s.hard, unit: s.unit as LimitUnit };
+  const q = s.quantity.toNumber();
+  const grown = Math.max(q + delta.sum, q + delta.count, delta.max);
+  if (s.unit === "quantity") return isNear(dec(grown), limit) || isNear(s.quantity, limit);
+  const amount = s.amount?.toNumber() ?? 0;
+  const estimate = q > 0 ? (amount * grown) / q : grown > 0 ? Number.MAX_SAFE_INTEGER : amount;
+  return isNear(dec(Number.isFinite(estimate) ? estimate : Number.MAX_SAFE_INTEGER), limit);
+}

@@ -6,16 +6,20 @@ import { LRUCache } from "lru-cache";
 import { buildStatement } from "../billing/statement.js";
 import { getMeter } from "../catalog/meters.js";
 import type { Clock } from "../clock.js";
-import type { Db } from "../db/types.js";
+import { creditView, pricedMetersAt, recordCrossings } from "../credits/evaluation.js";
+import { creditSettings } from "../credits/grants.js";
+import type { CreditLedgers } from "../credits/ledger.js";
+import { type Db, lockId } from "../db/types.js";
 import type { CommittedBatch, PairDelta } from "../ingest/service.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { type Dec, dec, ZERO } from "../pricing/money.js";
-import { periodOf } from "../rollups/buckets.js";
+import { alignDown, periodOf } from "../rollups/buckets.js";
 import { quantityOf, rangeTotals } from "../rollups/totals.js";
 import { Decisions, type Entitlement, pairKey } from "./decisions.js";
+import { limitReachedEvent } from "./events.js";
 import { evaluateForecastAlerts } from "./forecastAlerts.js";
-import { evaluate, isNear, type LimitState, type LimitUnit } from "./rules.js";
+import { evaluate, type LimitState, type LimitUnit, mayBeNear, mayRunOut } from "./rules.js";
 import {
   customersWithEventsSince,
   limitedMetersOf,
@@ -39,6 +43,8 @@ export interface EvaluationSummary {
 }
 
 const UNLIMITED_CACHE_MAX = 50_000;
+/** Customers whose credits are watched: evaluated after ingest at most this often per process, and always within it. */
+const CREDIT_EVALUATION_MS = 1_000;
 /** Batches remembered per pair since its last evaluation (older ones are merged, never dropped). */
 const LOCAL_DELTAS_MAX = 32;
 
@@ -65,12 +71,17 @@ export class LimitsService {
   readonly #evaluations;
   readonly #alerts;
   #onAlert: () => void = () => {};
+  /** Customers whose credits are watched, as this process last evaluated them. */
+  readonly #creditWatched = new Set<string>();
+  readonly #creditEvaluatedAt = new LRUCache<string, number>({ max: UNLIMITED_CACHE_MAX });
+  readonly #creditTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(
     private readonly db: Db,
     private readonly clock: Clock,
     private readonly log: Logger,
     metrics: Metrics,
+    private readonly credits: CreditLedgers,
   ) {
     this.#evaluations = metrics.counter("tally_limit_evaluations_total", "Customer limit evaluations by trigger", [
       "trigger",
@@ -93,6 +104,8 @@ export class LimitsService {
   }
 
   async stop(): Promise<void> {
+    for (const timer of this.#creditTimers.values()) clearTimeout(timer);
+    this.#creditTimers.clear();
     await this.decisions.stop();
     await this.idle();
   }
@@ -132,14 +145,35 @@ export class LimitsService {
       let due = false;
       for (const [meter, delta] of meters) {
         const s = this.state(customer, meter);
-        if (!s?.unit || s.state === "blocked") continue;
+        if (!s || ((!s.unit || s.state === "blocked") && s.credits !== "ok")) continue;
         const since = this.#sinceState(pairKey(customer, meter), s.asOf, now, delta);
+        const q = s.quantity.toNumber();
         // An evaluation in flight may have read the totals before this batch committed: evaluate once more.
         if (this.#running.has(customer) || s.periodStart.getTime() !== period.start.getTime()) due = true;
-        else if (this.#mayBeNear(s, since)) due = true;
+        else if (s.unit && s.state !== "blocked" && mayBeNear(s, since)) due = true;
+        else if (s.credits === "ok" && mayRunOut(s, Math.max(since.sum, since.count, since.max - q))) due = true;
       }
       if (due) this.schedule(customer, "ingest");
+      else if (this.#creditWatched.has(customer) || [...meters.keys()].some((m) => this.state(customer, m)?.credits)) {
+        this.#creditsSoon(customer);
+      }
     }
+  }
+
+  /** Evaluates now if the last evaluation is a second old, else once a second after it (one timer per customer). */
+  #creditsSoon(customer: string): void {
+    const wait = (this.#creditEvaluatedAt.get(customer) ?? 0) + CREDIT_EVALUATION_MS - Date.now();
+    if (wait <= 0) {
+      this.schedule(customer, "credits");
+      return;
+    }
+    if (this.#creditTimers.has(customer)) return;
+    const timer = setTimeout(() => {
+      this.#creditTimers.delete(customer);
+      this.schedule(customer, "credits");
+    }, wait);
+    timer.unref();
+    this.#creditTimers.set(customer, timer);
   }
 
   /**
@@ -159,17 +193,6 @@ export class LimitsService {
       (acc, d) => ({ count: acc.count + d.count, sum: acc.sum + d.sum, max: Math.max(acc.max, d.max) }),
       { count: 0, sum: 0, max: Number.NEGATIVE_INFINITY },
     );
-  }
-
-  /** An estimate of where ingest took the value (only to decide whether to evaluate; evaluation is exact). */
-  #mayBeNear(s: PairState, delta: PairDelta): boolean {
-    const limit = { soft: s.soft, hard: s.hard, unit: s.unit as LimitUnit };
-    const q = s.quantity.toNumber();
-    const grown = Math.max(q + delta.sum, q + delta.count, delta.max);
-    if (s.unit === "quantity") return isNear(dec(grown), limit) || isNear(s.quantity, limit);
-    const amount = s.amount?.toNumber() ?? 0;
-    const estimate = q > 0 ? (amount * grown) / q : grown > 0 ? Number.MAX_SAFE_INTEGER : amount;
-    return isNear(dec(Number.isFinite(estimate) ? estimate : Number.MAX_SAFE_INTEGER), limit);
   }
 
   /** Evaluates a customer soon, once even if asked many times while an evaluation runs. */
@@ -193,26 +216,49 @@ export class LimitsService {
     this.#running.set(customer, run);
   }
 
-  /** Evaluates every limited meter of one customer for the current period. */
-  async evaluateCustomer(customer: string, trigger = "manual"): Promise<EvaluationSummary> {
+  /**
+   * Evaluates every limited meter of one customer for the current period, and its credits when they are watched.
+   * Evaluations of one customer run one at a time across processes (a lock per customer), each reading after the
+   * previous one committed, so its states and crossings never go back in time.
+   */
+  evaluateCustomer(customer: string, trigger = "manual"): Promise<EvaluationSummary> {
     this.#evaluations.inc({ trigger });
-    const now = this.clock.now();
-    const period = periodOf(now);
-    const limits = await effectiveLimits(this.db, customer, now);
-    const known = await limitedMetersOf(this.db, customer);
-    const summary: EvaluationSummary = { customers: 1, limits: limits.size, alerts: 0, blocked: 0, webhooks_queued: 0 };
-    if (limits.size === 0 && known.length === 0) return summary;
-    const statement = limits.size > 0 ? await buildStatement(this.db, customer, period, now) : undefined;
-    const byMeter = new Map(statement?.meters.map((m) => [m.meter, m]) ?? []);
-    const meters = new Set([...limits.keys(), ...known]);
+    this.#creditEvaluatedAt.set(customer, Date.now());
+    return this.#evaluate(customer);
+  }
+
+  /** One transaction (one connection): the customer's lock first, then every read and write. */
+  async #evaluate(customer: string): Promise<EvaluationSummary> {
     const changed: PairState[] = [];
     let alerted = false;
-    await this.db.transaction(async (tx) => {
+    const summary = await this.db.transaction(async (tx) => {
+      await tx.query("SELECT pg_advisory_xact_lock($1::bigint)", [lockId(`evaluate:${customer}`)]);
+      const now = this.clock.now();
+      const period = periodOf(now);
+      const limits = await effectiveLimits(tx, customer, now);
+      const known = await limitedMetersOf(tx, customer);
+      const settings = await creditSettings(tx, customer);
+      const watched = settings && (settings.mode === "credit_only" || settings.alertBelow !== null) ? settings : null;
+      const summary = { customers: 1, limits: limits.size, alerts: 0, blocked: 0, webhooks_queued: 0 };
+      if (limits.size === 0 && known.length === 0 && !watched) return summary;
+      if (watched) this.#creditWatched.add(customer);
+      else this.#creditWatched.delete(customer);
+      const ledger = await this.credits.ledgerIn(tx, customer, now);
+      const statement = await buildStatement(tx, customer, period, now);
+      const credit = watched ? creditView(watched, ledger, await pricedMetersAt(tx, customer, now)) : undefined;
+      const byMeter = new Map(statement.meters.map((m) => [m.meter, m]));
+      const meters = new Set([...limits.keys(), ...known, ...(credit?.meters.keys() ?? [])]);
+      if (credit) {
+        const crossed = await recordCrossings(tx, customer, credit, now);
+        summary.alerts += crossed.alerts;
+        summary.webhooks_queued += crossed.webhooks;
+        if (crossed.webhooks > 0) alerted = true;
+      }
       for (const meter of meters) {
         const limit = limits.get(meter);
         const m = byMeter.get(meter);
         const quantity = m?.quantity ?? ZERO;
-        const amount = statement?.currency ? (m?.amount ?? ZERO) : null;
+        const amount = statement.currency ? (m?.amount ?? ZERO) : null;
         const stored = await lockState(tx, customer, meter);
         const prev = stored && stored.periodStart.getTime() === period.start.getTime() ? stored : undefined;
         if (prev && prev.asOf > now) continue; // a newer evaluation already ran
@@ -233,27 +279,23 @@ export class LimitsService {
           summary.alerts += 1;
           this.#alerts.inc({ level: r.level });
           const eventId = alertEventId(alert.id);
-          const body = JSON.stringify({
-            id: eventId,
-            type: r.level === "hard" ? "limit.hard_reached" : "limit.soft_reached",
-            created_at: now.toISOString(),
-            data: {
-              customer,
-              meter,
-              level: r.level,
-              threshold: r.threshold.toFixed(),
-              unit: limit?.unit,
-              value: value.toFixed(),
-              currency: limit?.unit === "amount" ? statement?.currency : undefined,
-              period: { start: period.start.toISOString(), end: period.end.toISOString() },
-              state: result.state,
-              triggered_at: alert.triggeredAt.toISOString(),
-            },
+          const body = limitReachedEvent(eventId, now, {
+            customer,
+            meter,
+            level: r.level,
+            threshold: r.threshold,
+            unit: limit?.unit,
+            value,
+            currency: limit?.unit === "amount" ? statement.currency : null,
+            period,
+            state: result.state,
+            triggeredAt: alert.triggeredAt,
           });
           summary.webhooks_queued += await enqueueEvent(tx, eventId, body, now);
           alerted = true;
         }
-        if (result.state === "blocked") summary.blocked += 1;
+        const covering = credit?.meters.get(meter);
+        if (result.state === "blocked" || covering?.lte(0)) summary.blocked += 1;
         const next: PairState = {
           customer,
           meter,
@@ -263,14 +305,17 @@ export class LimitsService {
           hard: limit?.hard ?? null,
           quantity,
           amount,
-          currency: statement?.currency ?? null,
+          currency: statement.currency ?? null,
           state: result.state,
           blockedAtHard: result.blockedAtHard,
+          credits: covering === undefined ? null : covering.lte(0) ? "exhausted" : "ok",
+          creditBalance: covering ?? null,
           asOf: now,
         };
         await saveState(tx, next);
         changed.push(next);
       }
+      return summary;
     });
     this.decisions.apply(changed);
     if (alerted) this.#onAlert();
@@ -303,13 +348,6 @@ export class LimitsService {
     return out;
   }
 
-  /**
-   * The evaluate-limits job. Every FULL_PASS_MS (and on a process's first run) it evaluates every customer with a
-   * limit in effect (or a state left by a removed one); in between only those with events received since the
-   * previous run began (found through event_keys' received_at index), those whose state is from an earlier
-   * period, and those never evaluated — the others' figures cannot have moved. Changes of limits and
-   * subscriptions evaluate their customers at once, and ingest near a threshold does too.
-   */
   /** Forecast alerts of a customer's limits that ask for them (evaluated by the job, not after every ingest). */
   async #forecastAlerts(customer: string, now: Date): Promise<{ alerts: number; webhooks: number }> {
     const limits = [...(await effectiveLimits(this.db, customer, now)).values()];
@@ -319,6 +357,13 @@ export class LimitsService {
     return result;
   }
 
+  /**
+   * The evaluate-limits job. Every FULL_PASS_MS (and on a process's first run) it evaluates every customer with a
+   * limit in effect (or a state left by a removed one); in between only those with events received since the
+   * previous run began (found through event_keys' received_at index), those whose state is from an earlier
+   * period, and those never evaluated — the others' figures cannot have moved. Changes of limits and
+   * subscriptions evaluate their customers at once, and ingest near a threshold does too.
+   */
   async evaluateAll(): Promise<EvaluationSummary & { pass: "full" | "incremental"; skipped: number }> {
     const now = this.clock.now();
     const full = this.#lastFullPass === undefined || now.getTime() - this.#lastFullPass >= FULL_PASS_MS;
@@ -328,7 +373,9 @@ export class LimitsService {
       const since = new Date(this.#lastRunStart - RECEIVED_OVERLAP_MS);
       const active = await customersWithEventsSince(this.db, since);
       const current = this.decisions.customersEvaluatedIn(periodOf(now).start);
-      due = limited.filter((c) => active.has(c) || !current.has(c));
+      // Grants start and end covering on the hour: credit_only customers are evaluated again in every new hour.
+      const hourly = this.decisions.creditCustomersEvaluatedBefore(alignDown(now, "hour"));
+      due = limited.filter((c) => active.has(c) || !current.has(c) || hourly.has(c));
     }
     this.#lastRunStart = now.getTime();
     if (full) this.#lastFullPass = now.getTime();

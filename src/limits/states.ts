@@ -16,6 +16,10 @@ export interface PairState {
   currency: string | null;
   state: LimitState;
   blockedAtHard: Dec | null;
+  /** credit_only customers: "exhausted" blocks the meter (429 credits_exhausted); null for everyone else. */
+  credits: "ok" | "exhausted" | null;
+  /** credit_only customers: what the grants covering the meter have left (in `currency`). */
+  creditBalance: Dec | null;
   asOf: Date;
 }
 
@@ -31,11 +35,14 @@ interface StateRow {
   currency: string | null;
   state: LimitState;
   blocked_at_hard: string | null;
+  credits: "ok" | "exhausted" | null;
+  credit_balance: string | null;
   as_of: Date;
 }
 
 const STATE_COLUMNS = `customer_id, meter, period_start, unit, soft::text AS soft, hard::text AS hard,
-  quantity::text AS quantity, amount::text AS amount, currency, state, blocked_at_hard::text AS blocked_at_hard, as_of`;
+  quantity::text AS quantity, amount::text AS amount, currency, state, blocked_at_hard::text AS blocked_at_hard,
+  credits, credit_balance::text AS credit_balance, as_of`;
 
 const decOrNull = (v: string | null) => (v === null ? null : dec(v));
 
@@ -52,6 +59,8 @@ function fromRow(r: StateRow): PairState {
     currency: r.currency,
     state: r.state,
     blockedAtHard: decOrNull(r.blocked_at_hard),
+    credits: r.credits,
+    creditBalance: decOrNull(r.credit_balance),
     asOf: r.as_of,
   };
 }
@@ -68,10 +77,10 @@ export async function statesSince(db: Queryable, since: Date | null): Promise<{ 
   return { states: [], readAt: (now.rows[0] as { now: Date }).now };
 }
 
-/** The meters of a customer that have a limited state (a limit may have been removed since). */
+/** The meters of a customer that have a limited or credit state (a limit may have been removed since). */
 export async function limitedMetersOf(db: Queryable, customer: string): Promise<string[]> {
   const { rows } = await db.query<{ meter: string }>(
-    "SELECT meter FROM limit_states WHERE customer_id = $1 AND unit IS NOT NULL",
+    "SELECT meter FROM limit_states WHERE customer_id = $1 AND (unit IS NOT NULL OR credits IS NOT NULL)",
     [customer],
   );
   return rows.map((r) => r.meter);
@@ -89,13 +98,13 @@ export async function lockState(tx: Queryable, customer: string, meter: string):
 export async function saveState(tx: Queryable, s: PairState): Promise<void> {
   await tx.query(
     `INSERT INTO limit_states (customer_id, meter, period_start, unit, soft, hard, quantity, amount, currency, state,
-                               blocked_at_hard, as_of, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, clock_timestamp())
+                               blocked_at_hard, as_of, credits, credit_balance, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, clock_timestamp())
      ON CONFLICT (customer_id, meter) DO UPDATE SET
        period_start = EXCLUDED.period_start, unit = EXCLUDED.unit, soft = EXCLUDED.soft, hard = EXCLUDED.hard,
        quantity = EXCLUDED.quantity, amount = EXCLUDED.amount, currency = EXCLUDED.currency,
        state = EXCLUDED.state, blocked_at_hard = EXCLUDED.blocked_at_hard, as_of = EXCLUDED.as_of,
-       updated_at = clock_timestamp()`,
+       credits = EXCLUDED.credits, credit_balance = EXCLUDED.credit_balance, updated_at = clock_timestamp()`,
     [
       s.customer,
       s.meter,
@@ -109,6 +118,8 @@ export async function saveState(tx: Queryable, s: PairState): Promise<void> {
       s.state,
       s.blockedAtHard?.toFixed() ?? null,
       s.asOf,
+      s.credits,
+      s.creditBalance?.toFixed() ?? null,
     ],
   );
 }
@@ -142,7 +153,8 @@ export async function recordAlert(
 
 export interface AlertRecord {
   customer: string;
-  meter: string;
+  /** null: a credit alert (about the customer's balance, not one meter). */
+  meter: string | null;
   level: string;
   threshold: string;
   unit: string;
@@ -151,14 +163,17 @@ export interface AlertRecord {
   triggeredAt: Date;
 }
 
-/** The newest alerts (at most 1,000), of one customer and/or one period when given. */
+/**
+ * The newest alerts (at most 1,000), of one customer and/or one period when given: limit alerts, and credit
+ * alerts (credits_low, credits_exhausted: their value is the balance, their period the month they happened in).
+ */
 export async function listAlerts(
   db: Queryable,
   filter: { customer: string | null; periodStart: Date | null },
 ): Promise<AlertRecord[]> {
   const { rows } = await db.query<{
     customer_id: string;
-    meter: string;
+    meter: string | null;
     level: string;
     threshold: string;
     unit: string;
@@ -166,8 +181,15 @@ export async function listAlerts(
     period_start: Date;
     triggered_at: Date;
   }>(
-    `SELECT customer_id, meter, level, threshold::text, unit, value::text, period_start, triggered_at FROM alerts
-     WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::timestamptz IS NULL OR period_start = $2)
+    `SELECT customer_id, meter, level, threshold, unit, value, period_start, triggered_at FROM (
+       SELECT customer_id, meter, level, threshold::text, unit, value::text, period_start, triggered_at, id FROM alerts
+       WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::timestamptz IS NULL OR period_start = $2)
+       UNION ALL
+       SELECT customer_id, NULL, level, threshold::text, 'amount', balance::text,
+              date_trunc('month', triggered_at, 'UTC'), triggered_at, id FROM credit_alerts
+       WHERE ($1::text IS NULL OR customer_id = $1)
+         AND ($2::timestamptz IS NULL OR date_trunc('month', triggered_at, 'UTC') = $2)
+     ) AS a
      ORDER BY triggered_at DESC, id DESC LIMIT 1000`,
     [filter.customer, filter.periodStart],
   );

@@ -100,7 +100,10 @@ export async function effectiveLimits(db: Queryable, customer: string, at: Date)
   return out;
 }
 
-/** Every customer with a limit in effect at `at` (own or through the plan it is on). */
+/**
+ * Every customer with a limit in effect at `at` (own or through the plan it is on), or whose credits are watched
+ * (credit_only, or an alert threshold), or with a state left by either.
+ */
 export async function limitedCustomers(db: Queryable, at: Date): Promise<string[]> {
   const { rows } = await db.query<{ customer_id: string }>(
     `SELECT customer_id FROM customer_limits
@@ -108,7 +111,9 @@ export async function limitedCustomers(db: Queryable, at: Date): Promise<string[
      SELECT s.customer_id FROM subscriptions s JOIN plan_limits l ON l.plan_key = s.plan_key
      WHERE s.start_at <= $1 AND (s.end_at IS NULL OR s.end_at > $1)
      UNION
-     SELECT customer_id FROM limit_states WHERE unit IS NOT NULL
+     SELECT customer_id FROM limit_states WHERE unit IS NOT NULL OR credits IS NOT NULL
+     UNION
+     SELECT id FROM customers WHERE credit_mode = 'credit_only' OR credit_alert_below IS NOT NULL
      ORDER BY 1`,
     [at],
   );

@@ -110,7 +110,7 @@ export class EntitlementClient {
     }
     if (res.status === 200) return { allowed: true, expires, headers };
     if (res.status === 429) {
-      let parsed: { allowed?: unknown; resets_at?: string } | undefined;
+      let parsed: { allowed?: unknown; resets_at?: string; code?: string } | undefined;
       try {
         parsed = JSON.parse(body) as typeof parsed;
       } catch {
@@ -121,7 +121,8 @@ export class EntitlementClient {
       if (parsed?.allowed !== false) {
         throw new TallyUnavailableError(`Tally refused the lookup (${res.status}): ${body.slice(0, 200)}`);
       }
-      let resetsAt = Date.parse(parsed.resets_at ?? "");
+      // Out of credits: no period end unblocks it (a new grant does), so Tally's Retry-After says when to ask again.
+      let resetsAt = parsed.code === "credits_exhausted" ? Number.NaN : Date.parse(parsed.resets_at ?? "");
       if (Number.isNaN(resetsAt)) resetsAt = Date.now() + Number(res.headers.get("retry-after") ?? 1) * 1000;
       return { allowed: false, expires, resetsAt, body, headers };
     }

@@ -10,10 +10,11 @@ import { type Subscription, subscriptionsOfPlanCustomers } from "../billing/subs
 import { listMeters } from "../catalog/meters.js";
 import type { Db } from "../db/types.js";
 import { notFound, unprocessable } from "../errors.js";
+import { finalFiguresOf } from "../invoices/store.js";
 import type { GroupQuantity } from "../pricing/invoice.js";
 import type { PriceVersion } from "../pricing/models.js";
-import { type Dec, sum } from "../pricing/money.js";
-import type { Period, PlanPrices } from "../pricing/segments.js";
+import { Dec, sum } from "../pricing/money.js";
+import { type Period, type PlanPrices, planPeriod } from "../pricing/segments.js";
 import { rangeTotals, type Totals } from "../rollups/totals.js";
 
 export interface SimulationRequest {
@@ -26,7 +27,9 @@ export interface SimulationRequest {
 
 export interface SimulatedCustomer {
   customer: string;
+  /** What the customer's invoice of the period comes to before credits: its final invoice, once it has one. */
   current: Dec;
+  currentFrom: "final_invoice" | "usage";
   simulated: Dec;
 }
 
@@ -79,7 +82,11 @@ export async function simulate(db: Db, req: SimulationRequest, now: Date): Promi
   // Which customers need which intervals: usually every customer just the period, read once for all of them.
   const needs = new Map<string, { interval: Period; customers: Set<string> }>();
   // Most customers share their subscriptions' shape (same plan since before the period): plan each shape once.
-  const shapes = new Map<string, { intervals: Period[]; grouped: GroupedRead[] }>();
+  type Planned = ReturnType<typeof planPeriod>;
+  const shapes = new Map<
+    string,
+    { intervals: Period[]; grouped: GroupedRead[]; current: Planned; simulated: Planned }
+  >();
   const shapeOf = (subs: Subscription[]) => {
     const shape = subs.map((s) => `${s.plan}@${s.start.getTime()}-${s.end?.getTime() ?? ""}`).join(",");
     let found = shapes.get(shape);
@@ -90,7 +97,12 @@ export async function simulate(db: Db, req: SimulationRequest, now: Date): Promi
         for (const interval of statementIntervals(req.period, subs, p)) all.set(intervalKey(interval), interval);
         for (const r of groupedReads(req.period, subs, p)) grouped.set(groupedReadKey(r), r);
       }
-      found = { intervals: [...all.values()], grouped: [...grouped.values()] };
+      found = {
+        intervals: [...all.values()],
+        grouped: [...grouped.values()],
+        current: planPeriod(req.period, subs, plans),
+        simulated: planPeriod(req.period, subs, simulatedPlans),
+      };
       shapes.set(shape, found);
     }
     return found;
@@ -131,6 +143,8 @@ export async function simulate(db: Db, req: SimulationRequest, now: Date): Promi
     totals.set(k, byCustomer);
   }
 
+  // A finalized period's current total is its final invoice as frozen (late usage is carried to a later draft).
+  const finals = await finalFiguresOf(db, req.period.start, req.customers);
   const out: SimulatedCustomer[] = [];
   for (const [customer, subs] of [...subscriptions].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     const inputs = {
@@ -142,10 +156,17 @@ export async function simulate(db: Db, req: SimulationRequest, now: Date): Promi
       groups: (interval: Period, meter: string, groupBy: readonly string[]) =>
         groups.get(groupedReadKey({ interval, meter, groupBy: [...groupBy] }))?.get(customer) ?? [],
     };
+    const shape = shapeOf(subs);
+    const price = (p: ReadonlyMap<string, PlanPrices>, planned: Planned) =>
+      priceStatement({ ...inputs, plans: p, planned }, now, { totalOnly: true }).invoice.total;
+    const final = finals.get(customer);
     out.push({
       customer,
-      current: priceStatement({ ...inputs, plans }, now, { descriptions: false }).invoice.total,
-      simulated: priceStatement({ ...inputs, plans: simulatedPlans }, now, { descriptions: false }).invoice.total,
+      current: final
+        ? sum(final.filter((f) => f.meter !== null).map((f) => new Dec(f.amount)))
+        : price(plans, shape.current),
+      currentFrom: final ? "final_invoice" : "usage",
+      simulated: price(simulatedPlans, shape.simulated),
     });
   }
   return {

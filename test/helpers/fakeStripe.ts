@@ -4,7 +4,7 @@
 // session and stream, POST /v1/invoiceitems with Stripe's idempotency (a key replays the first answer; reused with
 // other parameters → 400 idempotency_error), and injectable faults (429, 500,
 // hang, accept-then-500; for invoice items also "drop": done (or replayed), then the connection is cut before the
-// answer). Records what it accepted.
+// answer, and "accept-then-500": done, then a 500). Records what it accepted.
 import { once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -48,7 +48,7 @@ export interface FakeInvoiceItem {
   idempotencyKey: string | null;
 }
 
-export type InvoiceItemFault = "429" | "500" | "drop";
+export type InvoiceItemFault = "429" | "500" | "drop" | "accept-then-500";
 
 export interface FakeStripeOptions {
   apiKey?: string;
@@ -523,6 +523,9 @@ export class FakeStripe {
     };
     if (key !== undefined) this.#idempotency.set(key, { params, status: 200, body });
     if (fault === "drop") return drop();
+    if (fault === "accept-then-500") {
+      return this.#error(res, 500, { type: "api_error", message: "An unknown error occurred." }, path, [], at);
+    }
     return this.#json(res, 200, body, path, [], at);
   }
 

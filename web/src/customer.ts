@@ -8,6 +8,7 @@ import { stateBadge } from "./states.js";
 import type { Credits, CustomerInfo, Forecast, Invoice, Overview, Summary, SummaryMeter, ViewMeter } from "./types.js";
 
 export async function customerView(api: Api, root: HTMLElement, id: string): Promise<void> {
+  const view = root.dataset.view;
   const q = encodeURIComponent(id);
   // Everything at once; the meters render as soon as their two answers are in (the meaningful paint).
   const infoP = api.get<CustomerInfo>(`/v1/dashboard/customers/${q}`);
@@ -20,6 +21,7 @@ export async function customerView(api: Api, root: HTMLElement, id: string): Pro
   for (const p of [stateP, forecastP, creditsP, draftP, finalP]) p.catch(() => {}); // shown where each renders
 
   const [info, summary] = await Promise.all([infoP, summaryP]);
+  if (root.dataset.view !== view) return; // another view took the page meanwhile
   const currency = summary.currency;
   const head = h(
     "div",
@@ -129,7 +131,8 @@ export async function customerView(api: Api, root: HTMLElement, id: string): Pro
       (e: Error) => fill(finalPanel, message(`Invoices unavailable: ${e.message}`, "alert")),
     ),
   ]);
-  root.dataset.complete = "true";
+  // Only if no other view has replaced this one meanwhile.
+  if (root.dataset.view === view) root.dataset.complete = "true";
 }
 
 function limitBar(m: SummaryMeter, unitLabel: string, currency: string | null): HTMLElement | null {
@@ -289,7 +292,7 @@ function invoiceBlock(inv: Invoice): HTMLElement {
         "tbody",
         {},
         foot("Subtotal", inv.subtotal),
-        foot("Credits", inv.credits),
+        foot("Credits", inv.credits, inv.status === "draft" ? "draft-credits" : undefined),
         foot("Adjustments", inv.adjustments),
         foot("Total", money(inv.total, inv.currency), inv.status === "draft" ? "draft-total" : undefined),
       ),

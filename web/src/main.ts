@@ -106,8 +106,12 @@ function nav(api: Api, bound: string | null): void {
 }
 
 let boundCustomer: string | null | undefined;
+let views = 0;
 
 async function route(): Promise<void> {
+  // A new view: the markers the previous one set (ready, complete, error) no longer hold.
+  for (const k of ["ready", "complete", "error"]) delete main.dataset[k];
+  main.dataset.view = String(++views);
   const key = sessionStorage.getItem(KEY);
   if (!key) return signIn();
   const api = createApi(key, () => {

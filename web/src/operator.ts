@@ -16,6 +16,7 @@ const percent = (ratio: string | null) => {
 };
 
 export async function operatorView(api: Api, root: HTMLElement): Promise<void> {
+  const view = root.dataset.view;
   const overviewP = api.get<Overview>("/v1/dashboard/customers");
   const metersP = api.get<{ data: ViewMeter[] }>("/v1/meters");
   const plansP = api.get<{ data: Plan[] }>("/v1/plans");
@@ -24,6 +25,7 @@ export async function operatorView(api: Api, root: HTMLElement): Promise<void> {
   for (const p of [metersP, plansP, reconP, alertsP]) p.catch(() => {});
 
   const o = await overviewP;
+  if (root.dataset.view !== view) return; // another view took the page meanwhile
   let ranking: Ranking = "spend";
   let shown = PAGE;
   let filter = "";
@@ -167,7 +169,8 @@ export async function operatorView(api: Api, root: HTMLElement): Promise<void> {
       needsAdmin(alertsPanel),
     ),
   ]);
-  root.dataset.complete = "true";
+  // Only if no other view has replaced this one meanwhile.
+  if (root.dataset.view === view) root.dataset.complete = "true";
 }
 
 function metersTable(meters: ViewMeter[]): HTMLElement {

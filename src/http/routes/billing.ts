@@ -10,10 +10,11 @@ import {
   upsertPlan,
 } from "../../billing/plans.js";
 import * as s from "../../billing/schemas.js";
-import { buildStatement, type Statement } from "../../billing/statement.js";
+import type { Statement } from "../../billing/statement.js";
 import { setSubscription } from "../../billing/subscriptions.js";
 import { getCustomer } from "../../catalog/customers.js";
 import { customerId } from "../../catalog/schemas.js";
+import { creditedStatement, type StatementCredits } from "../../credits/invoice.js";
 import { notFound, unprocessable } from "../../errors.js";
 import type { PriceOverride, Tier } from "../../pricing/models.js";
 import { Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
@@ -85,7 +86,22 @@ function money(statement: Statement) {
 
 type LimitView = Map<string, { soft: Dec | null; hard: Dec | null; unit: string; state: string }>;
 
-export function summaryJson(st: Statement, limits: LimitView = new Map()) {
+/** subtotal, credits and total of a customer with grants (without grants, `total` alone, as before credits). */
+function creditTotals(st: Statement, c: StatementCredits | undefined) {
+  const fmt = money(st);
+  if (!c) return { total: fmt(st.invoice.total) };
+  return { subtotal: fmt(c.subtotal), credits: fmt(c.credits), total: fmt(c.total) };
+}
+
+const creditLineJson = (st: Statement) => (l: StatementCredits["lines"][number]) => ({
+  meter: null,
+  kind: "credit" as const,
+  description: l.description,
+  amount: money(st)(l.amount),
+  grant: l.grant,
+});
+
+export function summaryJson(st: Statement, limits: LimitView = new Map(), credits?: StatementCredits) {
   const fmt = money(st);
   const meters = [...st.meters];
   for (const meter of limits.keys()) {
@@ -122,7 +138,8 @@ export function summaryJson(st: Statement, limits: LimitView = new Map()) {
         : {}),
       ...limitJson(limits.get(m.meter)),
     })),
-    total: fmt(st.invoice.total),
+    ...(credits ? { credit_lines: credits.lines.map(creditLineJson(st)) } : {}),
+    ...creditTotals(st, credits),
     as_of: isoTime(st.asOf),
   };
 }
@@ -133,25 +150,26 @@ function limitJson(l: { soft: Dec | null; hard: Dec | null; unit: string; state:
   return { limit: { soft: fmt(l.soft), hard: fmt(l.hard), unit: l.unit, state: l.state } };
 }
 
-export function invoiceJson(st: Statement) {
+export function invoiceJson(st: Statement, credits?: StatementCredits) {
   const fmt = money(st);
+  const lines = st.invoice.lines.map((l) => ({
+    meter: l.meter,
+    kind: l.kind,
+    plan: l.plan,
+    description: l.description,
+    quantity: formatDecimal(l.quantity),
+    amount: fmt(l.amount),
+    segment: { start: isoTime(l.segment.start), end: isoTime(l.segment.end) },
+    ...(l.tier !== undefined ? { tier: l.tier } : {}),
+    ...(l.unitPrice !== undefined ? { unit_price: formatDecimal(l.unitPrice) } : {}),
+    ...(l.dimensions ? { dimensions: l.dimensions } : {}),
+  }));
   return {
     customer: st.customer,
     period: { start: isoTime(st.period.start), end: isoTime(st.period.end) },
     currency: st.currency,
-    lines: st.invoice.lines.map((l) => ({
-      meter: l.meter,
-      kind: l.kind,
-      plan: l.plan,
-      description: l.description,
-      quantity: formatDecimal(l.quantity),
-      amount: fmt(l.amount),
-      segment: { start: isoTime(l.segment.start), end: isoTime(l.segment.end) },
-      ...(l.tier !== undefined ? { tier: l.tier } : {}),
-      ...(l.unitPrice !== undefined ? { unit_price: formatDecimal(l.unitPrice) } : {}),
-      ...(l.dimensions ? { dimensions: l.dimensions } : {}),
-    })),
-    total: fmt(st.invoice.total),
+    lines: credits ? [...lines, ...credits.lines.map(creditLineJson(st))] : lines,
+    ...creditTotals(st, credits),
     as_of: isoTime(st.asOf),
   };
 }
@@ -284,12 +302,16 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
       handle: async ({ params, query, auth }) => {
         assertCustomerVisible(auth, params.id);
         if (!(await getCustomer(ctx.db, params.id))) throw notFound(`no customer ${params.id}`);
+        const now = ctx.clock.now();
         const period = periodParam(ctx, query.period);
         // A finalized period answers its final invoice, as frozen; drafts (with adjustments) are at /v1/invoices.
         const invoice = kind === "invoice" ? await ctx.invoices.finalOf(params.id, period) : undefined;
         if (invoice) return { status: 200, body: invoice };
-        const statement = await buildStatement(ctx.db, params.id, period, ctx.clock.now());
-        if (kind === "invoice") return { status: 200, body: invoiceJson(statement) };
+        const { statement, credits } = await creditedStatement(ctx.credits, params.id, period, now);
+        if (credits && !credits.consistent) {
+          ctx.log.error({ customer: params.id, period: query.period }, "credit ledger and statement disagree");
+        }
+        if (kind === "invoice") return { status: 200, body: invoiceJson(statement, credits) };
         const values = new Map(
           statement.meters.map((m) => [
             m.meter,
@@ -297,7 +319,7 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
           ]),
         );
         const limits = await ctx.limits.limitsFor(params.id, statement.period, values);
-        return { status: 200, body: summaryJson(statement, limits) };
+        return { status: 200, body: summaryJson(statement, limits, credits) };
       },
     });
   statementRoute("summary");

@@ -20,7 +20,7 @@ const overviewJson = z
     period: span,
     previous_period: span,
     method: z.literal("linear").meta({
-      description: "forecast = usage to date × period length ÷ time elapsed, plus base fees",
+      description: "forecast = usage to date × period length ÷ time elapsed, plus base fees (before credits)",
     }),
     customers: z.array(
       z.object({
@@ -28,7 +28,8 @@ const overviewJson = z
         name: z.string().nullable(),
         plan: z.string().nullable(),
         currency: z.string().nullable(),
-        spend: z.string().meta({ description: "current period to date: the summary's total" }),
+        spend: z.string().meta({ description: "current period to date, after credits: the summary's total" }),
+        credits: z.string().nullable().meta({ description: "credits applied this period; null without grants" }),
         previous_spend: z.string(),
         forecast: z.string(),
         growth: z.string().meta({ description: "forecast − previous_spend" }),
@@ -131,7 +132,7 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
         if (!(await getCustomer(ctx.db, query.customer))) throw notFound(`no customer ${query.customer}`);
       }
       const o = await dashboardOverview(
-        { db: ctx.db, now: ctx.clock.now(), previousState: (c, m) => ctx.limits.state(c, m) },
+        { db: ctx.db, now: ctx.clock.now(), previousState: (c, m) => ctx.limits.state(c, m), credits: ctx.credits },
         query.customer ?? auth?.customer ?? undefined,
       );
       return {

@@ -41,7 +41,14 @@ const simulationJson = z
     plan: z.string(),
     period: z.string(),
     currency: z.string(),
-    customers: z.array(amounts.extend({ customer: z.string() })),
+    customers: z.array(
+      amounts.extend({
+        customer: z.string(),
+        current_from: z.enum(["final_invoice", "usage"]).meta({
+          description: "final_invoice: `current` is the period's final invoice before credits, as frozen",
+        }),
+      }),
+    ),
     totals: amounts,
     not_on_plan: z.array(z.string()).meta({ description: "Customers asked for that had no subscription to the plan" }),
     as_of: z.string(),
@@ -135,7 +142,11 @@ export function insightRoutes(t: RouteTable, ctx: AppContext): void {
           plan: sim.plan,
           period: body.period,
           currency: sim.currency,
-          customers: sim.customers.map((c) => ({ customer: c.customer, ...row(c.current, c.simulated) })),
+          customers: sim.customers.map((c) => ({
+            customer: c.customer,
+            ...row(c.current, c.simulated),
+            current_from: c.currentFrom,
+          })),
           totals: row(sim.totals.current, sim.totals.simulated),
           not_on_plan: (body.customers ?? []).filter((c) => !found.has(c)),
           as_of: isoTime(sim.asOf),

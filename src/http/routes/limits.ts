@@ -45,6 +45,10 @@ const entitlementJson = z
     soft: z.string().optional(),
     hard: z.string().optional(),
     remaining: z.string().optional(),
+    credits: z
+      .string()
+      .optional()
+      .meta({ description: "credit_only customers: what the grants covering this meter have left" }),
     state: z.enum(["ok", "soft", "blocked"]),
     resets_at: z.string(),
     as_of: z.string().meta({ description: "When the usage behind this decision was read" }),
@@ -54,8 +58,8 @@ const entitlementJson = z
 const alertJson = z
   .object({
     customer: z.string(),
-    meter: z.string(),
-    level: z.enum(["soft", "hard", "forecast"]),
+    meter: z.string().nullable().meta({ description: "null for credit alerts (the customer's balance)" }),
+    level: z.enum(["soft", "hard", "forecast", "credits_low", "credits_exhausted"]),
     threshold: z.string(),
     unit: z.string(),
     value: z.string(),
@@ -76,9 +80,13 @@ function rateLimitHeaders(meter: string, e: Entitlement, resetSeconds: number): 
   };
 }
 
+/** Credits can arrive at any time (a new grant unblocks within seconds): clients are told to ask again after this. */
+const CREDITS_RETRY_AFTER_SECONDS = 60;
+
 /** The answer to an entitlement question, shared by the route and the fast path (src/http/fastPath.ts). */
 export function entitlementReply(customer: string, meter: string, e: Entitlement, now: Date): Reply {
   const resetSeconds = Math.max(1, Math.ceil((e.period.end.getTime() - now.getTime()) / 1000));
+  const money = (d: Dec) => (e.currency ? formatMoney(d, e.currency) : formatDecimal(d));
   const body = {
     allowed: e.allowed,
     quantity: formatDecimal(e.quantity),
@@ -88,12 +96,33 @@ export function entitlementReply(customer: string, meter: string, e: Entitlement
     ...(e.soft ? { soft: formatDecimal(e.soft) } : {}),
     ...(e.hard ? { hard: formatDecimal(e.hard) } : {}),
     ...(e.remaining ? { remaining: formatDecimal(e.remaining) } : {}),
+    ...(e.credits ? { credits: money(e.credits) } : {}),
     state: e.state,
     resets_at: isoTime(e.period.end),
     as_of: isoTime(e.asOf),
   };
   const headers = rateLimitHeaders(meter, e, resetSeconds);
   if (e.allowed) return { status: 200, headers, body };
+  if (e.code === "credits_exhausted") {
+    return {
+      status: 429,
+      headers: {
+        ...headers,
+        "Retry-After": String(CREDITS_RETRY_AFTER_SECONDS),
+        "Content-Type": "application/problem+json",
+      },
+      body: {
+        type: "urn:tally:problem:credits_exhausted",
+        title: "Too Many Requests",
+        status: 429,
+        detail: `customer ${customer} has no prepaid credits left for ${meter}; a new credit grant unblocks it`,
+        code: "credits_exhausted",
+        ...body,
+        customer,
+        meter,
+      },
+    };
+  }
   return {
     status: 429,
     headers: { ...headers, "Retry-After": String(resetSeconds), "Content-Type": "application/problem+json" },

@@ -29,6 +29,8 @@ export const customerJson = (c: Customer, subscription: SubscriptionJson = null)
   name: c.name,
   email: c.email,
   stripe_customer_id: c.stripeCustomerId,
+  credit_mode: c.creditMode,
+  credit_alert_below: c.creditAlertBelow,
   subscription,
   created_at: isoTime(c.createdAt),
   updated_at: isoTime(c.updatedAt),
@@ -86,6 +88,10 @@ export function setupRoutes(t: RouteTable, ctx: AppContext): void {
     },
     handle: async ({ params, body }) => {
       const { customer, created } = await upsertCustomer(ctx.db, params.id, body);
+      // A new credit mode or alert threshold is enforced at once (credit_only without credits blocks).
+      if (body.credit_mode !== undefined || body.credit_alert_below !== undefined) {
+        await ctx.limits.evaluateCustomer(customer.id, "credit-change");
+      }
       return { status: created ? 201 : 200, body: customerJson(customer, await ctx.subscriptionOf(customer.id)) };
     },
   });

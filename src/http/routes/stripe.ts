@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { customerId, meterKey } from "../../catalog/schemas.js";
 import { parsePeriod, periodOf } from "../../rollups/buckets.js";
+import { creditItemsOf } from "../../stripe/credits.js";
 import { withInvoiceItems } from "../../stripe/invoiceItems.js";
 import { reconcile } from "../../stripe/reconciliation.js";
 import { resetErrors } from "../../stripe/work.js";
@@ -74,6 +75,19 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
           period: z.object({ start: z.string(), end: z.string() }),
           as_of: z.string(),
           data: z.array(row),
+          credits: z
+            .array(
+              z.object({
+                customer: z.string(),
+                grant: z.string(),
+                amount: z.string().meta({ description: "Credits applied to the period (the item is its negative)" }),
+                currency: z.string(),
+                status: z.enum(["pending", "sent", "error"]),
+                stripe_invoice_item: z.string().nullable(),
+                error: z.string().nullable(),
+              }),
+            )
+            .meta({ description: "Prepaid credits of the period, as negative invoice items in Stripe" }),
         }),
       },
     },
@@ -82,9 +96,15 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
       const period = query.period ? (parsePeriod(query.period) as { start: Date; end: Date }) : periodOf(now);
       // A period whose invoice is final: later differences reached Stripe as invoice items, not meter events.
       const data = await withInvoiceItems(ctx.db, period, await reconcile(ctx.db, period, now));
+      const credits = await creditItemsOf(ctx.db, period);
       return {
         status: 200,
-        body: { period: { start: isoTime(period.start), end: isoTime(period.end) }, as_of: isoTime(now), data },
+        body: {
+          period: { start: isoTime(period.start), end: isoTime(period.end) },
+          as_of: isoTime(now),
+          data,
+          credits,
+        },
       };
     },
   });

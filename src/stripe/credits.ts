@@ -1,0 +1,265 @@
+// Prepaid credits in Stripe: an hour after a period ends, the credits each grant applied to it (read from the credit
+// ledger) are written as pending items, then sent as negative invoice items (POST /v1/invoiceitems) with a
+// deterministic Idempotency-Key per (customer, period, grant). The row is the real guard — Stripe keeps keys for
+// 24 hours — so a 'sent' item is never sent again; a timeout or 5xx retries with the same key on the next run.
+// Stripe adds such items to the customer's next invoice, with `period` set to the Tally period they credit.
+import { createHash } from "node:crypto";
+import Stripe from "stripe";
+import type { Clock } from "../clock.js";
+import { type Config, stripeMaxRps } from "../config.js";
+import { type CreditLedgers, creditsOf, toMinor } from "../credits/ledger.js";
+import type { Db, Queryable } from "../db/types.js";
+import type { Logger } from "../logger.js";
+import { Dec, formatMoney } from "../pricing/money.js";
+import { addBuckets, periodOf } from "../rollups/buckets.js";
+import { RateLimiter } from "./rateLimit.js";
+import { addressOf, classifyError } from "./sender.js";
+import { readSyncState } from "./status.js";
+
+/** A period's credits go to Stripe this long after it ends (late events in that time still count). */
+export const CREDIT_SETTLE_MS = 3_600_000;
+const SETTLE_MAX_CUSTOMERS = 200;
+const SEND_MAX = 500;
+
+export interface CreditItemSummary {
+  settled_periods: number;
+  sent: number;
+  failed: number;
+  retry_later: number;
+  pending: number;
+}
+
+interface ItemRow {
+  customer_id: string;
+  period_start: Date;
+  period_end: Date;
+  grant_id: string;
+  amount: string;
+  currency: string;
+  idempotency_key: string;
+  stripe_customer_id: string | null;
+}
+
+export interface InvoiceItemRequest {
+  customer: string;
+  /** Negative, in minor units. */
+  amount: number;
+  currency: string;
+  description: string;
+  period: { start: number; end: number };
+  metadata: Record<string, string>;
+}
+
+type ItemOutcome =
+  | { kind: "created"; id: string }
+  | Exclude<ReturnType<typeof classifyError>, { kind: "delivered" } | { kind: "duplicate" }>;
+
+function itemSender(config: Config): (item: InvoiceItemRequest, key: string) => Promise<ItemOutcome> {
+  const stripe = new Stripe(config.STRIPE_SECRET_KEY as string, {
+    maxNetworkRetries: 0,
+    timeout: config.TALLY_STRIPE_TIMEOUT_MS,
+    telemetry: false,
+    appInfo: { name: "tally" },
+    ...(config.STRIPE_API_BASE ? addressOf(config.STRIPE_API_BASE) : {}),
+  });
+  const limiter = new RateLimiter(stripeMaxRps(config));
+  return async (item, key) => {
+    const done = await limiter.acquire();
+    try {
+      const created = await stripe.invoiceItems.create(item, { idempotencyKey: key });
+      return { kind: "created", id: created.id };
+    } catch (err) {
+      const outcome = classifyError(err);
+      return outcome.kind === "delivered" || outcome.kind === "duplicate"
+        ? { kind: "retry_later", message: "unexpected answer" }
+        : outcome;
+    } finally {
+      done();
+    }
+  };
+}
+
+const keyOf = (install: string, customer: string, period: Date, grant: string) =>
+  `tally-credit-${createHash("sha256").update(`${install}\u0000${customer}\u0000${period.toISOString()}\u0000${grant}`).digest("hex").slice(0, 40)}`;
+
+/** Writes the pending items of every period that ended CREDIT_SETTLE_MS ago and was not settled yet. */
+async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string): Promise<number> {
+  const closedBefore = new Date(now.getTime() - CREDIT_SETTLE_MS);
+  const { rows } = await db.query<{ customer_id: string; first: Date }>(
+    `SELECT g.customer_id, min(g.effective_at) AS first
+     FROM credit_grants g JOIN customers c ON c.id = g.customer_id
+     WHERE c.stripe_customer_id IS NOT NULL
+     GROUP BY g.customer_id ORDER BY g.customer_id`,
+    [],
+  );
+  let settled = 0;
+  for (const r of rows.slice(0, SETTLE_MAX_CUSTOMERS)) {
+    const done = await db.query<{ period_start: Date }>(
+      "SELECT period_start FROM stripe_credit_periods WHERE customer_id = $1",
+      [r.customer_id],
+    );
+    const known = new Set(done.rows.map((d) => d.period_start.getTime()));
+    const open: { start: Date; end: Date }[] = [];
+    for (let p = periodOf(r.first); p.end <= closedBefore; p = { start: p.end, end: addBuckets(p.end, "month", 1) }) {
+      if (!known.has(p.start.getTime())) open.push(p);
+    }
+    if (open.length === 0) continue;
+    const { ledger } = await ledgers.read(r.customer_id, now, async () => undefined);
+    await db.transaction(async (tx) => {
+      for (const period of open) {
+        const credits = ledger ? creditsOf(ledger, period).filter((c) => c.amount.gt(0)) : [];
+        for (const c of credits) {
+          await tx.query(
+            `INSERT INTO stripe_credit_items (customer_id, period_start, period_end, grant_id, amount, currency,
+                                              idempotency_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
+            [
+              r.customer_id,
+              period.start,
+              period.end,
+              c.grant.id,
+              c.amount.toFixed(),
+              c.grant.currency,
+              keyOf(install, r.customer_id, period.start, c.grant.id),
+              now,
+            ],
+          );
+        }
+        await tx.query(
+          `INSERT INTO stripe_credit_periods (customer_id, period_start, settled_at, items) VALUES ($1, $2, $3, $4)
+           ON CONFLICT DO NOTHING`,
+          [r.customer_id, period.start, now, credits.length],
+        );
+        settled += 1;
+      }
+    });
+  }
+  return settled;
+}
+
+async function send(
+  db: Queryable,
+  request: (item: InvoiceItemRequest, key: string) => Promise<ItemOutcome>,
+  now: Date,
+  log: Logger,
+): Promise<Omit<CreditItemSummary, "settled_periods" | "pending">> {
+  const out = { sent: 0, failed: 0, retry_later: 0 };
+  const { rows } = await db.query<ItemRow>(
+    `SELECT i.customer_id, i.period_start, i.period_end, i.grant_id, i.amount::text AS amount, i.currency,
+            i.idempotency_key, c.stripe_customer_id
+     FROM stripe_credit_items i JOIN customers c ON c.id = i.customer_id
+     WHERE i.status = 'pending' ORDER BY i.created_at, i.customer_id, i.period_start, i.grant_id LIMIT ${SEND_MAX}`,
+    [],
+  );
+  for (const r of rows) {
+    if (!r.stripe_customer_id) continue;
+    const credited = new Dec(r.amount);
+    const outcome = await request(
+      {
+        customer: r.stripe_customer_id,
+        amount: -Number(toMinor(credited, r.currency)),
+        currency: r.currency.toLowerCase(),
+        description: `Prepaid credits applied in ${r.period_start.toISOString().slice(0, 7)}: -${formatMoney(credited, r.currency)} ${r.currency} (grant ${r.grant_id})`,
+        period: { start: Math.floor(r.period_start.getTime() / 1000), end: Math.floor(r.period_end.getTime() / 1000) },
+        metadata: {
+          tally_customer: r.customer_id,
+          tally_period: r.period_start.toISOString(),
+          tally_grant: r.grant_id,
+        },
+      },
+      r.idempotency_key,
+    );
+    const where = [r.customer_id, r.period_start, r.grant_id];
+    if (outcome.kind === "created") {
+      await db.query(
+        `UPDATE stripe_credit_items SET status = 'sent', stripe_id = $4, sent_at = $5, attempts = attempts + 1,
+           error_code = NULL, error_message = NULL
+         WHERE customer_id = $1 AND period_start = $2 AND grant_id = $3`,
+        [...where, outcome.id, now],
+      );
+      out.sent += 1;
+    } else if (outcome.kind === "rejected") {
+      await db.query(
+        `UPDATE stripe_credit_items SET status = 'error', error_code = $4, error_message = $5, attempts = attempts + 1
+         WHERE customer_id = $1 AND period_start = $2 AND grant_id = $3`,
+        [...where, outcome.code, outcome.message],
+      );
+      log.warn({ customer: r.customer_id, grant: r.grant_id, code: outcome.code }, "Stripe refused a credit item");
+      out.failed += 1;
+    } else {
+      await db.query(
+        `UPDATE stripe_credit_items SET attempts = attempts + 1, error_message = $4
+         WHERE customer_id = $1 AND period_start = $2 AND grant_id = $3`,
+        [...where, outcome.message],
+      );
+      out.retry_later += 1;
+      if (outcome.kind !== "retry_later") break; // rate limited or a refused key: the next run resumes
+    }
+  }
+  return out;
+}
+
+export interface CreditItemSync {
+  run(): Promise<CreditItemSummary | undefined>;
+}
+
+/** The credit side of the sync-stripe job (off, like the rest of it, without STRIPE_SECRET_KEY). */
+export function createCreditItemSync(d: {
+  db: Db;
+  clock: Clock;
+  config: Config;
+  log: Logger;
+  credits: CreditLedgers;
+}): CreditItemSync {
+  const request = d.config.STRIPE_SECRET_KEY ? itemSender(d.config) : undefined;
+  return {
+    async run() {
+      if (!request) return undefined;
+      const now = d.clock.now();
+      const { installId } = await readSyncState(d.db);
+      const settled = await settle(d.db, d.credits, now, installId);
+      const sent = await send(d.db, request, now, d.log);
+      const { rows } = await d.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM stripe_credit_items WHERE status = 'pending'",
+        [],
+      );
+      return { settled_periods: settled, ...sent, pending: rows[0]?.n ?? 0 };
+    },
+  };
+}
+
+export interface CreditItemRow {
+  customer: string;
+  grant: string;
+  amount: string;
+  currency: string;
+  status: "pending" | "sent" | "error";
+  stripe_invoice_item: string | null;
+  error: string | null;
+}
+
+/** The credit items of a period, for the reconciliation. */
+export async function creditItemsOf(db: Queryable, period: { start: Date }): Promise<CreditItemRow[]> {
+  const { rows } = await db.query<{
+    customer_id: string;
+    grant_id: string;
+    amount: string;
+    currency: string;
+    status: CreditItemRow["status"];
+    stripe_id: string | null;
+    error_message: string | null;
+  }>(
+    `SELECT customer_id, grant_id, amount::text AS amount, currency, status, stripe_id, error_message
+     FROM stripe_credit_items WHERE period_start = $1 ORDER BY customer_id, grant_id`,
+    [period.start],
+  );
+  return rows.map((r) => ({
+    customer: r.customer_id,
+    grant: r.grant_id,
+    amount: formatMoney(new Dec(r.amount), r.currency),
+    currency: r.currency,
+    status: r.status,
+    stripe_invoice_item: r.stripe_id,
+    error: r.error_message,
+  }));
+}
