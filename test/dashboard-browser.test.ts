@@ -154,8 +154,9 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
     const drafts = await get("/v1/invoices?customer=db_acme&status=draft");
     expect(await text('[data-testid="draft-total"]')).toBe(`${drafts.data[0].total} USD`);
     const credits = await api().get("/v1/customers/db_acme/credits").set(admin);
-    if (credits.status === 404) expect(await text("#credits")).toContain("No prepaid credits");
-    else expect(await text('[data-testid="credits-balance"]')).toContain(credits.body.balance);
+    if (credits.status === 404 || credits.body.grants.length === 0) {
+      expect(await text("#credits")).toContain("No prepaid credits");
+    } else expect(await text('[data-testid="credits-balance"]')).toContain(credits.body.balance);
     expect(await text('[data-testid="as-of"]')).toContain(summary.as_of.slice(0, 10));
     await shot("customer");
   });

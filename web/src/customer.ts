@@ -102,7 +102,7 @@ export async function customerView(api: Api, root: HTMLElement, id: string): Pro
       (e: Error) => fill(forecastPanel, message(`Forecast unavailable: ${e.message}`, "alert")),
     ),
     creditsP.then(
-      (c) => fill(creditsPanel, c ? creditsBlock(c) : message("No prepaid credits.")),
+      (c) => fill(creditsPanel, c?.grants.length ? creditsBlock(c) : message("No prepaid credits.")),
       (e: Error) => fill(creditsPanel, message(`Credits unavailable: ${e.message}`, "alert")),
     ),
     draftP.then(
