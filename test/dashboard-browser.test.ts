@@ -210,6 +210,28 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
     await shot("credits");
   });
 
+  it("when a read key bound to one customer signs in, then it lands on that customer and sees no other", async () => {
+    const res = await api()
+      .post("/v1/api-keys")
+      .set(admin)
+      .send({ scopes: ["read"], customer: "db_acme" });
+    expect(res.status).toBe(201);
+    const bound = await browser.newPage();
+    try {
+      await bound.goto(`${base}/dashboard`);
+      await bound.waitForSelector("#api-key", WAIT);
+      await bound.type("#api-key", res.body.key);
+      await bound.click(".sign-in button[type=submit]");
+      await bound.waitForSelector('main[data-complete="true"] [data-testid="summary-total"]', WAIT);
+      expect(bound.url()).toMatch(/#\/customers\/db_acme$/);
+      await bound.goto(`${base}/dashboard#/customers/db_blocked`);
+      await bound.waitForSelector('main[data-error="not_found"]', WAIT);
+      expect(await bound.$("[data-testid=summary-total]")).toBeNull();
+    } finally {
+      await bound.close();
+    }
+  });
+
   it("when the embed is opened with a portal token, then only its customer shows, at phone width too", async () => {
     const minted = await api().post("/v1/customers/db_acme/portal-tokens").set(admin).send({ ttl_seconds: 600 });
     expect(minted.status).toBe(201);

@@ -37,9 +37,9 @@ async function embed(): Promise<void> {
   if (!token) return fail(new Error("this page needs a portal token (?token=…)"));
   const api = createApi(token, () => sessionStorage.removeItem(TOKEN));
   try {
-    // A portal token sees exactly one customer: its own.
+    // A portal token is bound to exactly one customer.
     const o = await api.get<Overview>("/v1/dashboard/customers");
-    const id = o.customers[0]?.id;
+    const id = o.bound_customer;
     if (!id) throw new Error("no customer for this token");
     await customerView(api, main, id);
   } catch (e) {
@@ -125,26 +125,12 @@ async function route(): Promise<void> {
       nav(api, boundCustomer ?? null);
       return await customerView(api, main, decodeURIComponent(match[1]));
     }
-    if (boundCustomer === undefined) {
+    nav(api, boundCustomer ?? null);
+    await operatorView(api, main, (customer) => {
       // A key bound to one customer goes straight to that customer's view.
-      const probe = await api.get<{ data: unknown[] }>("/v1/meters").then(
-        () => null,
-        (e) => {
-          if (e instanceof ApiError && e.status === 403) return "read";
-          throw e;
-        },
-      );
-      if (probe === "read") {
-        const o = await api.get<Overview>("/v1/dashboard/customers");
-        boundCustomer = o.customers.length === 1 && o.customers[0] ? o.customers[0].id : null;
-        if (boundCustomer) {
-          location.hash = `#/customers/${encodeURIComponent(boundCustomer)}`;
-          return;
-        }
-      } else boundCustomer = null;
-    }
-    nav(api, boundCustomer);
-    await operatorView(api, main);
+      boundCustomer = customer;
+      location.hash = `#/customers/${encodeURIComponent(customer)}`;
+    });
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) return signIn("That key was not accepted. Check it and try again.");
     fail(e);

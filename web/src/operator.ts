@@ -15,17 +15,12 @@ const percent = (ratio: string | null) => {
   return `${p > 0 ? "+" : ""}${p.toFixed(1)}%`;
 };
 
-export async function operatorView(api: Api, root: HTMLElement): Promise<void> {
+/** The overview, or — for a key bound to one customer — nothing: the caller opens that customer's view instead. */
+export async function operatorView(api: Api, root: HTMLElement, onBound: (customer: string) => void): Promise<void> {
   const view = root.dataset.view;
-  const overviewP = api.get<Overview>("/v1/dashboard/customers");
-  const metersP = api.get<{ data: ViewMeter[] }>("/v1/meters");
-  const plansP = api.get<{ data: Plan[] }>("/v1/plans");
-  const reconP = api.get<{ data: Recon[] }>("/v1/stripe/reconciliation");
-  const alertsP = api.get<{ data: Alert[] }>("/v1/alerts");
-  for (const p of [metersP, plansP, reconP, alertsP]) p.catch(() => {});
-
-  const o = await overviewP;
+  const o = await api.get<Overview>("/v1/dashboard/customers");
   if (root.dataset.view !== view) return; // another view took the page meanwhile
+  if (o.bound_customer) return onBound(o.bound_customer);
   let ranking: Ranking = "spend";
   let shown = PAGE;
   let filter = "";
@@ -148,6 +143,12 @@ export async function operatorView(api: Api, root: HTMLElement): Promise<void> {
   );
   performance.mark("tally:meaningful");
   root.dataset.ready = "true";
+
+  // The panels below the ranking are asked for once it is on screen (they would queue in front of it).
+  const metersP = api.get<{ data: ViewMeter[] }>("/v1/meters");
+  const plansP = api.get<{ data: Plan[] }>("/v1/plans");
+  const reconP = api.get<{ data: Recon[] }>("/v1/stripe/reconciliation");
+  const alertsP = api.get<{ data: Alert[] }>("/v1/alerts");
 
   const needsAdmin = (el: HTMLElement) => (e: unknown) =>
     fill(

@@ -18,6 +18,8 @@ export interface OverviewCustomer {
 }
 
 export interface Overview {
+  /** Set when the key (or portal token) is bound to one customer. */
+  bound_customer: string | null;
   period: { start: string; end: string };
   customers: OverviewCustomer[];
   totals: { currency: string; customers: number; spend: string; previous_spend: string; forecast: string }[];

@@ -17,6 +17,7 @@ const state = z.enum(["ok", "soft", "blocked", "credits_exhausted"]);
 
 const overviewJson = z
   .object({
+    bound_customer: z.string().nullable().meta({ description: "the customer the key or portal token is bound to" }),
     period: span,
     previous_period: span,
     method: z.literal("linear").meta({
@@ -138,6 +139,7 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
       return {
         status: 200,
         body: {
+          bound_customer: auth?.customer ?? null,
           ...o,
           period: spanJson(o.period),
           previous_period: spanJson(o.previous_period),
