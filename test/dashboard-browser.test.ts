@@ -183,6 +183,40 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
     await page.waitForSelector(`${chart}[data-draws="4"][data-granularity="month"]`, WAIT);
   });
 
+  it("when the CSV is downloaded, then it is the API's export, saved from a Blob (the key in no URL)", async () => {
+    // Catch the Blob the page makes and the download link it clicks (CSP's connect-src keeps fetch off blob: URLs).
+    await page.evaluate(`(() => {
+      window.__downloads = [];
+      window.__blobs = [];
+      const make = URL.createObjectURL;
+      URL.createObjectURL = (b) => { window.__blobs.push(b); return make(b); };
+      const click = HTMLAnchorElement.prototype.click;
+      HTMLAnchorElement.prototype.click = function () {
+        if (this.download) window.__downloads.push({ href: this.href, name: this.download });
+        else click.call(this);
+      };
+    })()`);
+    const buttons = await page.$$("main button.secondary");
+    const csvButton = buttons[buttons.length - 1];
+    expect(await csvButton?.evaluate((b) => b.textContent)).toContain("CSV");
+    await csvButton?.click();
+    await page.waitForFunction("window.__downloads.length === 1", WAIT);
+    const got = (await page.evaluate(
+      `(async () => ({ ...window.__downloads[0], text: await window.__blobs[0].text() }))()`,
+    )) as { href: string; name: string; text: string };
+    expect(got.href).toMatch(/^blob:/);
+    expect(got.href).not.toContain(ADMIN_KEY);
+    expect(got.name).toMatch(/^usage-db_acme-\d{4}-\d{2}\.csv$/);
+    const summary = await get("/v1/customers/db_acme/summary");
+    const csv = await api()
+      .get("/v1/usage/export")
+      .query({ customer: "db_acme", granularity: "day", from: summary.period.start, to: summary.period.end })
+      .set(admin);
+    expect(csv.status).toBe(200);
+    expect(got.text).toBe(csv.text);
+    expect(got.text.split("\n")[0]).toBe("start,end,customer,meter,value,count");
+  });
+
   it("when a blocked customer is opened, then it shows as blocked", async () => {
     await page.goto(`${base}/dashboard#/customers/db_blocked`);
     await page.waitForSelector('main[data-complete="true"] [data-testid="customer-state"] .badge', WAIT);
