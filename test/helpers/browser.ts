@@ -25,9 +25,12 @@ const ARGS = [
   "--lang=en-US",
 ];
 
-/** Builds web/ into dist/web (what npm run build does), so the test serves exactly what npm start would. */
+let built: Promise<unknown> | undefined;
+
+/** Builds web/ into dist/web (what npm run build does), once per test file, so tests serve what npm start would. */
 export async function buildDashboard(): Promise<void> {
-  await build({ configFile: join(ROOT, "web", "vite.config.ts"), logLevel: "warn" });
+  built ??= build({ configFile: join(ROOT, "web", "vite.config.ts"), logLevel: "warn" });
+  await built;
 }
 
 export async function launchBrowser(): Promise<Browser> {
