@@ -134,6 +134,10 @@ describe.each(BACKENDS)("portal tokens on %s", (backend) => {
       clock.advance(1_000);
       expect((await api().get("/v1/customers/pt_a/summary").set(fresh)).status).toBe(401);
       expect((await api().get("/v1/customers/pt_a/summary").set(bearer("tally_pt_unknown"))).status).toBe(401);
+      // A day after expiry the prune-expired job deletes them.
+      clock.advance(86_400_000 + 1_000);
+      const pruned = await api().post("/v1/jobs/prune-expired/run").set(admin);
+      expect(pruned.body.summary.portal_tokens_deleted).toBeGreaterThanOrEqual(2);
     } finally {
       clock.set(NOW);
     }

@@ -50,3 +50,9 @@ export async function findPortalToken(db: Queryable, hash: Buffer): Promise<Port
   );
   return rows[0];
 }
+
+/** Deletes tokens that expired before `before` (the prune-expired job); a day's margin keeps 401s explainable. */
+export async function pruneExpiredTokens(db: Queryable, before: Date): Promise<number> {
+  const { rowCount } = await db.query("DELETE FROM portal_tokens WHERE expires_at < $1", [before]);
+  return rowCount;
+}

@@ -1,7 +1,8 @@
 // The prune-expired job: what Tally keeps only for a while goes when its time is up — dedupe keys after the dedupe
 // window, the record of job runs after 7 days, finished webhook deliveries and their attempts after 30 days
 // (pending ones stay until delivered, or given up after 24 hours), and the dimension guard's combinations of months
-// no event can arrive for any more.
+// no event can arrive for any more, and portal tokens a day after they expired.
+import { pruneExpiredTokens } from "../auth/portalTokens.js";
 import type { Db } from "../db/types.js";
 import { pruneDimensionUsage } from "../dimensions/prune.js";
 import { pruneDedupeKeys } from "../ingest/prune.js";
@@ -18,5 +19,6 @@ export async function pruneExpired(db: Db, now: Date, dedupeWindowDays: number, 
     job_runs_deleted: await pruneJobRuns(db, new Date(now.getTime() - 7 * DAY_MS)),
     webhook_deliveries_deleted: await pruneDeliveries(db, new Date(now.getTime() - 30 * DAY_MS)),
     dimension_combinations_deleted: await pruneDimensionUsage(db, new Date(now.getTime() - eventMaxAgeDays * DAY_MS)),
+    portal_tokens_deleted: await pruneExpiredTokens(db, new Date(now.getTime() - DAY_MS)),
   };
 }
