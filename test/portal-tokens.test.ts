@@ -157,6 +157,20 @@ describe.each(BACKENDS)("portal tokens on %s", (backend) => {
     expect(rows.findIndex((r) => r.id === "pt_a")).toBeLessThan(rows.findIndex((r) => r.id === "pt_b"));
   });
 
+  it("when last period's invoice is final, then previous_spend is its frozen total, not a recomputation", async () => {
+    const run = await api().post("/v1/jobs/finalize-invoices/run").set(admin);
+    expect(run.status, JSON.stringify(run.body)).toBe(200);
+    const finals = (await api().get("/v1/invoices?customer=pt_b&status=final&period=2026-10").set(admin)).body.data;
+    expect(finals[0].total).toBe("0.65");
+    // A late October event: the final invoice stays, the difference goes on November's as an adjustment.
+    const late = { id: "pt-late", customer: "pt_b", meter: "pt_calls", value: 10, timestamp: "2026-10-25T00:00:00Z" };
+    expect((await postJson(t.tally, [late])).status).toBe(202);
+    const rows = (await api().get("/v1/dashboard/customers?customer=pt_b").set(admin)).body.customers;
+    expect(rows[0].previous_spend).toBe("0.65");
+    const summary = (await api().get("/v1/customers/pt_b/summary").set(admin)).body;
+    expect(rows[0].spend).toBe(summary.total);
+  });
+
   it("when a customer reached its hard limit, then the overview says blocked", async () => {
     expect((await put("/v1/customers/pt_b/limits/pt_calls", { hard: "5", unit: "quantity" })).status).toBe(200);
     const rows = (await api().get("/v1/dashboard/customers").set(admin)).body.customers as {

@@ -92,6 +92,8 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
   const at = new Date(Math.min(now.getTime(), period.end.getTime() - 1));
   const limits = await effectiveLimitsOfAll(db, at, restrict);
   const exhausted = await exhaustedCustomers(db, only);
+  // Last period as invoiced where its invoice is final (frozen: later corrections go on this period's invoice).
+  const finals = await finalTotals(db, previous.start, only);
   // Customers with grants: their statements with credits, read through their ledgers (one snapshot each).
   const credited = new Map<string, { now: Dec; previous: Dec; credits: Dec }>();
   for (const id of await customersWithGrants(db, only)) {
@@ -124,7 +126,7 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
     const spend = credit?.now ?? st.invoice.total;
     // Forecast of the charges before credits (what the period will cost), linear in time for usage.
     const forecast = usage.times(scale).plus(fees);
-    const previousSpend = credit?.previous ?? prevSt.invoice.total;
+    const previousSpend = finals.get(c.id) ?? credit?.previous ?? prevSt.invoice.total;
     const soft: string[] = [];
     const blocked: string[] = [];
     for (const [meter, limit] of limits.get(c.id) ?? []) {
@@ -197,6 +199,15 @@ async function exhaustedCustomers(db: Queryable, only: string | undefined): Prom
     [only ?? null],
   );
   return new Set(rows.map((r) => r.customer_id));
+}
+
+async function finalTotals(db: Queryable, periodStart: Date, only: string | undefined): Promise<Map<string, Dec>> {
+  const { rows } = await db.query<{ customer_id: string; total: string }>(
+    `SELECT customer_id, total::text AS total FROM invoices
+     WHERE status = 'final' AND period_start = $1 AND ($2::text IS NULL OR customer_id = $2)`,
+    [periodStart, only ?? null],
+  );
+  return new Map(rows.map((r) => [r.customer_id, dec(r.total)]));
 }
 
 async function customersWithGrants(db: Queryable, only: string | undefined): Promise<string[]> {

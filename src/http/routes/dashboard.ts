@@ -31,7 +31,7 @@ const overviewJson = z
         currency: z.string().nullable(),
         spend: z.string().meta({ description: "current period to date, after credits: the summary's total" }),
         credits: z.string().nullable().meta({ description: "credits applied this period; null without grants" }),
-        previous_spend: z.string(),
+        previous_spend: z.string().meta({ description: "last period: its final invoice's total, else as recomputed" }),
         forecast: z.string(),
         growth: z.string().meta({ description: "forecast − previous_spend" }),
         growth_ratio: z.string().nullable().meta({ description: "forecast ÷ previous_spend − 1; null when 0" }),
