@@ -1,6 +1,6 @@
 // Entry: /dashboard (sign in with an API key kept in this tab's sessionStorage only; #/ overview,
 // #/customers/<id> one customer) or /embed/customer?token=… (one customer, nothing else, for an iframe).
-import { type Api, ApiError, createApi } from "./api.js";
+import { ApiError, createApi } from "./api.js";
 import { customerView } from "./customer.js";
 import { h, message, replace } from "./dom.js";
 import { operatorView } from "./operator.js";
@@ -82,7 +82,8 @@ function signIn(reason?: string): void {
   input.focus();
 }
 
-function nav(api: Api, bound: string | null): void {
+/** The operator's header; a key bound to one customer gets no link to the customer list. */
+function nav(bound: string | null): void {
   const out = h(
     "button",
     {
@@ -102,7 +103,6 @@ function nav(api: Api, bound: string | null): void {
     bound ? null : h("a", { href: "#/" }, "Customers"),
     out,
   );
-  void api;
 }
 
 let boundCustomer: string | null | undefined;
@@ -122,10 +122,10 @@ async function route(): Promise<void> {
   try {
     const match = /^#\/customers\/(.+)$/.exec(location.hash);
     if (match?.[1]) {
-      nav(api, boundCustomer ?? null);
+      nav(boundCustomer ?? null);
       return await customerView(api, main, decodeURIComponent(match[1]));
     }
-    nav(api, boundCustomer ?? null);
+    nav(boundCustomer ?? null);
     await operatorView(api, main, (customer) => {
       // A key bound to one customer goes straight to that customer's view.
       boundCustomer = customer;
