@@ -20,6 +20,8 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
   let base: string;
   let browser: Browser;
   let page: Page;
+  /** Script errors and CSP refusals the operator's tab reported: none are expected. */
+  const problems: string[] = [];
   const api = () => request(t.tally.app);
   const get = async (path: string) => {
     const res = await api().get(path).set(admin);
@@ -94,6 +96,10 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
       { timeout: 10_000 },
     );
     page = await browser.newPage();
+    page.on("pageerror", (e) => problems.push(`pageerror: ${(e as Error).message}`));
+    page.on("console", (m) => {
+      if (m.type() === "error") problems.push(`console: ${m.text()}`);
+    });
   });
   afterAll(async () => {
     await browser?.close();
@@ -305,5 +311,9 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
       clock.set(started);
       await embed.close();
     }
+  });
+
+  it("when every view has been used, then the operator's tab reported no script error and no CSP refusal", () => {
+    expect(problems).toEqual([]);
   });
 });

@@ -265,17 +265,20 @@ function planTimeline(p: Plan): HTMLElement {
         h(
           "ol",
           { class: "timeline", "aria-label": `${x.meter} price versions` },
-          x.versions.map((v) =>
-            h(
+          x.versions.map((v) => {
+            const li = h(
               "li",
-              { style: `left:${Math.min(100, ((Date.parse(v.effective_from) - start) / span) * 100).toFixed(2)}%` },
+              {},
               h(
                 "span",
                 { class: "mark", title: `${v.model} ${v.unit_price ?? ""}` },
                 `${v.effective_from.slice(0, 10)} ${v.model}${v.unit_price ? ` ${v.unit_price}` : ""}`,
               ),
-            ),
-          ),
+            );
+            // Set through the style object, which the CSP allows (style attributes it does not).
+            li.style.left = `${Math.min(100, ((Date.parse(v.effective_from) - start) / span) * 100).toFixed(2)}%`;
+            return li;
+          }),
         ),
       ),
     ),
