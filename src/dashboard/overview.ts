@@ -86,17 +86,23 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
     plans: await plansOf(db, subscriptions),
     meters: new Map((await listMeters(db)).map((m) => [m.key, m])),
   };
-  // This period's meters are needed for the limit states; last period's only for its total.
-  const current = await statementsOfAll(db, period, ids, src, now, { only });
-  const last = await statementsOfAll(db, previous, ids, src, now, { only, totalOnly: true });
   const at = new Date(Math.min(now.getTime(), period.end.getTime() - 1));
-  const limits = await effectiveLimitsOfAll(db, at, restrict);
-  const exhausted = await exhaustedCustomers(db, only);
-  // Last period as invoiced where its invoice is final (frozen: later corrections go on this period's invoice).
-  const finals = await finalTotals(db, previous.start, only);
+  // Independent reads, together (a server database answers them in parallel).
+  const [limits, exhausted, finals, withGrants] = await Promise.all([
+    effectiveLimitsOfAll(db, at, restrict),
+    exhaustedCustomers(db, only),
+    // Last period as invoiced where its invoice is final (frozen: later corrections go on this period's invoice).
+    finalTotals(db, previous.start, only),
+    customersWithGrants(db, only),
+  ]);
+  // Meter summaries only for customers with limits (their states); everyone else needs just the totals.
+  const [current, last] = await Promise.all([
+    statementsOfAll(db, period, ids, src, now, { only, full: (c) => limits.has(c) }),
+    statementsOfAll(db, previous, ids, src, now, { only }),
+  ]);
   // Customers with grants: their statements with credits, read through their ledgers (one snapshot each).
   const credited = new Map<string, { now: Dec; previous: Dec; credits: Dec }>();
-  for (const id of await customersWithGrants(db, only)) {
+  for (const id of withGrants) {
     if (!current.has(id)) continue;
     const cur = await creditedStatement(deps.credits, id, period, now);
     const prev = await creditedStatement(deps.credits, id, previous, now);

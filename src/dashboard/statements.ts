@@ -59,8 +59,8 @@ export interface StatementSources {
 
 /**
  * The statement of each of `customers` for `period`. `only` narrows the reads to one customer (a bound key):
- * the rollup reads then filter by customer instead of reading everybody's. `totalOnly`: only the invoice total and
- * lines are needed (no meter summaries, no descriptions).
+ * the rollup reads then filter by customer instead of reading everybody's. `full`: the customers whose meter
+ * summaries are needed; the others' statements have only the invoice total and lines (no descriptions).
  */
 export async function statementsOfAll(
   db: Queryable,
@@ -68,7 +68,7 @@ export async function statementsOfAll(
   customers: string[],
   src: StatementSources,
   now: Date,
-  opts: { only?: string | undefined; totalOnly?: boolean } = {},
+  opts: { only?: string | undefined; full?: (customer: string) => boolean } = {},
 ): Promise<Map<string, Statement>> {
   const only = opts.only;
   const subsOf = new Map(customers.map((c) => [c, inPeriod(src.subscriptions.get(c) ?? [], period)]));
@@ -110,7 +110,7 @@ export async function statementsOfAll(
           groups.get(groupedReadKey({ interval, meter, groupBy: [...groupBy] }))?.get(customer) ?? [],
       },
       now,
-      { totalOnly: opts.totalOnly ?? false },
+      { totalOnly: !(opts.full?.(customer) ?? false) },
     );
     out.set(customer, statement);
   }
