@@ -98,41 +98,52 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
   // Meter summaries only for customers with limits (their states); everyone else needs just the totals.
   const [current, last] = await Promise.all([
     statementsOfAll(db, period, ids, src, now, { only, full: (c) => limits.has(c) }),
-    statementsOfAll(db, previous, ids, src, now, { only }),
+    // Last period is priced only for customers whose invoice for it is not final yet.
+    statementsOfAll(
+      db,
+      previous,
+      ids.filter((id) => !finals.has(id)),
+      src,
+      now,
+      { only },
+    ),
   ]);
   // Customers with grants: their statements with credits, read through their ledgers (one snapshot each).
   const credited = new Map<string, { now: Dec; previous: Dec; credits: Dec }>();
   for (const id of withGrants) {
     if (!current.has(id)) continue;
     const cur = await creditedStatement(deps.credits, id, period, now);
-    const prev = await creditedStatement(deps.credits, id, previous, now);
+    const prev = finals.has(id) ? undefined : await creditedStatement(deps.credits, id, previous, now);
     current.set(id, cur.statement);
-    last.set(id, prev.statement);
+    if (prev) last.set(id, prev.statement);
     credited.set(id, {
       now: cur.credits?.total ?? cur.statement.invoice.total,
-      previous: prev.credits?.total ?? prev.statement.invoice.total,
+      previous: finals.get(id) ?? prev?.credits?.total ?? prev?.statement.invoice.total ?? ZERO,
       credits: cur.credits?.credits ?? ZERO,
     });
   }
 
   const elapsedMs = Math.max(now.getTime() - period.start.getTime(), 3_600_000);
   const periodMs = period.end.getTime() - period.start.getTime();
-  const scale = dec(periodMs).div(elapsedMs);
-  const perDay = dec(86_400_000).div(elapsedMs);
+  // Rounded factors: multiplying by a 100-digit quotient would cost more than 1,000 customers' pricing.
+  const scale = dec(periodMs).div(elapsedMs).toDecimalPlaces(12);
+  const perDay = dec(86_400_000).div(elapsedMs).toDecimalPlaces(12);
 
   const states: Record<CustomerState, number> = { ok: 0, soft: 0, blocked: 0, credits_exhausted: 0 };
   const totals = new Map<string, { customers: number; spend: Dec; previous: Dec; forecast: Dec }>();
+  const spendOf = new Map<string, Dec>();
   const customers = customerRows.map((c): OverviewCustomer => {
     const st = current.get(c.id) as Statement;
-    const prevSt = last.get(c.id) as Statement;
-    const currency = st.currency ?? prevSt.currency;
+    const prevSt = last.get(c.id);
+    const currency = st.currency ?? prevSt?.currency ?? null;
     const fmt = (d: Dec) => (currency ? formatMoney(d, currency) : formatDecimal(d));
     const { usage, fees } = usageAndFees(st);
     const credit = credited.get(c.id);
     const spend = credit?.now ?? st.invoice.total;
+    spendOf.set(c.id, spend);
     // Forecast of the charges before credits (what the period will cost), linear in time for usage.
     const forecast = usage.times(scale).plus(fees);
-    const previousSpend = finals.get(c.id) ?? credit?.previous ?? prevSt.invoice.total;
+    const previousSpend = finals.get(c.id) ?? credit?.previous ?? prevSt?.invoice.total ?? ZERO;
     const soft: string[] = [];
     const blocked: string[] = [];
     for (const [meter, limit] of limits.get(c.id) ?? []) {
@@ -172,7 +183,9 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
       previous_spend: fmt(previousSpend),
       forecast: fmt(forecast),
       growth: fmt(forecast.minus(previousSpend)),
-      growth_ratio: previousSpend.isZero() ? null : forecast.div(previousSpend).minus(1).toFixed(4),
+      // A ratio for ranking and a percentage, not money: binary floating point is precise enough, and a 100-digit
+      // decimal division per customer would cost more than the rest of the row.
+      growth_ratio: previousSpend.isZero() ? null : (forecast.toNumber() / previousSpend.toNumber() - 1).toFixed(4),
       run_rate_per_day: fmt(usage.times(perDay)),
       state,
       soft_meters: soft.sort(),
@@ -180,7 +193,8 @@ export async function dashboardOverview(deps: OverviewDeps, only?: string): Prom
     };
   });
   // Highest spend first; ties by id, so the order is stable between refreshes.
-  customers.sort((a, b) => dec(b.spend).cmp(dec(a.spend)) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const by = (c: OverviewCustomer) => spendOf.get(c.id) ?? ZERO;
+  customers.sort((a, b) => by(b).cmp(by(a)) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return {
     period,
     previous_period: previous,
