@@ -71,6 +71,7 @@ export async function statementsOfAll(
   opts: { only?: string | undefined; full?: (customer: string) => boolean } = {},
 ): Promise<Map<string, Statement>> {
   const only = opts.only;
+  if (customers.length === 0) return new Map();
   const subsOf = new Map(customers.map((c) => [c, inPeriod(src.subscriptions.get(c) ?? [], period)]));
   const intervals = new Map<string, Period>([[intervalKey(period), period]]);
   const grouped = new Map<string, GroupedRead>();
