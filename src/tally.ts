@@ -34,6 +34,8 @@ export interface TallyOptions {
   database?: OpenedDb;
   /** Close the database on shutdown (default true; false when the caller owns it). */
   ownsDatabase?: boolean;
+  /** The dashboard's built page (default: dist/web); tests build their own so a parallel `npm run build` is harmless. */
+  webDirectory?: string;
 }
 
 export interface Tally {
@@ -151,7 +153,7 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     },
     state: { draining: false },
   };
-  const app = createApp(ctx);
+  const app = createApp(ctx, [], { webDirectory: opts.webDirectory });
   let server: Server | undefined;
   const inFlight = new Set<ServerResponse>();
   let stopped: Promise<void> | undefined;

@@ -37,9 +37,9 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
   const text = (selector: string) => page.$eval(selector, (e) => (e.textContent ?? "").trim());
 
   beforeAll(async () => {
-    const [, b] = await Promise.all([buildDashboard(), launchBrowser()]);
+    const [webDirectory, b] = await Promise.all([buildDashboard(), launchBrowser()]);
     browser = b;
-    t = await startTestTally(backend);
+    t = await startTestTally(backend, { webDirectory });
     base = await t.tally.listen(0, "127.0.0.1");
     await put("/v1/meters/db_tokens", { name: "Tokens", unit: "tokens", aggregation: "sum", dimensions: ["model"] });
     await put("/v1/meters/db_calls", { name: "API calls", unit: "calls", aggregation: "sum" });

@@ -22,7 +22,11 @@ import { createRouteTable, type RouteTable } from "./routeTable.js";
 
 export type RouteModule = (t: RouteTable, ctx: AppContext) => void;
 
-export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Express {
+export function createApp(
+  ctx: AppContext,
+  extraRoutes: RouteModule[] = [],
+  opts: { webDirectory?: string | undefined } = {},
+): Express {
   const app = express();
   app.disable("x-powered-by");
   // API answers are not cached by clients; hashing every body for an ETag only costs time.
@@ -78,7 +82,7 @@ export function createApp(ctx: AppContext, extraRoutes: RouteModule[] = []): Exp
     jsonLimitBytes: 1024 * 1024,
   });
   app.use(router);
-  app.use(dashboardPages({ embedOrigins: ctx.config.TALLY_EMBED_ORIGINS }));
+  app.use(dashboardPages({ embedOrigins: ctx.config.TALLY_EMBED_ORIGINS, directory: opts.webDirectory }));
   app.locals.routes = table.list();
 
   app.use((req, res) => {

@@ -35,7 +35,8 @@ const BASE_CSP = [
 export interface PageOptions {
   /** Origins allowed to frame /embed/customer (TALLY_EMBED_ORIGINS); empty: none. */
   embedOrigins: string[];
-  directory?: string;
+  /** The built page (default: dist/web of this package; tests build their own copy). */
+  directory?: string | undefined;
 }
 
 export function dashboardPages(opts: PageOptions): Router {

@@ -1,7 +1,8 @@
 // A real headless Chromium for the dashboard tests and benchmark: the binary shipped inside the npm package
 // @sparticuz/chromium (nothing downloaded at install or run time), driven by puppeteer-core; Debian's
 // /usr/bin/chromium only if that one cannot start. The dashboard's assets are built by Vite first.
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import chromium from "@sparticuz/chromium";
@@ -25,12 +26,24 @@ const ARGS = [
   "--lang=en-US",
 ];
 
-let built: Promise<unknown> | undefined;
+let built: Promise<string> | undefined;
 
-/** Builds web/ into dist/web (what npm run build does), once per test file, so tests serve what npm start would. */
-export async function buildDashboard(): Promise<void> {
-  built ??= build({ configFile: join(ROOT, "web", "vite.config.ts"), logLevel: "warn" });
-  await built;
+/**
+ * Builds web/ as npm run build does, once per test file, into a directory of its own (removed at exit): another test
+ * file's `npm run build` may empty dist/web at any moment. Start Tally with `webDirectory` set to the answer.
+ */
+export function buildDashboard(): Promise<string> {
+  built ??= (async () => {
+    const outDir = mkdtempSync(join(tmpdir(), "tally-web-"));
+    process.once("exit", () => rmSync(outDir, { recursive: true, force: true }));
+    await build({
+      configFile: join(ROOT, "web", "vite.config.ts"),
+      logLevel: "warn",
+      build: { outDir, emptyOutDir: true },
+    });
+    return outDir;
+  })();
+  return built;
 }
 
 export async function launchBrowser(): Promise<Browser> {

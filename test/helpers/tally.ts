@@ -27,7 +27,7 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
 
 export async function startTestTally(
   backend: TestBackend,
-  opts: { clock?: Clock; env?: Record<string, string>; database?: TestDatabase } = {},
+  opts: { clock?: Clock; env?: Record<string, string>; database?: TestDatabase; webDirectory?: string } = {},
 ): Promise<TestTally> {
   const database = opts.database ?? (await createTestDatabase(backend));
   const config = testConfig({ ...(database.url ? { DATABASE_URL: database.url } : {}), ...opts.env });
@@ -40,6 +40,7 @@ export async function startTestTally(
     logger: createLogger(config.LOG_LEVEL),
     database: opened,
     ownsDatabase: true,
+    ...(opts.webDirectory ? { webDirectory: opts.webDirectory } : {}),
   });
   return {
     backend,
