@@ -1,4 +1,4 @@
-// Prepaid credits in Stripe, on both engines: an hour after a period ends, the credits each grant applied to it reach
+// Prepaid credits in Stripe, on both engines: once a period's invoice is final, the credit lines frozen on it reach
 // the fake Stripe once, as negative invoice items with a deterministic Idempotency-Key; a timeout after Stripe
 // created the item is retried with the same key and answered from Stripe's idempotency store (no second item);
 // the reconciliation lists the items.
@@ -19,6 +19,10 @@ describe.each(BACKENDS)("credits in Stripe on %s", (backend) => {
     const res = await api().post(`/v1/customers/${customer}/credit-grants`).set(admin).send(body);
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     return res.body as { id: string };
+  };
+  const finalize = async () => {
+    const res = await api().post("/v1/jobs/finalize-invoices/run").set(admin);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
   };
   const customer = async (id: string, stripe: string) => {
     expect((await api().put(`/v1/customers/${id}`).set(admin).send({ stripe_customer_id: stripe })).status).toBe(201);
@@ -52,6 +56,9 @@ describe.each(BACKENDS)("credits in Stripe on %s", (backend) => {
     clock.set("2026-12-01T00:30:00Z");
     expect((await sync(rig.t)).credits).toMatchObject({ settled_periods: 0, sent: 0 });
     clock.set("2026-12-01T01:30:00Z");
+    // The period is over, but its invoice is still a draft: its credits wait for it to be final.
+    expect((await sync(rig.t)).credits).toMatchObject({ settled_periods: 0, sent: 0 });
+    await finalize();
     expect((await sync(rig.t)).credits).toMatchObject({ settled_periods: 1, sent: 2, failed: 0, pending: 0 });
     const items = rig.fake.invoiceItems.filter((i) => i.customer === "cus_paid");
     expect(items.map((i) => [i.metadata.tally_grant, i.amount, i.currency])).toEqual([
@@ -89,7 +96,8 @@ describe.each(BACKENDS)("credits in Stripe on %s", (backend) => {
       { id: "l1", customer: "lost", meter: "calls", value: 150, timestamp: "2026-12-10T11:00:00Z" },
     ]);
     clock.set("2027-01-01T02:00:00Z");
-    rig.fake.injectInvoiceItems("accept-then-500");
+    await finalize();
+    rig.fake.injectInvoiceItems("accept-then-500", 1, "cus_lost");
     expect((await sync(rig.t)).credits).toMatchObject({ settled_periods: 2, sent: 0, retry_later: 1, pending: 1 }); // and "paid" had no credits in December;
     const replay = await sync(rig.t); // same Idempotency-Key: Stripe answers with the item it kept
     expect(replay.credits).toMatchObject({ sent: 1, pending: 0 });

@@ -115,20 +115,29 @@ export async function subscriptionsOfPlanCustomers(
   to: Date,
   customers?: string[],
 ): Promise<Map<string, Subscription[]>> {
-  const { rows } = await db.query<Row & { customer_id: string }>(
-    `SELECT s.customer_id, s.id::text, s.plan_key, s.start_at, s.end_at FROM subscriptions s
+  // One JSON text for all rows (thousands of customers; an embedded engine hands rows over field by field).
+  const { rows } = await db.query<{ rows: string }>(
+    `SELECT coalesce(json_agg(json_build_array(s.customer_id, s.id::text, s.plan_key,
+                                               extract(epoch FROM s.start_at) * 1000, extract(epoch FROM s.end_at) * 1000)
+                              ORDER BY s.customer_id, s.start_at), '[]')::text AS rows
+     FROM subscriptions s
      WHERE s.start_at < $3 AND (s.end_at IS NULL OR s.end_at > $2)
        AND s.customer_id IN (SELECT customer_id FROM subscriptions
                              WHERE plan_key = $1 AND start_at < $3 AND (end_at IS NULL OR end_at > $2))
-       AND ($4::text[] IS NULL OR s.customer_id = ANY($4::text[]))
-     ORDER BY s.customer_id, s.start_at`,
+       AND ($4::text[] IS NULL OR s.customer_id = ANY($4::text[]))`,
     [plan, from, to, customers ?? null],
   );
   const out = new Map<string, Subscription[]>();
-  for (const r of rows) {
-    const list = out.get(r.customer_id) ?? [];
-    list.push(fromRow(r));
-    out.set(r.customer_id, list);
+  for (const [customer, id, planKey, start, end] of JSON.parse(rows[0]?.rows ?? "[]") as [
+    string,
+    string,
+    string,
+    number,
+    number | null,
+  ][]) {
+    const list = out.get(customer) ?? [];
+    list.push({ id, plan: planKey, start: new Date(start), end: end === null ? null : new Date(end) });
+    out.set(customer, list);
   }
   return out;
 }

@@ -86,19 +86,20 @@ async function hourly(
   aggregationOf: (meter: string) => Aggregation | undefined,
 ): Promise<HourFigures> {
   const series = await prepareSeries(db, { granularity: "hour", from, to, customer });
-  const { rows } = await db.query<{ at: string; meter: string; figure: string }>(
-    `SELECT (extract(epoch FROM s.bucket) * 1000)::bigint::text AS at, s.meter,
-            CASE m.aggregation WHEN 'sum' THEN s.value_sum WHEN 'count' THEN s.event_count
-                               WHEN 'max' THEN s.value_max ELSE s.last_value END AS figure
+  // One JSON text (thousands of hours; an embedded engine hands rows over field by field).
+  const { rows } = await db.query<{ rows: string }>(
+    `SELECT coalesce(json_agg(json_build_array(extract(epoch FROM s.bucket) * 1000, s.meter,
+              CASE m.aggregation WHEN 'sum' THEN s.value_sum WHEN 'count' THEN s.event_count
+                                 WHEN 'max' THEN s.value_max ELSE s.last_value END)), '[]')::text AS rows
      FROM (${series.text}) AS s JOIN meters m ON m.key = s.meter`,
     series.params,
   );
   const out: HourFigures = new Map();
-  for (const r of rows) {
-    if (!aggregationOf(r.meter)) continue;
-    const byHour = out.get(r.meter) ?? new Map<number, Dec>();
-    out.set(r.meter, byHour);
-    byHour.set(Number(r.at), new Dec(r.figure));
+  for (const [at, meter, figure] of JSON.parse(rows[0]?.rows ?? "[]") as [number, string, string][]) {
+    if (!aggregationOf(meter)) continue;
+    const byHour = out.get(meter) ?? new Map<number, Dec>();
+    out.set(meter, byHour);
+    byHour.set(at, new Dec(figure));
   }
   return out;
 }
@@ -115,7 +116,7 @@ export class SegmentPricer {
     const key = `${currency}|${segment.plan}|${segment.meter}|${segment.version.effectiveFrom.getTime()}|${quantity.toFixed()}`;
     let amount = this.#memo.get(key);
     if (amount === undefined) {
-      const invoice = priceInvoice(currency, [{ ...segment, quantity }], []);
+      const invoice = priceInvoice(currency, [{ ...segment, quantity }], [], undefined, { totalOnly: true });
       amount = invoice.lines.reduce((a, l) => (l.kind === "usage" ? a.plus(l.amount) : a), ZERO);
       if (this.#memo.size >= this.max) this.#memo.delete(this.#memo.keys().next().value as string);
       this.#memo.set(key, amount);

@@ -110,7 +110,8 @@ export class GroupPricer {
     let amount = this.#memo.get(key);
     if (amount === undefined) {
       const dimensions = dimensionsObject(v.groupBy ?? [], group.values);
-      const invoice = priceInvoice(currency, [{ ...segment, quantity, groups: [{ dimensions, quantity }] }], []);
+      const priced = [{ ...segment, quantity, groups: [{ dimensions, quantity }] }];
+      const invoice = priceInvoice(currency, priced, [], undefined, { totalOnly: true });
       amount = invoice.lines.reduce((a, l) => (l.kind === "usage" ? a.plus(l.amount) : a), ZERO);
       if (this.#memo.size >= this.max) this.#memo.delete(this.#memo.keys().next().value as string);
       this.#memo.set(key, amount);

@@ -9,7 +9,7 @@ import type { Queryable } from "../db/types.js";
 import { type PricedSegment, priceInvoice } from "../pricing/invoice.js";
 import { type Dec, dec, sum, ZERO } from "../pricing/money.js";
 import { addBuckets, alignDown, periodOf } from "../rollups/buckets.js";
-import { runSeries } from "../rollups/series.js";
+import { prepareSeries } from "../rollups/series.js";
 import { type ForecastMethod, HISTORY_HOURS, projectQuantity } from "./project.js";
 
 export interface MeterForecast {
@@ -38,19 +38,31 @@ export async function forecastCustomer(db: Queryable, customer: string, now: Dat
   const statement = await buildStatement(db, customer, period, now);
   const meters = new Map((await listMeters(db)).map((m) => [m.key, m]));
   const nowHour = alignDown(now, "hour");
-  const history = await runSeries(db, {
+  // The history reduced in the database to what projection needs (the hour and its sum or count), as one JSON text.
+  const history = await prepareSeries(db, {
     granularity: "hour",
     from: addBuckets(nowHour, "hour", -HISTORY_HOURS),
     to: nowHour,
     customer,
   });
+  const { rows } = await db.query<{ rows: string }>(
+    `SELECT coalesce(json_agg(json_build_array(extract(epoch FROM s.bucket) * 1000, s.meter, s.value_sum,
+                                               s.event_count)), '[]')::text AS rows
+     FROM (${history.text}) AS s`,
+    history.params,
+  );
   const hourly = new Map<string, Map<number, Dec>>();
-  for (const r of history) {
-    const m = meters.get(r.meter);
+  for (const [at, meter, valueSum, eventCount] of JSON.parse(rows[0]?.rows ?? "[]") as [
+    number,
+    string,
+    string,
+    string,
+  ][]) {
+    const m = meters.get(meter);
     if (!m) continue;
-    const byHour = hourly.get(r.meter) ?? new Map<number, Dec>();
-    byHour.set(r.bucket.getTime(), dec(m.aggregation === "count" ? r.event_count : r.value_sum));
-    hourly.set(r.meter, byHour);
+    const byHour = hourly.get(meter) ?? new Map<number, Dec>();
+    byHour.set(at, dec(m.aggregation === "count" ? eventCount : valueSum));
+    hourly.set(meter, byHour);
   }
   const projections = new Map(
     statement.meters.map((s) => {

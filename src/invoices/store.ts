@@ -299,3 +299,16 @@ export async function finalFiguresOf(
   );
   return new Map(rows.map((r) => [r.customer_id, JSON.parse(r.figures) as StoredFigure[]]));
 }
+
+/** A customer's invoices of some periods, by period start (epoch ms): status and, once final, the document. */
+export async function invoiceStatesOf(
+  q: Queryable,
+  customer: string,
+  periodStarts: readonly Date[],
+): Promise<Map<number, { status: InvoiceStatus; document: string | null }>> {
+  const { rows } = await q.query<{ period_start: Date; status: InvoiceStatus; document: string | null }>(
+    "SELECT period_start, status, document FROM invoices WHERE customer_id = $1 AND period_start = ANY ($2::timestamptz[])",
+    [customer, periodStarts.map((d) => d.toISOString())],
+  );
+  return new Map(rows.map((r) => [new Date(r.period_start).getTime(), { status: r.status, document: r.document }]));
+}

@@ -4,7 +4,7 @@
 import type { Aggregation } from "../catalog/schemas.js";
 import type { Queryable } from "../db/types.js";
 import type { DimensionQuery } from "./dimensionSql.js";
-import { buildSeriesSql, planCover, readState, withDimensionValues } from "./series.js";
+import { buildSeriesSql, planCover, readState } from "./series.js";
 
 export interface Totals {
   customer: string;
@@ -39,26 +39,27 @@ export async function rangeTotals(
     { granularity: "total", customer: q.customer, meter: q.meter, groupBy: q.groupBy, filter: q.filter },
     planCover(q.from, q.to, state),
   );
-  const { rows } = await db.query<{
-    customer_id: string;
-    meter: string;
-    value_sum: string;
-    event_count: string;
-    value_max: string;
-    last_value: string;
-    last_key: string;
-    last_at: Date;
-    dimension_values?: (string | null)[];
-  }>(series.text, series.params);
-  return withDimensionValues(rows, q.groupBy?.length ?? 0).map((r) => ({
-    customer: r.customer_id,
-    meter: r.meter,
-    sum: r.value_sum,
-    count: r.event_count,
-    max: r.value_max,
-    last: r.last_value,
-    lastKey: r.last_key,
-    lastAt: r.last_at,
-    ...(r.dimension_values ? { dimensionValues: r.dimension_values } : {}),
+  // One JSON text for all rows: a simulation reads tens of thousands of totals, and an embedded engine hands rows
+  // over field by field (one text is several times faster there; a server hardly notices).
+  const gs = Array.from({ length: q.groupBy?.length ?? 0 }, (_, i) => `g${i + 1}`);
+  const groups = gs.map((g) => `, ${g}`).join("");
+  const order = ["customer_id", "meter", ...gs.map((g) => `${g} COLLATE "C" NULLS LAST`)].join(", ");
+  const { rows } = await db.query<{ rows: string }>(
+    `SELECT coalesce(json_agg(json_build_array(customer_id, meter, value_sum, event_count, value_max, last_value,
+                                               last_key, extract(epoch FROM last_at) * 1000${groups}) ORDER BY ${order}), '[]')::text AS rows
+     FROM (${series.text}) AS t`,
+    series.params,
+  );
+  const cells = JSON.parse(rows[0]?.rows ?? "[]") as (string | number | null)[][];
+  return cells.map((c) => ({
+    customer: c[0] as string,
+    meter: c[1] as string,
+    sum: c[2] as string,
+    count: c[3] as string,
+    max: c[4] as string,
+    last: c[5] as string,
+    lastKey: c[6] as string,
+    lastAt: new Date(c[7] as number),
+    ...(groups ? { dimensionValues: c.slice(8) as (string | null)[] } : {}),
   }));
 }

@@ -1,6 +1,8 @@
-// Prepaid credits in Stripe: an hour after a period ends, the credits each grant applied to it (read from the credit
-// ledger) are written as pending items, then sent as negative invoice items (POST /v1/invoiceitems) with a
-// deterministic Idempotency-Key per (customer, period, grant). The row is the real guard — Stripe keeps keys for
+// Prepaid credits in Stripe: once a period's invoice is final, the credit lines frozen on it (what each grant applied
+// to the period) are written as pending items, then sent as negative invoice items (POST /v1/invoiceitems) with a
+// deterministic Idempotency-Key per (customer, period, grant). So Stripe gets exactly the credits of the final
+// invoice; later changes of those credits are adjustments of a later invoice, sent as its invoice items
+// (stripe/invoiceItems.ts). A period with no invoice at all (before invoices existed) takes the ledger's credits. The row is the real guard — Stripe keeps keys for
 // 24 hours — so a 'sent' item is never sent again; a timeout or 5xx retries with the same key on the next run.
 // Stripe adds such items to the customer's next invoice, with `period` set to the Tally period they credit.
 import { createHash } from "node:crypto";
@@ -9,6 +11,8 @@ import type { Clock } from "../clock.js";
 import { type Config, stripeMaxRps } from "../config.js";
 import { type CreditLedgers, creditsOf, toMinor } from "../credits/ledger.js";
 import type { Db, Queryable } from "../db/types.js";
+import { draftHorizon } from "../invoices/rules.js";
+import { invoiceStatesOf, latestFinalPeriod } from "../invoices/store.js";
 import type { Logger } from "../logger.js";
 import { Dec, formatMoney } from "../pricing/money.js";
 import { addBuckets, periodOf } from "../rollups/buckets.js";
@@ -82,9 +86,26 @@ function itemSender(config: Config): (item: InvoiceItemRequest, key: string) => 
 const keyOf = (install: string, customer: string, period: Date, grant: string) =>
   `tally-credit-${createHash("sha256").update(`${install}\u0000${customer}\u0000${period.toISOString()}\u0000${grant}`).digest("hex").slice(0, 40)}`;
 
-/** Writes the pending items of every period that ended CREDIT_SETTLE_MS ago and was not settled yet. */
-async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string): Promise<number> {
+/** The credit lines of a final invoice's document: per grant, the (positive) credits applied. */
+function frozenCredits(document: string): { grant: string; currency: string; amount: Dec }[] {
+  const doc = JSON.parse(document) as {
+    currency: string | null;
+    lines: { kind: string; grant?: string; amount: string }[];
+  };
+  return doc.lines
+    .filter((l) => l.kind === "credit" && l.grant && doc.currency)
+    .map((l) => ({ grant: l.grant as string, currency: doc.currency as string, amount: new Dec(l.amount).negated() }))
+    .filter((c) => c.amount.gt(0));
+}
+
+/**
+ * Writes the pending items of every period that ended CREDIT_SETTLE_MS ago, whose invoice is final (or that has
+ * none), and that was not settled yet.
+ */
+async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string, maxAgeDays: number): Promise<number> {
   const closedBefore = new Date(now.getTime() - CREDIT_SETTLE_MS);
+  // Periods from here on get invoices (invoices/rules.ts): one without its invoice yet waits for it.
+  const invoicedFrom = draftHorizon(now, maxAgeDays, await latestFinalPeriod(db));
   const { rows } = await db.query<{ customer_id: string; first: Date }>(
     `SELECT g.customer_id, min(g.effective_at) AS first
      FROM credit_grants g JOIN customers c ON c.id = g.customer_id
@@ -104,10 +125,29 @@ async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string
       if (!known.has(p.start.getTime())) open.push(p);
     }
     if (open.length === 0) continue;
-    const { ledger } = await ledgers.read(r.customer_id, now, async () => undefined);
+    const invoices = await invoiceStatesOf(
+      db,
+      r.customer_id,
+      open.map((p) => p.start),
+    );
+    // A draft may still change: its credits go to Stripe once it is final.
+    const ready = open.filter((p) => {
+      const invoice = invoices.get(p.start.getTime());
+      return invoice ? invoice.status === "final" : p.start < invoicedFrom;
+    });
+    if (ready.length === 0) continue;
+    const needsLedger = ready.some((p) => !invoices.has(p.start.getTime()));
+    const ledger = needsLedger ? (await ledgers.read(r.customer_id, now, async () => undefined)).ledger : undefined;
     await db.transaction(async (tx) => {
-      for (const period of open) {
-        const credits = ledger ? creditsOf(ledger, period).filter((c) => c.amount.gt(0)) : [];
+      for (const period of ready) {
+        const final = invoices.get(period.start.getTime())?.document;
+        const credits = final
+          ? frozenCredits(final)
+          : ledger
+            ? creditsOf(ledger, period)
+                .filter((c) => c.amount.gt(0))
+                .map((c) => ({ grant: c.grant.id, currency: c.grant.currency, amount: c.amount }))
+            : [];
         for (const c of credits) {
           await tx.query(
             `INSERT INTO stripe_credit_items (customer_id, period_start, period_end, grant_id, amount, currency,
@@ -117,10 +157,10 @@ async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string
               r.customer_id,
               period.start,
               period.end,
-              c.grant.id,
+              c.grant,
               c.amount.toFixed(),
-              c.grant.currency,
-              keyOf(install, r.customer_id, period.start, c.grant.id),
+              c.currency,
+              keyOf(install, r.customer_id, period.start, c.grant),
               now,
             ],
           );
@@ -217,7 +257,7 @@ export function createCreditItemSync(d: {
       if (!request) return undefined;
       const now = d.clock.now();
       const { installId } = await readSyncState(d.db);
-      const settled = await settle(d.db, d.credits, now, installId);
+      const settled = await settle(d.db, d.credits, now, installId, d.config.TALLY_EVENT_MAX_AGE_DAYS);
       const sent = await send(d.db, request, now, d.log);
       const { rows } = await d.db.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM stripe_credit_items WHERE status = 'pending'",

@@ -79,7 +79,7 @@ export class FakeStripe {
   #url = "";
   #server: Server;
   #faults: Fault[] = [];
-  #itemFaults: InvoiceItemFault[] = [];
+  #itemFaults: { fault: InvoiceItemFault; customer: string | undefined }[] = [];
   /** Idempotency keys: the first request's parameters and answer (handled without waiting, so never in flight). */
   #idempotency = new Map<string, { params: string; status: number; body: unknown }>();
   #identifiers = new Set<string>();
@@ -122,9 +122,9 @@ export class FakeStripe {
     for (let i = 0; i < count; i++) this.#faults.push(fault);
   }
 
-  /** The next `count` invoice-item requests meet this fault. */
-  injectInvoiceItems(fault: InvoiceItemFault, count = 1): void {
-    for (let i = 0; i < count; i++) this.#itemFaults.push(fault);
+  /** The next `count` invoice-item requests (of one Stripe customer, if given) meet this fault. */
+  injectInvoiceItems(fault: InvoiceItemFault, count = 1, customer?: string): void {
+    for (let i = 0; i < count; i++) this.#itemFaults.push({ fault, customer });
   }
 
   clearFaults(): void {
@@ -448,7 +448,8 @@ export class FakeStripe {
   #invoiceItem(form: URLSearchParams, key: string | undefined, res: ServerResponse, path: string, at: number) {
     const params = JSON.stringify([...form.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
     const saved = key === undefined ? undefined : this.#idempotency.get(key);
-    const fault = this.#itemFaults.shift();
+    const faultAt = this.#itemFaults.findIndex((f) => f.customer === undefined || f.customer === form.get("customer"));
+    const fault = faultAt >= 0 ? this.#itemFaults.splice(faultAt, 1)[0]?.fault : undefined;
     if (fault === "429") {
       return this.#error(
         res,
