@@ -5,7 +5,8 @@
 // read, in every process at once (docs/credits.md).
 //
 // Periods no event can reach any more (they ended more than TALLY_EVENT_MAX_AGE_DAYS ago) are priced once per
-// process and kept, keyed by everything that prices them; the current periods are priced on every read.
+// process and kept, keyed by everything that prices them; periods still open to events are priced again when one of
+// their meters' event counts moved (one totals read per open period tells), else kept too.
 import { LRUCache } from "lru-cache";
 import { listMeters } from "../catalog/meters.js";
 import type { Aggregation } from "../catalog/schemas.js";
@@ -13,6 +14,7 @@ import type { Db, Queryable } from "../db/types.js";
 import { Dec, minorUnits } from "../pricing/money.js";
 import type { Period } from "../pricing/segments.js";
 import { addBuckets, periodOf } from "../rollups/buckets.js";
+import { rangeTotals } from "../rollups/totals.js";
 import { type BurnDown, burnOrder, type CreditGrant, coveringBalance, Replay } from "./burndown.js";
 import { type PeriodCharges, periodCharges, periodPricings, SegmentPricer } from "./charges.js";
 import { listGrants, type StoredGrant } from "./grants.js";
@@ -63,6 +65,11 @@ export class CreditLedgers {
     maxSize: FROZEN_CACHE_MAX_INCREMENTS,
     sizeCalculation: (v) => v.charges.increments.length + 1,
   });
+  /** Periods still open to events, with the usage they were priced at (usageVersion). */
+  readonly #open = new LRUCache<string, { fingerprint: string; version: string; charges: PeriodCharges }>({
+    maxSize: FROZEN_CACHE_MAX_INCREMENTS,
+    sizeCalculation: (v) => v.charges.increments.length + 1,
+  });
   /** Per customer: the replay after its closed periods, and what it was computed from. */
   readonly #checkpoints = new LRUCache<string, { fingerprint: string; replay: Replay }>({ max: CHECKPOINTS_MAX });
 
@@ -106,10 +113,24 @@ export class CreditLedgers {
     const closedBefore = now.getTime() - this.opts.maxEventAgeMs - FROZEN_MARGIN_MS;
     const byPeriod = new Map<number, PeriodCharges>();
     const toPrice = [];
+    const versions = new Map<number, string>();
     for (const p of pricings) {
-      const known = this.#frozen.get(`${customer}\u0000${p.period.start.getTime()}`);
-      if (known && known.fingerprint === p.fingerprint) byPeriod.set(p.period.start.getTime(), known.charges);
-      else toPrice.push(p);
+      const start = p.period.start.getTime();
+      const known = this.#frozen.get(`${customer}\u0000${start}`);
+      if (known && known.fingerprint === p.fingerprint) {
+        byPeriod.set(start, known.charges);
+        continue;
+      }
+      // A period still open to events: its charges change only with its events, and events are only ever added, so
+      // each meter's event count over the period (one totals read) tells whether anything arrived since it was priced.
+      const version = await usageVersion(tx, customer, p.period);
+      const seen = this.#open.get(`${customer}\u0000${start}`);
+      if (seen && seen.fingerprint === p.fingerprint && seen.version === version) {
+        byPeriod.set(start, seen.charges);
+        continue;
+      }
+      versions.set(start, version);
+      toPrice.push(p);
     }
     // Consecutive runs of periods to price are read together (usually just the open ones at the end).
     for (let i = 0; i < toPrice.length; ) {
@@ -118,8 +139,11 @@ export class CreditLedgers {
       for (const c of await periodCharges(tx, customer, toPrice.slice(i, j), aggregationOf, this.#pricer)) {
         const start = c.pricing.period.start.getTime();
         byPeriod.set(start, c);
+        const fingerprint = c.pricing.fingerprint;
         if (c.pricing.period.end.getTime() <= closedBefore) {
-          this.#frozen.set(`${customer}\u0000${start}`, { fingerprint: c.pricing.fingerprint, charges: c });
+          this.#frozen.set(`${customer}\u0000${start}`, { fingerprint, charges: c });
+        } else {
+          this.#open.set(`${customer}\u0000${start}`, { fingerprint, version: versions.get(start) ?? "", charges: c });
         }
       }
       i = j;
@@ -150,6 +174,15 @@ export class CreditLedgers {
     const burn = replay.result(now.getTime());
     return { customer, asOf: now, grants, burn, periods: byPeriod };
   }
+}
+
+/** Each meter's event count over a period: it changes with every event that arrives for the period. */
+async function usageVersion(q: Queryable, customer: string, period: Period): Promise<string> {
+  const totals = await rangeTotals(q, { from: period.start, to: period.end, customer });
+  return totals
+    .map((t) => `${t.meter}:${t.count}`)
+    .sort()
+    .join(",");
 }
 
 /** The balance at the ledger's asOf in `currency`: the remaining amounts of the active grants. */
