@@ -16,7 +16,7 @@ import { copyRow } from "../src/ingest/copyText.js";
 import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
-import { freshServerDatabase, httpRequest, percentile, startTally, table } from "./harness.js";
+import { freshServerDatabase, httpRequest, percentile, rng, startTally, table, time } from "./harness.js";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 10_000_000);
 const QUERIES = Number(process.env.BENCH_QUERIES ?? 200);
@@ -33,24 +33,6 @@ const get = (url: string) => httpRequest(url, { key: KEY, agent });
  * refreshing, long enough for a pooled keep-alive socket to be closed under us. */
 const post = (url: string, body: unknown) =>
   httpRequest(url, { key: KEY, method: "POST", agent: false, body: JSON.stringify(body) });
-
-/** A cheap deterministic PRNG so runs are comparable. */
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-async function time<T>(fn: () => Promise<T>): Promise<[number, T]> {
-  const t0 = performance.now();
-  const v = await fn();
-  return [performance.now() - t0, v];
-}
 
 async function main(): Promise<void> {
   const serverUrl = process.env.DATABASE_URL;
