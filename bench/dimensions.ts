@@ -19,7 +19,17 @@ import { copyRow } from "../src/ingest/copyText.js";
 import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
-import { freshServerDatabase, httpRequest, percentile, rng, startTally, table, time } from "./harness.js";
+import {
+  askAll,
+  freshServerDatabase,
+  httpRequest,
+  LATENCY_HEAD,
+  type Question,
+  rng,
+  startTally,
+  table,
+  time,
+} from "./harness.js";
 
 const EVENTS = Number(process.env.BENCH_DIM_EVENTS ?? 10_000_000);
 const QUERIES = Number(process.env.BENCH_QUERIES ?? 200);
@@ -51,10 +61,21 @@ const KEY = `bench-${randomBytes(12).toString("hex")}`;
 const DAY = 86_400_000;
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-const get = (url: string) => httpRequest(url, { key: KEY, agent });
+/** Requests whose connection failed and were sent again (a run with 10 M events once ended on an ECONNRESET). */
+let resent = 0;
+async function once<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    resent += 1;
+    console.log(`  ${what}: ${(err as Error).message}; sending it again`);
+    return fn();
+  }
+}
+const get = (url: string) => once(`GET ${url}`, () => httpRequest(url, { key: KEY, agent }));
 /** Fresh connections: the embedded engine may block the event loop for minutes while loading and refreshing. */
 const send = (method: string, url: string, body: unknown) =>
-  httpRequest(url, { key: KEY, method, agent: false, body: JSON.stringify(body) });
+  once(`${method} ${url}`, () => httpRequest(url, { key: KEY, method, agent: false, body: JSON.stringify(body) }));
 async function ok(method: string, url: string, body: unknown): Promise<void> {
   const res = await send(method, url, body);
   if (res.status >= 300) throw new Error(`${method} ${url}: ${res.status} ${res.text}`);
@@ -70,14 +91,6 @@ function groupAmount(model: string | null, quantity: Decimal): Decimal {
   if (model !== "model-00") return quantity.times("0.01");
   const first = Decimal.min(quantity, 10_000);
   return first.times("0.02").plus(quantity.minus(first).times("0.01"));
-}
-
-interface Question {
-  kind: string;
-  path: string;
-  answer: string;
-  rawMs: number;
-  read(body: string): string;
 }
 
 async function main(): Promise<void> {
@@ -331,52 +344,33 @@ async function main(): Promise<void> {
         },
       });
     }
+    console.log(`  raw answers computed; ${subscribed.size} customers subscribed (load average ${load()})`);
     await tally.shutdown();
     stopped = true;
 
     const child = await startTally(env);
+    child.child.on("exit", (code, signal) => console.log(`  Tally (child) exited: ${code ?? signal}`));
     try {
       const kinds = [grouped, ungrouped, summary];
       for (const kind of kinds) {
         for (const question of questions.filter((x) => x.kind === kind).slice(0, 25))
           await get(`${child.url}${question.path}`);
       }
-      const rows: string[][] = [];
-      let mismatches = 0;
-      for (const kind of kinds) {
-        const tallyMs: number[] = [];
-        const rawMs: number[] = [];
-        for (const question of questions.filter((x) => x.kind === kind)) {
-          const [ms, res] = await time(() => get(`${child.url}${question.path}`));
-          if (res.status !== 200) throw new Error(`${res.status} ${res.text}`);
-          tallyMs.push(ms);
-          rawMs.push(question.rawMs);
-          const got = question.read(res.text);
-          if (got !== question.answer) {
-            if (mismatches < 3)
-              console.log(`  MISMATCH ${question.path}\n    raw:   ${question.answer}\n    tally: ${got}`);
-            mismatches += 1;
-          }
-        }
-        rows.push(row(kind, tallyMs, rawMs));
-      }
-      console.log(
-        `\n${table(["query", "Tally p50", "p95", "p99", "raw events p50", "p95", "p99", "raw p95 / Tally p95"], rows)}`,
-      );
+      const { rows, mismatches } = await askAll(questions, kinds, async (q) => {
+        const res = await get(`${child.url}${q.path}`);
+        if (res.status !== 200) throw new Error(`${res.status} ${res.text}`);
+        return res.text;
+      });
+      console.log(`\n${table(LATENCY_HEAD, rows)}`);
       console.log(
         `\nanswers compared with raw events: ${questions.length - mismatches} equal, ${mismatches} different`,
       );
+      if (resent > 0) console.log(`requests sent again after a failed connection: ${resent}`);
       console.log(
         `\nMaterialized rollup rows of ${METER} per level (${num(EVENTS)} events loaded, ${combinationsUsed} combinations ` +
           `used; the current hour, day and month are read from the level below, not materialized):\n\n` +
           table(
-            [
-              "level",
-              "events in materialized buckets",
-              "rows",
-              "bound: buckets × customers × combinations",
-              "events per row",
-            ],
+            ["level", "events in materialized buckets", "rows", "bound: buckets × customers × combos", "events/row"],
             rowCounts,
           ),
       );
@@ -389,20 +383,6 @@ async function main(): Promise<void> {
     if (!stopped) await tally.shutdown();
     await cleanup();
   }
-}
-
-function row(name: string, tally: number[], raw: number[]): string[] {
-  const f = (v: number) => `${v.toFixed(2)} ms`;
-  return [
-    name,
-    f(percentile(tally, 50)),
-    f(percentile(tally, 95)),
-    f(percentile(tally, 99)),
-    f(percentile(raw, 50)),
-    f(percentile(raw, 95)),
-    f(percentile(raw, 99)),
-    `${(percentile(raw, 95) / percentile(tally, 95)).toFixed(1)}×`,
-  ];
 }
 
 main().catch((err) => {
