@@ -233,3 +233,62 @@ export async function walMeter(admin: pg.Client | undefined) {
     },
   };
 }
+
+/** A cheap deterministic PRNG (mulberry32) so runs are comparable. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** How long `fn` took, in ms, and its result. */
+export async function time<T>(fn: () => Promise<T>): Promise<[number, T]> {
+  const t0 = performance.now();
+  const v = await fn();
+  return [performance.now() - t0, v];
+}
+
+/** The head of a latency table: Tally over HTTP next to the same answers computed from raw events. */
+export const LATENCY_HEAD = ["query", "Tally p50", "p95", "p99", "raw events p50", "p95", "p99", "raw p95 / Tally p95"];
+
+/** One row under LATENCY_HEAD, from the milliseconds of each request. */
+export function latencyRow(name: string, tally: number[], raw: number[]): string[] {
+  const f = (v: number) => `${v.toFixed(2)} ms`;
+  const ps = (xs: number[]) => [50, 95, 99].map((p) => f(percentile(xs, p)));
+  return [name, ...ps(tally), ...ps(raw), `${(percentile(raw, 95) / percentile(tally, 95)).toFixed(1)}×`];
+}
+
+/** A question asked of Tally over HTTP, with the answer computed from raw events and how long that took. */
+export interface Question {
+  kind: string;
+  path: string;
+  answer: string;
+  rawMs: number;
+  read(body: string): string;
+}
+
+/** Asks every question of each kind through `ask` (the body of a 200), timed; a latency row per kind, mismatches. */
+export async function askAll(questions: Question[], kinds: string[], ask: (q: Question) => Promise<string>) {
+  const rows: string[][] = [];
+  let mismatches = 0;
+  for (const kind of kinds) {
+    const tallyMs: number[] = [];
+    const rawMs: number[] = [];
+    for (const question of questions.filter((x) => x.kind === kind)) {
+      const [ms, body] = await time(() => ask(question));
+      tallyMs.push(ms);
+      rawMs.push(question.rawMs);
+      const got = question.read(body);
+      if (got === question.answer) continue;
+      if (mismatches++ < 3)
+        console.log(`  MISMATCH ${question.path}\n    raw:   ${question.answer}\n    tally: ${got}`);
+    }
+    rows.push(latencyRow(kind, tallyMs, rawMs));
+  }
+  return { rows, mismatches };
+}

@@ -9,6 +9,7 @@
 //   BENCH_NDJSON_MB (200; 0 skips), BENCH_IDS (ordered: time-ordered ids like ULID/UUIDv7 | random: UUIDv4),
 //   BENCH_STEADY=1: afterwards, store BENCH_STEADY_EVENTS (10,000,000) more events and run the HTTP phase again.
 //   BENCH_TALLY_NODE_ARGS: options for Tally's node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (written at exit).
+//   BENCH_DIMENSIONS=1: each round also ingests over HTTP on meters with 2 dimensions (bench/ingestDimensions.ts).
 import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
@@ -36,6 +37,7 @@ import {
   table,
   walMeter,
 } from "./harness.js";
+import * as dims from "./ingestDimensions.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const BATCHES = Number(process.env.BENCH_BATCHES ?? 400);
@@ -63,6 +65,7 @@ interface Fields {
   meter: string;
   value: string;
   timestamp: string;
+  properties?: Record<string, string>;
 }
 
 /** Event i of batch `tag`: spread over customers and meters, a timestamp within the last hour. */
@@ -166,10 +169,15 @@ async function databasePhase(target: Target, db: Db): Promise<PhaseResult> {
 
 /** 4 clients posting 1,000-event JSON bodies (built before the clock starts); every `retryEvery`-th send is a
  * retry of a batch that client already had acknowledged (its answer "lost"): all duplicates. */
-async function httpPhase(target: Target, t: TallyChild, retryEvery?: number): Promise<PhaseResult> {
+async function httpPhase(
+  target: Target,
+  t: TallyChild,
+  retryEvery?: number,
+  dress: (events: Fields[]) => Fields[] = (events) => events,
+): Promise<PhaseResult> {
   const nowMs = Date.now();
   const fresh = retryEvery ? BATCHES - Math.floor(BATCHES / retryEvery) : BATCHES;
-  const bodies = Array.from({ length: fresh }, () => jsonBody(batchFields(nextTag(), BATCH, nowMs)));
+  const bodies = Array.from({ length: fresh }, () => jsonBody(dress(batchFields(nextTag(), BATCH, nowMs))));
   freshAgent();
   const latencies: number[] = [];
   return measured(target, t.child.pid, async () => {
@@ -326,7 +334,7 @@ const HEAD = [
 async function main(): Promise<void> {
   const serverUrl = process.env.DATABASE_URL;
   const embedded = !serverUrl;
-  const rounds: Record<"baseline" | "database" | "http" | "retries", PhaseResult>[] = [];
+  const rounds: Record<"baseline" | "database" | "retries" | dims.HttpKind, PhaseResult>[] = [];
   let target: Target;
   let startFresh: () => Promise<TallyChild>;
   let writerDb: () => Promise<{ db: Db; close(): Promise<void> }>;
@@ -388,6 +396,9 @@ async function main(): Promise<void> {
   try {
     const defineMeters = async (t: TallyChild) => {
       for (const m of METERS) await t.put(`/v1/meters/${m}`, KEY, { name: m, unit: "unit", aggregation: "sum" });
+      for (const m of dims.WITH_DIMENSIONS ? METERS.map(dims.dimensionalMeter) : []) {
+        await t.put(`/v1/meters/${m}`, KEY, { name: m, unit: "unit", aggregation: "sum", dimensions: dims.DIMENSIONS });
+      }
       return t;
     };
     let t = await defineMeters(await startFresh());
@@ -405,15 +416,22 @@ async function main(): Promise<void> {
       const database = await databasePhase(target, w.db);
       await w.close();
       if (embedded && r > 0) t = await defineMeters(await startFresh());
-      await truncate();
-      const plain = await httpPhase(target, t);
+      // Without and (BENCH_DIMENSIONS=1) with properties and dimensions, in rotating order; each on empty tables.
+      const httpPhases: Partial<Record<dims.HttpKind, PhaseResult>> = {};
+      for (const [i, kind] of dims.httpKinds(r).entries()) {
+        if (embedded && (r > 0 || i > 0)) t = await defineMeters(await startFresh());
+        await truncate();
+        httpPhases[kind] = await httpPhase(target, t, undefined, dims.dressFor(kind));
+      }
+      const plain = httpPhases.http as PhaseResult;
       if (embedded) t = await defineMeters(await startFresh());
       await truncate();
       const retries = await httpPhase(target, t, RETRY_EVERY);
-      rounds.push({ baseline, database, http: plain, retries });
+      rounds.push({ baseline, database, retries, ...dims.byKind(httpPhases, (p) => p) });
       console.log(
         `  round ${r + 1}: raw COPY ${num(rate(baseline))}/s, write path ${num(rate(database))}/s, ` +
-          `HTTP ${num(rate(plain))}/s, HTTP with 5% retries ${num(rate(retries))}/s`,
+          `HTTP ${num(rate(plain))}/s, HTTP with 5% retries ${num(rate(retries))}/s` +
+          dims.roundNote(dims.byKind(httpPhases, rate)),
       );
     }
     const pick = (k: keyof (typeof rounds)[number]) => median(rounds, (x) => rate(x[k]))[k];
@@ -428,10 +446,17 @@ async function main(): Promise<void> {
           row(`Tally write path, no HTTP, ${CLIENTS} writers`, pick("database"), base, embedded),
           row(`Tally over HTTP, ${CLIENTS} clients`, plain, base, embedded),
           row("Tally over HTTP, 5% of batches retried", retries, base, embedded),
+          ...(dims.WITH_DIMENSIONS
+            ? [
+                row("Tally over HTTP, 2 properties, meters without dimensions", pick("props"), base, embedded),
+                row("Tally over HTTP, 2 properties = the meters' 2 dimensions", pick("dims"), base, embedded),
+              ]
+            : []),
         ],
       )}`,
     );
     console.log(`\nWith 5% retries: ${(rate(retries) / rate(plain)).toFixed(2)}× the duplicate-free figure.`);
+    if (dims.WITH_DIMENSIONS) console.log(dims.dimensionsVerdict(rounds.map((x) => dims.byKind(x, rate))));
     const n = nodeSide();
     console.log(
       `Node side without HTTP (µs/event): JSON.parse ${n.parse.toFixed(2)}, validation ${n.validate.toFixed(2)}, ` +

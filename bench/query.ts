@@ -16,7 +16,7 @@ import { copyRow } from "../src/ingest/copyText.js";
 import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
-import { freshServerDatabase, httpRequest, percentile, startTally, table } from "./harness.js";
+import { freshServerDatabase, httpRequest, LATENCY_HEAD, latencyRow, rng, startTally, table, time } from "./harness.js";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 10_000_000);
 const QUERIES = Number(process.env.BENCH_QUERIES ?? 200);
@@ -33,24 +33,6 @@ const get = (url: string) => httpRequest(url, { key: KEY, agent });
  * refreshing, long enough for a pooled keep-alive socket to be closed under us. */
 const post = (url: string, body: unknown) =>
   httpRequest(url, { key: KEY, method: "POST", agent: false, body: JSON.stringify(body) });
-
-/** A cheap deterministic PRNG so runs are comparable. */
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-async function time<T>(fn: () => Promise<T>): Promise<[number, T]> {
-  const t0 = performance.now();
-  const v = await fn();
-  return [performance.now() - t0, v];
-}
 
 async function main(): Promise<void> {
   const serverUrl = process.env.DATABASE_URL;
@@ -253,11 +235,9 @@ async function main(): Promise<void> {
           rawMs.push(question.rawMs);
           if (question.read(res.text) !== question.answer) mismatches += 1;
         }
-        rows.push(row(kind, tallyMs, rawMs));
+        rows.push(latencyRow(kind, tallyMs, rawMs));
       }
-      console.log(
-        table(["query", "Tally p50", "p95", "p99", "raw events p50", "p95", "p99", "raw p95 / Tally p95"], rows),
-      );
+      console.log(table(LATENCY_HEAD, rows));
       console.log(
         `\nanswers compared with raw events: ${questions.length - mismatches} equal, ${mismatches} different`,
       );
@@ -269,20 +249,6 @@ async function main(): Promise<void> {
     if (!stopped) await tally.shutdown();
     await cleanup();
   }
-}
-
-function row(name: string, tally: number[], raw: number[]): string[] {
-  const f = (v: number) => `${v.toFixed(2)} ms`;
-  return [
-    name,
-    f(percentile(tally, 50)),
-    f(percentile(tally, 95)),
-    f(percentile(tally, 99)),
-    f(percentile(raw, 50)),
-    f(percentile(raw, 95)),
-    f(percentile(raw, 99)),
-    `${(percentile(raw, 95) / percentile(tally, 95)).toFixed(1)}×`,
-  ];
 }
 
 main().catch((err) => {
