@@ -184,6 +184,8 @@ describe.each(BACKENDS)("credits on %s", (backend) => {
       [{ amount: "1", priority: 101 }, 400, "validation_failed"],
       [{ amount: "1", effective_at: START, expires_at: START }, 422, "expiry_before_effective"],
       [{ amount: "1", meters: ["nope"] }, 422, "unknown_meter"],
+      // Older than the event window (35 days by default): that period is closed, its invoice no longer corrected.
+      [{ amount: "1", effective_at: "2026-09-01T00:00:00Z" }, 422, "effective_at_too_old"],
       [{ amount: "1", colour: "red" }, 400, "validation_failed"],
     ];
     for (const [body, status, code] of cases) {

@@ -86,6 +86,7 @@ export async function createGrant(
   input: GrantInput,
   idempotencyKey: string | null,
   now: Date,
+  maxAgeDays: number,
 ): Promise<{ grant: StoredGrant; replayed: boolean }> {
   const effectiveAt = input.effective_at ?? now;
   const requestHash = createHash("sha256")
@@ -109,6 +110,15 @@ export async function createGrant(
         }
         return { grant: fromRow(earlier), replayed: true };
       }
+    }
+    // As for events: periods older than the event window are closed (their final invoices are no longer corrected),
+    // so a grant cannot reach back into them.
+    if (effectiveAt.getTime() < now.getTime() - maxAgeDays * 86_400_000) {
+      throw invalid(
+        "effective_at_too_old",
+        "effective_at",
+        `must be at most ${maxAgeDays} days ago (TALLY_EVENT_MAX_AGE_DAYS): older periods are closed`,
+      );
     }
     const subscription =
       (await subscriptionAt(tx, customer, effectiveAt)) ??

@@ -86,6 +86,10 @@ function itemSender(config: Config): (item: InvoiceItemRequest, key: string) => 
 const keyOf = (install: string, customer: string, period: Date, grant: string) =>
   `tally-credit-${createHash("sha256").update(`${install}\u0000${customer}\u0000${period.toISOString()}\u0000${grant}`).digest("hex").slice(0, 40)}`;
 
+/** Months since year 0 of an instant, in UTC (consecutive months differ by one). */
+const monthIndex = (t: string) =>
+  `(extract(year FROM ${t} AT TIME ZONE 'UTC') * 12 + extract(month FROM ${t} AT TIME ZONE 'UTC'))`;
+
 /** The credit lines of a final invoice's document: per grant, the (positive) credits applied. */
 function frozenCredits(document: string): { grant: string; currency: string; amount: Dec }[] {
   const doc = JSON.parse(document) as {
@@ -106,15 +110,24 @@ async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string
   const closedBefore = new Date(now.getTime() - CREDIT_SETTLE_MS);
   // Periods from here on get invoices (invoices/rules.ts): one without its invoice yet waits for it.
   const invoicedFrom = draftHorizon(now, maxAgeDays, await latestFinalPeriod(db));
+  // Only customers with a closed period not settled yet (the latest closed one, or one before it), so those fully
+  // settled never take the places of those still to do; the rest follow in the next runs.
+  const current = periodOf(closedBefore).start;
+  const latestClosed = addBuckets(current, "month", -1);
   const { rows } = await db.query<{ customer_id: string; first: Date }>(
     `SELECT g.customer_id, min(g.effective_at) AS first
      FROM credit_grants g JOIN customers c ON c.id = g.customer_id
      WHERE c.stripe_customer_id IS NOT NULL
-     GROUP BY g.customer_id ORDER BY g.customer_id`,
-    [],
+     GROUP BY g.customer_id
+     HAVING min(g.effective_at) < $1
+        AND (SELECT count(*) FROM stripe_credit_periods s
+             WHERE s.customer_id = g.customer_id AND s.period_start >= date_trunc('month', min(g.effective_at), 'UTC'))
+            < ${monthIndex("$2::timestamptz")} - ${monthIndex("min(g.effective_at)")} + 1
+     ORDER BY g.customer_id LIMIT ${SETTLE_MAX_CUSTOMERS}`,
+    [current, latestClosed],
   );
   let settled = 0;
-  for (const r of rows.slice(0, SETTLE_MAX_CUSTOMERS)) {
+  for (const r of rows) {
     const done = await db.query<{ period_start: Date }>(
       "SELECT period_start FROM stripe_credit_periods WHERE customer_id = $1",
       [r.customer_id],

@@ -69,7 +69,14 @@ export function creditRoutes(t: RouteTable, ctx: AppContext): void {
           { field: "Idempotency-Key", message: "must be 1–255 characters" },
         ]);
       }
-      const { grant } = await createGrant(ctx.db, params.id, body, key ? key.data : null, ctx.clock.now());
+      const { grant } = await createGrant(
+        ctx.db,
+        params.id,
+        body,
+        key ? key.data : null,
+        ctx.clock.now(),
+        ctx.config.TALLY_EVENT_MAX_AGE_DAYS,
+      );
       return { status: 201, body: await afterChange(params.id, grant) };
     },
   });
