@@ -64,7 +64,9 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
     await put("/v1/customers/db_blocked/limits/db_calls", { soft: "5", hard: "10", unit: "quantity" });
     // A credit_only customer whose 0.50 of credits are spent: credits exhausted.
     await put("/v1/customers/db_prepaid", { credit_mode: "credit_only" });
-    const grant = { amount: "0.50", description: "Welcome credits", effective_at: "2026-01-01T00:00:00Z" };
+    // From 30 days ago: within the event window a grant may reach back to, and before every event below.
+    const since = new Date(t.clock.now().getTime() - 30 * 86_400_000).toISOString();
+    const grant = { amount: "0.50", description: "Welcome credits", effective_at: since };
     expect((await api().post("/v1/customers/db_prepaid/credit-grants").set(admin).send(grant)).status).toBe(201);
     const now = t.clock.now().getTime();
     const at = (minutesAgo: number) => new Date(now - minutesAgo * 60_000).toISOString();
