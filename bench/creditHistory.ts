@@ -6,11 +6,8 @@
 // Tally with the default 35-day window on the same database (closed periods priced once per process).
 //   BENCH_CREDIT_CUSTOMERS (5), BENCH_CREDIT_MONTHS (12), BENCH_CREDIT_GRANTS (20), BENCH_CREDIT_READS (200).
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { freshServerDatabase, httpRequest, percentile, startTally, table } from "./harness.js";
+import { benchDatabase, httpRequest, percentile, startTally, table } from "./harness.js";
 
 const CUSTOMERS = Number(process.env.BENCH_CREDIT_CUSTOMERS ?? 5);
 const MONTHS = Number(process.env.BENCH_CREDIT_MONTHS ?? 12);
@@ -27,16 +24,8 @@ export async function creditHistoryBench(serverUrl: string | undefined): Promise
     TALLY_JOBS: "off",
     TALLY_RATE_LIMIT_RPS: "0",
   };
-  let cleanup: () => Promise<void>;
-  if (serverUrl) {
-    const fresh = await freshServerDatabase(serverUrl);
-    base.DATABASE_URL = fresh.url;
-    cleanup = fresh.drop;
-  } else {
-    const dir = await mkdtemp(join(tmpdir(), "tally-bench-credits-"));
-    base.TALLY_DATA_DIR = dir;
-    cleanup = () => rm(dir, { recursive: true, force: true });
-  }
+  const { env: where, cleanup } = await benchDatabase("tally-bench-credits-", serverUrl);
+  Object.assign(base, where);
   const rows: string[][] = [];
   try {
     let tally = await startTally({ ...base, TALLY_EVENT_MAX_AGE_DAYS: "400" });

@@ -8,8 +8,6 @@
 // chart has drawn. DATABASE_URL=postgres://... → a fresh database on that server (dropped afterwards); unset →
 // embedded engine. The Vite build of the page comes from `npm run build` (the npm script runs it first).
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "puppeteer-core";
 import { loadConfig } from "../src/config.js";
@@ -18,7 +16,7 @@ import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
 import { launchBrowser } from "../test/helpers/browser.js";
-import { freshServerDatabase, httpRequest, percentile, table } from "./harness.js";
+import { benchDatabase, httpRequest, percentile, table } from "./harness.js";
 
 const CUSTOMERS = Number(process.env.BENCH_DASH_CUSTOMERS ?? 1000);
 const RUNS = Number(process.env.BENCH_DASH_RUNS ?? 20);
@@ -29,17 +27,8 @@ const TWELVE = "bench-12m";
 
 async function main(): Promise<void> {
   const serverUrl = process.env.DATABASE_URL;
-  let cleanup = async () => {};
-  const env: Record<string, string> = { TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off", LOG_LEVEL: "warn" };
-  if (serverUrl) {
-    const fresh = await freshServerDatabase(serverUrl);
-    env.DATABASE_URL = fresh.url;
-    cleanup = fresh.drop;
-  } else {
-    const dir = await mkdtemp(join(tmpdir(), "tally-dbench-"));
-    env.TALLY_DATA_DIR = dir;
-    cleanup = () => rm(dir, { recursive: true, force: true });
-  }
+  const { env: where, cleanup } = await benchDatabase("tally-dbench-", serverUrl);
+  const env: Record<string, string> = { ...{ TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off", LOG_LEVEL: "warn" }, ...where };
   const tally = await createTally({ config: loadConfig(env), logger: createLogger("warn") });
   const base = await tally.listen(0, "127.0.0.1");
   const { db, engine } = tally.ctx;

@@ -9,10 +9,8 @@
 // compared with the one computed from raw events (their properties, not the dimension set ids).
 //   DATABASE_URL=postgres://... → a fresh database on that server (dropped afterwards); unset → embedded engine.
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
-import { loadavg, tmpdir } from "node:os";
-import { join } from "node:path";
+import { loadavg } from "node:os";
 import { Decimal } from "decimal.js";
 import { loadConfig } from "../src/config.js";
 import { copyRow } from "../src/ingest/copyText.js";
@@ -21,7 +19,7 @@ import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
 import {
   askAll,
-  freshServerDatabase,
+  benchDatabase,
   httpRequest,
   LATENCY_HEAD,
   type Question,
@@ -96,17 +94,8 @@ function groupAmount(model: string | null, quantity: Decimal): Decimal {
 async function main(): Promise<void> {
   const serverUrl = process.env.DATABASE_URL;
   console.log(`\nTally dimensions benchmark — load average at start: ${load()}`);
-  let cleanup = async () => {};
-  const env: Record<string, string> = { TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off", LOG_LEVEL: "warn" };
-  if (serverUrl) {
-    const fresh = await freshServerDatabase(serverUrl);
-    env.DATABASE_URL = fresh.url;
-    cleanup = fresh.drop;
-  } else {
-    const dir = await mkdtemp(join(tmpdir(), "tally-dbench-"));
-    env.TALLY_DATA_DIR = dir;
-    cleanup = () => rm(dir, { recursive: true, force: true });
-  }
+  const { env: where, cleanup } = await benchDatabase("tally-dbench-", serverUrl);
+  const env: Record<string, string> = { ...{ TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off", LOG_LEVEL: "warn" }, ...where };
   const tally = await createTally({ config: loadConfig(env), logger: createLogger("warn") });
   let stopped = false;
   const base = await tally.listen(0, "127.0.0.1");

@@ -3,7 +3,10 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
@@ -124,6 +127,22 @@ export async function freshServerDatabase(serverUrl: string): Promise<{ url: str
 }
 
 /** One HTTP request with a bearer key; the answer's status and text. `agent: false` opens a fresh connection. */
+/**
+ * Where a benchmark's Tally keeps its data: a fresh database on the server DATABASE_URL names (dropped by `cleanup`),
+ * else a new embedded data directory (removed by `cleanup`). `env` holds the variable that selects it.
+ */
+export async function benchDatabase(
+  prefix: string,
+  serverUrl = process.env.DATABASE_URL,
+): Promise<{ env: Record<string, string>; cleanup(): Promise<void> }> {
+  if (serverUrl) {
+    const fresh = await freshServerDatabase(serverUrl);
+    return { env: { DATABASE_URL: fresh.url }, cleanup: fresh.drop };
+  }
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  return { env: { TALLY_DATA_DIR: dir }, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
 export function httpRequest(
   url: string,
   opts: { key: string; method?: string; agent?: http.Agent | false; contentType?: string; body?: string | Readable },

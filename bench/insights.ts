@@ -8,16 +8,13 @@
 //   - GET /v1/customers/{id}/forecast for BENCH_QUERIES (default 200) random customers (target p95 < 20 ms).
 //   DATABASE_URL=postgres://... → a fresh database on that server (dropped afterwards); unset → embedded engine.
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { loadConfig } from "../src/config.js";
 import { copyRow } from "../src/ingest/copyText.js";
 import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
-import { freshServerDatabase, httpRequest, percentile, startTally, table } from "./harness.js";
+import { benchDatabase, httpRequest, percentile, startTally, table } from "./harness.js";
 
 const CUSTOMERS = Number(process.env.BENCH_SIM_CUSTOMERS ?? 10_000);
 const PER_PAIR = Number(process.env.BENCH_SIM_EVENTS_PER_PAIR ?? 12);
@@ -62,17 +59,8 @@ async function time<T>(fn: () => Promise<T>): Promise<[number, T]> {
 
 async function main(): Promise<void> {
   const serverUrl = process.env.DATABASE_URL;
-  let cleanup = async () => {};
-  const env: Record<string, string> = { TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off", LOG_LEVEL: "warn" };
-  if (serverUrl) {
-    const fresh = await freshServerDatabase(serverUrl);
-    env.DATABASE_URL = fresh.url;
-    cleanup = fresh.drop;
-  } else {
-    const dir = await mkdtemp(join(tmpdir(), "tally-sbench-"));
-    env.TALLY_DATA_DIR = dir;
-    cleanup = () => rm(dir, { recursive: true, force: true });
-  }
+  const { env: where, cleanup } = await benchDatabase("tally-sbench-", serverUrl);
+  const env: Record<string, string> = { ...{ TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off", LOG_LEVEL: "warn" }, ...where };
   const tally = await createTally({ config: loadConfig(env), logger: createLogger("warn") });
   let stopped = false;
   const base = await tally.listen(0, "127.0.0.1");
