@@ -16,13 +16,7 @@ async function main(): Promise<void> {
   }
   const log = createLogger(config.LOG_LEVEL);
   const tally = await createTally({ config, logger: log });
-  const url = await tally.listen();
-  log.info({ url, engine: tally.ctx.engine }, `Tally listening on ${url}`);
-  // Printed once, to the terminal only: keys never go through the logger.
-  const keyNotice = tally.createdAdminKey
-    ? `\nAn admin API key was created. It is shown only this once; keep it safe:\n\n  ${tally.createdAdminKey}\n`
-    : "";
-  process.stdout.write(`${keyNotice}\nTally is running at ${url} (engine: ${tally.ctx.engine})\n\n`);
+  // Signal handlers before the server listens: whoever sees "listening" may stop it at once, gracefully.
   let signals = 0;
   const stop = (signal: string) => {
     signals += 1;
@@ -50,6 +44,13 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  const url = await tally.listen();
+  log.info({ url, engine: tally.ctx.engine }, `Tally listening on ${url}`);
+  // Printed once, to the terminal only: keys never go through the logger.
+  const keyNotice = tally.createdAdminKey
+    ? `\nAn admin API key was created. It is shown only this once; keep it safe:\n\n  ${tally.createdAdminKey}\n`
+    : "";
+  process.stdout.write(`${keyNotice}\nTally is running at ${url} (engine: ${tally.ctx.engine})\n\n`);
 }
 
 main().catch((err) => {
