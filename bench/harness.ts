@@ -126,22 +126,29 @@ export async function freshServerDatabase(serverUrl: string): Promise<{ url: str
   };
 }
 
-/** One HTTP request with a bearer key; the answer's status and text. `agent: false` opens a fresh connection. */
 /**
  * Where a benchmark's Tally keeps its data: a fresh database on the server DATABASE_URL names (dropped by `cleanup`),
  * else a new embedded data directory (removed by `cleanup`). `env` holds the variable that selects it.
+ * BENCH_KEEP=1 keeps it (cleanup only says where it is), to look into a loaded data set after a run.
  */
 export async function benchDatabase(
   prefix: string,
   serverUrl = process.env.DATABASE_URL,
 ): Promise<{ env: Record<string, string>; cleanup(): Promise<void> }> {
+  const keep = process.env.BENCH_KEEP === "1";
+  const kept = (where: string) => async () => console.log(`BENCH_KEEP=1: the data is kept at ${where}`);
   if (serverUrl) {
     const fresh = await freshServerDatabase(serverUrl);
-    return { env: { DATABASE_URL: fresh.url }, cleanup: fresh.drop };
+    return { env: { DATABASE_URL: fresh.url }, cleanup: keep ? kept(fresh.url) : fresh.drop };
   }
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  return { env: { TALLY_DATA_DIR: dir }, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return {
+    env: { TALLY_DATA_DIR: dir },
+    cleanup: keep ? kept(dir) : () => rm(dir, { recursive: true, force: true }),
+  };
 }
+
+/** One HTTP request with a bearer key; the answer's status and text. `agent: false` opens a fresh connection. */
 
 export function httpRequest(
   url: string,
