@@ -1,5 +1,6 @@
 // Customers' subscriptions: at most one in effect at any instant. Setting a new one ends the one in effect at
 // its start and drops any that would only have started after it, in one transaction holding the customer row.
+import { jsonRows } from "../db/jsonRows.js";
 import type { Db, Queryable } from "../db/types.js";
 import { notFound, unprocessable } from "../errors.js";
 import type { SubscriptionSpan } from "../pricing/segments.js";
@@ -115,26 +116,20 @@ export async function subscriptionsOfPlanCustomers(
   to: Date,
   customers?: string[],
 ): Promise<Map<string, Subscription[]>> {
-  // One JSON text for all rows (thousands of customers; an embedded engine hands rows over field by field).
-  const { rows } = await db.query<{ rows: string }>(
-    `SELECT coalesce(json_agg(json_build_array(s.customer_id, s.id::text, s.plan_key,
-                                               extract(epoch FROM s.start_at) * 1000, extract(epoch FROM s.end_at) * 1000)
-                              ORDER BY s.customer_id, s.start_at), '[]')::text AS rows
-     FROM subscriptions s
+  // Thousands of customers: one JSON text.
+  const rows = await jsonRows<[string, string, string, number, number | null]>(db, {
+    cells:
+      "s.customer_id, s.id::text, s.plan_key, extract(epoch FROM s.start_at) * 1000, extract(epoch FROM s.end_at) * 1000",
+    source: `subscriptions s
      WHERE s.start_at < $3 AND (s.end_at IS NULL OR s.end_at > $2)
        AND s.customer_id IN (SELECT customer_id FROM subscriptions
                              WHERE plan_key = $1 AND start_at < $3 AND (end_at IS NULL OR end_at > $2))
        AND ($4::text[] IS NULL OR s.customer_id = ANY($4::text[]))`,
-    [plan, from, to, customers ?? null],
-  );
+    orderBy: "s.customer_id, s.start_at",
+    params: [plan, from, to, customers ?? null],
+  });
   const out = new Map<string, Subscription[]>();
-  for (const [customer, id, planKey, start, end] of JSON.parse(rows[0]?.rows ?? "[]") as [
-    string,
-    string,
-    string,
-    number,
-    number | null,
-  ][]) {
+  for (const [customer, id, planKey, start, end] of rows) {
     const list = out.get(customer) ?? [];
     list.push({ id, plan: planKey, start: new Date(start), end: end === null ? null : new Date(end) });
     out.set(customer, list);

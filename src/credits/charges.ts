@@ -9,6 +9,7 @@
 import { loadPlanPrices } from "../billing/plans.js";
 import { subscriptionsBetween } from "../billing/subscriptions.js";
 import type { Aggregation } from "../catalog/schemas.js";
+import { jsonRows } from "../db/jsonRows.js";
 import type { Queryable } from "../db/types.js";
 import { priceInvoice } from "../pricing/invoice.js";
 import { Dec, minorUnits, ZERO } from "../pricing/money.js";
@@ -86,16 +87,16 @@ async function hourly(
   aggregationOf: (meter: string) => Aggregation | undefined,
 ): Promise<HourFigures> {
   const series = await prepareSeries(db, { granularity: "hour", from, to, customer });
-  // One JSON text (thousands of hours; an embedded engine hands rows over field by field).
-  const { rows } = await db.query<{ rows: string }>(
-    `SELECT coalesce(json_agg(json_build_array(extract(epoch FROM s.bucket) * 1000, s.meter,
-              CASE m.aggregation WHEN 'sum' THEN s.value_sum WHEN 'count' THEN s.event_count
-                                 WHEN 'max' THEN s.value_max ELSE s.last_value END)), '[]')::text AS rows
-     FROM (${series.text}) AS s JOIN meters m ON m.key = s.meter`,
-    series.params,
-  );
+  // Thousands of hours: one JSON text.
+  const rows = await jsonRows<[number, string, string]>(db, {
+    cells: `extract(epoch FROM s.bucket) * 1000, s.meter,
+            CASE m.aggregation WHEN 'sum' THEN s.value_sum WHEN 'count' THEN s.event_count
+                               WHEN 'max' THEN s.value_max ELSE s.last_value END`,
+    source: `(${series.text}) AS s JOIN meters m ON m.key = s.meter`,
+    params: series.params,
+  });
   const out: HourFigures = new Map();
-  for (const [at, meter, figure] of JSON.parse(rows[0]?.rows ?? "[]") as [number, string, string][]) {
+  for (const [at, meter, figure] of rows) {
     if (!aggregationOf(meter)) continue;
     const byHour = out.get(meter) ?? new Map<number, Dec>();
     out.set(meter, byHour);

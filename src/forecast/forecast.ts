@@ -5,6 +5,7 @@
 
 import { buildStatement, type Statement } from "../billing/statement.js";
 import { listMeters } from "../catalog/meters.js";
+import { jsonRows } from "../db/jsonRows.js";
 import type { Queryable } from "../db/types.js";
 import { type PricedSegment, priceInvoice } from "../pricing/invoice.js";
 import { type Dec, dec, sum, ZERO } from "../pricing/money.js";
@@ -45,19 +46,13 @@ export async function forecastCustomer(db: Queryable, customer: string, now: Dat
     to: nowHour,
     customer,
   });
-  const { rows } = await db.query<{ rows: string }>(
-    `SELECT coalesce(json_agg(json_build_array(extract(epoch FROM s.bucket) * 1000, s.meter, s.value_sum,
-                                               s.event_count)), '[]')::text AS rows
-     FROM (${history.text}) AS s`,
-    history.params,
-  );
+  const rows = await jsonRows<[number, string, string, string]>(db, {
+    cells: "extract(epoch FROM s.bucket) * 1000, s.meter, s.value_sum, s.event_count",
+    source: `(${history.text}) AS s`,
+    params: history.params,
+  });
   const hourly = new Map<string, Map<number, Dec>>();
-  for (const [at, meter, valueSum, eventCount] of JSON.parse(rows[0]?.rows ?? "[]") as [
-    number,
-    string,
-    string,
-    string,
-  ][]) {
+  for (const [at, meter, valueSum, eventCount] of rows) {
     const m = meters.get(meter);
     if (!m) continue;
     const byHour = hourly.get(meter) ?? new Map<number, Dec>();
