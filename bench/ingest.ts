@@ -338,7 +338,7 @@ async function main(): Promise<void> {
   let target: Target;
   let startFresh: () => Promise<TallyChild>;
   let writerDb: () => Promise<{ db: Db; close(): Promise<void> }>;
-  let truncate = async () => {};
+  let truncate = async (_keepDimensions?: boolean) => {};
   let cleanup = async () => {};
   if (serverUrl) {
     const fresh = await freshServerDatabase(serverUrl);
@@ -346,7 +346,13 @@ async function main(): Promise<void> {
     await admin.connect();
     target = { engine: "server", admin, url: fresh.url };
     let t: TallyChild | undefined;
+    // One Tally for the run; with BENCH_DIMENSIONS a fresh one for each HTTP phase that starts afresh (its guard
+    // must not know the combinations of an earlier phase).
     startFresh = async () => {
+      if (dims.WITH_DIMENSIONS) {
+        await t?.stop();
+        t = undefined;
+      }
       t ??= await startTally(
         {
           DATABASE_URL: fresh.url,
@@ -360,8 +366,9 @@ async function main(): Promise<void> {
     };
     const shared = new ServerDb({ connectionString: fresh.url, max: CLIENTS });
     writerDb = async () => ({ db: shared, close: async () => {} });
-    truncate = async () => {
-      await admin.query("TRUNCATE event_keys, usage_events, rollup_invalidations, stripe_marks");
+    truncate = async (keepDimensions = false) => {
+      const dimensionTables = keepDimensions ? "" : ", dimension_usage, dimension_counts";
+      await admin.query(`TRUNCATE event_keys, usage_events, rollup_invalidations, stripe_marks${dimensionTables}`);
       await admin.query("CHECKPOINT");
     };
     cleanup = async () => {
@@ -419,8 +426,10 @@ async function main(): Promise<void> {
       // Without and (BENCH_DIMENSIONS=1) with properties and dimensions, in rotating order; each on empty tables.
       const httpPhases: Partial<Record<dims.HttpKind, PhaseResult>> = {};
       for (const [i, kind] of dims.httpKinds(r).entries()) {
-        if (embedded && (r > 0 || i > 0)) t = await defineMeters(await startFresh());
-        await truncate();
+        const afresh = dims.startsAfresh(kind);
+        if (afresh && (dims.WITH_DIMENSIONS || embedded) && (r > 0 || i > 0))
+          t = await defineMeters(await startFresh());
+        if (afresh || !embedded) await truncate(!afresh);
         httpPhases[kind] = await httpPhase(target, t, undefined, dims.dressFor(kind));
       }
       const plain = httpPhases.http as PhaseResult;
@@ -449,7 +458,8 @@ async function main(): Promise<void> {
           ...(dims.WITH_DIMENSIONS
             ? [
                 row("Tally over HTTP, 2 properties, meters without dimensions", pick("props"), base, embedded),
-                row("Tally over HTTP, 2 properties = the meters' 2 dimensions", pick("dims"), base, embedded),
+                row("Tally over HTTP, 2 dimensions, every combination new", pick("dims"), base, embedded),
+                row("Tally over HTTP, 2 dimensions, combinations known", pick("known"), base, embedded),
               ]
             : []),
         ],

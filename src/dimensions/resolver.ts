@@ -7,6 +7,9 @@
 // a concurrent inserter of the same one waits for the first and then does nothing or takes it), and the number per
 // (customer, meter, month) is a counter row updated by the transaction that adds combinations, which waits for any
 // other such transaction to end first. Rows are taken in key order, so concurrent batches cannot deadlock here.
+// Two steps: `resolve` (the ids, which the events are written with) comes before the write, `guard` (the counts)
+// after it, at the end of the transaction: the counter rows it locks are held only until the commit that follows,
+// so concurrent batches bringing new combinations of the same customers do not wait for each other's COPY.
 // What a committed batch resolved is remembered (ids never change, recorded combinations stay), so a steady
 // stream of known combinations costs no query at all.
 import { LRUCache } from "lru-cache";
@@ -24,11 +27,13 @@ export interface DimensionedEvent {
   dimensionSet?: number;
 }
 
-/** What a batch resolved, for the caches once it has committed. */
+/** What a batch resolved, for its guard and, once it has committed, for the caches. */
 export interface Resolved {
   fixedMeters: [string, string[]][];
   sets: [string, number][];
   used: string[];
+  /** The dimensions of the batch's meters. */
+  dimensions: Map<string, string[]>;
 }
 
 const CACHE_SIZE = 100_000;
@@ -53,10 +58,11 @@ export class DimensionResolver {
     for (const k of r.used) this.#used.set(k, true);
   }
 
-  /** Sets `dimensionSet` on every event (0 for meters without dimensions); throws 422 past the guard. */
-  async resolve(tx: Queryable, events: DimensionedEvent[], indexOf: (i: number) => number = (i) => i) {
-    const resolved: Resolved = { fixedMeters: [], sets: [], used: [] };
+  /** Sets `dimensionSet` on every event (0 for meters without dimensions). Then write them, then `guard`. */
+  async resolve(tx: Queryable, events: DimensionedEvent[]): Promise<Resolved> {
+    const resolved: Resolved = { fixedMeters: [], sets: [], used: [], dimensions: new Map() };
     const dims = await this.#meterDimensions(tx, [...new Set(events.map((e) => e.meter))], resolved);
+    resolved.dimensions = dims;
     const wanted = new Map<string, { meter: string; key: string; present: Record<string, string> }>();
     const known = new Map<string, number>();
     const keyOf: (string | null)[] = events.map((e) => {
@@ -83,7 +89,6 @@ export class DimensionResolver {
       const k = keyOf[i];
       e.dimensionSet = k === null || k === undefined ? NO_DIMENSIONS : idOf(k);
     });
-    await this.#guard(tx, events, dims, resolved, indexOf);
     return resolved;
   }
 
@@ -148,13 +153,18 @@ export class DimensionResolver {
     return out;
   }
 
-  async #guard(
+  /**
+   * Counts the combinations the resolved events use per (customer, meter, month); throws 422 (nothing stored) at
+   * the event that would pass TALLY_MAX_DIMENSION_VALUES. Call last in the transaction: it locks counter rows.
+   * `indexOf`: an event's index in the request, for the error.
+   */
+  async guard(
     tx: Queryable,
     events: DimensionedEvent[],
-    dims: Map<string, string[]>,
     resolved: Resolved,
-    indexOf: (i: number) => number,
+    indexOf: (i: number) => number = (i) => i,
   ): Promise<void> {
+    const dims = resolved.dimensions;
     const fresh = new Map<string, { c: string; m: string; mo: number; s: number }>();
     for (const e of events) {
       if ((dims.get(e.meter)?.length ?? 0) === 0) continue;

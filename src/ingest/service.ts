@@ -187,8 +187,13 @@ export class IngestService {
       // Every event is valid, so valid[i] is events[i]: the index is its place in the batch.
       let resolved: Resolved | undefined;
       const written = await this.#withRetry(() =>
-        writeBatch(this.db, valid, this.#known, receivedAt, async (tx) => {
-          resolved = await this.dimensions.resolve(tx, valid);
+        writeBatch(this.db, valid, this.#known, receivedAt, {
+          prepare: async (tx) => {
+            resolved = await this.dimensions.resolve(tx, valid);
+          },
+          finish: async (tx) => {
+            if (resolved) await this.dimensions.guard(tx, valid, resolved);
+          },
         }),
       );
       if (resolved) this.dimensions.committed(resolved);
@@ -279,10 +284,13 @@ export class IngestService {
           const { first, events } = await chunk();
           if (errors.count > 0) throw new StopWriting();
           if (events.length === 0) continue;
-          // Dimension sets first (outside the chunk's savepoint: a conflict does not undo them).
-          resolved.push(await this.dimensions.resolve(tx, events, (i) => first + i));
+          // Dimension sets first, the guard after the write (both outside the chunk's savepoint: a conflict does
+          // not undo them).
+          const chunkResolved = await this.dimensions.resolve(tx, events);
+          resolved.push(chunkResolved);
           const distinct = distinctInKeyOrder(events);
           const written = await writeChunk(tx, distinct, this.#known, receivedAt);
+          await this.dimensions.guard(tx, events, chunkResolved, (i) => first + i);
           if (written.conflicted) this.#conflicts.inc({ format: "ndjson" });
           stored += written.stored;
           for (const c of customersInOrder(distinct)) if (customers.size < KnownCustomers.MAX) customers.add(c);

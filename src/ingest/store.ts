@@ -164,17 +164,25 @@ export async function writeChunk(
   return { stored: await applyWithConflicts(tx, events, receivedAt, { moreToCome: true }), conflicted: true };
 }
 
+/** What runs in a batch's transaction besides the write: `prepare` before it, `finish` after it. */
+export interface BatchSteps {
+  /** First (dimension sets are resolved there). */
+  prepare?(tx: Queryable): Promise<void>;
+  /** After the events are written, before the hours are marked (the dimension guard, which locks counters). */
+  finish?(tx: Queryable): Promise<void>;
+}
+
 /**
- * A whole batch (JSON): `prepare` runs first in each transaction (dimension sets are resolved there);
- * optimistic in one transaction; if a key was taken, written again in a new transaction with
- * ON CONFLICT. Hours are marked last in the same transaction. Returns how many events were stored.
+ * A whole batch (JSON): `steps.prepare` runs first in each transaction; optimistic in one transaction; if a key
+ * was taken, written again in a new transaction with ON CONFLICT; then `steps.finish`. Hours are marked last in the
+ * same transaction. Returns how many events were stored.
  */
 export async function writeBatch(
   db: Db,
   valid: readonly ValidEvent[],
   known: KnownCustomers,
   receivedAt: Date,
-  prepare: (tx: Queryable) => Promise<void> = async () => {},
+  steps: BatchSteps = {},
 ): Promise<{ stored: number; conflicted: boolean }> {
   const distinct = distinctInKeyOrder(valid);
   const customers = known.unknown(customersInOrder(distinct));
@@ -182,8 +190,9 @@ export async function writeBatch(
   let result: { stored: number; conflicted: boolean };
   try {
     const stored = await db.transaction(async (tx) => {
-      await prepare(tx);
+      await steps.prepare?.(tx);
       const n = await copyBatch(tx, distinct, customers, receivedAt);
+      await steps.finish?.(tx);
       await markTouchedHours(tx, hours);
       return n;
     });
@@ -191,8 +200,9 @@ export async function writeBatch(
   } catch (err) {
     if (!isKeyConflict(err)) throw err;
     const stored = await db.transaction(async (tx) => {
-      await prepare(tx);
+      await steps.prepare?.(tx);
       const n = await applyWithConflicts(tx, distinct, receivedAt);
+      await steps.finish?.(tx);
       if (n > 0) await markTouchedHours(tx, hours);
       return n;
     });
