@@ -12,6 +12,8 @@
 // partitions and chunks when planning, which is most of the cost of a small read. Reading the state first is
 // safe: a watermark read earlier is lower (the read only takes more from below), an hour clean when the state
 // was read stays complete in its rollup, and every event acknowledged before the read began was marked before it.
+
+import type { Aggregation } from "../catalog/schemas.js";
 import { staleHoursSql } from "../changes/hours.js";
 import type { Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
@@ -19,6 +21,7 @@ import { type DimensionQuery, filterSetsSql, groupValuesSql } from "./dimensionS
 import {
   aggregateEvents,
   COMBINE_ROLLUPS,
+  combineFigure,
   type Granularity,
   LEVEL,
   type Level,
@@ -49,6 +52,16 @@ export interface SeriesRow {
   last_key: string;
   last_at: Date;
   /** Grouped reads: the values of the group_by dimensions, in order (null: absent). */
+  dimension_values?: (string | null)[];
+}
+
+/** A row of a series read for one figure (runSeriesFigures): the meter's aggregation and the event count. */
+export interface FigureRow {
+  bucket: Date;
+  customer_id: string;
+  meter: string;
+  value: string;
+  event_count: string;
   dimension_values?: (string | null)[];
 }
 
@@ -200,12 +213,16 @@ export function planCover(from: Date, to: Date, state: RollupState): SeriesPart[
   return parts;
 }
 
-/** The statement for a plan, with its parameters. Pure. `total`: one row per (customer, meter) for all parts. */
+/**
+ * The statement for a plan, with its parameters. Pure. `total`: one row per (customer, meter) for all parts.
+ * Rows carry every figure (SeriesRow), or with `figure` only that aggregation as `value` and the count (FigureRow).
+ */
 export function buildSeriesSql(
   q: {
     granularity: Granularity | "total";
     customer?: string | undefined;
     meter?: string | undefined;
+    figure?: Aggregation | undefined;
   } & DimensionQuery,
   parts: SeriesPart[],
 ): { text: string; params: unknown[] } {
@@ -257,36 +274,43 @@ export function buildSeriesSql(
   const columns = `(${ROLLUP_KEYS}, ${ROLLUP_COLUMNS})`;
   // Every bucket combines its parts (rows of several sources, several dimension sets) as the rollups do: the sum
   // of sums, the count of counts, the max of maxes, the last of lasts. Grouped, the rows carry their values.
+  // A customer or meter the read is about is the same in every row: it is selected, not grouped or sorted by.
+  const combine = q.figure ? combineFigure(q.figure) : COMBINE_ROLLUPS;
+  const keyed = [customer ? undefined : "customer_id", meter ? undefined : "meter"].filter((k) => k !== undefined);
+  const fixed = `${customer ? `${customer}::text AS customer_id` : "customer_id"}, ${meter ? `${meter}::text AS meter` : "meter"}`;
   const groupBy = q.groupBy ?? [];
   if (groupBy.length === 0) {
     return {
       text: `
-    SELECT bucket, customer_id, meter, ${COMBINE_ROLLUPS}
+    SELECT bucket, ${fixed}, ${combine}
     FROM (${union}
     ) AS parts ${columns}
-    GROUP BY bucket, customer_id, meter
-    ORDER BY customer_id, meter, bucket`,
+    GROUP BY ${["bucket", ...keyed].join(", ")}
+    ORDER BY ${[...keyed, "bucket"].join(", ")}`,
       params,
     };
   }
   const gs = groupBy.map((_, i) => `g${i + 1}`);
   return {
     text: `
-    SELECT bucket, customer_id, meter, ${gs.join(", ")}, ${COMBINE_ROLLUPS}
+    SELECT bucket, ${fixed}, ${gs.join(", ")}, ${combine}
     FROM (
       SELECT parts.*, ${groupValuesSql(groupBy, bind).join(", ")}
       FROM (${union}
       ) AS parts ${columns}
       LEFT JOIN dimension_sets d ON d.id = parts.dimension_set
     ) AS grouped
-    GROUP BY bucket, customer_id, meter, ${gs.join(", ")}
-    ORDER BY customer_id, meter, bucket, ${gs.map((x) => `${x} COLLATE "C" NULLS LAST`).join(", ")}`,
+    GROUP BY ${["bucket", ...keyed, ...gs].join(", ")}
+    ORDER BY ${[...keyed, "bucket", ...gs.map((x) => `${x} COLLATE "C" NULLS LAST`)].join(", ")}`,
     params,
   };
 }
 
 /** Reads the rollup state and builds the statement for one series query. */
-export async function prepareSeries(db: Queryable, q: SeriesQuery): Promise<{ text: string; params: unknown[] }> {
+export async function prepareSeries(
+  db: Queryable,
+  q: SeriesQuery & { figure?: Aggregation },
+): Promise<{ text: string; params: unknown[] }> {
   const state = await readState(db, q.from, q.to);
   return buildSeriesSql(q, planSeries(q.granularity, q.from, q.to, state));
 }
@@ -294,6 +318,13 @@ export async function prepareSeries(db: Queryable, q: SeriesQuery): Promise<{ te
 export async function runSeries(db: Queryable, q: SeriesQuery): Promise<SeriesRow[]> {
   const { text, params } = await prepareSeries(db, q);
   const { rows } = await db.query<SeriesRow>(text, params);
+  return withDimensionValues(rows, q.groupBy?.length ?? 0);
+}
+
+/** A series of one figure, the meter's aggregation, and the event count per bucket: what GET /v1/usage answers. */
+export async function runSeriesFigures(db: Queryable, q: SeriesQuery, figure: Aggregation): Promise<FigureRow[]> {
+  const { text, params } = await prepareSeries(db, { ...q, figure });
+  const { rows } = await db.query<FigureRow>(text, params);
   return withDimensionValues(rows, q.groupBy?.length ?? 0);
 }
 

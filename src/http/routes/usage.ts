@@ -10,8 +10,7 @@ import { dimensionsObject, parseDimensionRead } from "../../dimensions/query.js"
 import { AppError, badRequest, notFound } from "../../errors.js";
 import { addBuckets, alignDown, bucketCount } from "../../rollups/buckets.js";
 import { exportCsv } from "../../rollups/export.js";
-import { type Granularity, runSeries } from "../../rollups/series.js";
-import { quantityOf } from "../../rollups/totals.js";
+import { type Granularity, runSeriesFigures } from "../../rollups/series.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
 import type { RouteTable } from "../routeTable.js";
@@ -115,13 +114,14 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
       );
       const range = alignedRange(query.granularity, query.from, query.to);
       const asOf = ctx.clock.now();
-      const rows = await runSeries(ctx.db, {
+      const series = {
         granularity: query.granularity,
         ...range,
         customer: query.customer,
         meter: query.meter,
         ...dims,
-      });
+      };
+      const rows = await runSeriesFigures(ctx.db, series, aggregation);
       if (rows.length === 0 && !(await getCustomer(ctx.db, query.customer)))
         throw notFound(`no customer ${query.customer}`);
       return {
@@ -133,10 +133,7 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
           data: rows.map((r) => ({
             start: isoTime(r.bucket),
             end: isoTime(addBuckets(r.bucket, query.granularity, 1)),
-            value: quantityOf(
-              { sum: r.value_sum, count: r.event_count, max: r.value_max, last: r.last_value },
-              aggregation,
-            ),
+            value: r.value,
             count: Number(r.event_count),
             ...(dims.groupBy.length > 0 ? { dimensions: dimensionsObject(dims.groupBy, r.dimension_values) } : {}),
           })),
