@@ -16,8 +16,11 @@ export const DIMENSIONS = ["model", "token_type"];
 const MODELS = Array.from({ length: 20 }, (_, i) => `model-${String(i).padStart(2, "0")}`);
 const TOKEN_TYPES = ["input", "output"];
 
-/** The meter with dimensions that stands for `meter` in the dimensional phase. */
-export const dimensionalMeter = (meter: string) => `${meter}_by_model`;
+/**
+ * The meter with dimensions that stands for `meter` in the dimensional phase: the same key in capitals, so that rows
+ * and index entries are as long as the other phases' (a longer key cost ~25 bytes of WAL per event).
+ */
+export const dimensionalMeter = (meter: string) => meter.toUpperCase();
 
 const random = rng(14);
 

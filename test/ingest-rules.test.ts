@@ -142,7 +142,14 @@ describe("validateEvent", () => {
     const v = validateEvent(base, 0, ctx);
     expect(v).toEqual({
       ok: true,
-      event: { ...base, value: "1", ts: "2026-11-23T12:00:00.000Z", tsMs: ctx.nowMs, properties: null },
+      event: {
+        ...base,
+        value: "1",
+        ts: "2026-11-23T12:00:00.000Z",
+        tsMs: ctx.nowMs,
+        properties: null,
+        propertyValues: null,
+      },
     });
   });
 

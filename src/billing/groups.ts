@@ -6,7 +6,8 @@ import { dimensionsObject } from "../dimensions/query.js";
 import type { GroupQuantity } from "../pricing/invoice.js";
 import { Dec } from "../pricing/money.js";
 import type { Period } from "../pricing/segments.js";
-import { quantityOf, rangeTotals } from "../rollups/totals.js";
+import type { RollupState } from "../rollups/series.js";
+import { rangeFigures } from "../rollups/totals.js";
 
 /** A grouped quantity read: a meter's totals over an interval per combination of some of its dimensions. */
 export interface GroupedRead {
@@ -21,22 +22,19 @@ export async function readGroupsByCustomer(
   r: GroupedRead,
   meters: ReadonlyMap<string, Meter>,
   customer?: string,
+  state?: RollupState,
 ): Promise<Map<string, GroupQuantity[]>> {
-  const rows = await rangeTotals(db, {
-    from: r.interval.start,
-    to: r.interval.end,
-    customer,
-    meter: r.meter,
-    groupBy: r.groupBy,
-  });
-  const m = meters.get(r.meter);
   const out = new Map<string, GroupQuantity[]>();
+  const m = meters.get(r.meter);
+  if (!m) return out;
+  const rows = await rangeFigures(
+    db,
+    { from: r.interval.start, to: r.interval.end, customer, meter: r.meter, groupBy: r.groupBy, state },
+    m.aggregation,
+  );
   for (const t of rows) {
     const list = out.get(t.customer) ?? [];
-    list.push({
-      dimensions: dimensionsObject(r.groupBy, t.dimensionValues),
-      quantity: new Dec(m ? quantityOf(t, m.aggregation) : "0"),
-    });
+    list.push({ dimensions: dimensionsObject(r.groupBy, t.dimensionValues), quantity: new Dec(t.value) });
     out.set(t.customer, list);
   }
   return out;
@@ -48,6 +46,7 @@ export async function readGroups(
   r: GroupedRead,
   meters: ReadonlyMap<string, Meter>,
   customer: string,
+  state?: RollupState,
 ): Promise<GroupQuantity[]> {
-  return (await readGroupsByCustomer(db, r, meters, customer)).get(customer) ?? [];
+  return (await readGroupsByCustomer(db, r, meters, customer, state)).get(customer) ?? [];
 }

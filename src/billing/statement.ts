@@ -15,6 +15,7 @@ import {
 } from "../pricing/invoice.js";
 import { Dec } from "../pricing/money.js";
 import { type BaseFee, type Period, type PlanPrices, planPeriod, type SubscriptionSpan } from "../pricing/segments.js";
+import { readState } from "../rollups/series.js";
 import { quantityOf, rangeTotals, type Totals } from "../rollups/totals.js";
 import { type GroupedRead, readGroups } from "./groups.js";
 import { loadPlanPrices } from "./plans.js";
@@ -126,17 +127,21 @@ export async function buildStatement(db: Queryable, customer: string, period: Pe
     db,
     subscriptions.map((s) => s.plan),
   );
-  // One totals read per distinct interval (usually just the period), for every meter of the customer at once.
-  const totalsOf = new Map<string, Map<string, Totals>>();
-  for (const interval of statementIntervals(period, subscriptions, plans)) {
-    const totals = await rangeTotals(db, { from: interval.start, to: interval.end, customer });
-    totalsOf.set(intervalKey(interval), new Map(totals.map((t) => [t.meter, t])));
-  }
-  const meters = new Map((await listMeters(db)).map((m) => [m.key, m]));
-  const grouped = new Map<string, GroupQuantity[]>();
-  for (const r of groupedReads(period, subscriptions, plans)) {
-    grouped.set(groupedReadKey(r), await readGroups(db, r, meters, customer));
-  }
+  // The rollup state once for the period (every interval read lies in it); then one totals read per distinct
+  // interval (usually just the period) for every meter of the customer at once, and one per grouped price, sent
+  // together (on a server, over several connections).
+  const [state, meterList] = await Promise.all([readState(db, period.start, period.end), listMeters(db)]);
+  const meters = new Map(meterList.map((m) => [m.key, m]));
+  const intervals = statementIntervals(period, subscriptions, plans);
+  const reads = groupedReads(period, subscriptions, plans);
+  const [totals, groups] = await Promise.all([
+    Promise.all(intervals.map((iv) => rangeTotals(db, { from: iv.start, to: iv.end, customer, state }))),
+    Promise.all(reads.map((r) => readGroups(db, r, meters, customer, state))),
+  ]);
+  const totalsOf = new Map(
+    intervals.map((iv, i) => [intervalKey(iv), new Map((totals[i] ?? []).map((t) => [t.meter, t]))]),
+  );
+  const grouped = new Map(reads.map((r, i) => [groupedReadKey(r), groups[i] ?? []]));
   return priceStatement(
     {
       customer,

@@ -24,6 +24,8 @@ export interface DimensionedEvent {
   tsMs: number;
   /** The properties as stored (JSON text), or null. */
   properties: string | null;
+  /** The same as an object, when the caller has it (then the text is not parsed again). */
+  propertyValues?: Readonly<Record<string, string>> | null;
   dimensionSet?: number;
 }
 
@@ -42,6 +44,7 @@ const monthOf = (ms: number) => {
   const d = new Date(ms);
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
 };
+const HOUR = 3_600_000;
 
 export class DimensionResolver {
   /** Dimensions of meters that have events: fixed for good. */
@@ -68,7 +71,13 @@ export class DimensionResolver {
     const keyOf: (string | null)[] = events.map((e) => {
       const d = dims.get(e.meter);
       if (!d || d.length === 0) return null;
-      const values = valuesOf(d, e.properties ? (JSON.parse(e.properties) as Record<string, string>) : null);
+      const properties =
+        e.propertyValues !== undefined
+          ? e.propertyValues
+          : e.properties
+            ? (JSON.parse(e.properties) as Record<string, string>)
+            : null;
+      const values = valuesOf(d, properties);
       const key = combinationKey(values);
       if (key === null) return null;
       const k = e.meter + sep + key;
@@ -166,10 +175,17 @@ export class DimensionResolver {
   ): Promise<void> {
     const dims = resolved.dimensions;
     const fresh = new Map<string, { c: string; m: string; mo: number; s: number }>();
+    // Per event, on the hot path: the month from the event's hour (a batch holds few), the key as one template.
+    const months = new Map<number, number>();
     for (const e of events) {
       if ((dims.get(e.meter)?.length ?? 0) === 0) continue;
-      const mo = monthOf(e.tsMs);
-      const k = [e.customer, e.meter, mo, e.dimensionSet].join(sep);
+      const hour = e.tsMs - (e.tsMs % HOUR);
+      let mo = months.get(hour);
+      if (mo === undefined) {
+        mo = monthOf(e.tsMs);
+        months.set(hour, mo);
+      }
+      const k = `${e.customer}${sep}${e.meter}${sep}${mo}${sep}${e.dimensionSet ?? 0}`;
       if (!this.#used.has(k) && !fresh.has(k)) fresh.set(k, { c: e.customer, m: e.meter, mo, s: e.dimensionSet ?? 0 });
     }
     if (fresh.size === 0) return;

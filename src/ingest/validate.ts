@@ -13,6 +13,8 @@ export interface ValidEvent {
   ts: string;
   tsMs: number;
   properties: string | null;
+  /** The same properties as an object (null: none), so that resolving dimension values does not parse them again. */
+  propertyValues?: Readonly<Record<string, string>> | null;
   /** The id of the event's combination of dimension values (0: none), set by dimensions/resolver before COPY. */
   dimensionSet?: number;
 }
@@ -87,10 +89,14 @@ export function validateEvent(raw: unknown, index: number, ctx: ValidationContex
   }
 
   let properties: string | null = null;
+  let propertyValues: Record<string, string> | null = null;
   if (e.properties !== undefined) {
     const problem = checkProperties(e.properties);
     if (problem) errors.push({ index, field: at("properties"), message: problem, kind: "malformed" });
-    else if (Object.keys(e.properties).length > 0) properties = JSON.stringify(e.properties);
+    else if (Object.keys(e.properties).length > 0) {
+      properties = JSON.stringify(e.properties);
+      propertyValues = e.properties;
+    }
   }
 
   if (errors.length > 0) return { ok: false, errors };
@@ -104,6 +110,7 @@ export function validateEvent(raw: unknown, index: number, ctx: ValidationContex
       ts,
       tsMs,
       properties,
+      propertyValues,
     },
   };
 }
@@ -227,6 +234,7 @@ export class EventChecker {
     }
 
     let props: string | null = null;
+    let values: Record<string, string> | null = null;
     if (properties !== undefined) {
       if (!isPlainObject(properties)) return undefined;
       let count = 0;
@@ -238,8 +246,9 @@ export class EventChecker {
       if (count > 0) {
         if (checkProperties(properties as Record<string, string>) !== undefined) return undefined;
         props = JSON.stringify(properties);
+        values = properties as Record<string, string>;
       }
     }
-    return { customer, id, meter, value: v, ts, tsMs, properties: props };
+    return { customer, id, meter, value: v, ts, tsMs, properties: props, propertyValues: values };
   }
 }

@@ -5,7 +5,7 @@ import type { Aggregation } from "../catalog/schemas.js";
 import { jsonRows } from "../db/jsonRows.js";
 import type { Queryable } from "../db/types.js";
 import type { DimensionQuery } from "./dimensionSql.js";
-import { buildSeriesSql, planCover, readState } from "./series.js";
+import { buildSeriesSql, planCover, type RollupState, readState } from "./series.js";
 
 export interface Totals {
   customer: string;
@@ -29,26 +29,25 @@ export function quantityOf(t: Pick<Totals, "sum" | "count" | "max" | "last">, ag
   return t.last;
 }
 
+/** A range to total: [from, to) for any instants, of one customer and meter or all, grouped or not. */
+export interface RangeQuery extends DimensionQuery {
+  from: Date;
+  to: Date;
+  customer?: string | undefined;
+  meter?: string | undefined;
+  /** The rollup state read for a range that holds [from, to) (several reads of one statement share it). */
+  state?: RollupState | undefined;
+}
+
 /** Totals per (customer, meter) — and per values of `groupBy`, if given — over [from, to), for any instants. */
-export async function rangeTotals(
-  db: Queryable,
-  q: { from: Date; to: Date; customer?: string | undefined; meter?: string | undefined } & DimensionQuery,
-): Promise<Totals[]> {
+export async function rangeTotals(db: Queryable, q: RangeQuery): Promise<Totals[]> {
   if (q.from >= q.to) return [];
-  const state = await readState(db, q.from, q.to);
-  const series = buildSeriesSql(
-    { granularity: "total", customer: q.customer, meter: q.meter, groupBy: q.groupBy, filter: q.filter },
-    planCover(q.from, q.to, state),
-  );
   // A simulation reads tens of thousands of totals: one JSON text.
   const gs = Array.from({ length: q.groupBy?.length ?? 0 }, (_, i) => `g${i + 1}`);
-  const groups = gs.map((g) => `, ${g}`).join("");
   const cells = await jsonRows<(string | number | null)[]>(db, {
     cells: `customer_id, meter, value_sum, event_count, value_max, last_value, last_key,
-            extract(epoch FROM last_at) * 1000${groups}`,
-    source: `(${series.text}) AS t`,
-    orderBy: ["customer_id", "meter", ...gs.map((g) => `${g} COLLATE "C" NULLS LAST`)].join(", "),
-    params: series.params,
+            extract(epoch FROM last_at) * 1000${gs.map((g) => `, ${g}`).join("")}`,
+    ...(await coverSql(db, q, undefined)),
   });
   return cells.map((c) => ({
     customer: c[0] as string,
@@ -59,6 +58,47 @@ export async function rangeTotals(
     last: c[5] as string,
     lastKey: c[6] as string,
     lastAt: new Date(c[7] as number),
-    ...(groups ? { dimensionValues: c.slice(8) as (string | null)[] } : {}),
+    ...(gs.length > 0 ? { dimensionValues: c.slice(8) as (string | null)[] } : {}),
   }));
+}
+
+/** A meter's own figure (its aggregation) over a range, and the event count. */
+export interface RangeFigure {
+  customer: string;
+  meter: string;
+  value: string;
+  count: string;
+  dimensionValues?: (string | null)[];
+}
+
+/** Like rangeTotals, but only the figure `figure` of each row: half the work for reads that price one meter. */
+export async function rangeFigures(db: Queryable, q: RangeQuery, figure: Aggregation): Promise<RangeFigure[]> {
+  if (q.from >= q.to) return [];
+  const gs = Array.from({ length: q.groupBy?.length ?? 0 }, (_, i) => `g${i + 1}`);
+  const cells = await jsonRows<(string | null)[]>(db, {
+    cells: `customer_id, meter, value, event_count${gs.map((g) => `, ${g}`).join("")}`,
+    ...(await coverSql(db, q, figure)),
+  });
+  return cells.map((c) => ({
+    customer: c[0] as string,
+    meter: c[1] as string,
+    value: c[2] as string,
+    count: c[3] as string,
+    ...(gs.length > 0 ? { dimensionValues: c.slice(4) } : {}),
+  }));
+}
+
+/** The statement whose rows hold the totals of a range, as the source of a JSON read, in a stable order. */
+async function coverSql(db: Queryable, q: RangeQuery, figure: Aggregation | undefined) {
+  const state = q.state ?? (await readState(db, q.from, q.to));
+  const series = buildSeriesSql(
+    { granularity: "total", customer: q.customer, meter: q.meter, groupBy: q.groupBy, filter: q.filter, figure },
+    planCover(q.from, q.to, state),
+  );
+  const gs = Array.from({ length: q.groupBy?.length ?? 0 }, (_, i) => `g${i + 1}`);
+  return {
+    source: `(${series.text}) AS t`,
+    orderBy: ["customer_id", "meter", ...gs.map((g) => `${g} COLLATE "C" NULLS LAST`)].join(", "),
+    params: series.params,
+  };
 }
