@@ -174,15 +174,15 @@ export class DimensionResolver {
     indexOf: (i: number) => number = (i) => i,
   ): Promise<void> {
     const dims = resolved.dimensions;
-    const fresh = new Map<string, { c: string; m: string; mo: number; s: number }>();
+    const fresh = new Map<string, { c: string; m: string; mo: string; s: number }>();
     // Per event, on the hot path: the month from the event's hour (a batch holds few), the key as one template.
-    const months = new Map<number, number>();
+    const months = new Map<number, string>();
     for (const e of events) {
       if ((dims.get(e.meter)?.length ?? 0) === 0) continue;
       const hour = e.tsMs - (e.tsMs % HOUR);
       let mo = months.get(hour);
       if (mo === undefined) {
-        mo = monthOf(e.tsMs);
+        mo = new Date(monthOf(e.tsMs)).toISOString();
         months.set(hour, mo);
       }
       const k = `${e.customer}${sep}${e.meter}${sep}${mo}${sep}${e.dimensionSet ?? 0}`;
@@ -190,38 +190,40 @@ export class DimensionResolver {
     }
     if (fresh.size === 0) return;
     const list = [...fresh.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v);
-    const added = await tx.query<{ customer_id: string; meter: string; month: Date; dimension_set: number }>(
-      `INSERT INTO dimension_usage (customer_id, meter, month, dimension_set)
-       SELECT u.c, u.m, u.mo, u.s FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[]) WITH ORDINALITY
-         AS u(c, m, mo, s, n)
-       ORDER BY u.n
-       ON CONFLICT DO NOTHING
-       RETURNING customer_id, meter, month, dimension_set`,
-      [list.map((x) => x.c), list.map((x) => x.m), list.map((x) => new Date(x.mo)), list.map((x) => x.s)],
+    // One statement: record the combinations (in key order), add the new ones to their counters (in key order),
+    // and bring back only the counters past the limit, with the combinations this batch added to them.
+    const over = await tx.query<{
+      customer_id: string;
+      meter: string;
+      month: Date;
+      combinations: number;
+      sets: number[];
+    }>(
+      `WITH added AS (
+         INSERT INTO dimension_usage (customer_id, meter, month, dimension_set)
+         SELECT u.c, u.m, u.mo, u.s FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[]) WITH ORDINALITY
+           AS u(c, m, mo, s, n)
+         ORDER BY u.n
+         ON CONFLICT DO NOTHING
+         RETURNING customer_id, meter, month, dimension_set
+       ), per_key AS (
+         SELECT customer_id, meter, month, array_agg(dimension_set) AS sets FROM added GROUP BY customer_id, meter, month
+       ), counted AS (
+         INSERT INTO dimension_counts (customer_id, meter, month, combinations)
+         SELECT customer_id, meter, month, cardinality(sets) FROM per_key
+         ORDER BY customer_id COLLATE "C", meter COLLATE "C", month
+         ON CONFLICT (customer_id, meter, month)
+           DO UPDATE SET combinations = dimension_counts.combinations + EXCLUDED.combinations
+         RETURNING customer_id, meter, month, combinations
+       )
+       SELECT c.customer_id, c.meter, c.month, c.combinations, p.sets
+       FROM counted c JOIN per_key p USING (customer_id, meter, month)
+       WHERE c.combinations > $5`,
+      [list.map((x) => x.c), list.map((x) => x.m), list.map((x) => x.mo), list.map((x) => x.s), this.maxCombinations],
     );
     resolved.used.push(...fresh.keys());
-    if (added.rows.length === 0) return;
-    const perKey = new Map<string, { c: string; m: string; mo: Date; sets: Set<number> }>();
-    for (const r of added.rows) {
-      const k = [r.customer_id, r.meter, r.month.getTime()].join(sep);
-      const entry = perKey.get(k) ?? { c: r.customer_id, m: r.meter, mo: r.month, sets: new Set<number>() };
-      entry.sets.add(r.dimension_set);
-      perKey.set(k, entry);
-    }
-    const keys = [...perKey.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v);
-    const counts = await tx.query<{ customer_id: string; meter: string; month: Date; combinations: number }>(
-      `INSERT INTO dimension_counts (customer_id, meter, month, combinations)
-       SELECT u.c, u.m, u.mo, u.n FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[]) WITH ORDINALITY
-         AS u(c, m, mo, n, o)
-       ORDER BY u.o
-       ON CONFLICT (customer_id, meter, month) DO UPDATE SET combinations = dimension_counts.combinations + EXCLUDED.combinations
-       RETURNING customer_id, meter, month, combinations`,
-      [keys.map((x) => x.c), keys.map((x) => x.m), keys.map((x) => x.mo), keys.map((x) => x.sets.size)],
-    );
-    for (const r of counts.rows) {
-      if (r.combinations <= this.maxCombinations) continue;
-      const entry = perKey.get([r.customer_id, r.meter, r.month.getTime()].join(sep));
-      if (!entry) continue;
+    for (const r of over.rows) {
+      const entry = { c: r.customer_id, m: r.meter, mo: r.month, sets: new Set(r.sets.map(Number)) };
       await this.#refuse(tx, events, dims.get(r.meter) ?? [], entry, r.combinations, indexOf);
     }
   }
