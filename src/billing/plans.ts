@@ -179,12 +179,14 @@ export async function loadPlanPrices(db: Queryable, keys: string[]): Promise<Map
   const unique = [...new Set(keys)];
   const plans = new Map<string, PlanPrices>();
   if (unique.length === 0) return plans;
-  const { rows } = await db.query<PlanRow>(
-    "SELECT key, name, currency, created_at, updated_at FROM plans WHERE key = ANY($1::text[])",
-    [unique],
-  );
+  const [{ rows }, versions] = await Promise.all([
+    db.query<PlanRow>("SELECT key, name, currency, created_at, updated_at FROM plans WHERE key = ANY($1::text[])", [
+      unique,
+    ]),
+    planVersions(db, unique),
+  ]);
   for (const r of rows) plans.set(r.key, { key: r.key, name: r.name, currency: r.currency, versions: [] });
-  for (const v of await planVersions(db, unique)) plans.get(v.plan)?.versions.push(v);
+  for (const v of versions) plans.get(v.plan)?.versions.push(v);
   return plans;
 }
 

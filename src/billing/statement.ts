@@ -122,15 +122,19 @@ export function priceStatement(i: StatementInputs, asOf: Date, opts: { totalOnly
 }
 
 export async function buildStatement(db: Queryable, customer: string, period: Period, now: Date): Promise<Statement> {
-  const subscriptions = await subscriptionsBetween(db, customer, period.start, period.end);
+  // What does not depend on the subscriptions is read with them, sent together (on a server, over several
+  // connections): the rollup state, once for the period (every interval read lies in it), and the meters. Then
+  // one totals read per distinct interval (usually just the period) for every meter of the customer at once, and
+  // one per grouped price, also sent together.
+  const [subscriptions, state, meterList] = await Promise.all([
+    subscriptionsBetween(db, customer, period.start, period.end),
+    readState(db, period.start, period.end),
+    listMeters(db),
+  ]);
   const plans = await loadPlanPrices(
     db,
     subscriptions.map((s) => s.plan),
   );
-  // The rollup state once for the period (every interval read lies in it); then one totals read per distinct
-  // interval (usually just the period) for every meter of the customer at once, and one per grouped price, sent
-  // together (on a server, over several connections).
-  const [state, meterList] = await Promise.all([readState(db, period.start, period.end), listMeters(db)]);
   const meters = new Map(meterList.map((m) => [m.key, m]));
   const intervals = statementIntervals(period, subscriptions, plans);
   const reads = groupedReads(period, subscriptions, plans);
