@@ -63,6 +63,30 @@ describe.each(BACKENDS)("operations on %s", (backend) => {
     expect(put.security).toEqual([{ bearer: [] }]);
   });
 
+  it("when a table was never analyzed or has grown by more than 10%, then analyze-tables analyzes it", async () => {
+    // The embedded engine has no autovacuum; this job keeps its planner statistics (on a server, on demand).
+    const db = t.tally.ctx.db;
+    await db.query("CREATE TABLE analyze_probe (n integer)", []);
+    await db.query("INSERT INTO analyze_probe SELECT generate_series(1, 500)", []);
+    const planned = async () =>
+      Number(
+        (await db.query<{ n: number }>("SELECT reltuples AS n FROM pg_class WHERE oid = 'analyze_probe'::regclass", []))
+          .rows[0]?.n,
+      );
+    expect(await planned()).toBe(-1); // never analyzed
+    const res = await request(t.tally.app).post("/v1/jobs/analyze-tables/run").set(admin);
+    expect(res.status).toBe(200);
+    expect(res.body.summary.tables_analyzed).toBeGreaterThanOrEqual(1);
+    expect(await planned()).toBe(500);
+    // One more row (same pages): the next run leaves it alone; a table three times as large is analyzed again.
+    await db.query("INSERT INTO analyze_probe VALUES (501)", []);
+    await request(t.tally.app).post("/v1/jobs/analyze-tables/run").set(admin);
+    expect(await planned()).toBe(500);
+    await db.query("INSERT INTO analyze_probe SELECT generate_series(502, 1500)", []);
+    await request(t.tally.app).post("/v1/jobs/analyze-tables/run").set(admin);
+    expect(await planned()).toBe(1500);
+  });
+
   it("when any response is sent, then helmet's security headers are on it and no x-powered-by", async () => {
     const res = await request(t.tally.app).get("/healthz");
     expect(res.headers["x-content-type-options"]).toBe("nosniff");

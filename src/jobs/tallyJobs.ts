@@ -2,6 +2,7 @@
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
 import type { CreditLedgers } from "../credits/ledger.js";
+import { analyzeChangedTables } from "../db/analyze.js";
 import type { Engine } from "../db/open.js";
 import type { Db } from "../db/types.js";
 import { finalizeInvoices } from "../invoices/finalize.js";
@@ -62,6 +63,12 @@ export function tallyJobs(d: JobDeps): Job[] {
           d.config.TALLY_EVENT_MAX_AGE_DAYS,
         )),
       }),
+    },
+    {
+      // The embedded engine has no autovacuum: this keeps its planner statistics (a server's autovacuum does).
+      name: "analyze-tables",
+      schedule: d.db.backend === "embedded" ? "30 */10 * * * *" : undefined,
+      run: async () => ({ ...(await analyzeChangedTables(d.db)) }),
     },
     {
       name: "finalize-invoices",

@@ -24,15 +24,35 @@ export const LEVEL: Record<Level, { table: string; cagg: string; span: string; b
  */
 export const ROLLUP_KEYS = "bucket, customer_id, meter, dimension_set";
 
+/** A rollup column after the keys. */
+export type RollupColumn = "value_sum" | "event_count" | "value_max" | "last_value" | "last_key" | "last_at";
+
+/** Each rollup column from raw events `e`, and its type. */
+export const EVENT_FIGURES: Record<RollupColumn, { expr: string; type: string }> = {
+  value_sum: { expr: "sum(e.value)", type: "numeric" },
+  event_count: { expr: "count(*)", type: "bigint" },
+  value_max: { expr: "max(e.value)", type: "numeric" },
+  last_value: { expr: "(array_agg(e.value ORDER BY tally_last_key(e.ts, e.value) DESC))[1]", type: "numeric" },
+  last_key: { expr: "max(tally_last_key(e.ts, e.value))", type: "numeric" },
+  last_at: { expr: "max(e.ts)", type: "timestamptz" },
+};
+
 /** The rollup columns, in order, after the keys. */
-export const ROLLUP_COLUMNS = "value_sum, event_count, value_max, last_value, last_key, last_at";
+export const ROLLUP_COLUMN_LIST = Object.keys(EVENT_FIGURES) as RollupColumn[];
+export const ROLLUP_COLUMNS = ROLLUP_COLUMN_LIST.join(", ");
+
+/** The rollup columns that a figure (a meter's aggregation) and the event count are combined from. */
+export const FIGURE_COLUMNS: Record<Aggregation, RollupColumn[]> = {
+  sum: ["value_sum", "event_count"],
+  count: ["event_count"],
+  max: ["value_max", "event_count"],
+  last: ["last_value", "last_key", "event_count"],
+};
 
 /** Raw events `e` → one hourly rollup row per (hour, customer, meter, dimension set); group by the first four. */
 export const aggregateEvents = (bucket = "date_trunc('hour', e.ts, 'UTC')") => `
   ${bucket}, e.customer_id, e.meter, e.dimension_set,
-  sum(e.value), count(*), max(e.value),
-  (array_agg(e.value ORDER BY tally_last_key(e.ts, e.value) DESC))[1],
-  max(tally_last_key(e.ts, e.value)), max(e.ts)`;
+  ${ROLLUP_COLUMN_LIST.map((c) => EVENT_FIGURES[c].expr).join(", ")}`;
 
 /** Rollup rows `r` of a finer level → rows of a coarser one (sum of sums, count of counts, max, last of lasts). */
 export const aggregateRollups = (bucket: string) => `

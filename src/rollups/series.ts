@@ -19,14 +19,14 @@ import type { Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
 import { type DimensionQuery, filterSetsSql, groupValuesSql } from "./dimensionSql.js";
 import {
-  aggregateEvents,
   COMBINE_ROLLUPS,
   combineFigure,
+  EVENT_FIGURES,
+  FIGURE_COLUMNS,
   type Granularity,
   LEVEL,
   type Level,
-  ROLLUP_COLUMNS,
-  ROLLUP_KEYS,
+  ROLLUP_COLUMN_LIST,
 } from "./levels.js";
 
 export type { Granularity } from "./levels.js";
@@ -243,6 +243,10 @@ export function buildSeriesSql(
   const rawMeterFilter = customer && !meter ? " AND e.meter IN (SELECT key FROM meters)" : "";
   const out = (expr: string) =>
     g === "total" ? "NULL::timestamptz" : g === "hour" ? expr : `date_trunc('${g}', ${expr}, 'UTC')`;
+  // What the parts carry: the keys not bound to one value, and the rollup columns the answer is combined from.
+  const keys = [customer ? undefined : "customer_id", meter ? undefined : "meter"].filter((k) => k !== undefined);
+  const figures = q.figure ? FIGURE_COLUMNS[q.figure] : ROLLUP_COLUMN_LIST;
+  const carried = (alias: string) => [...keys, "dimension_set"].map((k) => `${alias}.${k}`).join(", ");
 
   const selects = parts.map((p) => {
     const isRaw = p.source === "event";
@@ -255,28 +259,29 @@ export function buildSeriesSql(
     if (isRaw) {
       // Events are summed per hour and dimension set here, as the hourly rollup holds them.
       return `
-      SELECT ${aggregateEvents(out("date_trunc('hour', e.ts, 'UTC')"))}
+      SELECT ${out("date_trunc('hour', e.ts, 'UTC')")}, ${carried("e")}, ${figures.map((c) => EVENT_FIGURES[c].expr).join(", ")}
       FROM usage_events e${within}
       WHERE ${range}${filters("e")}${rawMeterFilter}
       GROUP BY date_trunc('hour', e.ts, 'UTC'), e.customer_id, e.meter, e.dimension_set`;
     }
+    // A rollup of the answer's own level has its buckets aligned already.
     return `
-      SELECT ${out("v.bucket")}, v.customer_id, v.meter, v.dimension_set, ${ROLLUP_COLUMNS}
+      SELECT ${p.source === g ? "v.bucket" : out("v.bucket")}, ${carried("v")}, ${figures.map((c) => `v.${c}`).join(", ")}
       FROM ${LEVEL[p.source as Level].table} v${within}
       WHERE ${range}${filters("v")}${exclude}`;
   });
+  const types: Record<string, string> = { customer_id: "text", meter: "text", dimension_set: "integer" };
   const union =
     selects.length > 0
       ? selects.join("\n      UNION ALL")
       : `
-      SELECT NULL::timestamptz, NULL::text, NULL::text, NULL::integer, NULL::numeric, NULL::bigint, NULL::numeric,
-             NULL::numeric, NULL::numeric, NULL::timestamptz WHERE false`;
-  const columns = `(${ROLLUP_KEYS}, ${ROLLUP_COLUMNS})`;
+      SELECT NULL::timestamptz, ${[...keys, "dimension_set"].map((k) => `NULL::${types[k]}`).join(", ")},
+             ${figures.map((c) => `NULL::${EVENT_FIGURES[c].type}`).join(", ")} WHERE false`;
+  const columns = `(bucket, ${[...keys, "dimension_set", ...figures].join(", ")})`;
   // Every bucket combines its parts (rows of several sources, several dimension sets) as the rollups do: the sum
   // of sums, the count of counts, the max of maxes, the last of lasts. Grouped, the rows carry their values.
-  // A customer or meter the read is about is the same in every row: it is selected, not grouped or sorted by.
+  // A customer or meter the read is about is the same in every row: it is selected, not carried, grouped or sorted.
   const combine = q.figure ? combineFigure(q.figure) : COMBINE_ROLLUPS;
-  const keyed = [customer ? undefined : "customer_id", meter ? undefined : "meter"].filter((k) => k !== undefined);
   const fixed = `${customer ? `${customer}::text AS customer_id` : "customer_id"}, ${meter ? `${meter}::text AS meter` : "meter"}`;
   const groupBy = q.groupBy ?? [];
   if (groupBy.length === 0) {
@@ -285,8 +290,8 @@ export function buildSeriesSql(
     SELECT bucket, ${fixed}, ${combine}
     FROM (${union}
     ) AS parts ${columns}
-    GROUP BY ${["bucket", ...keyed].join(", ")}
-    ORDER BY ${[...keyed, "bucket"].join(", ")}`,
+    GROUP BY ${["bucket", ...keys].join(", ")}
+    ORDER BY ${[...keys, "bucket"].join(", ")}`,
       params,
     };
   }
@@ -300,8 +305,8 @@ export function buildSeriesSql(
       ) AS parts ${columns}
       LEFT JOIN dimension_sets d ON d.id = parts.dimension_set
     ) AS grouped
-    GROUP BY ${["bucket", ...keyed, ...gs].join(", ")}
-    ORDER BY ${[...keyed, "bucket", ...gs.map((x) => `${x} COLLATE "C" NULLS LAST`)].join(", ")}`,
+    GROUP BY ${["bucket", ...keys, ...gs].join(", ")}
+    ORDER BY ${[...keys, "bucket", ...gs.map((x) => `${x} COLLATE "C" NULLS LAST`)].join(", ")}`,
     params,
   };
 }

@@ -124,6 +124,16 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
       const rows = await runSeriesFigures(ctx.db, series, aggregation);
       if (rows.length === 0 && !(await getCustomer(ctx.db, query.customer)))
         throw notFound(`no customer ${query.customer}`);
+      // A grouped answer repeats each bucket once per group: its bounds are formatted once.
+      const bounds = new Map<number, { start: string; end: string }>();
+      const boundsOf = (bucket: Date) => {
+        let b = bounds.get(bucket.getTime());
+        if (!b) {
+          b = { start: isoTime(bucket), end: isoTime(addBuckets(bucket, query.granularity, 1)) };
+          bounds.set(bucket.getTime(), b);
+        }
+        return b;
+      };
       return {
         status: 200,
         body: {
@@ -131,8 +141,7 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
           meter: query.meter,
           granularity: query.granularity,
           data: rows.map((r) => ({
-            start: isoTime(r.bucket),
-            end: isoTime(addBuckets(r.bucket, query.granularity, 1)),
+            ...boundsOf(r.bucket),
             value: r.value,
             count: Number(r.event_count),
             ...(dims.groupBy.length > 0 ? { dimensions: dimensionsObject(dims.groupBy, r.dimension_values) } : {}),
