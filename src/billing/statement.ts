@@ -122,10 +122,11 @@ export function priceStatement(i: StatementInputs, asOf: Date, opts: { totalOnly
 }
 
 export async function buildStatement(db: Queryable, customer: string, period: Period, now: Date): Promise<Statement> {
-  // What does not depend on the subscriptions is read with them, sent together (on a server, over several
-  // connections): the rollup state, once for the period (every interval read lies in it), and the meters. Then
-  // one totals read per distinct interval (usually just the period) for every meter of the customer at once, and
-  // one per grouped price, also sent together.
+  // What does not depend on the subscriptions is read with them, sent together (through a pool, over several
+  // connections; in a transaction, one after the other without waiting in between): the rollup state, once for
+  // the period (every interval read lies in it), and the meters. Then one totals read per distinct interval
+  // (usually just the period) for every meter of the customer at once, and one per grouped price, also together.
+  // Each branch sends one query, so none can outlive a transaction that another branch's error rolls back.
   const [subscriptions, state, meterList] = await Promise.all([
     subscriptionsBetween(db, customer, period.start, period.end),
     readState(db, period.start, period.end),

@@ -1,5 +1,5 @@
-// Dimension sets at ingest, resolved before the events are written (they carry the set's id): each event of a
-// meter with dimensions gets the id of its combination of values, created on first sight, and every combination a
+// Dimension sets at ingest: each event of a meter with dimensions gets the id of its combination of values,
+// created on first sight, before the events are written (they carry the id); after the write, every combination a
 // (customer, meter, month) uses is counted, refusing the event that would exceed TALLY_MAX_DIMENSION_VALUES.
 //
 // Everything runs in the ingest transaction: a refused or rolled-back batch leaves no sets and no counts behind.
@@ -8,8 +8,10 @@
 // (customer, meter, month) is a counter row updated by the transaction that adds combinations, which waits for any
 // other such transaction to end first. Rows are taken in key order, so concurrent batches cannot deadlock here.
 // Two steps: `resolve` (the ids, which the events are written with) comes before the write, `guard` (the counts)
-// after it, at the end of the transaction: the counter rows it locks are held only until the commit that follows,
-// so concurrent batches bringing new combinations of the same customers do not wait for each other's COPY.
+// after it: for a JSON batch, at the end of its transaction (only the hours are marked after it), so the counter
+// rows it locks are held just until the commit, and concurrent batches bringing new combinations of the same
+// customers do not wait for each other's COPY. An NDJSON body guards chunk by chunk, holding each chunk's counters
+// until the whole body commits (docs/ingest.md).
 // What a committed batch resolved is remembered (ids never change, recorded combinations stay), so a steady
 // stream of known combinations costs no query at all.
 import { LRUCache } from "lru-cache";
@@ -164,7 +166,8 @@ export class DimensionResolver {
 
   /**
    * Counts the combinations the resolved events use per (customer, meter, month); throws 422 (nothing stored) at
-   * the event that would pass TALLY_MAX_DIMENSION_VALUES. Call last in the transaction: it locks counter rows.
+   * the event that would pass TALLY_MAX_DIMENSION_VALUES. Call after the write, as late in the transaction as
+   * possible: it locks counter rows until the commit.
    * `indexOf`: an event's index in the request, for the error.
    */
   async guard(
@@ -179,7 +182,7 @@ export class DimensionResolver {
     const months = new Map<number, string>();
     for (const e of events) {
       if ((dims.get(e.meter)?.length ?? 0) === 0) continue;
-      const hour = e.tsMs - (e.tsMs % HOUR);
+      const hour = Math.floor(e.tsMs / HOUR) * HOUR;
       let mo = months.get(hour);
       if (mo === undefined) {
         mo = new Date(monthOf(e.tsMs)).toISOString();
@@ -218,7 +221,8 @@ export class DimensionResolver {
        )
        SELECT c.customer_id, c.meter, c.month, c.combinations, p.sets
        FROM counted c JOIN per_key p USING (customer_id, meter, month)
-       WHERE c.combinations > $5`,
+       WHERE c.combinations > $5
+       ORDER BY c.customer_id COLLATE "C", c.meter COLLATE "C", c.month`,
       [list.map((x) => x.c), list.map((x) => x.m), list.map((x) => x.mo), list.map((x) => x.s), this.maxCombinations],
     );
     resolved.used.push(...fresh.keys());

@@ -1,6 +1,7 @@
-// The rollup levels and the two aggregate expressions that build them — one definition, used by the refresh job
-// (portable engine), the series reads and the CSV export. TimescaleDB's continuous aggregates (sql/0004_rollups
-// .timescale.sql) compute the same figures with time_bucket and last(); the contract tests hold them equal.
+// The rollup levels and the aggregate expressions that build and combine them — one definition, used by the
+// refresh job (portable engine), the series reads and the CSV export. TimescaleDB's continuous aggregates
+// (sql/0004_rollups.timescale.sql) compute the same figures with time_bucket and last(); the contract tests hold
+// them equal.
 import type { Aggregation } from "../catalog/schemas.js";
 
 export type Granularity = "hour" | "day" | "month";
