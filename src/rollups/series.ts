@@ -15,6 +15,7 @@
 
 import type { Aggregation } from "../catalog/schemas.js";
 import { staleHoursSql } from "../changes/hours.js";
+import { jsonRows } from "../db/jsonRows.js";
 import type { Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
 import { type DimensionQuery, filterSetsSql, groupValuesSql } from "./dimensionSql.js";
@@ -27,6 +28,7 @@ import {
   LEVEL,
   type Level,
   ROLLUP_COLUMN_LIST,
+  ROLLUP_PARTIALS,
 } from "./levels.js";
 
 export type { Granularity } from "./levels.js";
@@ -243,10 +245,13 @@ export function buildSeriesSql(
   const rawMeterFilter = customer && !meter ? " AND e.meter IN (SELECT key FROM meters)" : "";
   const out = (expr: string) =>
     g === "total" ? "NULL::timestamptz" : g === "hour" ? expr : `date_trunc('${g}', ${expr}, 'UTC')`;
-  // What the parts carry: the keys not bound to one value, and the rollup columns the answer is combined from.
+  // What the parts carry: the keys not bound to one value, the dimension set when grouping, and the rollup
+  // columns the answer is combined from.
+  const groupBy = q.groupBy ?? [];
   const keys = [customer ? undefined : "customer_id", meter ? undefined : "meter"].filter((k) => k !== undefined);
+  const partKeys = groupBy.length > 0 ? [...keys, "dimension_set"] : keys;
   const figures = q.figure ? FIGURE_COLUMNS[q.figure] : ROLLUP_COLUMN_LIST;
-  const carried = (alias: string) => [...keys, "dimension_set"].map((k) => `${alias}.${k}`).join(", ");
+  const carried = (alias: string) => partKeys.map((k) => `${alias}.${k}, `).join("");
 
   const selects = parts.map((p) => {
     const isRaw = p.source === "event";
@@ -259,31 +264,47 @@ export function buildSeriesSql(
     if (isRaw) {
       // Events are summed per hour and dimension set here, as the hourly rollup holds them.
       return `
-      SELECT ${out("date_trunc('hour', e.ts, 'UTC')")}, ${carried("e")}, ${figures.map((c) => EVENT_FIGURES[c].expr).join(", ")}
+      SELECT ${out("date_trunc('hour', e.ts, 'UTC')")}, ${carried("e")}${figures.map((c) => EVENT_FIGURES[c].expr).join(", ")}
       FROM usage_events e${within}
       WHERE ${range}${filters("e")}${rawMeterFilter}
       GROUP BY date_trunc('hour', e.ts, 'UTC'), e.customer_id, e.meter, e.dimension_set`;
     }
-    // A rollup of the answer's own level has its buckets aligned already.
+    // A rollup of the answer's own level has its buckets aligned already, and is passed on row by row. Rows of a
+    // finer level (or of a total) are combined right at the scan, into a row per answer bucket (and key): the
+    // combination is associative, and a few rows cost the union above far less than hundreds.
+    const table = LEVEL[p.source as Level].table;
+    const where = `WHERE ${range}${filters("v")}${exclude}`;
+    if (p.source === g) {
+      return `
+      SELECT v.bucket, ${carried("v")}${figures.map((c) => `v.${c}`).join(", ")}
+      FROM ${table} v${within}
+      ${where}`;
+    }
+    const bucket = out("v.bucket");
+    const grouping = [...(g === "total" ? [] : [bucket]), ...partKeys.map((k) => `v.${k}`)];
     return `
-      SELECT ${p.source === g ? "v.bucket" : out("v.bucket")}, ${carried("v")}, ${figures.map((c) => `v.${c}`).join(", ")}
-      FROM ${LEVEL[p.source as Level].table} v${within}
-      WHERE ${range}${filters("v")}${exclude}`;
+      SELECT ${bucket}, ${carried("v")}${figures.map((c) => ROLLUP_PARTIALS[c]).join(", ")}
+      FROM ${table} v${within}
+      ${where}${
+        grouping.length > 0
+          ? `
+      GROUP BY ${grouping.join(", ")}`
+          : ""
+      }`;
   });
   const types: Record<string, string> = { customer_id: "text", meter: "text", dimension_set: "integer" };
   const union =
     selects.length > 0
       ? selects.join("\n      UNION ALL")
       : `
-      SELECT NULL::timestamptz, ${[...keys, "dimension_set"].map((k) => `NULL::${types[k]}`).join(", ")},
+      SELECT NULL::timestamptz, ${partKeys.map((k) => `NULL::${types[k]}, `).join("")}
              ${figures.map((c) => `NULL::${EVENT_FIGURES[c].type}`).join(", ")} WHERE false`;
-  const columns = `(bucket, ${[...keys, "dimension_set", ...figures].join(", ")})`;
+  const columns = `(bucket, ${[...partKeys, ...figures].join(", ")})`;
   // Every bucket combines its parts (rows of several sources, several dimension sets) as the rollups do: the sum
   // of sums, the count of counts, the max of maxes, the last of lasts. Grouped, the rows carry their values.
   // A customer or meter the read is about is the same in every row: it is selected, not carried, grouped or sorted.
   const combine = q.figure ? combineFigure(q.figure) : COMBINE_ROLLUPS;
   const fixed = `${customer ? `${customer}::text AS customer_id` : "customer_id"}, ${meter ? `${meter}::text AS meter` : "meter"}`;
-  const groupBy = q.groupBy ?? [];
   if (groupBy.length === 0) {
     return {
       text: `
@@ -326,11 +347,29 @@ export async function runSeries(db: Queryable, q: SeriesQuery): Promise<SeriesRo
   return withDimensionValues(rows, q.groupBy?.length ?? 0);
 }
 
-/** A series of one figure, the meter's aggregation, and the event count per bucket: what GET /v1/usage answers. */
+/**
+ * A series of one figure, the meter's aggregation, and the event count per bucket: what GET /v1/usage answers.
+ * As one JSON text: a grouped answer has hundreds of rows, which the embedded engine hands over a third faster so.
+ */
 export async function runSeriesFigures(db: Queryable, q: SeriesQuery, figure: Aggregation): Promise<FigureRow[]> {
   const { text, params } = await prepareSeries(db, { ...q, figure });
-  const { rows } = await db.query<FigureRow>(text, params);
-  return withDimensionValues(rows, q.groupBy?.length ?? 0);
+  const gs = Array.from({ length: q.groupBy?.length ?? 0 }, (_, i) => `s.g${i + 1}`);
+  const cells = await jsonRows<(string | number | null)[]>(db, {
+    cells: ["extract(epoch FROM s.bucket) * 1000", "s.customer_id", "s.meter", "s.value", "s.event_count", ...gs].join(
+      ", ",
+    ),
+    source: `(${text}) AS s`,
+    orderBy: ["s.customer_id", "s.meter", "s.bucket", ...gs.map((g) => `${g} COLLATE "C" NULLS LAST`)].join(", "),
+    params,
+  });
+  return cells.map((c) => ({
+    bucket: new Date(c[0] as number),
+    customer_id: c[1] as string,
+    meter: c[2] as string,
+    value: c[3] as string,
+    event_count: String(c[4]),
+    ...(gs.length > 0 ? { dimension_values: c.slice(5) as (string | null)[] } : {}),
+  }));
 }
 
 /**
