@@ -38,19 +38,6 @@ export const EVENT_FIGURES: Record<RollupColumn, { expr: string; type: string }>
   last_at: { expr: "max(e.ts)", type: "timestamptz" },
 };
 
-/**
- * Each rollup column combined over rollup rows `v` into one row of the same columns: the sum of sums, the count of
- * counts, the max of maxes, the last of lasts (LAST_OF_LASTS, below).
- */
-export const ROLLUP_PARTIALS: Record<RollupColumn, string> = {
-  value_sum: "sum(v.value_sum)",
-  event_count: "sum(v.event_count)::bigint",
-  value_max: "max(v.value_max)",
-  last_value: "(max(ARRAY[v.last_key, v.last_value]))[2]",
-  last_key: "max(v.last_key)",
-  last_at: "max(v.last_at)",
-};
-
 /** The rollup columns, in order, after the keys. */
 export const ROLLUP_COLUMN_LIST = Object.keys(EVENT_FIGURES) as RollupColumn[];
 export const ROLLUP_COLUMNS = ROLLUP_COLUMN_LIST.join(", ");

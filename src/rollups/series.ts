@@ -28,7 +28,6 @@ import {
   LEVEL,
   type Level,
   ROLLUP_COLUMN_LIST,
-  ROLLUP_PARTIALS,
 } from "./levels.js";
 
 export type { Granularity } from "./levels.js";
@@ -269,28 +268,13 @@ export function buildSeriesSql(
       WHERE ${range}${filters("e")}${rawMeterFilter}
       GROUP BY date_trunc('hour', e.ts, 'UTC'), e.customer_id, e.meter, e.dimension_set`;
     }
-    // A rollup of the answer's own level has its buckets aligned already, and is passed on row by row. Rows of a
-    // finer level (or of a total) are combined right at the scan, into a row per answer bucket (and key): the
-    // combination is associative, and a few rows cost the union above far less than hundreds.
-    const table = LEVEL[p.source as Level].table;
-    const where = `WHERE ${range}${filters("v")}${exclude}`;
-    if (p.source === g) {
-      return `
-      SELECT v.bucket, ${carried("v")}${figures.map((c) => `v.${c}`).join(", ")}
-      FROM ${table} v${within}
-      ${where}`;
-    }
-    const bucket = out("v.bucket");
-    const grouping = [...(g === "total" ? [] : [bucket]), ...partKeys.map((k) => `v.${k}`)];
+    // A rollup of the answer's own level has its buckets aligned already. (Combining a finer level's rows right at
+    // the scan, before the union, was tried: on a server its aggregates' cost made PostgreSQL start parallel
+    // workers, and summaries took 70% longer.)
     return `
-      SELECT ${bucket}, ${carried("v")}${figures.map((c) => ROLLUP_PARTIALS[c]).join(", ")}
-      FROM ${table} v${within}
-      ${where}${
-        grouping.length > 0
-          ? `
-      GROUP BY ${grouping.join(", ")}`
-          : ""
-      }`;
+      SELECT ${p.source === g ? "v.bucket" : out("v.bucket")}, ${carried("v")}${figures.map((c) => `v.${c}`).join(", ")}
+      FROM ${LEVEL[p.source as Level].table} v${within}
+      WHERE ${range}${filters("v")}${exclude}`;
   });
   const types: Record<string, string> = { customer_id: "text", meter: "text", dimension_set: "integer" };
   const union =
