@@ -15,6 +15,7 @@ import { loadavg } from "node:os";
 import { Decimal } from "decimal.js";
 import { loadConfig } from "../src/config.js";
 import { analyzeChangedTables } from "../src/db/analyze.js";
+import { EVENT_COLUMNS } from "../src/ingest/batch.js";
 import { copyRow } from "../src/ingest/copyText.js";
 import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
@@ -150,19 +151,8 @@ async function main(): Promise<void> {
         const n = Math.min(BATCH, EVENTS - done);
         await db.transaction((tx) =>
           tx.copyIn(
-            {
-              table: "usage_events",
-              columns: [
-                "ts",
-                "customer_id",
-                "meter",
-                "value",
-                "event_id",
-                "properties",
-                "received_at",
-                "dimension_set",
-              ],
-            },
+            // The columns ingest writes; copyRow below fills them in this order.
+            { table: "usage_events", columns: EVENT_COLUMNS },
             (function* () {
               let chunk = "";
               for (let i = 0; i < n; i++) {

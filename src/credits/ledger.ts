@@ -14,7 +14,7 @@ import type { Db, Queryable } from "../db/types.js";
 import { Dec, minorUnits } from "../pricing/money.js";
 import type { Period } from "../pricing/segments.js";
 import { addBuckets, periodOf } from "../rollups/buckets.js";
-import { rangeTotals } from "../rollups/totals.js";
+import { rangeFigures } from "../rollups/totals.js";
 import { type BurnDown, burnOrder, type CreditGrant, coveringBalance, Replay } from "./burndown.js";
 import { type PeriodCharges, periodCharges, periodPricings, SegmentPricer } from "./charges.js";
 import { listGrants, type StoredGrant } from "./grants.js";
@@ -178,8 +178,8 @@ export class CreditLedgers {
 
 /** Each meter's event count over a period: it changes with every event that arrives for the period. */
 async function usageVersion(q: Queryable, customer: string, period: Period): Promise<string> {
-  const totals = await rangeTotals(q, { from: period.start, to: period.end, customer });
-  return totals
+  const counts = await rangeFigures(q, { from: period.start, to: period.end, customer }, "count");
+  return counts
     .map((t) => `${t.meter}:${t.count}`)
     .sort()
     .join(",");

@@ -44,7 +44,13 @@ export function filterSetsSql(
   return ` IN (${sets}${nullEverywhere ? " UNION ALL SELECT 0" : ""})`;
 }
 
-/** Select-list expressions of the grouped values (g1, g2, ...) from a LEFT JOIN of dimension_sets `d`. */
+/** The columns that hold a grouped row's values, in group_by order: g1, g2, ... */
+export function groupColumns(groupBy: readonly string[] | undefined): string[] {
+  return (groupBy ?? []).map((_, i) => `g${i + 1}`);
+}
+
+/** Select-list expressions of the grouped values (groupColumns) from a LEFT JOIN of dimension_sets `d`. */
 export function groupValuesSql(groupBy: readonly string[], bind: (v: unknown) => string): string[] {
-  return groupBy.map((k, i) => `d.dimensions ->> ${bind(k)}::text AS g${i + 1}`);
+  const names = groupColumns(groupBy);
+  return groupBy.map((k, i) => `d.dimensions ->> ${bind(k)}::text AS ${names[i]}`);
 }

@@ -3,6 +3,7 @@
 // read as a formula (starting with =, +, -, @, tab or CR) are prefixed with a single quote.
 import pg from "pg";
 import type { Db } from "../db/types.js";
+import { groupColumns } from "./dimensionSql.js";
 import { LEVEL } from "./levels.js";
 import { prepareSeries, type SeriesQuery } from "./series.js";
 
@@ -24,11 +25,12 @@ export function exportSelect(q: SeriesQuery, series: { text: string; params: unk
   const inner = inlineParams(series.text, series.params);
   // Grouped: one more column, the group's values as a JSON object (keys in group_by order).
   const groupBy = q.groupBy ?? [];
+  const gs = groupColumns(groupBy);
   const dims =
     groupBy.length > 0
-      ? `,\n           json_build_object(${groupBy.map((k, i) => `${pg.escapeLiteral(k)}, s.g${i + 1}`).join(", ")})::text AS dimensions`
+      ? `,\n           json_build_object(${groupBy.map((k, i) => `${pg.escapeLiteral(k)}, s.${gs[i]}`).join(", ")})::text AS dimensions`
       : "";
-  const order = groupBy.map((_, i) => `, s.g${i + 1} COLLATE "C" NULLS LAST`).join("");
+  const order = gs.map((g) => `, s.${g} COLLATE "C" NULLS LAST`).join("");
   return `
     SELECT ${utc("s.bucket")} AS start,
            ${utc(`s.bucket + INTERVAL '${LEVEL[q.granularity].span}'`)} AS "end",

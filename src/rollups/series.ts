@@ -18,7 +18,7 @@ import { staleHoursSql } from "../changes/hours.js";
 import { jsonRows } from "../db/jsonRows.js";
 import type { Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
-import { type DimensionQuery, filterSetsSql, groupValuesSql } from "./dimensionSql.js";
+import { type DimensionQuery, filterSetsSql, groupColumns, groupValuesSql } from "./dimensionSql.js";
 import {
   COMBINE_ROLLUPS,
   combineFigure,
@@ -214,6 +214,14 @@ export function planCover(from: Date, to: Date, state: RollupState): SeriesPart[
   return parts;
 }
 
+/** A series statement: its rows unordered, and the ORDER BY list (on its own column names) of a series' order. */
+export interface SeriesSql {
+  text: string;
+  params: unknown[];
+  /** customer, meter, bucket, then the group values byte-wise with absent last. Whoever reads the rows applies it. */
+  orderBy: string;
+}
+
 /**
  * The statement for a plan, with its parameters. Pure. `total`: one row per (customer, meter) for all parts.
  * Rows carry every figure (SeriesRow), or with `figure` only that aggregation as `value` and the count (FigureRow).
@@ -226,7 +234,7 @@ export function buildSeriesSql(
     figure?: Aggregation | undefined;
   } & DimensionQuery,
   parts: SeriesPart[],
-): { text: string; params: unknown[] } {
+): SeriesSql {
   const g = q.granularity;
   const params: unknown[] = [];
   const bind = (v: unknown) => {
@@ -289,18 +297,19 @@ export function buildSeriesSql(
   // A customer or meter the read is about is the same in every row: it is selected, not carried, grouped or sorted.
   const combine = q.figure ? combineFigure(q.figure) : COMBINE_ROLLUPS;
   const fixed = `${customer ? `${customer}::text AS customer_id` : "customer_id"}, ${meter ? `${meter}::text AS meter` : "meter"}`;
+  const gs = groupColumns(groupBy);
+  const orderBy = ["customer_id", "meter", "bucket", ...gs.map((x) => `${x} COLLATE "C" NULLS LAST`)].join(", ");
   if (groupBy.length === 0) {
     return {
       text: `
     SELECT bucket, ${fixed}, ${combine}
     FROM (${union}
     ) AS parts ${columns}
-    GROUP BY ${["bucket", ...keys].join(", ")}
-    ORDER BY ${[...keys, "bucket"].join(", ")}`,
+    GROUP BY ${["bucket", ...keys].join(", ")}`,
       params,
+      orderBy,
     };
   }
-  const gs = groupBy.map((_, i) => `g${i + 1}`);
   return {
     text: `
     SELECT bucket, ${fixed}, ${gs.join(", ")}, ${combine}
@@ -310,25 +319,22 @@ export function buildSeriesSql(
       ) AS parts ${columns}
       LEFT JOIN dimension_sets d ON d.id = parts.dimension_set
     ) AS grouped
-    GROUP BY ${["bucket", ...keys, ...gs].join(", ")}
-    ORDER BY ${[...keys, "bucket", ...gs.map((x) => `${x} COLLATE "C" NULLS LAST`)].join(", ")}`,
+    GROUP BY ${["bucket", ...keys, ...gs].join(", ")}`,
     params,
+    orderBy,
   };
 }
 
 /** Reads the rollup state and builds the statement for one series query. */
-export async function prepareSeries(
-  db: Queryable,
-  q: SeriesQuery & { figure?: Aggregation },
-): Promise<{ text: string; params: unknown[] }> {
+export async function prepareSeries(db: Queryable, q: SeriesQuery & { figure?: Aggregation }): Promise<SeriesSql> {
   const state = await readState(db, q.from, q.to);
   return buildSeriesSql(q, planSeries(q.granularity, q.from, q.to, state));
 }
 
 export async function runSeries(db: Queryable, q: SeriesQuery): Promise<SeriesRow[]> {
-  const { text, params } = await prepareSeries(db, q);
-  const { rows } = await db.query<SeriesRow>(text, params);
-  return withDimensionValues(rows, q.groupBy?.length ?? 0);
+  const { text, params, orderBy } = await prepareSeries(db, q);
+  const { rows } = await db.query<SeriesRow>(`${text}\n    ORDER BY ${orderBy}`, params);
+  return withDimensionValues(rows, q.groupBy);
 }
 
 /**
@@ -336,14 +342,12 @@ export async function runSeries(db: Queryable, q: SeriesQuery): Promise<SeriesRo
  * As one JSON text: a grouped answer has hundreds of rows, which the embedded engine hands over a third faster so.
  */
 export async function runSeriesFigures(db: Queryable, q: SeriesQuery, figure: Aggregation): Promise<FigureRow[]> {
-  const { text, params } = await prepareSeries(db, { ...q, figure });
-  const gs = Array.from({ length: q.groupBy?.length ?? 0 }, (_, i) => `s.g${i + 1}`);
+  const { text, params, orderBy } = await prepareSeries(db, { ...q, figure });
+  const gs = groupColumns(q.groupBy);
   const cells = await jsonRows<(string | number | null)[]>(db, {
-    cells: ["extract(epoch FROM s.bucket) * 1000", "s.customer_id", "s.meter", "s.value", "s.event_count", ...gs].join(
-      ", ",
-    ),
+    cells: ["extract(epoch FROM bucket) * 1000", "customer_id", "meter", "value", "event_count", ...gs].join(", "),
     source: `(${text}) AS s`,
-    orderBy: ["s.customer_id", "s.meter", "s.bucket", ...gs.map((g) => `${g} COLLATE "C" NULLS LAST`)].join(", "),
+    orderBy,
     params,
   });
   return cells.map((c) => ({
@@ -360,11 +364,15 @@ export async function runSeriesFigures(db: Queryable, q: SeriesQuery, figure: Ag
  * Grouped rows hold their values in columns g1..gn (not a text[]: PGlite reads a NULL element of an array as the
  * string "NULL"); this gathers them into `dimension_values`.
  */
-export function withDimensionValues<R extends { dimension_values?: (string | null)[] }>(rows: R[], n: number): R[] {
-  if (n === 0) return rows;
+export function withDimensionValues<R extends { dimension_values?: (string | null)[] }>(
+  rows: R[],
+  groupBy: readonly string[] | undefined,
+): R[] {
+  const gs = groupColumns(groupBy);
+  if (gs.length === 0) return rows;
   for (const r of rows) {
     const cells = r as unknown as Record<string, string | null>;
-    r.dimension_values = Array.from({ length: n }, (_, i) => cells[`g${i + 1}`] ?? null);
+    r.dimension_values = gs.map((g) => cells[g] ?? null);
   }
   return rows;
 }

@@ -4,7 +4,7 @@
 import type { Aggregation } from "../catalog/schemas.js";
 import { jsonRows } from "../db/jsonRows.js";
 import type { Queryable } from "../db/types.js";
-import type { DimensionQuery } from "./dimensionSql.js";
+import { type DimensionQuery, groupColumns } from "./dimensionSql.js";
 import { buildSeriesSql, planCover, type RollupState, readState } from "./series.js";
 
 export interface Totals {
@@ -43,7 +43,7 @@ export interface RangeQuery extends DimensionQuery {
 export async function rangeTotals(db: Queryable, q: RangeQuery): Promise<Totals[]> {
   if (q.from >= q.to) return [];
   // A simulation reads tens of thousands of totals: one JSON text.
-  const gs = Array.from({ length: q.groupBy?.length ?? 0 }, (_, i) => `g${i + 1}`);
+  const gs = groupColumns(q.groupBy);
   const cells = await jsonRows<(string | number | null)[]>(db, {
     cells: `customer_id, meter, value_sum, event_count, value_max, last_value, last_key,
             extract(epoch FROM last_at) * 1000${gs.map((g) => `, ${g}`).join("")}`,
@@ -74,7 +74,7 @@ export interface RangeFigure {
 /** Like rangeTotals, but only the figure `figure` of each row: half the work for reads that price one meter. */
 export async function rangeFigures(db: Queryable, q: RangeQuery, figure: Aggregation): Promise<RangeFigure[]> {
   if (q.from >= q.to) return [];
-  const gs = Array.from({ length: q.groupBy?.length ?? 0 }, (_, i) => `g${i + 1}`);
+  const gs = groupColumns(q.groupBy);
   const cells = await jsonRows<(string | null)[]>(db, {
     cells: `customer_id, meter, value, event_count${gs.map((g) => `, ${g}`).join("")}`,
     ...(await coverSql(db, q, figure)),
@@ -95,10 +95,5 @@ async function coverSql(db: Queryable, q: RangeQuery, figure: Aggregation | unde
     { granularity: "total", customer: q.customer, meter: q.meter, groupBy: q.groupBy, filter: q.filter, figure },
     planCover(q.from, q.to, state),
   );
-  const gs = Array.from({ length: q.groupBy?.length ?? 0 }, (_, i) => `g${i + 1}`);
-  return {
-    source: `(${series.text}) AS t`,
-    orderBy: ["customer_id", "meter", ...gs.map((g) => `${g} COLLATE "C" NULLS LAST`)].join(", "),
-    params: series.params,
-  };
+  return { source: `(${series.text}) AS t`, orderBy: series.orderBy, params: series.params };
 }
