@@ -1,6 +1,8 @@
 // Billing-cycle periods (pure, no database): table-driven cases for every rule — month-end clamping from the anchor,
 // negative k, day/week/year, interval counts, DST (743/745-hour months, 23/25-hour days, gaps and repeated hours),
 // refusals — and properties against an hour-by-hour reference over random cycles, zones and instants in 2000–2100.
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { AppError } from "../src/errors.js";
@@ -207,6 +209,13 @@ describe("periods: time zones and DST", () => {
       z("2026-10-25T01:00Z"),
       z("2026-10-26T01:00Z"),
     ]);
+  });
+
+  it("when a local day does not exist (Samoa skipped 2011-12-30), then its daily period is empty and holds no instant", () => {
+    const c = cycle("day", 1, "2011-12-25T10:00Z", "Pacific/Apia"); // 00:00 local at UTC-10
+    expect(span(periodAt(c, 5))).toEqual([z("2011-12-30T10:00Z"), z("2011-12-30T10:00Z")]);
+    expect(periodContaining(c, at("2011-12-30T10:00Z"))).toMatchObject({ index: 6, end: at("2011-12-31T10:00Z") });
+    expect(periodHours(periodStartingInMonth(calendarMonths("Pacific/Apia"), "2011-12") as Period)).toBe(30 * 24);
   });
 
   it("when weeks cross a DST change, then they are 7 local days (167 hours) and keep the local time", () => {
@@ -605,5 +614,18 @@ describe("periods: properties", () => {
       ),
       { numRuns: 100 },
     );
+  });
+});
+
+describe("periods: purity", () => {
+  it("when src/periods imports, then only its own files and src/errors.ts (no I/O, no other module)", () => {
+    const dir = join(import.meta.dirname, "..", "src", "periods");
+    const imports = readdirSync(dir).flatMap((file) =>
+      [...readFileSync(join(dir, file), "utf8").matchAll(/^(?:import|export)\s[^;]*?from\s+"([^"]+)"/gms)].map(
+        (m) => m[1],
+      ),
+    );
+    expect(imports).toContain("./zones.js");
+    expect(imports.filter((spec) => !/^\.\/[a-z]+\.js$/.test(spec ?? "") && spec !== "../errors.js")).toEqual([]);
   });
 });
