@@ -4,6 +4,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Dec } from "../src/pricing/money.js";
+import { addressOf } from "../src/stripe/client.js";
 import {
   carryRevert,
   hourTimestamp,
@@ -13,7 +14,7 @@ import {
   planPair,
   windowStart,
 } from "../src/stripe/rules.js";
-import { addressOf, classifyError } from "../src/stripe/sender.js";
+import { classifyMeterError } from "../src/stripe/sender.js";
 import type { WorkRow } from "../src/stripe/types.js";
 
 const row = (over: Partial<WorkRow> = {}): WorkRow => ({
@@ -68,15 +69,15 @@ describe("identifiers and timestamps", () => {
 
 describe("Stripe's answers", () => {
   it("when the SDK throws, then each answer maps to what the sync does about it", () => {
-    expect(classifyError({ statusCode: 400, message: "An event already exists with identifier tly_x." })).toEqual({
+    expect(classifyMeterError({ statusCode: 400, message: "An event already exists with identifier tly_x." })).toEqual({
       kind: "duplicate",
     });
-    expect(classifyError({ statusCode: 429, message: "slow down" }).kind).toBe("rate_limited");
-    expect(classifyError({ statusCode: 500, message: "oops" }).kind).toBe("retry_later");
-    expect(classifyError({ type: "StripeConnectionError", message: "timeout" }).kind).toBe("retry_later");
-    expect(classifyError({ statusCode: 401, message: "Invalid API Key" }).kind).toBe("auth_failed");
+    expect(classifyMeterError({ statusCode: 429, message: "slow down" }).kind).toBe("rate_limited");
+    expect(classifyMeterError({ statusCode: 500, message: "oops" }).kind).toBe("retry_later");
+    expect(classifyMeterError({ type: "StripeConnectionError", message: "timeout" }).kind).toBe("retry_later");
+    expect(classifyMeterError({ statusCode: 401, message: "Invalid API Key" }).kind).toBe("auth_failed");
     expect(
-      classifyError({ statusCode: 400, message: "No active meter", rawType: "invalid_request_error", code: "x" }),
+      classifyMeterError({ statusCode: 400, message: "No active meter", rawType: "invalid_request_error", code: "x" }),
     ).toEqual({ kind: "rejected", status: 400, code: "x", message: "No active meter" });
   });
 
