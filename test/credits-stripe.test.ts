@@ -1,7 +1,8 @@
 // Prepaid credits in Stripe, on both engines: once a period's invoice is final, the credit lines frozen on it reach
 // the fake Stripe once, as negative invoice items with a deterministic Idempotency-Key; a timeout after Stripe
 // created the item is retried with the same key and answered from Stripe's idempotency store (no second item);
-// the reconciliation lists the items.
+// an item of a customer that lost its Stripe id is reported as unmapped until it has one again; the reconciliation
+// lists the items.
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
@@ -108,5 +109,25 @@ describe.each(BACKENDS)("credits in Stripe on %s", (backend) => {
     expect(recon.body.credits).toEqual([
       expect.objectContaining({ customer: "lost", status: "sent", stripe_invoice_item: items[0]?.id }),
     ]);
+  });
+
+  it("when a customer loses its Stripe id while its credit item waits, then the item is reported unmapped, then sent once the id is back", async () => {
+    clock.set("2026-12-10T12:00:00Z");
+    await customer("moved", "cus_moved");
+    await grant("moved", { amount: "1.00", effective_at: "2026-12-01T00:00:00Z" });
+    await ingest(rig.t, [
+      { id: "m1", customer: "moved", meter: "calls", value: 100, timestamp: "2026-12-10T11:00:00Z" },
+    ]);
+    clock.set("2027-01-01T02:00:00Z");
+    await finalize();
+    rig.fake.injectInvoiceItems("500", 1, "cus_moved");
+    expect((await sync(rig.t)).credits).toMatchObject({ sent: 0, retry_later: 1, unmapped: 0, pending: 1 });
+    const unmap = await api().put("/v1/customers/moved").set(admin).send({ stripe_customer_id: null });
+    expect(unmap.status).toBeLessThan(300);
+    expect((await sync(rig.t)).credits).toMatchObject({ sent: 0, retry_later: 0, unmapped: 1, pending: 1 });
+    const remap = await api().put("/v1/customers/moved").set(admin).send({ stripe_customer_id: "cus_moved" });
+    expect(remap.status).toBeLessThan(300);
+    expect((await sync(rig.t)).credits).toMatchObject({ sent: 1, unmapped: 0, pending: 0 });
+    expect(rig.fake.invoiceItems.filter((i) => i.customer === "cus_moved").map((i) => i.amount)).toEqual([-100]);
   });
 });

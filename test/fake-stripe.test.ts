@@ -3,7 +3,7 @@
 // the timestamp window, one call at a time per customer and meter, a per-second limit, and the v2 stream.
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addressOf } from "../src/stripe/sender.js";
+import { addressOf } from "../src/stripe/client.js";
 import { until } from "./helpers/eventually.js";
 import { type FakeStripe, startFakeStripe } from "./helpers/fakeStripe.js";
 

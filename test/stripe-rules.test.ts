@@ -4,17 +4,21 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Dec } from "../src/pricing/money.js";
+import { addBuckets, alignDown } from "../src/rollups/buckets.js";
+import { addressOf } from "../src/stripe/client.js";
 import {
   carryRevert,
+  firstSendable,
   hourTimestamp,
   identifierFor,
   isSendable,
+  lastSendableSecond,
   periodTimestamp,
   planPair,
   windowStart,
 } from "../src/stripe/rules.js";
-import { addressOf, classifyError } from "../src/stripe/sender.js";
-import type { WorkRow } from "../src/stripe/types.js";
+import { classifyMeterError } from "../src/stripe/sender.js";
+import { LEDGER_KIND_TABLE, ledgerKind, type WorkRow } from "../src/stripe/types.js";
 
 const row = (over: Partial<WorkRow> = {}): WorkRow => ({
   customer: "c",
@@ -64,19 +68,70 @@ describe("identifiers and timestamps", () => {
     expect(isSendable(new Date("2026-10-06T12:01:00Z"), now)).toBe(true);
     expect(isSendable(new Date("2026-10-06T12:00:59Z"), now)).toBe(false);
   });
+
+  it("when SQL compares buckets with firstSendable, then it agrees with the last sendable second of every bucket", () => {
+    const kinds = ["hour", "period"] as const;
+    fc.assert(
+      fc.property(
+        fc.integer({ min: Date.UTC(2020, 0, 1), max: Date.UTC(2035, 0, 1) }),
+        fc.integer({ min: -2000, max: 2000 }),
+        fc.constantFrom(...kinds),
+        (nowMs, offset, kind) => {
+          const now = new Date(nowMs);
+          const unit = kind === "hour" ? "hour" : "month";
+          // Buckets around the window's start, where the two could differ.
+          const start = addBuckets(alignDown(windowStart(now), unit), unit, Math.sign(offset) * (Math.abs(offset) % 3));
+          const first = firstSendable(now)[kind];
+          expect(start >= first).toBe(lastSendableSecond(kind, start) >= windowStart(now));
+        },
+      ),
+    );
+    // The window starting at an hour's (and a month's) last second: that bucket is still sendable; half a second
+    // later it is not.
+    const now = new Date(Date.parse("2026-10-31T23:59:59Z") + 35 * 86_400_000 - 60_000);
+    expect(firstSendable(now)).toEqual({
+      window: new Date("2026-10-31T23:59:59Z"),
+      hour: new Date("2026-10-31T23:00:00Z"),
+      period: new Date("2026-10-01T00:00:00Z"),
+    });
+    const later = new Date(now.getTime() + 500);
+    expect(firstSendable(later)).toMatchObject({
+      hour: new Date("2026-11-01T00:00:00Z"),
+      period: new Date("2026-11-01T00:00:00Z"),
+    });
+  });
+
+  it("when a meter's ledger kind is asked, then sum, count and amount meters keep hours and max, last the period", () => {
+    expect(ledgerKind("sum", "quantity")).toBe("hour");
+    expect(ledgerKind("count", "quantity")).toBe("hour");
+    expect(ledgerKind("max", "quantity")).toBe("period");
+    expect(ledgerKind("last", "quantity")).toBe("period");
+    expect(ledgerKind("last", "amount")).toBe("hour");
+    const [values, aggregations, kinds] = LEDGER_KIND_TABLE;
+    expect(values.map((v, i) => `${v}/${aggregations[i]}=${kinds[i]}`)).toEqual([
+      "quantity/sum=hour",
+      "quantity/count=hour",
+      "quantity/max=period",
+      "quantity/last=period",
+      "amount/sum=hour",
+      "amount/count=hour",
+      "amount/max=hour",
+      "amount/last=hour",
+    ]);
+  });
 });
 
 describe("Stripe's answers", () => {
   it("when the SDK throws, then each answer maps to what the sync does about it", () => {
-    expect(classifyError({ statusCode: 400, message: "An event already exists with identifier tly_x." })).toEqual({
+    expect(classifyMeterError({ statusCode: 400, message: "An event already exists with identifier tly_x." })).toEqual({
       kind: "duplicate",
     });
-    expect(classifyError({ statusCode: 429, message: "slow down" }).kind).toBe("rate_limited");
-    expect(classifyError({ statusCode: 500, message: "oops" }).kind).toBe("retry_later");
-    expect(classifyError({ type: "StripeConnectionError", message: "timeout" }).kind).toBe("retry_later");
-    expect(classifyError({ statusCode: 401, message: "Invalid API Key" }).kind).toBe("auth_failed");
+    expect(classifyMeterError({ statusCode: 429, message: "slow down" }).kind).toBe("rate_limited");
+    expect(classifyMeterError({ statusCode: 500, message: "oops" }).kind).toBe("retry_later");
+    expect(classifyMeterError({ type: "StripeConnectionError", message: "timeout" }).kind).toBe("retry_later");
+    expect(classifyMeterError({ statusCode: 401, message: "Invalid API Key" }).kind).toBe("auth_failed");
     expect(
-      classifyError({ statusCode: 400, message: "No active meter", rawType: "invalid_request_error", code: "x" }),
+      classifyMeterError({ statusCode: 400, message: "No active meter", rawType: "invalid_request_error", code: "x" }),
     ).toEqual({ kind: "rejected", status: 400, code: "x", message: "No active meter" });
   });
 

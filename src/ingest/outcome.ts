@@ -1,7 +1,8 @@
-// What a batch comes to besides its rows: the list of problems that refuses it, and what it added per
-// (customer, meter) for the listeners of committed batches.
+// What a batch comes to besides its rows: each event's problems (its check, with the key's customer binding), the
+// list of problems that refuses the batch, and what it added per (customer, meter) for the listeners of committed
+// batches.
 import { AppError, type FieldError } from "../errors.js";
-import type { ErrorKind } from "./validate.js";
+import type { ErrorKind, EventChecker, ValidEvent } from "./validate.js";
 
 const MAX_REPORTED_ERRORS = 1_000;
 const MAX_TRACKED_PAIRS = 10_000;
@@ -14,6 +15,28 @@ export interface PairDelta {
 }
 
 export type KindedError = FieldError & { kind: ErrorKind | "forbidden"; line?: number };
+
+/** One event checked, and refused if the API key is bound to another customer. */
+export function checkEvent(
+  raw: unknown,
+  index: number,
+  checker: EventChecker,
+  bound: string | null,
+): KindedError[] | ValidEvent {
+  const verdict = checker.check(raw, index);
+  if (!verdict.ok) return verdict.errors;
+  if (bound && verdict.event.customer !== bound) {
+    return [
+      {
+        index,
+        field: `events[${index}].customer`,
+        message: `this API key may only send events for customer "${bound}"`,
+        kind: "forbidden",
+      },
+    ];
+  }
+  return verdict.event;
+}
 
 export class ErrorList {
   readonly items: KindedError[] = [];

@@ -3,7 +3,6 @@
 // the body. On the first bad line writing stops and the transaction is rolled back; the rest of the body is
 // still read and validated (without writing), so every bad line is reported.
 import type { MeterCache } from "../catalog/meterCache.js";
-import type { Aggregation } from "../catalog/schemas.js";
 import { markTouchedHours } from "../changes/hours.js";
 import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/types.js";
@@ -11,9 +10,10 @@ import { DimensionResolver, type Resolved } from "../dimensions/resolver.js";
 import { AppError, payloadTooLarge } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
-import { ascending, customersInOrder, distinctInKeyOrder, hourOf } from "./batch.js";
-import { bodyFormat, decodedStream, type IngestBody, type Line, limited, lines, readAll } from "./body.js";
-import { ErrorList, type KindedError, type PairDelta, PairTracker } from "./outcome.js";
+import { ascending, customersInOrder, distinctInKeyOrder } from "./batch.js";
+import { bodyFormat, decodedStream, type IngestBody, limited, lines, readAll } from "./body.js";
+import { NdjsonReader } from "./ndjson.js";
+import { checkEvent, ErrorList, type PairDelta, PairTracker } from "./outcome.js";
 import { KnownCustomers, writeBatch, writeChunk } from "./store.js";
 import { EventChecker, type ValidationContext, type ValidEvent } from "./validate.js";
 
@@ -44,12 +44,15 @@ export interface CommittedBatch {
 }
 
 const MAX_LINE_BYTES = 64 * 1024;
-/** NDJSON is written in chunks of at most this many events and characters (bounded memory, sort and COPY). */
-const NDJSON_CHUNK_EVENTS = 20_000;
-const NDJSON_CHUNK_CHARS = 4 * 1024 * 1024;
 const RETRYABLE = new Set(["40P01", "40001"]);
 
 class StopWriting extends Error {}
+
+/** What an NDJSON body's chunks leave for after the commit. */
+interface NdjsonWritten {
+  resolved: Resolved[];
+  customers: Set<string>;
+}
 
 export class IngestService {
   readonly #accepted;
@@ -119,22 +122,6 @@ export class IngestService {
     return { nowMs, maxAgeMs: this.limits.maxAgeMs, maxFutureMs: this.limits.maxFutureMs };
   }
 
-  #check(raw: unknown, index: number, checker: EventChecker, bound: string | null): KindedError[] | ValidEvent {
-    const verdict = checker.check(raw, index);
-    if (!verdict.ok) return verdict.errors;
-    if (bound && verdict.event.customer !== bound) {
-      return [
-        {
-          index,
-          field: `events[${index}].customer`,
-          message: `this API key may only send events for customer "${bound}"`,
-          kind: "forbidden",
-        },
-      ];
-    }
-    return verdict.event;
-  }
-
   async #json(req: IngestBody, bound: string | null): Promise<IngestResult> {
     const receivedAt = this.clock.now();
     const body = await readAll(decodedStream(req), this.limits.jsonMaxBytes, "a JSON ingest body");
@@ -174,7 +161,7 @@ export class IngestService {
     const errors = new ErrorList();
     const valid: ValidEvent[] = [];
     for (let index = 0; index < events.length; index++) {
-      const checked = this.#check(events[index], index, checker, bound);
+      const checked = checkEvent(events[index], index, checker, bound);
       if (Array.isArray(checked)) errors.add(checked);
       else valid.push(checked);
     }
@@ -206,109 +193,53 @@ export class IngestService {
   async #ndjson(req: IngestBody, bound: string | null): Promise<IngestResult> {
     const receivedAt = this.clock.now();
     const source = lines(limited(decodedStream(req), this.limits.ndjsonMaxBytes, "the NDJSON body"), MAX_LINE_BYTES);
-    const iterator = source[Symbol.asyncIterator]();
-    const errors = new ErrorList();
-    const pairs = new PairTracker();
-    const hours = new Set<number>();
-    const customers = new Set<string>();
-    let index = 0;
-    let ended = false;
-    // The meter of the line being checked, looked up (and reloaded if unknown) before the synchronous check.
-    let aggregation: Aggregation | undefined;
-    const checker = new EventChecker({ ...this.#context(receivedAt.getTime()), aggregationOf: () => aggregation });
-
-    const check = async (line: Line, via?: Queryable): Promise<ValidEvent | undefined> => {
-      const i = index++;
-      if (line.problem) {
-        errors.add([{ index: i, line: line.number, field: `events[${i}]`, message: line.problem, kind: "malformed" }]);
-        return undefined;
-      }
-      let raw: unknown;
-      try {
-        raw = JSON.parse(line.text ?? "");
-      } catch (err) {
-        const message = `line ${line.number} is not valid JSON: ${(err as Error).message}`;
-        errors.add([{ index: i, line: line.number, field: `events[${i}]`, message, kind: "malformed" }]);
-        return undefined;
-      }
-      const meter = (raw as { meter?: unknown } | null)?.meter;
-      aggregation = typeof meter === "string" ? await this.meters.lookup(meter, via) : undefined;
-      const checked = this.#check(raw, i, checker, bound);
-      if (Array.isArray(checked)) {
-        errors.add(checked.map((e) => ({ ...e, line: line.number })));
-        return undefined;
-      }
-      return checked;
-    };
-    const nextLine = async (): Promise<Line | undefined> => {
-      for (;;) {
-        const { value, done } = await iterator.next();
-        if (done) {
-          ended = true;
-          return undefined;
-        }
-        if (value.problem || (value.text ?? "").trim() !== "") return value;
-      }
-    };
-
-    // Meter reloads during the stream: on the embedded engine through the open transaction (its one connection
-    // is taken by it), on a server through the pool.
-    let meterSource: Queryable | undefined;
-    // The next chunk of valid events; stops early at the first bad line.
-    const chunk = async (): Promise<{ first: number; events: ValidEvent[] }> => {
-      const events: ValidEvent[] = [];
-      const first = index;
-      let chars = 0;
-      while (events.length < NDJSON_CHUNK_EVENTS && chars < NDJSON_CHUNK_CHARS) {
-        const line = await nextLine();
-        if (!line) break;
-        const event = await check(line, meterSource);
-        if (!event) break;
-        pairs.add(event.customer, event.meter, event.value);
-        hours.add(hourOf(event.tsMs));
-        events.push(event);
-        chars += event.customer.length + event.id.length + (event.properties?.length ?? 0);
-      }
-      return { first, events };
-    };
-
+    const reader = new NdjsonReader(source, this.#context(receivedAt.getTime()), this.meters, bound);
+    const written: NdjsonWritten = { resolved: [], customers: new Set() };
     let accepted = 0;
-    const resolved: Resolved[] = [];
     try {
-      // One transaction; inside it, bounded chunks, each written optimistically under a savepoint (see store.ts).
-      // Keys claimed by an earlier chunk are visible to later ones, so dedupe spans the whole body.
-      accepted = await this.db.transaction(async (tx) => {
-        meterSource = this.db.backend === "embedded" ? tx : undefined;
-        let stored = 0;
-        while (!ended) {
-          const { first, events } = await chunk();
-          if (errors.count > 0) throw new StopWriting();
-          if (events.length === 0) continue;
-          // Dimension sets first, the guard after the write (both outside the chunk's savepoint: a conflict does
-          // not undo them).
-          const chunkResolved = await this.dimensions.resolve(tx, events);
-          resolved.push(chunkResolved);
-          const distinct = distinctInKeyOrder(events);
-          const written = await writeChunk(tx, distinct, this.#known, receivedAt);
-          await this.dimensions.guard(tx, events, chunkResolved, (i) => first + i);
-          if (written.conflicted) this.#conflicts.inc({ format: "ndjson" });
-          stored += written.stored;
-          for (const c of customersInOrder(distinct)) if (customers.size < KnownCustomers.MAX) customers.add(c);
-        }
-        if (stored > 0) await markTouchedHours(tx, ascending(hours));
-        return stored;
-      });
-      for (const r of resolved) this.dimensions.committed(r);
+      accepted = await this.db.transaction((tx) => this.#writeNdjson(tx, reader, receivedAt, written));
+      for (const r of written.resolved) this.dimensions.committed(r);
     } catch (err) {
-      if (err instanceof AppError && err.status === 413) this.#rejected.inc({ reason: "too_large" }, index);
+      if (err instanceof AppError && err.status === 413) this.#rejected.inc({ reason: "too_large" }, reader.index);
       if (!(err instanceof StopWriting)) throw err;
       // Rolled back; read and validate the rest so every bad line is reported.
-      for (let line = await nextLine(); line; line = await nextLine()) await check(line);
-      this.#rejected.inc({ reason: "invalid" }, index);
-      throw errors.toAppError(index);
+      await reader.drain();
+      this.#rejected.inc({ reason: "invalid" }, reader.index);
+      throw reader.errors.toAppError(reader.index);
     }
-    this.#known.add(customers);
-    return this.#committedPairs("ndjson", receivedAt, index, accepted, pairs);
+    this.#known.add(written.customers);
+    return this.#committedPairs("ndjson", receivedAt, reader.index, accepted, reader.pairs);
+  }
+
+  /**
+   * One transaction; inside it, bounded chunks, each written optimistically under a savepoint (see store.ts). Keys
+   * claimed by an earlier chunk are visible to later ones, so dedupe spans the whole body. Stops writing (throws
+   * StopWriting) at the first bad line.
+   */
+  async #writeNdjson(tx: Queryable, reader: NdjsonReader, receivedAt: Date, written: NdjsonWritten): Promise<number> {
+    // Meter reloads during the stream: on the embedded engine through the open transaction (its one connection is
+    // taken by it), on a server through the pool.
+    const meterSource = this.db.backend === "embedded" ? tx : undefined;
+    let stored = 0;
+    while (!reader.ended) {
+      const { first, events } = await reader.chunk(meterSource);
+      if (reader.errors.count > 0) throw new StopWriting();
+      if (events.length === 0) continue;
+      // Dimension sets first, the guard after the write (both outside the chunk's savepoint: a conflict does not
+      // undo them).
+      const chunkResolved = await this.dimensions.resolve(tx, events);
+      written.resolved.push(chunkResolved);
+      const distinct = distinctInKeyOrder(events);
+      const chunk = await writeChunk(tx, distinct, this.#known, receivedAt);
+      await this.dimensions.guard(tx, events, chunkResolved, (i) => first + i);
+      if (chunk.conflicted) this.#conflicts.inc({ format: "ndjson" });
+      stored += chunk.stored;
+      for (const c of customersInOrder(distinct)) {
+        if (written.customers.size < KnownCustomers.MAX) written.customers.add(c);
+      }
+    }
+    if (stored > 0) await markTouchedHours(tx, ascending(reader.hours));
+    return stored;
   }
 
   async #withRetry<T>(fn: () => Promise<T>): Promise<T> {

@@ -1,14 +1,14 @@
 // Prepaid credits in Stripe: once a period's invoice is final, the credit lines frozen on it (what each grant applied
 // to the period) are written as pending items, then sent as negative invoice items (POST /v1/invoiceitems) with a
-// deterministic Idempotency-Key per (customer, period, grant). So Stripe gets exactly the credits of the final
-// invoice; later changes of those credits are adjustments of a later invoice, sent as its invoice items
-// (stripe/invoiceItems.ts). A period with no invoice at all (before invoices existed) takes the ledger's credits. The row is the real guard — Stripe keeps keys for
-// 24 hours — so a 'sent' item is never sent again; a timeout or 5xx retries with the same key on the next run.
-// Stripe adds such items to the customer's next invoice, with `period` set to the Tally period they credit.
+// deterministic Idempotency-Key per (customer, period, grant), by itemSender.ts's sender and loop. So Stripe gets
+// exactly the credits of the final invoice; later changes of those credits are adjustments of a later invoice, sent
+// as its invoice items (stripe/invoiceItems.ts). A period with no invoice at all (before invoices existed) takes the
+// ledger's credits. The row is the real guard — Stripe keeps keys for 24 hours — so a 'sent' item is never sent
+// again; a timeout or 5xx retries with the same key on the next run. Stripe adds such items to the customer's next
+// invoice, with `period` set to the Tally period they credit.
 import { createHash } from "node:crypto";
-import Stripe from "stripe";
 import type { Clock } from "../clock.js";
-import { type Config, stripeMaxRps } from "../config.js";
+import type { Config } from "../config.js";
 import { type CreditLedgers, creditsOf, toMinor } from "../credits/ledger.js";
 import type { Db, Queryable } from "../db/types.js";
 import { draftHorizon } from "../invoices/rules.js";
@@ -16,8 +16,7 @@ import { invoiceStatesOf, latestFinalPeriod } from "../invoices/store.js";
 import type { Logger } from "../logger.js";
 import { Dec, formatMoney } from "../pricing/money.js";
 import { addBuckets, periodOf } from "../rollups/buckets.js";
-import { RateLimiter } from "./rateLimit.js";
-import { addressOf, classifyError } from "./sender.js";
+import { type ItemQueue, type ItemSummary, invoiceItemSenderFrom, sendItems } from "./itemSender.js";
 import { readSyncState } from "./status.js";
 
 /** A period's credits go to Stripe this long after it ends (late events in that time still count). */
@@ -25,13 +24,7 @@ export const CREDIT_SETTLE_MS = 3_600_000;
 const SETTLE_MAX_CUSTOMERS = 200;
 const SEND_MAX = 500;
 
-export interface CreditItemSummary {
-  settled_periods: number;
-  sent: number;
-  failed: number;
-  retry_later: number;
-  pending: number;
-}
+export type CreditItemSummary = ItemSummary & { settled_periods: number; pending: number };
 
 interface ItemRow {
   customer_id: string;
@@ -41,47 +34,11 @@ interface ItemRow {
   amount: string;
   currency: string;
   idempotency_key: string;
-  stripe_customer_id: string | null;
+  stripe_customer_id: string;
 }
 
-export interface InvoiceItemRequest {
-  customer: string;
-  /** Negative, in minor units. */
-  amount: number;
-  currency: string;
-  description: string;
-  period: { start: number; end: number };
-  metadata: Record<string, string>;
-}
-
-type ItemOutcome =
-  | { kind: "created"; id: string }
-  | Exclude<ReturnType<typeof classifyError>, { kind: "delivered" } | { kind: "duplicate" }>;
-
-function itemSender(config: Config): (item: InvoiceItemRequest, key: string) => Promise<ItemOutcome> {
-  const stripe = new Stripe(config.STRIPE_SECRET_KEY as string, {
-    maxNetworkRetries: 0,
-    timeout: config.TALLY_STRIPE_TIMEOUT_MS,
-    telemetry: false,
-    appInfo: { name: "tally" },
-    ...(config.STRIPE_API_BASE ? addressOf(config.STRIPE_API_BASE) : {}),
-  });
-  const limiter = new RateLimiter(stripeMaxRps(config));
-  return async (item, key) => {
-    const done = await limiter.acquire();
-    try {
-      const created = await stripe.invoiceItems.create(item, { idempotencyKey: key });
-      return { kind: "created", id: created.id };
-    } catch (err) {
-      const outcome = classifyError(err);
-      return outcome.kind === "delivered" || outcome.kind === "duplicate"
-        ? { kind: "retry_later", message: "unexpected answer" }
-        : outcome;
-    } finally {
-      done();
-    }
-  };
-}
+type Period = { start: Date; end: Date };
+type Credit = { grant: string; currency: string; amount: Dec };
 
 const keyOf = (install: string, customer: string, period: Date, grant: string) =>
   `tally-credit-${createHash("sha256").update(`${install}\u0000${customer}\u0000${period.toISOString()}\u0000${grant}`).digest("hex").slice(0, 40)}`;
@@ -91,7 +48,7 @@ const monthIndex = (t: string) =>
   `(extract(year FROM ${t} AT TIME ZONE 'UTC') * 12 + extract(month FROM ${t} AT TIME ZONE 'UTC'))`;
 
 /** The credit lines of a final invoice's document: per grant, the (positive) credits applied. */
-function frozenCredits(document: string): { grant: string; currency: string; amount: Dec }[] {
+function frozenCredits(document: string): Credit[] {
   const doc = JSON.parse(document) as {
     currency: string | null;
     lines: { kind: string; grant?: string; amount: string }[];
@@ -103,15 +60,10 @@ function frozenCredits(document: string): { grant: string; currency: string; amo
 }
 
 /**
- * Writes the pending items of every period that ended CREDIT_SETTLE_MS ago, whose invoice is final (or that has
- * none), and that was not settled yet.
+ * Customers with a closed period not settled yet (the latest closed one, or one before it), with their first grant,
+ * so those fully settled never take the places of those still to do; the rest follow in the next runs.
  */
-async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string, maxAgeDays: number): Promise<number> {
-  const closedBefore = new Date(now.getTime() - CREDIT_SETTLE_MS);
-  // Periods from here on get invoices (invoices/rules.ts): one without its invoice yet waits for it.
-  const invoicedFrom = draftHorizon(now, maxAgeDays, await latestFinalPeriod(db));
-  // Only customers with a closed period not settled yet (the latest closed one, or one before it), so those fully
-  // settled never take the places of those still to do; the rest follow in the next runs.
+async function customersToSettle(db: Db, closedBefore: Date): Promise<{ customer_id: string; first: Date }[]> {
   const current = periodOf(closedBefore).start;
   const latestClosed = addBuckets(current, "month", -1);
   const { rows } = await db.query<{ customer_id: string; first: Date }>(
@@ -126,17 +78,66 @@ async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string
      ORDER BY g.customer_id LIMIT ${SETTLE_MAX_CUSTOMERS}`,
     [current, latestClosed],
   );
-  let settled = 0;
-  for (const r of rows) {
-    const done = await db.query<{ period_start: Date }>(
-      "SELECT period_start FROM stripe_credit_periods WHERE customer_id = $1",
-      [r.customer_id],
+  return rows;
+}
+
+/** The closed periods of a customer since `first` that are not settled yet. */
+async function openPeriods(db: Db, customer: string, first: Date, closedBefore: Date): Promise<Period[]> {
+  const done = await db.query<{ period_start: Date }>(
+    "SELECT period_start FROM stripe_credit_periods WHERE customer_id = $1",
+    [customer],
+  );
+  const known = new Set(done.rows.map((d) => d.period_start.getTime()));
+  const open: Period[] = [];
+  for (let p = periodOf(first); p.end <= closedBefore; p = { start: p.end, end: addBuckets(p.end, "month", 1) }) {
+    if (!known.has(p.start.getTime())) open.push(p);
+  }
+  return open;
+}
+
+/** Writes a period's pending items and marks it settled. */
+async function settlePeriod(
+  tx: Queryable,
+  customer: string,
+  period: Period,
+  credits: Credit[],
+  ctx: { install: string; now: Date },
+): Promise<void> {
+  for (const c of credits) {
+    await tx.query(
+      `INSERT INTO stripe_credit_items (customer_id, period_start, period_end, grant_id, amount, currency,
+                                        idempotency_key, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
+      [
+        customer,
+        period.start,
+        period.end,
+        c.grant,
+        c.amount.toFixed(),
+        c.currency,
+        keyOf(ctx.install, customer, period.start, c.grant),
+        ctx.now,
+      ],
     );
-    const known = new Set(done.rows.map((d) => d.period_start.getTime()));
-    const open: { start: Date; end: Date }[] = [];
-    for (let p = periodOf(r.first); p.end <= closedBefore; p = { start: p.end, end: addBuckets(p.end, "month", 1) }) {
-      if (!known.has(p.start.getTime())) open.push(p);
-    }
+  }
+  await tx.query(
+    `INSERT INTO stripe_credit_periods (customer_id, period_start, settled_at, items) VALUES ($1, $2, $3, $4)
+     ON CONFLICT DO NOTHING`,
+    [customer, period.start, ctx.now, credits.length],
+  );
+}
+
+/**
+ * Writes the pending items of every period that ended CREDIT_SETTLE_MS ago, whose invoice is final (or that has
+ * none), and that was not settled yet.
+ */
+async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string, maxAgeDays: number): Promise<number> {
+  const closedBefore = new Date(now.getTime() - CREDIT_SETTLE_MS);
+  // Periods from here on get invoices (invoices/rules.ts): one without its invoice yet waits for it.
+  const invoicedFrom = draftHorizon(now, maxAgeDays, await latestFinalPeriod(db));
+  let settled = 0;
+  for (const r of await customersToSettle(db, closedBefore)) {
+    const open = await openPeriods(db, r.customer_id, r.first, closedBefore);
     if (open.length === 0) continue;
     const invoices = await invoiceStatesOf(
       db,
@@ -161,28 +162,7 @@ async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string
                 .filter((c) => c.amount.gt(0))
                 .map((c) => ({ grant: c.grant.id, currency: c.grant.currency, amount: c.amount }))
             : [];
-        for (const c of credits) {
-          await tx.query(
-            `INSERT INTO stripe_credit_items (customer_id, period_start, period_end, grant_id, amount, currency,
-                                              idempotency_key, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
-            [
-              r.customer_id,
-              period.start,
-              period.end,
-              c.grant,
-              c.amount.toFixed(),
-              c.currency,
-              keyOf(install, r.customer_id, period.start, c.grant),
-              now,
-            ],
-          );
-        }
-        await tx.query(
-          `INSERT INTO stripe_credit_periods (customer_id, period_start, settled_at, items) VALUES ($1, $2, $3, $4)
-           ON CONFLICT DO NOTHING`,
-          [r.customer_id, period.start, now, credits.length],
-        );
+        await settlePeriod(tx, r.customer_id, period, credits, { install, now });
         settled += 1;
       }
     });
@@ -190,66 +170,66 @@ async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string
   return settled;
 }
 
-async function send(
-  db: Queryable,
-  request: (item: InvoiceItemRequest, key: string) => Promise<ItemOutcome>,
-  now: Date,
-  log: Logger,
-): Promise<Omit<CreditItemSummary, "settled_periods" | "pending">> {
-  const out = { sent: 0, failed: 0, retry_later: 0 };
-  const { rows } = await db.query<ItemRow>(
-    `SELECT i.customer_id, i.period_start, i.period_end, i.grant_id, i.amount::text AS amount, i.currency,
-            i.idempotency_key, c.stripe_customer_id
-     FROM stripe_credit_items i JOIN customers c ON c.id = i.customer_id
-     WHERE i.status = 'pending' ORDER BY i.created_at, i.customer_id, i.period_start, i.grant_id LIMIT ${SEND_MAX}`,
-    [],
-  );
-  for (const r of rows) {
-    if (!r.stripe_customer_id) continue;
-    const credited = new Dec(r.amount);
-    const outcome = await request(
-      {
-        customer: r.stripe_customer_id,
+/** The pending credit items, as negative invoice items. */
+function creditQueue(db: Db, now: Date): ItemQueue<ItemRow> {
+  return {
+    noun: "a credit item",
+    async load() {
+      const { rows } = await db.query<ItemRow>(
+        `SELECT i.customer_id, i.period_start, i.period_end, i.grant_id, i.amount::text AS amount, i.currency,
+                i.idempotency_key, c.stripe_customer_id
+         FROM stripe_credit_items i JOIN customers c ON c.id = i.customer_id
+         WHERE i.status = 'pending' AND c.stripe_customer_id IS NOT NULL
+         ORDER BY i.attempts, i.created_at, i.customer_id, i.period_start, i.grant_id LIMIT ${SEND_MAX}`,
+        [],
+      );
+      const unmapped = await db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM stripe_credit_items i JOIN customers c ON c.id = i.customer_id
+         WHERE i.status = 'pending' AND c.stripe_customer_id IS NULL`,
+        [],
+      );
+      return { rows, unmapped: unmapped.rows[0]?.n ?? 0 };
+    },
+    requestOf(r) {
+      const credited = new Dec(r.amount);
+      return {
+        idempotencyKey: r.idempotency_key,
+        stripeCustomerId: r.stripe_customer_id,
         amount: -Number(toMinor(credited, r.currency)),
-        currency: r.currency.toLowerCase(),
+        currency: r.currency,
         description: `Prepaid credits applied in ${r.period_start.toISOString().slice(0, 7)}: -${formatMoney(credited, r.currency)} ${r.currency} (grant ${r.grant_id})`,
-        period: { start: Math.floor(r.period_start.getTime() / 1000), end: Math.floor(r.period_end.getTime() / 1000) },
+        period: { start: r.period_start, end: r.period_end },
         metadata: {
           tally_customer: r.customer_id,
           tally_period: r.period_start.toISOString(),
           tally_grant: r.grant_id,
         },
-      },
-      r.idempotency_key,
-    );
-    const where = [r.customer_id, r.period_start, r.grant_id];
-    if (outcome.kind === "created") {
-      await db.query(
-        `UPDATE stripe_credit_items SET status = 'sent', stripe_id = $4, sent_at = $5, attempts = attempts + 1,
-           error_code = NULL, error_message = NULL
-         WHERE customer_id = $1 AND period_start = $2 AND grant_id = $3`,
-        [...where, outcome.id, now],
-      );
-      out.sent += 1;
-    } else if (outcome.kind === "rejected") {
-      await db.query(
-        `UPDATE stripe_credit_items SET status = 'error', error_code = $4, error_message = $5, attempts = attempts + 1
-         WHERE customer_id = $1 AND period_start = $2 AND grant_id = $3`,
-        [...where, outcome.code, outcome.message],
-      );
-      log.warn({ customer: r.customer_id, grant: r.grant_id, code: outcome.code }, "Stripe refused a credit item");
-      out.failed += 1;
-    } else {
-      await db.query(
-        `UPDATE stripe_credit_items SET attempts = attempts + 1, error_message = $4
-         WHERE customer_id = $1 AND period_start = $2 AND grant_id = $3`,
-        [...where, outcome.message],
-      );
-      out.retry_later += 1;
-      if (outcome.kind !== "retry_later") break; // rate limited or a refused key: the next run resumes
-    }
-  }
-  return out;
+      };
+    },
+    identify: (r) => ({ customer: r.customer_id, period: r.period_start.toISOString(), grant: r.grant_id }),
+    async record(r, outcome) {
+      const where = [r.customer_id, r.period_start, r.grant_id];
+      const match = "customer_id = $1 AND period_start = $2 AND grant_id = $3";
+      if (outcome.kind === "created") {
+        await db.query(
+          `UPDATE stripe_credit_items SET status = 'sent', stripe_id = $4, sent_at = $5, attempts = attempts + 1,
+             error_code = NULL, error_message = NULL WHERE ${match}`,
+          [...where, outcome.id, now],
+        );
+      } else if (outcome.kind === "rejected") {
+        await db.query(
+          `UPDATE stripe_credit_items SET status = 'error', error_code = $4, error_message = $5,
+             attempts = attempts + 1 WHERE ${match}`,
+          [...where, outcome.code, outcome.message],
+        );
+      } else {
+        await db.query(`UPDATE stripe_credit_items SET attempts = attempts + 1, error_message = $4 WHERE ${match}`, [
+          ...where,
+          outcome.message,
+        ]);
+      }
+    },
+  };
 }
 
 export interface CreditItemSync {
@@ -263,15 +243,16 @@ export function createCreditItemSync(d: {
   config: Config;
   log: Logger;
   credits: CreditLedgers;
+  signal?: AbortSignal;
 }): CreditItemSync {
-  const request = d.config.STRIPE_SECRET_KEY ? itemSender(d.config) : undefined;
+  const sender = invoiceItemSenderFrom(d.config);
   return {
     async run() {
-      if (!request) return undefined;
+      if (!sender) return undefined;
       const now = d.clock.now();
       const { installId } = await readSyncState(d.db);
       const settled = await settle(d.db, d.credits, now, installId, d.config.TALLY_EVENT_MAX_AGE_DAYS);
-      const sent = await send(d.db, request, now, d.log);
+      const sent = await sendItems(creditQueue(d.db, now), sender, d.log, d.signal);
       const { rows } = await d.db.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM stripe_credit_items WHERE status = 'pending'",
         [],

@@ -2,81 +2,23 @@
 // (stripe/targets); every difference carried from it afterwards (an adjustment row, immutable once written) becomes
 // one invoice item (POST /v1/invoiceitems) pending on the customer's next Stripe invoice. The request carries an
 // Idempotency-Key made of the install id and the adjustment's id, so a resend after a lost answer creates nothing
-// new; the row records the item's id (the real guard, since Stripe keeps keys for 24 hours only).
-import Stripe from "stripe";
+// new; the row records the item's id (the real guard, since Stripe keeps keys for 24 hours only). The requests and
+// what Stripe's answers mean are itemSender.ts's, shared with the credit items.
 import type { Clock } from "../clock.js";
-import { type Config, stripeMaxRps } from "../config.js";
+import type { Config } from "../config.js";
 import type { Db, Queryable } from "../db/types.js";
 import type { StoredFigure } from "../invoices/rules.js";
 import type { Logger } from "../logger.js";
 import { Dec, formatDecimal, formatMoney, minorUnits } from "../pricing/money.js";
-import { RateLimiter } from "./rateLimit.js";
+import {
+  type InvoiceItemRequest,
+  type ItemQueue,
+  type ItemSummary,
+  invoiceItemSenderFrom,
+  sendItems,
+} from "./itemSender.js";
 import type { ReconciliationRow } from "./reconciliation.js";
-import { addressOf, classifyError } from "./sender.js";
 import { readSyncState } from "./status.js";
-import type { SendOutcome } from "./types.js";
-
-export interface InvoiceItemSend {
-  idempotencyKey: string;
-  stripeCustomerId: string;
-  /** Minor units (cents), negative for a correction downwards. */
-  amount: number;
-  currency: string;
-  description: string;
-  period: { start: Date; end: Date };
-  metadata: Record<string, string>;
-}
-
-export type ItemOutcome = { kind: "created"; id: string } | Exclude<SendOutcome, { kind: "delivered" | "duplicate" }>;
-
-export interface InvoiceItemSender {
-  create(item: InvoiceItemSend): Promise<ItemOutcome>;
-}
-
-export function createInvoiceItemSender(o: {
-  secretKey: string;
-  apiBase?: string | undefined;
-  timeoutMs: number;
-  limiter: RateLimiter;
-}): InvoiceItemSender {
-  const stripe = new Stripe(o.secretKey, {
-    maxNetworkRetries: 0,
-    timeout: o.timeoutMs,
-    telemetry: false,
-    appInfo: { name: "tally" },
-    ...(o.apiBase ? addressOf(o.apiBase) : {}),
-  });
-  return {
-    async create(item) {
-      const done = await o.limiter.acquire();
-      try {
-        const created = await stripe.invoiceItems.create(
-          {
-            customer: item.stripeCustomerId,
-            amount: item.amount,
-            currency: item.currency.toLowerCase(),
-            description: item.description,
-            period: {
-              start: Math.floor(item.period.start.getTime() / 1000),
-              end: Math.floor(item.period.end.getTime() / 1000),
-            },
-            metadata: item.metadata,
-          },
-          { idempotencyKey: item.idempotencyKey },
-        );
-        return { kind: "created", id: created.id };
-      } catch (err) {
-        const outcome = classifyError(err);
-        // Outside meter events, "already exists" has no special meaning: Stripe refused the request.
-        return outcome.kind === "duplicate" || outcome.kind === "delivered"
-          ? { kind: "rejected", status: 400, code: "stripe_error", message: (err as Error).message }
-          : outcome;
-      } finally {
-        done();
-      }
-    },
-  };
-}
 
 interface Pending {
   id: string;
@@ -90,94 +32,69 @@ interface Pending {
   period_start: Date;
   period_end: Date;
   customer_id: string;
-  stripe_customer_id: string | null;
-}
-
-export interface InvoiceItemSummary {
-  sent: number;
-  failed: number;
-  retry_later: number;
-  /** Adjustments of customers without a stripe_customer_id (not sent). */
-  unmapped: number;
-  stopped: string | null;
-  failures: { adjustment: string; customer: string; status: number; code: string; message: string }[];
+  stripe_customer_id: string;
 }
 
 const BATCH = 500;
 
-/** Creates the invoice items of adjustments not yet in Stripe, oldest first; stops at a 429, a 5xx or a bad key. */
-export async function sendInvoiceItems(
-  db: Db,
-  sender: InvoiceItemSender,
-  install: string,
-  log: Logger,
-  signal?: AbortSignal,
-): Promise<InvoiceItemSummary> {
-  const summary: InvoiceItemSummary = { sent: 0, failed: 0, retry_later: 0, unmapped: 0, stopped: null, failures: [] };
-  const { rows } = await db.query<Pending>(
-    `SELECT a.id::text, a.amount::text, a.currency, a.meter, a.quantity::text, a.invoice_id, a.adjusts, f.number,
-            f.period_start, f.period_end, f.customer_id, cu.stripe_customer_id
-     FROM invoice_adjustments a JOIN invoices f ON f.id = a.adjusts JOIN customers cu ON cu.id = f.customer_id
-     WHERE a.stripe_invoice_item IS NULL AND a.stripe_error IS NULL AND a.amount <> 0 AND a.currency IS NOT NULL
-     ORDER BY a.id LIMIT ${BATCH}`,
-    [],
-  );
-  for (const r of rows) {
-    if (signal?.aborted) summary.stopped ??= "shutting down";
-    if (summary.stopped) break;
-    if (!r.stripe_customer_id) {
-      summary.unmapped += 1;
-      continue;
-    }
-    await db.query("UPDATE invoice_adjustments SET stripe_attempts = stripe_attempts + 1 WHERE id = $1", [r.id]);
-    const outcome = await sender.create(itemOf(r, r.stripe_customer_id, install));
-    switch (outcome.kind) {
-      case "created":
+/** An adjustment to send: not sent, not refused, with an amount and a currency. */
+const TO_SEND = "a.stripe_invoice_item IS NULL AND a.stripe_error IS NULL AND a.amount <> 0 AND a.currency IS NOT NULL";
+
+/** The adjustments of final invoices not yet in Stripe. */
+export function adjustmentQueue(db: Db, install: string): ItemQueue<Pending> {
+  return {
+    noun: "an invoice item",
+    async load() {
+      const { rows } = await db.query<Pending>(
+        `SELECT a.id::text, a.amount::text, a.currency, a.meter, a.quantity::text, a.invoice_id, a.adjusts, f.number,
+                f.period_start, f.period_end, f.customer_id, cu.stripe_customer_id
+         FROM invoice_adjustments a JOIN invoices f ON f.id = a.adjusts JOIN customers cu ON cu.id = f.customer_id
+         WHERE ${TO_SEND} AND cu.stripe_customer_id IS NOT NULL
+         ORDER BY a.stripe_attempts, a.id LIMIT ${BATCH}`,
+        [],
+      );
+      const unmapped = await db.query<{ n: number }>(
+        `SELECT count(*)::int AS n
+         FROM invoice_adjustments a JOIN invoices f ON f.id = a.adjusts JOIN customers cu ON cu.id = f.customer_id
+         WHERE ${TO_SEND} AND cu.stripe_customer_id IS NULL`,
+        [],
+      );
+      return { rows, unmapped: unmapped.rows[0]?.n ?? 0 };
+    },
+    requestOf: (r) => itemOf(r, install),
+    identify: (r) => ({ adjustment: r.id, customer: r.customer_id }),
+    async record(r, outcome) {
+      if (outcome.kind === "created") {
         await db.query(
-          "UPDATE invoice_adjustments SET stripe_invoice_item = $2, stripe_sent_at = now() WHERE id = $1",
+          `UPDATE invoice_adjustments SET stripe_invoice_item = $2, stripe_sent_at = now(),
+             stripe_attempts = stripe_attempts + 1 WHERE id = $1`,
           [r.id, outcome.id],
         );
-        summary.sent += 1;
-        break;
-      case "rejected":
-        await db.query("UPDATE invoice_adjustments SET stripe_error = $2 WHERE id = $1", [
-          r.id,
-          `${outcome.status} ${outcome.code}: ${outcome.message}`,
-        ]);
-        summary.failed += 1;
-        summary.failures.push({ adjustment: r.id, customer: r.customer_id, ...outcome });
-        log.warn({ adjustment: r.id, code: outcome.code, message: outcome.message }, "Stripe refused an invoice item");
-        break;
-      default:
-        summary.retry_later += 1;
-        summary.stopped = `${outcome.kind}: ${outcome.message}; the next run resends with the same idempotency key`;
-    }
-  }
-  return summary;
-}
-
-/** The invoice-item half of the sync-stripe job, from configuration (off without STRIPE_SECRET_KEY). */
-export function createInvoiceItemSync(d: { db: Db; clock: Clock; config: Config; log: Logger; signal?: AbortSignal }) {
-  const { config } = d;
-  const sender = config.STRIPE_SECRET_KEY
-    ? createInvoiceItemSender({
-        secretKey: config.STRIPE_SECRET_KEY,
-        apiBase: config.STRIPE_API_BASE,
-        timeoutMs: config.TALLY_STRIPE_TIMEOUT_MS,
-        // Its own limiter: it runs after the meter events of the same job, never beside them.
-        limiter: new RateLimiter(stripeMaxRps(config)),
-      })
-    : undefined;
-  return {
-    async run(): Promise<InvoiceItemSummary | undefined> {
-      if (!sender) return undefined;
-      const { installId } = await readSyncState(d.db);
-      return sendInvoiceItems(d.db, sender, installId, d.log, d.signal);
+      } else if (outcome.kind === "rejected") {
+        await db.query(
+          "UPDATE invoice_adjustments SET stripe_error = $2, stripe_attempts = stripe_attempts + 1 WHERE id = $1",
+          [r.id, `${outcome.status} ${outcome.code}: ${outcome.message}`],
+        );
+      } else {
+        await db.query("UPDATE invoice_adjustments SET stripe_attempts = stripe_attempts + 1 WHERE id = $1", [r.id]);
+      }
     },
   };
 }
 
-function itemOf(r: Pending, stripeCustomerId: string, install: string): InvoiceItemSend {
+/** The invoice-item half of the sync-stripe job, from configuration (off without STRIPE_SECRET_KEY). */
+export function createInvoiceItemSync(d: { db: Db; clock: Clock; config: Config; log: Logger; signal?: AbortSignal }) {
+  const sender = invoiceItemSenderFrom(d.config);
+  return {
+    async run(): Promise<ItemSummary | undefined> {
+      if (!sender) return undefined;
+      const { installId } = await readSyncState(d.db);
+      return sendItems(adjustmentQueue(d.db, installId), sender, d.log, d.signal);
+    },
+  };
+}
+
+function itemOf(r: Pending, install: string): InvoiceItemRequest {
   const amount = new Dec(r.amount).times(new Dec(10).pow(minorUnits(r.currency)));
   const quantity = new Dec(r.quantity);
   const change =
@@ -186,7 +103,7 @@ function itemOf(r: Pending, stripeCustomerId: string, install: string): InvoiceI
       : `${r.meter} ${quantity.isNeg() ? "" : "+"}${formatDecimal(quantity)}`;
   return {
     idempotencyKey: `tally:${install}:adjustment:${r.id}`,
-    stripeCustomerId,
+    stripeCustomerId: r.stripe_customer_id,
     amount: amount.toNumber(),
     currency: r.currency,
     // Only what never changes (meter keys, numbers): a resend must repeat the first request's parameters exactly.

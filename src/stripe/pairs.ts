@@ -1,13 +1,14 @@
 // Stripe pairs (customer, meter) and their mappings: a new, remapped or rescaled pair gets its targets backfilled
 // from the start of the month of Stripe's 35-day window.
 import type { Aggregation } from "../catalog/schemas.js";
-import type { Db } from "../db/types.js";
+import type { Db, Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "../rollups/buckets.js";
 import { runSeries } from "../rollups/series.js";
 import { amountMeters, backfillAmounts } from "./amountTargets.js";
-import { windowStart } from "./rules.js";
+import { firstSendable } from "./rules.js";
 import { hourTargets, mappedMeters, periodTargets, STRIPE_SCALE, trackedFrom, upsertTargets } from "./targets.js";
-import { kindOf, type LedgerKind } from "./types.js";
+import { LEDGER_KIND_TABLE, type LedgerKind, ledgerKind } from "./types.js";
+import { bucketSendable } from "./work.js";
 
 const DAY_MS = 86_400_000;
 /** Up to this many new pairs of one meter are backfilled one by one; more, by reading the meter's usage day by day. */
@@ -22,6 +23,8 @@ interface ChangedPair {
   aggregation: Aggregation;
   /** What is sent: quantities, or priced amounts in minor units (always as hourly deltas, scale 1). */
   value: "quantity" | "amount";
+  /** The ledger kind the pair has now (ledgerKind of its aggregation and value). */
+  kind: LedgerKind;
   old_value: string | null;
   known: boolean;
   old_customer: string | null;
@@ -39,6 +42,8 @@ export interface PairChanges {
   targets_backfilled: number;
 }
 
+type Lists = { remap: ChangedPair[]; rescale: ChangedPair[]; fill: ChangedPair[] };
+
 /**
  * Compares every mapped (customer, meter) with the state it was last synced with. A new pair, or one whose
  * destination (Stripe customer, event name) or kind changed, gets its targets from the start of the month of
@@ -48,20 +53,7 @@ export interface PairChanges {
  */
 export async function syncPairs(db: Db, now: Date): Promise<PairChanges> {
   const changes: PairChanges = { new: 0, remapped: 0, rescaled: 0, backfilled: 0, targets_backfilled: 0 };
-  const { rows } = await db.query<ChangedPair>(
-    `SELECT cu.id AS customer_id, me.key AS meter, cu.stripe_customer_id, me.stripe_event_name AS event_name,
-            (${STRIPE_SCALE})::text AS scale, me.aggregation, me.stripe_value AS value, p.value AS old_value,
-            p.customer_id IS NOT NULL AS known, p.stripe_customer_id AS old_customer, p.event_name AS old_event,
-            p.scale::text AS old_scale, p.kind AS old_kind, p.backfilled
-     FROM customers cu CROSS JOIN meters me
-     LEFT JOIN stripe_pairs p ON p.customer_id = cu.id AND p.meter = me.key
-     WHERE cu.stripe_customer_id IS NOT NULL AND me.stripe_event_name IS NOT NULL
-       AND (p.customer_id IS NULL OR NOT p.backfilled OR p.stripe_customer_id <> cu.stripe_customer_id
-            OR p.event_name <> me.stripe_event_name OR p.scale <> (${STRIPE_SCALE}) OR p.value <> me.stripe_value
-            OR p.kind <> CASE WHEN me.stripe_value = 'amount' OR me.aggregation IN ('sum', 'count') THEN 'hour'
-                              ELSE 'period' END)`,
-    [],
-  );
+  const rows = await changedPairs(db);
   // A pair that lost its mapping misses the marks consumed meanwhile: when it is mapped again, it is backfilled.
   await db.query(
     `UPDATE stripe_pairs p SET backfilled = false, updated_at = now()
@@ -72,100 +64,129 @@ export async function syncPairs(db: Db, now: Date): Promise<PairChanges> {
     [],
   );
   if (rows.length === 0) return changes;
-  const ws = windowStart(now);
-  const remap: ChangedPair[] = [];
-  const rescale: ChangedPair[] = [];
-  const fill: ChangedPair[] = [];
+  const lists = sortChanges(rows, changes);
+  await db.transaction(async (tx) => {
+    await resetWindow(tx, lists, now);
+    await savePairs(tx, rows, lists.fill, now);
+  });
+  if (lists.fill.length > 0) {
+    changes.targets_backfilled = await backfill(db, lists.fill, now);
+    await db.query(
+      `UPDATE stripe_pairs p SET backfilled = true, updated_at = now()
+       FROM unnest($1::text[], $2::text[]) AS t(c, m) WHERE p.customer_id = t.c AND p.meter = t.m`,
+      columns(lists.fill),
+    );
+    changes.backfilled = lists.fill.length;
+  }
+  return changes;
+}
+
+/** Mapped pairs that are new, not backfilled, or whose destination, scale, value or ledger kind changed. */
+async function changedPairs(db: Queryable): Promise<ChangedPair[]> {
+  const { rows } = await db.query<ChangedPair>(
+    `SELECT cu.id AS customer_id, me.key AS meter, cu.stripe_customer_id, me.stripe_event_name AS event_name,
+            (${STRIPE_SCALE})::text AS scale, me.aggregation, me.stripe_value AS value, k.kind, p.value AS old_value,
+            p.customer_id IS NOT NULL AS known, p.stripe_customer_id AS old_customer, p.event_name AS old_event,
+            p.scale::text AS old_scale, p.kind AS old_kind, p.backfilled
+     FROM customers cu CROSS JOIN meters me
+     JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(value, aggregation, kind)
+       ON k.value = me.stripe_value AND k.aggregation = me.aggregation
+     LEFT JOIN stripe_pairs p ON p.customer_id = cu.id AND p.meter = me.key
+     WHERE cu.stripe_customer_id IS NOT NULL AND me.stripe_event_name IS NOT NULL
+       AND (p.customer_id IS NULL OR NOT p.backfilled OR p.stripe_customer_id <> cu.stripe_customer_id
+            OR p.event_name <> me.stripe_event_name OR p.scale <> (${STRIPE_SCALE}) OR p.value <> me.stripe_value
+            OR p.kind <> k.kind)`,
+    LEDGER_KIND_TABLE,
+  );
+  return rows;
+}
+
+/** Counts the changes and sorts the pairs into those to reset, to rescale and to backfill. */
+function sortChanges(rows: ChangedPair[], changes: PairChanges): Lists {
+  const lists: Lists = { remap: [], rescale: [], fill: [] };
   for (const r of rows) {
     // A switch between quantities and amounts changes what every sent unit means: like a new destination.
     const moved =
       r.known &&
       (r.old_customer !== r.stripe_customer_id ||
         r.old_event !== r.event_name ||
-        r.old_kind !== pairKind(r) ||
+        r.old_kind !== r.kind ||
         r.old_value !== r.value);
     if (!r.known) {
       changes.new += 1;
-      fill.push(r);
+      lists.fill.push(r);
     } else if (moved) {
       changes.remapped += 1;
-      remap.push(r);
-      fill.push(r);
+      lists.remap.push(r);
+      lists.fill.push(r);
     } else {
       if (r.old_scale !== null && r.old_scale !== r.scale) {
         changes.rescaled += 1;
-        rescale.push(r);
+        lists.rescale.push(r);
       }
-      if (!r.backfilled) fill.push(r);
+      if (!r.backfilled) lists.fill.push(r);
     }
   }
-  const columns = (list: ChangedPair[]) => [list.map((r) => r.customer_id), list.map((r) => r.meter)];
-  const inWindow = `(CASE WHEN l.kind = 'hour' THEN l.bucket + INTERVAL '3599 seconds'
-                     ELSE l.period + INTERVAL '1 month' - INTERVAL '1 second' END) >= $4`;
-  await db.transaction(async (tx) => {
-    if (remap.length > 0) {
-      await tx.query(
-        `UPDATE stripe_ledger l SET sent_units = 0, covered = 0, covered_scale = t.s, scale = t.s,
-           pending_identifier = NULL, pending_units = NULL, pending_target = NULL, pending_scale = NULL,
-           pending_timestamp = NULL, pending_since = NULL, attempts = 0, last_attempt_error = NULL,
-           last_sent_timestamp = NULL, error_code = NULL, error_message = NULL, error_at = NULL, updated_at = now()
-         FROM unnest($1::text[], $2::text[], $3::numeric[]) AS t(c, m, s)
-         WHERE l.customer_id = t.c AND l.meter = t.m AND ${inWindow}`,
-        [...columns(remap), remap.map((r) => r.scale), ws],
-      );
-      await tx.query(
-        `DELETE FROM stripe_carry c USING unnest($1::text[], $2::text[]) AS t(c, m)
-         WHERE c.customer_id = t.c AND c.meter = t.m AND c.period + INTERVAL '1 month' - INTERVAL '1 second' >= $3`,
-        [...columns(remap), ws],
-      );
-    }
-    if (rescale.length > 0) {
-      await tx.query(
-        `UPDATE stripe_ledger l SET scale = t.s, updated_at = now()
-         FROM unnest($1::text[], $2::text[], $3::numeric[]) AS t(c, m, s)
-         WHERE l.customer_id = t.c AND l.meter = t.m AND ${inWindow}`,
-        [...columns(rescale), rescale.map((r) => r.scale), ws],
-      );
-    }
-    const needsFill = new Set(fill.map((r) => `${r.customer_id}\u0000${r.meter}`));
-    await tx.query(
-      `INSERT INTO stripe_pairs (customer_id, meter, stripe_customer_id, event_name, scale, kind, backfilled, mapped_at,
-                                 value)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::boolean[],
-                            $8::timestamptz[], $9::text[])
-       ON CONFLICT (customer_id, meter) DO UPDATE SET
-         mapped_at = CASE WHEN stripe_pairs.stripe_customer_id = EXCLUDED.stripe_customer_id
-                            AND stripe_pairs.event_name = EXCLUDED.event_name
-                          THEN stripe_pairs.mapped_at ELSE EXCLUDED.mapped_at END,
-         stripe_customer_id = EXCLUDED.stripe_customer_id, event_name = EXCLUDED.event_name, scale = EXCLUDED.scale,
-         kind = EXCLUDED.kind, backfilled = EXCLUDED.backfilled, value = EXCLUDED.value, updated_at = now()`,
-      [
-        ...columns(rows),
-        rows.map((r) => r.stripe_customer_id),
-        rows.map((r) => r.event_name),
-        rows.map((r) => r.scale),
-        rows.map(pairKind),
-        rows.map((r) => !needsFill.has(`${r.customer_id}\u0000${r.meter}`)),
-        rows.map(() => now),
-        rows.map((r) => r.value),
-      ],
-    );
-  });
-  if (fill.length > 0) {
-    changes.targets_backfilled = await backfill(db, fill, now);
-    await db.query(
-      `UPDATE stripe_pairs p SET backfilled = true, updated_at = now()
-       FROM unnest($1::text[], $2::text[]) AS t(c, m) WHERE p.customer_id = t.c AND p.meter = t.m`,
-      columns(fill),
-    );
-    changes.backfilled = fill.length;
-  }
-  return changes;
+  return lists;
 }
 
-/** Amount meters keep hourly deltas whatever their aggregation. */
-const pairKind = (r: Pick<ChangedPair, "value" | "aggregation">): LedgerKind =>
-  r.value === "amount" ? "hour" : kindOf(r.aggregation);
+const columns = (list: ChangedPair[]) => [list.map((r) => r.customer_id), list.map((r) => r.meter)];
+
+/** A new destination starts from nothing inside the window; a new scale re-sends the window's rows. */
+async function resetWindow(tx: Queryable, { remap, rescale }: Lists, now: Date): Promise<void> {
+  const first = firstSendable(now);
+  if (remap.length > 0) {
+    await tx.query(
+      `UPDATE stripe_ledger l SET sent_units = 0, covered = 0, covered_scale = t.s, scale = t.s,
+         pending_identifier = NULL, pending_units = NULL, pending_target = NULL, pending_scale = NULL,
+         pending_timestamp = NULL, pending_since = NULL, attempts = 0, last_attempt_error = NULL,
+         last_sent_timestamp = NULL, error_code = NULL, error_message = NULL, error_at = NULL, updated_at = now()
+       FROM unnest($1::text[], $2::text[], $3::numeric[]) AS t(c, m, s)
+       WHERE l.customer_id = t.c AND l.meter = t.m AND ${bucketSendable(4)}`,
+      [...columns(remap), remap.map((r) => r.scale), first.hour, first.period],
+    );
+    await tx.query(
+      `DELETE FROM stripe_carry c USING unnest($1::text[], $2::text[]) AS t(c, m)
+       WHERE c.customer_id = t.c AND c.meter = t.m AND c.period >= $3`,
+      [...columns(remap), first.period],
+    );
+  }
+  if (rescale.length > 0) {
+    await tx.query(
+      `UPDATE stripe_ledger l SET scale = t.s, updated_at = now()
+       FROM unnest($1::text[], $2::text[], $3::numeric[]) AS t(c, m, s)
+       WHERE l.customer_id = t.c AND l.meter = t.m AND ${bucketSendable(4)}`,
+      [...columns(rescale), rescale.map((r) => r.scale), first.hour, first.period],
+    );
+  }
+}
+
+/** Records each changed pair's current state; those to backfill stay marked as not backfilled until done. */
+async function savePairs(tx: Queryable, rows: ChangedPair[], fill: ChangedPair[], now: Date): Promise<void> {
+  const needsFill = new Set(fill.map((r) => `${r.customer_id}\u0000${r.meter}`));
+  await tx.query(
+    `INSERT INTO stripe_pairs (customer_id, meter, stripe_customer_id, event_name, scale, kind, backfilled, mapped_at,
+                               value)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::boolean[],
+                          $8::timestamptz[], $9::text[])
+     ON CONFLICT (customer_id, meter) DO UPDATE SET
+       mapped_at = CASE WHEN stripe_pairs.stripe_customer_id = EXCLUDED.stripe_customer_id
+                          AND stripe_pairs.event_name = EXCLUDED.event_name
+                        THEN stripe_pairs.mapped_at ELSE EXCLUDED.mapped_at END,
+       stripe_customer_id = EXCLUDED.stripe_customer_id, event_name = EXCLUDED.event_name, scale = EXCLUDED.scale,
+       kind = EXCLUDED.kind, backfilled = EXCLUDED.backfilled, value = EXCLUDED.value, updated_at = now()`,
+    [
+      ...columns(rows),
+      rows.map((r) => r.stripe_customer_id),
+      rows.map((r) => r.event_name),
+      rows.map((r) => r.scale),
+      rows.map((r) => r.kind),
+      rows.map((r) => !needsFill.has(`${r.customer_id}\u0000${r.meter}`)),
+      rows.map(() => now),
+      rows.map((r) => r.value),
+    ],
+  );
+}
 
 async function backfill(db: Db, pairs: ChangedPair[], now: Date): Promise<number> {
   const cut = alignDown(now, "hour");
@@ -190,7 +211,7 @@ async function backfill(db: Db, pairs: ChangedPair[], now: Date): Promise<number
     const customers = new Set(group.map((p) => p.customer_id));
     const keep = (c: string) => customers.has(c);
     const pairwise = group.length <= PAIRWISE_BACKFILL_MAX;
-    if (kindOf(aggregation) === "hour") {
+    if (ledgerKind(aggregation, "quantity") === "hour") {
       if (pairwise) {
         for (const p of group) {
           const items = await hourTargets(db, meters, { from, to: cut, customer: p.customer_id, meter });

@@ -6,8 +6,8 @@ import type { Aggregation } from "../catalog/schemas.js";
 import type { Queryable } from "../db/types.js";
 import { Dec, formatDecimal, formatMoney, minorUnits, sum } from "../pricing/money.js";
 import { quantityOf, rangeTotals } from "../rollups/totals.js";
-import { windowStart } from "./rules.js";
-import { HAS_WORK, sendable } from "./work.js";
+import { firstSendable } from "./rules.js";
+import { HAS_WORK, sendable, sendableParams } from "./work.js";
 
 export type ReconciliationStatus = "in_sync" | "pending" | "error" | "unmapped";
 
@@ -73,13 +73,19 @@ function periodAmounts(db: Queryable, period: { start: Date; end: Date }, now: D
 /** Decimal places of `sent` when the scale does not divide the units exactly (a scale such as 3). */
 const SENT_DECIMALS = 18;
 
-export async function reconcile(
-  db: Queryable,
-  period: { start: Date; end: Date },
-  now: Date,
-): Promise<ReconciliationRow[]> {
-  const totals = await rangeTotals(db, { from: period.start, to: period.end });
-  const ledger = await db.query<LedgerAgg>(
+interface MeterRow {
+  key: string;
+  aggregation: Aggregation;
+  stripe_event_name: string | null;
+  stripe_scale: string;
+  stripe_value: "quantity" | "amount";
+}
+
+const keyOf = (c: string, m: string) => `${c}\u0000${m}`;
+
+/** What the ledger holds for each (customer, meter) of the period, by keyOf. */
+async function ledgerOfPeriod(db: Queryable, period: { start: Date }, now: Date): Promise<Map<string, LedgerAgg>> {
+  const { rows } = await db.query<LedgerAgg>(
     `SELECT l.customer_id, l.meter, sum(l.sent_units)::text AS sent_units,
             count(*) FILTER (WHERE ${HAS_WORK} AND l.error_message IS NULL AND ${sendable(2)})::int AS pending,
             count(*) FILTER (WHERE l.error_message IS NOT NULL)::int AS errors,
@@ -90,30 +96,62 @@ export async function reconcile(
      JOIN stripe_pairs p ON p.customer_id = l.customer_id AND p.meter = l.meter AND p.kind = l.kind
      WHERE l.period = $1
      GROUP BY l.customer_id, l.meter`,
-    [period.start, windowStart(now)],
+    [period.start, ...sendableParams(now)],
   );
-  const meters = await db.query<{
-    key: string;
-    aggregation: Aggregation;
-    stripe_event_name: string | null;
-    stripe_scale: string;
-    stripe_value: "quantity" | "amount";
-  }>("SELECT key, aggregation, stripe_event_name, stripe_scale::text AS stripe_scale, stripe_value FROM meters", []);
+  return new Map(rows.map((l) => [keyOf(l.customer_id, l.meter), l]));
+}
+
+/** The status of a row (and why, where it needs saying). */
+function statusOf(
+  mapping: { stripeCustomerId: string | null; eventName: string | null },
+  l: LedgerAgg | undefined,
+  apart: boolean,
+  closed: boolean,
+): { status: ReconciliationStatus; note?: string } {
+  if (!mapping.stripeCustomerId || !mapping.eventName) {
+    const note = !mapping.stripeCustomerId
+      ? "the customer has no stripe_customer_id"
+      : "the meter has no stripe_event_name";
+    return { status: "unmapped", note };
+  }
+  if ((l?.errors ?? 0) > 0 || (l?.stale ?? 0) > 0) {
+    return (l?.stale ?? 0) > 0
+      ? { status: "error", note: "usage older than Stripe's 35-day window was never sent" }
+      : { status: "error" };
+  }
+  if ((l?.pending ?? 0) > 0) return { status: "pending" };
+  if (!apart) return { status: "in_sync" };
+  // Nothing queued, yet Stripe is a unit or more away: not yet synced (marks, the current hour), or too late.
+  return closed
+    ? { status: "error", note: "the period is older than Stripe's 35-day window; the difference can no longer be sent" }
+    : { status: "pending" };
+}
+
+export async function reconcile(
+  db: Queryable,
+  period: { start: Date; end: Date },
+  now: Date,
+): Promise<ReconciliationRow[]> {
+  const totals = await rangeTotals(db, { from: period.start, to: period.end });
+  const ledgerOf = await ledgerOfPeriod(db, period, now);
+  const meters = await db.query<MeterRow>(
+    "SELECT key, aggregation, stripe_event_name, stripe_scale::text AS stripe_scale, stripe_value FROM meters",
+    [],
+  );
   const meterOf = new Map(meters.rows.map((m) => [m.key, m]));
   const keys = new Map<string, { customer: string; meter: string }>();
-  const key = (c: string, m: string) => `${c}\u0000${m}`;
-  for (const t of totals) keys.set(key(t.customer, t.meter), { customer: t.customer, meter: t.meter });
-  for (const l of ledger.rows) keys.set(key(l.customer_id, l.meter), { customer: l.customer_id, meter: l.meter });
+  for (const t of totals) keys.set(keyOf(t.customer, t.meter), { customer: t.customer, meter: t.meter });
+  for (const l of ledgerOf.values())
+    keys.set(keyOf(l.customer_id, l.meter), { customer: l.customer_id, meter: l.meter });
   const customerIds = [...new Set([...keys.values()].map((k) => k.customer))];
   const customers = await db.query<{ id: string; stripe_customer_id: string | null }>(
     "SELECT id, stripe_customer_id FROM customers WHERE id = ANY($1::text[])",
     [customerIds],
   );
   const stripeIdOf = new Map(customers.rows.map((c) => [c.id, c.stripe_customer_id]));
-  const totalOf = new Map(totals.map((t) => [key(t.customer, t.meter), t]));
-  const ledgerOf = new Map(ledger.rows.map((l) => [key(l.customer_id, l.meter), l]));
-  // A month whose last second is older than Stripe's window can no longer be corrected.
-  const closed = new Date(period.end.getTime() - 1000) < windowStart(now);
+  const totalOf = new Map(totals.map((t) => [keyOf(t.customer, t.meter), t]));
+  // A month whose last sendable second is out of Stripe's window can no longer be corrected.
+  const closed = period.start < firstSendable(now).period;
 
   const amountOf = periodAmounts(db, period, now);
   const out: ReconciliationRow[] = [];
@@ -137,23 +175,8 @@ export async function reconcile(
     )
       .slice(0, 5)
       .map((e) => ({ ...e, bucket: new Date(e.bucket).toISOString() }));
-    let status: ReconciliationStatus;
-    let note: string | undefined;
-    if (!stripeCustomerId || !m.stripe_event_name) {
-      status = "unmapped";
-      note = !stripeCustomerId ? "the customer has no stripe_customer_id" : "the meter has no stripe_event_name";
-    } else if ((l?.errors ?? 0) > 0 || (l?.stale ?? 0) > 0) {
-      status = "error";
-      if ((l?.stale ?? 0) > 0) note = "usage older than Stripe's 35-day window was never sent";
-    } else if ((l?.pending ?? 0) > 0) {
-      status = "pending";
-    } else if (expected.minus(sentUnits).abs().gte(1)) {
-      // Nothing queued, yet Stripe is a unit or more away: not yet synced (marks, the current hour), or too late.
-      status = closed ? "error" : "pending";
-      if (closed) note = "the period is older than Stripe's 35-day window; the difference can no longer be sent";
-    } else {
-      status = "in_sync";
-    }
+    const apart = expected.minus(sentUnits).abs().gte(1);
+    const { status, note } = statusOf({ stripeCustomerId, eventName: m.stripe_event_name }, l, apart, closed);
     out.push({
       customer,
       meter,

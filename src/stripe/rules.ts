@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto";
 import { Decimal } from "decimal.js";
 import { Dec, formatDecimal, ZERO } from "../pricing/money.js";
-import { addBuckets } from "../rollups/buckets.js";
+import { addBuckets, alignDown } from "../rollups/buckets.js";
 import type { LedgerKind, PendingFields, WorkRow } from "./types.js";
 
 /** Stripe takes meter events up to 35 days old. */
@@ -19,9 +19,33 @@ export function windowStart(now: Date): Date {
   return new Date(now.getTime() - STRIPE_WINDOW_MS + WINDOW_MARGIN_MS);
 }
 
+const unitOf = (kind: LedgerKind) => (kind === "hour" ? "hour" : "month");
+
+/**
+ * Stripe's last sendable second of a ledger bucket (an hour; a month for 'period' rows), its one definition: the
+ * latest timestamp that still lands in the bucket's Stripe period. Sends carry it when they can (as late as possible
+ * for the window), and a row can reach Stripe as long as this second is inside the window.
+ */
+export function lastSendableSecond(kind: LedgerKind, start: Date): Date {
+  return new Date(addBuckets(start, unitOf(kind), 1).getTime() - 1000);
+}
+
+/**
+ * The oldest hour and month whose last sendable second is inside the window now: SQL compares buckets with these
+ * (parameters), so it applies lastSendableSecond rather than restating it.
+ */
+export function firstSendable(now: Date): { window: Date; hour: Date; period: Date } {
+  const window = windowStart(now);
+  const first = (kind: LedgerKind) => {
+    const start = alignDown(window, unitOf(kind));
+    return lastSendableSecond(kind, start) >= window ? start : addBuckets(start, unitOf(kind), 1);
+  };
+  return { window, hour: first("hour"), period: first("period") };
+}
+
 /** An hour's sends carry its last second: inside the hour (so the right period), as late as possible (the window). */
 export function hourTimestamp(bucket: Date): Date {
-  return new Date(bucket.getTime() + 3_599_000);
+  return lastSendableSecond("hour", bucket);
 }
 
 /**
@@ -29,7 +53,7 @@ export function hourTimestamp(bucket: Date): Date {
  * with formula `last` takes the newest value. After the month has ended, corrections carry its last second.
  */
 export function periodTimestamp(period: Date, now: Date, previous: Date | null): Date {
-  const lastSecond = addBuckets(period, "month", 1).getTime() - 1000;
+  const lastSecond = lastSendableSecond("period", period).getTime();
   let t = Math.floor(Math.min(now.getTime(), lastSecond) / 1000) * 1000;
   if (previous && t <= previous.getTime()) t = Math.min(previous.getTime() + 1000, lastSecond);
   return new Date(t);

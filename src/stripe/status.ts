@@ -1,8 +1,7 @@
 // Where the Stripe sync stands: its persistent state (install id, recent request times) and the ledger's backlog.
 import type { Queryable } from "../db/types.js";
-import { windowStart } from "./rules.js";
 import { trackedFrom } from "./targets.js";
-import { HAS_WORK, sendable } from "./work.js";
+import { HAS_WORK, sendable, sendableParams } from "./work.js";
 
 export async function readSyncState(db: Queryable): Promise<{ installId: string; recentRequests: number[] }> {
   const { rows } = await db.query<{ install_id: string; recent_requests: number[] }>(
@@ -34,7 +33,7 @@ export async function ledgerState(db: Queryable, now: Date): Promise<LedgerState
        SELECT l.*, ${sendable(1)} AS sendable
        FROM stripe_ledger l
        JOIN stripe_pairs p ON p.customer_id = l.customer_id AND p.meter = l.meter AND p.kind = l.kind
-       WHERE ${HAS_WORK} AND l.period >= $2
+       WHERE ${HAS_WORK} AND l.period >= $4
      )
      SELECT count(*) FILTER (WHERE error_message IS NULL AND sendable)::text AS pending,
             count(*) FILTER (WHERE error_message IS NOT NULL)::text AS errors,
@@ -43,7 +42,7 @@ export async function ledgerState(db: Queryable, now: Date): Promise<LedgerState
                SELECT customer_id AS customer, meter, bucket FROM work
                WHERE error_message IS NULL AND NOT sendable ORDER BY bucket DESC LIMIT 10) AS s) AS sample
      FROM work`,
-    [windowStart(now), trackedFrom(now)],
+    [...sendableParams(now), trackedFrom(now)],
   );
   const r = rows[0];
   const sample = r?.sample ? (JSON.parse(r.sample) as { customer: string; meter: string; bucket: string }[]) : [];

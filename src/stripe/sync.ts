@@ -8,13 +8,14 @@ import { type Config, stripeMaxRps } from "../config.js";
 import type { Db } from "../db/types.js";
 import type { Logger } from "../logger.js";
 import type { Dec } from "../pricing/money.js";
+import { createStripeClient } from "./client.js";
 import { type PairChanges, syncPairs } from "./pairs.js";
 import { RateLimiter } from "./rateLimit.js";
 import { isSendable, type Planned, planPair, sendTimestamp } from "./rules.js";
 import { createMeterEventSender } from "./sender.js";
 import { type LedgerState, ledgerState, readSyncState, saveRecentRequests } from "./status.js";
 import { targetsFromMarks } from "./targets.js";
-import type { MeterEventSend, MeterEventSender, PendingSend, SendOutcome, WorkRow } from "./types.js";
+import type { MeterEventSend, MeterEventSender, MeterSendOutcome, PendingSend, WorkRow } from "./types.js";
 import { confirmSends, loadCarries, loadWork, noteAttempt, pairKey, refuseSends, writePlans } from "./work.js";
 
 /** Waits `ms`, or less when the run is aborted (shutdown). */
@@ -107,7 +108,7 @@ class Delivery {
     return this.stop !== null;
   }
 
-  async #request(events: MeterEventSend[]): Promise<SendOutcome> {
+  async #request(events: MeterEventSend[]): Promise<MeterSendOutcome> {
     for (let attempt = 0; ; attempt++) {
       const outcome = await this.o.sender.send(events);
       if (outcome.kind !== "rate_limited" || attempt + 1 >= RATE_LIMIT_TRIES || this.stopped()) return outcome;
@@ -248,52 +249,10 @@ async function run(o: SyncOptions, sender: MeterEventSender, install: string): P
   let nothingToSend = 0;
   let unmapped = earlier.unmapped;
   if (!delivery.stopped()) {
-    const work = await loadWork(o.db);
-    unmapped = work.unmapped;
-    const open = work.rows.filter((r) => !r.pending && isSendable(sendTimestamp(r, now), now));
-    const carries = await loadCarries(o.db, open);
-    const byPair = groupBy(open, (r) => pairKey(r.customer, r.meter));
-    const planned: Planned[] = [];
-    const carryRows: { customer: string; meter: string; period: Date; carry: string }[] = [];
-    for (const [key, rows] of byPair) {
-      const months = carries.get(key) ?? new Map<string, Dec>();
-      const before = new Map(months);
-      planned.push(...planPair(rows, months, { install, now }));
-      const first = rows[0] as WorkRow;
-      for (const [period, carry] of months) {
-        if (before.get(period)?.eq(carry)) continue;
-        carryRows.push({
-          customer: first.customer,
-          meter: first.meter,
-          period: new Date(period),
-          carry: carry.toFixed(),
-        });
-      }
-    }
-    const written = await writePlans(o.db, planned, carryRows, now);
-    nothingToSend = planned.filter((p) => p.kind === "skip").length;
-    for (const p of planned) {
-      if (p.kind !== "too_large") continue;
-      delivery.failed += 1;
-      if (delivery.failures.length < MAX_LISTED) {
-        delivery.failures.push({
-          customer: p.row.customer,
-          meter: p.row.meter,
-          bucket: p.row.bucket.toISOString(),
-          status: null,
-          code: "value_too_large",
-          message: `${p.units} units have more than the 15 significant digits Stripe accepts; lower stripe_scale`,
-        });
-      }
-    }
+    const plan = await planSends(o.db, delivery, install, now);
+    ({ nothingToSend, unmapped } = plan);
     lap("plan");
-    await delivery.deliver(
-      planned.flatMap((p) =>
-        p.kind === "send" && written.has(p.pending.identifier)
-          ? [{ row: { ...p.row, seq: p.row.seq + 1 }, pending: p.pending }]
-          : [],
-      ),
-    );
+    await delivery.deliver(plan.sends);
   }
 
   lap("deliver");
@@ -326,12 +285,68 @@ async function run(o: SyncOptions, sender: MeterEventSender, install: string): P
   };
 }
 
+/**
+ * Plans the next send of every row with work (each pair's rows together, for its carries), writes the plans, and
+ * returns the sends the ledger now holds as pending; values too large for Stripe are counted as failed.
+ */
+async function planSends(
+  db: Db,
+  delivery: Delivery,
+  install: string,
+  now: Date,
+): Promise<{ sends: PendingSend[]; nothingToSend: number; unmapped: number }> {
+  const work = await loadWork(db);
+  const open = work.rows.filter((r) => !r.pending && isSendable(sendTimestamp(r, now), now));
+  const carries = await loadCarries(db, open);
+  const planned: Planned[] = [];
+  const carryRows: { customer: string; meter: string; period: Date; carry: string }[] = [];
+  for (const [key, rows] of groupBy(open, (r) => pairKey(r.customer, r.meter))) {
+    const months = carries.get(key) ?? new Map<string, Dec>();
+    const before = new Map(months);
+    planned.push(...planPair(rows, months, { install, now }));
+    const first = rows[0] as WorkRow;
+    for (const [period, carry] of months) {
+      if (before.get(period)?.eq(carry)) continue;
+      carryRows.push({
+        customer: first.customer,
+        meter: first.meter,
+        period: new Date(period),
+        carry: carry.toFixed(),
+      });
+    }
+  }
+  const written = await writePlans(db, planned, carryRows, now);
+  for (const p of planned) {
+    if (p.kind !== "too_large") continue;
+    delivery.failed += 1;
+    if (delivery.failures.length < MAX_LISTED) {
+      delivery.failures.push({
+        customer: p.row.customer,
+        meter: p.row.meter,
+        bucket: p.row.bucket.toISOString(),
+        status: null,
+        code: "value_too_large",
+        message: `${p.units} units have more than the 15 significant digits Stripe accepts; lower stripe_scale`,
+      });
+    }
+  }
+  return {
+    sends: planned.flatMap((p) =>
+      p.kind === "send" && written.has(p.pending.identifier)
+        ? [{ row: { ...p.row, seq: p.row.seq + 1 }, pending: p.pending }]
+        : [],
+    ),
+    nothingToSend: planned.filter((p) => p.kind === "skip").length,
+    unmapped: work.unmapped,
+  };
+}
+
 export interface StripeSync {
   readonly enabled: boolean;
   run(): Promise<SyncSummary>;
 }
 
-/** The job's engine, from configuration: the real SDK against STRIPE_API_BASE (Stripe's by default), or off. */
+/** The job's engine, from configuration: the Stripe client (client.ts), or off. */
 export function createStripeSync(d: {
   db: Db;
   clock: Clock;
@@ -343,17 +358,11 @@ export function createStripeSync(d: {
   const { config } = d;
   const maxRps = stripeMaxRps(config);
   const limiter = new RateLimiter(maxRps);
+  const stripe = d.sender ? undefined : createStripeClient(config);
   const sender =
     d.sender ??
-    (config.STRIPE_SECRET_KEY
-      ? createMeterEventSender({
-          secretKey: config.STRIPE_SECRET_KEY,
-          apiBase: config.STRIPE_API_BASE,
-          api: config.TALLY_STRIPE_METER_API,
-          timeoutMs: config.TALLY_STRIPE_TIMEOUT_MS,
-          limiter,
-          clock: d.clock,
-        })
+    (stripe
+      ? createMeterEventSender({ stripe, api: config.TALLY_STRIPE_METER_API, limiter, clock: d.clock })
       : undefined);
   if (sender) {
     d.log.info(

@@ -8,7 +8,7 @@ import { runSeries } from "../rollups/series.js";
 import { quantityOf, rangeTotals } from "../rollups/totals.js";
 import { amountTargetsFromMarks } from "./amountTargets.js";
 import { windowStart } from "./rules.js";
-import { kindOf, type LedgerKind } from "./types.js";
+import { type LedgerKind, ledgerKind } from "./types.js";
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 86_400_000;
@@ -73,7 +73,7 @@ export async function hourTargets(
   const out: Target[] = [];
   for (const r of rows) {
     const aggregation = meters.get(r.meter);
-    if (!aggregation || kindOf(aggregation) !== "hour" || !keep(r.customer_id, r.meter)) continue;
+    if (!aggregation || ledgerKind(aggregation, "quantity") !== "hour" || !keep(r.customer_id, r.meter)) continue;
     out.push({
       customer: r.customer_id,
       meter: r.meter,
@@ -101,7 +101,7 @@ export async function periodTargets(
   const out: Target[] = [];
   for (const t of totals) {
     const aggregation = meters.get(t.meter);
-    if (!aggregation || kindOf(aggregation) !== "period" || !keep(t.customer, t.meter)) continue;
+    if (!aggregation || ledgerKind(aggregation, "quantity") !== "period" || !keep(t.customer, t.meter)) continue;
     out.push({
       customer: t.customer,
       meter: t.meter,
@@ -148,7 +148,7 @@ export async function targetsFromMarks(db: Db, now: Date): Promise<{ marked_hour
     // Amount meters: the months of the pairs with usage in the marked hours are recomputed (amountTargets.ts).
     let updated = await upsertTargets(tx, "hour", await amountTargetsFromMarks(tx, hourRanges(hours), cut));
     if (hours.length === 0 || meters.size === 0) return { marked_hours: hours.length, targets_updated: updated };
-    const kinds = new Set([...meters.values()].map(kindOf));
+    const kinds = new Set([...meters.values()].map((a) => ledgerKind(a, "quantity")));
     if (kinds.has("hour")) {
       for (const range of hourRanges(hours))
         updated += await upsertTargets(tx, "hour", await hourTargets(tx, meters, range));

@@ -1,4 +1,7 @@
-// Stripe sync types: meter events as Tally sends them, what a send can come back with, and the ledger's rows.
+// Stripe sync types: meter events as Tally sends them, what a send can come back with, and the ledger's rows and
+// kinds.
+import { type Aggregation, aggregation, type StripeValue, stripeValue } from "../catalog/schemas.js";
+import type { StripeFailure } from "./client.js";
 
 /** One Billing Meter event: whole-number `value`, deterministic `identifier`. */
 export interface MeterEventSend {
@@ -10,18 +13,12 @@ export interface MeterEventSend {
   timestamp: Date;
 }
 
-/** What one request to Stripe came to (for a v2 batch: the whole batch). */
-export type SendOutcome =
+/** What one meter-event request came to (for a v2 batch: the whole batch). */
+export type MeterSendOutcome =
   | { kind: "delivered" }
   /** Stripe already holds an event with this identifier (400, stripe-should-retry: false): delivered earlier. */
   | { kind: "duplicate" }
-  | { kind: "rate_limited"; message: string }
-  /** 5xx, timeouts, connection errors: not known to have arrived; resend the same event later. */
-  | { kind: "retry_later"; message: string }
-  /** The key was refused: nothing is wrong with the event, everything waits for a working key. */
-  | { kind: "auth_failed"; message: string }
-  /** Any other 4xx: Stripe's answer about this event, recorded on the ledger row. */
-  | { kind: "rejected"; status: number; code: string; message: string };
+  | StripeFailure;
 
 /** Sends meter events to Stripe (or to a server that behaves like it): one HTTP request per call. */
 export interface MeterEventSender {
@@ -30,14 +27,27 @@ export interface MeterEventSender {
   readonly maxBatch: number;
   /** HTTP requests made so far (sessions included). */
   readonly requests: number;
-  send(events: MeterEventSend[]): Promise<SendOutcome>;
+  send(events: MeterEventSend[]): Promise<MeterSendOutcome>;
 }
 
-/** 'hour': per-hour deltas (sum, count meters); 'period': the month's running value (max, last meters). */
+/** 'hour': per-hour deltas; 'period': the month's running value. */
 export type LedgerKind = "hour" | "period";
 
-export const kindOf = (aggregation: string): LedgerKind =>
-  aggregation === "sum" || aggregation === "count" ? "hour" : "period";
+/**
+ * The ledger-kind rule, its one definition: sum and count meters, and every meter sent as amounts (priced changes
+ * per hour), keep hourly deltas; max and last meters send the month's running value.
+ */
+export const ledgerKind = (of: Aggregation, value: StripeValue): LedgerKind =>
+  value === "amount" || of === "sum" || of === "count" ? "hour" : "period";
+
+/**
+ * The same rule as a table for SQL to join, unnest($n::text[], $n+1::text[], $n+2::text[]) AS (value, aggregation,
+ * kind): queries that need a meter's kind take it from here rather than restate it.
+ */
+export const LEDGER_KIND_TABLE: [string[], string[], LedgerKind[]] = (() => {
+  const rows = stripeValue.options.flatMap((v) => aggregation.options.map((a) => [v, a, ledgerKind(a, v)] as const));
+  return [rows.map((r) => r[0]), rows.map((r) => r[1]), rows.map((r) => r[2])];
+})();
 
 /** A ledger row with something to do, joined with its pair's current Stripe mapping. */
 export interface WorkRow {

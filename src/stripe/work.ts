@@ -2,14 +2,27 @@
 // the request, confirmed or refused after it).
 import type { Db, Queryable } from "../db/types.js";
 import { Dec } from "../pricing/money.js";
-import { carryRevert, type Planned } from "./rules.js";
+import { carryRevert, firstSendable, type Planned } from "./rules.js";
 import type { LedgerKind, PendingSend, WorkRow } from "./types.js";
 
 /** A row still has something to deliver (same predicate as the partial index stripe_ledger_work). */
 export const HAS_WORK = "(l.pending_identifier IS NOT NULL OR l.target <> l.covered OR l.scale <> l.covered_scale)";
-/** The timestamp of the row's next send is inside Stripe's window ($n: the window's start). */
-export const sendable = (n: number) => `COALESCE(l.pending_timestamp, CASE WHEN l.kind = 'hour'
-    THEN l.bucket + INTERVAL '3599 seconds' ELSE l.period + INTERVAL '1 month' - INTERVAL '1 second' END) >= $${n}`;
+/**
+ * The last sendable second of the row's bucket is inside Stripe's window ($n, $n+1: the first sendable hour and
+ * month, from firstSendable: the rule itself is rules.ts's lastSendableSecond).
+ */
+export const bucketSendable = (n: number) =>
+  `CASE WHEN l.kind = 'hour' THEN l.bucket >= $${n} ELSE l.period >= $${n + 1} END`;
+
+/** The timestamp of the row's next send is inside Stripe's window ($n, $n+1, $n+2: sendableParams(now)). */
+export const sendable = (n: number) =>
+  `CASE WHEN l.pending_timestamp IS NOT NULL THEN l.pending_timestamp >= $${n} ELSE ${bucketSendable(n + 1)} END`;
+
+/** The parameters of `sendable`: the window's start, the first sendable hour and month. */
+export function sendableParams(now: Date): [Date, Date, Date] {
+  const first = firstSendable(now);
+  return [first.window, first.hour, first.period];
+}
 
 interface WorkDbRow {
   customer_id: string;
