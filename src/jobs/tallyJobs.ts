@@ -8,7 +8,7 @@ import type { Db } from "../db/types.js";
 import { finalizeInvoices } from "../invoices/finalize.js";
 import type { Invoices } from "../invoices/service.js";
 import type { LimitsService } from "../limits/service.js";
-import { deliverDue } from "../limits/webhooks.js";
+import { deliverDue } from "../webhooks/outbox.js";
 import type { Logger } from "../logger.js";
 import { refreshRollups } from "../rollups/refresh.js";
 import { createCreditItemSync } from "../stripe/credits.js";

@@ -6,7 +6,7 @@ import { forecastCustomer } from "../forecast/forecast.js";
 import { periodOf } from "../rollups/buckets.js";
 import { recordAlert } from "./states.js";
 import type { StoredLimit } from "./store.js";
-import { enqueueEvent } from "./webhooks.js";
+import { enqueueEvent } from "../webhooks/outbox.js";
 
 /** Records the forecast alerts of one customer; returns how many were new and how many webhooks were queued. */
 export async function evaluateForecastAlerts(

@@ -29,7 +29,7 @@ import {
   saveState,
 } from "./states.js";
 import { effectiveLimits, limitedCustomers } from "./store.js";
-import { enqueueEvent } from "./webhooks.js";
+import { enqueueEvent } from "../webhooks/outbox.js";
 
 export type { Entitlement } from "./decisions.js";
 export type { PairState } from "./states.js";

@@ -8,7 +8,7 @@ import { limitBody } from "../../limits/schemas.js";
 import type { Entitlement } from "../../limits/service.js";
 import { listAlerts } from "../../limits/states.js";
 import { customersOnPlan, deleteLimit, putLimit, type StoredLimit } from "../../limits/store.js";
-import { createEndpoint } from "../../limits/webhooks.js";
+import { createEndpoint } from "../../webhooks/outbox.js";
 import { type Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
 import { parsePeriod } from "../../rollups/buckets.js";
 import type { AppContext } from "../context.js";
