@@ -17,7 +17,6 @@ import type { AppContext } from "./http/context.js";
 import { entitlementFastPath } from "./http/fastPath.js";
 import { isoTime } from "./http/format.js";
 import { KeyRateLimiter } from "./http/rateLimit.js";
-import { invoiceJson } from "./http/routes/billing.js";
 import { IngestService } from "./ingest/service.js";
 import { Invoices } from "./invoices/service.js";
 import { JobRunner } from "./jobs/runner.js";
@@ -114,7 +113,6 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
   const invoices = new Invoices(db, clock, {
     graceMs: config.TALLY_INVOICE_GRACE,
     maxAgeDays: config.TALLY_EVENT_MAX_AGE_DAYS,
-    render: invoiceJson,
     credits,
   });
   const stopJobs = new AbortController();
