@@ -1,8 +1,5 @@
-// Composition root: opens the database, applies migrations, builds the HTTP app and the jobs,
-// and owns start-up and graceful shutdown.
-import { once } from "node:events";
-import { createServer, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+// Composition root: opens the database, applies migrations, wires the services, the HTTP app and the jobs, and owns
+// start-up and graceful shutdown.
 import { ApiKeys } from "./auth/keys.js";
 import { subscriptionAt } from "./billing/subscriptions.js";
 import { MeterCache } from "./catalog/meterCache.js";
@@ -11,13 +8,12 @@ import type { Config } from "./config.js";
 import { CreditLedgers } from "./credits/ledger.js";
 import { loadMigrations, migrate } from "./db/migrate.js";
 import { type OpenedDb, openDatabase } from "./db/open.js";
+import type { Db } from "./db/types.js";
 import { createApp } from "./http/app.js";
-import { clientErrorHandler } from "./http/clientError.js";
 import type { AppContext } from "./http/context.js";
-import { entitlementFastPath } from "./http/fastPath.js";
 import { isoTime } from "./http/format.js";
 import { KeyRateLimiter } from "./http/rateLimit.js";
-import { invoiceJson } from "./http/routes/billing.js";
+import { HttpServer } from "./http/server.js";
 import { IngestService } from "./ingest/service.js";
 import { Invoices } from "./invoices/service.js";
 import { JobRunner } from "./jobs/runner.js";
@@ -51,17 +47,9 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
   const { config } = opts;
   const log = opts.logger ?? createLogger(config.LOG_LEVEL);
   const clock = opts.clock ?? systemClock;
-  const opened =
-    opts.database ??
-    (await openDatabase({
-      databaseUrl: config.DATABASE_URL,
-      dataDir: config.TALLY_DATA_DIR,
-      forceEngine: config.TALLY_ENGINE,
-      poolSize: config.TALLY_DB_POOL_SIZE,
-      onPoolError: (err) => log.warn({ err: { message: err.message } }, "idle database connection lost"),
-    }));
-  const { db, engine } = opened;
+  const opened = opts.database ?? (await openConfigured(config, log));
   const ownsDatabase = opts.ownsDatabase ?? opts.database === undefined;
+  const { db, engine } = opened;
   log.info(
     {
       engine,
@@ -71,23 +59,74 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     },
     `database engine: ${engine}`,
   );
-
-  let createdAdminKey: string | undefined;
+  // A start that fails leaves no connection behind (unless the caller owns the database).
+  const orClose = async <T>(step: () => Promise<T>): Promise<T> => {
+    try {
+      return await step();
+    } catch (err) {
+      if (ownsDatabase) await db.close();
+      throw err;
+    }
+  };
   const keys = new ApiKeys(db, clock);
-  let migrations: Awaited<ReturnType<typeof loadMigrations>>;
-  try {
-    migrations = await loadMigrations(engine);
-    const result = await migrate(db, engine, migrations);
-    log.info({ applied: result.applied, alreadyApplied: result.alreadyApplied }, "migrations done");
-    await db.withLock("bootstrap-admin-key", async () => {
-      if (config.TALLY_ADMIN_KEY) await keys.ensureAdminKey(config.TALLY_ADMIN_KEY);
-      else if ((await keys.count()) === 0) createdAdminKey = (await keys.create(["admin"], null)).key;
-    });
-  } catch (err) {
-    if (ownsDatabase) await db.close();
-    throw err;
-  }
+  const { migrations, createdAdminKey } = await orClose(() => prepareDatabase(opened, keys, config, log));
+  const services = wireServices({ db, engine, clock, config, log });
+  await orClose(() => services.limits.start());
+  const ctx = appContext({ config, db, engine, clock, log, keys, migrations, ...services });
+  const app = createApp(ctx, [], { webDirectory: opts.webDirectory });
+  const http = new HttpServer(ctx, app);
+  let stopped: Promise<void> | undefined;
+  return {
+    ctx,
+    app,
+    createdAdminKey,
+    async listen(port = config.PORT, host = config.HOST) {
+      const url = await http.listen(port, host);
+      if (config.TALLY_JOBS === "on") services.jobs.start();
+      return url;
+    },
+    shutdown() {
+      stopped ??= shutdown({ ctx, http, services, db: ownsDatabase ? db : undefined });
+      return stopped;
+    },
+  };
+}
 
+function openConfigured(config: Config, log: Logger): Promise<OpenedDb> {
+  return openDatabase({
+    databaseUrl: config.DATABASE_URL,
+    dataDir: config.TALLY_DATA_DIR,
+    forceEngine: config.TALLY_ENGINE,
+    poolSize: config.TALLY_DB_POOL_SIZE,
+    onPoolError: (err) => log.warn({ err: { message: err.message } }, "idle database connection lost"),
+  });
+}
+
+/** Applies the migrations and makes sure an admin key exists (creating one on a first start without TALLY_ADMIN_KEY). */
+async function prepareDatabase({ db, engine }: OpenedDb, keys: ApiKeys, config: Config, log: Logger) {
+  let createdAdminKey: string | undefined;
+  const migrations = await loadMigrations(engine);
+  const result = await migrate(db, engine, migrations);
+  log.info({ applied: result.applied, alreadyApplied: result.alreadyApplied }, "migrations done");
+  await db.withLock("bootstrap-admin-key", async () => {
+    if (config.TALLY_ADMIN_KEY) await keys.ensureAdminKey(config.TALLY_ADMIN_KEY);
+    else if ((await keys.count()) === 0) createdAdminKey = (await keys.create(["admin"], null)).key;
+  });
+  return { migrations, createdAdminKey };
+}
+
+interface Wiring {
+  db: Db;
+  engine: OpenedDb["engine"];
+  clock: Clock;
+  config: Config;
+  log: Logger;
+}
+
+type Services = ReturnType<typeof wireServices>;
+
+/** The services, the jobs registered on their runner, and the hooks between them (ingest → limits → webhooks). */
+function wireServices({ db, engine, clock, config, log }: Wiring) {
   const metrics = createMetrics();
   const meters = new MeterCache(db);
   const ingest = new IngestService(
@@ -114,7 +153,6 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
   const invoices = new Invoices(db, clock, {
     graceMs: config.TALLY_INVOICE_GRACE,
     maxAgeDays: config.TALLY_EVENT_MAX_AGE_DAYS,
-    render: invoiceJson,
     credits,
   });
   const stopJobs = new AbortController();
@@ -122,27 +160,26 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     jobs.register(job);
   ingest.onCommitted((batch) => limits.afterIngest(batch));
   limits.onAlert(() => jobs.trigger("deliver-webhooks"));
-  try {
-    await limits.start();
-  } catch (err) {
-    if (ownsDatabase) await db.close();
-    throw err;
-  }
-  const ctx: AppContext = {
+  return { metrics, meters, ingest, jobs, credits, limits, invoices, stopJobs };
+}
+
+function appContext(w: Wiring & Services & Pick<AppContext, "keys" | "migrations">): AppContext {
+  const { config, db, clock } = w;
+  return {
     config,
     db,
-    engine,
+    engine: w.engine,
     clock,
-    log,
-    metrics,
-    keys,
-    migrations,
-    meters,
-    ingest,
-    jobs,
-    limits,
-    invoices,
-    credits,
+    log: w.log,
+    metrics: w.metrics,
+    keys: w.keys,
+    migrations: w.migrations,
+    meters: w.meters,
+    ingest: w.ingest,
+    jobs: w.jobs,
+    limits: w.limits,
+    invoices: w.invoices,
+    credits: w.credits,
     rateLimit: new KeyRateLimiter({
       rps: config.TALLY_RATE_LIMIT_RPS,
       burst: config.TALLY_RATE_LIMIT_BURST ?? Math.ceil(2 * config.TALLY_RATE_LIMIT_RPS),
@@ -153,68 +190,20 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
     },
     state: { draining: false },
   };
-  const app = createApp(ctx, [], { webDirectory: opts.webDirectory });
-  let server: Server | undefined;
-  const inFlight = new Set<ServerResponse>();
-  let stopped: Promise<void> | undefined;
+}
 
-  return {
-    ctx,
-    app,
-    createdAdminKey,
-    async listen(port = config.PORT, host = config.HOST) {
-      const fast = entitlementFastPath(ctx);
-      server = createServer((req, res) => {
-        inFlight.add(res);
-        res.once("close", () => inFlight.delete(res));
-        if (!fast(req, res)) app(req, res);
-      });
-      server.on("clientError", clientErrorHandler());
-      server.listen(port, host);
-      // Longer than load balancers' idle timeouts (often 60 s), so they never reuse a socket Node just closed.
-      server.keepAliveTimeout = 65_000;
-      server.headersTimeout = 66_000;
-      // NDJSON bulk loads (up to 1 GiB by default) may take minutes to stream; Node's default is 5 minutes.
-      server.requestTimeout = 3_600_000;
-      await once(server, "listening");
-      if (config.TALLY_JOBS === "on") jobs.start();
-      const address = server.address() as AddressInfo;
-      const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
-      return `http://${shown === "0.0.0.0" ? "127.0.0.1" : shown}:${address.port}`;
-    },
-    shutdown() {
-      stopped ??= (async () => {
-        // New requests get 503 (and Connection: close) from here on, while the port stays open: a client or load
-        // balancer sees a clear "retry elsewhere" rather than a refused connection. Requests already in flight
-        // finish and are answered; then the port closes. After the timeout, whatever is left is cut.
-        ctx.state.draining = true;
-        const pending = [...inFlight];
-        log.info({ in_flight: pending.length }, "shutting down: finishing in-flight requests");
-        if (server) {
-          const s = server;
-          const deadline = new Promise<void>((resolve) =>
-            setTimeout(resolve, config.TALLY_SHUTDOWN_TIMEOUT_MS).unref(),
-          );
-          const finished = Promise.all(
-            pending.map((r) => (r.writableFinished || r.destroyed ? undefined : once(r, "close"))),
-          );
-          await Promise.race([finished, deadline]);
-          const closed = new Promise<void>((resolve) => s.close(() => resolve()));
-          s.closeIdleConnections();
-          const timer = setTimeout(() => {
-            log.warn("shutdown timeout reached: closing remaining connections");
-            s.closeAllConnections();
-          }, 1_000);
-          await closed;
-          clearTimeout(timer);
-        }
-        stopJobs.abort();
-        await jobs.stop();
-        await limits.stop();
-        if (ownsDatabase) await db.close();
-        log.info("stopped");
-      })();
-      return stopped;
-    },
-  };
+/**
+ * New requests get 503 (and Connection: close) from here on, while the port stays open: a client or load balancer
+ * sees a clear "retry elsewhere" rather than a refused connection. Requests already in flight finish and are
+ * answered; then the port closes, the jobs stop, and the database closes (`db`, when Tally owns it).
+ */
+async function shutdown(s: { ctx: AppContext; http: HttpServer; services: Services; db: Db | undefined }) {
+  const { ctx, services } = s;
+  ctx.state.draining = true;
+  await s.http.drain(ctx.config.TALLY_SHUTDOWN_TIMEOUT_MS, ctx.log);
+  services.stopJobs.abort();
+  await services.jobs.stop();
+  await services.limits.stop();
+  if (s.db) await s.db.close();
+  ctx.log.info("stopped");
 }

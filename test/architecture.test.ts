@@ -1,5 +1,6 @@
-// The house rules, checked on every run: arrows point down (http → capabilities → db), nothing outside src/http
-// knows Express (but the middleware other services install), the pure modules do no I/O, and files stay readable.
+// The house rules, checked on every run: arrows point down (http → capabilities → db, by the layers below), no two
+// folders import each other (directly or around a loop), nothing outside src/http knows Express (but the middleware
+// other services install), the pure modules do no I/O, and files stay readable.
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, normalize, relative } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -23,6 +24,51 @@ function importsOf(file: string): string[] {
 }
 
 const files = sourceFiles(SRC).map((f) => ({ path: relative(SRC, f), abs: f }));
+
+/** The top-level unit of a path under src/: its folder ("credits"), or the file itself at the top ("clock.ts"). */
+const unitOf = (path: string): string => path.split("/")[0] as string;
+
+/** Imports between different units, each with the files that make it ("credits → limits": ["credits/a.ts → ..."]). */
+function unitImports(): Map<string, Map<string, string[]>> {
+  const edges = new Map<string, Map<string, string[]>>();
+  for (const f of files) {
+    for (const i of importsOf(f.abs).filter((i) => i.endsWith(".ts"))) {
+      const [from, to] = [unitOf(f.path), unitOf(i)];
+      if (from === to) continue;
+      const out = edges.get(from) ?? new Map<string, string[]>();
+      out.set(to, [...(out.get(to) ?? []), `${f.path} → ${i}`]);
+      edges.set(from, out);
+    }
+  }
+  return edges;
+}
+
+/**
+ * The layers of src/, top first. A module imports from its own folder and from layers below its own, never from
+ * its own layer's other members or from above. The order is what the code needs: the entry points start Tally; the
+ * composition root wires everything; http serves it; jobs schedule the capabilities' work; then the capabilities,
+ * each above what it builds on (the dashboard, simulations and the Stripe sync read invoices, credits and limits;
+ * limits evaluate statements, credits and forecasts; invoices carry credits; credits price statements and send
+ * webhooks; billing prices rollups through pricing); the database seam and the leaf modules at the bottom.
+ */
+const LAYERS: readonly (readonly string[])[] = [
+  ["main.ts", "index.ts"],
+  ["tally.ts"],
+  ["http"],
+  ["jobs"],
+  ["dashboard", "simulate", "stripe", "middleware"],
+  ["limits"],
+  ["invoices", "forecast"],
+  ["credits"],
+  ["billing", "ingest", "webhooks", "auth"],
+  ["pricing"],
+  ["dimensions"],
+  ["rollups"],
+  ["catalog", "changes"],
+  ["config.ts"],
+  ["db", "clock.ts", "errors.ts", "duration.ts", "logger.ts", "metrics.ts", "backoff.ts"],
+];
+const layerOf = new Map(LAYERS.flatMap((units, depth) => units.map((u) => [u, depth] as const)));
 
 describe("architecture", () => {
   it("when a module outside src/http imports, then never from src/http (but the composition root, tally.ts)", () => {
@@ -57,6 +103,32 @@ describe("architecture", () => {
           .filter((i) => io.test(i))
           .map((i) => `${f.path} → ${i}`),
       );
+    expect(offenders).toEqual([]);
+  });
+
+  it("when the folders of src/ import each other, then never around a loop (A → B → … → A)", () => {
+    const edges = unitImports();
+    const reaches = (from: string, to: string, seen = new Set<string>()): boolean => {
+      if (from === to) return true;
+      if (seen.has(from)) return false;
+      seen.add(from);
+      return [...(edges.get(from)?.keys() ?? [])].some((next) => reaches(next, to, seen));
+    };
+    // An import a → b is in a loop exactly when b leads back to a.
+    const inLoops = [...edges].flatMap(([from, out]) =>
+      [...out].filter(([to]) => reaches(to, from)).map(([to, via]) => `${from} → ${to} (${via.join(", ")})`),
+    );
+    expect(inLoops).toEqual([]);
+  });
+
+  it("when a module imports another folder, then it lies in a lower layer (nothing imports upward or sideways)", () => {
+    const units = [...new Set(files.map((f) => unitOf(f.path)))];
+    expect(units.filter((u) => !layerOf.has(u))).toEqual([]); // a new folder takes its place in LAYERS
+    const offenders = [...unitImports()].flatMap(([from, out]) =>
+      [...out]
+        .filter(([to]) => (layerOf.get(to) ?? -1) <= (layerOf.get(from) ?? -1))
+        .map(([to, via]) => `${from} → ${to} (${via.join(", ")})`),
+    );
     expect(offenders).toEqual([]);
   });
 

@@ -1,5 +1,6 @@
 // Plans and their price versions in the database. Versions are append-only: a price changes by adding a
 // version with a later effective_from, so every past invoice can be computed again exactly.
+import { readAll } from "../db/reads.js";
 import type { Queryable } from "../db/types.js";
 import { conflict, notFound, unprocessable } from "../errors.js";
 import type { Model, PriceOverride, PriceVersion, Tier } from "../pricing/models.js";
@@ -179,11 +180,12 @@ export async function loadPlanPrices(db: Queryable, keys: string[]): Promise<Map
   const unique = [...new Set(keys)];
   const plans = new Map<string, PlanPrices>();
   if (unique.length === 0) return plans;
-  const [{ rows }, versions] = await Promise.all([
-    db.query<PlanRow>("SELECT key, name, currency, created_at, updated_at FROM plans WHERE key = ANY($1::text[])", [
-      unique,
-    ]),
-    planVersions(db, unique),
+  const [{ rows }, versions] = await readAll(db, [
+    () =>
+      db.query<PlanRow>("SELECT key, name, currency, created_at, updated_at FROM plans WHERE key = ANY($1::text[])", [
+        unique,
+      ]),
+    () => planVersions(db, unique),
   ]);
   for (const r of rows) plans.set(r.key, { key: r.key, name: r.name, currency: r.currency, versions: [] });
   for (const v of versions) plans.get(v.plan)?.versions.push(v);

@@ -69,16 +69,16 @@ export const priceVersionBody = z
   })
   .meta({ id: "PriceVersionInput" });
 
-export const tierJson = z.object({ up_to: z.string().nullable(), unit_price: z.string(), flat_price: z.string() });
+export const tierSchema = z.object({ up_to: z.string().nullable(), unit_price: z.string(), flat_price: z.string() });
 
-export const priceVersionJson = z
+export const priceVersionSchema = z
   .object({
     plan: z.string(),
     meter: z.string(),
     effective_from: z.string(),
     model: z.string(),
     unit_price: z.string().optional(),
-    tiers: z.array(tierJson).optional(),
+    tiers: z.array(tierSchema).optional(),
     package_size: z.string().optional(),
     package_price: z.string().optional(),
     base_fee: z.string().nullable(),
@@ -89,7 +89,7 @@ export const priceVersionJson = z
           match: z.record(z.string(), z.string().nullable()),
           model: z.string(),
           unit_price: z.string().optional(),
-          tiers: z.array(tierJson).optional(),
+          tiers: z.array(tierSchema).optional(),
           package_size: z.string().optional(),
           package_price: z.string().optional(),
         }),
@@ -99,12 +99,12 @@ export const priceVersionJson = z
   })
   .meta({ id: "PriceVersion" });
 
-export const planJson = z
+export const planSchema = z
   .object({
     key: z.string(),
     name: z.string(),
     currency: z.string(),
-    prices: z.array(z.object({ meter: z.string(), versions: z.array(priceVersionJson) })),
+    prices: z.array(z.object({ meter: z.string(), versions: z.array(priceVersionSchema) })),
     created_at: z.string(),
     updated_at: z.string(),
   })
@@ -117,7 +117,7 @@ export const subscriptionBody = z
   })
   .meta({ id: "SubscriptionInput" });
 
-export const subscriptionJson = z
+export const subscriptionSchema = z
   .object({
     customer: customerId,
     plan: z.string(),
@@ -138,10 +138,10 @@ export const periodQuery = z.object({
     .meta({ description: "UTC calendar month, YYYY-MM; default: the current one" }),
 });
 
-const periodJson = z.object({ start: z.string(), end: z.string() });
+const periodSchema = z.object({ start: z.string(), end: z.string() });
 
 /** Customers with credit grants: one negative line per grant that paid part of the period's usage charges. */
-const creditLineJson = z
+const creditLineSchema = z
   .object({
     meter: z.null(),
     kind: z.literal("credit"),
@@ -156,10 +156,10 @@ const creditTotals = {
   credits: z.string().optional().meta({ description: "Customers with credit grants: the credits applied" }),
 };
 
-export const summaryJson = z
+export const summarySchema = z
   .object({
     customer: z.string(),
-    period: periodJson,
+    period: periodSchema,
     currency: z.string().nullable(),
     meters: z.array(
       z.object({
@@ -196,17 +196,17 @@ export const summaryJson = z
           .optional(),
       }),
     ),
-    credit_lines: z.array(creditLineJson).optional(),
+    credit_lines: z.array(creditLineSchema).optional(),
     ...creditTotals,
     total: z.string().meta({ description: "subtotal − credits, never below zero" }),
     as_of: z.string(),
   })
   .meta({ id: "CustomerSummary" });
 
-export const invoiceJson = z
+export const invoicePreviewSchema = z
   .object({
     customer: z.string(),
-    period: periodJson,
+    period: periodSchema,
     currency: z.string().nullable(),
     lines: z.array(
       z.union([
@@ -217,7 +217,7 @@ export const invoiceJson = z
           description: z.string(),
           quantity: z.string(),
           amount: z.string(),
-          segment: periodJson,
+          segment: periodSchema,
           tier: z.number().int().optional(),
           unit_price: z.string().optional(),
           dimensions: z
@@ -225,7 +225,7 @@ export const invoiceJson = z
             .optional()
             .meta({ description: "Prices with group_by: the group this line prices" }),
         }),
-        creditLineJson,
+        creditLineSchema,
       ]),
     ),
     ...creditTotals,

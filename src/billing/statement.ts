@@ -3,6 +3,7 @@
 // (pricing/segments), each segment's quantity is the meter's aggregation over exactly that segment (rollups
 // for whole hours, raw events for partial ones), and the pure pricing module turns them into lines.
 import { listMeters, type Meter } from "../catalog/meters.js";
+import { readAll } from "../db/reads.js";
 import type { Queryable } from "../db/types.js";
 import {
   type GroupQuantity,
@@ -122,15 +123,14 @@ export function priceStatement(i: StatementInputs, asOf: Date, opts: { totalOnly
 }
 
 export async function buildStatement(db: Queryable, customer: string, period: Period, now: Date): Promise<Statement> {
-  // What does not depend on the subscriptions is read with them, sent together (through a pool, over several
-  // connections; in a transaction, one after the other without waiting in between): the rollup state, once for
-  // the period (every interval read lies in it), and the meters. Then one totals read per distinct interval
-  // (usually just the period) for every meter of the customer at once, and one per grouped price, also together.
-  // Each branch sends one query, so none can outlive a transaction that another branch's error rolls back.
-  const [subscriptions, state, meterList] = await Promise.all([
-    subscriptionsBetween(db, customer, period.start, period.end),
-    readState(db, period.start, period.end),
-    listMeters(db),
+  // What does not depend on the subscriptions is read with them (readAll: together through the pool, one after the
+  // other in a transaction): the rollup state, once for the period (every interval read lies in it), and the meters.
+  // Then one totals read per distinct interval (usually just the period) for every meter of the customer at once,
+  // and one per grouped price, also together.
+  const [subscriptions, state, meterList] = await readAll(db, [
+    () => subscriptionsBetween(db, customer, period.start, period.end),
+    () => readState(db, period.start, period.end),
+    () => listMeters(db),
   ]);
   const plans = await loadPlanPrices(
     db,
@@ -139,9 +139,17 @@ export async function buildStatement(db: Queryable, customer: string, period: Pe
   const meters = new Map(meterList.map((m) => [m.key, m]));
   const intervals = statementIntervals(period, subscriptions, plans);
   const reads = groupedReads(period, subscriptions, plans);
-  const [totals, groups] = await Promise.all([
-    Promise.all(intervals.map((iv) => rangeTotals(db, { from: iv.start, to: iv.end, customer, state }))),
-    Promise.all(reads.map((r) => readGroups(db, r, meters, customer, state))),
+  const [totals, groups] = await readAll(db, [
+    () =>
+      readAll(
+        db,
+        intervals.map((iv) => () => rangeTotals(db, { from: iv.start, to: iv.end, customer, state })),
+      ),
+    () =>
+      readAll(
+        db,
+        reads.map((r) => () => readGroups(db, r, meters, customer, state)),
+      ),
   ]);
   const totalsOf = new Map(
     intervals.map((iv, i) => [intervalKey(iv), new Map((totals[i] ?? []).map((t) => [t.meter, t]))]),

@@ -6,8 +6,8 @@ import { createHash } from "node:crypto";
 import { planVersions } from "../billing/plans.js";
 import { subscriptionAt } from "../billing/subscriptions.js";
 import type { Queryable } from "../db/types.js";
-import { enqueueEvent } from "../limits/webhooks.js";
 import { type Dec, formatMoney, ZERO } from "../pricing/money.js";
+import { enqueueEvent } from "../webhooks/outbox.js";
 import type { CreditMode, CreditSettings } from "./grants.js";
 import { balanceOf, type CreditLedger, meterBalance } from "./ledger.js";
 

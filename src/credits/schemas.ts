@@ -28,7 +28,7 @@ export const grantBody = z
 
 export const idempotencyKey = z.string().min(1).max(255);
 
-export const grantJson = z
+export const grantSchema = z
   .object({
     id: z.string(),
     customer: z.string(),
@@ -48,13 +48,13 @@ export const grantJson = z
   })
   .meta({ id: "CreditGrant" });
 
-export const creditsJson = z
+export const creditsSchema = z
   .object({
     customer: z.string(),
     currency: z.string().nullable(),
     balance: z.string().meta({ description: "What the active grants have left (in `currency`)" }),
     credit_mode: z.enum(["credit_then_invoice", "credit_only"]),
-    grants: z.array(grantJson),
+    grants: z.array(grantSchema),
     as_of: z.string().meta({ description: "Every event acknowledged before this instant is counted" }),
   })
   .meta({ id: "Credits" });

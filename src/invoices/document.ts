@@ -1,10 +1,13 @@
-// An invoice as the API serves it (pure): the rendered invoice preview of its period, plus its identity (id,
-// number, status, finalized_at) and the adjustment lines carried to it, which count in its total.
+// The invoice as a money record (pure): the invoice preview of a statement (its lines, credits and totals, as the
+// API serves it and as finalization freezes it), and the invoice document: that preview plus the invoice's identity
+// (id, number, status, finalized_at) and the adjustment lines carried to it, which count in its total.
+import type { Statement } from "../billing/statement.js";
+import type { StatementCredits } from "../credits/invoice.js";
 import { Dec, formatDecimal, formatMoney, sum } from "../pricing/money.js";
 import type { AdjustmentLine, InvoiceStatus } from "./store.js";
 
-/** The invoice preview as the API renders it (its fields vary with what pricing puts on an invoice). */
-export type RenderedInvoice = Record<string, unknown> & { currency: string | null; lines: unknown[]; total: string };
+/** An invoice preview, or anything shaped like one (its fields vary with what pricing puts on an invoice). */
+export type InvoicePreview = Record<string, unknown> & { currency: string | null; lines: unknown[]; total: string };
 
 export interface InvoiceHead {
   id: string;
@@ -24,6 +27,56 @@ export const rfc3339 = (d: Date): string => {
   return s.endsWith(".000Z") ? `${s.slice(0, -5)}Z` : s;
 };
 
+/** Amounts in the statement's currency (plain decimals when no subscription gave it one). */
+export const statementMoney =
+  (st: Statement) =>
+  (d: Dec): string =>
+    st.currency ? formatMoney(d, st.currency) : formatDecimal(d);
+
+/** One negative line per grant that paid part of the period's usage (the summary shows the same lines). */
+export function creditLines(st: Statement, credits: StatementCredits) {
+  const money = statementMoney(st);
+  return credits.lines.map((l) => ({
+    meter: null,
+    kind: "credit" as const,
+    description: l.description,
+    amount: money(l.amount),
+    grant: l.grant,
+  }));
+}
+
+/** subtotal, credits and total of a customer with grants (without grants, `total` alone, as before credits). */
+export function creditTotals(st: Statement, c: StatementCredits | undefined) {
+  const money = statementMoney(st);
+  if (!c) return { total: money(st.invoice.total) };
+  return { subtotal: money(c.subtotal), credits: money(c.credits), total: money(c.total) };
+}
+
+/** The invoice preview of a statement with its credits: one line per segment (per tier) and base fee, then credits. */
+export function invoicePreview(st: Statement, credits?: StatementCredits) {
+  const money = statementMoney(st);
+  const lines = st.invoice.lines.map((l) => ({
+    meter: l.meter,
+    kind: l.kind,
+    plan: l.plan,
+    description: l.description,
+    quantity: formatDecimal(l.quantity),
+    amount: money(l.amount),
+    segment: { start: rfc3339(l.segment.start), end: rfc3339(l.segment.end) },
+    ...(l.tier !== undefined ? { tier: l.tier } : {}),
+    ...(l.unitPrice !== undefined ? { unit_price: formatDecimal(l.unitPrice) } : {}),
+    ...(l.dimensions ? { dimensions: l.dimensions } : {}),
+  }));
+  return {
+    customer: st.customer,
+    period: { start: rfc3339(st.period.start), end: rfc3339(st.period.end) },
+    currency: st.currency,
+    lines: credits ? [...lines, ...creditLines(st, credits)] : lines,
+    ...creditTotals(st, credits),
+    as_of: rfc3339(st.asOf),
+  };
+}
+
 const month = (d: Date): string => d.toISOString().slice(0, 7);
 
 const signed = (d: Dec): string => (d.isPositive() && !d.isZero() ? `+${formatDecimal(d)}` : formatDecimal(d));
@@ -35,12 +88,12 @@ export function adjustmentDescription(a: AdjustmentLine, label: MeterLabel | und
 }
 
 export function composeInvoice(
-  rendered: RenderedInvoice,
+  preview: InvoicePreview,
   head: InvoiceHead,
   adjustments: readonly AdjustmentLine[],
   labels: ReadonlyMap<string, MeterLabel>,
 ): Record<string, unknown> {
-  const currency = rendered.currency ?? adjustments.find((a) => a.currency !== null)?.currency ?? null;
+  const currency = preview.currency ?? adjustments.find((a) => a.currency !== null)?.currency ?? null;
   const money = (d: Dec) => (currency ? formatMoney(d, currency) : formatDecimal(d));
   const carried = sum(adjustments.map((a) => a.amount));
   const lines = adjustments.map((a) => ({
@@ -57,11 +110,11 @@ export function composeInvoice(
     id: head.id,
     number: head.number,
     status: head.status,
-    ...rendered,
+    ...preview,
     currency,
-    lines: [...rendered.lines, ...lines],
+    lines: [...preview.lines, ...lines],
     adjustments: money(carried),
-    total: money(new Dec(rendered.total).plus(carried)),
+    total: money(new Dec(preview.total).plus(carried)),
     finalized_at: head.finalizedAt ? rfc3339(head.finalizedAt) : null,
   };
 }

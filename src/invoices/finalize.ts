@@ -99,7 +99,7 @@ async function correct(invoices: Invoices, tx: Queryable, id: string, now: Date)
   const final = await lockInvoice(tx, id);
   if (final?.status !== "final") return 0;
   const credited = await invoices.statement(final.customer, final.period, now, tx);
-  const current = statementFigures(credited.statement, invoices.render(credited));
+  const current = statementFigures(credited.statement, invoices.preview(credited));
   const frozen = loadFigures(JSON.parse(final.figures as string));
   const diffs = differences(current, frozen, await carriedFrom(tx, final.id));
   if (diffs.length === 0) return 0;
@@ -139,17 +139,17 @@ async function finalize(
   if (draft?.status !== "draft") return undefined;
   const credited = await invoices.statement(draft.customer, draft.period, now, tx);
   const st = credited.statement;
-  const rendered = invoices.render(credited);
+  const preview = invoices.preview(credited);
   const adjustments = await adjustmentLines(tx, [draft.id]);
   // The counter row is taken last: it stays locked until this transaction ends, so keep that short.
   const year = numberingYear(now);
   const number = invoiceNumber(year, await takeNumber(tx, year));
-  const doc = invoices.compose(draft, number, now, adjustments, labels, rendered);
+  const doc = invoices.compose(draft, number, now, adjustments, labels, preview);
   await saveFinal(tx, draft.id, {
     number,
     currency: doc.currency as string | null,
     total: doc.total as string,
-    figures: JSON.stringify(storeFigures(statementFigures(st, rendered))),
+    figures: JSON.stringify(storeFigures(statementFigures(st, preview))),
     document: JSON.stringify(doc),
     at: now,
   });

@@ -1,6 +1,6 @@
 // Shapes of invoices (drafts and final ones) and of their list query as they cross the HTTP edge.
 import { z } from "zod";
-import { invoiceJson } from "../billing/schemas.js";
+import { invoicePreviewSchema } from "../billing/schemas.js";
 import { customerId } from "../catalog/schemas.js";
 
 export const invoiceId = z
@@ -25,7 +25,7 @@ export const invoicesQuery = z.object({
     .meta({ description: "At most this many invoices, newest period first (default 100)" }),
 });
 
-const periodJson = z.object({ start: z.string(), end: z.string() });
+const periodSchema = z.object({ start: z.string(), end: z.string() });
 
 const adjustmentLine = z
   .object({
@@ -36,16 +36,16 @@ const adjustmentLine = z
     amount: z.string().meta({ description: "The change of the amount (negative when it went down)" }),
     adjusts: z.string().meta({ description: "The id of the final invoice this corrects" }),
     adjusts_number: z.string(),
-    adjusts_period: periodJson,
+    adjusts_period: periodSchema,
   })
   .meta({ id: "AdjustmentLine" });
 
-export const invoiceRecordJson = invoiceJson
+export const invoiceSchema = invoicePreviewSchema
   .extend({
     id: z.string(),
     number: z.string().nullable().meta({ description: "Gapless per year, e.g. 2026-000123; null while draft" }),
     status: z.enum(["draft", "final"]),
-    lines: z.array(z.union([invoiceJson.shape.lines.element, adjustmentLine])),
+    lines: z.array(z.union([invoicePreviewSchema.shape.lines.element, adjustmentLine])),
     adjustments: z.string().meta({ description: "The sum of the adjustment lines (included in total)" }),
     finalized_at: z.string().nullable(),
   })

@@ -5,12 +5,12 @@
 import type { Statement } from "../billing/statement.js";
 import { listMeters } from "../catalog/meters.js";
 import type { Clock } from "../clock.js";
-import { type CreditedStatement, creditedStatement, type StatementCredits } from "../credits/invoice.js";
+import { type CreditedStatement, creditedStatement } from "../credits/invoice.js";
 import type { CreditLedgers } from "../credits/ledger.js";
 import type { Db, Queryable } from "../db/types.js";
 import { Dec } from "../pricing/money.js";
 import type { Period } from "../pricing/segments.js";
-import { composeInvoice, type MeterLabel, type RenderedInvoice } from "./document.js";
+import { composeInvoice, type InvoicePreview, invoicePreview, type MeterLabel } from "./document.js";
 import { draftHorizon, type Figure, figuresOf, periodsBetween } from "./rules.js";
 import {
   type AdjustmentLine,
@@ -29,8 +29,6 @@ export interface InvoiceOptions {
   graceMs: number;
   /** TALLY_EVENT_MAX_AGE_DAYS: how far back late events are accepted. */
   maxAgeDays: number;
-  /** The invoice preview's JSON (the HTTP layer's rendering, injected so a frozen invoice is exactly what it shows). */
-  render: (statement: Statement, credits?: StatementCredits) => RenderedInvoice;
   /** Prepaid credits: an invoice carries the credits its period used, as the preview does. */
   credits: CreditLedgers;
 }
@@ -38,13 +36,13 @@ export interface InvoiceOptions {
 export type InvoiceDocument = Record<string, unknown> & { id: string; customer: string };
 
 /** An invoice's own figures from its statement: what a final invoice is compared with later. */
-export function statementFigures(st: Statement, rendered: RenderedInvoice): Figure[] {
+export function statementFigures(st: Statement, preview: InvoicePreview): Figure[] {
   const billed = new Set(st.invoice.lines.map((l) => l.meter));
   return figuresOf(
     st.meters
       .filter((m) => typeof m.meter === "string")
       .map((m) => ({ meter: m.meter, quantity: m.quantity, amount: m.amount, billed: billed.has(m.meter) })),
-    new Dec(rendered.total),
+    new Dec(preview.total),
   );
 }
 
@@ -64,9 +62,9 @@ export class Invoices {
     return creditedStatement(this.options.credits, customer, period, now, tx);
   }
 
-  /** The rendered invoice preview of a statement with its credits. */
-  render(c: CreditedStatement): RenderedInvoice {
-    return this.options.render(c.statement, c.credits);
+  /** The invoice preview of a statement with its credits: what a draft shows and what finalization freezes. */
+  preview(c: CreditedStatement): InvoicePreview {
+    return invoicePreview(c.statement, c.credits);
   }
 
   /** The periods that have invoices now: from the draft horizon to the current period. */
@@ -114,7 +112,7 @@ export class Invoices {
       }
       const credited = await this.statement(row.customer, row.period, now);
       const mine = adjustments.filter((a) => a.invoice === row.id);
-      out.push(this.compose(row, null, null, mine, labels, this.render(credited)));
+      out.push(this.compose(row, null, null, mine, labels, this.preview(credited)));
     }
     return out;
   }
@@ -125,14 +123,9 @@ export class Invoices {
     finalizedAt: Date | null,
     adjustments: readonly AdjustmentLine[],
     labels: ReadonlyMap<string, MeterLabel>,
-    rendered: RenderedInvoice,
+    preview: InvoicePreview,
   ): InvoiceDocument {
     const status = number === null ? "draft" : "final";
-    return composeInvoice(
-      rendered,
-      { id: row.id, number, status, finalizedAt },
-      adjustments,
-      labels,
-    ) as InvoiceDocument;
+    return composeInvoice(preview, { id: row.id, number, status, finalizedAt }, adjustments, labels) as InvoiceDocument;
   }
 }

@@ -6,7 +6,7 @@ import { pruneExpiredTokens } from "../auth/portalTokens.js";
 import type { Db } from "../db/types.js";
 import { pruneDimensionUsage } from "../dimensions/prune.js";
 import { pruneDedupeKeys } from "../ingest/prune.js";
-import { pruneDeliveries } from "../limits/webhooks.js";
+import { pruneDeliveries } from "../webhooks/outbox.js";
 import { pruneJobRuns } from "./runner.js";
 
 const DAY_MS = 86_400_000;

@@ -8,12 +8,12 @@ import type { Db } from "../db/types.js";
 import { finalizeInvoices } from "../invoices/finalize.js";
 import type { Invoices } from "../invoices/service.js";
 import type { LimitsService } from "../limits/service.js";
-import { deliverDue } from "../limits/webhooks.js";
 import type { Logger } from "../logger.js";
 import { refreshRollups } from "../rollups/refresh.js";
 import { createCreditItemSync } from "../stripe/credits.js";
 import { createInvoiceItemSync } from "../stripe/invoiceItems.js";
 import { createStripeSync } from "../stripe/sync.js";
+import { deliverDue } from "../webhooks/outbox.js";
 import { pruneExpired } from "./prune.js";
 import type { Job } from "./runner.js";
 

@@ -4,9 +4,9 @@
 import type { Db } from "../db/types.js";
 import { forecastCustomer } from "../forecast/forecast.js";
 import { periodOf } from "../rollups/buckets.js";
+import { enqueueEvent } from "../webhooks/outbox.js";
 import { recordAlert } from "./states.js";
 import type { StoredLimit } from "./store.js";
-import { enqueueEvent } from "./webhooks.js";
 
 /** Records the forecast alerts of one customer; returns how many were new and how many webhooks were queued. */
 export async function evaluateForecastAlerts(

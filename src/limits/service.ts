@@ -16,6 +16,7 @@ import type { Metrics } from "../metrics.js";
 import { type Dec, dec, ZERO } from "../pricing/money.js";
 import { alignDown, periodOf } from "../rollups/buckets.js";
 import { quantityOf, rangeTotals } from "../rollups/totals.js";
+import { enqueueEvent } from "../webhooks/outbox.js";
 import { Decisions, type Entitlement, pairKey } from "./decisions.js";
 import { limitReachedEvent } from "./events.js";
 import { evaluateForecastAlerts } from "./forecastAlerts.js";
@@ -29,7 +30,6 @@ import {
   saveState,
 } from "./states.js";
 import { effectiveLimits, limitedCustomers } from "./store.js";
-import { enqueueEvent } from "./webhooks.js";
 
 export type { Entitlement } from "./decisions.js";
 export type { PairState } from "./states.js";

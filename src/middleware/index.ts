@@ -4,7 +4,7 @@
 // Tally's problem+json when blocked, and fails open (default, logged) or closed when Tally cannot answer.
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 
-export { verifySignature as verifyTallySignature } from "../limits/signature.js";
+export { verifySignature as verifyTallySignature } from "../webhooks/signature.js";
 
 export interface UsageLimitOptions {
   /** Tally's base URL, e.g. http://tally.internal:3000 */

@@ -16,8 +16,9 @@ import { getCustomer } from "../../catalog/customers.js";
 import { customerId } from "../../catalog/schemas.js";
 import { creditedStatement, type StatementCredits } from "../../credits/invoice.js";
 import { notFound, unprocessable } from "../../errors.js";
+import { creditLines, creditTotals, statementMoney } from "../../invoices/document.js";
 import type { PriceOverride, Tier } from "../../pricing/models.js";
-import { Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
+import { Dec, formatDecimal } from "../../pricing/money.js";
 import { checkPriceVersion } from "../../pricing/versions.js";
 import { parsePeriod, periodOf } from "../../rollups/buckets.js";
 import type { AppContext } from "../context.js";
@@ -80,29 +81,10 @@ function periodParam(ctx: AppContext, period: string | undefined) {
   return period ? (parsePeriod(period) as { start: Date; end: Date }) : periodOf(ctx.clock.now());
 }
 
-function money(statement: Statement) {
-  return (d: Dec) => (statement.currency ? formatMoney(d, statement.currency) : formatDecimal(d));
-}
-
 type LimitView = Map<string, { soft: Dec | null; hard: Dec | null; unit: string; state: string }>;
 
-/** subtotal, credits and total of a customer with grants (without grants, `total` alone, as before credits). */
-function creditTotals(st: Statement, c: StatementCredits | undefined) {
-  const fmt = money(st);
-  if (!c) return { total: fmt(st.invoice.total) };
-  return { subtotal: fmt(c.subtotal), credits: fmt(c.credits), total: fmt(c.total) };
-}
-
-const creditLineJson = (st: Statement) => (l: StatementCredits["lines"][number]) => ({
-  meter: null,
-  kind: "credit" as const,
-  description: l.description,
-  amount: money(st)(l.amount),
-  grant: l.grant,
-});
-
 export function summaryJson(st: Statement, limits: LimitView = new Map(), credits?: StatementCredits) {
-  const fmt = money(st);
+  const fmt = statementMoney(st);
   const meters = [...st.meters];
   for (const meter of limits.keys()) {
     if (!meters.some((m) => m.meter === meter)) meters.push({ meter, quantity: new Dec(0), amount: new Dec(0) });
@@ -138,7 +120,7 @@ export function summaryJson(st: Statement, limits: LimitView = new Map(), credit
         : {}),
       ...limitJson(limits.get(m.meter)),
     })),
-    ...(credits ? { credit_lines: credits.lines.map(creditLineJson(st)) } : {}),
+    ...(credits ? { credit_lines: creditLines(st, credits) } : {}),
     ...creditTotals(st, credits),
     as_of: isoTime(st.asOf),
   };
@@ -148,30 +130,6 @@ function limitJson(l: { soft: Dec | null; hard: Dec | null; unit: string; state:
   if (!l) return {};
   const fmt = (d: Dec | null) => (d === null ? null : formatDecimal(d));
   return { limit: { soft: fmt(l.soft), hard: fmt(l.hard), unit: l.unit, state: l.state } };
-}
-
-export function invoiceJson(st: Statement, credits?: StatementCredits) {
-  const fmt = money(st);
-  const lines = st.invoice.lines.map((l) => ({
-    meter: l.meter,
-    kind: l.kind,
-    plan: l.plan,
-    description: l.description,
-    quantity: formatDecimal(l.quantity),
-    amount: fmt(l.amount),
-    segment: { start: isoTime(l.segment.start), end: isoTime(l.segment.end) },
-    ...(l.tier !== undefined ? { tier: l.tier } : {}),
-    ...(l.unitPrice !== undefined ? { unit_price: formatDecimal(l.unitPrice) } : {}),
-    ...(l.dimensions ? { dimensions: l.dimensions } : {}),
-  }));
-  return {
-    customer: st.customer,
-    period: { start: isoTime(st.period.start), end: isoTime(st.period.end) },
-    currency: st.currency,
-    lines: credits ? [...lines, ...credits.lines.map(creditLineJson(st))] : lines,
-    ...creditTotals(st, credits),
-    as_of: isoTime(st.asOf),
-  };
 }
 
 export function billingRoutes(t: RouteTable, ctx: AppContext): void {
@@ -184,8 +142,8 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
     params: z.object({ key: s.planKey }),
     body: s.planBody,
     responses: {
-      200: { description: "updated", schema: s.planJson },
-      201: { description: "created", schema: s.planJson },
+      200: { description: "updated", schema: s.planSchema },
+      201: { description: "created", schema: s.planSchema },
       409: { description: "the plan has prices in another currency" },
     },
     handle: async ({ params, body }) => {
@@ -200,7 +158,7 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
     summary: "List plans",
     tags: ["setup"],
     scopes: ["admin"],
-    responses: { 200: { description: "every plan", schema: z.object({ data: z.array(s.planJson) }) } },
+    responses: { 200: { description: "every plan", schema: z.object({ data: z.array(s.planSchema) }) } },
     handle: async () => {
       const plans = await listPlans(ctx.db);
       return { status: 200, body: { data: await Promise.all(plans.map((p) => planJson(ctx, p.key))) } };
@@ -214,7 +172,7 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
     tags: ["setup"],
     scopes: ["admin"],
     params: z.object({ key: s.planKey }),
-    responses: { 200: { description: "the plan", schema: s.planJson }, 404: { description: "no such plan" } },
+    responses: { 200: { description: "the plan", schema: s.planSchema }, 404: { description: "no such plan" } },
     handle: async ({ params }) => {
       const plan = await planJson(ctx, params.key);
       if (!plan) throw notFound(`no plan ${params.key}`);
@@ -231,7 +189,7 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
     params: z.object({ key: s.planKey }),
     body: s.priceVersionBody,
     responses: {
-      201: { description: "the version", schema: s.priceVersionJson },
+      201: { description: "the version", schema: s.priceVersionSchema },
       404: { description: "no such plan" },
       409: { description: "a version with that effective_from exists" },
       422: {
@@ -262,7 +220,7 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
     params: z.object({ id: customerId }),
     body: s.subscriptionBody,
     responses: {
-      200: { description: "the subscription", schema: s.subscriptionJson },
+      200: { description: "the subscription", schema: s.subscriptionSchema },
       404: { description: "no such customer" },
       422: { description: "unknown plan, or a change of currency inside a billing period" },
     },
@@ -296,7 +254,7 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
       params: z.object({ id: customerId }),
       query: s.periodQuery,
       responses: {
-        200: { description: kind, schema: kind === "summary" ? s.summaryJson : s.invoiceJson },
+        200: { description: kind, schema: kind === "summary" ? s.summarySchema : s.invoicePreviewSchema },
         404: { description: "no such customer (or not visible to this key)" },
       },
       handle: async ({ params, query, auth }) => {
@@ -311,7 +269,7 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
         if (credits && !credits.consistent) {
           ctx.log.error({ customer: params.id, period: query.period }, "credit ledger and statement disagree");
         }
-        if (kind === "invoice") return { status: 200, body: invoiceJson(statement, credits) };
+        if (kind === "invoice") return { status: 200, body: ctx.invoices.preview({ statement, credits }) };
         const values = new Map(
           statement.meters.map((m) => [
             m.meter,

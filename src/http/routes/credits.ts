@@ -56,7 +56,7 @@ export function creditRoutes(t: RouteTable, ctx: AppContext): void {
     params: path,
     body: s.grantBody,
     responses: {
-      201: { description: "the grant (also for a retry with the same Idempotency-Key)", schema: s.grantJson },
+      201: { description: "the grant (also for a retry with the same Idempotency-Key)", schema: s.grantSchema },
       404: { description: "no such customer" },
       409: { description: "the Idempotency-Key was used for a different grant" },
       422: { description: "no subscription (no currency), too many decimals, expiry before effective, unknown meter" },
@@ -89,7 +89,7 @@ export function creditRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["admin"],
     params: grantPath,
     responses: {
-      200: { description: "the grant with voided_at", schema: s.grantJson },
+      200: { description: "the grant with voided_at", schema: s.grantSchema },
       404: { description: "no such customer or grant" },
     },
     handle: async ({ params }) => {
@@ -106,7 +106,7 @@ export function creditRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["read"],
     params: path,
     responses: {
-      200: { description: "the balance", schema: s.creditsJson },
+      200: { description: "the balance", schema: s.creditsSchema },
       404: { description: "no such customer (or not visible to this key)" },
     },
     handle: async ({ params, auth }) => {

@@ -15,7 +15,7 @@ import type { RouteTable } from "../routeTable.js";
 const span = z.object({ start: z.string(), end: z.string() });
 const state = z.enum(["ok", "soft", "blocked", "credits_exhausted"]);
 
-const overviewJson = z
+const overviewSchema = z
   .object({
     bound_customer: z.string().nullable().meta({ description: "the customer the key or portal token is bound to" }),
     period: span,
@@ -55,7 +55,7 @@ const overviewJson = z
   })
   .meta({ id: "DashboardOverview" });
 
-const customerViewJson = z
+const customerViewSchema = z
   .object({
     customer: z.object({ id: z.string(), name: z.string().nullable() }),
     plan: z.object({ key: z.string(), currency: z.string(), since: z.string() }).nullable(),
@@ -124,7 +124,7 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["read"],
     query: z.object({ customer: customerId.optional().meta({ description: "only this customer" }) }),
     responses: {
-      200: { description: "the overview, highest spend first", schema: overviewJson },
+      200: { description: "the overview, highest spend first", schema: overviewSchema },
       404: { description: "no such customer (or not visible to this key)" },
     },
     handle: async ({ auth, query }) => {
@@ -157,7 +157,7 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["read"],
     params: z.object({ id: customerId }),
     responses: {
-      200: { description: "the customer view's labels", schema: customerViewJson },
+      200: { description: "the customer view's labels", schema: customerViewSchema },
       404: { description: "no such customer (or not visible to this key)" },
     },
     handle: async ({ params, auth }) => {

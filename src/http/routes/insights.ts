@@ -36,7 +36,7 @@ const simulationBody = z
   .meta({ id: "SimulationInput" });
 
 const amounts = z.object({ current: z.string(), simulated: z.string(), difference: z.string() });
-const simulationJson = z
+const simulationSchema = z
   .object({
     plan: z.string(),
     period: z.string(),
@@ -55,7 +55,7 @@ const simulationJson = z
   })
   .meta({ id: "Simulation" });
 
-const forecastJson = z
+const forecastSchema = z
   .object({
     customer: z.string(),
     period: z.object({ start: z.string(), end: z.string() }),
@@ -117,7 +117,7 @@ export function insightRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["admin"],
     body: simulationBody,
     responses: {
-      200: { description: "current and simulated totals per customer and overall", schema: simulationJson },
+      200: { description: "current and simulated totals per customer and overall", schema: simulationSchema },
       404: { description: "no such plan" },
       422: { description: "an invalid replacement price (field paths into prices[]), or an unknown meter" },
     },
@@ -163,7 +163,7 @@ export function insightRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["read"],
     params: z.object({ id: customerId }),
     responses: {
-      200: { description: "the forecast", schema: forecastJson },
+      200: { description: "the forecast", schema: forecastSchema },
       404: { description: "no such customer (or not visible to this key)" },
     },
     handle: async ({ params, auth }) => {

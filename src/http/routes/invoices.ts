@@ -3,7 +3,7 @@ import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
 import { getCustomer } from "../../catalog/customers.js";
 import { notFound } from "../../errors.js";
-import { invoiceId, invoiceRecordJson, invoicesQuery } from "../../invoices/schemas.js";
+import { invoiceId, invoiceSchema, invoicesQuery } from "../../invoices/schemas.js";
 import { parsePeriod } from "../../rollups/buckets.js";
 import type { AppContext } from "../context.js";
 import type { RouteTable } from "../routeTable.js";
@@ -17,7 +17,7 @@ export function invoiceRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["read"],
     query: invoicesQuery,
     responses: {
-      200: { description: "the invoices", schema: z.object({ data: z.array(invoiceRecordJson) }) },
+      200: { description: "the invoices", schema: z.object({ data: z.array(invoiceSchema) }) },
       404: { description: "no such customer (or not visible to this key)" },
     },
     handle: async ({ query, auth }) => {
@@ -43,7 +43,7 @@ export function invoiceRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["read"],
     params: z.object({ id: invoiceId }),
     responses: {
-      200: { description: "the invoice", schema: invoiceRecordJson },
+      200: { description: "the invoice", schema: invoiceSchema },
       404: { description: "no such invoice (or not visible to this key)" },
     },
     handle: async ({ params, auth }) => {

@@ -8,14 +8,14 @@ import { limitBody } from "../../limits/schemas.js";
 import type { Entitlement } from "../../limits/service.js";
 import { listAlerts } from "../../limits/states.js";
 import { customersOnPlan, deleteLimit, putLimit, type StoredLimit } from "../../limits/store.js";
-import { createEndpoint } from "../../limits/webhooks.js";
 import { type Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
 import { parsePeriod } from "../../rollups/buckets.js";
+import { createEndpoint } from "../../webhooks/outbox.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
 import type { Reply, RouteTable } from "../routeTable.js";
 
-const limitJson = z
+const limitSchema = z
   .object({
     meter: z.string(),
     soft: z.string().nullable(),
@@ -35,7 +35,7 @@ const toJson = (l: StoredLimit) => ({
   updated_at: isoTime(l.updatedAt),
 });
 
-const entitlementJson = z
+const entitlementSchema = z
   .object({
     allowed: z.boolean(),
     quantity: z.string(),
@@ -55,7 +55,7 @@ const entitlementJson = z
   })
   .meta({ id: "Entitlement" });
 
-const alertJson = z
+const alertSchema = z
   .object({
     customer: z.string(),
     meter: z.string().nullable().meta({ description: "null for credit alerts (the customer's balance)" }),
@@ -152,7 +152,7 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
     params: limitPath,
     body: limitBody,
     responses: {
-      200: { description: "the limit", schema: limitJson },
+      200: { description: "the limit", schema: limitSchema },
       404: { description: "no such customer" },
       422: { description: "unknown meter, no threshold, soft above hard" },
     },
@@ -192,7 +192,7 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
     params: planLimitPath,
     body: limitBody,
     responses: {
-      200: { description: "the limit", schema: limitJson },
+      200: { description: "the limit", schema: limitSchema },
       404: { description: "no such plan" },
       422: { description: "unknown meter, no threshold, soft above hard" },
     },
@@ -257,7 +257,7 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
         .regex(/^\d{4}-(0[1-9]|1[0-2])$/, "must be a month as YYYY-MM")
         .optional(),
     }),
-    responses: { 200: { description: "alerts", schema: z.object({ data: z.array(alertJson) }) } },
+    responses: { 200: { description: "alerts", schema: z.object({ data: z.array(alertSchema) }) } },
     handle: async ({ query, auth }) => {
       const customer = query.customer ?? auth?.customer ?? null;
       if (customer) assertCustomerVisible(auth, customer);
@@ -289,7 +289,7 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["read"],
     params: z.object({ customer: customerId, meter: meterKey }),
     responses: {
-      200: { description: "allowed", schema: entitlementJson },
+      200: { description: "allowed", schema: entitlementSchema },
       404: { description: "unknown meter, or a customer not visible to this key" },
       429: { description: "blocked until resets_at (problem+json with allowed: false; Retry-After)" },
     },

@@ -1,5 +1,5 @@
 // Webhooks: endpoints with a secret shown once, and delivery from a database outbox (rows written in the same
-// transaction as the alert), so nothing is lost across restarts. The deliver-webhooks job runs under the job
+// transaction as the limit or credit alert they report), so nothing is lost across restarts. The deliver-webhooks job runs under the job
 // lock (one deliverer across processes), sends each due delivery signed, logs every attempt, and retries with
 // exponential backoff and jitter until the delivery is 24 hours old.
 import { randomBytes } from "node:crypto";
