@@ -64,7 +64,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ["pricing"],
   ["dimensions"],
   ["rollups"],
-  ["catalog", "changes"],
+  ["catalog", "changes", "periods"],
   ["config.ts"],
   ["db", "clock.ts", "errors.ts", "duration.ts", "logger.ts", "metrics.ts", "backoff.ts"],
 ];

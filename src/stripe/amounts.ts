@@ -8,6 +8,7 @@
 import { loadPlanPrices } from "../billing/plans.js";
 import { subscriptionsBetween } from "../billing/subscriptions.js";
 import type { Aggregation } from "../catalog/schemas.js";
+import { readAll } from "../db/reads.js";
 import type { Queryable } from "../db/types.js";
 import { dimensionsObject } from "../dimensions/query.js";
 import type { Dimensions } from "../dimensions/values.js";
@@ -139,7 +140,10 @@ export async function monthAmounts(
   const segments = planPeriod(period, subscriptions, plans).segments.filter(
     (s) => s.meter === meter.key && s.start < upTo,
   );
-  const usage = await Promise.all(segments.map((s) => segmentUsage(db, customer, s, upTo)));
+  const usage = await readAll(
+    db,
+    segments.map((s) => () => segmentUsage(db, customer, s, upTo)),
+  );
   const running = usage.map(() => new Map<string, Acc>());
   const fold = (i: number, rows: GroupRow[]) => {
     const groups = running[i] as Map<string, Acc>;
