@@ -74,6 +74,11 @@ export const configSchema = z.object({
   /** Milliseconds after a period ends during which its invoices stay drafts (late events still count). */
   TALLY_INVOICE_GRACE: isoDuration("PT1H"),
   TALLY_WEBHOOK_RETRY_BASE_MS: positiveInt(30_000),
+  // Webhook endpoints on loopback, private or link-local addresses (checked at registration and at each delivery).
+  TALLY_WEBHOOK_ALLOW_PRIVATE: z
+    .enum(["true", "false"], { message: "must be true or false" })
+    .default("false")
+    .transform((v) => v === "true"),
   TALLY_STRIPE_METER_API: z.enum(["v1", "v2"]).default("v1"),
   TALLY_STRIPE_CONCURRENCY: positiveInt(4),
   // Unset: 25 for test-mode keys (Stripe's sandbox limit), 100 otherwise (see stripeMaxRps).

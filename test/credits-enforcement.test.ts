@@ -91,7 +91,8 @@ describe.each(BACKENDS)("credit_only enforcement on %s", (backend) => {
 
   beforeAll(async () => {
     clock = new ManualClock(NOW);
-    t = await startTestTally(backend, { clock });
+    // The webhook receiver listens on 127.0.0.1: private addresses allowed.
+    t = await startTestTally(backend, { clock, env: { TALLY_WEBHOOK_ALLOW_PRIVATE: "true" } });
     base = await t.tally.listen(0, "127.0.0.1");
     await defineMeters(t.tally, { calls: "sum", free: "sum" });
     expect((await put("/v1/plans/calls", { name: "Calls", currency: "USD" })).status).toBe(201);

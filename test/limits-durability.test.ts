@@ -16,6 +16,8 @@ import { until } from "./helpers/eventually.js";
 import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
 
 const NOW = "2026-11-20T12:00:00Z";
+// The webhook receivers here listen on 127.0.0.1: private addresses allowed.
+const LOCAL_HOOKS = { TALLY_WEBHOOK_ALLOW_PRIVATE: "true" };
 
 // Embedded: a data directory on disk, opened by two Tallies in turn — slow on a busy 2-core machine.
 describe.each(BACKENDS)("limits durability on %s", { timeout: 150_000 }, (backend) => {
@@ -55,7 +57,7 @@ describe.each(BACKENDS)("limits durability on %s", { timeout: 150_000 }, (backen
   });
 
   it("when Tally stops with a webhook still pending, then the next process delivers it exactly once", async () => {
-    let t: TestTally = await startTestTally(backend, { clock, database });
+    let t: TestTally = await startTestTally(backend, { clock, database, env: LOCAL_HOOKS });
     await defineMeters(t.tally, { calls: "sum" });
     expect((await request(t.tally.app).post("/v1/webhook-endpoints").set(admin).send({ url })).status).toBe(201);
     await request(t.tally.app).put("/v1/customers/c1").set(admin).send({});
@@ -68,7 +70,7 @@ describe.each(BACKENDS)("limits durability on %s", { timeout: 150_000 }, (backen
 
     up = true;
     received = [];
-    t = await startTestTally(backend, { clock, database });
+    t = await startTestTally(backend, { clock, database, env: LOCAL_HOOKS });
     try {
       clock.advance(10 * 60_000);
       const run = await request(t.tally.app).post("/v1/jobs/deliver-webhooks/run").set(admin);
@@ -86,8 +88,8 @@ describe.each(BACKENDS)("limits durability on %s", { timeout: 150_000 }, (backen
 
   // An embedded database belongs to one process: there, the second evaluator runs concurrently in the same one.
   it("when two Tally processes evaluate the same customers at once, then each alert and webhook exists once", async () => {
-    const a = await startTestTally(backend, { clock, database });
-    const b = backend === "postgres" ? await startTestTally(backend, { clock, database }) : a;
+    const a = await startTestTally(backend, { clock, database, env: LOCAL_HOOKS });
+    const b = backend === "postgres" ? await startTestTally(backend, { clock, database, env: LOCAL_HOOKS }) : a;
     try {
       // The meter and one endpoint, whether or not the test before made them.
       await defineMeters(a.tally, { calls: "sum" });

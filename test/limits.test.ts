@@ -98,7 +98,10 @@ describe.each(BACKENDS)("limits on %s", (backend) => {
 
   beforeAll(async () => {
     clock = new ManualClock(NOW);
-    t = await startTestTally(backend, { clock, env: { TALLY_WEBHOOK_RETRY_BASE_MS: "60000" } });
+    t = await startTestTally(backend, {
+      clock,
+      env: { TALLY_WEBHOOK_RETRY_BASE_MS: "60000", TALLY_WEBHOOK_ALLOW_PRIVATE: "true" },
+    });
     await defineMeters(t.tally, { calls: "sum", storage: "max", seats: "last" });
     hooks = await receiver();
     const res = await api().post("/v1/webhook-endpoints").set(admin).send({ url: hooks.url });

@@ -31,7 +31,8 @@ const tokenExpired = () =>
   });
 
 export class ApiKeys {
-  // Verified keys are remembered briefly so a hot path (entitlements, ingest) costs no query per request.
+  // Verified API keys (never portal tokens) are remembered briefly so a hot path (entitlements, ingest) costs no
+  // query per request.
   // A revocation is immediate in this process and takes effect in others within CACHE_TTL_MS.
   readonly #cache = new LRUCache<string, Auth>({ max: CACHE_MAX, ttl: CACHE_TTL_MS });
 
@@ -39,12 +40,6 @@ export class ApiKeys {
     private readonly db: Queryable,
     private readonly clock: Clock = systemClock,
   ) {}
-
-  /** A remembered answer, unless it was a portal token that has expired since. */
-  #fresh(auth: Auth | undefined): Auth | undefined {
-    if (auth?.expiresAt && auth.expiresAt.getTime() <= this.clock.now().getTime()) return undefined;
-    return auth;
-  }
 
   async create(scopes: Scope[], customer: string | null): Promise<{ id: string; key: string }> {
     const { id, key } = generateKey();
@@ -84,7 +79,7 @@ export class ApiKeys {
   cachedAuth(header: string | undefined): Auth | undefined {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
     if (!match?.[1]) return undefined;
-    return this.#fresh(this.#cache.get(hashKey(match[1]).toString("base64")));
+    return this.#cache.get(hashKey(match[1]).toString("base64"));
   }
 
   async authenticate(header: string | undefined): Promise<Auth> {
@@ -93,11 +88,8 @@ export class ApiKeys {
     const hash = hashKey(match[1]);
     const cacheKey = hash.toString("base64");
     const cached = this.#cache.get(cacheKey);
-    if (cached) {
-      if (this.#fresh(cached)) return cached;
-      throw tokenExpired();
-    }
-    if (match[1].startsWith(PORTAL_TOKEN_PREFIX)) return this.#portal(hash, cacheKey);
+    if (cached) return cached;
+    if (match[1].startsWith(PORTAL_TOKEN_PREFIX)) return this.#portal(hash);
     const { rows } = await this.db.query<KeyRow>(
       "SELECT id, key_hash, scopes, customer_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
       [hash],
@@ -109,13 +101,17 @@ export class ApiKeys {
     return auth;
   }
 
-  /** A portal token authenticates as a read key bound to its customer, until it expires. */
-  async #portal(hash: Buffer, cacheKey: string): Promise<Auth> {
+  /**
+   * A portal token authenticates as a read key bound to its customer, until it expires or is revoked. It is looked
+   * up on every request, never remembered: a revocation (a deleted row) holds at once in every process, and a
+   * customer view's few reads can afford the indexed lookup.
+   */
+  async #portal(hash: Buffer): Promise<Auth> {
     const row = await findPortalToken(this.db, hash);
-    if (!row || !timingSafeEqual(Buffer.from(row.token_hash), hash)) throw unauthorized("unknown portal token");
+    if (!row || !timingSafeEqual(Buffer.from(row.token_hash), hash))
+      throw unauthorized("unknown or revoked portal token");
     const auth: Auth = { keyId: row.id, scopes: ["read"], customer: row.customer_id, expiresAt: row.expires_at };
-    if (!this.#fresh(auth)) throw tokenExpired();
-    this.#cache.set(cacheKey, auth);
+    if (row.expires_at.getTime() <= this.clock.now().getTime()) throw tokenExpired();
     return auth;
   }
 }

@@ -1,6 +1,6 @@
 // Portal tokens: short-lived, read-only bearer tokens bound to one customer, for the embeddable customer view.
 // A token is random, handed out once and stored only as a SHA-256 hash (as API keys are); it authenticates as a
-// `read` key bound to its customer until it expires, so it can never ingest nor read setup.
+// `read` key bound to its customer until it expires or is revoked (by its id), so it can never ingest nor read setup.
 import { randomBytes } from "node:crypto";
 import type { Queryable } from "../db/types.js";
 import { hashKey } from "./hash.js";
@@ -49,6 +49,12 @@ export async function findPortalToken(db: Queryable, hash: Buffer): Promise<Port
     [hash],
   );
   return rows[0];
+}
+
+/** Revokes a token by deleting it: the next request with it answers 401. False when there was no such token. */
+export async function revokePortalToken(db: Queryable, id: string): Promise<boolean> {
+  const { rowCount } = await db.query("DELETE FROM portal_tokens WHERE id = $1", [id]);
+  return rowCount > 0;
 }
 
 /** Deletes tokens that expired before `before` (the prune-expired job); a day's margin keeps 401s explainable. */

@@ -1,6 +1,13 @@
 // Shapes of plans, price versions, subscriptions, summaries and invoices as they cross the HTTP edge.
 import { z } from "zod";
-import { customerId, decimalInput as decimal, dimensionKey, meterKey, rfc3339 } from "../catalog/schemas.js";
+import {
+  customerId,
+  decimalInput as decimal,
+  dimensionKey,
+  meterKey,
+  periodMonth,
+  rfc3339,
+} from "../catalog/schemas.js";
 import { MODELS } from "../pricing/models.js";
 import { CURRENCIES } from "../pricing/money.js";
 
@@ -131,11 +138,7 @@ export const subscriptionSchema = z
   .meta({ id: "Subscription" });
 
 export const periodQuery = z.object({
-  period: z
-    .string()
-    .regex(/^\d{4}-(0[1-9]|1[0-2])$/, "must be a month as YYYY-MM")
-    .optional()
-    .meta({ description: "UTC calendar month, YYYY-MM; default: the current one" }),
+  period: periodMonth.optional().meta({ description: "UTC calendar month, YYYY-MM; default: the current one" }),
 });
 
 const periodSchema = z.object({ start: z.string(), end: z.string() });

@@ -12,6 +12,46 @@ const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[
 export const storableText = (s: string): boolean => !s.includes("\u0000") && !LONE_SURROGATE.test(s);
 export const STORABLE_TEXT_MESSAGE = "must not contain NUL characters or unpaired surrogates";
 
+/**
+ * Every string in a request's path parameters, query or JSON body — keys included, at any depth — that the database
+ * could not keep exactly, with where it is. The route table refuses these before any route schema runs, so no text
+ * field can reach the database with one, whatever its own schema says. Iterative: a deeply nested body must not
+ * overflow the stack.
+ */
+export function unstorableText(value: unknown): { path: PropertyKey[]; message: string }[] {
+  const found: { path: PropertyKey[]; message: string }[] = [];
+  const pending: { value: unknown; path: PropertyKey[] }[] = [{ value, path: [] }];
+  while (pending.length > 0) {
+    const { value: v, path } = pending.pop() as { value: unknown; path: PropertyKey[] };
+    if (typeof v === "string") {
+      if (!storableText(v)) found.push({ path, message: STORABLE_TEXT_MESSAGE });
+    } else if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) pending.push({ value: v[i], path: [...path, i] });
+    } else if (v !== null && typeof v === "object") {
+      const entries = Object.entries(v);
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const [k, inner] = entries[i] as [string, unknown];
+        if (storableText(k)) pending.push({ value: inner, path: [...path, k] });
+        else found.push({ path, message: `a key ${STORABLE_TEXT_MESSAGE}` });
+      }
+    }
+  }
+  return found;
+}
+
+const MIN_PERIOD_YEAR = 1970;
+// The month after 9999-12 has no four-digit year, and Date.UTC reads the years 0–99 as 1900–1999.
+const MAX_PERIOD_YEAR = 9998;
+
+/** A billing period: a UTC calendar month as YYYY-MM. */
+export const periodMonth = z
+  .string()
+  .refine((s) => {
+    const m = /^(\d{4})-(0[1-9]|1[0-2])$/.exec(s);
+    return m !== null && Number(m[1]) >= MIN_PERIOD_YEAR && Number(m[1]) <= MAX_PERIOD_YEAR;
+  }, `must be a month as YYYY-MM, from ${MIN_PERIOD_YEAR}-01 to ${MAX_PERIOD_YEAR}-12`)
+  .meta({ description: "UTC calendar month, YYYY-MM", example: "2026-11" });
+
 /** 1–128 printable characters: ids from other systems (e-mail addresses, UUIDs, ...) must work. */
 export const customerId = z
   .string()

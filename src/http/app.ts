@@ -18,7 +18,7 @@ import { operationsRoutes } from "./routes/operations.js";
 import { setupRoutes } from "./routes/setup.js";
 import { stripeRoutes } from "./routes/stripe.js";
 import { usageRoutes } from "./routes/usage.js";
-import { createRouteTable, type RouteTable } from "./routeTable.js";
+import { createRouteTable, EXACT_PATHS, type RouteTable } from "./routeTable.js";
 
 export type RouteModule = (t: RouteTable, ctx: AppContext) => void;
 
@@ -32,6 +32,10 @@ export function createApp(
   // API answers are not cached by clients; hashing every body for an ETag only costs time.
   app.set("etag", false);
   app.set("query parser", "simple");
+  // One spelling per path: /EMBED/customer or /v1/meters/ would otherwise reach a route whose page or client reads
+  // the path exactly (the embed page checks it case-sensitively) and do something else there.
+  app.set("case sensitive routing", true);
+  app.set("strict routing", true);
   app.use(helmet());
 
   app.use((req, res, next) => {
@@ -68,7 +72,7 @@ export function createApp(
   stripeRoutes(table, ctx);
   dashboardRoutes(table, ctx);
   for (const add of extraRoutes) add(table, ctx);
-  const router = express.Router();
+  const router = express.Router(EXACT_PATHS);
   const refused = ctx.metrics.counter("tally_rate_limited_total", "Requests refused by the per-key rate limit", []);
   table.mount(router, {
     authenticate: (req) => ctx.keys.authenticate(req.headers.authorization),

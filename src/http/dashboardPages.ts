@@ -7,6 +7,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import express, { type Response, type Router } from "express";
 import { sendProblem } from "./problem.js";
+import { EXACT_PATHS } from "./routeTable.js";
 
 /** dist/web under the package root, found from this file in src/http or dist/src/http. */
 export function webDirectory(): string {
@@ -41,7 +42,7 @@ export interface PageOptions {
 
 export function dashboardPages(opts: PageOptions): Router {
   const dir = opts.directory ?? webDirectory();
-  const router = express.Router();
+  const router = express.Router(EXACT_PATHS);
   const embedAncestors = opts.embedOrigins.length ? opts.embedOrigins.join(" ") : "'none'";
 
   const page = async (res: Response, frameAncestors: string, cache: string) => {

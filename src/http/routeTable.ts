@@ -4,6 +4,7 @@ import { OpenAPIRegistry, OpenApiGeneratorV31 } from "@asteasolutions/zod-to-ope
 import express, { type NextFunction, type Request, type Response, type Router } from "express";
 import { z } from "zod";
 import type { Auth, Scope } from "../auth/types.js";
+import { unstorableText } from "../catalog/schemas.js";
 import { AppError, type FieldError, fieldPath, unsupportedMediaType } from "../errors.js";
 
 export interface Reply {
@@ -70,9 +71,11 @@ export function zodFieldErrors(error: z.ZodError, prefix = ""): FieldError[] {
 }
 
 function validate<S extends AnySchema>(schema: S, value: unknown, where: "path" | "query" | "body"): z.infer<S> {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
-  const errors = zodFieldErrors(parsed.error);
+  // Text the database could not keep exactly is refused here, once for every field of every route (docs/security.md).
+  const unstorable = unstorableText(value).map((u) => ({ field: fieldPath("", u.path), message: u.message }));
+  const parsed = unstorable.length === 0 ? schema.safeParse(value) : undefined;
+  if (parsed?.success) return parsed.data;
+  const errors = parsed ? zodFieldErrors(parsed.error) : unstorable;
   const what = where === "body" ? "the request body" : where === "query" ? "the query string" : "the path";
   throw new AppError(
     400,
@@ -101,6 +104,9 @@ export interface MountDeps {
   limitRate(auth: Auth): void;
   jsonLimitBytes: number;
 }
+
+/** Routers do not inherit the app's routing settings: every router matches paths exactly (case, trailing slash). */
+export const EXACT_PATHS = { caseSensitive: true, strict: true } as const;
 
 const expressPath = (path: string) => path.replace(/\{(\w+)\}/g, ":$1");
 

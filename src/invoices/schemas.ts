@@ -1,7 +1,7 @@
 // Shapes of invoices (drafts and final ones) and of their list query as they cross the HTTP edge.
 import { z } from "zod";
 import { invoicePreviewSchema } from "../billing/schemas.js";
-import { customerId } from "../catalog/schemas.js";
+import { customerId, periodMonth } from "../catalog/schemas.js";
 
 export const invoiceId = z
   .string()
@@ -11,11 +11,7 @@ export const invoiceId = z
 export const invoicesQuery = z.object({
   customer: customerId.optional(),
   status: z.enum(["draft", "final"]).optional(),
-  period: z
-    .string()
-    .regex(/^\d{4}-(0[1-9]|1[0-2])$/, "must be a month as YYYY-MM")
-    .optional()
-    .meta({ description: "UTC calendar month, YYYY-MM" }),
+  period: periodMonth.optional().meta({ description: "UTC calendar month, YYYY-MM" }),
   limit: z.coerce
     .number()
     .int()

@@ -49,7 +49,10 @@ export function tallyJobs(d: JobDeps): Job[] {
       name: "deliver-webhooks",
       schedule: d.config.TALLY_CRON_WEBHOOKS,
       run: async () => ({
-        ...(await deliverDue(d.db, d.clock, d.log, { retryBaseMs: d.config.TALLY_WEBHOOK_RETRY_BASE_MS })),
+        ...(await deliverDue(d.db, d.clock, d.log, {
+          retryBaseMs: d.config.TALLY_WEBHOOK_RETRY_BASE_MS,
+          allowPrivate: d.config.TALLY_WEBHOOK_ALLOW_PRIVATE,
+        })),
       }),
     },
     {

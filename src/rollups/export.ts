@@ -1,6 +1,6 @@
 // CSV export of usage series, streamed by the database itself (COPY ... TO STDOUT). COPY takes no bind
-// parameters, so values are inlined as literals escaped by pg.escapeLiteral. Cells that a spreadsheet would
-// read as a formula (starting with =, +, -, @, tab or CR) are prefixed with a single quote.
+// parameters, so values are inlined as literals escaped by pg.escapeLiteral. Text cells are kept from being read
+// as formulas by spreadsheets (safeCell).
 import pg from "pg";
 import type { Db } from "../db/types.js";
 import { groupColumns } from "./dimensionSql.js";
@@ -19,7 +19,14 @@ export function inlineParams(text: string, params: readonly unknown[]): string {
 }
 
 const utc = (col: string) => `to_char((${col}) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`;
-const safeCell = (col: string) => `CASE WHEN ${col} ~ '^[=+\\-@\\t\\r]' THEN '''' || ${col} ELSE ${col} END`;
+/**
+ * A text cell no spreadsheet reads as a formula (OWASP "CSV Injection"): a single quote goes before every =, +, -,
+ * @, tab or CR that starts the cell or follows a `,` or `;` (with only white space or double quotes between). The
+ * start alone is not enough: a program that splits lines on `;` (the list separator in many locales) starts a cell
+ * at each one, so the customer `a;=x` would give it the formula `=x`. The one definition of the rule: every text
+ * column of the export goes through it.
+ */
+const safeCell = (col: string) => `regexp_replace(${col}, '(^|[,;])([[:space:]"]*)([-=+@\\t\\r])', '\\1\\2''\\3', 'g')`;
 
 export function exportSelect(q: SeriesQuery, series: { text: string; params: unknown[] }): string {
   const inner = inlineParams(series.text, series.params);
@@ -28,7 +35,7 @@ export function exportSelect(q: SeriesQuery, series: { text: string; params: unk
   const gs = groupColumns(groupBy);
   const dims =
     groupBy.length > 0
-      ? `,\n           json_build_object(${groupBy.map((k, i) => `${pg.escapeLiteral(k)}, s.${gs[i]}`).join(", ")})::text AS dimensions`
+      ? `,\n           ${safeCell(`json_build_object(${groupBy.map((k, i) => `${pg.escapeLiteral(k)}, s.${gs[i]}`).join(", ")})::text`)} AS dimensions`
       : "";
   const order = gs.map((g) => `, s.${g} COLLATE "C" NULLS LAST`).join("");
   return `

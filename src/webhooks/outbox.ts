@@ -7,6 +7,7 @@ import { backoffMs } from "../backoff.js";
 import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/types.js";
 import type { Logger } from "../logger.js";
+import { privateTarget } from "../privateNetwork.js";
 import { SIGNATURE_HEADER, sign } from "./signature.js";
 
 export const GIVE_UP_AFTER_MS = 24 * 3_600_000;
@@ -66,7 +67,7 @@ export async function deliverDue(
   db: Db,
   clock: Clock,
   log: Logger,
-  opts: { retryBaseMs: number },
+  opts: { retryBaseMs: number; allowPrivate?: boolean },
 ): Promise<DeliverySummary> {
   const summary: DeliverySummary = { attempted: 0, delivered: 0, retrying: 0, given_up: 0 };
   const now = clock.now();
@@ -85,6 +86,9 @@ export async function deliverDue(
     let status: number | null = null;
     let error: string | null = null;
     try {
+      // Again at every attempt: the name may resolve elsewhere now than at registration (DNS rebinding).
+      const refusal = opts.allowPrivate ? undefined : await privateTarget(row.url, { unresolved: "refuse" });
+      if (refusal) throw new Error(`refused: ${refusal} (TALLY_WEBHOOK_ALLOW_PRIVATE)`);
       const res = await fetch(row.url, {
         method: "POST",
         headers: {

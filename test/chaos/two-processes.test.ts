@@ -50,6 +50,7 @@ describe("two processes (PostgreSQL)", () => {
       TALLY_CRON_REFRESH: "* * * * * *",
       TALLY_CRON_LIMITS: "* * * * * *",
       TALLY_CRON_WEBHOOKS: "* * * * * *",
+      TALLY_WEBHOOK_ALLOW_PRIVATE: "true", // the receiver listens on 127.0.0.1
     };
     const [a, b] = await Promise.all([spawnTally(env, 60_000), spawnTally(env, 60_000)]);
     cleanups.push(() => Promise.all([a.stop(), b.stop()]));

@@ -2,7 +2,12 @@
 // customer in one call, and what a customer view needs to label its charts. Pages themselves: http/dashboardPages.ts.
 import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
-import { mintPortalToken, PORTAL_TTL_DEFAULT_SECONDS, PORTAL_TTL_MAX_SECONDS } from "../../auth/portalTokens.js";
+import {
+  mintPortalToken,
+  PORTAL_TTL_DEFAULT_SECONDS,
+  PORTAL_TTL_MAX_SECONDS,
+  revokePortalToken,
+} from "../../auth/portalTokens.js";
 import { getCustomer } from "../../catalog/customers.js";
 import { customerId } from "../../catalog/schemas.js";
 import { customerView } from "../../dashboard/customerView.js";
@@ -97,8 +102,14 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
     body: portalTokenBody,
     responses: {
       201: {
-        description: "the token (shown once; only its hash is stored)",
-        schema: z.object({ token: z.string(), expires_at: z.string() }),
+        description: "the token (shown once; only its hash is stored) and its id, to revoke it",
+        schema: z
+          .object({
+            id: z.string().meta({ description: "DELETE /v1/portal-tokens/{id} revokes the token", example: "pt_x8Yq" }),
+            token: z.string(),
+            expires_at: z.string(),
+          })
+          .meta({ id: "PortalToken" }),
       },
       404: { description: "no such customer" },
       422: { description: "ttl_seconds is not a whole number from 1 to 86400" },
@@ -111,7 +122,24 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
       }
       if (!(await getCustomer(ctx.db, params.id))) throw notFound(`no customer ${params.id}`);
       const minted = await mintPortalToken(ctx.db, params.id, ttl, ctx.clock.now());
-      return { status: 201, body: { token: minted.token, expires_at: isoTime(minted.expiresAt) } };
+      return { status: 201, body: { id: minted.id, token: minted.token, expires_at: isoTime(minted.expiresAt) } };
+    },
+  });
+
+  t.add({
+    method: "delete",
+    path: "/v1/portal-tokens/{id}",
+    summary: "Revoke a portal token: from the next request on, in every process, it answers 401",
+    tags: ["setup"],
+    scopes: ["admin"],
+    params: z.object({ id: z.string().min(1).max(100).meta({ description: "The id from the mint answer" }) }),
+    responses: {
+      204: { description: "revoked" },
+      404: { description: "no such token (or it expired and was pruned)" },
+    },
+    handle: async ({ params }) => {
+      if (!(await revokePortalToken(ctx.db, params.id))) throw notFound(`no portal token with id ${params.id}`);
+      return { status: 204 };
     },
   });
 

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
 import { planKey, priceVersionBody } from "../../billing/schemas.js";
 import { getCustomer } from "../../catalog/customers.js";
-import { customerId } from "../../catalog/schemas.js";
+import { customerId, periodMonth } from "../../catalog/schemas.js";
 import { type FieldError, notFound, unprocessable } from "../../errors.js";
 import { forecastCustomer } from "../../forecast/forecast.js";
 import type { PriceVersion } from "../../pricing/models.js";
@@ -20,7 +20,7 @@ const MAX_SIMULATED_CUSTOMERS = 100_000;
 const simulationBody = z
   .strictObject({
     plan: planKey,
-    period: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/, "must be a month as YYYY-MM"),
+    period: periodMonth,
     prices: z
       .array(priceVersionBody.omit({ effective_from: true }))
       .min(1)

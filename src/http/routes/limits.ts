@@ -2,13 +2,14 @@
 import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
 import { planKey } from "../../billing/schemas.js";
-import { customerId, meterKey } from "../../catalog/schemas.js";
-import { notFound } from "../../errors.js";
+import { customerId, meterKey, periodMonth } from "../../catalog/schemas.js";
+import { notFound, unprocessable } from "../../errors.js";
 import { limitBody } from "../../limits/schemas.js";
 import type { Entitlement } from "../../limits/service.js";
 import { listAlerts } from "../../limits/states.js";
 import { customersOnPlan, deleteLimit, putLimit, type StoredLimit } from "../../limits/store.js";
 import { type Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
+import { privateTarget } from "../../privateNetwork.js";
 import { parsePeriod } from "../../rollups/buckets.js";
 import { createEndpoint } from "../../webhooks/outbox.js";
 import type { AppContext } from "../context.js";
@@ -237,8 +238,19 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
         description: "created; verify deliveries with the secret (Tally-Signature header)",
         schema: z.object({ id: z.string(), url: z.string(), secret: z.string(), created_at: z.string() }),
       },
+      422: {
+        description:
+          "the URL points at a loopback, private or link-local address, or a name resolving to one (allowed by TALLY_WEBHOOK_ALLOW_PRIVATE=true)",
+      },
     },
     handle: async ({ body }) => {
+      const refusal = ctx.config.TALLY_WEBHOOK_ALLOW_PRIVATE
+        ? undefined
+        : await privateTarget(body.url, { unresolved: "allow" });
+      if (refusal) {
+        const message = `${refusal}; webhooks go to public addresses only (TALLY_WEBHOOK_ALLOW_PRIVATE=true allows others)`;
+        throw unprocessable("private_address", `url: ${message}`, [{ field: "url", message }]);
+      }
       const e = await createEndpoint(ctx.db, body.url);
       return { status: 201, body: { id: e.id, url: e.url, secret: e.secret, created_at: isoTime(e.createdAt) } };
     },
@@ -252,10 +264,7 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["read"],
     query: z.object({
       customer: customerId.optional(),
-      period: z
-        .string()
-        .regex(/^\d{4}-(0[1-9]|1[0-2])$/, "must be a month as YYYY-MM")
-        .optional(),
+      period: periodMonth.optional(),
     }),
     responses: { 200: { description: "alerts", schema: z.object({ data: z.array(alertSchema) }) } },
     handle: async ({ query, auth }) => {

@@ -1,6 +1,6 @@
 // Stripe (scope admin): the reconciliation report, and resetting refused sends so the next sync retries them.
 import { z } from "zod";
-import { customerId, meterKey } from "../../catalog/schemas.js";
+import { customerId, meterKey, periodMonth } from "../../catalog/schemas.js";
 import { parsePeriod, periodOf } from "../../rollups/buckets.js";
 import { creditItemsOf } from "../../stripe/credits.js";
 import { withInvoiceItems } from "../../stripe/invoiceItems.js";
@@ -62,11 +62,7 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
     tags: ["setup"],
     scopes: ["admin"],
     query: z.object({
-      period: z
-        .string()
-        .regex(/^\d{4}-(0[1-9]|1[0-2])$/, "must be a month as YYYY-MM")
-        .optional()
-        .meta({ description: "UTC calendar month, YYYY-MM; default: the current one" }),
+      period: periodMonth.optional().meta({ description: "UTC calendar month, YYYY-MM; default: the current one" }),
     }),
     responses: {
       200: {
