@@ -7,7 +7,7 @@ import { backoffMs } from "../backoff.js";
 import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/types.js";
 import type { Logger } from "../logger.js";
-import { privateTarget } from "../privateNetwork.js";
+import { privateTarget } from "./privateNetwork.js";
 import { SIGNATURE_HEADER, sign } from "./signature.js";
 
 export const GIVE_UP_AFTER_MS = 24 * 3_600_000;
