@@ -1,6 +1,8 @@
 // A customer's billing calendar (pure): the periods that its subscriptions' billing cycles make, one after the
 // other. A subscription keeps the cycle in effect unless it sets its own; where the cycle changes, the period in
 // progress ends early at the change and the new cycle starts there (PRODUCT.md "Billing cycles").
+import type { PeriodSelector } from "../catalog/schemas.js";
+import { notFound } from "../errors.js";
 import {
   type BillingCycle,
   calendarMonths,
@@ -99,6 +101,15 @@ export class BillingCalendar {
     const around = this.periodContaining(local.start);
     const first = around.start.getTime() === local.start.getTime() ? around : this.next(around);
     return first.start < local.end ? first : null;
+  }
+
+  /** The period a `?period=` names, or the one in progress at `now`; 404 when no period starts in the month. */
+  select(selector: PeriodSelector | undefined, now: Date): BillingPeriod {
+    if (!selector) return this.periodContaining(now);
+    if ("at" in selector) return this.periodContaining(selector.at);
+    const found = this.periodStartingIn(selector.month);
+    if (!found) throw notFound(`no billing period starts in ${selector.month}`);
+    return found;
   }
 
   private spanIndex(t: Date): number {

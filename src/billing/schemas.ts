@@ -5,7 +5,7 @@ import {
   decimalInput as decimal,
   dimensionKey,
   meterKey,
-  periodMonth,
+  periodSelector,
   rfc3339,
 } from "../catalog/schemas.js";
 import { MODELS } from "../pricing/models.js";
@@ -117,12 +117,38 @@ export const planSchema = z
   })
   .meta({ id: "Plan" });
 
+export const billingCycleInput = z
+  .strictObject({
+    interval: z.enum(["day", "week", "month", "year"]).optional().meta({ description: "Default month" }),
+    interval_count: z.number().int().min(1).optional().meta({ description: "Default 1" }),
+    anchor: rfc3339.optional().meta({
+      description:
+        "Boundary of a period, on a whole UTC hour. Default: the start of the local calendar month of `start`",
+    }),
+    time_zone: z.string().min(1).max(64).optional().meta({ description: "IANA time zone; default UTC" }),
+  })
+  .meta({ id: "BillingCycleInput" });
+
 export const subscriptionBody = z
   .strictObject({
     plan: planKey,
     start: rfc3339.optional().meta({ description: "Default: now. The previous subscription ends here." }),
+    billing: billingCycleInput.optional().meta({
+      description: "The billing cycle; default: the cycle in effect (a plan change keeps it), else UTC calendar months",
+    }),
   })
   .meta({ id: "SubscriptionInput" });
+
+export const billingCycleSchema = z
+  .object({
+    interval: z.enum(["day", "week", "month", "year"]),
+    interval_count: z.number().int(),
+    anchor: z.string(),
+    time_zone: z.string(),
+  })
+  .meta({ id: "BillingCycle" });
+
+export const periodBoundsSchema = z.object({ start: z.string(), end: z.string() }).meta({ id: "PeriodBounds" });
 
 export const subscriptionSchema = z
   .object({
@@ -130,6 +156,8 @@ export const subscriptionSchema = z
     plan: z.string(),
     start: z.string(),
     end: z.string().nullable(),
+    billing: billingCycleSchema,
+    current_period: periodBoundsSchema.meta({ description: "The customer's billing period in progress" }),
     previous: z
       .object({ plan: z.string(), start: z.string(), end: z.string().nullable() })
       .nullable()
@@ -138,7 +166,7 @@ export const subscriptionSchema = z
   .meta({ id: "Subscription" });
 
 export const periodQuery = z.object({
-  period: periodMonth.optional().meta({ description: "UTC calendar month, YYYY-MM; default: the current one" }),
+  period: periodSelector.optional(),
 });
 
 const periodSchema = z.object({ start: z.string(), end: z.string() });

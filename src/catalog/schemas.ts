@@ -52,6 +52,12 @@ export const periodMonth = z
   }, `must be a month as YYYY-MM, from ${MIN_PERIOD_YEAR}-01 to ${MAX_PERIOD_YEAR}-12`)
   .meta({ description: "UTC calendar month, YYYY-MM", example: "2026-11" });
 
+/**
+ * Which billing period of a customer: "YYYY-MM" (the period that starts in that calendar month) or an RFC 3339
+ * instant (the period that contains it).
+ */
+export type PeriodSelector = { month: string } | { at: Date };
+
 /** 1–128 printable characters: ids from other systems (e-mail addresses, UUIDs, ...) must work. */
 export const customerId = z
   .string()
@@ -96,6 +102,16 @@ export const rfc3339 = z
     { message: "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z" },
   )
   .transform((s) => new Date(s));
+
+/** `?period=`: a month (YYYY-MM) or an instant (RFC 3339). */
+export const periodSelector = z
+  .union([periodMonth, rfc3339])
+  .transform((v): PeriodSelector => (typeof v === "string" ? { month: v } : { at: v }))
+  .meta({
+    description:
+      "YYYY-MM: the customer's billing period that starts in that month (in the cycle's time zone); an RFC 3339 instant: the period that contains it. Default: the current period",
+    example: "2026-11",
+  });
 
 /** A dimension: the key of an event property (as events' property keys: 1–64 characters). */
 export const dimensionKey = z

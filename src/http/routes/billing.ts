@@ -11,16 +11,16 @@ import {
 } from "../../billing/plans.js";
 import * as s from "../../billing/schemas.js";
 import type { Statement } from "../../billing/statement.js";
-import { setSubscription } from "../../billing/subscriptions.js";
+import { calendarOf, setSubscription } from "../../billing/subscriptions.js";
 import { getCustomer } from "../../catalog/customers.js";
-import { customerId } from "../../catalog/schemas.js";
+import { customerId, type PeriodSelector } from "../../catalog/schemas.js";
 import { creditedStatement, type StatementCredits } from "../../credits/invoice.js";
 import { notFound, unprocessable } from "../../errors.js";
 import { creditLines, creditTotals, statementMoney } from "../../invoices/document.js";
+import type { BillingCycle } from "../../periods/cycle.js";
 import type { PriceOverride, Tier } from "../../pricing/models.js";
 import { Dec, formatDecimal } from "../../pricing/money.js";
 import { checkPriceVersion } from "../../pricing/versions.js";
-import { parsePeriod, periodOf } from "../../rollups/buckets.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
 import type { RouteTable } from "../routeTable.js";
@@ -76,10 +76,25 @@ async function planJson(ctx: AppContext, key: string) {
   };
 }
 
-/** The period asked for (YYYY-MM), or the current one. */
-function periodParam(ctx: AppContext, period: string | undefined) {
-  return period ? (parsePeriod(period) as { start: Date; end: Date }) : periodOf(ctx.clock.now());
+/** The customer's period asked for (a month or an instant), or the one in progress. */
+async function periodParam(ctx: AppContext, customer: string, period: PeriodSelector | undefined) {
+  return (await calendarOf(ctx.db, customer)).select(period, ctx.clock.now());
 }
+
+const subscriptionSpanJson = (x: { plan: string; start: Date; end: Date | null }) => ({
+  plan: x.plan,
+  start: isoTime(x.start),
+  end: x.end ? isoTime(x.end) : null,
+});
+
+export const billingCycleJson = (c: BillingCycle) => ({
+  interval: c.interval,
+  interval_count: c.intervalCount,
+  anchor: isoTime(c.anchor),
+  time_zone: c.timeZone,
+});
+
+export const periodJson = (p: { start: Date; end: Date }) => ({ start: isoTime(p.start), end: isoTime(p.end) });
 
 type LimitView = Map<string, { soft: Dec | null; hard: Dec | null; unit: string; state: string }>;
 
@@ -226,17 +241,26 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
     },
     handle: async ({ params, body }) => {
       const start = body.start ?? ctx.clock.now();
-      const { subscription, ended } = await setSubscription(ctx.db, params.id, body.plan, start);
+      const b = body.billing;
+      const billing = b && {
+        interval: b.interval,
+        intervalCount: b.interval_count,
+        anchor: b.anchor,
+        timeZone: b.time_zone,
+      };
+      const { subscription, ended } = await setSubscription(ctx.db, params.id, body.plan, start, billing);
       // The plan's default limits (and prices, for money limits) may have changed for this customer.
       ctx.limits.schedule(params.id, "subscription-change");
-      const span = (x: { plan: string; start: Date; end: Date | null }) => ({
-        plan: x.plan,
-        start: isoTime(x.start),
-        end: x.end ? isoTime(x.end) : null,
-      });
+      const calendar = await calendarOf(ctx.db, params.id);
       return {
         status: 200,
-        body: { customer: params.id, ...span(subscription), previous: ended ? span(ended) : null },
+        body: {
+          customer: params.id,
+          ...subscriptionSpanJson(subscription),
+          billing: billingCycleJson(subscription.cycle),
+          current_period: periodJson(calendar.periodContaining(ctx.clock.now())),
+          previous: ended ? subscriptionSpanJson(ended) : null,
+        },
       };
     },
   });
@@ -261,7 +285,7 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
         assertCustomerVisible(auth, params.id);
         if (!(await getCustomer(ctx.db, params.id))) throw notFound(`no customer ${params.id}`);
         const now = ctx.clock.now();
-        const period = periodParam(ctx, query.period);
+        const period = await periodParam(ctx, params.id, query.period);
         // A finalized period answers its final invoice, as frozen; drafts (with adjustments) are at /v1/invoices.
         const invoice = kind === "invoice" ? await ctx.invoices.finalOf(params.id, period) : undefined;
         if (invoice) return { status: 200, body: invoice };
