@@ -94,6 +94,12 @@ const portalTokenBody = z
 const spanJson = (p: { start: Date; end: Date }) => ({ start: isoTime(p.start), end: isoTime(p.end) });
 
 export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
+  portalTokenRoute(t, ctx);
+  overviewRoute(t, ctx);
+  customerViewRoute(t, ctx);
+}
+
+function portalTokenRoute(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "post",
     path: "/v1/customers/{id}/portal-tokens",
@@ -121,7 +127,9 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
       return { status: 201, body: { token: minted.token, expires_at: isoTime(minted.expiresAt) } };
     },
   });
+}
 
+function overviewRoute(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/dashboard/customers",
@@ -156,7 +164,9 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
       };
     },
   });
+}
 
+function customerViewRoute(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/dashboard/customers/{id}",
