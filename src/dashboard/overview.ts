@@ -135,6 +135,9 @@ async function readOverview(deps: OverviewDeps, only: string | undefined): Promi
   const { db, now } = deps;
   const period = periodOf(now);
   const previous = { start: addBuckets(period.start, "month", -1), end: period.start };
+  // The longest read, and independent of the others: under way while they run (a server answers them in parallel).
+  const historiesP = readHistories(db, { customer: only, now, periodEnd: period.end });
+  historiesP.catch(() => undefined); // awaited below; a failure elsewhere first must not leave it unhandled
   const { rows: customers } = await db.query<{ id: string; name: string | null }>(
     "SELECT id, name FROM customers WHERE $1::text IS NULL OR id = $1 ORDER BY id",
     [only ?? null],
@@ -145,13 +148,12 @@ async function readOverview(deps: OverviewDeps, only: string | undefined): Promi
   const meters = new Map((await listMeters(db)).map((m) => [m.key, m]));
   const at = new Date(Math.min(now.getTime(), period.end.getTime() - 1));
   // Independent reads, together (a server database answers them in parallel).
-  const [limits, exhausted, finals, withGrants, histories] = await Promise.all([
+  const [limits, exhausted, finals, withGrants] = await Promise.all([
     effectiveLimitsOfAll(db, at, restrict),
     exhaustedCustomers(db, only),
     // Last period as invoiced where its invoice is final (frozen: later corrections go on this period's invoice).
     finalTotals(db, previous.start, only),
     customersWithGrants(db, only),
-    readHistories(db, { customer: only, now, periodEnd: period.end }),
   ]);
   const subsOf = (ids: string[]) => new Map(ids.map((id) => [id, subscriptions.get(id) ?? []]));
   const ids = customers.map((c) => c.id);
@@ -169,6 +171,7 @@ async function readOverview(deps: OverviewDeps, only: string | undefined): Promi
   const current = new Map(ids.map((id) => [id, batch.price(id, plans, now, { totalOnly: !limits.has(id) })]));
   const last = new Map(lastBatch.customers.map((id) => [id, lastBatch.price(id, plans, now, { totalOnly: true })]));
   const credited = await creditedFigures(deps, withGrants, { period, previous }, { current, last, finals });
+  const histories = await historiesP;
   const read = { now, period, previous, customers, subscriptions, meters, limits, exhausted, finals, histories };
   return { ...read, batch, current, last, credited };
 }

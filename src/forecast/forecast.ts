@@ -70,10 +70,14 @@ export function forecastOf(i: ForecastInputs): Forecast {
     projections.set(meter, { ...p, quantity: projectedQuantity(i.toDate.get(meter) ?? ZERO, p) });
   }
   const toDate = (meter: string) => i.toDate.get(meter) ?? ZERO;
-  const projected = repriced(statement, now, (meter) => {
+  const extra = (meter: string) => {
     const p = projections.get(meter);
     return p ? p.quantity.minus(toDate(meter)) : ZERO;
-  });
+  };
+  // Nothing more to come (no recent usage, or max/last meters): the invoice as it stands is the forecast.
+  const projected = [...projections.keys()].some((m) => !extra(m).isZero())
+    ? repriced(statement, now, extra)
+    : statement.invoice;
   const amountOf = (lines: { meter: string | null; amount: Dec }[], meter: string) =>
     sum(lines.filter((l) => l.meter === meter).map((l) => l.amount));
   const out: MeterForecast[] = [...projections].map(([meter, p]) => ({
@@ -125,5 +129,6 @@ function repriced(statement: Statement, now: Date, extra: (meter: string) => Dec
   const segments = statement.segments.map((s) =>
     current.get(s.meter) === s ? { ...s, quantity: s.quantity.plus(extra(s.meter)) } : s,
   );
-  return priceInvoice(statement.invoice.currency, segments, statement.baseFees);
+  // Only amounts are read of it: no line descriptions (the overview re-prices a thousand statements).
+  return priceInvoice(statement.invoice.currency, segments, statement.baseFees, undefined, { totalOnly: true });
 }

@@ -31,22 +31,27 @@ export async function readHistories(
     params.push(v);
     return `$${params.length}`;
   };
-  const since = (hours: number) => `s.bucket >= ${bind(addBuckets(nowHour, "hour", -hours))}::timestamptz`;
+  const since = (hours: number) => `h.bucket >= ${bind(addBuckets(nowHour, "hour", -hours))}::timestamptz`;
   const weights = `{${restWeights(q.now, q.periodEnd)
     .map((w) => w.toFixed())
     .join(",")}}`;
   const weight = `(${bind(weights)}::numeric[])[(floor(extract(epoch FROM s.bucket) / 3600)::bigint % ${WEEK_HOURS}) + 1]`;
   const figure = "CASE m.aggregation WHEN 'count' THEN s.event_count::numeric ELSE s.value::numeric END";
   const weighted = PROFILE_WEEKS.map(
-    (w) => `coalesce(sum(${figure} * ${weight}) FILTER (WHERE ${since(w * WEEK_HOURS)}), 0)::text`,
+    (w) => `coalesce(sum(h.weighted) FILTER (WHERE ${since(w * WEEK_HOURS)}), 0)::text`,
   );
+  // Each hour's figure and weighted figure are computed once, in the inner select, for the four sums that take them.
   const rows = await jsonRows<[string, string, number, string, ...string[]]>(db, {
     cells: "r.customer_id, r.meter, r.first, r.last_week, r.w2, r.w3, r.w4",
     source: `(
-      SELECT s.customer_id, s.meter, extract(epoch FROM min(s.bucket)) * 1000,
-             coalesce(sum(${figure}) FILTER (WHERE ${since(WEEK_HOURS)}), 0)::text, ${weighted.join(", ")}
-      FROM (${series.text}) AS s JOIN meters m ON m.key = s.meter AND m.aggregation IN ('sum', 'count')
-      GROUP BY s.customer_id, s.meter
+      SELECT h.customer_id, h.meter, extract(epoch FROM min(h.bucket)) * 1000,
+             coalesce(sum(h.figure) FILTER (WHERE ${since(WEEK_HOURS)}), 0)::text, ${weighted.join(", ")}
+      FROM (
+        SELECT s.customer_id, s.meter, s.bucket, f.figure, f.figure * ${weight} AS weighted
+        FROM (${series.text}) AS s JOIN meters m ON m.key = s.meter AND m.aggregation IN ('sum', 'count'),
+             LATERAL (SELECT ${figure} AS figure) AS f
+      ) AS h
+      GROUP BY h.customer_id, h.meter
     ) AS r(customer_id, meter, first, last_week, w2, w3, w4)`,
     params,
   });
