@@ -1,7 +1,9 @@
 // The dashboard in a real headless Chromium against a real Tally, on both engines: sign in with a key kept in
 // sessionStorage only; the page's figures are the API's to the cent; switching granularity and grouping redraws;
 // a blocked customer shows as blocked; the embed with a portal token shows its customer only and fails cleanly
-// once the token has expired; it fits a phone. Screenshots go to test-artifacts/.
+// once the token has expired; it fits a phone, invoice amounts in view. Every screen shows the one forecast of
+// src/forecast; figures carry their currency, counts their plural; "this period" draws only the days begun; the
+// Stripe panel says sync is off when it is. Screenshots go to test-artifacts/.
 import { join } from "node:path";
 import type { Browser, Page } from "puppeteer-core";
 import request from "supertest";
@@ -61,6 +63,10 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
       await put(`/v1/customers/${c}`, { name: `${c.slice(3)} Inc.` });
       await put(`/v1/customers/${c}/subscription`, { plan: "db_plan", start: "2026-01-01T00:00:00Z" });
     }
+    // Alone in its currency: its card must read "1 customer".
+    await put("/v1/plans/db_euro", { name: "Euro plan", currency: "EUR" });
+    await put("/v1/customers/db_euro", { name: "euro GmbH" });
+    await put("/v1/customers/db_euro/subscription", { plan: "db_euro", start: "2026-01-01T00:00:00Z" });
     await put("/v1/customers/db_blocked/limits/db_calls", { soft: "5", hard: "10", unit: "quantity" });
     // A credit_only customer whose 0.50 of credits are spent: credits exhausted.
     await put("/v1/customers/db_prepaid", { credit_mode: "credit_only" });
@@ -133,6 +139,32 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
     await shot("operator");
   });
 
+  it("when the ranking is read, then every figure carries its currency, each forecast is the customer's own forecast, and counts agree with their noun", async () => {
+    const overview = await get("/v1/dashboard/customers");
+    expect(overview.method).toBe("customer_forecast");
+    for (const c of overview.customers) {
+      const f = await get(`/v1/customers/${c.id}/forecast`);
+      expect(c.forecast).toBe(f.forecast_total);
+      expect(c.forecast_method).toBe(f.method);
+      const cell = (field: string) => text(`tr[data-customer="${c.id}"] td[data-field="${field}"]`);
+      expect(await cell("forecast")).toBe(`${f.forecast_total} ${c.currency}`);
+      expect(await cell("previous_spend")).toBe(`${c.previous_spend} ${c.currency}`);
+      expect(await cell("growth")).toMatch(new RegExp(` ${c.currency} \\((new|[-+]?\\d+\\.\\d%)\\)$`));
+      expect(await cell("run_rate_per_day")).toBe(`${c.run_rate_per_day} ${c.currency} / day`);
+    }
+    const labels = await page.$$eval('[data-testid="total-label"]', (els) => els.map((e) => e.textContent));
+    expect(labels).toEqual(expect.arrayContaining(["1 customer · EUR", "4 customers · USD"]));
+    expect(await text('[data-testid="as-of"]')).not.toContain("linear");
+  });
+
+  it("when Stripe sync is off, then the reconciliation panel says so and lists no rows as out of sync", async () => {
+    const overview = await get("/v1/dashboard/customers");
+    expect(overview.stripe_sync).toBe(false);
+    expect(await text('#recon-panel [data-testid="stripe-off"]')).toContain("Stripe sync is off");
+    expect(await page.$("#recon-panel table")).toBeNull();
+    expect(await text("#recon-panel")).not.toContain("not in sync");
+  });
+
   it("when ranked by growth, then the list redraws in that order", async () => {
     await page.click('button[data-rank="growth"]');
     await page.waitForSelector('#customer-list[data-ranking="growth"]', WAIT);
@@ -159,6 +191,10 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
     expect(await text('article[data-meter="db_calls"] .tier')).toContain(`Tier ${calls.tier.index}`);
     const forecast = await get("/v1/customers/db_acme/forecast");
     expect(await text('[data-testid="forecast-total"]')).toBe(`${forecast.forecast_total} USD`);
+    // The same forecast as the ranking's, at the same instant.
+    const ranked = (await get("/v1/dashboard/customers")).customers.find((c: { id: string }) => c.id === "db_acme");
+    expect(await text('[data-testid="forecast-total"]')).toBe(`${ranked.forecast} USD`);
+    expect(await text('[data-testid="forecast-method"]')).toContain("run rate");
     const drafts = await get("/v1/invoices?customer=db_acme&status=draft");
     expect(await text('[data-testid="draft-total"]')).toBe(`${drafts.data[0].total} USD`);
     const credits = await api().get("/v1/customers/db_acme/credits").set(admin);
@@ -172,6 +208,13 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
   it("when the granularity or grouping changes, then the chart redraws with the API's rows", async () => {
     const chart = '.chart[data-meter="db_tokens"]';
     await page.waitForSelector(`${chart}[data-draws="1"][data-granularity="day"]`, WAIT);
+    // This period: the days begun so far, not the ones still to come as zero bars.
+    const now = t.clock.now();
+    const daysBegun = now.getUTCDate();
+    expect(await page.$eval(chart, (e) => e.getAttribute("data-buckets"))).toBe(String(daysBegun));
+    const lastDay = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 0)).getUTCDate();
+    if (daysBegun < lastDay)
+      expect(await text(`${chart} [role=status]`)).toContain("days still to come are left empty");
     await page.click(`${chart} button[data-granularity="hour"]`);
     await page.waitForSelector(`${chart}[data-draws="2"][data-granularity="hour"]`, WAIT);
     expect(await page.$eval(`${chart} button[data-granularity="hour"]`, (b) => b.getAttribute("aria-pressed"))).toBe(
@@ -249,6 +292,12 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
     expect(await text('[data-testid="draft-total"]')).toBe(`${draft.total} USD`);
     expect(await text('[data-testid="draft-credits"]')).toBe(draft.credits);
     expect(await text("#draft")).toContain("Welcome credits");
+    // The meter's amount is before credits and the spend after: the card says what lies between.
+    expect(summary.credits).toBeDefined();
+    expect(await text('[data-testid="spend-credits"]')).toBe(
+      `after ${summary.credits} USD of credits · ${summary.subtotal} USD before credits`,
+    );
+    expect(await text('article[data-meter="db_calls"] .figures-line')).toContain("before credits");
     await shot("credits");
   });
 
@@ -291,6 +340,18 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
       expect(await embed.$eval(".top", (e) => e.ownerDocument.defaultView?.getComputedStyle(e).display)).toBe("none");
       // Nothing wider than the phone: tables scroll inside their own box.
       expect(await embed.evaluate("document.documentElement.scrollWidth")).toBeLessThanOrEqual(375);
+      // The invoice fits without scrolling: every amount in view.
+      await embed.waitForSelector('#draft [data-testid="draft-total"]', WAIT);
+      const invoice = await embed.$$eval(".invoice .scroll", (boxes) =>
+        boxes.map((b) => ({ scroll: b.scrollWidth, width: b.clientWidth })),
+      );
+      expect(invoice.length).toBeGreaterThan(0);
+      for (const box of invoice) expect(box.scroll).toBeLessThanOrEqual(box.width);
+      const rights = await embed.$$eval('.invoice td[data-field="amount"]', (cells) =>
+        cells.map((c) => c.getBoundingClientRect().right),
+      );
+      expect(rights.length).toBeGreaterThan(0);
+      for (const right of rights) expect(right).toBeLessThanOrEqual(375);
       await embed.screenshot({ path: join(ARTIFACTS, `dashboard-${backend}-embed-phone.png`), fullPage: true });
     } finally {
       await embed.close();

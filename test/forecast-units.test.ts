@@ -1,9 +1,54 @@
 // Projections to the end of the period (pure): the method each meter gets, exact run rates, hour-of-week profiles,
-// and steady synthetic usage forecast within 1% of the true period total.
+// steady synthetic usage forecast within 1% of the true period total, and the history reduced to a few figures (as
+// the database reduces it) projecting exactly as a hour-by-hour reference that reads every hour.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { HISTORY_HOURS, projectQuantity } from "../src/forecast/project.js";
+import type { Aggregation } from "../src/catalog/schemas.js";
+import { HISTORY_HOURS, historyFigures, projectedQuantity, projectRest, restWeights } from "../src/forecast/project.js";
 import { Dec } from "../src/pricing/money.js";
+
+interface ProjectionInput {
+  aggregation: Aggregation;
+  toDate: Dec;
+  now: Date;
+  periodEnd: Date;
+  hourly: ReadonlyMap<number, Dec>;
+}
+
+/** The projection as Tally makes it: the history reduced to its figures, then projected. */
+function projectQuantity(i: ProjectionInput) {
+  const p = projectRest(i.aggregation, historyFigures(i.hourly, i.now, i.periodEnd), i.now, i.periodEnd);
+  return { method: p.method, quantity: projectedQuantity(i.toDate, p) };
+}
+
+/** The reference: every remaining hour projected one by one from the hours of the history. */
+function referenceQuantity(i: ProjectionInput) {
+  if (i.aggregation === "max" || i.aggregation === "last") return { method: "current_value", quantity: i.toDate };
+  const nowHour = Math.floor(i.now.getTime() / HOUR) * HOUR;
+  const end = i.periodEnd.getTime();
+  if (end <= i.now.getTime()) return { method: "run_rate_7d", quantity: i.toDate };
+  const known = [...i.hourly.keys()].filter((h) => h < nowHour && h >= nowHour - HISTORY_HOURS * HOUR);
+  const historyHours = (nowHour - (known.length > 0 ? Math.min(...known) : nowHour)) / HOUR;
+  const at = (h: number) => i.hourly.get(h) ?? new Dec(0);
+  const how = (t: number) => Math.floor(t / HOUR) % 168;
+  if (historyHours >= 336) {
+    const weeks = Math.min(4, Math.floor(historyHours / 168));
+    const profile = new Map<number, Dec>();
+    for (let h = nowHour - weeks * 168 * HOUR; h < nowHour; h += HOUR) {
+      profile.set(how(h), (profile.get(how(h)) ?? new Dec(0)).plus(at(h)));
+    }
+    const of = (h: number) => (profile.get(how(h)) ?? new Dec(0)).div(weeks);
+    let expected = of(nowHour).times(new Dec(nowHour + HOUR - i.now.getTime()).div(HOUR));
+    for (let h = nowHour + HOUR; h < end; h += HOUR)
+      expected = expected.plus(of(h).times(Math.min(1, (end - h) / HOUR)));
+    return { method: "hour_of_week", quantity: i.toDate.plus(expected).toDecimalPlaces(9) };
+  }
+  const window = Math.max(1, Math.min(168, Math.ceil(historyHours)));
+  let total = new Dec(0);
+  for (let h = nowHour - window * HOUR; h < nowHour; h += HOUR) total = total.plus(at(h));
+  const rest = total.div(window).times(new Dec(end - i.now.getTime()).div(HOUR));
+  return { method: "run_rate_7d", quantity: i.toDate.plus(rest).toDecimalPlaces(9) };
+}
 
 const HOUR = 3_600_000;
 const periodStart = Date.UTC(2026, 10, 1);
@@ -121,6 +166,45 @@ describe("forecast projection", () => {
         },
       ),
       { numRuns: 200 },
+    );
+  });
+  it("when the rest of the period is weighed by hour of week, then the weights add up to the hours left", () => {
+    const now = new Date(periodStart + 20 * 24 * HOUR + 12 * HOUR + 15 * 60_000);
+    const weights = restWeights(now, new Date(periodEnd));
+    expect(weights).toHaveLength(168);
+    const total = weights.reduce((a, w) => a.plus(w), new Dec(0));
+    expect(total.toFixed()).toBe(new Dec(periodEnd - now.getTime()).div(HOUR).toFixed());
+    expect(restWeights(new Date(periodEnd), new Date(periodEnd)).every((w) => w.isZero())).toBe(true);
+  });
+
+  it("property: the history's figures project exactly as the hour-by-hour reference", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom<Aggregation>("sum", "count", "max", "last"),
+        fc.integer({ min: 0, max: 31 * 24 * 60 }),
+        fc.array(fc.tuple(fc.integer({ min: 1, max: HISTORY_HOURS + 24 }), fc.integer({ min: 0, max: 100_000 })), {
+          maxLength: 300,
+        }),
+        fc.integer({ min: 0, max: 10_000 }),
+        (aggregation, minute, hourly, toDate) => {
+          const now = periodStart + minute * 60_000 + 17_123;
+          const nowHour = Math.floor(now / HOUR) * HOUR;
+          // Hours before now's hour, some beyond the four weeks read (they must not count).
+          const map = new Map(hourly.map(([back, v]) => [nowHour - back * HOUR, new Dec(v).div(7)]));
+          const input = {
+            aggregation,
+            toDate: new Dec(toDate),
+            now: new Date(now),
+            periodEnd: new Date(periodEnd),
+            hourly: map,
+          };
+          const got = projectQuantity(input);
+          const want = referenceQuantity(input);
+          expect(got.method).toBe(want.method);
+          expect(got.quantity.toFixed()).toBe(want.quantity.toFixed());
+        },
+      ),
+      { numRuns: 300 },
     );
   });
 });

@@ -265,4 +265,51 @@ describe.each(BACKENDS)("simulations and forecasts on %s", (backend) => {
     );
     expect(rows[0]?.n).toBe("1");
   });
+  it("when the overview and each customer's forecast are read at the same instant, then they are the same forecast", async () => {
+    // One customer with three weeks of weekday-heavy history (hour of week), one with two days of it (run rate).
+    const events = [];
+    for (let h = Date.parse("2026-10-28T00:00:00Z"); h < Date.parse(NOW); h += HOUR) {
+      const weekend = [0, 6].includes(new Date(h).getUTCDay());
+      const id = `ov-weekly-${h}`;
+      events.push({
+        id,
+        customer: "ov-weekly",
+        meter: "calls",
+        value: weekend ? 1 : 9,
+        timestamp: new Date(h).toISOString(),
+      });
+    }
+    for (let h = Date.parse("2026-11-18T12:00:00Z"); h < Date.parse(NOW); h += 3 * HOUR) {
+      events.push({
+        id: `ov-new-${h}`,
+        customer: "ov-new",
+        meter: "calls",
+        value: 7,
+        timestamp: new Date(h).toISOString(),
+      });
+    }
+    for (const c of ["ov-weekly", "ov-new"]) {
+      await ok(await put(`/v1/customers/${c}`, {}), 201);
+      await ok(await put(`/v1/customers/${c}/subscription`, { plan: "sim", start: "2026-10-01T00:00:00Z" }));
+    }
+    await ingest(events);
+    const overview = await ok(await api().get("/v1/dashboard/customers").set(admin));
+    expect(overview.method).toBe("customer_forecast");
+    const methods = new Set<string>();
+    for (const c of overview.customers) {
+      const f = await ok(await api().get(`/v1/customers/${c.id}/forecast`).set(admin));
+      expect({ id: c.id, forecast: c.forecast, method: c.forecast_method }).toEqual({
+        id: c.id,
+        forecast: f.forecast_total,
+        method: f.method,
+      });
+      methods.add(c.forecast_method);
+    }
+    expect([...methods]).toEqual(expect.arrayContaining(["hour_of_week", "run_rate_7d"]));
+    for (const c of ["ov-weekly", "ov-new"]) {
+      const alone = await ok(await api().get("/v1/dashboard/customers").query({ customer: c }).set(admin));
+      const f = await ok(await api().get(`/v1/customers/${c}/forecast`).set(admin));
+      expect(alone.customers[0].forecast).toBe(f.forecast_total);
+    }
+  });
 });

@@ -1,17 +1,22 @@
 // A customer's forecast for the current billing period: per meter the quantity and amount to date and projected at
 // the period's end. Quantities are projected by forecast/project.ts from the last four weeks of hourly rollups;
 // amounts are the statement re-priced with the projected quantity in the segment running now, by the same pricing
-// code as the invoice, so tiers reached later in the month count.
-
+// code as the invoice, so tiers reached later in the month count. One function (forecastOf) makes every forecast
+// Tally shows: this customer's (GET /v1/customers/{id}/forecast) and every customer's in the dashboard's overview.
 import { buildStatement, type Statement } from "../billing/statement.js";
-import { listMeters } from "../catalog/meters.js";
-import { jsonRows } from "../db/jsonRows.js";
+import { listMeters, type Meter } from "../catalog/meters.js";
 import type { Queryable } from "../db/types.js";
 import { type PricedSegment, priceInvoice } from "../pricing/invoice.js";
-import { type Dec, dec, sum, ZERO } from "../pricing/money.js";
-import { addBuckets, alignDown, periodOf } from "../rollups/buckets.js";
-import { prepareSeries } from "../rollups/series.js";
-import { type ForecastMethod, HISTORY_HOURS, projectQuantity } from "./project.js";
+import { type Dec, sum, ZERO } from "../pricing/money.js";
+import { periodOf } from "../rollups/buckets.js";
+import { readHistories } from "./history.js";
+import {
+  type ForecastMethod,
+  type HistoryFigures,
+  type Projection,
+  projectedQuantity,
+  projectRest,
+} from "./project.js";
 
 export interface MeterForecast {
   meter: string;
@@ -29,78 +34,85 @@ export interface Forecast {
   /** The method of the usage meters (sum/count): hour_of_week once there are two weeks of history. */
   method: ForecastMethod;
   meters: MeterForecast[];
+  /** Before credits, as the statement's invoice. */
   totalToDate: Dec;
   forecastTotal: Dec;
   asOf: Date;
 }
 
-export async function forecastCustomer(db: Queryable, customer: string, now: Date): Promise<Forecast> {
-  const period = periodOf(now);
-  const statement = await buildStatement(db, customer, period, now);
-  const meters = new Map((await listMeters(db)).map((m) => [m.key, m]));
-  const nowHour = alignDown(now, "hour");
-  // The history reduced in the database to what projection needs (the hour and its sum or count), as one JSON text.
-  const history = await prepareSeries(db, {
-    granularity: "hour",
-    from: addBuckets(nowHour, "hour", -HISTORY_HOURS),
-    to: nowHour,
-    customer,
-  });
-  const rows = await jsonRows<[number, string, string, string]>(db, {
-    cells: "extract(epoch FROM s.bucket) * 1000, s.meter, s.value_sum, s.event_count",
-    source: `(${history.text}) AS s`,
-    params: history.params,
-  });
-  const hourly = new Map<string, Map<number, Dec>>();
-  for (const [at, meter, valueSum, eventCount] of rows) {
-    const m = meters.get(meter);
-    if (!m) continue;
-    const byHour = hourly.get(meter) ?? new Map<number, Dec>();
-    byHour.set(at, dec(m.aggregation === "count" ? eventCount : valueSum));
-    hourly.set(meter, byHour);
+export interface ForecastInputs {
+  /** The customer's statement of the current period (a total-only one will do). */
+  statement: Statement;
+  /** Each meter's period quantity to date (the summary's quantities). */
+  toDate: ReadonlyMap<string, Dec>;
+  meters: ReadonlyMap<string, Meter>;
+  /** The customer's history figures per meter (readHistories). */
+  history: ReadonlyMap<string, HistoryFigures>;
+  now: Date;
+}
+
+const NO_HISTORY: HistoryFigures = { first: null, lastWeek: ZERO, weighted: { 2: ZERO, 3: ZERO, 4: ZERO } };
+
+/** The forecast of a statement (pure): every meter it uses or prices, projected, and the invoice re-priced. */
+export function forecastOf(i: ForecastInputs): Forecast {
+  const { statement, now } = i;
+  const period = statement.period;
+  const names = new Set([...i.toDate.keys(), ...statement.segments.map((s) => s.meter)]);
+  for (const l of statement.invoice.lines) if (l.meter !== null) names.add(l.meter);
+  const projections = new Map<string, Projection & { quantity: Dec }>();
+  for (const meter of [...names].sort()) {
+    const p = projectRest(
+      i.meters.get(meter)?.aggregation ?? "sum",
+      i.history.get(meter) ?? NO_HISTORY,
+      now,
+      period.end,
+    );
+    projections.set(meter, { ...p, quantity: projectedQuantity(i.toDate.get(meter) ?? ZERO, p) });
   }
-  const projections = new Map(
-    statement.meters.map((s) => {
-      const m = meters.get(s.meter);
-      const p = projectQuantity({
-        aggregation: m?.aggregation ?? "sum",
-        toDate: s.quantity,
-        now,
-        periodEnd: period.end,
-        hourly: hourly.get(s.meter) ?? new Map(),
-      });
-      return [s.meter, p] as const;
-    }),
-  );
-  const projected = repriced(statement, now, (meter) => {
+  const toDate = (meter: string) => i.toDate.get(meter) ?? ZERO;
+  const extra = (meter: string) => {
     const p = projections.get(meter);
-    const toDate = statement.meters.find((s) => s.meter === meter)?.quantity ?? ZERO;
-    return p ? p.quantity.minus(toDate) : ZERO;
-  });
-  const amountOf = (lines: { meter: string; amount: Dec }[], meter: string) =>
+    return p ? p.quantity.minus(toDate(meter)) : ZERO;
+  };
+  // Nothing more to come (no recent usage, or max/last meters): the invoice as it stands is the forecast.
+  const projected = [...projections.keys()].some((m) => !extra(m).isZero())
+    ? repriced(statement, now, extra)
+    : statement.invoice;
+  const amountOf = (lines: { meter: string | null; amount: Dec }[], meter: string) =>
     sum(lines.filter((l) => l.meter === meter).map((l) => l.amount));
-  const out: MeterForecast[] = statement.meters.map((s) => {
-    const p = projections.get(s.meter);
-    return {
-      meter: s.meter,
-      method: p?.method ?? "current_value",
-      quantityToDate: s.quantity,
-      forecastQuantity: p?.quantity ?? s.quantity,
-      amountToDate: s.amount,
-      forecastAmount: amountOf(projected.lines, s.meter),
-    };
-  });
-  const usage = out.find((m) => m.method !== "current_value");
+  const out: MeterForecast[] = [...projections].map(([meter, p]) => ({
+    meter,
+    method: p.method,
+    quantityToDate: toDate(meter),
+    forecastQuantity: p.quantity,
+    amountToDate: amountOf(statement.invoice.lines, meter),
+    forecastAmount: amountOf(projected.lines, meter),
+  }));
   return {
-    customer,
+    customer: statement.customer,
     period,
     currency: statement.currency,
-    method: usage?.method ?? "run_rate_7d",
+    method: out.find((m) => m.method !== "current_value")?.method ?? "run_rate_7d",
     meters: out,
     totalToDate: statement.invoice.total,
     forecastTotal: projected.total,
     asOf: statement.asOf,
   };
+}
+
+export async function forecastCustomer(db: Queryable, customer: string, now: Date): Promise<Forecast> {
+  const period = periodOf(now);
+  // One after the other: `db` may be a transaction, which a failed branch of a Promise.all would end under the others.
+  const statement = await buildStatement(db, customer, period, now);
+  const meterList = await listMeters(db);
+  const histories = await readHistories(db, { customer, now, periodEnd: period.end });
+  return forecastOf({
+    statement,
+    toDate: new Map(statement.meters.map((m) => [m.meter, m.quantity])),
+    meters: new Map(meterList.map((m) => [m.key, m])),
+    history: histories.get(customer) ?? new Map(),
+    now,
+  });
 }
 
 /**
@@ -117,5 +129,6 @@ function repriced(statement: Statement, now: Date, extra: (meter: string) => Dec
   const segments = statement.segments.map((s) =>
     current.get(s.meter) === s ? { ...s, quantity: s.quantity.plus(extra(s.meter)) } : s,
   );
-  return priceInvoice(statement.invoice.currency, segments, statement.baseFees);
+  // Only amounts are read of it: no line descriptions (the overview re-prices a thousand statements).
+  return priceInvoice(statement.invoice.currency, segments, statement.baseFees, undefined, { totalOnly: true });
 }

@@ -1,21 +1,18 @@
 // Price simulation on real usage: what every customer of a plan paid in a period, and what they would have paid
 // had some meters been priced by other specs for the whole period. Both totals come from the same statement
-// pricing as the invoice (billing/statement.ts); the inputs of all customers are read in one pass — their
-// subscriptions in one query, usage totals in one rollup read per distinct interval for all customers at once.
-
-import { type GroupedRead, readGroupsByCustomer } from "../billing/groups.js";
+// pricing as the invoice (billing/statement.ts), and the inputs of all customers are read in one pass by the batch
+// loader (billing/statementBatch.ts) — their subscriptions in one query, usage totals in one rollup read per
+// distinct interval for all customers at once.
 import { loadPlanPrices } from "../billing/plans.js";
-import { groupedReadKey, groupedReads, intervalKey, priceStatement, statementIntervals } from "../billing/statement.js";
-import { type Subscription, subscriptionsOfPlanCustomers } from "../billing/subscriptions.js";
-import { listMeters } from "../catalog/meters.js";
+import { loadStatementBatch } from "../billing/statementBatch.js";
+import { subscriptionsOfPlanCustomers } from "../billing/subscriptions.js";
+import { listMeters, type Meter } from "../catalog/meters.js";
 import type { Db } from "../db/types.js";
 import { notFound, unprocessable } from "../errors.js";
 import { finalFiguresOf } from "../invoices/store.js";
-import type { GroupQuantity } from "../pricing/invoice.js";
 import type { PriceVersion } from "../pricing/models.js";
 import { Dec, sum } from "../pricing/money.js";
-import { type Period, type PlanPrices, planPeriod } from "../pricing/segments.js";
-import { rangeTotals, type Totals } from "../rollups/totals.js";
+import type { Period, PlanPrices } from "../pricing/segments.js";
 
 export interface SimulationRequest {
   plan: string;
@@ -55,16 +52,7 @@ export function withReplacements(plan: PlanPrices, prices: PriceVersion[]): Plan
 }
 
 export async function simulate(db: Db, req: SimulationRequest, now: Date): Promise<Simulation> {
-  const plan = (await loadPlanPrices(db, [req.plan])).get(req.plan);
-  if (!plan) throw notFound(`no plan ${req.plan}`);
-  const meters = new Map((await listMeters(db)).map((m) => [m.key, m]));
-  const unknown = req.prices.findIndex((p) => !meters.has(p.meter));
-  if (unknown >= 0) {
-    const meter = req.prices[unknown]?.meter;
-    throw unprocessable("unknown_meter", `unknown meter "${meter}"`, [
-      { field: `prices[${unknown}].meter`, message: "no such meter" },
-    ]);
-  }
+  const { plan, meters } = await checkedRequest(db, req);
   const subscriptions = await subscriptionsOfPlanCustomers(
     db,
     req.plan,
@@ -78,97 +66,27 @@ export async function simulate(db: Db, req: SimulationRequest, now: Date): Promi
   );
   const simulatedPlans = new Map(plans);
   simulatedPlans.set(req.plan, withReplacements(plan, req.prices));
-
-  // Which customers need which intervals: usually every customer just the period, read once for all of them.
-  const needs = new Map<string, { interval: Period; customers: Set<string> }>();
-  // Most customers share their subscriptions' shape (same plan since before the period): plan each shape once.
-  type Planned = ReturnType<typeof planPeriod>;
-  const shapes = new Map<
-    string,
-    { intervals: Period[]; grouped: GroupedRead[]; current: Planned; simulated: Planned }
-  >();
-  const shapeOf = (subs: Subscription[]) => {
-    const shape = subs.map((s) => `${s.plan}@${s.start.getTime()}-${s.end?.getTime() ?? ""}`).join(",");
-    let found = shapes.get(shape);
-    if (!found) {
-      const all = new Map<string, Period>();
-      const grouped = new Map<string, GroupedRead>();
-      for (const p of [plans, simulatedPlans]) {
-        for (const interval of statementIntervals(req.period, subs, p)) all.set(intervalKey(interval), interval);
-        for (const r of groupedReads(req.period, subs, p)) grouped.set(groupedReadKey(r), r);
-      }
-      found = {
-        intervals: [...all.values()],
-        grouped: [...grouped.values()],
-        current: planPeriod(req.period, subs, plans),
-        simulated: planPeriod(req.period, subs, simulatedPlans),
-      };
-      shapes.set(shape, found);
-    }
-    return found;
-  };
-  const intervalsOf = (subs: Subscription[]) => shapeOf(subs).intervals;
-  const groupNeeds = new Map<string, { read: GroupedRead; customers: Set<string> }>();
-  for (const [customer, subs] of subscriptions) {
-    for (const r of shapeOf(subs).grouped) {
-      const k = groupedReadKey(r);
-      const need = groupNeeds.get(k) ?? { read: r, customers: new Set<string>() };
-      need.customers.add(customer);
-      groupNeeds.set(k, need);
-    }
-  }
-  const groups = new Map<string, Map<string, GroupQuantity[]>>(); // grouped read → customer → groups
-  for (const [k, { read, customers }] of groupNeeds) {
-    const only = customers.size === 1 ? [...customers][0] : undefined;
-    groups.set(k, await readGroupsByCustomer(db, read, meters, only));
-  }
-  for (const [customer, subs] of subscriptions) {
-    for (const interval of intervalsOf(subs)) {
-      const k = intervalKey(interval);
-      const need = needs.get(k) ?? { interval, customers: new Set<string>() };
-      need.customers.add(customer);
-      needs.set(k, need);
-    }
-  }
-  const totals = new Map<string, Map<string, Map<string, Totals>>>(); // interval → customer → meter → totals
-  for (const [k, { interval, customers }] of needs) {
-    const only = customers.size === 1 ? [...customers][0] : undefined;
-    const rows = await rangeTotals(db, { from: interval.start, to: interval.end, customer: only });
-    const byCustomer = new Map<string, Map<string, Totals>>();
-    for (const t of rows) {
-      const m = byCustomer.get(t.customer) ?? new Map<string, Totals>();
-      m.set(t.meter, t);
-      byCustomer.set(t.customer, m);
-    }
-    totals.set(k, byCustomer);
-  }
-
+  const batch = await loadStatementBatch(db, {
+    period: req.period,
+    subscriptions,
+    planSets: [plans, simulatedPlans],
+    meters,
+  });
   // A finalized period's current total is its final invoice as frozen (late usage is carried to a later draft).
   const finals = await finalFiguresOf(db, req.period.start, req.customers);
-  const out: SimulatedCustomer[] = [];
-  for (const [customer, subs] of [...subscriptions].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    const inputs = {
-      customer,
-      period: req.period,
-      subscriptions: subs,
-      meters,
-      totals: (interval: Period) => totals.get(intervalKey(interval))?.get(customer),
-      groups: (interval: Period, meter: string, groupBy: readonly string[]) =>
-        groups.get(groupedReadKey({ interval, meter, groupBy: [...groupBy] }))?.get(customer) ?? [],
-    };
-    const shape = shapeOf(subs);
-    const price = (p: ReadonlyMap<string, PlanPrices>, planned: Planned) =>
-      priceStatement({ ...inputs, plans: p, planned }, now, { totalOnly: true }).invoice.total;
+  const total = (customer: string, p: ReadonlyMap<string, PlanPrices>) =>
+    batch.price(customer, p, now, { totalOnly: true }).invoice.total;
+  const out = [...subscriptions.keys()].sort().map((customer): SimulatedCustomer => {
     const final = finals.get(customer);
-    out.push({
+    return {
       customer,
       current: final
         ? sum(final.filter((f) => f.meter !== null).map((f) => new Dec(f.amount)))
-        : price(plans, shape.current),
+        : total(customer, plans),
       currentFrom: final ? "final_invoice" : "usage",
-      simulated: price(simulatedPlans, shape.simulated),
-    });
-  }
+      simulated: total(customer, simulatedPlans),
+    };
+  });
   return {
     plan: req.plan,
     currency: plan.currency,
@@ -177,4 +95,22 @@ export async function simulate(db: Db, req: SimulationRequest, now: Date): Promi
     totals: { current: sum(out.map((c) => c.current)), simulated: sum(out.map((c) => c.simulated)) },
     asOf: now,
   };
+}
+
+/** The plan and the meters, once the request names a plan that exists and only meters that exist. */
+async function checkedRequest(
+  db: Db,
+  req: SimulationRequest,
+): Promise<{ plan: PlanPrices; meters: Map<string, Meter> }> {
+  const plan = (await loadPlanPrices(db, [req.plan])).get(req.plan);
+  if (!plan) throw notFound(`no plan ${req.plan}`);
+  const meters = new Map((await listMeters(db)).map((m) => [m.key, m]));
+  const unknown = req.prices.findIndex((p) => !meters.has(p.meter));
+  if (unknown >= 0) {
+    const meter = req.prices[unknown]?.meter;
+    throw unprocessable("unknown_meter", `unknown meter "${meter}"`, [
+      { field: `prices[${unknown}].meter`, message: "no such meter" },
+    ]);
+  }
+  return { plan, meters };
 }

@@ -1,10 +1,13 @@
 // The usage chart of one meter: hour (last 48 h), day (this period) or month (last 12 months), grouped by one of
 // the meter's dimensions when it has any. uPlot draws it; a table under it carries the same figures, as the API
-// gave them, for keyboards and screen readers. data-draws counts redraws (the browser tests wait on it).
+// gave them, for keyboards and screen readers. "This period" draws the days that have begun; the axis runs on to
+// the period's end, so the days still to come show as empty, never as zero. data-draws counts redraws (the browser
+// tests wait on it).
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import type { Api } from "./api.js";
 import { h, replace, table } from "./dom.js";
+import { elapsedEnd } from "./format.js";
 import type { UsageRow, ViewMeter } from "./types.js";
 
 export type Granularity = "hour" | "day" | "month";
@@ -17,18 +20,29 @@ const COLORS = ["#1f5fbf", "#b3480b", "#237a3b", "#8a2be2", "#a0142f", "#00707a"
 const MAX_SERIES = 7;
 
 const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 
-function range(g: Granularity, period: { start: string; end: string }, asOf: string) {
-  if (g === "hour") {
-    const to = Math.floor(Date.parse(asOf) / HOUR) * HOUR + HOUR;
-    return { from: new Date(to - 48 * HOUR), to: new Date(to) };
-  }
-  const start = new Date(period.start);
-  if (g === "day") return { from: start, to: new Date(period.end) };
-  return { from: new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() - 11, 1)), to: new Date(period.end) };
+interface Range {
+  /** What is read and drawn: [from, to). */
+  from: Date;
+  to: Date;
+  /** Where the axis ends: past `to` when days of the period are still to come. */
+  axisTo: Date;
 }
 
-/** Every bucket start in [from, to), so empty buckets draw as 0. */
+function range(g: Granularity, period: { start: string; end: string }, asOf: string): Range {
+  if (g === "hour") {
+    const to = Math.floor(Date.parse(asOf) / HOUR) * HOUR + HOUR;
+    return { from: new Date(to - 48 * HOUR), to: new Date(to), axisTo: new Date(to) };
+  }
+  const start = new Date(period.start);
+  const end = new Date(period.end);
+  if (g === "day") return { from: start, to: elapsedEnd(period, asOf), axisTo: end };
+  const from = new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() - 11, 1));
+  return { from, to: end, axisTo: end };
+}
+
+/** Every bucket start in [from, to), so empty buckets that have begun draw as 0. */
 function buckets(g: Granularity, from: Date, to: Date): number[] {
   const out: number[] = [];
   const t = new Date(from);
@@ -48,6 +62,119 @@ const groupLabel = (d: Record<string, string | null> | undefined) =>
         .join(", ")
     : "all";
 
+/** The lines to draw: the largest groups each on its own, the rest together (the table lists them all). */
+function linesOf(rows: UsageRow[], xs: number[], name: string): { label: string; ys: number[] }[] {
+  const index = new Map(xs.map((x, i) => [x, i]));
+  const series = new Map<string, number[]>();
+  const totals = new Map<string, number>();
+  for (const r of rows) {
+    const label = groupLabel(r.dimensions);
+    const ys = series.get(label) ?? xs.map(() => 0);
+    const i = index.get(Date.parse(r.start));
+    if (i !== undefined) ys[i] = (ys[i] ?? 0) + Number(r.value);
+    series.set(label, ys);
+    totals.set(label, (totals.get(label) ?? 0) + Number(r.value));
+  }
+  const ranked = [...series.keys()].sort((a, b) => (totals.get(b) ?? 0) - (totals.get(a) ?? 0));
+  const rest = ranked.slice(MAX_SERIES);
+  const lines = ranked.slice(0, MAX_SERIES).map((l) => ({ label: l, ys: series.get(l) as number[] }));
+  if (rest.length)
+    lines.push({
+      label: `${rest.length} others`,
+      ys: xs.map((_, i) => rest.reduce((s, l) => s + (series.get(l)?.[i] ?? 0), 0)),
+    });
+  if (!lines.length) lines.push({ label: name, ys: xs.map(() => 0) });
+  return lines;
+}
+
+function plotOptions(
+  g: Granularity,
+  meter: ViewMeter,
+  lines: { label: string }[],
+  r: Range,
+  width: number,
+): uPlot.Options {
+  const bars = g !== "hour" && lines.length === 1 ? uPlot.paths.bars?.({ size: [0.7, 40] }) : undefined;
+  // Days still to come keep their place on the axis, empty (half a bucket of margin each side, as bars need).
+  const pad = g === "day" ? DAY / 2000 : 0;
+  const lastBucket = g === "day" ? r.axisTo.getTime() - DAY : undefined;
+  return {
+    width,
+    height: 220,
+    scales: {
+      x: {
+        time: true,
+        ...(lastBucket !== undefined
+          ? { range: (): uPlot.Range.MinMax => [r.from.getTime() / 1000 - pad, lastBucket / 1000 + pad] }
+          : {}),
+      },
+    },
+    series: [
+      {},
+      ...lines.map((l, i) => ({
+        label: l.label,
+        stroke: COLORS[i % COLORS.length],
+        fill: bars ? `${COLORS[i % COLORS.length]}55` : undefined,
+        width: 2,
+        paths: bars,
+        points: { show: !bars },
+      })),
+    ],
+    axes: [{}, { label: meter.unit, size: 60 }],
+  };
+}
+
+function figuresTable(meter: ViewMeter, g: Granularity, groupBy: string | null, rows: UsageRow[]) {
+  return [
+    h("summary", {}, `Figures (${rows.length})`),
+    table(
+      `${meter.name} usage by ${g}`,
+      ["Start", groupBy ? "Group" : "", meter.unit].filter((x) => x !== ""),
+      rows.map((r) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, r.start),
+          groupBy ? h("td", {}, groupLabel(r.dimensions)) : null,
+          h("td", { class: "num" }, r.value),
+        ),
+      ),
+      [groupBy ? 2 : 1],
+    ),
+  ];
+}
+
+/** The time-range buttons and, for a meter with dimensions, the grouping select; each calls `choose`. */
+function chartControls(
+  meter: ViewMeter,
+  initial: Granularity,
+  choose: (change: { g?: Granularity; by?: string | null }) => void,
+) {
+  const buttons = GRANULARITIES.map(({ g, label }) =>
+    h(
+      "button",
+      { type: "button", "data-granularity": g, "aria-pressed": String(g === initial), onclick: () => choose({ g }) },
+      label,
+    ),
+  );
+  const controls = h(
+    "div",
+    { class: "controls" },
+    h("div", { class: "seg", role: "group", "aria-label": "Time range" }, buttons),
+  );
+  if (meter.dimensions.length) {
+    const id = `group-${meter.key}`;
+    const select = h(
+      "select",
+      { id, onchange: (e: Event) => choose({ by: (e.target as HTMLSelectElement).value || null }) },
+      h("option", { value: "" }, "No grouping"),
+      meter.dimensions.map((d) => h("option", { value: d }, d)),
+    );
+    controls.append(h("label", { for: id }, "Group by "), select);
+  }
+  return { controls, buttons };
+}
+
 export function usageChart(
   api: Api,
   customer: string,
@@ -63,33 +190,9 @@ export function usageChart(
   const figures = h("details", { class: "figures" });
   const status = h("p", { class: "muted", role: "status", "aria-live": "polite" });
   const root = h("div", { class: "chart", "data-meter": meter.key });
-  const buttons = GRANULARITIES.map(({ g, label }) =>
-    h(
-      "button",
-      {
-        type: "button",
-        "data-granularity": g,
-        "aria-pressed": String(g === granularity),
-        onclick: () => set(g, groupBy),
-      },
-      label,
-    ),
+  const { controls, buttons } = chartControls(meter, granularity, (c) =>
+    set(c.g ?? granularity, c.by !== undefined ? c.by : groupBy),
   );
-  const controls = h(
-    "div",
-    { class: "controls" },
-    h("div", { class: "seg", role: "group", "aria-label": "Time range" }, buttons),
-  );
-  if (meter.dimensions.length) {
-    const id = `group-${meter.key}`;
-    const select = h(
-      "select",
-      { id, onchange: (e: Event) => set(granularity, (e.target as HTMLSelectElement).value || null) },
-      h("option", { value: "" }, "No grouping"),
-      meter.dimensions.map((d) => h("option", { value: d }, d)),
-    );
-    controls.append(h("label", { for: id }, "Group by "), select);
-  }
   root.append(controls, canvas, status, figures);
 
   async function set(g: Granularity, by: string | null) {
@@ -97,98 +200,40 @@ export function usageChart(
     groupBy = by;
     for (const b of buttons) b.setAttribute("aria-pressed", String(b.dataset.granularity === g));
     status.textContent = "Loading…";
-    const { from, to } = range(g, period, asOf);
+    const r = range(g, period, asOf);
+    const query = { customer, meter: meter.key, granularity: g, from: r.from.toISOString(), to: r.to.toISOString() };
     let rows: UsageRow[];
     try {
-      const res = await api.get<{ data: UsageRow[] }>("/v1/usage", {
-        customer,
-        meter: meter.key,
-        granularity: g,
-        from: from.toISOString(),
-        to: to.toISOString(),
-        group_by: by ?? undefined,
-      });
-      rows = res.data;
+      rows = (await api.get<{ data: UsageRow[] }>("/v1/usage", { ...query, group_by: by ?? undefined })).data;
     } catch (e) {
       status.textContent = `Usage could not be loaded: ${(e as Error).message}`;
       return;
     }
     if (g !== granularity || by !== groupBy) return; // a newer choice is on its way
-    draw(rows, buckets(g, from, to));
+    draw(rows, r);
   }
 
-  function draw(rows: UsageRow[], xs: number[]) {
-    const index = new Map(xs.map((x, i) => [x, i]));
-    const series = new Map<string, number[]>();
-    const totals = new Map<string, number>();
-    for (const r of rows) {
-      const label = groupLabel(r.dimensions);
-      const ys = series.get(label) ?? xs.map(() => 0);
-      const i = index.get(Date.parse(r.start));
-      if (i !== undefined) ys[i] = (ys[i] ?? 0) + Number(r.value);
-      series.set(label, ys);
-      totals.set(label, (totals.get(label) ?? 0) + Number(r.value));
-    }
-    // The largest groups get their own line; the rest draw together (the table lists them all).
-    const ranked = [...series.keys()].sort((a, b) => (totals.get(b) ?? 0) - (totals.get(a) ?? 0));
-    const shown = ranked.slice(0, MAX_SERIES);
-    const rest = ranked.slice(MAX_SERIES);
-    const lines = shown.map((l) => ({ label: l, ys: series.get(l) as number[] }));
-    if (rest.length)
-      lines.push({
-        label: `${rest.length} others`,
-        ys: xs.map((_, i) => rest.reduce((s, l) => s + (series.get(l)?.[i] ?? 0), 0)),
-      });
-    if (!lines.length) lines.push({ label: meter.name, ys: xs.map(() => 0) });
-    const bars = granularity !== "hour" && lines.length === 1 ? uPlot.paths.bars?.({ size: [0.7, 40] }) : undefined;
-    const opts: uPlot.Options = {
-      width: Math.max(280, root.clientWidth || 600),
-      height: 220,
-      scales: { x: { time: true } },
-      series: [
-        {},
-        ...lines.map((l, i) => ({
-          label: l.label,
-          stroke: COLORS[i % COLORS.length],
-          fill: bars ? `${COLORS[i % COLORS.length]}55` : undefined,
-          width: 2,
-          paths: bars,
-          points: { show: !bars },
-        })),
-      ],
-      axes: [{}, { label: meter.unit, size: 60 }],
-    };
+  function draw(rows: UsageRow[], r: Range) {
+    const xs = buckets(granularity, r.from, r.to);
+    const lines = linesOf(rows, xs, meter.name);
     plot?.destroy();
+    const opts = plotOptions(granularity, meter, lines, r, Math.max(280, root.clientWidth || 600));
     plot = new uPlot(opts, [xs.map((x) => x / 1000), ...lines.map((l) => l.ys)], canvas);
     canvas.setAttribute(
       "aria-label",
       `${meter.name} usage by ${granularity}${groupBy ? `, grouped by ${groupBy}` : ""}: ${rows.length} values`,
     );
-    replace(
-      figures,
-      h("summary", {}, `Figures (${rows.length})`),
-      table(
-        `${meter.name} usage by ${granularity}`,
-        ["Start", groupBy ? "Group" : "", meter.unit].filter((x) => x !== ""),
-        rows.map((r) =>
-          h(
-            "tr",
-            {},
-            h("td", {}, r.start),
-            groupBy ? h("td", {}, groupLabel(r.dimensions)) : null,
-            h("td", { class: "num" }, r.value),
-          ),
-        ),
-        [groupBy ? 2 : 1],
-      ),
-    );
-    status.textContent = rows.length ? "" : "No usage in this range.";
+    replace(figures, ...figuresTable(meter, granularity, groupBy, rows));
+    const last = new Date(r.to.getTime() - DAY).toISOString().slice(0, 10);
+    const toCome = r.to < r.axisTo ? `Days up to ${last}; the days still to come are left empty.` : "";
+    status.textContent = rows.length ? toCome : `No usage in this range. ${toCome}`.trim();
     draws += 1;
     Object.assign(root.dataset, {
       granularity,
       groupBy: groupBy ?? "",
       series: String(lines.length),
       rows: String(rows.length),
+      buckets: String(xs.length),
       draws: String(draws),
     });
   }

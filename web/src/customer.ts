@@ -3,9 +3,30 @@
 // the forecast; a CSV download; and how fresh it all is (as_of). Amounts are shown exactly as the API wrote them.
 import { type Api, optional } from "./api.js";
 import { usageChart } from "./chart.js";
-import { fill, h, message, money, panel, replace, table, when } from "./dom.js";
+import { fill, h, message, panel, replace, table, when } from "./dom.js";
+import { methodLabel, money } from "./format.js";
 import { stateBadge } from "./states.js";
-import type { Credits, CustomerInfo, Forecast, Invoice, Overview, Summary, SummaryMeter, ViewMeter } from "./types.js";
+import type {
+  Credits,
+  CustomerInfo,
+  Forecast,
+  Invoice,
+  InvoiceList,
+  Overview,
+  Summary,
+  SummaryMeter,
+  ViewMeter,
+} from "./types.js";
+
+interface Slots {
+  state: HTMLElement;
+  forecastTotal: HTMLElement;
+  forecastMethod: HTMLElement;
+  forecast: HTMLElement;
+  credits: HTMLElement;
+  draft: HTMLElement;
+  final: HTMLElement;
+}
 
 export async function customerView(api: Api, root: HTMLElement, id: string): Promise<void> {
   const view = root.dataset.view;
@@ -17,8 +38,46 @@ export async function customerView(api: Api, root: HTMLElement, id: string): Pro
     api.get<Summary>(`/v1/customers/${q}/summary`),
   ]);
   if (root.dataset.view !== view) return; // another view took the page meanwhile
-  const currency = summary.currency;
-  const head = h(
+  const slots: Slots = {
+    state: h("span", { "data-testid": "customer-state" }),
+    forecastTotal: h("strong", { "data-testid": "forecast-total" }, "…"),
+    forecastMethod: h("span", { class: "muted", "data-testid": "forecast-method" }),
+    forecast: panel("Forecast", "forecast", message("Loading…")),
+    credits: panel("Prepaid credits", "credits", message("Loading…")),
+    draft: panel("Draft invoice", "draft", message("Loading…")),
+    final: panel("Finalized invoices", "final", message("Loading…")),
+  };
+  const csv = h(
+    "button",
+    { type: "button", class: "secondary", onclick: () => void download(api, id, info) },
+    "Download usage (CSV)",
+  );
+  replace(
+    root,
+    customerHead(info, summary),
+    summaryCards(summary, slots),
+    panel("Meters", "meters", metersTable(summary, info.meters)),
+    panel(
+      "Usage",
+      "usage",
+      info.meters.length
+        ? info.meters.map((m) =>
+            h("div", { class: "meter-chart" }, h("h3", {}, m.name), usageChart(api, id, m, info.period, summary.as_of)),
+          )
+        : message("No meters yet."),
+    ),
+    h("p", {}, csv),
+    ...[slots.forecast, slots.credits, slots.draft, slots.final],
+  );
+  performance.mark("tally:meaningful");
+  root.dataset.ready = "true";
+  await loadRest(api, id, slots);
+  // Only if no other view has replaced this one meanwhile.
+  if (root.dataset.view === view) root.dataset.complete = "true";
+}
+
+function customerHead(info: CustomerInfo, summary: Summary): HTMLElement {
+  return h(
     "div",
     { class: "customer-head" },
     h("h1", {}, info.customer.name ?? info.customer.id),
@@ -31,8 +90,20 @@ export async function customerView(api: Api, root: HTMLElement, id: string): Pro
     ),
     h("p", { class: "fresh", "data-testid": "as-of" }, `Data as of ${when(summary.as_of)}`),
   );
-  const stateSlot = h("span", { "data-testid": "customer-state" });
-  const totals = h(
+}
+
+/** Spend (after credits, and what the credits took off), state, and the forecast (before credits). */
+function summaryCards(summary: Summary, slots: Slots): HTMLElement {
+  const currency = summary.currency;
+  const credited =
+    summary.credits !== undefined
+      ? h(
+          "span",
+          { "data-testid": "spend-credits" },
+          `after ${money(summary.credits, currency)} of credits · ${money(summary.subtotal ?? summary.total, currency)} before credits`,
+        )
+      : null;
+  return h(
     "div",
     { class: "cards" },
     h(
@@ -40,99 +111,64 @@ export async function customerView(api: Api, root: HTMLElement, id: string): Pro
       { class: "card" },
       h("span", { class: "label" }, "Spend this period"),
       h("strong", { "data-testid": "summary-total" }, money(summary.total, currency)),
+      credited,
     ),
-    h("div", { class: "card" }, h("span", { class: "label" }, "State"), stateSlot),
+    h("div", { class: "card" }, h("span", { class: "label" }, "State"), slots.state),
     h(
       "div",
       { class: "card" },
-      h("span", { class: "label" }, "Forecast"),
-      h("strong", { "data-testid": "forecast-total" }, "…"),
+      h("span", { class: "label" }, "Forecast for the period, before credits"),
+      slots.forecastTotal,
+      slots.forecastMethod,
     ),
   );
-  const metersPanel = panel("Meters", "meters", metersTable(summary, info.meters));
-  const charts = panel(
-    "Usage",
-    "usage",
-    info.meters.length
-      ? info.meters.map((m) =>
-          h("div", { class: "meter-chart" }, h("h3", {}, m.name), usageChart(api, id, m, info.period, summary.as_of)),
-        )
-      : message("No meters yet."),
-  );
-  const csv = h(
-    "button",
-    { type: "button", class: "secondary", onclick: () => void download(api, id, info) },
-    "Download usage (CSV)",
-  );
-  const creditsPanel = panel("Prepaid credits", "credits", message("Loading…"));
-  const draftPanel = panel("Draft invoice", "draft", message("Loading…"));
-  const finalPanel = panel("Finalized invoices", "final", message("Loading…"));
-  const forecastPanel = panel("Forecast", "forecast", message("Loading…"));
-  replace(
-    root,
-    head,
-    totals,
-    metersPanel,
-    charts,
-    h("p", {}, csv),
-    forecastPanel,
-    creditsPanel,
-    draftPanel,
-    finalPanel,
-  );
-  performance.mark("tally:meaningful");
-  root.dataset.ready = "true";
+}
 
+/** What the view shows below the charts, asked for once the meters are on screen. */
+async function loadRest(api: Api, id: string, slots: Slots): Promise<void> {
+  const q = encodeURIComponent(id);
   const stateP = api.get<Overview>("/v1/dashboard/customers", { customer: id });
   const forecastP = optional(api.get<Forecast>(`/v1/customers/${q}/forecast`));
   const creditsP = optional(api.get<Credits>(`/v1/customers/${q}/credits`));
-  const draftP = api.get<{ data: Invoice[] }>("/v1/invoices", { customer: id, status: "draft" });
-  const finalP = api.get<{ data: Invoice[] }>("/v1/invoices", { customer: id, status: "final" });
+  const draftP = api.get<InvoiceList>("/v1/invoices", { customer: id, status: "draft" });
+  const finalP = api.get<InvoiceList>("/v1/invoices", { customer: id, status: "final" });
+  const unavailable = (el: HTMLElement, what: string) => (e: Error) =>
+    fill(el, message(`${what} unavailable: ${e.message}`, "alert"));
   await Promise.all([
     stateP.then(
-      (o) => replace(stateSlot, stateBadge(o.customers[0]?.state ?? "ok")),
-      () => replace(stateSlot, "unknown"),
+      (o) => replace(slots.state, stateBadge(o.customers[0]?.state ?? "ok")),
+      () => replace(slots.state, "unknown"),
     ),
     forecastP.then(
       (f) => {
-        const total = root.querySelector('[data-testid="forecast-total"]') as HTMLElement;
-        total.textContent = f ? money(f.forecast_total, f.currency) : "—";
-        fill(forecastPanel, f ? forecastTable(f) : message("No forecast."));
+        slots.forecastTotal.textContent = f ? money(f.forecast_total, f.currency) : "—";
+        slots.forecastMethod.textContent = f ? `projected by the ${methodLabel(f.method)}` : "";
+        fill(slots.forecast, f ? forecastTable(f) : message("No forecast."));
       },
-      (e: Error) => fill(forecastPanel, message(`Forecast unavailable: ${e.message}`, "alert")),
+      unavailable(slots.forecast, "Forecast"),
     ),
     creditsP.then(
-      (c) => fill(creditsPanel, c?.grants.length ? creditsBlock(c) : message("No prepaid credits.")),
-      (e: Error) => fill(creditsPanel, message(`Credits unavailable: ${e.message}`, "alert")),
+      (c) => fill(slots.credits, c?.grants.length ? creditsBlock(c) : message("No prepaid credits.")),
+      unavailable(slots.credits, "Credits"),
     ),
     draftP.then(
-      (r) => fill(draftPanel, r.data[0] ? invoiceBlock(r.data[0]) : message("No draft invoice.")),
-      (e: Error) => fill(draftPanel, message(`Invoices unavailable: ${e.message}`, "alert")),
+      (r) => fill(slots.draft, r.data[0] ? invoiceBlock(r.data[0]) : message("No draft invoice.")),
+      unavailable(slots.draft, "Invoices"),
     ),
     finalP.then(
-      (r) =>
-        fill(
-          finalPanel,
-          r.data.length
-            ? r.data.map((inv) =>
-                h(
-                  "details",
-                  {},
-                  h(
-                    "summary",
-                    {},
-                    `${inv.number ?? inv.id} · ${inv.period.start.slice(0, 7)} · ${money(inv.total, inv.currency)}`,
-                  ),
-                  invoiceBlock(inv),
-                ),
-              )
-            : message("No finalized invoices yet."),
-        ),
-      (e: Error) => fill(finalPanel, message(`Invoices unavailable: ${e.message}`, "alert")),
+      (r) => fill(slots.final, r.data.length ? r.data.map(finalInvoice) : message("No finalized invoices yet.")),
+      unavailable(slots.final, "Invoices"),
     ),
   ]);
-  // Only if no other view has replaced this one meanwhile.
-  if (root.dataset.view === view) root.dataset.complete = "true";
+}
+
+function finalInvoice(inv: Invoice): HTMLElement {
+  return h(
+    "details",
+    {},
+    h("summary", {}, `${inv.number ?? inv.id} · ${inv.period.start.slice(0, 7)} · ${money(inv.total, inv.currency)}`),
+    invoiceBlock(inv),
+  );
 }
 
 function limitBar(m: SummaryMeter, unitLabel: string, currency: string | null): HTMLElement | null {
@@ -196,6 +232,8 @@ function metersTable(summary: Summary, meters: ViewMeter[]): HTMLElement {
           h("span", { "data-meter-quantity": m.meter }, `${m.quantity} ${unit}`),
           " · ",
           h("strong", { "data-meter-amount": m.meter }, money(m.amount, summary.currency)),
+          // The summary's total is after credits; a meter's amount is what it charged, before them.
+          summary.credits !== undefined ? h("span", { class: "muted" }, " before credits") : null,
         ),
         limitBar(m, unit, summary.currency),
         tierLine(m, unit),
@@ -205,26 +243,28 @@ function metersTable(summary: Summary, meters: ViewMeter[]): HTMLElement {
 }
 
 function forecastTable(f: Forecast): HTMLElement {
+  const m = (amount: string) => money(amount, f.currency);
   return h(
     "div",
     {},
     h(
       "p",
       {},
-      `${money(f.total_to_date, f.currency)} to date, ${money(f.forecast_total, f.currency)} expected by ${f.period.end.slice(0, 10)} (${f.method}).`,
+      `${m(f.total_to_date)} to date, ${m(f.forecast_total)} expected by ${f.period.end.slice(0, 10)}, before ` +
+        `credits: projected by the ${methodLabel(f.method)}.`,
     ),
     table(
       "Forecast per meter",
       ["Meter", "To date", "Expected", "Amount to date", "Expected amount"],
-      f.meters.map((m) =>
+      f.meters.map((x) =>
         h(
           "tr",
           {},
-          h("td", {}, m.meter),
-          h("td", { class: "num" }, m.quantity_to_date),
-          h("td", { class: "num" }, m.forecast_quantity),
-          h("td", { class: "num" }, m.amount_to_date),
-          h("td", { class: "num" }, m.forecast_amount),
+          h("td", {}, x.meter),
+          h("td", { class: "num" }, x.quantity_to_date),
+          h("td", { class: "num" }, x.forecast_quantity),
+          h("td", { class: "num" }, m(x.amount_to_date)),
+          h("td", { class: "num" }, m(x.forecast_amount)),
         ),
       ),
       [1, 2, 3, 4],
@@ -261,10 +301,10 @@ function invoiceBlock(inv: Invoice): HTMLElement {
   const rows = inv.lines.map((l) =>
     h(
       "tr",
-      { class: l.adjusts ? "adjustment" : l.grant ? "credit" : null },
-      h("td", {}, l.description || l.meter || "", l.adjusts ? " (adjustment)" : ""),
-      h("td", { class: "num" }, l.quantity ?? ""),
-      h("td", { class: "num" }, l.amount),
+      { class: l.kind === "adjustment" || l.kind === "credit" ? l.kind : null },
+      h("td", { class: "line" }, l.description || l.meter || "", l.kind === "adjustment" ? " (adjustment)" : ""),
+      h("td", { class: "num" }, "quantity" in l ? l.quantity : ""),
+      h("td", { class: "num", "data-field": "amount" }, l.amount),
     ),
   );
   const foot = (label: string, value: string | undefined, testid?: string) =>
@@ -276,15 +316,17 @@ function invoiceBlock(inv: Invoice): HTMLElement {
           h("th", { scope: "row", colspan: 2 }, label),
           h("td", { class: "num", "data-testid": testid ?? null }, value),
         );
+  const draft = inv.status === "draft";
   return h(
     "div",
     { class: "invoice", "data-invoice": inv.id },
     h(
       "p",
       { class: "muted" },
-      `${inv.status === "draft" ? "Draft" : `Invoice ${inv.number}`} · ${inv.period.start.slice(0, 7)} · ${inv.currency ?? ""}`,
+      `${draft ? "Draft" : `Invoice ${inv.number}`} · ${inv.period.start.slice(0, 7)} · ${inv.currency ?? ""}`,
     ),
-    table("Invoice lines", ["Line", "Quantity", "Amount"], rows, [1, 2]),
+    // Fits a phone: descriptions wrap, so the amounts stay in view without scrolling sideways.
+    table("Invoice lines", ["Line", "Quantity", "Amount"], rows, [1, 2], { fit: true }),
     h(
       "table",
       { class: "totals" },
@@ -292,9 +334,9 @@ function invoiceBlock(inv: Invoice): HTMLElement {
         "tbody",
         {},
         foot("Subtotal", inv.subtotal),
-        foot("Credits", inv.credits, inv.status === "draft" ? "draft-credits" : undefined),
+        foot("Credits", inv.credits, draft ? "draft-credits" : undefined),
         foot("Adjustments", inv.adjustments),
-        foot("Total", money(inv.total, inv.currency), inv.status === "draft" ? "draft-total" : undefined),
+        foot("Total", money(inv.total, inv.currency), draft ? "draft-total" : undefined),
       ),
     ),
   );

@@ -46,11 +46,20 @@ export function fill(section: HTMLElement, ...children: Child[]): void {
   replace(section.querySelector(".panel-body") ?? section, ...children);
 }
 
-/** A table that scrolls sideways on a phone rather than overflowing the page. */
-export function table(caption: string, head: string[], rows: Node[], numeric: number[] = []): HTMLElement {
+/**
+ * A table that scrolls sideways on a phone rather than overflowing the page (with a shadow at the edge it can scroll
+ * towards, so nothing hides unmarked); `fit`: its text columns wrap instead, so it never needs to scroll.
+ */
+export function table(
+  caption: string,
+  head: string[],
+  rows: Node[],
+  numeric: number[] = [],
+  opts: { fit?: boolean } = {},
+): HTMLElement {
   return h(
     "div",
-    { class: "scroll", role: "region", "aria-label": caption, tabindex: 0 },
+    { class: opts.fit ? "scroll fit" : "scroll", role: "region", "aria-label": caption, tabindex: 0 },
     h(
       "table",
       {},
@@ -68,9 +77,6 @@ export function table(caption: string, head: string[], rows: Node[], numeric: nu
     ),
   );
 }
-
-export const money = (amount: string, currency: string | null | undefined) =>
-  currency ? `${amount} ${currency}` : amount;
 
 /** "2026-11-20T12:00:00Z" → "2026-11-20 12:00 UTC" */
 export const when = (iso: string) => `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;

@@ -1,137 +1,37 @@
-// The shapes of the API answers the pages read (docs/api.md); money and quantities are decimal strings.
-export type State = "ok" | "soft" | "blocked" | "credits_exhausted";
+// The shapes of the API answers the pages read, named for the pages: every one is taken from api-types.ts, which
+// scripts/openapi-types.ts generates from the OpenAPI document Tally serves (the route table's zod schemas), so a
+// field the API changes is a type error here (npx tsc -p web/tsconfig.json) rather than a page that quietly drifts.
+import type { components, paths } from "./api-types.js";
 
-export interface OverviewCustomer {
-  id: string;
-  name: string | null;
-  plan: string | null;
-  currency: string | null;
-  spend: string;
-  previous_spend: string;
-  forecast: string;
-  growth: string;
-  growth_ratio: string | null;
-  run_rate_per_day: string;
-  state: State;
-  soft_meters: string[];
-  blocked_meters: string[];
+type Schemas = components["schemas"];
+/** The JSON body of a GET's 200 answer. */
+type Answer<P extends keyof paths> = paths[P] extends {
+  get: { responses: { 200: { content: { "application/json": infer T } } } };
 }
+  ? T
+  : never;
 
-export interface Overview {
-  /** Set when the key (or portal token) is bound to one customer. */
-  bound_customer: string | null;
-  period: { start: string; end: string };
-  customers: OverviewCustomer[];
-  totals: { currency: string; customers: number; spend: string; previous_spend: string; forecast: string }[];
-  states: Record<State, number>;
-  as_of: string;
-}
+export type Overview = Schemas["DashboardOverview"];
+export type OverviewCustomer = Overview["customers"][number];
+export type State = OverviewCustomer["state"];
 
-export interface ViewMeter {
-  key: string;
-  name: string;
-  unit: string;
-  aggregation: string;
-  dimensions: string[];
-}
+export type CustomerInfo = Schemas["DashboardCustomer"];
+export type ViewMeter = CustomerInfo["meters"][number];
 
-export interface CustomerInfo {
-  customer: { id: string; name: string | null };
-  plan: { key: string; currency: string; since: string } | null;
-  period: { start: string; end: string };
-  meters: ViewMeter[];
-  as_of: string;
-}
+export type Summary = Schemas["CustomerSummary"];
+export type SummaryMeter = Summary["meters"][number];
 
-export interface SummaryMeter {
-  meter: string;
-  quantity: string;
-  amount: string;
-  tier?: { index: number; up_to: string | null; unit_price: string; units_to_next_tier: string | null };
-  limit?: { soft: string | null; hard: string | null; unit: "quantity" | "amount"; state: "ok" | "soft" | "blocked" };
-  groups?: { dimensions: Record<string, string | null>; quantity: string; amount: string }[];
-}
+export type Invoice = Schemas["Invoice"];
+export type InvoiceList = Answer<"/v1/invoices">;
+export type Forecast = Schemas["Forecast"];
+export type ForecastMethod = Forecast["method"];
+export type Credits = Schemas["Credits"];
+export type UsageRow = Answer<"/v1/usage">["data"][number];
 
-export interface Summary {
-  customer: string;
-  period: { start: string; end: string };
-  currency: string | null;
-  meters: SummaryMeter[];
-  subtotal?: string;
-  credits?: string;
-  total: string;
-  as_of: string;
-}
-
-export interface InvoiceLine {
-  meter: string | null;
-  description: string;
-  quantity?: string;
-  amount: string;
-  adjusts?: string;
-  grant?: string;
-  dimensions?: Record<string, string | null>;
-}
-
-export interface Invoice {
-  id: string;
-  number: string | null;
-  status: "draft" | "final";
-  customer: string;
-  period: { start: string; end: string };
-  currency: string | null;
-  lines: InvoiceLine[];
-  subtotal?: string;
-  credits?: string;
-  adjustments?: string;
-  total: string;
-  finalized_at: string | null;
-}
-
-export interface Forecast {
-  period: { start: string; end: string };
-  method: string;
-  currency: string | null;
-  meters: {
-    meter: string;
-    quantity_to_date: string;
-    forecast_quantity: string;
-    amount_to_date: string;
-    forecast_amount: string;
-  }[];
-  total_to_date: string;
-  forecast_total: string;
-  as_of: string;
-}
-
-export interface Credits {
-  currency: string | null;
-  balance: string;
-  grants: {
-    id: string;
-    amount: string;
-    remaining: string;
-    expires_at: string | null;
-    description: string | null;
-    voided_at: string | null;
-  }[];
-  as_of: string;
-}
-
-export interface UsageRow {
-  start: string;
-  end: string;
-  value: string;
-  count: number;
-  dimensions?: Record<string, string | null>;
-}
-
-export interface Alert {
-  customer: string;
-  meter: string;
-  level: string;
-  threshold: string;
-  value: string;
-  period: string;
-  triggered_at: string;
-}
+export type Meters = Answer<"/v1/meters">;
+export type Plans = Answer<"/v1/plans">;
+export type Plan = Schemas["Plan"];
+export type Reconciliation = Answer<"/v1/stripe/reconciliation">;
+export type ReconciliationRow = Schemas["ReconciliationRow"];
+export type Alerts = Answer<"/v1/alerts">;
+export type Alert = Schemas["Alert"];

@@ -19,15 +19,19 @@ import type { RouteTable } from "../routeTable.js";
 
 const span = z.object({ start: z.string(), end: z.string() });
 const state = z.enum(["ok", "soft", "blocked", "credits_exhausted"]);
+const forecastMethod = z.enum(["run_rate_7d", "hour_of_week", "current_value"]);
 
 const overviewSchema = z
   .object({
     bound_customer: z.string().nullable().meta({ description: "the customer the key or portal token is bound to" }),
     period: span,
     previous_period: span,
-    method: z.literal("linear").meta({
-      description: "forecast = usage to date × period length ÷ time elapsed, plus base fees (before credits)",
+    method: z.literal("customer_forecast").meta({
+      description:
+        "each forecast is the customer's GET /v1/customers/{id}/forecast forecast_total (before credits), made by the " +
+        "same code at the same instant; forecast_method names its projection",
     }),
+    stripe_sync: z.boolean().meta({ description: "whether Tally sends usage to Stripe (STRIPE_SECRET_KEY is set)" }),
     customers: z.array(
       z.object({
         id: z.string(),
@@ -37,10 +41,13 @@ const overviewSchema = z
         spend: z.string().meta({ description: "current period to date, after credits: the summary's total" }),
         credits: z.string().nullable().meta({ description: "credits applied this period; null without grants" }),
         previous_spend: z.string().meta({ description: "last period: its final invoice's total, else as recomputed" }),
-        forecast: z.string(),
+        forecast: z.string().meta({ description: "the period's projected total, before credits" }),
+        forecast_method: forecastMethod,
         growth: z.string().meta({ description: "forecast − previous_spend" }),
         growth_ratio: z.string().nullable().meta({ description: "forecast ÷ previous_spend − 1; null when 0" }),
-        run_rate_per_day: z.string(),
+        run_rate_per_day: z
+          .string()
+          .meta({ description: "usage charges to date (after base fees, before credits) ÷ days elapsed" }),
         state,
         soft_meters: z.array(z.string()),
         blocked_meters: z.array(z.string()),
@@ -92,6 +99,12 @@ const portalTokenBody = z
 const spanJson = (p: { start: Date; end: Date }) => ({ start: isoTime(p.start), end: isoTime(p.end) });
 
 export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
+  portalTokenRoute(t, ctx);
+  overviewRoute(t, ctx);
+  customerViewRoute(t, ctx);
+}
+
+function portalTokenRoute(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "post",
     path: "/v1/customers/{id}/portal-tokens",
@@ -142,7 +155,9 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
       return { status: 204 };
     },
   });
+}
 
+function overviewRoute(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/dashboard/customers",
@@ -169,6 +184,7 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
         body: {
           bound_customer: auth?.customer ?? null,
           ...o,
+          stripe_sync: ctx.config.STRIPE_SECRET_KEY !== undefined,
           period: spanJson(o.period),
           previous_period: spanJson(o.previous_period),
           as_of: isoTime(o.as_of),
@@ -176,7 +192,9 @@ export function dashboardRoutes(t: RouteTable, ctx: AppContext): void {
       };
     },
   });
+}
 
+function customerViewRoute(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/dashboard/customers/{id}",

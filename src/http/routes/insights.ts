@@ -109,6 +109,11 @@ function checkedPrices(prices: z.infer<typeof simulationBody>["prices"]): PriceV
 }
 
 export function insightRoutes(t: RouteTable, ctx: AppContext): void {
+  simulationRoute(t, ctx);
+  forecastRoute(t, ctx);
+}
+
+function simulationRoute(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "post",
     path: "/v1/simulations",
@@ -154,7 +159,9 @@ export function insightRoutes(t: RouteTable, ctx: AppContext): void {
       };
     },
   });
+}
 
+function forecastRoute(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/customers/{id}/forecast",
