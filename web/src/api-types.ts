@@ -200,6 +200,7 @@ export interface paths {
                 query?: {
                     /** @description Customer id: 1–128 printable characters (URL-encode it in paths) */
                     customer?: string;
+                    /** @description UTC calendar month, YYYY-MM */
                     period?: string;
                 };
                 header?: never;
@@ -1025,7 +1026,7 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    /** @description UTC calendar month, YYYY-MM; default: the current one */
+                    /** @description YYYY-MM: the customer's billing period that starts in that month (in the cycle's time zone); an RFC 3339 instant: the period that contains it. Default: the current period */
                     period?: string;
                 };
                 header?: never;
@@ -1313,16 +1314,13 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description the token (shown once; only its hash is stored) */
+                /** @description the token (shown once; only its hash is stored) and its id, to revoke it */
                 201: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": {
-                            expires_at: string;
-                            token: string;
-                        };
+                        "application/json": components["schemas"]["PortalToken"];
                     };
                 };
                 /** @description malformed request */
@@ -1505,7 +1503,7 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    /** @description UTC calendar month, YYYY-MM; default: the current one */
+                    /** @description YYYY-MM: the customer's billing period that starts in that month (in the cycle's time zone); an RFC 3339 instant: the period that contains it. Default: the current period */
                     period?: string;
                 };
                 header?: never;
@@ -3060,6 +3058,95 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/portal-tokens/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Revoke a portal token: from the next request on, in every process, it answers 401 */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description The id from the mint answer */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description revoked */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description malformed request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description missing or unknown API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description the key lacks the scope (admin) */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description no such token (or it expired and was pruned) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description this API key sent more requests than its rate allows (Retry-After, RateLimit headers) */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description database unavailable (with Retry-After) */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/simulations": {
         parameters: {
             query?: never;
@@ -3624,6 +3711,13 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description the URL points at a loopback, private or link-local address, or a name resolving to one (allowed by TALLY_WEBHOOK_ALLOW_PRIVATE=true) */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
                 /** @description this API key sent more requests than its rate allows (Retry-After, RateLimit headers) */
                 429: {
                     headers: {
@@ -3691,6 +3785,13 @@ export interface components {
              */
             customer?: string | null;
             scopes: ("admin" | "ingest" | "read")[];
+        };
+        BillingCycle: {
+            anchor: string;
+            /** @enum {string} */
+            interval: "day" | "week" | "month" | "year";
+            interval_count: number;
+            time_zone: string;
         };
         CreditGrant: {
             amount: string;
@@ -4165,6 +4266,15 @@ export interface components {
             currency: string;
             name: string;
         };
+        PortalToken: {
+            expires_at: string;
+            /**
+             * @description DELETE /v1/portal-tokens/{id} revokes the token
+             * @example pt_x8Yq
+             */
+            id: string;
+            token: string;
+        };
         PortalTokenInput: {
             /** @description lifetime in seconds, 1 to 86400 (default 3600) */
             ttl_seconds?: number;
@@ -4400,6 +4510,10 @@ export interface components {
         SimulationInput: {
             /** @description Only these customers of the plan (default: every customer of the plan in the period) */
             customers?: string[];
+            /**
+             * @description UTC calendar month, YYYY-MM
+             * @example 2026-11
+             */
             period: string;
             /**
              * @description Plan key
@@ -4477,6 +4591,12 @@ export interface components {
             meter?: string;
         };
         Subscription: {
+            billing: components["schemas"]["BillingCycle"];
+            /** @description The customer's billing period in progress */
+            current_period: {
+                end: string;
+                start: string;
+            };
             /**
              * @description Customer id: 1–128 printable characters (URL-encode it in paths)
              * @example cus_42
@@ -4493,6 +4613,20 @@ export interface components {
             start: string;
         };
         SubscriptionInput: {
+            /** @description The billing cycle; default: the cycle in effect (a plan change keeps it), else UTC calendar months */
+            billing?: {
+                /** @description Boundary of a period, on a whole UTC hour. Default: the start of the local calendar month of `start` */
+                anchor?: string;
+                /**
+                 * @description Default month
+                 * @enum {string}
+                 */
+                interval?: "day" | "week" | "month" | "year";
+                /** @description Default 1 */
+                interval_count?: number;
+                /** @description IANA time zone; default UTC */
+                time_zone?: string;
+            };
             /**
              * @description Plan key
              * @example pro
