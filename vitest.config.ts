@@ -10,6 +10,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     globalSetup: ["test/helpers/globalSetup.ts"],
+    // A deprecation warning (pg's concurrent client.query(), say) fails the test or file that caused it.
+    setupFiles: ["test/helpers/nothingDeprecated.ts"],
     reporters: ["default"],
   },
 });

@@ -157,6 +157,17 @@ describe("burn-down rules", () => {
     expect(coveringBalance(r, grants, "calls", "USD")).toBe(0n);
     expect(coveringBalance(burnDown(grants, [], NOV + 5 * H), grants, "calls", "USD")).toBe(100n);
   });
+
+  it("when a grant takes effect at 10:30, then from 10:00 (not before) it is active and in the balance", () => {
+    const grants = [grant({ id: "half", amount: 100n, effectiveAt: at("2026-11-01T10:30:00Z") })];
+    const standing = (iso: string) => {
+      const r = burnDown(grants, [], Date.parse(iso));
+      return [r.grants.get("half")?.status, coveringBalance(r, grants, "calls", "USD")];
+    };
+    expect(standing("2026-11-01T09:59:59.999Z")).toEqual(["pending", 0n]);
+    expect(standing("2026-11-01T10:00:00Z")).toEqual(["active", 100n]);
+    expect(standing("2026-11-01T10:29:59Z")).toEqual(["active", 100n]);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import { ManualClock } from "../src/clock.js";
 import { usageLimit, verifyTallySignature } from "../src/middleware/index.js";
 import { BACKENDS } from "./helpers/databases.js";
 import { defineMeters, postJson } from "./helpers/events.js";
+import { until } from "./helpers/eventually.js";
 import { ADMIN_KEY, admin, startTestTally, type TestTally } from "./helpers/tally.js";
 
 const NOW = "2026-11-20T12:30:00Z";
@@ -34,20 +35,6 @@ async function receiver() {
     received,
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
-}
-
-async function eventually<T>(
-  fn: () => Promise<T>,
-  ok: (v: T) => boolean,
-  ms = 5_000,
-): Promise<{ value: T; ms: number }> {
-  const t0 = Date.now();
-  for (;;) {
-    const value = await fn();
-    if (ok(value)) return { value, ms: Date.now() - t0 };
-    if (Date.now() - t0 > ms) throw new Error(`not within ${ms} ms: ${JSON.stringify(value)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe.each(BACKENDS)("credit_only enforcement on %s", (backend) => {
@@ -129,14 +116,14 @@ describe.each(BACKENDS)("credit_only enforcement on %s", (backend) => {
     expect(e.body).toMatchObject({ allowed: true, credits: "5.00", state: "ok" });
 
     await ingest(c, 350); // 3.50 spent, 1.50 left: below 2.00
-    await eventually(
+    await until(
       () => creditAlerts(c),
       (a) => a.includes("credits_low"),
     );
     expect((await entitlement(c)).body).toMatchObject({ allowed: true, credits: "1.50" });
 
     await ingest(c, 150); // the last cent
-    const blocked = await eventually(
+    const blocked = await until(
       () => entitlement(c),
       (r) => r.status === 429,
     );
@@ -158,7 +145,7 @@ describe.each(BACKENDS)("credit_only enforcement on %s", (backend) => {
     expect(route.body.code).toBe("credits_exhausted");
 
     await grant(c, "1.00");
-    const unblocked = await eventually(
+    const unblocked = await until(
       () => entitlement(c),
       (r) => r.status === 200,
     );
@@ -168,7 +155,7 @@ describe.each(BACKENDS)("credit_only enforcement on %s", (backend) => {
   });
 
   it("when credit alerts fire, then credits.low and credits.exhausted are delivered once each, signed", async () => {
-    const delivered = await eventually(
+    const delivered = await until(
       async () => hooksOf("prepaid"),
       (h) => h.length >= 2,
     );
@@ -188,7 +175,7 @@ describe.each(BACKENDS)("credit_only enforcement on %s", (backend) => {
     await customer(c, { credit_alert_below: "2" });
     await grant(c, "3.00");
     await ingest(c, 150);
-    await eventually(
+    await until(
       () => creditAlerts(c),
       (a) => a.length === 1,
     );
@@ -197,7 +184,7 @@ describe.each(BACKENDS)("credit_only enforcement on %s", (backend) => {
     expect(await creditAlerts(c)).toEqual(["credits_low"]);
     await grant(c, "10.00"); // 11.50: above again
     await ingest(c, 1000); // 1.50: below again
-    await eventually(
+    await until(
       () => creditAlerts(c),
       (a) => a.length === 2,
     );
@@ -228,7 +215,7 @@ describe.each(BACKENDS)("credit_only enforcement on %s", (backend) => {
       const call = () => fetch(url, { headers: { "x-customer": c } });
       expect((await call()).status).toBe(200);
       await ingest(c, 5);
-      const blocked = await eventually(call, (r) => r.status === 429);
+      const blocked = await until(call, (r) => r.status === 429);
       expect(blocked.ms).toBeLessThan(5_000);
       expect(Number(blocked.value.headers.get("retry-after"))).toBeLessThanOrEqual(60);
       expect(await blocked.value.json()).toMatchObject({ code: "credits_exhausted", allowed: false });

@@ -1,85 +1,67 @@
-// Credits meet the rest of this round, on both engines: a final invoice freezes its credit lines; a late event in
-// a finalized period that draws more credits is carried to the next draft as adjustments that net to what the
-// customer owes (usage up, credits up); and grouped prices (group_by, overrides, per-group tiers) burn credits hour
-// by hour to the cent of their invoice lines. A simulation of a finalized period starts from the final invoice.
-import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ManualClock } from "../src/clock.js";
-import { BACKENDS } from "./helpers/databases.js";
-import { postJson } from "./helpers/events.js";
-import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
+// Credits meet the rest of this round, on both engines, each test on a Tally and clock of its own: a final invoice
+// freezes its credit lines; a late event in a finalized period that draws more credits is carried to the next draft
+// as adjustments that net to what the customer owes (usage up, credits up); and grouped prices (group_by, overrides,
+// per-group tiers) burn credits hour by hour to the cent of their invoice lines. A simulation of a finalized period
+// starts from the final invoice.
+import { describe, expect, it } from "vitest";
+import { BACKENDS, type TestBackend } from "./helpers/databases.js";
+import { ownTally } from "./helpers/own.js";
+import { admin } from "./helpers/tally.js";
+
+/** A test's own Tally at `now`: plan calls (0.01 a call, base fee 20) and plan llm (tokens priced per model). */
+async function world(backend: TestBackend, now: string) {
+  const w = await ownTally(backend, now);
+  const { ok, setup, post } = w;
+  await setup("/v1/meters/calls", { name: "Calls", unit: "call", aggregation: "sum" });
+  await setup("/v1/meters/tokens", {
+    name: "Tokens",
+    unit: "token",
+    aggregation: "sum",
+    dimensions: ["model", "kind"],
+  });
+  await setup("/v1/plans/calls", { name: "Calls", currency: "USD" });
+  await ok(
+    post("/v1/plans/calls/prices", {
+      meter: "calls",
+      effective_from: "2026-01-01T00:00:00Z",
+      model: "per_unit",
+      unit_price: "0.01",
+      base_fee: "20",
+    }),
+    201,
+  );
+  await setup("/v1/plans/llm", { name: "LLM", currency: "USD" });
+  await ok(
+    post("/v1/plans/llm/prices", {
+      meter: "tokens",
+      effective_from: "2026-01-01T00:00:00Z",
+      model: "per_unit",
+      unit_price: "0.001",
+      group_by: ["model"],
+      overrides: [
+        {
+          match: { model: "big" },
+          model: "graduated",
+          tiers: [
+            { up_to: "100", unit_price: "0.01" },
+            { up_to: null, unit_price: "0.005" },
+          ],
+        },
+      ],
+    }),
+    201,
+  );
+  const subscribe = async (id: string, plan: string) => {
+    await ok(w.api().put(`/v1/customers/${id}`).set(admin).send({}), 201);
+    await setup(`/v1/customers/${id}/subscription`, { plan, start: "2026-10-01T00:00:00Z" });
+  };
+  const finalize = async () => (await ok(post("/v1/jobs/finalize-invoices/run"))).body.summary;
+  return { ...w, subscribe, finalize };
+}
 
 describe.each(BACKENDS)("credits on invoices and grouped prices on %s", (backend) => {
-  let t: TestTally;
-  let clock: ManualClock;
-  let seq = 0;
-  const api = () => request(t.tally.app);
-  const ok = async <T extends { status: number; body: unknown }>(p: PromiseLike<T>, status = 200): Promise<T> => {
-    const res = await p;
-    expect(res.status, JSON.stringify(res.body)).toBe(status);
-    return res;
-  };
-  const put = (path: string, body: object) => api().put(path).set(admin).send(body);
-  const post = (path: string, body: object) => api().post(path).set(admin).send(body);
-  const get = async (path: string) => (await ok(api().get(path).set(admin))).body;
-  const ingest = async (events: object[]) => {
-    const res = await postJson(
-      t.tally,
-      events.map((e) => ({ id: `e${++seq}`, ...e })),
-    );
-    expect(res.status, JSON.stringify(res.body)).toBe(202);
-  };
-  const subscribe = async (id: string, plan: string) => {
-    await ok(put(`/v1/customers/${id}`, {}), 201);
-    await ok(put(`/v1/customers/${id}/subscription`, { plan, start: "2026-10-01T00:00:00Z" }));
-  };
-  const finalize = async () => (await ok(post("/v1/jobs/finalize-invoices/run", {}))).body.summary;
-
-  beforeAll(async () => {
-    clock = new ManualClock("2026-11-10T12:00:00Z");
-    t = await startTestTally(backend, { clock });
-    await ok(put("/v1/meters/calls", { name: "Calls", unit: "call", aggregation: "sum" }), 201);
-    await ok(
-      put("/v1/meters/tokens", { name: "Tokens", unit: "token", aggregation: "sum", dimensions: ["model", "kind"] }),
-      201,
-    );
-    await ok(put("/v1/plans/calls", { name: "Calls", currency: "USD" }), 201);
-    await ok(
-      post("/v1/plans/calls/prices", {
-        meter: "calls",
-        effective_from: "2026-01-01T00:00:00Z",
-        model: "per_unit",
-        unit_price: "0.01",
-        base_fee: "20",
-      }),
-      201,
-    );
-    await ok(put("/v1/plans/llm", { name: "LLM", currency: "USD" }), 201);
-    await ok(
-      post("/v1/plans/llm/prices", {
-        meter: "tokens",
-        effective_from: "2026-01-01T00:00:00Z",
-        model: "per_unit",
-        unit_price: "0.001",
-        group_by: ["model"],
-        overrides: [
-          {
-            match: { model: "big" },
-            model: "graduated",
-            tiers: [
-              { up_to: "100", unit_price: "0.01" },
-              { up_to: null, unit_price: "0.005" },
-            ],
-          },
-        ],
-      }),
-      201,
-    );
-  });
-  afterAll(() => t.close());
-
   it("when a period with credits is finalized and a late event draws more, then the final invoice keeps its credit lines and the next draft carries usage and credits", async () => {
-    clock.set("2026-11-10T12:00:00Z");
+    const { clock, ok, post, get, ingest, subscribe, finalize } = await world(backend, "2026-11-10T12:00:00Z");
     await subscribe("frozen", "calls");
     const grant = (
       await ok(
@@ -144,7 +126,7 @@ describe.each(BACKENDS)("credits on invoices and grouped prices on %s", (backend
   });
 
   it("when a grouped price with per-group tiers is used hour by hour, then credits pay exactly its invoice lines", async () => {
-    clock.set("2026-11-20T12:30:00Z");
+    const { ok, post, get, ingest, subscribe } = await world(backend, "2026-11-20T12:30:00Z");
     await subscribe("grouped", "llm");
     await ok(
       post("/v1/customers/grouped/credit-grants", { amount: "1.00", effective_at: "2026-11-01T00:00:00Z" }),
@@ -195,7 +177,7 @@ describe.each(BACKENDS)("credits on invoices and grouped prices on %s", (backend
   });
 
   it("when a grouped price's groups are used in the same hours as the grant starts, then only the hours it covers are paid", async () => {
-    clock.set("2026-11-25T12:30:00Z");
+    const { ok, post, get, ingest, subscribe } = await world(backend, "2026-11-25T12:30:00Z");
     await subscribe("late-grant", "llm");
     await ingest([
       {

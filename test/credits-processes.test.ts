@@ -11,6 +11,7 @@ import { ManualClock } from "../src/clock.js";
 import { openDatabase } from "../src/db/open.js";
 import { BACKENDS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { defineMeters, postJson } from "./helpers/events.js";
+import { until } from "./helpers/eventually.js";
 import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
 
 const NOW = "2026-11-20T12:30:00Z";
@@ -114,13 +115,11 @@ describe.each(BACKENDS)("credits across restarts and processes on %s", (backend)
         }
       }, 5);
       await Promise.all([...batches(a, "a"), ...batches(b, "b")]);
-      const t0 = Date.now();
-      for (;;) {
-        const states = [a, b].map((t) => t.tally.ctx.limits.state("shared", "calls")?.credits);
-        if (states.every((s) => s === "exhausted")) break;
-        if (Date.now() - t0 > 5_000) throw new Error(`not blocked within 5 s: ${states}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await until(
+        () => [a, b].map((t) => t.tally.ctx.limits.state("shared", "calls")?.credits),
+        (states) => states.every((s) => s === "exhausted"),
+        { message: "blocked on both instances" },
+      );
       clearInterval(watch);
       await a.tally.ctx.limits.idle();
       await b.tally.ctx.limits.idle();

@@ -10,18 +10,11 @@ import { copyBatch } from "../src/ingest/store.js";
 import { EventChecker, type ValidEvent } from "../src/ingest/validate.js";
 import { BACKENDS } from "./helpers/databases.js";
 import { defineMeters, ndjson, postJson, postNdjson } from "./helpers/events.js";
+import { until } from "./helpers/eventually.js";
 import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
 
 let seq = 0;
 const uid = (p: string) => `${p}-${++seq}-${Math.random().toString(36).slice(2, 8)}`;
-
-async function until(what: string, condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe.each(BACKENDS)("optimistic ingest on %s", (backend) => {
   let t: TestTally;
@@ -143,12 +136,16 @@ describe.each(BACKENDS)("optimistic ingest on %s", (backend) => {
         const holder = t.tally.ctx.db.transaction(async (tx) => {
           await copyBatch(tx, theirs, [customer], new Date());
           answer = postJson(t.tally, events).then((r) => r);
-          await until("the batch to wait for the open transaction's keys", async () => {
-            const { rows } = await t.tally.ctx.db.query<{ n: number }>(
-              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            );
-            return (rows[0]?.n ?? 0) > 0;
-          });
+          await until(
+            async () => {
+              const { rows } = await t.tally.ctx.db.query<{ n: number }>(
+                "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+              );
+              return rows[0]?.n ?? 0;
+            },
+            (waiting) => waiting > 0,
+            { message: "the batch to wait for the open transaction's keys", timeout: 20_000 },
+          );
           if (outcome === "rollback") throw new Error("roll back");
         });
         if (outcome === "rollback") await expect(holder).rejects.toThrow("roll back");

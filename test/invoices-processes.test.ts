@@ -5,11 +5,11 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createServerDatabase } from "./helpers/databases.js";
+import { until } from "./helpers/eventually.js";
 import { spawnTally, type TallyProcess } from "./helpers/process.js";
 
 const KEY = "invoice-two-process-key-0123";
 const headers = { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const CUSTOMERS = 8;
 
 describe("two processes finalizing invoices on the real PostgreSQL", () => {
@@ -72,27 +72,48 @@ describe("two processes finalizing invoices on the real PostgreSQL", () => {
           timestamp: late(60 + round),
         })),
       });
+      // Four rounds of late events, each followed by both processes running the job at once, back to back.
       for (let round = 0; round < 4; round++) {
         await ok(round % 2 ? a : b, "POST", "/v1/events", events(round));
         const runs = await Promise.all([a, b].map((p) => call(p, "POST", "/v1/jobs/finalize-invoices/run")));
         for (const r of runs) expect([200, 409]).toContain(r.status);
-        await sleep(100);
       }
-      // Settle: both schedulers keep running every second; wait until a run carries nothing more.
-      let settled = false;
-      for (let i = 0; i < 40 && !settled; i++) {
-        const { rows } = await client.query<{ customer_id: string; billed: string; used: string }>(
-          `SELECT f.customer_id,
-                  (SELECT sum((x ->> 'amount')::numeric) FROM json_array_elements(f.figures::json) AS x)
-                    + coalesce((SELECT sum(amount) FROM invoice_adjustments a WHERE a.adjusts = f.id), 0) AS billed,
-                  (SELECT sum(value) FROM usage_events e WHERE e.customer_id = f.customer_id) * 0.01 AS used
-           FROM invoices f WHERE f.status = 'final' AND f.period_start = $1`,
-          [lastMonth],
-        );
-        settled = rows.length === CUSTOMERS && rows.every((r) => Number(r.billed) === Number(r.used));
-        if (!settled) await sleep(250);
-      }
-      expect(settled).toBe(true);
+      // Settle: both schedulers keep running every second; wait until every final invoice with its adjustments bills
+      // exactly the usage (to the cent, as decimal strings), and until each process has run the job at least once.
+      const billing = async () =>
+        (
+          await client.query<{ customer_id: string; billed: string; used: string }>(
+            `SELECT f.customer_id,
+                    round((SELECT sum((x ->> 'amount')::numeric) FROM json_array_elements(f.figures::json) AS x)
+                      + coalesce((SELECT sum(amount) FROM invoice_adjustments a WHERE a.adjusts = f.id), 0), 2)::text
+                      AS billed,
+                    round((SELECT sum(value) FROM usage_events e WHERE e.customer_id = f.customer_id) * 0.01, 2)::text
+                      AS used
+             FROM invoices f WHERE f.status = 'final' AND f.period_start = $1 ORDER BY f.customer_id`,
+            [lastMonth],
+          )
+        ).rows;
+      const settled = await until(
+        billing,
+        (rows) => rows.length === CUSTOMERS && rows.every((r) => r.billed === r.used),
+        {
+          timeout: 15_000,
+          interval: 250,
+          message: "every final invoice billing its usage",
+        },
+      );
+      // 10 + 20 + 30 + 40 calls at 0.01 for each customer.
+      expect(settled.value.map((r) => [r.billed, r.used])).toEqual(Array(CUSTOMERS).fill(["1.00", "1.00"]));
+      await until(
+        async () =>
+          (
+            await client.query<{ n: number }>(
+              "SELECT count(DISTINCT runner)::int AS n FROM job_runs WHERE job = 'finalize-invoices' AND outcome = 'ok'",
+            )
+          ).rows[0]?.n,
+        (n) => n === 2,
+        { timeout: 15_000, interval: 250, message: "both processes running the job" },
+      );
       const numbers = await client.query<{ number: string }>(
         "SELECT number FROM invoices WHERE number IS NOT NULL ORDER BY number",
       );
@@ -102,11 +123,11 @@ describe("two processes finalizing invoices on the real PostgreSQL", () => {
       );
       expect(numbers.rows).toHaveLength(CUSTOMERS);
       // Nothing billed twice (billed = used above), and no round's batch carried in more than one row.
-      const adjustments = await client.query<{ customer_id: string; n: string; total: string }>(
-        `SELECT f.customer_id, count(*)::text AS n, sum(a.amount)::text AS total
+      const adjustments = await client.query<{ customer_id: string; n: number; total: string }>(
+        `SELECT f.customer_id, count(*)::int AS n, sum(a.amount)::text AS total
          FROM invoice_adjustments a JOIN invoices f ON f.id = a.adjusts GROUP BY 1 ORDER BY 1`,
       );
-      for (const r of adjustments.rows) expect(Number(r.n)).toBeLessThanOrEqual(4);
+      for (const r of adjustments.rows) expect(r.n).toBeLessThanOrEqual(4);
       const runs = await client.query<{ runner: string; started_at: Date; finished_at: Date }>(
         "SELECT runner, started_at, finished_at FROM job_runs WHERE job = 'finalize-invoices' AND outcome = 'ok' ORDER BY started_at",
       );

@@ -159,6 +159,12 @@ describe("differences", () => {
       [fig("calls", "300", "3.00")],
       [["calls", "50", "0.5", "450", "4.5"]],
     ],
+    [
+      "a late event inside a free tier",
+      [fig("calls", "150", "1.00"), frozen[2]],
+      [],
+      [["calls", "50", "0", "150", "1"]],
+    ],
     ["usage of a meter outside the plan", [...frozen, fig("other", "7", "0", false)], [], []],
     ["a meter no longer on the invoice", [frozen[1]], [], [["seats", "-10", "-50", "0", "0"]]],
   ] as [string, Figure[], Figure[], unknown[]][])("when %s, then the difference is %j", (_, now, carried, want) => {

@@ -3,6 +3,7 @@
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
+import { bothEngines } from "./helpers/both.js";
 import { BACKENDS, type TestBackend } from "./helpers/databases.js";
 import { defineMeters, postJson } from "./helpers/events.js";
 import { admin, bearer, startTestTally, type TestTally } from "./helpers/tally.js";
@@ -53,31 +54,12 @@ function helpers(backend: TestBackend, t: TestTally) {
   };
   return { backend, t, api, put, post, ingest, customer, subscribe, price, invoice, summary };
 }
-type Engine = ReturnType<typeof helpers> & { record: (name: string, value: unknown) => unknown };
 
 // Each test runs its scenario on both engines, one after the other, and compares the invoices and summaries each
 // recorded (as_of aside).
 describe("pricing", { timeout: 180_000 }, () => {
   const engines: ReturnType<typeof helpers>[] = [];
-  const both = async (scenario: (e: Engine) => Promise<void>) => {
-    const seen: Partial<Record<TestBackend, Record<string, unknown>>> = {};
-    for (const h of engines) {
-      const mine: Record<string, unknown> = {};
-      seen[h.backend] = mine;
-      const record = (name: string, value: unknown) => {
-        const { as_of: _ignored, ...rest } = value as Record<string, unknown>;
-        mine[name] = rest;
-        return value;
-      };
-      try {
-        await scenario({ ...h, record });
-      } catch (err) {
-        if (err instanceof Error) err.message = `on ${h.backend}: ${err.message}`;
-        throw err;
-      }
-    }
-    expect(seen.postgres, "the same answers on both engines").toEqual(seen.embedded);
-  };
+  const both = bothEngines(engines, { omit: ["as_of"] });
 
   beforeAll(async () => {
     for (const backend of BACKENDS) {

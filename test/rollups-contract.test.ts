@@ -5,6 +5,7 @@ import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
 import { rangeTotals } from "../src/rollups/totals.js";
+import { bothEngines } from "./helpers/both.js";
 import { BACKENDS, type TestBackend } from "./helpers/databases.js";
 import { defineMeters, postJson } from "./helpers/events.js";
 import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
@@ -33,29 +34,11 @@ function helpers(backend: TestBackend, t: TestTally) {
   };
   return { backend, t, usage, refresh, ingest };
 }
-type Engine = ReturnType<typeof helpers> & { record: (name: string, value: unknown) => unknown };
 
 // Each test runs its scenario on both engines, one after the other, and compares what each recorded.
 describe("rollup contract", { timeout: 240_000 }, () => {
   const engines: ReturnType<typeof helpers>[] = [];
-  const both = async (scenario: (e: Engine) => Promise<void>) => {
-    const seen: Partial<Record<TestBackend, Record<string, unknown>>> = {};
-    for (const h of engines) {
-      const mine: Record<string, unknown> = {};
-      seen[h.backend] = mine;
-      const record = (name: string, value: unknown) => {
-        mine[name] = value;
-        return value;
-      };
-      try {
-        await scenario({ ...h, record });
-      } catch (err) {
-        if (err instanceof Error) err.message = `on ${h.backend}: ${err.message}`;
-        throw err;
-      }
-    }
-    expect(seen.postgres, "the same answers on both engines").toEqual(seen.embedded);
-  };
+  const both = bothEngines(engines);
 
   beforeAll(async () => {
     for (const backend of BACKENDS) {

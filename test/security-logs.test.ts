@@ -61,11 +61,13 @@ describe.each(BACKENDS)("keys in logs on %s", (backend) => {
     const as = (key: string) => ({ Authorization: `Bearer ${key}` });
     try {
       const admin = as(envAdmin);
-      expect(
-        (await api().put("/v1/meters/calls").set(admin).send({ name: "C", unit: "c", aggregation: "sum" })).status,
-      ).toBe(201);
-      expect((await api().put("/v1/customers/acme").set(admin).send({})).status).toBe(201);
       const keys: Record<string, { id: string; key: string }> = {};
+      for (const [path, body] of [
+        ["/v1/meters/calls", { name: "C", unit: "c", aggregation: "sum" }],
+        ["/v1/customers/acme", {}],
+      ] as const) {
+        expect((await api().put(path).set(admin).send(body)).status, path).toBe(201);
+      }
       for (const [name, body] of Object.entries({
         read: { scopes: ["read"] },
         ingest: { scopes: ["ingest"] },
@@ -82,113 +84,141 @@ describe.each(BACKENDS)("keys in logs on %s", (backend) => {
       secrets.push(hook.body.secret);
       const wrong = `tally_${randomBytes(32).toString("base64url")}`;
       secrets.push(wrong);
-
       const k = (name: string) => (keys[name] as { key: string }).key;
-      expect(
-        (
-          await api()
-            .put("/v1/customers/acme/limits/calls")
-            .set(as(k("admin")))
-            .send({ soft: "1", unit: "quantity" })
-        ).status,
-      ).toBe(200);
-      const events = { events: [{ id: "e1", customer: "acme", meter: "calls", value: "5" }] };
-      expect(
-        (
-          await api()
-            .post("/v1/events")
-            .set(as(k("ingest")))
-            .send(events)
-        ).status,
-      ).toBe(202);
-      expect(
-        (
-          await api()
-            .get("/v1/alerts?customer=acme")
-            .set(as(k("read")))
-        ).status,
-      ).toBe(200);
-      expect(
-        (
-          await api()
-            .get("/v1/customers/acme/summary")
-            .set(as(k("bound")))
-        ).status,
-      ).toBe(200);
-      expect(
-        (
-          await api()
-            .get("/v1/customers/other/summary")
-            .set(as(k("bound")))
-        ).status,
-      ).toBe(404);
-      expect(
-        (
-          await api()
-            .get("/v1/meters")
-            .set(as(k("read")))
-        ).status,
-      ).toBe(403);
-      expect((await api().get("/v1/meters").set(as(wrong))).status).toBe(401);
-      expect(
-        (
-          await api()
-            .get("/v1/meters")
-            .set({ Authorization: `Basic ${envAdmin}` })
-        ).status,
-      ).toBe(401);
-      expect(
-        (
-          await api()
-            .get("/v1/meters")
-            .set({ Authorization: `Bearer ${envAdmin} ${wrong}` })
-        ).status,
-      ).toBe(401);
-      expect((await api().delete(`/v1/api-keys/${keys.doomed?.id}`).set(admin)).status).toBe(204);
-      expect(
-        (
-          await api()
-            .get("/v1/usage")
-            .set(as(k("doomed")))
-        ).status,
-      ).toBe(401);
-      expect(
-        (
-          await api()
-            .post("/v1/events")
-            .set(as(k("ingest")))
-            .send("{nope")
-            .type("json")
-        ).status,
-      ).toBe(400);
-      expect(
-        (
-          await api()
-            .post("/v1/events")
-            .set(as(k("ingest")))
-            .send({ events: [{ id: 1 }] })
-        ).status,
-      ).toBe(400);
-      expect(
-        (
-          await api()
-            .post("/v1/events")
-            .set(as(k("ingest")))
-            .type("text/plain")
-            .send("x")
-        ).status,
-      ).toBe(415);
-      expect((await api().post("/v1/jobs/evaluate-limits/run").set(admin)).status).toBe(200);
-      expect((await api().post("/v1/jobs/deliver-webhooks/run").set(admin)).status).toBe(200);
 
+      // Keys used, refused and revoked, and errors of every kind, each with the key it was sent with.
+      const calls: {
+        what: string;
+        method: "get" | "put" | "post" | "delete";
+        path: string;
+        headers: Record<string, string>;
+        body?: string | object;
+        type?: string;
+        status: number;
+      }[] = [
+        {
+          what: "an admin key sets a limit",
+          method: "put",
+          path: "/v1/customers/acme/limits/calls",
+          headers: as(k("admin")),
+          body: { soft: "1", unit: "quantity" },
+          status: 200,
+        },
+        {
+          what: "an ingest key sends an event",
+          method: "post",
+          path: "/v1/events",
+          headers: as(k("ingest")),
+          body: { events: [{ id: "e1", customer: "acme", meter: "calls", value: "5" }] },
+          status: 202,
+        },
+        {
+          what: "a read key reads alerts",
+          method: "get",
+          path: "/v1/alerts?customer=acme",
+          headers: as(k("read")),
+          status: 200,
+        },
+        {
+          what: "a bound key reads its customer",
+          method: "get",
+          path: "/v1/customers/acme/summary",
+          headers: as(k("bound")),
+          status: 200,
+        },
+        {
+          what: "a bound key reads another customer",
+          method: "get",
+          path: "/v1/customers/other/summary",
+          headers: as(k("bound")),
+          status: 404,
+        },
+        {
+          what: "a read key asks for admin data",
+          method: "get",
+          path: "/v1/meters",
+          headers: as(k("read")),
+          status: 403,
+        },
+        { what: "an unknown key", method: "get", path: "/v1/meters", headers: as(wrong), status: 401 },
+        {
+          what: "a key in the wrong scheme",
+          method: "get",
+          path: "/v1/meters",
+          headers: { Authorization: `Basic ${envAdmin}` },
+          status: 401,
+        },
+        {
+          what: "two keys at once",
+          method: "get",
+          path: "/v1/meters",
+          headers: { Authorization: `Bearer ${envAdmin} ${wrong}` },
+          status: 401,
+        },
+        {
+          what: "a key revoked",
+          method: "delete",
+          path: `/v1/api-keys/${keys.doomed?.id}`,
+          headers: admin,
+          status: 204,
+        },
+        { what: "the revoked key used", method: "get", path: "/v1/usage", headers: as(k("doomed")), status: 401 },
+        {
+          what: "a body that is not JSON",
+          method: "post",
+          path: "/v1/events",
+          headers: as(k("ingest")),
+          body: "{nope",
+          type: "json",
+          status: 400,
+        },
+        {
+          what: "an invalid event",
+          method: "post",
+          path: "/v1/events",
+          headers: as(k("ingest")),
+          body: { events: [{ id: 1 }] },
+          status: 400,
+        },
+        {
+          what: "a body of the wrong type",
+          method: "post",
+          path: "/v1/events",
+          headers: as(k("ingest")),
+          body: "x",
+          type: "text/plain",
+          status: 415,
+        },
+        { what: "limits evaluated", method: "post", path: "/v1/jobs/evaluate-limits/run", headers: admin, status: 200 },
+        {
+          what: "a webhook that fails",
+          method: "post",
+          path: "/v1/jobs/deliver-webhooks/run",
+          headers: admin,
+          status: 200,
+        },
+      ];
+      for (const c of calls) {
+        let req = api()[c.method](c.path).set(c.headers);
+        if (c.type) req = req.type(c.type);
+        const res = await (c.body === undefined ? req : req.send(c.body));
+        expect(res.status, c.what).toBe(c.status);
+      }
+
+      // The entitlement fast path answers in front of Express: through a listening server.
       const client = httpClient(await tally.listen(0, "127.0.0.1"), 2);
       try {
-        for (let i = 0; i < 3; i++) {
-          const res = await client.send({ method: "GET", path: "/v1/entitlements/acme/calls", headers: as(k("read")) });
-          expect(res.status).toBe(200);
+        const raw = [
+          ...Array.from({ length: 3 }, () => ({
+            path: "/v1/entitlements/acme/calls",
+            headers: as(k("read")),
+            status: 200,
+          })),
+          { path: `/v1/meters?${"x".repeat(20_000)}`, headers: admin, status: 431 },
+        ];
+        for (const { path, headers, status } of raw) {
+          expect((await client.send({ method: "GET", path, headers })).status, path.slice(0, 40)).toBe(status);
         }
-        const huge = await client.send({ method: "GET", path: `/v1/meters?${"x".repeat(20_000)}`, headers: admin });
-        expect(huge.status).toBe(431);
       } finally {
         client.close();
       }

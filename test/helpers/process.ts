@@ -2,6 +2,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
+import { watchOutput } from "./deprecations.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -30,6 +31,7 @@ export async function spawnTally(env: Record<string, string>, timeoutMs = 90_000
   child.stderr?.on("data", (d) => {
     err += d;
   });
+  watchOutput(`Tally process ${child.pid}`, () => err);
   const exited = once(child, "exit").then(([code]) => code as number | null);
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -130,6 +132,7 @@ export function spawnDetachedTally(env: Record<string, string>): DetachedTally {
   };
   child.stdout?.on("data", append);
   child.stderr?.on("data", append);
+  watchOutput(`Tally process ${pid}`, () => out);
   const exited = once(child, "exit").then(([code]) => code as number | null);
   const groupAlive = () => {
     try {
