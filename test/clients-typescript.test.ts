@@ -15,6 +15,8 @@ import {
 } from "../clients/typescript/src/index.js";
 import { CLIENT_TYPES_PATH, clientTypes } from "../scripts/openapi.js";
 import { defineMeters } from "./helpers/events.js";
+import { eventually } from "./helpers/eventually.js";
+import { startFaultProxy } from "./helpers/faultProxy.js";
 import { ADMIN_KEY, startTestTally, type TestTally } from "./helpers/tally.js";
 
 describe("TypeScript client: rules", () => {
@@ -136,6 +138,35 @@ describe("TypeScript client: against Tally (embedded engine)", () => {
     await expect(client.summary("nobody-at-all")).rejects.toBeInstanceOf(TallyApiError);
     await client.close();
     await expect(client.track({ customer: "reads-1", meter: "api_calls" })).rejects.toBeInstanceOf(ClientClosedError);
+  });
+
+  it("when close() comes while a batch waits out a long backoff, then the wait is cut short and the batch delivered", async () => {
+    const proxy = await startFaultProxy(url, []);
+    proxy.override = { action: "drop_before" };
+    let waiting = false;
+    // A first wait of up to 60 s: without the cut, close(5000) would almost always miss its deadline.
+    const client = new TallyClient({
+      url: proxy.url,
+      apiKey: ADMIN_KEY,
+      retryBaseMs: 60_000,
+      retryMaxMs: 60_000,
+      maxBatchEvents: 2,
+      onRetry: () => {
+        waiting = true;
+      },
+    });
+    try {
+      await client.track({ customer: "hurry", meter: "api_calls" });
+      await client.track({ customer: "hurry", meter: "api_calls" });
+      await eventually(() => expect(waiting).toBe(true));
+      proxy.override = undefined;
+      const started = Date.now();
+      await client.close(5000);
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(client.metrics()).toMatchObject({ sent: 2, buffered: 0 });
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("when Tally cannot be reached, then flush() rejects by its deadline, names what is held, and delivery goes on", async () => {

@@ -29,6 +29,10 @@ export interface IngestRequest {
 export interface FaultProxy {
   url: string;
   log: IngestRequest[];
+  /** A fault for every ingest request while set (an outage of some length), ahead of the scenario's list. */
+  override: Fault | undefined;
+  /** Where requests go (a restarted Tally listens elsewhere); while it is down, the proxy answers 502. */
+  setTarget(url: string): void;
   close(): Promise<void>;
 }
 
@@ -73,15 +77,27 @@ function forward(
 }
 
 export async function startFaultProxy(targetUrl: string, faults: Fault[]): Promise<FaultProxy> {
-  const target = new URL(targetUrl);
+  let target = new URL(targetUrl);
   const queue = faults.flatMap((f) => Array.from({ length: f.times ?? 1 }, () => f));
   const log: IngestRequest[] = [];
   const sockets = new Set<import("node:net").Socket>();
+  const proxy: FaultProxy = {
+    url: "",
+    log,
+    override: undefined,
+    setTarget: (url) => {
+      target = new URL(url);
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
   const server = http.createServer(async (req, res) => {
     try {
       const body = await readBody(req);
       const ingest = req.method === "POST" && req.url?.split("?")[0] === "/v1/events";
-      const fault = ingest ? queue.shift() : undefined;
+      const fault = ingest ? (proxy.override ?? queue.shift()) : undefined;
       const entry: IngestRequest | undefined = ingest
         ? {
             at: Date.now(),
@@ -133,12 +149,6 @@ export async function startFaultProxy(targetUrl: string, faults: Fault[]): Promi
   server.listen(0, "127.0.0.1");
   await new Promise((r) => server.once("listening", r));
   const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    log,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
-    },
-  };
+  proxy.url = `http://127.0.0.1:${port}`;
+  return proxy;
 }

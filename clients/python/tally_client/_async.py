@@ -32,11 +32,14 @@ class AsyncTally:
         self._wake: Optional[asyncio.Event] = None
         self._room: Optional[asyncio.Event] = None
         self._gave_up: Optional[asyncio.Event] = None
+        # Set (and replaced) by flush(): retry waits in progress end early, but not before their Retry-After.
+        self._hurry: Optional[asyncio.Event] = None
 
     def _start(self) -> None:
         if self._workers:
             return
         self._wake, self._room, self._gave_up = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self._hurry = asyncio.Event()
         self._workers = [asyncio.ensure_future(self._work()) for _ in range(self._o.concurrency)]
 
     async def track(
@@ -79,8 +82,10 @@ class AsyncTally:
         if not self._box.barrier(done):
             return
         self._start()
-        assert self._wake is not None
+        assert self._wake is not None and self._hurry is not None
         self._wake.set()
+        self._hurry.set()
+        self._hurry = asyncio.Event()
         try:
             await asyncio.wait_for(done.wait(), timeout)
         except asyncio.TimeoutError:
@@ -102,6 +107,8 @@ class AsyncTally:
             await self.flush(timeout)
         except DeliveryError:
             self._box.abandoned = True
+            if self._hurry is not None:
+                self._hurry.set()
             pending = self._box.pending()
             raise DeliveryError(
                 f"close(): {len(pending)} events not acknowledged by Tally within {timeout} s; they are in "
@@ -143,13 +150,14 @@ class AsyncTally:
         o = self._o
         assert self._gave_up is not None and self._room is not None
         attempt = 0
+        flushes = self._box.flushes
         while batch and not self._box.abandoned:
             lines, size = self._box.body(batch)
             outcome = await asyncio.to_thread(self._post, lines, size)
             if self._box.abandoned:
                 return
             if outcome.kind == "retry":
-                attempt += 1
+                attempt, flushes = self._box.attempt(attempt, flushes)
             step = self._box.after(batch, outcome, attempt, self._delay)
             self._room.set()
             if step.rejections and o.on_rejected:
@@ -160,12 +168,23 @@ class AsyncTally:
             if step.delay is not None:
                 if o.on_retry:
                     o.on_retry(step.retry_reason or "", len(batch), attempt, step.delay)
-                try:
-                    await asyncio.wait_for(self._gave_up.wait(), step.delay)
-                except asyncio.TimeoutError:
-                    pass
+                await self._retry_wait(step.delay, outcome.retry_after or 0.0)
                 self._box.retried(batch)
         self._box.finished(batch)
+
+    async def _retry_wait(self, delay: float, retry_after: float) -> None:
+        assert self._hurry is not None and self._gave_up is not None
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(self._hurry.wait(), delay)
+        except asyncio.TimeoutError:
+            return
+        floor = min(delay, retry_after) - (time.monotonic() - started)
+        if floor > 0 and not self._box.abandoned:
+            try:
+                await asyncio.wait_for(self._gave_up.wait(), floor)
+            except asyncio.TimeoutError:
+                pass
 
     def _post(self, lines: List[str], size: int) -> Outcome:
         body, headers = encode_batch(lines, size, self._o.gzip_above_bytes)

@@ -202,6 +202,8 @@ class Outbox:
         self.in_flight: List[List[Item]] = []
         self.barriers: List[Barrier] = []
         self.abandoned = False
+        # Counts flush() calls: a batch retried across one starts its backoff again from retry_base.
+        self.flushes = 0
         self.metrics = {"sent": 0, "duplicates": 0, "retried": 0, "rejected": 0, "buffered": 0, "batches": 0}
 
     def full(self) -> bool:
@@ -219,6 +221,7 @@ class Outbox:
         if held == 0:
             return False
         self.barriers.append(Barrier(self.seq - 1, held, signal))
+        self.flushes += 1
         self.force_upto = max(self.force_upto, self.seq - 1)
         return True
 
@@ -264,6 +267,12 @@ class Outbox:
     def pending(self) -> List[Dict[str, Any]]:
         items = [i for b in self.in_flight for i in b] + list(self.queue)
         return [json.loads(i.line) for i in sorted(items, key=lambda i: i.seq)]
+
+    def attempt(self, attempt: int, flushes: int) -> Tuple[int, int]:
+        """The attempt number of a retry (from 1 again after a flush), and the flushes it counts from."""
+        if flushes != self.flushes:
+            return 1, self.flushes
+        return attempt + 1, flushes
 
     def after(self, batch: List[Item], outcome: Outcome, attempt: int, delay: Any) -> Step:
         """Applies an answer to `batch` (changed in place); `delay(attempt, retry_after)` gives retry waits."""

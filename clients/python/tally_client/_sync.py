@@ -32,6 +32,8 @@ class Tally:
         self._closed = False
         self._stopped = False
         self._gave_up = threading.Event()
+        # Set (and replaced) by flush(): retry waits in progress end early, but not before their Retry-After.
+        self._hurry = threading.Event()
         self._workers = [
             threading.Thread(target=self._work, name=f"tally-sender-{i}", daemon=True) for i in range(o.concurrency)
         ]
@@ -79,6 +81,8 @@ class Tally:
         with self._lock:
             if not self._box.barrier(done):
                 return
+            self._hurry.set()
+            self._hurry = threading.Event()
             self._lock.notify_all()
         if not done.wait(timeout):
             with self._lock:
@@ -104,6 +108,7 @@ class Tally:
             with self._lock:
                 self._box.abandoned = True
                 self._gave_up.set()
+                self._hurry.set()
                 self._lock.notify_all()
                 pending = self._box.pending()
             raise DeliveryError(
@@ -149,6 +154,7 @@ class Tally:
     def _deliver(self, batch: List[Item]) -> None:
         o = self._o
         attempt = 0
+        flushes = self._box.flushes
         while batch:
             with self._lock:
                 if self._box.abandoned:
@@ -160,8 +166,9 @@ class Tally:
                 if self._box.abandoned:
                     return
                 if outcome.kind == "retry":
-                    attempt += 1
+                    attempt, flushes = self._box.attempt(attempt, flushes)
                 step = self._box.after(batch, outcome, attempt, self._delay)
+                hurry = self._hurry
                 self._lock.notify_all()
             if step.rejections and o.on_rejected:
                 try:
@@ -171,7 +178,10 @@ class Tally:
             if step.delay is not None:
                 if o.on_retry:
                     o.on_retry(step.retry_reason or "", len(batch), attempt, step.delay)
-                self._gave_up.wait(step.delay)
+                started = time.monotonic()
+                if hurry.wait(step.delay):
+                    floor = min(step.delay, outcome.retry_after or 0.0)
+                    self._gave_up.wait(max(0.0, started + floor - time.monotonic()))
                 with self._lock:
                     self._box.retried(batch)
         with self._lock:

@@ -50,17 +50,29 @@ interface Barrier {
   done: () => void;
 }
 
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
+/**
+ * Waits `ms` before a retry. `hurry` (flush or close asked for delivery) cuts a backoff short — but never below
+ * `floorMs`, the Retry-After Tally asked for; giving up (close's deadline) ends it at once.
+ */
+function retryWait(ms: number, floorMs: number, signal: AbortSignal, hurry: Set<() => void>): Promise<void> {
+  return new Promise((resolve) => {
     if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
+    const started = Date.now();
+    let timer = setTimeout(done, ms);
+    const hurried = () => {
+      clearTimeout(timer);
+      timer = setTimeout(done, Math.max(0, Math.min(ms, floorMs) - (Date.now() - started)));
+    };
     function done() {
       clearTimeout(timer);
+      hurry.delete(hurried);
       signal.removeEventListener("abort", done);
       resolve();
     }
+    hurry.add(hurried);
     signal.addEventListener("abort", done);
   });
+}
 
 export class Outbox {
   readonly #o: OutboxOptions;
@@ -75,6 +87,10 @@ export class Outbox {
   #timer: NodeJS.Timeout | undefined;
   #timerAt = 0;
   readonly #giveUp = new AbortController();
+  /** Retry waits in progress: flush() shortens them (see retryWait). */
+  readonly #hurry = new Set<() => void>();
+  /** Counts flush() calls: a batch retried across one starts its backoff again from retryBaseMs. */
+  #flushes = 0;
   #idle: (() => void) | undefined;
   /** maxBatchEvents, or less after Tally answered 413. */
   #maxEvents: number;
@@ -125,6 +141,8 @@ export class Outbox {
       const seq = this.#seq - 1;
       this.#barriers.push({ seq, remaining: held, done });
       this.#forceUpTo = Math.max(this.#forceUpTo, seq);
+      this.#flushes += 1;
+      for (const hurried of [...this.#hurry]) hurried();
       this.#pump();
     });
   }
@@ -216,6 +234,7 @@ export class Outbox {
    */
   async #deliver(batch: Item[]): Promise<void> {
     let attempt = 0;
+    let flushes = this.#flushes;
     while (batch.length > 0 && !this.abandoned) {
       const outcome = await this.#post(batch);
       if (outcome.kind === "delivered") {
@@ -254,10 +273,12 @@ export class Outbox {
         );
         batch.length = 0;
       } else {
+        // A flush asks for delivery now: the backoff a long outage built up starts again from its base.
+        if (flushes !== this.#flushes) [attempt, flushes] = [0, this.#flushes];
         attempt += 1;
         const delayMs = retryDelay(attempt, outcome.retryAfterMs, this.#o.retryBaseMs, this.#o.retryMaxMs);
         this.#o.onRetry({ reason: outcome.reason, events: batch.length, attempt, delayMs });
-        await sleep(delayMs, this.#giveUp.signal);
+        await retryWait(delayMs, outcome.retryAfterMs ?? 0, this.#giveUp.signal, this.#hurry);
         if (!this.abandoned) this.#m.retried += batch.length;
       }
     }
