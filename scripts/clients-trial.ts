@@ -10,7 +10,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { findPython } from "../test/helpers/conformance.js";
+import { findPython, PYTHON } from "../test/helpers/conformance.js";
 import { startFaultProxy } from "../test/helpers/faultProxy.js";
 import { spawnTally, type TallyProcess } from "../test/helpers/process.js";
 
@@ -80,7 +80,7 @@ async function main(): Promise<void> {
   let pyDone: Promise<number | null> = Promise.resolve(0);
   if ("python" in python) {
     const py = spawn(
-      "python3",
+      PYTHON,
       [
         "clients/examples/send_usage.py",
         "--customer",

@@ -143,22 +143,25 @@ export async function runTypeScript(input: RunnerInput): Promise<RunnerOutput> {
   };
 }
 
-/** python3 when it is 3.9 or newer, else why not. */
+/** The interpreter of the Python part: TEST_PYTHON (e.g. python3.9), else python3. */
+export const PYTHON = process.env.TEST_PYTHON ?? "python3";
+
+/** The interpreter when it is Python 3.9 or newer, else why not. */
 export function findPython(): { python: string } | { missing: string } {
-  const r = spawnSync("python3", ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"], { encoding: "utf8" });
-  if (r.error || r.status !== 0) return { missing: "python3 not found" };
+  const r = spawnSync(PYTHON, ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"], { encoding: "utf8" });
+  if (r.error || r.status !== 0) return { missing: `${PYTHON} not found` };
   const [major, minor] = r.stdout.trim().split(".").map(Number) as [number, number];
-  if (major < 3 || (major === 3 && minor < 9)) return { missing: `python3 is ${r.stdout.trim()} (needs ≥ 3.9)` };
-  return { python: "python3" };
+  if (major < 3 || (major === 3 && minor < 9)) return { missing: `${PYTHON} is ${r.stdout.trim()} (needs ≥ 3.9)` };
+  return { python: PYTHON };
 }
 
-/** Runs `python3 <args>` in clients/python without blocking this process (the proxy and Tally live here). */
+/** Runs `<PYTHON> <args>` in clients/python without blocking this process (the proxy and Tally live here). */
 export function runPython(
   args: string[],
   stdin = "",
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn("python3", args, { cwd: `${ROOT}clients/python`, stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(PYTHON, args, { cwd: `${ROOT}clients/python`, stdio: ["pipe", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => {
