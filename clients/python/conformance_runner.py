@@ -49,7 +49,7 @@ def run_sync(spec: Dict[str, Any]) -> Dict[str, Any]:
         while client.metrics()["sent"] < spec["await_sent"] and time.monotonic() < deadline:
             time.sleep(0.01)
         reached = client.metrics()["sent"] >= spec["await_sent"]
-    close = {"ok": True, "undelivered": 0, "error": None}
+    close: Dict[str, Any] = {"ok": True, "undelivered": 0, "error": None}
     try:
         client.close()
     except DeliveryError as err:
@@ -79,7 +79,7 @@ async def run_async(spec: Dict[str, Any]) -> Dict[str, Any]:
         while client.metrics()["sent"] < spec["await_sent"] and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         reached = client.metrics()["sent"] >= spec["await_sent"]
-    close = {"ok": True, "undelivered": 0, "error": None}
+    close: Dict[str, Any] = {"ok": True, "undelivered": 0, "error": None}
     try:
         await client.close()
     except DeliveryError as err:

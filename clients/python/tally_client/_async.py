@@ -5,7 +5,7 @@ import asyncio
 import random
 import time
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union, cast
 
 from . import _reads as reads
 from ._core import Item, Outbox, Outcome, encode_batch, make_event, retry_delay, serialize
@@ -199,13 +199,13 @@ class AsyncTally:
     async def usage(
         self, customer: str, meter: str, granularity: str, from_: str, to: str, **kw: Any
     ) -> "reads.UsageSeries":
-        return await self._read(reads.usage(customer, meter, granularity, from_, to, **kw))
+        return cast("reads.UsageSeries", await self._read(reads.usage(customer, meter, granularity, from_, to, **kw)))
 
     async def summary(self, customer: str, period: Optional[str] = None) -> Dict[str, Any]:
-        return await self._read(reads.summary(customer, period))
+        return cast("Dict[str, Any]", await self._read(reads.summary(customer, period)))
 
     async def invoice_preview(self, customer: str, period: Optional[str] = None) -> Dict[str, Any]:
-        return await self._read(reads.invoice_preview(customer, period))
+        return cast("Dict[str, Any]", await self._read(reads.invoice_preview(customer, period)))
 
     async def invoices(
         self,
@@ -214,16 +214,16 @@ class AsyncTally:
         period: Optional[str] = None,
         limit: Optional[int] = None,
     ) -> List[Dict[str, Any]]:
-        return await self._read(reads.invoices(customer, status, period, limit))
+        return cast(List[Dict[str, Any]], await self._read(reads.invoices(customer, status, period, limit)))
 
     async def invoice(self, id: str) -> Dict[str, Any]:
-        return await self._read(reads.invoice(id))
+        return cast("Dict[str, Any]", await self._read(reads.invoice(id)))
 
     async def credits(self, customer: str) -> Dict[str, Any]:
-        return await self._read(reads.credits(customer))
+        return cast("Dict[str, Any]", await self._read(reads.credits(customer)))
 
     async def entitlement(self, customer: str, meter: str) -> "reads.Entitlement":
-        return await self._read(reads.entitlement(customer, meter))
+        return cast("reads.Entitlement", await self._read(reads.entitlement(customer, meter)))
 
     async def receipt(self, customer: str, id: str) -> Optional["reads.EventReceipt"]:
-        return await self._read(reads.receipt(customer, id))
+        return cast(Optional["reads.EventReceipt"], await self._read(reads.receipt(customer, id)))

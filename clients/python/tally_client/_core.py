@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple, Union
 
 from ._errors import EventProblem, Rejection
 
@@ -110,9 +110,11 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     return max(0.0, at - (time.time() if now is None else now))
 
 
-def retry_delay(attempt: int, retry_after: Optional[float], base: float, maximum: float, random: Any) -> float:
+def retry_delay(
+    attempt: int, retry_after: Optional[float], base: float, maximum: float, random: Callable[[], float]
+) -> float:
     """Exponential backoff with full jitter, never less than Retry-After (plus up to 10%)."""
-    backoff = max(0.001, random() * min(maximum, base * 2 ** min(attempt - 1, 30)))
+    backoff = max(0.001, random() * min(maximum, base * 2.0 ** min(attempt - 1, 30)))
     if retry_after is None:
         return backoff
     return max(backoff, retry_after + random() * retry_after * 0.1)

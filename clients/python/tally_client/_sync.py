@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union, cast
 
 from . import _reads as reads
 from ._core import Item, Outbox, encode_batch, make_event, retry_delay, serialize
@@ -197,13 +197,13 @@ class Tally:
 
     def usage(self, customer: str, meter: str, granularity: str, from_: str, to: str, **kw: Any) -> "reads.UsageSeries":
         """Usage per hour, day or month; group_by=[...], filters={dimension: value or [values]}."""
-        return self._read(reads.usage(customer, meter, granularity, from_, to, **kw))
+        return cast("reads.UsageSeries", self._read(reads.usage(customer, meter, granularity, from_, to, **kw)))
 
     def summary(self, customer: str, period: Optional[str] = None) -> Dict[str, Any]:
-        return self._read(reads.summary(customer, period))
+        return cast("Dict[str, Any]", self._read(reads.summary(customer, period)))
 
     def invoice_preview(self, customer: str, period: Optional[str] = None) -> Dict[str, Any]:
-        return self._read(reads.invoice_preview(customer, period))
+        return cast("Dict[str, Any]", self._read(reads.invoice_preview(customer, period)))
 
     def invoices(
         self,
@@ -212,18 +212,18 @@ class Tally:
         period: Optional[str] = None,
         limit: Optional[int] = None,
     ) -> List[Dict[str, Any]]:
-        return self._read(reads.invoices(customer, status, period, limit))
+        return cast(List[Dict[str, Any]], self._read(reads.invoices(customer, status, period, limit)))
 
     def invoice(self, id: str) -> Dict[str, Any]:
-        return self._read(reads.invoice(id))
+        return cast("Dict[str, Any]", self._read(reads.invoice(id)))
 
     def credits(self, customer: str) -> Dict[str, Any]:
-        return self._read(reads.credits(customer))
+        return cast("Dict[str, Any]", self._read(reads.credits(customer)))
 
     def entitlement(self, customer: str, meter: str) -> "reads.Entitlement":
         """allowed true, or (a block, 429) allowed false with Tally's problem and retry_after_seconds."""
-        return self._read(reads.entitlement(customer, meter))
+        return cast("reads.Entitlement", self._read(reads.entitlement(customer, meter)))
 
     def receipt(self, customer: str, id: str) -> Optional["reads.EventReceipt"]:
         """Was this event counted? The stored event, or None."""
-        return self._read(reads.receipt(customer, id))
+        return cast(Optional["reads.EventReceipt"], self._read(reads.receipt(customer, id)))
