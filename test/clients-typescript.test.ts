@@ -179,4 +179,18 @@ describe("TypeScript client: against Tally (embedded engine)", () => {
     const closed = await client.close(100).catch((e: unknown) => e);
     expect((closed as DeliveryError).undelivered.map((e) => e.customer)).toEqual(["nowhere"]);
   });
+
+  it("when close() gives up while a track() waits for room, then that track() fails (its event was never buffered)", async () => {
+    const client = new TallyClient({
+      url: "http://127.0.0.1:9",
+      apiKey: ADMIN_KEY,
+      maxBufferedEvents: 1,
+      retryBaseMs: 10,
+    });
+    await client.track({ customer: "full", meter: "api_calls", id: "in-buffer" });
+    const waiting = client.track({ customer: "full", meter: "api_calls", id: "waiting" });
+    const closed = await client.close(100).catch((e: unknown) => e);
+    expect((closed as DeliveryError).undelivered.map((e) => e.id)).toEqual(["in-buffer"]);
+    await expect(waiting).rejects.toBeInstanceOf(ClientClosedError);
+  });
 });

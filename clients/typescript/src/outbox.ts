@@ -3,7 +3,7 @@
 // included) or refused them (reported). Memory is bounded by `maxBufferedEvents`; past it `track` waits or fails.
 
 import { encodeBatch, type Outcome, postBatch, retryDelay } from "./delivery.js";
-import { BufferFullError, type EventProblem, type Rejection, type TrackedEvent } from "./errors.js";
+import { BufferFullError, ClientClosedError, type EventProblem, type Rejection, type TrackedEvent } from "./errors.js";
 
 export interface OutboxOptions {
   url: string;
@@ -82,7 +82,7 @@ export class Outbox {
   #forceUpTo = -1;
   #active = 0;
   readonly #inFlight = new Set<Item[]>();
-  readonly #waiting: { item: Item; resolve: () => void }[] = [];
+  readonly #waiting: { item: Item; resolve: () => void; reject: (err: Error) => void }[] = [];
   readonly #barriers: Barrier[] = [];
   #timer: NodeJS.Timeout | undefined;
   #timerAt = 0;
@@ -119,7 +119,7 @@ export class Outbox {
     if (this.#waiting.length >= this.#o.maxBufferedEvents) {
       return Promise.reject(new BufferFullError(this.#fullMessage("as many track calls are already waiting")));
     }
-    return new Promise((resolve) => this.#waiting.push({ item, resolve }));
+    return new Promise((resolve, reject) => this.#waiting.push({ item, resolve, reject }));
   }
 
   #fullMessage(why: string): string {
@@ -147,22 +147,24 @@ export class Outbox {
     });
   }
 
-  /** The events not yet acknowledged, oldest first (for a DeliveryError). */
-  pending(): TrackedEvent[] {
-    const items = [...this.#inFlight].flat().concat(
-      this.#queue,
-      this.#waiting.map((w) => w.item),
-    );
+  /** The events not yet acknowledged, oldest first (for a DeliveryError); `waiting`: also those track() holds. */
+  pending(waiting = true): TrackedEvent[] {
+    const items = [...this.#inFlight].flat().concat(this.#queue, waiting ? this.#waiting.map((w) => w.item) : []);
     return items.sort((a, b) => a.seq - b.seq).map((i) => JSON.parse(i.line) as TrackedEvent);
   }
 
-  /** close()'s deadline: abort requests and retry waits; the events still held are returned, not delivered. */
+  /** close()'s deadline: abort requests and retry waits; the events still buffered are returned, not delivered. */
   async abandon(): Promise<TrackedEvent[]> {
     this.#giveUp.abort();
     clearTimeout(this.#timer);
     if (this.#active > 0) await new Promise<void>((r) => (this.#idle = r));
     this.#idle = undefined;
-    return this.pending();
+    // Events whose track() still waits for room were never buffered: their track() fails instead.
+    const pending = this.pending(false);
+    for (const w of this.#waiting.splice(0)) {
+      w.reject(new ClientClosedError("close() gave up while track() waited for room: the event was not buffered"));
+    }
+    return pending;
   }
 
   get abandoned(): boolean {
