@@ -180,7 +180,7 @@ describe("TypeScript client: against Tally (embedded engine)", () => {
     expect((closed as DeliveryError).undelivered.map((e) => e.customer)).toEqual(["nowhere"]);
   });
 
-  it("when close() gives up while a track() waits for room, then that track() fails (its event was never buffered)", async () => {
+  it("when close() comes while a track() waits for room, then that track() fails (its event was never buffered)", async () => {
     const client = new TallyClient({
       url: "http://127.0.0.1:9",
       apiKey: ADMIN_KEY,

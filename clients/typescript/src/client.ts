@@ -129,12 +129,16 @@ export class TallyClient extends Reads {
   }
 
   /**
-   * Stops taking events and delivers everything buffered. Past `timeoutMs` (default flushTimeoutMs) it stops
+   * Stops taking events (track() calls waiting for room fail with ClientClosedError) and delivers everything
+   * buffered. Past `timeoutMs` (default flushTimeoutMs) it stops
    * retrying and rejects with a DeliveryError whose `undelivered` are the events Tally has not acknowledged —
    * the only way events leave this client without an acknowledgement or a refusal. Call it on SIGTERM.
    */
   close(timeoutMs = this.#flushTimeoutMs): Promise<void> {
-    this.#closing ??= this.#close(timeoutMs);
+    if (!this.#closing) {
+      this.#outbox.refuseWaiting();
+      this.#closing = this.#close(timeoutMs);
+    }
     return this.#closing;
   }
 

@@ -147,9 +147,12 @@ export class Outbox {
     });
   }
 
-  /** The events not yet acknowledged, oldest first (for a DeliveryError); `waiting`: also those track() holds. */
-  pending(waiting = true): TrackedEvent[] {
-    const items = [...this.#inFlight].flat().concat(this.#queue, waiting ? this.#waiting.map((w) => w.item) : []);
+  /** The events not yet acknowledged, oldest first (for a DeliveryError), with those track() holds back. */
+  pending(): TrackedEvent[] {
+    const items = [...this.#inFlight].flat().concat(
+      this.#queue,
+      this.#waiting.map((w) => w.item),
+    );
     return items.sort((a, b) => a.seq - b.seq).map((i) => JSON.parse(i.line) as TrackedEvent);
   }
 
@@ -159,12 +162,14 @@ export class Outbox {
     clearTimeout(this.#timer);
     if (this.#active > 0) await new Promise<void>((r) => (this.#idle = r));
     this.#idle = undefined;
-    // Events whose track() still waits for room were never buffered: their track() fails instead.
-    const pending = this.pending(false);
+    return this.pending();
+  }
+
+  /** close(): track() calls still waiting for room fail (their events were never buffered). */
+  refuseWaiting(): void {
     for (const w of this.#waiting.splice(0)) {
-      w.reject(new ClientClosedError("close() gave up while track() waited for room: the event was not buffered"));
+      w.reject(new ClientClosedError("close() while track() waited for room: the event was not buffered"));
     }
-    return pending;
   }
 
   get abandoned(): boolean {
