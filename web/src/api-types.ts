@@ -200,7 +200,7 @@ export interface paths {
                 query?: {
                     /** @description Customer id: 1–128 printable characters (URL-encode it in paths) */
                     customer?: string;
-                    /** @description UTC calendar month, YYYY-MM */
+                    /** @description With a customer: its billing period that starts in that month (YYYY-MM, in the cycle's time zone) or contains that instant. Without one: alerts whose period starts in that UTC month, or contains that instant */
                     period?: string;
                 };
                 header?: never;
@@ -246,6 +246,13 @@ export interface paths {
                     content: {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
+                };
+                /** @description no billing period of the customer starts in that month */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
                 };
                 /** @description this API key sent more requests than its rate allows (Retry-After, RateLimit headers) */
                 429: {
@@ -3772,7 +3779,12 @@ export interface components {
             level: "soft" | "hard" | "forecast" | "credits_low" | "credits_exhausted";
             /** @description null for credit alerts (the customer's balance) */
             meter: string | null;
+            /** @description YYYY-MM: the month the alert's billing period starts in (in the time zone of the customer's cycle) */
             period: string;
+            /** @description The end (exclusive) of the customer's billing period the alert belongs to */
+            period_end: string;
+            /** @description The customer's billing period the alert belongs to: its start */
+            period_start: string;
             threshold: string;
             triggered_at: string;
             unit: string;

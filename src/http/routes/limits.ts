@@ -68,7 +68,9 @@ const alertSchema = z
       description: "YYYY-MM: the month the alert's billing period starts in (in the time zone of the customer's cycle)",
     }),
     period_start: z.string().meta({ description: "The customer's billing period the alert belongs to: its start" }),
-    period_end: z.string().meta({ description: "…and its end (exclusive)" }),
+    period_end: z
+      .string()
+      .meta({ description: "The end (exclusive) of the customer's billing period the alert belongs to" }),
     triggered_at: z.string(),
   })
   .meta({ id: "Alert" });
