@@ -174,6 +174,63 @@ describe.each(BACKENDS)("limits per billing cycle on %s", (backend) => {
     expect(april.body).toMatchObject({ quantity: "0", resets_at: "2026-04-30T22:00:00Z" });
   });
 
+  it("when an anchored customer's credits run low, then the credit alert belongs to the anchored period it happened in", async () => {
+    const w = await ownTally(backend, "2026-11-20T12:00:00Z");
+    await w.setup("/v1/meters/calls", { name: "Calls", unit: "call", aggregation: "sum" });
+    await w.setup("/v1/plans/plain", { name: "Plain", currency: "USD" });
+    const price = { meter: "calls", effective_from: "2026-01-01T00:00:00Z", model: "per_unit", unit_price: "0.01" };
+    await w.ok(w.post("/v1/plans/plain/prices", price), 201);
+    await w.setup("/v1/customers/prepaid", {});
+    await w.setup("/v1/customers/prepaid/subscription", {
+      plan: "plain",
+      start: "2026-10-01T00:00:00Z",
+      billing: { interval: "month", anchor: ANCHOR },
+    });
+    await w.setup("/v1/customers/prepaid", { credit_alert_below: "5" });
+    await w.ok(w.post("/v1/customers/prepaid/credit-grants", { amount: "10.00" }), 201);
+    await w.ingest([{ customer: "prepaid", meter: "calls", value: 600, timestamp: "2026-11-20T12:00:00Z" }]);
+    await w.t.tally.ctx.limits.evaluateCustomer("prepaid");
+    const low = { level: "credits_low", meter: null, period: "2026-11", period_start: ANCHOR };
+    const anchored = { ...low, period_end: "2026-12-17T09:00:00Z" };
+    expect((await w.get("/v1/alerts", { customer: "prepaid" })).data).toMatchObject([anchored]);
+    expect((await w.get("/v1/alerts", { customer: "prepaid", period: "2026-11" })).data).toMatchObject([anchored]);
+    expect((await w.get("/v1/alerts", { customer: "prepaid", period: "2026-10" })).data).toEqual([]);
+    expect((await w.get("/v1/alerts", { period: "2026-11" })).data).toMatchObject([anchored]);
+    expect((await w.get("/v1/alerts", { period: "2026-11-17T08:00:00Z" })).data).toEqual([]);
+    expect((await w.get("/v1/alerts", { period: "2026-12-17T08:00:00Z" })).data).toMatchObject([anchored]);
+  });
+
+  it("when an anchored customer's forecast is projected, then it runs to its period end (2026-12-17T09:00Z), not the month's", async () => {
+    const w = await ownTally(backend, "2026-11-20T12:00:00Z", { env: { TALLY_WEBHOOK_ALLOW_PRIVATE: "true" } });
+    await workedPlan(w);
+    await w.ok(w.post("/v1/webhook-endpoints", { url: "http://127.0.0.1:9/hooks" }), 201);
+    await w.setup("/v1/customers/fc", {});
+    await w.setup("/v1/customers/fc/subscription", {
+      plan: "graduated",
+      start: "2026-10-01T00:00:00Z",
+      billing: { interval: "month", anchor: ANCHOR },
+    });
+    // 10 calls an hour for a week: about 760 in the period so far and 6,450 more to its end (≈ 7,200), where the
+    // calendar month would be 1,690 so far and 2,520 more (≈ 4,200). Only the anchored projection reaches 5,000.
+    await w.setup("/v1/customers/fc/limits/calls", { soft: "5000", hard: "100000", unit: "quantity", forecast: true });
+    const events = [];
+    for (let h = Date.parse("2026-11-13T12:00:00Z"); h <= Date.parse("2026-11-20T12:00:00Z"); h += 3_600_000) {
+      events.push({ customer: "fc", meter: "calls", value: 10, timestamp: new Date(h).toISOString() });
+    }
+    await w.ingest(events);
+    for (let i = 0; i < 2; i++) await w.runJob("evaluate-limits");
+    expect((await w.get("/v1/alerts", { customer: "fc" })).data).toMatchObject([
+      { level: "forecast", threshold: "5000", period_start: ANCHOR, period_end: "2026-12-17T09:00:00Z" },
+    ]);
+    const { rows } = await w.t.tally.ctx.db.query<{ body: string }>(
+      "SELECT body FROM webhook_deliveries WHERE body LIKE '%limit.forecast%'",
+      [],
+    );
+    expect(rows.map((r) => JSON.parse(r.body).data)).toMatchObject([
+      { period_start: "2026-11-17T09:00:00.000Z", period_end: "2026-12-17T09:00:00.000Z" },
+    ]);
+  });
+
   it("when a blocked customer's cycle changes, then the change re-evaluates it with the new period at once", async () => {
     const w = await ownTally(backend, "2026-11-20T12:00:00Z");
     await workedPlan(w);
