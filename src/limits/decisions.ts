@@ -1,12 +1,13 @@
 // Entitlement decisions from memory: every (customer, meter) state of the last evaluation, polled from the
 // database every second — so a decision made by any process is enforced by all within about a second — and,
-// for pairs without a limit, their quantity read once and kept for a second.
+// for pairs without a limit, their quantity read once and kept for a second. Each state carries the customer's
+// billing period it was evaluated in, so whether it still counts (and when a block resets) needs no query.
 import { LRUCache } from "lru-cache";
+import type { BillingCalendar, BillingPeriod } from "../billing/calendar.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/types.js";
 import type { Logger } from "../logger.js";
 import { Dec, ZERO } from "../pricing/money.js";
-import { periodOf } from "../rollups/buckets.js";
 import type { LimitState, LimitUnit } from "./rules.js";
 import { type PairState, statesSince } from "./states.js";
 
@@ -36,6 +37,10 @@ const UNLIMITED_CACHE_MAX = 50_000;
 
 export const pairKey = (customer: string, meter: string) => `${customer}\u0000${meter}`;
 
+/** Whether a state was evaluated in the billing period running at `now` (a state of an ended period no longer counts). */
+export const current = (s: { periodStart: Date; periodEnd: Date }, now: Date): boolean =>
+  s.periodStart <= now && now < s.periodEnd;
+
 function unlimited(quantity: Dec, period: { start: Date; end: Date }, asOf: Date): Entitlement {
   return {
     allowed: true,
@@ -57,16 +62,20 @@ function unlimited(quantity: Dec, period: { start: Date; end: Date }, asOf: Date
 export interface DecisionSources {
   /** The pair's quantity in the period, read from the rollups (for pairs without a limit). */
   quantity(customer: string, meter: string, period: { start: Date; end: Date }): Promise<Dec>;
+  /** The customer's billing calendar (for pairs without a limit: which period their quantity is of). */
+  calendar(customer: string): Promise<BillingCalendar>;
   /** A limited pair was asked about in a period it was not evaluated in yet. */
   stale(customer: string): void;
 }
 
 export class Decisions {
   readonly #states = new Map<string, PairState>();
-  readonly #unlimited = new LRUCache<string, { quantity: Dec; asOf: Date }>({
+  readonly #unlimited = new LRUCache<string, { quantity: Dec; period: BillingPeriod; asOf: Date }>({
     max: UNLIMITED_CACHE_MAX,
     ttl: UNLIMITED_CACHE_MS,
   });
+  /** Calendars of customers asked about pairs without a limit: kept as briefly as their quantities. */
+  readonly #calendars = new LRUCache<string, BillingCalendar>({ max: UNLIMITED_CACHE_MAX, ttl: UNLIMITED_CACHE_MS });
   #polledUntil: Date | null = null;
   /** Counts apply() calls; per pair, the count at its last apply (a poll that began before it must not undo it). */
   #applies = 0;
@@ -123,6 +132,8 @@ export class Decisions {
       this.#appliedAt.set(pairKey(s.customer, s.meter), this.#applies);
       this.#states.set(pairKey(s.customer, s.meter), s);
       this.#unlimited.delete(pairKey(s.customer, s.meter));
+      // An evaluation follows every subscription change: its customer's cycle may have changed.
+      this.#calendars.delete(s.customer);
     }
   }
 
@@ -130,10 +141,10 @@ export class Decisions {
     return this.#states.get(pairKey(customer, meter));
   }
 
-  /** Customers with a state evaluated in the period starting at `periodStart`. */
-  customersEvaluatedIn(periodStart: Date): Set<string> {
+  /** Customers with a state evaluated in their billing period running at `now`. */
+  customersEvaluatedAt(now: Date): Set<string> {
     const out = new Set<string>();
-    for (const s of this.#states.values()) if (s.periodStart.getTime() === periodStart.getTime()) out.add(s.customer);
+    for (const s of this.#states.values()) if (current(s, now)) out.add(s.customer);
     return out;
   }
 
@@ -146,29 +157,38 @@ export class Decisions {
 
   /**
    * The decision for (customer, meter) now: from the in-memory state when the pair is limited and evaluated in
-   * this period; otherwise allowed, with the quantity read (and cached for a second).
+   * its current period; otherwise allowed, with the quantity of the customer's period read (and cached for a second).
    */
   async entitlement(customer: string, meter: string): Promise<Entitlement> {
     const known = this.cachedEntitlement(customer, meter);
     if (known) return known;
     const now = this.clock.now();
-    const period = periodOf(now);
     // A limited pair from an earlier period: the new period starts unblocked; evaluate it for the next ask.
     const s = this.state(customer, meter);
     if (s?.unit || s?.credits) this.sources.stale(customer);
+    const period = (await this.#calendar(customer)).periodContaining(now);
     const quantity = await this.sources.quantity(customer, meter, period);
-    this.#unlimited.set(pairKey(customer, meter), { quantity, asOf: now });
+    this.#unlimited.set(pairKey(customer, meter), { quantity, period, asOf: now });
     return unlimited(quantity, period, now);
+  }
+
+  async #calendar(customer: string): Promise<BillingCalendar> {
+    const known = this.#calendars.get(customer);
+    if (known) return known;
+    const calendar = await this.sources.calendar(customer);
+    this.#calendars.set(customer, calendar);
+    return calendar;
   }
 
   /**
    * The decision from memory alone, when there is one: the pair is limited (or its credits watched) and evaluated
-   * in this period, or unlimited and its quantity was read within the last second. Otherwise undefined.
+   * in the period running now, or unlimited and its quantity was read within the last second in the period running
+   * now. Otherwise undefined.
    */
   cachedEntitlement(customer: string, meter: string): Entitlement | undefined {
-    const period = periodOf(this.clock.now());
+    const now = this.clock.now();
     const s = this.state(customer, meter);
-    if ((s?.unit || s?.credits) && s.periodStart.getTime() === period.start.getTime()) {
+    if ((s?.unit || s?.credits) && current(s, now)) {
       const value = s.unit === "amount" ? (s.amount ?? ZERO) : s.quantity;
       const remaining = s.hard ? Dec.max(s.hard.minus(value), ZERO) : null;
       const code = s.state === "blocked" ? "limit_reached" : s.credits === "exhausted" ? "credits_exhausted" : null;
@@ -184,12 +204,14 @@ export class Decisions {
         hard: s.hard,
         remaining: s.state === "blocked" ? ZERO : remaining,
         state: code === null ? s.state : "blocked",
-        period,
+        period: { start: s.periodStart, end: s.periodEnd },
         asOf: s.asOf,
       };
     }
     if (s?.unit || s?.credits) return undefined;
     const cached = this.#unlimited.get(pairKey(customer, meter));
-    return cached ? unlimited(cached.quantity, period, cached.asOf) : undefined;
+    return cached && cached.period.start <= now && now < cached.period.end
+      ? unlimited(cached.quantity, cached.period, cached.asOf)
+      : undefined;
   }
 }

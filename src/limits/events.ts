@@ -12,6 +12,7 @@ export interface ReachedLimit {
   value: Dec;
   /** Money limits only. */
   currency: string | null;
+  /** The customer's billing period the alert belongs to. */
   period: { start: Date; end: Date };
   state: LimitState;
   triggeredAt: Date;
@@ -31,6 +32,8 @@ export function limitReachedEvent(id: string, now: Date, r: ReachedLimit): strin
       value: r.value.toFixed(),
       currency: r.currency ?? undefined,
       period: { start: r.period.start.toISOString(), end: r.period.end.toISOString() },
+      period_start: r.period.start.toISOString(),
+      period_end: r.period.end.toISOString(),
       state: r.state,
       triggered_at: r.triggeredAt.toISOString(),
     },

@@ -1,25 +1,40 @@
 // Forecast alerts: a limit with `forecast: true` records a `forecast` alert (once per threshold and period) and
-// queues a `limit.forecast` webhook when the period-end forecast reaches its soft or hard threshold — days before
-// the real crossing. Evaluated by the evaluate-limits job.
-import type { Db } from "../db/types.js";
-import { forecastCustomer } from "../forecast/forecast.js";
-import { periodOf } from "../rollups/buckets.js";
+// queues a `limit.forecast` webhook when the forecast to the end of the customer's billing period reaches its soft
+// or hard threshold — days before the real crossing. Evaluated by the evaluate-limits job.
+import type { BillingPeriod } from "../billing/calendar.js";
+import { buildStatement } from "../billing/statement.js";
+import { listMeters } from "../catalog/meters.js";
+import type { Db, Queryable } from "../db/types.js";
+import { type Forecast, forecastOf } from "../forecast/forecast.js";
+import { readHistories } from "../forecast/history.js";
 import { enqueueEvent } from "../webhooks/outbox.js";
 import { recordAlert } from "./states.js";
 import type { StoredLimit } from "./store.js";
 
+/** The customer's forecast to the end of `period` (the one running at `now`), as forecastOf makes every forecast. */
+async function forecastTo(db: Queryable, customer: string, period: BillingPeriod, now: Date): Promise<Forecast> {
+  const statement = await buildStatement(db, customer, period, now);
+  const meters = await listMeters(db);
+  const histories = await readHistories(db, { customer, now, periodEnd: period.end });
+  return forecastOf({
+    statement,
+    toDate: new Map(statement.meters.map((m) => [m.meter, m.quantity])),
+    meters: new Map(meters.map((m) => [m.key, m])),
+    history: histories.get(customer) ?? new Map(),
+    now,
+  });
+}
+
 /** Records the forecast alerts of one customer; returns how many were new and how many webhooks were queued. */
 export async function evaluateForecastAlerts(
   db: Db,
-  customer: string,
-  limits: StoredLimit[],
-  now: Date,
+  i: { customer: string; limits: StoredLimit[]; period: BillingPeriod; now: Date },
   eventId: (alertId: string) => string,
 ): Promise<{ alerts: number; webhooks: number }> {
-  const watched = limits.filter((l) => l.forecast);
+  const { customer, period, now } = i;
+  const watched = i.limits.filter((l) => l.forecast);
   if (watched.length === 0) return { alerts: 0, webhooks: 0 };
-  const forecast = await forecastCustomer(db, customer, now);
-  const period = periodOf(now);
+  const forecast = await forecastTo(db, customer, period, now);
   const out = { alerts: 0, webhooks: 0 };
   await db.transaction(async (tx) => {
     for (const limit of watched) {
@@ -34,7 +49,7 @@ export async function evaluateForecastAlerts(
         const alert = await recordAlert(tx, {
           customer,
           meter: limit.meter,
-          periodStart: period.start,
+          period,
           level: "forecast",
           threshold,
           unit: limit.unit,
@@ -59,6 +74,8 @@ export async function evaluateForecastAlerts(
             method: m.method,
             currency: limit.unit === "amount" ? forecast.currency : undefined,
             period: { start: period.start.toISOString(), end: period.end.toISOString() },
+            period_start: period.start.toISOString(),
+            period_end: period.end.toISOString(),
             triggered_at: alert.triggeredAt.toISOString(),
           },
         });

@@ -1,9 +1,10 @@
 // Limits at run time: evaluates customers (on schedule, right after ingest when close to a threshold, and when a
 // limit or subscription changes) and records alerts once, queueing their webhooks in the same transaction.
 // Entitlement decisions come from memory (decisions.ts), which every evaluation updates.
-import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
+import type { BillingPeriod } from "../billing/calendar.js";
 import { buildStatement } from "../billing/statement.js";
+import { calendarOf } from "../billing/subscriptions.js";
 import { getMeter } from "../catalog/meters.js";
 import type { Clock } from "../clock.js";
 import { creditView, pricedMetersAt, recordCrossings } from "../credits/evaluation.js";
@@ -14,21 +15,13 @@ import type { CommittedBatch, PairDelta } from "../ingest/service.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { type Dec, dec, ZERO } from "../pricing/money.js";
-import { alignDown, periodOf } from "../rollups/buckets.js";
+import { alignDown } from "../rollups/buckets.js";
 import { quantityOf, rangeTotals } from "../rollups/totals.js";
-import { enqueueEvent } from "../webhooks/outbox.js";
-import { Decisions, type Entitlement, pairKey } from "./decisions.js";
-import { limitReachedEvent } from "./events.js";
+import { current, Decisions, type Entitlement, pairKey } from "./decisions.js";
 import { evaluateForecastAlerts } from "./forecastAlerts.js";
+import { alertEventId, evaluatePair } from "./pairs.js";
 import { evaluate, type LimitState, type LimitUnit, mayBeNear, mayRunOut } from "./rules.js";
-import {
-  customersWithEventsSince,
-  limitedMetersOf,
-  lockState,
-  type PairState,
-  recordAlert,
-  saveState,
-} from "./states.js";
+import { customersWithEventsSince, limitedMetersOf, type PairState } from "./states.js";
 import { effectiveLimits, limitedCustomers } from "./store.js";
 
 export type { Entitlement } from "./decisions.js";
@@ -56,10 +49,6 @@ interface LocalDelta extends PairDelta {
 const FULL_PASS_MS = 10 * 60_000;
 /** Events received this long before the previous run began are looked at again (commit comes after receipt). */
 const RECEIVED_OVERLAP_MS = 60_000;
-
-export function alertEventId(alertId: string): string {
-  return `evt_${createHash("sha256").update(`tally-alert:${alertId}`).digest("base64url").slice(0, 24)}`;
-}
 
 export class LimitsService {
   readonly decisions: Decisions;
@@ -89,6 +78,7 @@ export class LimitsService {
     this.#alerts = metrics.counter("tally_alerts_total", "Alerts recorded by level", ["level"]);
     this.decisions = new Decisions(db, clock, log, {
       quantity: (customer, meter, period) => this.#periodQuantity(customer, meter, period),
+      calendar: (customer) => calendarOf(this.db, customer),
       stale: (customer) => this.schedule(customer, "period"),
     });
   }
@@ -140,7 +130,6 @@ export class LimitsService {
   /** Right after a commit: evaluate the customers whose limited meters are (or may now be) near a threshold. */
   afterIngest(batch: CommittedBatch): void {
     const now = this.clock.now();
-    const period = periodOf(now);
     for (const [customer, meters] of batch.pairs) {
       let due = false;
       for (const [meter, delta] of meters) {
@@ -149,7 +138,7 @@ export class LimitsService {
         const since = this.#sinceState(pairKey(customer, meter), s.asOf, now, delta);
         const q = s.quantity.toNumber();
         // An evaluation in flight may have read the totals before this batch committed: evaluate once more.
-        if (this.#running.has(customer) || s.periodStart.getTime() !== period.start.getTime()) due = true;
+        if (this.#running.has(customer) || !current(s, now)) due = true;
         else if (s.unit && s.state !== "blocked" && mayBeNear(s, since)) due = true;
         else if (s.credits === "ok" && mayRunOut(s, Math.max(since.sum, since.count, since.max - q))) due = true;
       }
@@ -222,25 +211,32 @@ export class LimitsService {
    * previous one committed, so its states and crossings never go back in time.
    */
   evaluateCustomer(customer: string, trigger = "manual"): Promise<EvaluationSummary> {
+    return this.#evaluateCounted(customer, trigger).then((e) => e.summary);
+  }
+
+  #evaluateCounted(customer: string, trigger: string): Promise<{ summary: EvaluationSummary; period: BillingPeriod }> {
     this.#evaluations.inc({ trigger });
     this.#creditEvaluatedAt.set(customer, Date.now());
     return this.#evaluate(customer);
   }
 
-  /** One transaction (one connection): the customer's lock first, then every read and write. */
-  async #evaluate(customer: string): Promise<EvaluationSummary> {
+  /**
+   * One transaction (one connection): the customer's lock first, then every read and write; its calendar is read
+   * under the lock too, so an evaluation that follows a subscription change sees the new cycle.
+   */
+  async #evaluate(customer: string): Promise<{ summary: EvaluationSummary; period: BillingPeriod }> {
     const changed: PairState[] = [];
     let alerted = false;
-    const summary = await this.db.transaction(async (tx) => {
+    const evaluated = await this.db.transaction(async (tx) => {
       await tx.query("SELECT pg_advisory_xact_lock($1::bigint)", [lockId(`evaluate:${customer}`)]);
       const now = this.clock.now();
-      const period = periodOf(now);
+      const period = (await calendarOf(tx, customer)).periodContaining(now);
       const limits = await effectiveLimits(tx, customer, now);
       const known = await limitedMetersOf(tx, customer);
       const settings = await creditSettings(tx, customer);
       const watched = settings && (settings.mode === "credit_only" || settings.alertBelow !== null) ? settings : null;
       const summary = { customers: 1, limits: limits.size, alerts: 0, blocked: 0, webhooks_queued: 0 };
-      if (limits.size === 0 && known.length === 0 && !watched) return summary;
+      if (limits.size === 0 && known.length === 0 && !watched) return { summary, period };
       if (watched) this.#creditWatched.add(customer);
       else this.#creditWatched.delete(customer);
       const ledger = await this.credits.ledgerIn(tx, customer, now);
@@ -255,71 +251,32 @@ export class LimitsService {
         if (crossed.webhooks > 0) alerted = true;
       }
       for (const meter of meters) {
-        const limit = limits.get(meter);
         const m = byMeter.get(meter);
-        const quantity = m?.quantity ?? ZERO;
-        const amount = statement.currency ? (m?.amount ?? ZERO) : null;
-        const stored = await lockState(tx, customer, meter);
-        const prev = stored && stored.periodStart.getTime() === period.start.getTime() ? stored : undefined;
-        if (prev && prev.asOf > now) continue; // a newer evaluation already ran
-        const value = limit?.unit === "amount" ? (amount ?? ZERO) : quantity;
-        const result = evaluate(value, limit, prev);
-        for (const r of result.reached) {
-          const alert = await recordAlert(tx, {
-            customer,
-            meter,
-            periodStart: period.start,
-            level: r.level,
-            threshold: r.threshold,
-            unit: limit?.unit,
-            value,
-            at: now,
-          });
-          if (!alert) continue;
-          summary.alerts += 1;
-          this.#alerts.inc({ level: r.level });
-          const eventId = alertEventId(alert.id);
-          const body = limitReachedEvent(eventId, now, {
-            customer,
-            meter,
-            level: r.level,
-            threshold: r.threshold,
-            unit: limit?.unit,
-            value,
-            currency: limit?.unit === "amount" ? statement.currency : null,
-            period,
-            state: result.state,
-            triggeredAt: alert.triggeredAt,
-          });
-          summary.webhooks_queued += await enqueueEvent(tx, eventId, body, now);
-          alerted = true;
-        }
         const covering = credit?.meters.get(meter);
-        if (result.state === "blocked" || covering?.lte(0)) summary.blocked += 1;
-        const next: PairState = {
+        const outcome = await evaluatePair(tx, {
           customer,
           meter,
-          periodStart: period.start,
-          unit: limit?.unit ?? null,
-          soft: limit?.soft ?? null,
-          hard: limit?.hard ?? null,
-          quantity,
-          amount,
+          period,
+          now,
+          limit: limits.get(meter),
+          quantity: m?.quantity ?? ZERO,
+          amount: statement.currency ? (m?.amount ?? ZERO) : null,
           currency: statement.currency ?? null,
-          state: result.state,
-          blockedAtHard: result.blockedAtHard,
-          credits: covering === undefined ? null : covering.lte(0) ? "exhausted" : "ok",
-          creditBalance: covering ?? null,
-          asOf: now,
-        };
-        await saveState(tx, next);
-        changed.push(next);
+          covering,
+        });
+        if (!outcome) continue; // a newer evaluation already ran
+        for (const level of outcome.alerts) this.#alerts.inc({ level });
+        summary.alerts += outcome.alerts.length;
+        summary.webhooks_queued += outcome.webhooks;
+        if (outcome.alerts.length > 0) alerted = true;
+        if (outcome.state.state === "blocked" || covering?.lte(0)) summary.blocked += 1;
+        changed.push(outcome.state);
       }
-      return summary;
+      return { summary, period };
     });
     this.decisions.apply(changed);
     if (alerted) this.#onAlert();
-    return summary;
+    return evaluated;
   }
 
   /**
@@ -348,10 +305,18 @@ export class LimitsService {
     return out;
   }
 
-  /** Forecast alerts of a customer's limits that ask for them (evaluated by the job, not after every ingest). */
-  async #forecastAlerts(customer: string, now: Date): Promise<{ alerts: number; webhooks: number }> {
+  /**
+   * Forecast alerts of a customer's limits that ask for them (evaluated by the job, not after every ingest), to the
+   * end of the period its evaluation just used.
+   */
+  async #forecastAlerts(
+    customer: string,
+    period: BillingPeriod,
+    now: Date,
+  ): Promise<{ alerts: number; webhooks: number }> {
+    if (!(period.start <= now && now < period.end)) return { alerts: 0, webhooks: 0 }; // the next run has it
     const limits = [...(await effectiveLimits(this.db, customer, now)).values()];
-    const result = await evaluateForecastAlerts(this.db, customer, limits, now, alertEventId);
+    const result = await evaluateForecastAlerts(this.db, { customer, limits, period, now }, alertEventId);
     if (result.alerts > 0) this.#alerts.inc({ level: "forecast" }, result.alerts);
     if (result.webhooks > 0) this.#onAlert();
     return result;
@@ -372,7 +337,7 @@ export class LimitsService {
     if (!full && this.#lastRunStart !== undefined) {
       const since = new Date(this.#lastRunStart - RECEIVED_OVERLAP_MS);
       const active = await customersWithEventsSince(this.db, since);
-      const current = this.decisions.customersEvaluatedIn(periodOf(now).start);
+      const current = this.decisions.customersEvaluatedAt(now);
       // Grants start and end covering on the hour: credit_only customers are evaluated again in every new hour.
       const hourly = this.decisions.creditCustomersEvaluatedBefore(alignDown(now, "hour"));
       due = limited.filter((c) => active.has(c) || !current.has(c) || hourly.has(c));
@@ -381,8 +346,8 @@ export class LimitsService {
     if (full) this.#lastFullPass = now.getTime();
     const total = { customers: 0, limits: 0, alerts: 0, blocked: 0, webhooks_queued: 0 };
     for (const customer of due) {
-      const s = await this.evaluateCustomer(customer, "schedule");
-      const f = await this.#forecastAlerts(customer, now);
+      const { summary: s, period } = await this.#evaluateCounted(customer, "schedule");
+      const f = await this.#forecastAlerts(customer, period, now);
       s.alerts += f.alerts;
       s.webhooks_queued += f.webhooks;
       total.customers += 1;

@@ -7,7 +7,9 @@ import type { LimitState, LimitUnit } from "./rules.js";
 export interface PairState {
   customer: string;
   meter: string;
+  /** The customer's billing period [periodStart, periodEnd) the state was evaluated in. */
   periodStart: Date;
+  periodEnd: Date;
   unit: LimitUnit | null;
   soft: Dec | null;
   hard: Dec | null;
@@ -27,6 +29,7 @@ interface StateRow {
   customer_id: string;
   meter: string;
   period_start: Date;
+  period_end: Date;
   unit: LimitUnit | null;
   soft: string | null;
   hard: string | null;
@@ -40,7 +43,7 @@ interface StateRow {
   as_of: Date;
 }
 
-const STATE_COLUMNS = `customer_id, meter, period_start, unit, soft::text AS soft, hard::text AS hard,
+const STATE_COLUMNS = `customer_id, meter, period_start, period_end, unit, soft::text AS soft, hard::text AS hard,
   quantity::text AS quantity, amount::text AS amount, currency, state, blocked_at_hard::text AS blocked_at_hard,
   credits, credit_balance::text AS credit_balance, as_of`;
 
@@ -51,6 +54,7 @@ function fromRow(r: StateRow): PairState {
     customer: r.customer_id,
     meter: r.meter,
     periodStart: r.period_start,
+    periodEnd: r.period_end,
     unit: r.unit,
     soft: decOrNull(r.soft),
     hard: decOrNull(r.hard),
@@ -98,10 +102,10 @@ export async function lockState(tx: Queryable, customer: string, meter: string):
 export async function saveState(tx: Queryable, s: PairState): Promise<void> {
   await tx.query(
     `INSERT INTO limit_states (customer_id, meter, period_start, unit, soft, hard, quantity, amount, currency, state,
-                               blocked_at_hard, as_of, credits, credit_balance, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, clock_timestamp())
+                               blocked_at_hard, as_of, credits, credit_balance, period_end, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, clock_timestamp())
      ON CONFLICT (customer_id, meter) DO UPDATE SET
-       period_start = EXCLUDED.period_start, unit = EXCLUDED.unit, soft = EXCLUDED.soft, hard = EXCLUDED.hard,
+       period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end, unit = EXCLUDED.unit, soft = EXCLUDED.soft, hard = EXCLUDED.hard,
        quantity = EXCLUDED.quantity, amount = EXCLUDED.amount, currency = EXCLUDED.currency,
        state = EXCLUDED.state, blocked_at_hard = EXCLUDED.blocked_at_hard, as_of = EXCLUDED.as_of,
        credits = EXCLUDED.credits, credit_balance = EXCLUDED.credit_balance, updated_at = clock_timestamp()`,
@@ -120,6 +124,7 @@ export async function saveState(tx: Queryable, s: PairState): Promise<void> {
       s.asOf,
       s.credits,
       s.creditBalance?.toFixed() ?? null,
+      s.periodEnd,
     ],
   );
 }
@@ -127,7 +132,7 @@ export async function saveState(tx: Queryable, s: PairState): Promise<void> {
 export interface AlertInput {
   customer: string;
   meter: string;
-  periodStart: Date;
+  period: { start: Date; end: Date };
   level: string;
   threshold: Dec;
   unit: string | undefined;
@@ -135,74 +140,33 @@ export interface AlertInput {
   at: Date;
 }
 
-/** Records an alert once per (customer, meter, period, level, threshold, unit); undefined when it already was. */
+/**
+ * Records an alert once per (customer, meter, period, level, threshold, unit) — the period being the customer's
+ * billing period, named by its start; undefined when it already was.
+ */
 export async function recordAlert(
   tx: Queryable,
   a: AlertInput,
 ): Promise<{ id: string; triggeredAt: Date } | undefined> {
   const { rows } = await tx.query<{ id: string; triggered_at: Date }>(
-    `INSERT INTO alerts (customer_id, meter, period_start, level, threshold, unit, value, triggered_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    `INSERT INTO alerts (customer_id, meter, period_start, period_end, level, threshold, unit, value, triggered_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
      ON CONFLICT (customer_id, meter, period_start, level, threshold, unit) DO NOTHING
      RETURNING id::text, triggered_at`,
-    [a.customer, a.meter, a.periodStart, a.level, a.threshold.toFixed(), a.unit, a.value.toFixed(), a.at],
+    [
+      a.customer,
+      a.meter,
+      a.period.start,
+      a.period.end,
+      a.level,
+      a.threshold.toFixed(),
+      a.unit,
+      a.value.toFixed(),
+      a.at,
+    ],
   );
   const r = rows[0];
   return r ? { id: r.id, triggeredAt: r.triggered_at } : undefined;
-}
-
-export interface AlertRecord {
-  customer: string;
-  /** null: a credit alert (about the customer's balance, not one meter). */
-  meter: string | null;
-  level: string;
-  threshold: string;
-  unit: string;
-  value: string;
-  periodStart: Date;
-  triggeredAt: Date;
-}
-
-/**
- * The newest alerts (at most 1,000), of one customer and/or one period when given: limit alerts, and credit
- * alerts (credits_low, credits_exhausted: their value is the balance, their period the month they happened in).
- */
-export async function listAlerts(
-  db: Queryable,
-  filter: { customer: string | null; periodStart: Date | null },
-): Promise<AlertRecord[]> {
-  const { rows } = await db.query<{
-    customer_id: string;
-    meter: string | null;
-    level: string;
-    threshold: string;
-    unit: string;
-    value: string;
-    period_start: Date;
-    triggered_at: Date;
-  }>(
-    `SELECT customer_id, meter, level, threshold, unit, value, period_start, triggered_at FROM (
-       SELECT customer_id, meter, level, threshold::text, unit, value::text, period_start, triggered_at, id FROM alerts
-       WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::timestamptz IS NULL OR period_start = $2)
-       UNION ALL
-       SELECT customer_id, NULL, level, threshold::text, 'amount', balance::text,
-              date_trunc('month', triggered_at, 'UTC'), triggered_at, id FROM credit_alerts
-       WHERE ($1::text IS NULL OR customer_id = $1)
-         AND ($2::timestamptz IS NULL OR date_trunc('month', triggered_at, 'UTC') = $2)
-     ) AS a
-     ORDER BY triggered_at DESC, id DESC LIMIT 1000`,
-    [filter.customer, filter.periodStart],
-  );
-  return rows.map((r) => ({
-    customer: r.customer_id,
-    meter: r.meter,
-    level: r.level,
-    threshold: r.threshold,
-    unit: r.unit,
-    value: r.value,
-    periodStart: r.period_start,
-    triggeredAt: r.triggered_at,
-  }));
 }
 
 /** Customers with events received since `since` (through event_keys' received_at index). */

@@ -2,14 +2,14 @@
 import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
 import { planKey } from "../../billing/schemas.js";
-import { customerId, meterKey, periodMonth } from "../../catalog/schemas.js";
+import { calendarOf } from "../../billing/subscriptions.js";
+import { customerId, meterKey, type PeriodSelector, periodSelector } from "../../catalog/schemas.js";
 import { notFound, unprocessable } from "../../errors.js";
+import { type AlertPeriodFilter, listAlerts } from "../../limits/alerts.js";
 import { limitBody } from "../../limits/schemas.js";
 import type { Entitlement } from "../../limits/service.js";
-import { listAlerts } from "../../limits/states.js";
 import { customersOnPlan, deleteLimit, putLimit, type StoredLimit } from "../../limits/store.js";
 import { type Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
-import { parsePeriod } from "../../rollups/buckets.js";
 import { createEndpoint } from "../../webhooks/outbox.js";
 import { privateTarget } from "../../webhooks/privateNetwork.js";
 import type { AppContext } from "../context.js";
@@ -64,10 +64,35 @@ const alertSchema = z
     threshold: z.string(),
     unit: z.string(),
     value: z.string(),
-    period: z.string(),
+    period: z.string().meta({
+      description: "YYYY-MM: the month the alert's billing period starts in (in the time zone of the customer's cycle)",
+    }),
+    period_start: z.string().meta({ description: "The customer's billing period the alert belongs to: its start" }),
+    period_end: z
+      .string()
+      .meta({ description: "The end (exclusive) of the customer's billing period the alert belongs to" }),
     triggered_at: z.string(),
   })
   .meta({ id: "Alert" });
+
+/**
+ * `?period=` of the alerts list: with a customer, its billing period (as summaries select it); without one, a month
+ * means alerts whose period starts in that UTC month, an instant alerts whose period contains it.
+ */
+async function alertPeriod(
+  ctx: AppContext,
+  customer: string | null,
+  selector: PeriodSelector | undefined,
+): Promise<AlertPeriodFilter | null> {
+  if (!selector) return null;
+  if (customer) {
+    const calendar = await calendarOf(ctx.db, customer);
+    return { period: calendar.select(selector, ctx.clock.now()), calendar };
+  }
+  if ("at" in selector) return { at: selector.at };
+  const [year, month] = selector.month.split("-").map(Number) as [number, number];
+  return { startsFrom: new Date(Date.UTC(year, month - 1, 1)), startsBefore: new Date(Date.UTC(year, month, 1)) };
+}
 
 /** IETF draft RateLimit headers: the hard limit as quota, the period as window, the rest of it as reset time. */
 function rateLimitHeaders(meter: string, e: Entitlement, resetSeconds: number): Record<string, string> {
@@ -264,14 +289,21 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
     scopes: ["read"],
     query: z.object({
       customer: customerId.optional(),
-      period: periodMonth.optional(),
+      period: periodSelector.optional().meta({
+        description:
+          "With a customer: its billing period that starts in that month (YYYY-MM, in the cycle's time zone) or contains that instant. Without one: alerts whose period starts in that UTC month, or contains that instant",
+        example: "2026-11",
+      }),
     }),
-    responses: { 200: { description: "alerts", schema: z.object({ data: z.array(alertSchema) }) } },
+    responses: {
+      200: { description: "alerts", schema: z.object({ data: z.array(alertSchema) }) },
+      404: { description: "no billing period of the customer starts in that month" },
+    },
     handle: async ({ query, auth }) => {
       const customer = query.customer ?? auth?.customer ?? null;
       if (customer) assertCustomerVisible(auth, customer);
-      const period = query.period ? parsePeriod(query.period) : undefined;
-      const alerts = await listAlerts(ctx.db, { customer, periodStart: period?.start ?? null });
+      const period = await alertPeriod(ctx, customer, query.period);
+      const alerts = await listAlerts(ctx.db, { customer, period });
       return {
         status: 200,
         body: {
@@ -282,7 +314,9 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
             threshold: a.threshold,
             unit: a.unit,
             value: a.value,
-            period: a.periodStart.toISOString().slice(0, 7),
+            period: a.month,
+            period_start: isoTime(a.period.start),
+            period_end: isoTime(a.period.end),
             triggered_at: isoTime(a.triggeredAt),
           })),
         },

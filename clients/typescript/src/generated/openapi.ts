@@ -2913,7 +2913,7 @@ export interface paths {
                 query?: {
                     /** @description Customer id: 1–128 printable characters (URL-encode it in paths) */
                     customer?: string;
-                    /** @description UTC calendar month, YYYY-MM */
+                    /** @description With a customer: its billing period that starts in that month (YYYY-MM, in the cycle's time zone) or contains that instant. Without one: alerts whose period starts in that UTC month, or contains that instant */
                     period?: string;
                 };
                 header?: never;
@@ -2959,6 +2959,13 @@ export interface paths {
                     content: {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
+                };
+                /** @description no billing period of the customer starts in that month */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
                 };
                 /** @description this API key sent more requests than its rate allows (Retry-After, RateLimit headers) */
                 429: {
@@ -4481,7 +4488,12 @@ export interface components {
             threshold: string;
             unit: string;
             value: string;
+            /** @description YYYY-MM: the month the alert's billing period starts in (in the time zone of the customer's cycle) */
             period: string;
+            /** @description The customer's billing period the alert belongs to: its start */
+            period_start: string;
+            /** @description The end (exclusive) of the customer's billing period the alert belongs to */
+            period_end: string;
             triggered_at: string;
         };
         Entitlement: {
