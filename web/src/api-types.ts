@@ -931,7 +931,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Quantities and amounts to date and projected at the end of the current period, per meter */
+        /** Quantities and amounts to date and projected at the end of the customer's current period (its own billing cycle's), per meter */
         get: {
             parameters: {
                 query?: never;
@@ -3946,9 +3946,12 @@ export interface components {
                 name: string;
                 unit: string;
             }[];
+            /** @description the customer's current period, by its own billing cycle */
             period: {
                 end: string;
                 start: string;
+                /** @description the IANA time zone of the customer's billing cycle, to label the period */
+                time_zone: string;
             };
             plan: {
                 currency: string;
@@ -3975,7 +3978,19 @@ export interface components {
                 growth_ratio: string | null;
                 id: string;
                 name: string | null;
+                /** @description the customer's current period, by its own billing cycle */
+                period: {
+                    end: string;
+                    start: string;
+                    /** @description the IANA time zone of the customer's billing cycle, to label the period */
+                    time_zone: string;
+                };
                 plan: string | null;
+                /** @description the customer's period before it */
+                previous_period: {
+                    end: string;
+                    start: string;
+                };
                 /** @description last period: its final invoice's total, else as recomputed */
                 previous_spend: string;
                 /** @description usage charges to date (after base fees, before credits) ÷ days elapsed */
@@ -3991,6 +4006,7 @@ export interface components {
              * @enum {string}
              */
             method: "customer_forecast";
+            /** @description the current UTC calendar month (the default billing cycle); of one customer (`customer`, a bound key): its own current period. Each customer row carries its own period */
             period: {
                 end: string;
                 start: string;
@@ -4495,8 +4511,15 @@ export interface components {
                 current_from: "final_invoice" | "usage";
                 customer: string;
                 difference: string;
+                /** @description the customer's billing period that starts in the month: what was priced */
+                period: {
+                    end: string;
+                    start: string;
+                };
                 simulated: string;
             }[];
+            /** @description Customers of the plan with no billing period starting in that month (a yearly or 3-monthly cycle): skipped */
+            no_period: string[];
             /** @description Customers asked for that had no subscription to the plan */
             not_on_plan: string[];
             period: string;
@@ -4511,7 +4534,7 @@ export interface components {
             /** @description Only these customers of the plan (default: every customer of the plan in the period) */
             customers?: string[];
             /**
-             * @description UTC calendar month, YYYY-MM
+             * @description YYYY-MM: each customer's own billing period that starts in that month (read in its cycle's time zone; for UTC calendar months, the month itself)
              * @example 2026-11
              */
             period: string;
