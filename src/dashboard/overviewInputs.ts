@@ -146,12 +146,16 @@ function periodsOf(
     }
     return found;
   };
-  const monthly = new BillingCalendar([]);
+  const periodsBy = (calendar: BillingCalendar): CustomerPeriods => {
+    const current = intern(calendar.periodContaining(now));
+    return { current, previous: intern(calendar.previous(current)), timeZone: calendar.cycleAt(now).timeZone };
+  };
+  // Most customers are on UTC calendar months: their periods are worked out once.
+  const months = periodsBy(new BillingCalendar([]));
   const out = new Map<string, CustomerPeriods>();
   for (const id of ids) {
-    const calendar = calendars.get(id) ?? monthly;
-    const current = intern(calendar.periodContaining(now));
-    out.set(id, { current, previous: intern(calendar.previous(current)), timeZone: calendar.cycleAt(now).timeZone });
+    const calendar = calendars.get(id);
+    out.set(id, !calendar || calendar.calendarMonths ? months : periodsBy(calendar));
   }
   return out;
 }

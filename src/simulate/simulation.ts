@@ -7,7 +7,6 @@
 // rollup read per distinct interval of each distinct period for all its customers at once.
 import { BillingCalendar } from "../billing/calendar.js";
 import { loadPlanPrices } from "../billing/plans.js";
-import { intervalKey } from "../billing/statement.js";
 import { loadStatementBatches } from "../billing/statementBatch.js";
 import { calendarsOf, type Subscription, subscriptionsOfPlanCustomers } from "../billing/subscriptions.js";
 import { listMeters, type Meter } from "../catalog/meters.js";
@@ -114,19 +113,15 @@ async function customersOfPlan(db: Db, req: SimulationRequest) {
     start: new Date(utcMonth.start.getTime() - ZONE_SLACK_MS),
     end: new Date(utcMonth.end.getTime() + ZONE_SLACK_MS),
   };
-  const interned = new Map<string, Period>();
   const periodOf = new Map<string, Period | null>();
   let from = around.start;
   let to = around.end;
   for (const [customer, calendar] of calendars) {
-    const p = calendar.periodStartingIn(req.month);
-    if (p) {
-      const k = intervalKey(p);
-      if (!interned.has(k)) interned.set(k, p);
-      if (p.start < from) from = p.start;
-      if (p.end > to) to = p.end;
-    }
-    periodOf.set(customer, p ? (interned.get(intervalKey(p)) as Period) : null);
+    // Most customers are on UTC calendar months: their period is the month itself.
+    const p = calendar.calendarMonths ? utcMonth : calendar.periodStartingIn(req.month);
+    periodOf.set(customer, p);
+    if (p && p.start < from) from = p.start;
+    if (p && p.end > to) to = p.end;
   }
   const all = await subscriptionsOfPlanCustomers(db, req.plan, from, to, req.customers);
   const periods = new Map<string, Period>();
@@ -135,7 +130,7 @@ async function customersOfPlan(db: Db, req: SimulationRequest) {
   const onPlanIn = (subs: Subscription[], p: Period) =>
     subs.some((s) => s.plan === req.plan && s.start < p.end && (s.end === null || s.end > p.start));
   for (const [customer, subs] of all) {
-    const p = periodOf.has(customer) ? periodOf.get(customer) : monthly.periodStartingIn(req.month);
+    const p = periodOf.has(customer) ? periodOf.get(customer) : utcMonth;
     if (!p) {
       if (onPlanIn(subs, around)) noPeriod.push(customer);
     } else if (onPlanIn(subs, p)) {
