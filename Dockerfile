@@ -5,6 +5,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+# tally/middleware re-exports the usageLimit middleware from the TypeScript client (one implementation).
+COPY clients/typescript/src ./clients/typescript/src
 # The dashboard's front end, bundled by Vite into dist/web (served by Tally at /dashboard).
 COPY web ./web
 RUN npm run build && npm prune --omit=dev

@@ -11,11 +11,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
 import { loadConfig } from "../src/config.js";
+import type { Queryable } from "../src/db/types.js";
 import { copyRow } from "../src/ingest/copyText.js";
 import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
+import { benchCycleReads } from "./cycleReads.js";
 import { freshServerDatabase, httpRequest, LATENCY_HEAD, latencyRow, rng, startTally, table, time } from "./harness.js";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 10_000_000);
@@ -241,6 +244,14 @@ async function main(): Promise<void> {
       console.log(
         `\nanswers compared with raw events: ${questions.length - mismatches} equal, ${mismatches} different`,
       );
+      const raw = serverUrl ? new pg.Client({ connectionString: env.DATABASE_URL }) : undefined;
+      await raw?.connect();
+      try {
+        const rawDb = raw && { query: (text: string, params: unknown[]) => raw.query(text, params) };
+        await benchCycleReads({ base: child.url, key: KEY, db: rawDb as Queryable | undefined, get, count: 200 });
+      } finally {
+        await raw?.end();
+      }
     } finally {
       await child.stop();
     }

@@ -26,7 +26,8 @@ function importsOf(file: string): string[] {
 const files = sourceFiles(SRC).map((f) => ({ path: relative(SRC, f), abs: f }));
 
 /** The top-level unit of a path under src/: its folder ("credits"), or the file itself at the top ("clock.ts"). */
-const unitOf = (path: string): string => path.split("/")[0] as string;
+/** A file's unit: its folder under src/ (or the file itself at the top); the client packages beside src/ are one. */
+const unitOf = (path: string): string => (path.startsWith("../clients/") ? "clients" : (path.split("/")[0] as string));
 
 /** Imports between different units, each with the files that make it ("credits → limits": ["credits/a.ts → ..."]). */
 function unitImports(): Map<string, Map<string, string[]>> {
@@ -67,6 +68,8 @@ const LAYERS: readonly (readonly string[])[] = [
   ["catalog", "changes", "periods"],
   ["config.ts"],
   ["db", "clock.ts", "errors.ts", "duration.ts", "logger.ts", "metrics.ts", "backoff.ts"],
+  // The published client (clients/typescript) imports nothing of Tally's; tally/middleware re-exports its usageLimit.
+  ["clients"],
 ];
 const layerOf = new Map(LAYERS.flatMap((units, depth) => units.map((u) => [u, depth] as const)));
 

@@ -22,6 +22,36 @@ import { createRouteTable, EXACT_PATHS, type RouteTable } from "./routeTable.js"
 
 export type RouteModule = (t: RouteTable, ctx: AppContext) => void;
 
+const ROUTES: RouteModule[] = [
+  operationsRoutes,
+  setupRoutes,
+  eventRoutes,
+  usageRoutes,
+  billingRoutes,
+  insightRoutes,
+  invoiceRoutes,
+  creditRoutes,
+  limitRoutes,
+  jobRoutes,
+  stripeRoutes,
+  dashboardRoutes,
+];
+
+/**
+ * The OpenAPI document without a running Tally (scripts/openapi.ts, for the clients' generated types): registering
+ * routes reads nothing from the context — only their handlers do — so a context that refuses every use is enough.
+ */
+export function openapiDocument(info = { title: "Tally", version: "1" }): object {
+  const table = createRouteTable();
+  const unused = new Proxy({} as AppContext, {
+    get(_target, name) {
+      throw new Error(`route registration read ctx.${String(name)}: only handlers may use the context`);
+    },
+  });
+  for (const add of ROUTES) add(table, unused);
+  return table.openapi(info);
+}
+
 export function createApp(
   ctx: AppContext,
   extraRoutes: RouteModule[] = [],
@@ -59,19 +89,7 @@ export function createApp(
   });
 
   const table = createRouteTable();
-  operationsRoutes(table, ctx);
-  setupRoutes(table, ctx);
-  eventRoutes(table, ctx);
-  usageRoutes(table, ctx);
-  billingRoutes(table, ctx);
-  insightRoutes(table, ctx);
-  invoiceRoutes(table, ctx);
-  creditRoutes(table, ctx);
-  limitRoutes(table, ctx);
-  jobRoutes(table, ctx);
-  stripeRoutes(table, ctx);
-  dashboardRoutes(table, ctx);
-  for (const add of extraRoutes) add(table, ctx);
+  for (const add of [...ROUTES, ...extraRoutes]) add(table, ctx);
   const router = express.Router(EXACT_PATHS);
   const refused = ctx.metrics.counter("tally_rate_limited_total", "Requests refused by the per-key rate limit", []);
   table.mount(router, {

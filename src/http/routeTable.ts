@@ -122,47 +122,7 @@ export function createRouteTable(): RouteTable {
       defs.push(def);
     },
     mount(router, deps) {
-      for (const def of defs) {
-        const json = express.json({ limit: deps.jsonLimitBytes, type: () => true });
-        const handler = async (req: Request, res: Response, next: NextFunction) => {
-          res.locals.route = def.path;
-          try {
-            let auth: Auth | null = null;
-            if (def.scopes !== "public") {
-              auth = await deps.authenticate(req);
-              // Every request of a key counts, also one refused for its scope: the limit protects the server.
-              deps.limitRate(auth);
-              deps.requireScope(auth, def.scopes);
-            }
-            const params = def.params ? validate(def.params, req.params, "path") : undefined;
-            const query = def.query ? validate(def.query, req.query, "query") : undefined;
-            let body: unknown;
-            if (def.body) {
-              const hasBody =
-                Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined;
-              if (hasBody && !isJsonContentType(req)) {
-                throw unsupportedMediaType(
-                  `send application/json (got ${req.headers["content-type"] ?? "no content type"})`,
-                );
-              }
-              if (hasBody) {
-                await new Promise<void>((resolve, reject) =>
-                  json(req, res, (err?: unknown) => (err ? reject(err) : resolve())),
-                );
-              }
-              body = validate(def.body, hasBody ? req.body : {}, "body");
-            }
-            const reply = await def.handle({ params, query, body, auth, req, res });
-            if (!reply) return;
-            for (const [k, v] of Object.entries(reply.headers ?? {})) res.setHeader(k, v);
-            if (reply.body === undefined) res.status(reply.status).end();
-            else res.status(reply.status).json(reply.body);
-          } catch (err) {
-            next(err);
-          }
-        };
-        router[def.method](expressPath(def.path), handler);
-      }
+      for (const def of defs) router[def.method](expressPath(def.path), routeHandler(def, deps));
     },
     list() {
       return defs.map((d) => ({ method: d.method, path: d.path, scopes: d.scopes }));
@@ -174,46 +134,92 @@ export function createRouteTable(): RouteTable {
         scheme: "bearer",
         description: "An API key. Scopes: admin (everything), ingest, read.",
       });
-      for (const def of defs) {
-        const responses: Record<string, object> = {};
-        for (const [status, r] of Object.entries(def.responses)) {
-          responses[status] = r.schema
-            ? { description: r.description, content: { [r.contentType ?? "application/json"]: { schema: r.schema } } }
-            : { description: r.description };
-        }
-        const problem = { content: { "application/problem+json": { schema: problemSchema } } };
-        if (def.scopes !== "public") {
-          responses["401"] ??= { description: "missing or unknown API key", ...problem };
-          responses["403"] ??= { description: `the key lacks the scope (${def.scopes.join(" or ")})`, ...problem };
-          responses["429"] ??= {
-            description: "this API key sent more requests than its rate allows (Retry-After, RateLimit headers)",
-            ...problem,
-          };
-        }
-        if (def.params || def.query || def.body) responses["400"] ??= { description: "malformed request", ...problem };
-        responses["503"] ??= { description: "database unavailable (with Retry-After)", ...problem };
-        registry.registerPath({
-          method: def.method,
-          path: def.path,
-          summary: def.summary,
-          tags: def.tags,
-          security: def.scopes === "public" ? [] : [{ [bearer.name]: [] }],
-          request: {
-            params: def.params as z.ZodObject | undefined,
-            query: def.query as z.ZodObject | undefined,
-            body: def.body
-              ? { content: { "application/json": { schema: def.body } } }
-              : def.rawBody
-                ? { description: def.rawBody.description, content: def.rawBody.content }
-                : undefined,
-          },
-          responses,
-        });
-      }
+      for (const def of defs) registerRoute(registry, def, bearer.name);
       return new OpenApiGeneratorV31(registry.definitions).generateDocument({
         openapi: "3.1.0",
         info: { ...info, description: "Tally: usage metering and usage-based billing." },
       });
     },
   };
+}
+
+/** The Express handler of one route: authenticate, check the scope, validate, run, answer. */
+// biome-ignore lint/suspicious/noExplicitAny: heterogeneous route list
+function routeHandler(def: RouteDef<any, any, any>, deps: MountDeps) {
+  const json = express.json({ limit: deps.jsonLimitBytes, type: () => true });
+  const handler = async (req: Request, res: Response, next: NextFunction) => {
+    res.locals.route = def.path;
+    try {
+      let auth: Auth | null = null;
+      if (def.scopes !== "public") {
+        auth = await deps.authenticate(req);
+        // Every request of a key counts, also one refused for its scope: the limit protects the server.
+        deps.limitRate(auth);
+        deps.requireScope(auth, def.scopes);
+      }
+      const params = def.params ? validate(def.params, req.params, "path") : undefined;
+      const query = def.query ? validate(def.query, req.query, "query") : undefined;
+      let body: unknown;
+      if (def.body) {
+        const hasBody =
+          Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined;
+        if (hasBody && !isJsonContentType(req)) {
+          throw unsupportedMediaType(`send application/json (got ${req.headers["content-type"] ?? "no content type"})`);
+        }
+        if (hasBody) {
+          await new Promise<void>((resolve, reject) =>
+            json(req, res, (err?: unknown) => (err ? reject(err) : resolve())),
+          );
+        }
+        body = validate(def.body, hasBody ? req.body : {}, "body");
+      }
+      const reply = await def.handle({ params, query, body, auth, req, res });
+      if (!reply) return;
+      for (const [k, v] of Object.entries(reply.headers ?? {})) res.setHeader(k, v);
+      if (reply.body === undefined) res.status(reply.status).end();
+      else res.status(reply.status).json(reply.body);
+    } catch (err) {
+      next(err);
+    }
+  };
+  return handler;
+}
+
+/** One route in the OpenAPI document, with the problem answers every route may give. */
+// biome-ignore lint/suspicious/noExplicitAny: heterogeneous route list
+function registerRoute(registry: OpenAPIRegistry, def: RouteDef<any, any, any>, bearer: string): void {
+  const responses: Record<string, object> = {};
+  for (const [status, r] of Object.entries(def.responses)) {
+    responses[status] = r.schema
+      ? { description: r.description, content: { [r.contentType ?? "application/json"]: { schema: r.schema } } }
+      : { description: r.description };
+  }
+  const problem = { content: { "application/problem+json": { schema: problemSchema } } };
+  if (def.scopes !== "public") {
+    responses["401"] ??= { description: "missing or unknown API key", ...problem };
+    responses["403"] ??= { description: `the key lacks the scope (${def.scopes.join(" or ")})`, ...problem };
+    responses["429"] ??= {
+      description: "this API key sent more requests than its rate allows (Retry-After, RateLimit headers)",
+      ...problem,
+    };
+  }
+  if (def.params || def.query || def.body) responses["400"] ??= { description: "malformed request", ...problem };
+  responses["503"] ??= { description: "database unavailable (with Retry-After)", ...problem };
+  registry.registerPath({
+    method: def.method,
+    path: def.path,
+    summary: def.summary,
+    tags: def.tags,
+    security: def.scopes === "public" ? [] : [{ [bearer]: [] }],
+    request: {
+      params: def.params as z.ZodObject | undefined,
+      query: def.query as z.ZodObject | undefined,
+      body: def.body
+        ? { content: { "application/json": { schema: def.body } } }
+        : def.rawBody
+          ? { description: def.rawBody.description, content: def.rawBody.content }
+          : undefined,
+    },
+    responses,
+  });
 }

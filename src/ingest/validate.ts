@@ -60,33 +60,7 @@ export function validateEvent(raw: unknown, index: number, ctx: ValidationContex
     });
   }
 
-  let ts = new Date(ctx.nowMs).toISOString();
-  let tsMs = ctx.nowMs;
-  if (e.timestamp !== undefined) {
-    const t = parseTimestamp(e.timestamp);
-    if (!t.ok) errors.push({ index, field: at("timestamp"), message: t.message, kind: "malformed" });
-    else {
-      ts = t.value.text;
-      tsMs = t.value.ms;
-      if (tsMs < ctx.nowMs - ctx.maxAgeMs) {
-        const days = Math.round(ctx.maxAgeMs / 86_400_000);
-        errors.push({
-          index,
-          field: at("timestamp"),
-          message: `is more than ${days} days in the past`,
-          kind: "invalid",
-        });
-      } else if (tsMs > ctx.nowMs + ctx.maxFutureMs) {
-        const seconds = Math.round(ctx.maxFutureMs / 1000);
-        errors.push({
-          index,
-          field: at("timestamp"),
-          message: `is more than ${seconds} seconds in the future`,
-          kind: "invalid",
-        });
-      }
-    }
-  }
+  const { ts, tsMs } = checkTimestamp(e.timestamp, ctx, index, errors);
 
   let properties: string | null = null;
   let propertyValues: Record<string, string> | null = null;
@@ -113,6 +87,44 @@ export function validateEvent(raw: unknown, index: number, ctx: ValidationContex
       propertyValues,
     },
   };
+}
+
+/** The event's time (default: now), or errors when it is malformed or outside the accepted window. */
+function checkTimestamp(
+  text: string | undefined,
+  ctx: ValidationContext,
+  index: number,
+  errors: (FieldError & { kind: ErrorKind })[],
+): { ts: string; tsMs: number } {
+  const field = `events[${index}].timestamp`;
+  let ts = new Date(ctx.nowMs).toISOString();
+  let tsMs = ctx.nowMs;
+  if (text !== undefined) {
+    const t = parseTimestamp(text);
+    if (!t.ok) errors.push({ index, field, message: t.message, kind: "malformed" });
+    else {
+      ts = t.value.text;
+      tsMs = t.value.ms;
+      if (tsMs < ctx.nowMs - ctx.maxAgeMs) {
+        const days = Math.round(ctx.maxAgeMs / 86_400_000);
+        errors.push({
+          index,
+          field,
+          message: `is more than ${days} days in the past`,
+          kind: "invalid",
+        });
+      } else if (tsMs > ctx.nowMs + ctx.maxFutureMs) {
+        const seconds = Math.round(ctx.maxFutureMs / 1000);
+        errors.push({
+          index,
+          field,
+          message: `is more than ${seconds} seconds in the future`,
+          kind: "invalid",
+        });
+      }
+    }
+  }
+  return { ts, tsMs };
 }
 
 // The fast path. Almost every event is a plain object of a few short strings: checking that directly costs a

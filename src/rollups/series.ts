@@ -28,6 +28,7 @@ import {
   LEVEL,
   type Level,
   ROLLUP_COLUMN_LIST,
+  type RollupColumn,
 } from "./levels.js";
 
 export type { Granularity } from "./levels.js";
@@ -222,6 +223,54 @@ export interface SeriesSql {
   orderBy: string;
 }
 
+interface PartsContext {
+  g: Granularity | "total";
+  bind: (v: unknown) => string;
+  /** A bucket expression at the answer's granularity. */
+  out: (expr: string) => string;
+  /** The keys a part carries, each followed by ", ". */
+  carried: (alias: string) => string;
+  figures: RollupColumn[];
+  partKeys: string[];
+  filters: (alias: string) => string;
+  rawMeterFilter: string;
+}
+
+/** The parts of a series (raw events summed per hour, rollup rows) as one UNION ALL with the same columns. */
+function partsUnion(parts: SeriesPart[], c: PartsContext): string {
+  const { g, bind, out, carried, figures, partKeys, filters, rawMeterFilter } = c;
+  const selects = parts.map((p) => {
+    const isRaw = p.source === "event";
+    const col = isRaw ? "e.ts" : "v.bucket";
+    const within = p.within
+      ? ` JOIN unnest(${bind(pgArray(p.within.buckets))}::timestamptz[]) AS w(b) ON ${col} >= w.b AND ${col} < w.b + INTERVAL '${LEVEL[p.within.level].span}'`
+      : "";
+    const range = `${col} >= ${bind(p.from)}::timestamptz AND ${col} < ${bind(p.to)}::timestamptz`;
+    const exclude = p.exclude.length > 0 ? ` AND ${col} <> ALL (${bind(pgArray(p.exclude))}::timestamptz[])` : "";
+    if (isRaw) {
+      // Events are summed per hour and dimension set here, as the hourly rollup holds them.
+      return `
+      SELECT ${out("date_trunc('hour', e.ts, 'UTC')")}, ${carried("e")}${figures.map((c) => EVENT_FIGURES[c].expr).join(", ")}
+      FROM usage_events e${within}
+      WHERE ${range}${filters("e")}${rawMeterFilter}
+      GROUP BY date_trunc('hour', e.ts, 'UTC'), e.customer_id, e.meter, e.dimension_set`;
+    }
+    // A rollup of the answer's own level has its buckets aligned already. (Combining a finer level's rows right at
+    // the scan, before the union, was tried: on a server its aggregates' cost made PostgreSQL start parallel
+    // workers, and summaries took 70% longer.)
+    return `
+      SELECT ${p.source === g ? "v.bucket" : out("v.bucket")}, ${carried("v")}${figures.map((c) => `v.${c}`).join(", ")}
+      FROM ${LEVEL[p.source as Level].table} v${within}
+      WHERE ${range}${filters("v")}${exclude}`;
+  });
+  const types: Record<string, string> = { customer_id: "text", meter: "text", dimension_set: "integer" };
+  return selects.length > 0
+    ? selects.join("\n      UNION ALL")
+    : `
+      SELECT NULL::timestamptz, ${partKeys.map((k) => `NULL::${types[k]}, `).join("")}
+             ${figures.map((c) => `NULL::${EVENT_FIGURES[c].type}`).join(", ")} WHERE false`;
+}
+
 /**
  * The statement for a plan, with its parameters. Pure. `total`: one row per (customer, meter) for all parts.
  * Rows carry every figure (SeriesRow), or with `figure` only that aggregation as `value` and the count (FigureRow).
@@ -260,37 +309,7 @@ export function buildSeriesSql(
   const figures = q.figure ? FIGURE_COLUMNS[q.figure] : ROLLUP_COLUMN_LIST;
   const carried = (alias: string) => partKeys.map((k) => `${alias}.${k}, `).join("");
 
-  const selects = parts.map((p) => {
-    const isRaw = p.source === "event";
-    const col = isRaw ? "e.ts" : "v.bucket";
-    const within = p.within
-      ? ` JOIN unnest(${bind(pgArray(p.within.buckets))}::timestamptz[]) AS w(b) ON ${col} >= w.b AND ${col} < w.b + INTERVAL '${LEVEL[p.within.level].span}'`
-      : "";
-    const range = `${col} >= ${bind(p.from)}::timestamptz AND ${col} < ${bind(p.to)}::timestamptz`;
-    const exclude = p.exclude.length > 0 ? ` AND ${col} <> ALL (${bind(pgArray(p.exclude))}::timestamptz[])` : "";
-    if (isRaw) {
-      // Events are summed per hour and dimension set here, as the hourly rollup holds them.
-      return `
-      SELECT ${out("date_trunc('hour', e.ts, 'UTC')")}, ${carried("e")}${figures.map((c) => EVENT_FIGURES[c].expr).join(", ")}
-      FROM usage_events e${within}
-      WHERE ${range}${filters("e")}${rawMeterFilter}
-      GROUP BY date_trunc('hour', e.ts, 'UTC'), e.customer_id, e.meter, e.dimension_set`;
-    }
-    // A rollup of the answer's own level has its buckets aligned already. (Combining a finer level's rows right at
-    // the scan, before the union, was tried: on a server its aggregates' cost made PostgreSQL start parallel
-    // workers, and summaries took 70% longer.)
-    return `
-      SELECT ${p.source === g ? "v.bucket" : out("v.bucket")}, ${carried("v")}${figures.map((c) => `v.${c}`).join(", ")}
-      FROM ${LEVEL[p.source as Level].table} v${within}
-      WHERE ${range}${filters("v")}${exclude}`;
-  });
-  const types: Record<string, string> = { customer_id: "text", meter: "text", dimension_set: "integer" };
-  const union =
-    selects.length > 0
-      ? selects.join("\n      UNION ALL")
-      : `
-      SELECT NULL::timestamptz, ${partKeys.map((k) => `NULL::${types[k]}, `).join("")}
-             ${figures.map((c) => `NULL::${EVENT_FIGURES[c].type}`).join(", ")} WHERE false`;
+  const union = partsUnion(parts, { g, bind, out, carried, figures, partKeys, filters, rawMeterFilter });
   const columns = `(bucket, ${[...partKeys, ...figures].join(", ")})`;
   // Every bucket combines its parts (rows of several sources, several dimension sets) as the rollups do: the sum
   // of sums, the count of counts, the max of maxes, the last of lasts. Grouped, the rows carry their values.

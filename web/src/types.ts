@@ -1,7 +1,7 @@
-// The shapes of the API answers the pages read, named for the pages: every one is taken from api-types.ts, which
-// scripts/openapi-types.ts generates from the OpenAPI document Tally serves (the route table's zod schemas), so a
+// The shapes of the API answers the pages read, named for the pages: every one is taken from the types that
+// scripts/openapi.ts generates from the OpenAPI document Tally serves (the route table's zod schemas), so a
 // field the API changes is a type error here (npx tsc -p web/tsconfig.json) rather than a page that quietly drifts.
-import type { components, paths } from "./api-types.js";
+import type { components, paths } from "../../clients/typescript/src/generated/openapi.js";
 
 type Schemas = components["schemas"];
 /** The JSON body of a GET's 200 answer. */

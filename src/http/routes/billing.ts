@@ -148,6 +148,13 @@ function limitJson(l: { soft: Dec | null; hard: Dec | null; unit: string; state:
 }
 
 export function billingRoutes(t: RouteTable, ctx: AppContext): void {
+  planRoutes(t, ctx);
+  priceRoutes(t, ctx);
+  subscriptionRoutes(t, ctx);
+  statementRoutes(t, ctx);
+}
+
+function planRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "put",
     path: "/v1/plans/{key}",
@@ -194,7 +201,9 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
       return { status: 200, body: plan };
     },
   });
+}
 
+function priceRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "post",
     path: "/v1/plans/{key}/prices",
@@ -225,7 +234,9 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
       return { status: 201, body: versionJson(stored) };
     },
   });
+}
 
+function subscriptionRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "put",
     path: "/v1/customers/{id}/subscription",
@@ -264,7 +275,9 @@ export function billingRoutes(t: RouteTable, ctx: AppContext): void {
       };
     },
   });
+}
 
+function statementRoutes(t: RouteTable, ctx: AppContext): void {
   const statementRoute = (kind: "summary" | "invoice") =>
     t.add({
       method: "get",

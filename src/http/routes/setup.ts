@@ -44,6 +44,12 @@ const apiKeyBody = z
   .meta({ id: "ApiKeyInput" });
 
 export function setupRoutes(t: RouteTable, ctx: AppContext): void {
+  meterRoutes(t, ctx);
+  customerRoutes(t, ctx);
+  apiKeyRoutes(t, ctx);
+}
+
+function meterRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "put",
     path: "/v1/meters/{key}",
@@ -73,7 +79,9 @@ export function setupRoutes(t: RouteTable, ctx: AppContext): void {
     responses: { 200: { description: "all meters", schema: z.object({ data: z.array(s.meter) }) } },
     handle: async () => ({ status: 200, body: { data: (await listMeters(ctx.db)).map(meterJson) } }),
   });
+}
 
+function customerRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "put",
     path: "/v1/customers/{id}",
@@ -110,7 +118,9 @@ export function setupRoutes(t: RouteTable, ctx: AppContext): void {
       return { status: 200, body: customerJson(customer, await ctx.subscriptionOf(customer.id)) };
     },
   });
+}
 
+function apiKeyRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "post",
     path: "/v1/api-keys",

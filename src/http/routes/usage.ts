@@ -79,6 +79,11 @@ const usageResponse = z
   .meta({ id: "UsageSeries" });
 
 export function usageRoutes(t: RouteTable, ctx: AppContext): void {
+  seriesRoute(t, ctx);
+  exportRoute(t, ctx);
+}
+
+function seriesRoute(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/usage",
@@ -151,7 +156,9 @@ export function usageRoutes(t: RouteTable, ctx: AppContext): void {
       };
     },
   });
+}
 
+function exportRoute(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/usage/export",
