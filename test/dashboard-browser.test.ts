@@ -9,6 +9,7 @@ import type { Browser, Page } from "puppeteer-core";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ManualClock } from "../src/clock.js";
+import { periodLabel } from "../web/src/format.js";
 import { ARTIFACTS, buildDashboard, launchBrowser } from "./helpers/browser.js";
 import { BACKENDS } from "./helpers/databases.js";
 import { postJson } from "./helpers/events.js";
@@ -374,6 +375,24 @@ describe.each(BACKENDS)("dashboard in a browser on %s", (backend) => {
       clock.set(started);
       await embed.close();
     }
+  });
+
+  it("when a customer on a billing cycle of its own is opened, then the view labels its own period", async () => {
+    // Anchored three days ago at the hour: its period runs from then to the same day and hour next month.
+    const anchor = new Date(Math.floor(t.clock.now().getTime() / 3_600_000) * 3_600_000 - 3 * 86_400_000);
+    await put("/v1/customers/db_anchored", { name: "anchored Ltd." });
+    await put("/v1/customers/db_anchored/subscription", {
+      plan: "db_plan",
+      start: anchor.toISOString(),
+      billing: { interval: "month", anchor: anchor.toISOString() },
+    });
+    const { period } = await get("/v1/dashboard/customers/db_anchored");
+    expect(Date.parse(period.start)).toBe(anchor.getTime());
+    await page.goto(`${base}/dashboard#/customers/db_anchored`);
+    await page.waitForSelector('main[data-ready="true"] [data-testid="period"]', WAIT);
+    const label = await text('[data-testid="period"]');
+    expect(label).toBe(periodLabel(period, "UTC"));
+    expect(label.startsWith(`${anchor.getUTCDate()} `)).toBe(true);
   });
 
   it("when every view has been used, then the operator's tab reported no script error and no CSP refusal", () => {

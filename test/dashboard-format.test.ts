@@ -1,7 +1,16 @@
 // How the dashboard words its figures (web/src/format.ts, pure): counts agree with their noun, changes carry a
 // sign and amounts their currency, and a chart of this period ends with the day that has begun.
 import { describe, expect, it } from "vitest";
-import { elapsedEnd, methodLabel, money, percent, plural, signedMoney } from "../web/src/format.js";
+import {
+  dayLabel,
+  elapsedEnd,
+  methodLabel,
+  money,
+  percent,
+  periodLabel,
+  plural,
+  signedMoney,
+} from "../web/src/format.js";
 
 describe("dashboard wording", () => {
   it.each([
@@ -42,5 +51,20 @@ describe("dashboard wording", () => {
   ])("when the data is as of %s, then this period's chart draws the days up to %s", (asOf, end) => {
     const period = { start: "2026-12-01T00:00:00Z", end: "2027-01-01T00:00:00Z" };
     expect(elapsedEnd(period, asOf).toISOString()).toBe(end);
+  });
+
+  it.each([
+    [{ start: "2026-11-17T09:00:00Z", end: "2026-12-17T09:00:00Z" }, "UTC", "17 Nov – 17 Dec 2026"],
+    [{ start: "2026-11-01T00:00:00Z", end: "2026-12-01T00:00:00Z" }, "UTC", "1 Nov – 1 Dec 2026"],
+    [{ start: "2026-12-17T09:00:00Z", end: "2027-01-17T09:00:00Z" }, "UTC", "17 Dec 2026 – 17 Jan 2027"],
+    // Berlin's March, read in Berlin: from its first local midnight to April's.
+    [{ start: "2026-02-28T23:00:00Z", end: "2026-03-31T22:00:00Z" }, "Europe/Berlin", "1 Mar – 1 Apr 2026"],
+  ])("when the period %o of a %s cycle is labelled, then it reads %s", (period, zone, text) => {
+    expect(periodLabel(period, zone)).toBe(text);
+  });
+
+  it("when a forecast's end is named, then it is the day in the cycle's zone", () => {
+    expect(dayLabel("2026-12-17T09:00:00Z")).toBe("17 Dec 2026");
+    expect(dayLabel("2026-03-31T22:00:00Z", "Europe/Berlin")).toBe("1 Apr 2026");
   });
 });

@@ -2,8 +2,10 @@
 // simulations read this way: usage totals in one rollup read per distinct interval (usually just the period) for all
 // the customers at once, grouped quantities likewise, then the invoice's own pure pricing (priceStatement), so every
 // total equals the customer's own summary to the cent. Subscriptions come in one query (subscriptionsOfAll here, or
-// subscriptionsOfPlanCustomers).
+// subscriptionsOfPlanCustomers). Customers on different billing cycles have different periods: loadStatementBatches
+// groups them by identical period, so each distinct period is read once (most customers share UTC months).
 import type { Meter } from "../catalog/meters.js";
+import { readAll } from "../db/reads.js";
 import type { Queryable } from "../db/types.js";
 import type { GroupQuantity } from "../pricing/invoice.js";
 import { Dec, ZERO } from "../pricing/money.js";
@@ -178,4 +180,51 @@ function readsNeeded(req: BatchRequest, subsOf: ReadonlyMap<string, Subscription
     }
   }
   return { intervals, grouped };
+}
+
+/** Statements of customers whose periods differ: each customer priced for its own period. */
+export interface StatementBatches {
+  customers: string[];
+  /** The customer's period (the one it was loaded for). */
+  periodOf(customer: string): Period;
+  price(customer: string, plans: ReadonlyMap<string, PlanPrices>, now: Date, opts?: { totalOnly?: boolean }): Statement;
+  periodQuantities(customer: string): Map<string, Dec>;
+}
+
+/**
+ * Like loadStatementBatch, for customers each with its own period (`periods`): customers with identical periods are
+ * loaded together, one batch — one rollup read per distinct interval — per distinct period.
+ */
+export async function loadStatementBatches(
+  db: Queryable,
+  req: Omit<BatchRequest, "period"> & { periods: ReadonlyMap<string, Period> },
+): Promise<StatementBatches> {
+  const groups = new Map<string, { period: Period; subscriptions: Map<string, SubscriptionSpan[]> }>();
+  for (const [customer, subs] of req.subscriptions) {
+    const period = req.periods.get(customer);
+    if (!period) continue;
+    const k = intervalKey(period);
+    const group = groups.get(k) ?? { period, subscriptions: new Map<string, SubscriptionSpan[]>() };
+    group.subscriptions.set(customer, subs);
+    groups.set(k, group);
+  }
+  const loaded = await readAll(
+    db,
+    [...groups.values()].map(
+      (g) => () => loadStatementBatch(db, { ...req, period: g.period, subscriptions: g.subscriptions }),
+    ),
+  );
+  const batchOf = new Map<string, StatementBatch>();
+  for (const b of loaded) for (const c of b.customers) batchOf.set(c, b);
+  const of = (customer: string) => {
+    const b = batchOf.get(customer);
+    if (!b) throw new Error(`no statement batch has customer ${customer}`);
+    return b;
+  };
+  return {
+    customers: [...batchOf.keys()],
+    periodOf: (customer) => of(customer).period,
+    price: (customer, plans, now, opts) => of(customer).price(customer, plans, now, opts),
+    periodQuantities: (customer) => of(customer).periodQuantities(customer),
+  };
 }

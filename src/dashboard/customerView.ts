@@ -1,18 +1,18 @@
-// What the customer view needs besides the public read endpoints: the customer's name, its plan now, and the
-// meters it is billed or measured on (name, unit, aggregation, dimensions: how to label and group its charts).
+// What the customer view needs besides the public read endpoints: the customer's name, its plan now, its current
+// billing period (its own cycle's, with the cycle's time zone to label it), and the meters it is billed or measured
+// on (name, unit, aggregation, dimensions: how to label and group its charts).
 // A portal token may read this, but not the operator's setup (every meter, plans, keys).
 import { loadPlanPrices } from "../billing/plans.js";
-import { subscriptionAt } from "../billing/subscriptions.js";
+import { calendarOf, subscriptionAt } from "../billing/subscriptions.js";
 import { getCustomer } from "../catalog/customers.js";
 import { listMeters } from "../catalog/meters.js";
 import type { Queryable } from "../db/types.js";
-import { periodOf } from "../rollups/buckets.js";
 import { rangeTotals } from "../rollups/totals.js";
 
 export interface CustomerView {
   customer: { id: string; name: string | null };
   plan: { key: string; currency: string; since: Date } | null;
-  period: { start: Date; end: Date };
+  period: { start: Date; end: Date; time_zone: string };
   meters: { key: string; name: string; unit: string; aggregation: string; dimensions: string[] }[];
 }
 
@@ -24,7 +24,8 @@ export async function customerView(db: Queryable, id: string, now: Date): Promis
   if (!customer) return undefined;
   const sub = await subscriptionAt(db, id, now);
   const plan = sub ? (await loadPlanPrices(db, [sub.plan])).get(sub.plan) : undefined;
-  const period = periodOf(now);
+  const calendar = await calendarOf(db, id);
+  const period = calendar.periodContaining(now);
   const since = new Date(Date.UTC(period.start.getUTCFullYear(), period.start.getUTCMonth() - HISTORY_MONTHS + 1, 1));
   // Meters priced by the plan, and meters the customer used in the charted months (one rollup read).
   const used = new Set((await rangeTotals(db, { from: since, to: period.end, customer: id })).map((t) => t.meter));
@@ -35,7 +36,7 @@ export async function customerView(db: Queryable, id: string, now: Date): Promis
   return {
     customer: { id: customer.id, name: customer.name },
     plan: sub && plan ? { key: sub.plan, currency: plan.currency, since: sub.start } : null,
-    period,
+    period: { ...period, time_zone: calendar.cycleAt(now).timeZone },
     meters,
   };
 }

@@ -1,14 +1,15 @@
-// A customer's forecast for the current billing period: per meter the quantity and amount to date and projected at
-// the period's end. Quantities are projected by forecast/project.ts from the last four weeks of hourly rollups;
-// amounts are the statement re-priced with the projected quantity in the segment running now, by the same pricing
-// code as the invoice, so tiers reached later in the month count. One function (forecastOf) makes every forecast
-// Tally shows: this customer's (GET /v1/customers/{id}/forecast) and every customer's in the dashboard's overview.
+// A customer's forecast for its current billing period (the period of its own cycle that contains now): per meter
+// the quantity and amount to date and projected at the period's end. Quantities are projected by forecast/project.ts
+// from the last four weeks of hourly rollups; amounts are the statement re-priced with the projected quantity in the
+// segment running now, by the same pricing code as the invoice, so tiers reached later in the period count. One
+// function (forecastOf) makes every forecast Tally shows: this customer's (GET /v1/customers/{id}/forecast) and every
+// customer's in the dashboard's overview.
 import { buildStatement, type Statement } from "../billing/statement.js";
+import { calendarOf } from "../billing/subscriptions.js";
 import { listMeters, type Meter } from "../catalog/meters.js";
 import type { Queryable } from "../db/types.js";
 import { type PricedSegment, priceInvoice } from "../pricing/invoice.js";
 import { type Dec, sum, ZERO } from "../pricing/money.js";
-import { periodOf } from "../rollups/buckets.js";
 import { readHistories } from "./history.js";
 import {
   type ForecastMethod,
@@ -101,7 +102,7 @@ export function forecastOf(i: ForecastInputs): Forecast {
 }
 
 export async function forecastCustomer(db: Queryable, customer: string, now: Date): Promise<Forecast> {
-  const period = periodOf(now);
+  const period = (await calendarOf(db, customer)).periodContaining(now);
   // One after the other: `db` may be a transaction, which a failed branch of a Promise.all would end under the others.
   const statement = await buildStatement(db, customer, period, now);
   const meterList = await listMeters(db);

@@ -2,6 +2,8 @@
 // customer or of every customer (the dashboard's overview) become a few figures per customer and `sum`/`count`
 // meter (HistoryFigures) — one row each, however many hours there were. The same figures as historyFigures
 // (project.ts) computes from a map of hours; test/forecast-units.test.ts holds both to the hour-by-hour reference.
+// Customers' periods end at different instants (their billing cycles): the weights of each distinct period end are
+// one row of a matrix, so every customer is still read in one query.
 import { jsonRows } from "../db/jsonRows.js";
 import type { Queryable } from "../db/types.js";
 import { Dec } from "../pricing/money.js";
@@ -12,10 +14,16 @@ import { HISTORY_HOURS, type HistoryFigures, PROFILE_WEEKS, restWeights, WEEK_HO
 /** customer → meter → figures, for the meters aggregated by `sum` or `count` with history. */
 export type Histories = Map<string, Map<string, HistoryFigures>>;
 
-export async function readHistories(
-  db: Queryable,
-  q: { customer?: string | undefined; now: Date; periodEnd: Date },
-): Promise<Histories> {
+export interface HistoryQuery {
+  customer?: string | undefined;
+  now: Date;
+  /** The end of the current period of every customer not in `periodEnds`. */
+  periodEnd: Date;
+  /** Customers whose current period ends elsewhere (their own billing cycle). */
+  periodEnds?: ReadonlyMap<string, Date> | undefined;
+}
+
+export async function readHistories(db: Queryable, q: HistoryQuery): Promise<Histories> {
   const nowHour = alignDown(q.now, "hour");
   // Each hour's sum of values and number of events, as the usage series reads them (dirty hours and the ones not
   // rolled up yet from raw events).
@@ -32,10 +40,21 @@ export async function readHistories(
     return `$${params.length}`;
   };
   const since = (hours: number) => `h.bucket >= ${bind(addBuckets(nowHour, "hour", -hours))}::timestamptz`;
-  const weights = `{${restWeights(q.now, q.periodEnd)
-    .map((w) => w.toFixed())
+  const ends = periodEndRows(q);
+  const matrix = `{${ends.rows
+    .map(
+      (end) =>
+        `{${restWeights(q.now, end)
+          .map((w) => w.toFixed())
+          .join(",")}}`,
+    )
     .join(",")}}`;
-  const weight = `(${bind(weights)}::numeric[])[(floor(extract(epoch FROM s.bucket) / 3600)::bigint % ${WEEK_HOURS}) + 1]`;
+  const row = ends.join ? "coalesce(pe.k, 1)" : "1";
+  const weight = `(${bind(matrix)}::numeric[][])[${row}][(floor(extract(epoch FROM s.bucket) / 3600)::bigint % ${WEEK_HOURS}) + 1]`;
+  const join = ends.join
+    ? `LEFT JOIN unnest(${bind(ends.join.customers)}::text[], ${bind(ends.join.rows)}::int[]) AS pe(customer_id, k)
+               ON pe.customer_id = s.customer_id`
+    : "";
   const figure = "CASE m.aggregation WHEN 'count' THEN s.event_count::numeric ELSE s.value::numeric END";
   const weighted = PROFILE_WEEKS.map(
     (w) => `coalesce(sum(h.weighted) FILTER (WHERE ${since(w * WEEK_HOURS)}), 0)::text`,
@@ -48,8 +67,9 @@ export async function readHistories(
              coalesce(sum(h.figure) FILTER (WHERE ${since(WEEK_HOURS)}), 0)::text, ${weighted.join(", ")}
       FROM (
         SELECT s.customer_id, s.meter, s.bucket, f.figure, f.figure * ${weight} AS weighted
-        FROM (${series.text}) AS s JOIN meters m ON m.key = s.meter AND m.aggregation IN ('sum', 'count'),
-             LATERAL (SELECT ${figure} AS figure) AS f
+        FROM (${series.text}) AS s JOIN meters m ON m.key = s.meter AND m.aggregation IN ('sum', 'count')
+             ${join}
+             CROSS JOIN LATERAL (SELECT ${figure} AS figure) AS f
       ) AS h
       GROUP BY h.customer_id, h.meter
     ) AS r(customer_id, meter, first, last_week, w2, w3, w4)`,
@@ -66,4 +86,28 @@ export async function readHistories(
     out.set(customer, byMeter);
   }
   return out;
+}
+
+/**
+ * The distinct period ends, the default first (row 1 of the weights), and — when some customers' periods end
+ * elsewhere — which row each of those customers takes.
+ */
+function periodEndRows(q: HistoryQuery): { rows: Date[]; join?: { customers: string[]; rows: number[] } } {
+  const rows = [q.periodEnd];
+  const rowOf = new Map([[q.periodEnd.getTime(), 1]]);
+  const customers: string[] = [];
+  const indexes: number[] = [];
+  for (const [customer, end] of q.periodEnds ?? []) {
+    if (q.customer !== undefined && customer !== q.customer) continue;
+    let k = rowOf.get(end.getTime());
+    if (k === 1) continue;
+    if (k === undefined) {
+      rows.push(end);
+      k = rows.length;
+      rowOf.set(end.getTime(), k);
+    }
+    customers.push(customer);
+    indexes.push(k);
+  }
+  return customers.length ? { rows, join: { customers, rows: indexes } } : { rows };
 }

@@ -1,8 +1,9 @@
 // The usage chart of one meter: hour (last 48 h), day (this period) or month (last 12 months), grouped by one of
 // the meter's dimensions when it has any. uPlot draws it; a table under it carries the same figures, as the API
-// gave them, for keyboards and screen readers. "This period" draws the days that have begun; the axis runs on to
-// the period's end, so the days still to come show as empty, never as zero. data-draws counts redraws (the browser
-// tests wait on it).
+// gave them, for keyboards and screen readers. "This period" spans the customer's own billing period, in UTC days
+// (the usage series' buckets) from the day it starts to the day it ends in: it draws the days that have begun, and
+// the axis runs on to the period's end, so the days still to come show as empty, never as zero. data-draws counts
+// redraws (the browser tests wait on it).
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import type { Api } from "./api.js";
@@ -35,10 +36,17 @@ function range(g: Granularity, period: { start: string; end: string }, asOf: str
     const to = Math.floor(Date.parse(asOf) / HOUR) * HOUR + HOUR;
     return { from: new Date(to - 48 * HOUR), to: new Date(to), axisTo: new Date(to) };
   }
-  const start = new Date(period.start);
-  const end = new Date(period.end);
-  if (g === "day") return { from: start, to: elapsedEnd(period, asOf), axisTo: end };
-  const from = new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() - 11, 1));
+  // A period that starts or ends inside a UTC day (an anchored or a local-time cycle) spans the whole of that day.
+  const start = new Date(Math.floor(Date.parse(period.start) / DAY) * DAY);
+  if (g === "day") {
+    const end = new Date(Math.ceil(Date.parse(period.end) / DAY) * DAY);
+    const days = { start: start.toISOString(), end: end.toISOString() };
+    return { from: start, to: elapsedEnd(days, asOf), axisTo: end };
+  }
+  // The twelve UTC months up to the one in progress.
+  const now = new Date(asOf);
+  const end = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1));
+  const from = new Date(Date.UTC(end.getUTCFullYear(), end.getUTCMonth() - 12, 1));
   return { from, to: end, axisTo: end };
 }
 
@@ -226,7 +234,13 @@ export function usageChart(
     replace(figures, ...figuresTable(meter, granularity, groupBy, rows));
     const last = new Date(r.to.getTime() - DAY).toISOString().slice(0, 10);
     const toCome = r.to < r.axisTo ? `Days up to ${last}; the days still to come are left empty.` : "";
-    status.textContent = rows.length ? toCome : `No usage in this range. ${toCome}`.trim();
+    // Days are UTC days: a period that starts or ends inside one shares that day with the period next to it.
+    const offDay = (t: string) => Date.parse(t) % DAY !== 0;
+    const shared =
+      granularity === "day" && (offDay(period.start) || offDay(period.end))
+        ? `UTC days; the period runs from ${period.start} to ${period.end}.`
+        : "";
+    status.textContent = [rows.length ? "" : "No usage in this range.", toCome, shared].filter(Boolean).join(" ");
     draws += 1;
     Object.assign(root.dataset, {
       granularity,

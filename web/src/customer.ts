@@ -4,7 +4,7 @@
 import { type Api, optional } from "./api.js";
 import { usageChart } from "./chart.js";
 import { fill, h, message, panel, replace, table, when } from "./dom.js";
-import { methodLabel, money } from "./format.js";
+import { dayLabel, methodLabel, money, periodBounds, periodLabel } from "./format.js";
 import { stateBadge } from "./states.js";
 import type {
   Credits,
@@ -71,7 +71,7 @@ export async function customerView(api: Api, root: HTMLElement, id: string): Pro
   );
   performance.mark("tally:meaningful");
   root.dataset.ready = "true";
-  await loadRest(api, id, slots);
+  await loadRest(api, id, slots, info.period.time_zone);
   // Only if no other view has replaced this one meanwhile.
   if (root.dataset.view === view) root.dataset.complete = "true";
 }
@@ -86,7 +86,13 @@ function customerHead(info: CustomerInfo, summary: Summary): HTMLElement {
       { class: "muted" },
       info.customer.name ? `${info.customer.id} · ` : "",
       info.plan ? `plan ${info.plan.key} · ` : "no plan · ",
-      `period ${info.period.start.slice(0, 10)} to ${info.period.end.slice(0, 10)}`,
+      "period ",
+      // The customer's own billing period, as its cycle's calendar reads it; the exact instants on hover.
+      h(
+        "span",
+        { "data-testid": "period", title: periodBounds(info.period) },
+        periodLabel(info.period, info.period.time_zone),
+      ),
     ),
     h("p", { class: "fresh", "data-testid": "as-of" }, `Data as of ${when(summary.as_of)}`),
   );
@@ -125,7 +131,7 @@ function summaryCards(summary: Summary, slots: Slots): HTMLElement {
 }
 
 /** What the view shows below the charts, asked for once the meters are on screen. */
-async function loadRest(api: Api, id: string, slots: Slots): Promise<void> {
+async function loadRest(api: Api, id: string, slots: Slots, zone: string): Promise<void> {
   const q = encodeURIComponent(id);
   const stateP = api.get<Overview>("/v1/dashboard/customers", { customer: id });
   const forecastP = optional(api.get<Forecast>(`/v1/customers/${q}/forecast`));
@@ -143,7 +149,7 @@ async function loadRest(api: Api, id: string, slots: Slots): Promise<void> {
       (f) => {
         slots.forecastTotal.textContent = f ? money(f.forecast_total, f.currency) : "—";
         slots.forecastMethod.textContent = f ? `projected by the ${methodLabel(f.method)}` : "";
-        fill(slots.forecast, f ? forecastTable(f) : message("No forecast."));
+        fill(slots.forecast, f ? forecastTable(f, zone) : message("No forecast."));
       },
       unavailable(slots.forecast, "Forecast"),
     ),
@@ -152,22 +158,26 @@ async function loadRest(api: Api, id: string, slots: Slots): Promise<void> {
       unavailable(slots.credits, "Credits"),
     ),
     draftP.then(
-      (r) => fill(slots.draft, r.data[0] ? invoiceBlock(r.data[0]) : message("No draft invoice.")),
+      (r) => fill(slots.draft, r.data[0] ? invoiceBlock(r.data[0], zone) : message("No draft invoice.")),
       unavailable(slots.draft, "Invoices"),
     ),
     finalP.then(
-      (r) => fill(slots.final, r.data.length ? r.data.map(finalInvoice) : message("No finalized invoices yet.")),
+      (r) =>
+        fill(
+          slots.final,
+          r.data.length ? r.data.map((inv) => finalInvoice(inv, zone)) : message("No finalized invoices yet."),
+        ),
       unavailable(slots.final, "Invoices"),
     ),
   ]);
 }
 
-function finalInvoice(inv: Invoice): HTMLElement {
+function finalInvoice(inv: Invoice, zone: string): HTMLElement {
   return h(
     "details",
     {},
-    h("summary", {}, `${inv.number ?? inv.id} · ${inv.period.start.slice(0, 7)} · ${money(inv.total, inv.currency)}`),
-    invoiceBlock(inv),
+    h("summary", {}, `${inv.number ?? inv.id} · ${periodLabel(inv.period, zone)} · ${money(inv.total, inv.currency)}`),
+    invoiceBlock(inv, zone),
   );
 }
 
@@ -242,7 +252,7 @@ function metersTable(summary: Summary, meters: ViewMeter[]): HTMLElement {
   );
 }
 
-function forecastTable(f: Forecast): HTMLElement {
+function forecastTable(f: Forecast, zone: string): HTMLElement {
   const m = (amount: string) => money(amount, f.currency);
   return h(
     "div",
@@ -250,7 +260,7 @@ function forecastTable(f: Forecast): HTMLElement {
     h(
       "p",
       {},
-      `${m(f.total_to_date)} to date, ${m(f.forecast_total)} expected by ${f.period.end.slice(0, 10)}, before ` +
+      `${m(f.total_to_date)} to date, ${m(f.forecast_total)} expected by ${dayLabel(f.period.end, zone)}, before ` +
         `credits: projected by the ${methodLabel(f.method)}.`,
     ),
     table(
@@ -297,7 +307,7 @@ function creditsBlock(c: Credits): HTMLElement {
   );
 }
 
-function invoiceBlock(inv: Invoice): HTMLElement {
+function invoiceBlock(inv: Invoice, zone: string): HTMLElement {
   const rows = inv.lines.map((l) =>
     h(
       "tr",
@@ -323,7 +333,7 @@ function invoiceBlock(inv: Invoice): HTMLElement {
     h(
       "p",
       { class: "muted" },
-      `${draft ? "Draft" : `Invoice ${inv.number}`} · ${inv.period.start.slice(0, 7)} · ${inv.currency ?? ""}`,
+      `${draft ? "Draft" : `Invoice ${inv.number}`} · ${periodLabel(inv.period, zone)} · ${inv.currency ?? ""}`,
     ),
     // Fits a phone: descriptions wrap, so the amounts stay in view without scrolling sideways.
     table("Invoice lines", ["Line", "Quantity", "Amount"], rows, [1, 2], { fit: true }),

@@ -3,7 +3,7 @@
 // Stripe reconciliation and recent alerts — those need an admin key and say so otherwise.
 import { type Api, ApiError } from "./api.js";
 import { fill, h, message, panel, replace, table, when } from "./dom.js";
-import { money, percent, plural, signedMoney } from "./format.js";
+import { money, percent, periodBounds, periodLabel, plural, signedMoney } from "./format.js";
 import { stateBadge } from "./states.js";
 import type {
   Alert,
@@ -40,8 +40,9 @@ export async function operatorView(api: Api, root: HTMLElement, onBound: (custom
     h(
       "p",
       { class: "fresh", "data-testid": "as-of" },
-      `Period ${o.period.start.slice(0, 7)} · data as of ${when(o.as_of)} · forecasts: each customer's projection ` +
-        "to the period's end, before credits (as on its own page)",
+      `Period ${periodLabel(o.period)} (customers on their own billing cycle show theirs) · data as of ` +
+        `${when(o.as_of)} · forecasts: each customer's projection to its period's end, before credits (as on its own ` +
+        "page)",
     ),
     totalsCards(o),
     statesList(o),
@@ -141,7 +142,12 @@ function rankingPanel(o: Overview): HTMLElement {
     const head = ["Customer", "Plan", "State", "Spend", "Last period", "Forecast", "Growth", "Run rate"];
     replace(
       list,
-      table(`Customers ranked by ${ranking}`, head, rows.slice(0, shown).map(customerRow), [3, 4, 5, 6, 7]),
+      table(
+        `Customers ranked by ${ranking}`,
+        head,
+        rows.slice(0, shown).map((c) => customerRow(c, o)),
+        [3, 4, 5, 6, 7],
+      ),
       rows.length > shown ? more(rows.length - shown) : null,
     );
     list.dataset.ranking = ranking;
@@ -157,8 +163,10 @@ function rankingPanel(o: Overview): HTMLElement {
   return panel("Ranking", "ranking", controls, list);
 }
 
-function customerRow(c: OverviewCustomer): HTMLElement {
+function customerRow(c: OverviewCustomer, o: Overview): HTMLElement {
   const m = (amount: string) => money(amount, c.currency);
+  // A customer on a billing cycle of its own: its period, which its figures are of.
+  const own = c.period.start !== o.period.start || c.period.end !== o.period.end;
   return h(
     "tr",
     { "data-customer": c.id },
@@ -167,6 +175,13 @@ function customerRow(c: OverviewCustomer): HTMLElement {
       {},
       h("a", { href: `#/customers/${encodeURIComponent(c.id)}` }, c.name ?? c.id),
       c.name ? h("span", { class: "muted" }, ` ${c.id}`) : null,
+      own
+        ? h(
+            "div",
+            { class: "muted", "data-field": "period", title: periodBounds(c.period) },
+            periodLabel(c.period, c.period.time_zone),
+          )
+        : null,
     ),
     h("td", {}, c.plan ?? "—"),
     h("td", {}, stateBadge(c.state)),

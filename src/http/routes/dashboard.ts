@@ -18,13 +18,22 @@ import { isoTime } from "../format.js";
 import type { RouteTable } from "../routeTable.js";
 
 const span = z.object({ start: z.string(), end: z.string() });
+const zonedSpan = span.extend({
+  time_zone: z
+    .string()
+    .meta({ description: "the IANA time zone of the customer's billing cycle, to label the period" }),
+});
 const state = z.enum(["ok", "soft", "blocked", "credits_exhausted"]);
 const forecastMethod = z.enum(["run_rate_7d", "hour_of_week", "current_value"]);
 
 const overviewSchema = z
   .object({
     bound_customer: z.string().nullable().meta({ description: "the customer the key or portal token is bound to" }),
-    period: span,
+    period: span.meta({
+      description:
+        "the current UTC calendar month (the default billing cycle); of one customer (`customer`, a bound key): its " +
+        "own current period. Each customer row carries its own period",
+    }),
     previous_period: span,
     method: z.literal("customer_forecast").meta({
       description:
@@ -38,6 +47,8 @@ const overviewSchema = z
         name: z.string().nullable(),
         plan: z.string().nullable(),
         currency: z.string().nullable(),
+        period: zonedSpan.meta({ description: "the customer's current period, by its own billing cycle" }),
+        previous_period: span.meta({ description: "the customer's period before it" }),
         spend: z.string().meta({ description: "current period to date, after credits: the summary's total" }),
         credits: z.string().nullable().meta({ description: "credits applied this period; null without grants" }),
         previous_spend: z.string().meta({ description: "last period: its final invoice's total, else as recomputed" }),
@@ -71,7 +82,7 @@ const customerViewSchema = z
   .object({
     customer: z.object({ id: z.string(), name: z.string().nullable() }),
     plan: z.object({ key: z.string(), currency: z.string(), since: z.string() }).nullable(),
-    period: span,
+    period: zonedSpan.meta({ description: "the customer's current period, by its own billing cycle" }),
     meters: z.array(
       z.object({
         key: z.string(),
@@ -185,6 +196,11 @@ function overviewRoute(t: RouteTable, ctx: AppContext): void {
           bound_customer: auth?.customer ?? null,
           ...o,
           stripe_sync: ctx.config.STRIPE_SECRET_KEY !== undefined,
+          customers: o.customers.map((c) => ({
+            ...c,
+            period: { ...spanJson(c.period), time_zone: c.period.time_zone },
+            previous_period: spanJson(c.previous_period),
+          })),
           period: spanJson(o.period),
           previous_period: spanJson(o.previous_period),
           as_of: isoTime(o.as_of),
@@ -216,7 +232,7 @@ function customerViewRoute(t: RouteTable, ctx: AppContext): void {
         body: {
           ...v,
           plan: v.plan ? { ...v.plan, since: isoTime(v.plan.since) } : null,
-          period: spanJson(v.period),
+          period: { ...spanJson(v.period), time_zone: v.period.time_zone },
           as_of: isoTime(now),
         },
       };

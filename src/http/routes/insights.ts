@@ -9,7 +9,6 @@ import { forecastCustomer } from "../../forecast/forecast.js";
 import type { PriceVersion } from "../../pricing/models.js";
 import { type Dec, formatDecimal, formatMoney } from "../../pricing/money.js";
 import { checkPriceVersion } from "../../pricing/versions.js";
-import { parsePeriod } from "../../rollups/buckets.js";
 import { simulate } from "../../simulate/simulation.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
@@ -20,7 +19,12 @@ const MAX_SIMULATED_CUSTOMERS = 100_000;
 const simulationBody = z
   .strictObject({
     plan: planKey,
-    period: periodMonth,
+    period: periodMonth.meta({
+      description:
+        "YYYY-MM: each customer's own billing period that starts in that month (read in its cycle's time zone; for " +
+        "UTC calendar months, the month itself)",
+      example: "2026-11",
+    }),
     prices: z
       .array(priceVersionBody.omit({ effective_from: true }))
       .min(1)
@@ -44,6 +48,9 @@ const simulationSchema = z
     customers: z.array(
       amounts.extend({
         customer: z.string(),
+        period: z
+          .object({ start: z.string(), end: z.string() })
+          .meta({ description: "the customer's billing period that starts in the month: what was priced" }),
         current_from: z.enum(["final_invoice", "usage"]).meta({
           description: "final_invoice: `current` is the period's final invoice before credits, as frozen",
         }),
@@ -51,6 +58,10 @@ const simulationSchema = z
     ),
     totals: amounts,
     not_on_plan: z.array(z.string()).meta({ description: "Customers asked for that had no subscription to the plan" }),
+    no_period: z.array(z.string()).meta({
+      description:
+        "Customers of the plan with no billing period starting in that month (a yearly or 3-monthly cycle): skipped",
+    }),
     as_of: z.string(),
   })
   .meta({ id: "Simulation" });
@@ -127,11 +138,10 @@ function simulationRoute(t: RouteTable, ctx: AppContext): void {
       422: { description: "an invalid replacement price (field paths into prices[]), or an unknown meter" },
     },
     handle: async ({ body }) => {
-      const period = parsePeriod(body.period) as { start: Date; end: Date };
       const prices = checkedPrices(body.prices);
       const sim = await simulate(
         ctx.db,
-        { plan: body.plan, period, prices, customers: body.customers },
+        { plan: body.plan, month: body.period, prices, customers: body.customers },
         ctx.clock.now(),
       );
       const money = (d: Dec) => formatMoney(d, sim.currency);
@@ -140,7 +150,7 @@ function simulationRoute(t: RouteTable, ctx: AppContext): void {
         simulated: money(simulated),
         difference: money(simulated.minus(current)),
       });
-      const found = new Set(sim.customers.map((c) => c.customer));
+      const found = new Set([...sim.customers.map((c) => c.customer), ...sim.noPeriod]);
       return {
         status: 200,
         body: {
@@ -149,11 +159,13 @@ function simulationRoute(t: RouteTable, ctx: AppContext): void {
           currency: sim.currency,
           customers: sim.customers.map((c) => ({
             customer: c.customer,
+            period: { start: isoTime(c.period.start), end: isoTime(c.period.end) },
             ...row(c.current, c.simulated),
             current_from: c.currentFrom,
           })),
           totals: row(sim.totals.current, sim.totals.simulated),
           not_on_plan: (body.customers ?? []).filter((c) => !found.has(c)),
+          no_period: sim.noPeriod,
           as_of: isoTime(sim.asOf),
         },
       };
@@ -165,7 +177,8 @@ function forecastRoute(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/customers/{id}/forecast",
-    summary: "Quantities and amounts to date and projected at the end of the current period, per meter",
+    summary:
+      "Quantities and amounts to date and projected at the end of the customer's current period (its own billing cycle's), per meter",
     tags: ["reading"],
     scopes: ["read"],
     params: z.object({ id: customerId }),

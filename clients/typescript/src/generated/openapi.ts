@@ -1880,7 +1880,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Quantities and amounts to date and projected at the end of the current period, per meter */
+        /** Quantities and amounts to date and projected at the end of the customer's current period (its own billing cycle's), per meter */
         get: {
             parameters: {
                 query?: never;
@@ -4228,6 +4228,11 @@ export interface components {
                 simulated: string;
                 difference: string;
                 customer: string;
+                /** @description the customer's billing period that starts in the month: what was priced */
+                period: {
+                    start: string;
+                    end: string;
+                };
                 /**
                  * @description final_invoice: `current` is the period's final invoice before credits, as frozen
                  * @enum {string}
@@ -4241,6 +4246,8 @@ export interface components {
             };
             /** @description Customers asked for that had no subscription to the plan */
             not_on_plan: string[];
+            /** @description Customers of the plan with no billing period starting in that month (a yearly or 3-monthly cycle): skipped */
+            no_period: string[];
             as_of: string;
         };
         SimulationInput: {
@@ -4250,7 +4257,7 @@ export interface components {
              */
             plan: string;
             /**
-             * @description UTC calendar month, YYYY-MM
+             * @description YYYY-MM: each customer's own billing period that starts in that month (read in its cycle's time zone; for UTC calendar months, the month itself)
              * @example 2026-11
              */
             period: string;
@@ -4593,6 +4600,7 @@ export interface components {
         DashboardOverview: {
             /** @description the customer the key or portal token is bound to */
             bound_customer: string | null;
+            /** @description the current UTC calendar month (the default billing cycle); of one customer (`customer`, a bound key): its own current period. Each customer row carries its own period */
             period: {
                 start: string;
                 end: string;
@@ -4613,6 +4621,18 @@ export interface components {
                 name: string | null;
                 plan: string | null;
                 currency: string | null;
+                /** @description the customer's current period, by its own billing cycle */
+                period: {
+                    start: string;
+                    end: string;
+                    /** @description the IANA time zone of the customer's billing cycle, to label the period */
+                    time_zone: string;
+                };
+                /** @description the customer's period before it */
+                previous_period: {
+                    start: string;
+                    end: string;
+                };
                 /** @description current period to date, after credits: the summary's total */
                 spend: string;
                 /** @description credits applied this period; null without grants */
@@ -4659,9 +4679,12 @@ export interface components {
                 currency: string;
                 since: string;
             } | null;
+            /** @description the customer's current period, by its own billing cycle */
             period: {
                 start: string;
                 end: string;
+                /** @description the IANA time zone of the customer's billing cycle, to label the period */
+                time_zone: string;
             };
             meters: {
                 key: string;
