@@ -89,9 +89,7 @@ describe("TypeScript client: rules", () => {
   });
 
   it("when the OpenAPI document changes, then the committed client types are regenerated (npm run types:api)", async () => {
-    expect(readFileSync(CLIENT_TYPES_PATH, "utf8") === (await clientTypes()), "run npm run types:api").toBe(
-      true,
-    );
+    expect(readFileSync(CLIENT_TYPES_PATH, "utf8") === (await clientTypes()), "run npm run types:api").toBe(true);
   });
 });
 
