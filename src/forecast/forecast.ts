@@ -4,6 +4,7 @@
 // segment running now, by the same pricing code as the invoice, so tiers reached later in the period count. One
 // function (forecastOf) makes every forecast Tally shows: this customer's (GET /v1/customers/{id}/forecast) and every
 // customer's in the dashboard's overview.
+import type { BillingPeriod } from "../billing/calendar.js";
 import { buildStatement, type Statement } from "../billing/statement.js";
 import { calendarOf } from "../billing/subscriptions.js";
 import { listMeters, type Meter } from "../catalog/meters.js";
@@ -101,8 +102,14 @@ export function forecastOf(i: ForecastInputs): Forecast {
   };
 }
 
-export async function forecastCustomer(db: Queryable, customer: string, now: Date): Promise<Forecast> {
-  const period = (await calendarOf(db, customer)).periodContaining(now);
+export async function forecastCustomer(
+  db: Queryable,
+  customer: string,
+  now: Date,
+  /** The customer's period running at `now`, when the caller has it already. */
+  known?: BillingPeriod,
+): Promise<Forecast> {
+  const period = known ?? (await calendarOf(db, customer)).periodContaining(now);
   // One after the other: `db` may be a transaction, which a failed branch of a Promise.all would end under the others.
   const statement = await buildStatement(db, customer, period, now);
   const meterList = await listMeters(db);

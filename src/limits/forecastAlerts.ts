@@ -2,28 +2,11 @@
 // queues a `limit.forecast` webhook when the forecast to the end of the customer's billing period reaches its soft
 // or hard threshold — days before the real crossing. Evaluated by the evaluate-limits job.
 import type { BillingPeriod } from "../billing/calendar.js";
-import { buildStatement } from "../billing/statement.js";
-import { listMeters } from "../catalog/meters.js";
-import type { Db, Queryable } from "../db/types.js";
-import { type Forecast, forecastOf } from "../forecast/forecast.js";
-import { readHistories } from "../forecast/history.js";
+import type { Db } from "../db/types.js";
+import { forecastCustomer } from "../forecast/forecast.js";
 import { enqueueEvent } from "../webhooks/outbox.js";
 import { recordAlert } from "./states.js";
 import type { StoredLimit } from "./store.js";
-
-/** The customer's forecast to the end of `period` (the one running at `now`), as forecastOf makes every forecast. */
-async function forecastTo(db: Queryable, customer: string, period: BillingPeriod, now: Date): Promise<Forecast> {
-  const statement = await buildStatement(db, customer, period, now);
-  const meters = await listMeters(db);
-  const histories = await readHistories(db, { customer, now, periodEnd: period.end });
-  return forecastOf({
-    statement,
-    toDate: new Map(statement.meters.map((m) => [m.meter, m.quantity])),
-    meters: new Map(meters.map((m) => [m.key, m])),
-    history: histories.get(customer) ?? new Map(),
-    now,
-  });
-}
 
 /** Records the forecast alerts of one customer; returns how many were new and how many webhooks were queued. */
 export async function evaluateForecastAlerts(
@@ -34,7 +17,7 @@ export async function evaluateForecastAlerts(
   const { customer, period, now } = i;
   const watched = i.limits.filter((l) => l.forecast);
   if (watched.length === 0) return { alerts: 0, webhooks: 0 };
-  const forecast = await forecastTo(db, customer, period, now);
+  const forecast = await forecastCustomer(db, customer, now, period);
   const out = { alerts: 0, webhooks: 0 };
   await db.transaction(async (tx) => {
     for (const limit of watched) {
