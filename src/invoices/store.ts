@@ -50,19 +50,38 @@ const fromRow = (r: Row): InvoiceRow => ({
 
 export const newInvoiceId = (): string => `in_${randomBytes(12).toString("base64url")}`;
 
+/** Customers whose drafts fall in the same periods (most share UTC calendar months). */
+export interface PeriodGroup {
+  periods: readonly Period[];
+  customers: readonly string[];
+}
+
+/** The groups as arrays: (group, start, end) per period and (customer, group) per customer. */
+function groupArrays(groups: readonly PeriodGroup[]) {
+  const periods = groups.flatMap((g, i) => g.periods.map((p) => [i, p.start, p.end] as const));
+  const customers = groups.flatMap((g, i) => g.customers.map((c) => [c, i] as const));
+  return [
+    periods.map((p) => p[0]),
+    periods.map((p) => p[1]),
+    periods.map((p) => p[2]),
+    customers.map((c) => c[0]),
+    customers.map((c) => c[1]),
+  ];
+}
+
 /**
- * Creates the missing drafts of these periods for every customer (or one) whose subscription overlaps them.
- * Returns how many were created.
+ * Creates the missing drafts: each group's periods, for every customer of the group whose subscription overlaps
+ * them. Returns how many were created.
  */
-export async function ensureDrafts(q: Queryable, periods: readonly Period[], customer?: string): Promise<number> {
-  if (periods.length === 0) return 0;
+export async function ensureDrafts(q: Queryable, groups: readonly PeriodGroup[]): Promise<number> {
+  if (groups.every((g) => g.periods.length === 0 || g.customers.length === 0)) return 0;
   const { rows } = await q.query<{ customer_id: string; period_start: Date; period_end: Date }>(
-    `SELECT DISTINCT s.customer_id, p.s AS period_start, p.e AS period_end
-     FROM unnest($1::timestamptz[], $2::timestamptz[]) AS p(s, e)
-     JOIN subscriptions s ON s.start_at < p.e AND (s.end_at IS NULL OR s.end_at > p.s)
-     WHERE ($3::text IS NULL OR s.customer_id = $3)
-       AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = s.customer_id AND i.period_start = p.s)`,
-    [periods.map((p) => p.start), periods.map((p) => p.end), customer ?? null],
+    `SELECT DISTINCT c.customer_id, p.s AS period_start, p.e AS period_end
+     FROM unnest($1::int[], $2::timestamptz[], $3::timestamptz[]) AS p(g, s, e)
+     JOIN unnest($4::text[], $5::int[]) AS c(customer_id, g) ON c.g = p.g
+     JOIN subscriptions s ON s.customer_id = c.customer_id AND s.start_at < p.e AND (s.end_at IS NULL OR s.end_at > p.s)
+     WHERE NOT EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = c.customer_id AND i.period_start = p.s)`,
+    groupArrays(groups),
   );
   if (rows.length === 0) return 0;
   const created = await q.query(
@@ -77,6 +96,101 @@ export async function ensureDrafts(q: Queryable, periods: readonly Period[], cus
     ],
   );
   return created.rowCount;
+}
+
+/** A draft whose bounds are none of its customer's periods (its customer's billing cycle changed). */
+export interface StaleDraft {
+  id: string;
+  customer: string;
+  period: Period;
+  /** Adjustments were carried to it: it must be kept (they never move). */
+  adjusted: boolean;
+}
+
+/** The drafts of the groups' customers that reach into the groups' periods with other bounds than all of them. */
+export async function staleDrafts(q: Queryable, groups: readonly PeriodGroup[]): Promise<StaleDraft[]> {
+  const { rows } = await q.query<{
+    id: string;
+    customer_id: string;
+    period_start: Date;
+    period_end: Date;
+    adjusted: boolean;
+  }>(
+    `WITH p AS (SELECT * FROM unnest($1::int[], $2::timestamptz[], $3::timestamptz[]) AS p(g, s, e)),
+          c AS (SELECT * FROM unnest($4::text[], $5::int[]) AS c(customer_id, g)),
+          f AS (SELECT g, min(s) AS s FROM p GROUP BY g)
+     SELECT i.id, i.customer_id, i.period_start, i.period_end,
+            EXISTS (SELECT 1 FROM invoice_adjustments a WHERE a.invoice_id = i.id) AS adjusted
+     FROM c JOIN f ON f.g = c.g
+     JOIN invoices i ON i.customer_id = c.customer_id AND i.status = 'draft' AND i.period_end > f.s
+     LEFT JOIN p ON p.g = c.g AND p.s = i.period_start AND p.e = i.period_end
+     WHERE p.g IS NULL
+     ORDER BY i.customer_id, i.period_start`,
+    groupArrays(groups),
+  );
+  return rows.map((r) => ({
+    id: r.id,
+    customer: r.customer_id,
+    period: { start: r.period_start, end: r.period_end },
+    adjusted: r.adjusted,
+  }));
+}
+
+/** Another invoice of the customer has this period's start: nothing changed (a concurrent reconciliation won). */
+const lostRace = (err: unknown): boolean => ["23505", "23503"].includes((err as { code?: string } | null)?.code ?? "");
+
+/** Gives a draft other bounds; false when it is final by now or another invoice has that start. */
+export async function moveDraft(q: Queryable, id: string, period: Period): Promise<boolean> {
+  try {
+    const { rowCount } = await q.query(
+      `UPDATE invoices SET period_start = $2, period_end = $3
+       WHERE id = $1 AND status = 'draft'
+         AND NOT EXISTS (SELECT 1 FROM invoices o WHERE o.customer_id = invoices.customer_id AND o.period_start = $2
+                                                       AND o.id <> $1)`,
+      [id, period.start, period.end],
+    );
+    return rowCount > 0;
+  } catch (err) {
+    if (lostRace(err)) return false;
+    throw err;
+  }
+}
+
+/** Deletes a draft no adjustment was carried to; false when it has one (or is final) by now. */
+export async function dropDraft(q: Queryable, id: string): Promise<boolean> {
+  try {
+    const { rowCount } = await q.query(
+      `DELETE FROM invoices WHERE id = $1 AND status = 'draft'
+         AND NOT EXISTS (SELECT 1 FROM invoice_adjustments a WHERE a.invoice_id = $1)`,
+      [id],
+    );
+    return rowCount > 0;
+  } catch (err) {
+    if (lostRace(err)) return false;
+    throw err;
+  }
+}
+
+/**
+ * Final invoices of these customers whose period ends after `after`, by customer: what their drafts' periods must
+ * not overlap.
+ */
+export async function finalPeriodsOf(
+  q: Queryable,
+  customers: readonly string[],
+  after: Date,
+): Promise<Map<string, Period[]>> {
+  const out = new Map<string, Period[]>();
+  if (customers.length === 0) return out;
+  const { rows } = await q.query<{ customer_id: string; period_start: Date; period_end: Date }>(
+    `SELECT customer_id, period_start, period_end FROM invoices
+     WHERE status = 'final' AND period_end > $1 AND customer_id = ANY($2::text[]) ORDER BY period_start`,
+    [after, customers],
+  );
+  for (const r of rows) {
+    out.set(r.customer_id, [...(out.get(r.customer_id) ?? []), { start: r.period_start, end: r.period_end }]);
+  }
+  return out;
 }
 
 /** The customer's draft of a period, created if missing (with or without a subscription: adjustments need one). */
@@ -104,7 +218,8 @@ export async function invoiceOf(q: Queryable, customer: string, periodStart: Dat
 export interface InvoiceFilter {
   customer?: string | undefined;
   status?: InvoiceStatus | undefined;
-  periodStart?: Date | undefined;
+  /** Invoices whose period starts in [from, to). */
+  periodStarts?: { from: Date; to: Date } | undefined;
   limit: number;
 }
 
@@ -113,9 +228,9 @@ export async function listInvoices(q: Queryable, f: InvoiceFilter): Promise<Invo
   const { rows } = await q.query<Row>(
     `SELECT ${COLUMNS} FROM invoices
      WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR status = $2)
-       AND ($3::timestamptz IS NULL OR period_start = $3)
-     ORDER BY period_start DESC, customer_id LIMIT $4`,
-    [f.customer ?? null, f.status ?? null, f.periodStart ?? null, f.limit],
+       AND ($3::timestamptz IS NULL OR (period_start >= $3 AND period_start < $4))
+     ORDER BY period_start DESC, customer_id LIMIT $5`,
+    [f.customer ?? null, f.status ?? null, f.periodStarts?.from ?? null, f.periodStarts?.to ?? null, f.limit],
   );
   return rows.map(fromRow);
 }
