@@ -2063,7 +2063,7 @@ export interface paths {
                     customer?: string;
                     /** @description At most this many invoices, newest period first (default 100) */
                     limit?: number;
-                    /** @description UTC calendar month, YYYY-MM */
+                    /** @description YYYY-MM: with a customer, its billing period that starts in that month (in the cycle's time zone); without one, every invoice whose period starts in that UTC calendar month */
                     period?: string;
                     status?: "draft" | "final";
                 };
