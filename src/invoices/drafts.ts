@@ -7,18 +7,17 @@ import type { BillingCalendar } from "../billing/calendar.js";
 import { calendarsOf } from "../billing/subscriptions.js";
 import type { Queryable } from "../db/types.js";
 import type { Period } from "../pricing/segments.js";
-import { draftHorizon, draftPeriods, periodsBetween } from "./rules.js";
 import {
   dropDraft,
   ensureDrafts,
   finalPeriodsOf,
-  invoiceOf,
-  latestFinalPeriod,
   moveDraft,
   type PeriodGroup,
   type StaleDraft,
   staleDrafts,
-} from "./store.js";
+} from "./draftRows.js";
+import { draftHorizon, draftPeriods, periodsBetween } from "./rules.js";
+import { invoiceOf, latestFinalPeriod } from "./store.js";
 
 interface DraftPlan {
   groups: PeriodGroup[];

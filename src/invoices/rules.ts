@@ -70,7 +70,7 @@ export function draftPeriods(periods: readonly Period[], finals: readonly Period
   return out;
 }
 
-export const samePeriod = (a: Period, b: Period): boolean =>
+const samePeriod = (a: Period, b: Period): boolean =>
   a.start.getTime() === b.start.getTime() && a.end.getTime() === b.end.getTime();
 
 /**
