@@ -3,7 +3,10 @@
 // that period's end + grace, with late events carried once to its next draft and its credit lines per anchored
 // period; a Berlin calendar-month customer's March is [2026-02-28T23:00Z, 2026-03-31T22:00Z); a cycle changed in the
 // middle of a period shortens the draft in progress and starts a new one, and both are finalized.
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { BillingCalendar } from "../src/billing/calendar.js";
+import { draftHorizon, draftPeriods, periodsBetween } from "../src/invoices/rules.js";
 import { BACKENDS, type TestBackend } from "./helpers/databases.js";
 import { ownTally } from "./helpers/own.js";
 
@@ -220,5 +223,140 @@ describe.each(BACKENDS)("invoices and credits per customer billing period on %s"
     expect((await invoices("customer=switcher&status=draft")).map((d) => d.period)).toEqual([
       { start: "2026-12-17T09:00:00Z", end: "2027-01-17T09:00:00Z" },
     ]);
+  });
+
+  it("when a cycle change is dated back past a draft's start, then that draft moves to the new period, and a final invoice of the old cycle is left out of the new periods", async () => {
+    const { ingest, subscribe, setup, invoices, finalize } = await world(backend, "2026-11-20T10:30:00Z");
+    await subscribe("frozen", "2026-10-01T00:00:00Z");
+    await ingest([{ customer: "frozen", meter: "calls", value: 1500, timestamp: "2026-10-25T00:00:00Z" }]);
+    await invoices("customer=frozen");
+    expect((await finalize()).finalized).toBe(1);
+    await subscribe("back", "2026-10-01T00:00:00Z");
+    const [november, october] = await invoices("customer=back");
+    for (const id of ["frozen", "back"]) {
+      await setup(`/v1/customers/${id}/subscription`, {
+        plan: "grad",
+        start: "2026-10-20T00:00:00Z",
+        billing: ANCHORED,
+      });
+    }
+    const CURRENT = { start: "2026-11-17T09:00:00Z", end: "2026-12-17T09:00:00Z" };
+    const back = await invoices("customer=back");
+    expect(back.map((i) => [i.id, i.period])).toEqual([
+      [expect.any(String), CURRENT],
+      [november.id, { start: "2026-10-20T00:00:00Z", end: "2026-11-17T09:00:00Z" }],
+      [october.id, { start: "2026-10-01T00:00:00Z", end: "2026-10-20T00:00:00Z" }],
+    ]);
+    // October is frozen as [Oct 1, Nov 1): the new period [Oct 20, Nov 17 09:00) is invoiced from November 1st on,
+    // so the usage of October 25th is billed once.
+    const frozen = await invoices("customer=frozen");
+    expect(frozen.map((i) => [i.status, i.period, i.total])).toEqual([
+      ["draft", CURRENT, "30.00"],
+      ["draft", { start: "2026-11-01T00:00:00Z", end: "2026-11-17T09:00:00Z" }, "30.00"],
+      ["final", { start: "2026-10-01T00:00:00Z", end: "2026-11-01T00:00:00Z" }, "35.00"],
+    ]);
+    expect(await finalize()).toMatchObject({ finalized: 3, failed: 0 });
+    expect((await invoices("status=draft")).map((i) => [i.customer, i.period])).toEqual([
+      ["back", CURRENT],
+      ["frozen", CURRENT],
+    ]);
+  });
+});
+
+const d = (s: string) => new Date(s);
+const iso = (p: { start: Date; end: Date }) => [p.start.toISOString(), p.end.toISOString()];
+const calendar = (anchor: string, timeZone = "UTC", start = "2026-01-01T00:00:00Z") =>
+  new BillingCalendar([
+    { start: d(start), cycle: { interval: "month", intervalCount: 1, anchor: d(anchor), timeZone } },
+  ]);
+
+describe("which periods of a customer's calendar get drafts", () => {
+  it.each([
+    ["anchored on the 17th at 09:00", calendar("2026-11-17T09:00:00Z"), "2026-09-17T09:00:00.000Z"],
+    ["Berlin calendar months", calendar("2026-01-01T00:00:00+01:00", "Europe/Berlin"), "2026-09-30T22:00:00.000Z"],
+  ])("when the customer is %s, then drafts start with its period of now − 35 days", (_, cal, want) => {
+    const now = d("2026-11-17T10:30:00Z");
+    const from = draftHorizon(now, 35, null, cal);
+    expect(from.toISOString()).toBe(want);
+    const periods = periodsBetween(from, now, cal);
+    expect(periods.at(-1)?.end.getTime()).toBeGreaterThan(now.getTime());
+    // After a pause: the period after the one of the latest final invoice, when that is earlier.
+    expect(draftHorizon(now, 35, d("2026-06-05T00:00:00Z"), cal) < from).toBe(true);
+  });
+
+  it.each([
+    [
+      "no final invoice",
+      [],
+      [
+        ["2026-11-01", "2026-11-17T09"],
+        ["2026-11-17T09", "2026-12-17T09"],
+      ],
+    ],
+    [
+      "one frozen for exactly a period (it keeps its place)",
+      [["2026-11-01", "2026-11-17T09"]],
+      [
+        ["2026-11-01", "2026-11-17T09"],
+        ["2026-11-17T09", "2026-12-17T09"],
+      ],
+    ],
+    [
+      "one frozen under the old cycle, reaching into the new period",
+      [
+        ["2026-10-01", "2026-11-01"],
+        ["2026-11-01", "2026-12-01"],
+      ],
+      [["2026-12-01", "2026-12-17T09"]],
+    ],
+    [
+      "one inside a period",
+      [["2026-11-20", "2026-11-25"]],
+      [
+        ["2026-11-01", "2026-11-17T09"],
+        ["2026-11-17T09", "2026-11-20"],
+        ["2026-11-25", "2026-12-17T09"],
+      ],
+    ],
+  ])("when there is %s, then the drafts' periods are %j", (_, finals, want) => {
+    const t = (s: string) => d(s.length === 10 ? `${s}T00:00:00Z` : `${s}:00:00Z`);
+    const period = ([a, b]: string[]) => ({ start: t(a as string), end: t(b as string) });
+    const periods = [period(["2026-11-01", "2026-11-17T09"]), period(["2026-11-17T09", "2026-12-17T09"])];
+    expect(draftPeriods(periods, finals.map(period)).map(iso)).toEqual(want.map(period).map(iso));
+  });
+
+  it("when final invoices cut a customer's periods anywhere, then the drafts cover exactly the rest, without overlap", () => {
+    const H = 3_600_000;
+    const base = Date.UTC(2026, 10, 1);
+    const hours = fc.integer({ min: 0, max: 200 });
+    const span = fc.tuple(hours, fc.integer({ min: 1, max: 60 })).map(([a, n]) => ({
+      start: new Date(base + a * H),
+      end: new Date(base + (a + n) * H),
+    }));
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 50 }), { minLength: 1, maxLength: 6 }),
+        fc.array(span, { maxLength: 3 }),
+        (lengths, raw) => {
+          const periods: { start: Date; end: Date }[] = [];
+          let at = base;
+          for (const n of lengths) {
+            periods.push({ start: new Date(at), end: new Date(at + n * H) });
+            at += n * H;
+          }
+          // Final invoices never overlap each other.
+          const finals = raw.filter((f, i) => raw.every((g, j) => j >= i || g.end <= f.start || g.start >= f.end));
+          const drafts = draftPeriods(periods, finals);
+          const exact = (f: { start: Date; end: Date }) =>
+            periods.some((p) => p.start.getTime() === f.start.getTime() && p.end.getTime() === f.end.getTime());
+          for (let h = base; h < at; h += H) {
+            const inDraft = drafts.filter((p) => p.start.getTime() <= h && h < p.end.getTime()).length;
+            const inFinal = finals.some((f) => !exact(f) && f.start.getTime() <= h && h < f.end.getTime());
+            expect(inDraft).toBe(inFinal ? 0 : 1);
+          }
+          for (const p of drafts) expect(p.start < p.end).toBe(true);
+        },
+      ),
+    );
   });
 });
