@@ -1,19 +1,20 @@
-// The credit ledger of a customer, computed on read: its grants and the hourly usage charges of every period since
-// its first grant are replayed through the pure burn-down, in one database snapshot (REPEATABLE READ) together
-// with whatever else the caller reads (the invoice's statement), so the balance, the invoice and the summary
-// agree to the cent and nothing is stored that could drift: a late event, a new grant or a void is in the next
+// The credit ledger of a customer, computed on read: its grants and the hourly usage charges of every period of its
+// billing calendar since its first grant are replayed through the pure burn-down, in one database snapshot
+// (REPEATABLE READ) together with whatever else the caller reads (the invoice's statement), so the balance, the
+// invoice and the summary agree to the cent and nothing is stored that could drift: a late event, a new grant or a void is in the next
 // read, in every process at once (docs/credits.md).
 //
 // Periods no event can reach any more (they ended more than TALLY_EVENT_MAX_AGE_DAYS ago) are priced once per
 // process and kept, keyed by everything that prices them; periods still open to events are priced again when one of
 // their meters' event counts moved (one totals read per open period tells), else kept too.
 import { LRUCache } from "lru-cache";
+import type { BillingCalendar } from "../billing/calendar.js";
+import { calendarOf } from "../billing/subscriptions.js";
 import { listMeters } from "../catalog/meters.js";
 import type { Aggregation } from "../catalog/schemas.js";
 import type { Db, Queryable } from "../db/types.js";
 import { Dec, minorUnits } from "../pricing/money.js";
 import type { Period } from "../pricing/segments.js";
-import { addBuckets, periodOf } from "../rollups/buckets.js";
 import { rangeFigures } from "../rollups/totals.js";
 import { type BurnDown, burnOrder, type CreditGrant, coveringBalance, Replay } from "./burndown.js";
 import { type PeriodCharges, periodCharges, periodPricings, SegmentPricer } from "./charges.js";
@@ -97,16 +98,24 @@ export class CreditLedgers {
     });
   }
 
-  /** The ledger read through `tx` (the caller's transaction; the limit evaluation holds its customer's lock). */
-  async ledgerIn(tx: Queryable, customer: string, now: Date): Promise<CreditLedger | undefined> {
+  /**
+   * The ledger read through `tx` (the caller's transaction; the limit evaluation holds its customer's lock), over the
+   * periods of the customer's billing calendar (read here unless the caller has it).
+   */
+  async ledgerIn(
+    tx: Queryable,
+    customer: string,
+    now: Date,
+    calendar?: BillingCalendar,
+  ): Promise<CreditLedger | undefined> {
     const grants = await listGrants(tx, customer);
     if (grants.length === 0) return undefined;
     const earliest = grants.reduce((t, g) => (g.effectiveAt < t ? g.effectiveAt : t), now);
-    const periods: Period[] = [];
-    const lastStart = periodOf(new Date(now.getTime() + this.opts.maxEventFutureMs)).start;
-    for (let p = periodOf(earliest); p.start <= lastStart; p = { start: p.end, end: addBuckets(p.end, "month", 1) }) {
-      periods.push(p);
-    }
+    // The customer's own billing periods: each period's credit lines are those of its invoice.
+    const periods: Period[] = (calendar ?? (await calendarOf(tx, customer))).periodsBetween(
+      earliest,
+      new Date(now.getTime() + this.opts.maxEventFutureMs),
+    );
     const aggregations = new Map((await listMeters(tx)).map((m) => [m.key, m.aggregation]));
     const aggregationOf = (meter: string): Aggregation | undefined => aggregations.get(meter);
     const pricings = await periodPricings(tx, customer, periods, aggregationOf);

@@ -77,12 +77,18 @@ export function invoicePreview(st: Statement, credits?: StatementCredits) {
   };
 }
 
-const month = (d: Date): string => d.toISOString().slice(0, 7);
+/** "2026-10" for a UTC calendar month; else the period's bounds ("2026-10-17T09:00:00Z/2026-11-17T09:00:00Z"). */
+export function periodLabel(p: { start: Date; end: Date }): string {
+  const s = p.start;
+  const monthEnd = Date.UTC(s.getUTCFullYear(), s.getUTCMonth() + 1, 1);
+  const utcMonth = s.getTime() === Date.UTC(s.getUTCFullYear(), s.getUTCMonth(), 1) && p.end.getTime() === monthEnd;
+  return utcMonth ? s.toISOString().slice(0, 7) : `${rfc3339(p.start)}/${rfc3339(p.end)}`;
+}
 
 const signed = (d: Dec): string => (d.isPositive() && !d.isZero() ? `+${formatDecimal(d)}` : formatDecimal(d));
 
 export function adjustmentDescription(a: AdjustmentLine, label: MeterLabel | undefined): string {
-  const what = `correction of invoice ${a.adjustsNumber} (${month(a.adjustsPeriod.start)})`;
+  const what = `correction of invoice ${a.adjustsNumber} (${periodLabel(a.adjustsPeriod)})`;
   if (a.meter === null) return `Credits and other changes: ${what}`;
   return `${label?.name ?? a.meter}: ${what}, ${signed(a.quantity)} ${label?.unit ?? "units"}`;
 }

@@ -3,10 +3,10 @@
 // customer's next draft as new adjustment rows; then every draft whose period and grace time are over is frozen
 // with the next number of the year. Each invoice is one transaction holding its row: a run that fails or dies
 // half-way leaves nothing half-done, and the next run (here or in another process) computes the same things again.
+import { calendarOf } from "../billing/subscriptions.js";
 import type { Queryable } from "../db/types.js";
 import type { Logger } from "../logger.js";
-import { periodOf } from "../rollups/buckets.js";
-import { rfc3339 } from "./document.js";
+import { periodLabel, rfc3339 } from "./document.js";
 import {
   correctionHorizon,
   differences,
@@ -65,7 +65,7 @@ export async function finalizeInvoices(invoices: Invoices, log: Logger): Promise
     summary.failed += 1;
     log.error({ invoice: row.id, customer: row.customer, step, err: { message: err.message } }, "invoice step failed");
     if (summary.failures.length < MAX_LISTED) {
-      const period = row.period.start.toISOString().slice(0, 7);
+      const period = periodLabel(row.period);
       summary.failures.push({ invoice: row.id, customer: row.customer, period, step, message: err.message });
     }
   };
@@ -105,8 +105,8 @@ async function correct(invoices: Invoices, tx: Queryable, id: string, now: Date)
   if (diffs.length === 0) return 0;
   let target = await lockNextDraft(tx, final.customer, final.period.start);
   if (!target) {
-    // No later draft (the subscription ended): one for the current period carries the difference.
-    await ensureDraft(tx, final.customer, periodOf(now));
+    // No later draft (the subscription ended): one for the customer's current period carries the difference.
+    await ensureDraft(tx, final.customer, (await calendarOf(tx, final.customer)).periodContaining(now));
     target = await lockNextDraft(tx, final.customer, final.period.start);
   }
   if (!target) throw new Error(`no draft after ${final.period.start.toISOString()} to carry the correction to`);

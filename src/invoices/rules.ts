@@ -1,8 +1,8 @@
 // Invoice rules (pure): when a period's invoices may be frozen, which periods have invoices, how numbers read,
 // what a final invoice's figures are and what difference a later computation of it carries.
+import { BillingCalendar } from "../billing/calendar.js";
 import { Dec, ZERO } from "../pricing/money.js";
 import type { Period } from "../pricing/segments.js";
-import { addBuckets, alignDown } from "../rollups/buckets.js";
 
 const DAY_MS = 86_400_000;
 
@@ -22,26 +22,56 @@ export function invoiceNumber(year: number, sequence: number): string {
 /** The numbering year of an invoice finalized at `at` (UTC). */
 export const numberingYear = (at: Date): number => at.getUTCFullYear();
 
-/** Billing periods (UTC months) from the one containing `from` to the one containing `to`, both included. */
-export function periodsBetween(from: Date, to: Date): Period[] {
+/** UTC calendar months: the calendar of a customer without subscriptions (and of most customers). */
+const CALENDAR_MONTHS = new BillingCalendar([]);
+
+/**
+ * A customer's billing periods (UTC calendar months by default) from the one containing `from` to the one containing
+ * `to`, both included.
+ */
+export function periodsBetween(from: Date, to: Date, calendar: BillingCalendar = CALENDAR_MONTHS): Period[] {
+  return calendar.periodsBetween(from, to);
+}
+
+/**
+ * The start of a customer's first period that gets invoices: the one in which late events are still accepted
+ * (now − maxAgeDays), or, after a pause of the job, the one after the period containing the latest final invoice's
+ * start (of any customer), whichever is earlier.
+ */
+export function draftHorizon(
+  now: Date,
+  maxAgeDays: number,
+  latestFinal: Date | null,
+  calendar: BillingCalendar = CALENDAR_MONTHS,
+): Date {
+  const window = calendar.periodContaining(new Date(now.getTime() - maxAgeDays * DAY_MS)).start;
+  if (!latestFinal) return window;
+  const next = calendar.next(calendar.periodContaining(latestFinal)).start;
+  return next < window ? next : window;
+}
+
+/**
+ * The periods that get drafts: the calendar's periods, less what final invoices of other bounds cover (frozen before
+ * the customer's cycle changed). A period that is exactly a final invoice's stays: it has its invoice.
+ */
+export function draftPeriods(periods: readonly Period[], finals: readonly Period[]): Period[] {
   const out: Period[] = [];
-  const last = alignDown(to, "month").getTime();
-  for (let start = alignDown(from, "month"); start.getTime() <= last; start = addBuckets(start, "month", 1)) {
-    out.push({ start, end: addBuckets(start, "month", 1) });
+  for (const p of periods) {
+    const cuts = finals
+      .filter((f) => f.start < p.end && f.end > p.start && !samePeriod(f, p))
+      .sort((a, b) => a.start.getTime() - b.start.getTime());
+    let from = p.start;
+    for (const f of cuts) {
+      if (f.start > from) out.push({ start: from, end: f.start });
+      if (f.end > from) from = f.end;
+    }
+    if (from < p.end) out.push(from === p.start ? p : { start: from, end: p.end });
   }
   return out;
 }
 
-/**
- * The first period that gets invoices: the one in which late events are still accepted (now − maxAgeDays), or,
- * after a pause of the job, the one after the latest final invoice, whichever is earlier.
- */
-export function draftHorizon(now: Date, maxAgeDays: number, latestFinal: Date | null): Date {
-  const window = alignDown(new Date(now.getTime() - maxAgeDays * DAY_MS), "month");
-  if (!latestFinal) return window;
-  const next = addBuckets(alignDown(latestFinal, "month"), "month", 1);
-  return next < window ? next : window;
-}
+const samePeriod = (a: Period, b: Period): boolean =>
+  a.start.getTime() === b.start.getTime() && a.end.getTime() === b.end.getTime();
 
 /**
  * Final invoices whose period ends after this instant are still corrected: an event for their period can still be

@@ -11,7 +11,10 @@ export const invoiceId = z
 export const invoicesQuery = z.object({
   customer: customerId.optional(),
   status: z.enum(["draft", "final"]).optional(),
-  period: periodMonth.optional().meta({ description: "UTC calendar month, YYYY-MM" }),
+  period: periodMonth.optional().meta({
+    description:
+      "YYYY-MM: with a customer, its billing period that starts in that month (in the cycle's time zone); without one, every invoice whose period starts in that UTC calendar month",
+  }),
   limit: z.coerce
     .number()
     .int()

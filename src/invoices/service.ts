@@ -1,7 +1,8 @@
 // Invoices as the API reads them: a final invoice is its stored document, served as it was frozen; a draft is
 // computed on every read by the same code path as the invoice preview (billing/statement), with the adjustments
-// carried to it. Drafts are rows created lazily, for every subscribed customer, from the first period still open
-// to late events up to the current one (on reads and by the finalize-invoices job).
+// carried to it. Drafts are rows created lazily, for every subscribed customer, for the periods of its own billing
+// calendar from the first one still open to late events up to the current one (on reads and by the
+// finalize-invoices job; see drafts.ts).
 import type { Statement } from "../billing/statement.js";
 import { listMeters } from "../catalog/meters.js";
 import type { Clock } from "../clock.js";
@@ -11,16 +12,15 @@ import type { Db, Queryable } from "../db/types.js";
 import { Dec } from "../pricing/money.js";
 import type { Period } from "../pricing/segments.js";
 import { composeInvoice, type InvoicePreview, invoicePreview, type MeterLabel } from "./document.js";
-import { draftHorizon, type Figure, figuresOf, periodsBetween } from "./rules.js";
+import { ensureCustomerDrafts } from "./drafts.js";
+import { type Figure, figuresOf } from "./rules.js";
 import {
   type AdjustmentLine,
   adjustmentLines,
-  ensureDrafts,
   getInvoice,
   type InvoiceFilter,
   type InvoiceRow,
   invoiceOf,
-  latestFinalPeriod,
   listInvoices,
 } from "./store.js";
 
@@ -67,15 +67,12 @@ export class Invoices {
     return invoicePreview(c.statement, c.credits);
   }
 
-  /** The periods that have invoices now: from the draft horizon to the current period. */
-  async openPeriods(q: Queryable = this.db): Promise<Period[]> {
-    const now = this.clock.now();
-    return periodsBetween(draftHorizon(now, this.options.maxAgeDays, await latestFinalPeriod(q)), now);
-  }
-
-  /** Creates missing drafts (all customers, or one); returns how many. */
+  /**
+   * Creates the missing drafts of each customer's own periods (all customers, or one), after giving drafts of a
+   * changed billing cycle their new bounds; returns how many were created.
+   */
   async ensureDrafts(customer?: string, q: Queryable = this.db): Promise<number> {
-    return ensureDrafts(q, await this.openPeriods(q), customer);
+    return ensureCustomerDrafts(q, this.clock.now(), this.options.maxAgeDays, customer);
   }
 
   async list(filter: InvoiceFilter): Promise<InvoiceDocument[]> {
@@ -85,8 +82,14 @@ export class Invoices {
 
   /** The invoice, unless it belongs to another customer than `onlyOf` (a key bound to a customer). */
   async get(id: string, onlyOf?: string | null): Promise<InvoiceDocument | undefined> {
-    const row = await getInvoice(this.db, id);
+    let row = await getInvoice(this.db, id);
     if (!row || (onlyOf && row.customer !== onlyOf)) return undefined;
+    if (row.status === "draft") {
+      // A draft follows its customer's calendar: after a cycle change its bounds move (or it goes).
+      await this.ensureDrafts(row.customer);
+      row = await getInvoice(this.db, id);
+      if (!row) return undefined;
+    }
     return (await this.documents([row]))[0];
   }
 

@@ -50,35 +50,6 @@ const fromRow = (r: Row): InvoiceRow => ({
 
 export const newInvoiceId = (): string => `in_${randomBytes(12).toString("base64url")}`;
 
-/**
- * Creates the missing drafts of these periods for every customer (or one) whose subscription overlaps them.
- * Returns how many were created.
- */
-export async function ensureDrafts(q: Queryable, periods: readonly Period[], customer?: string): Promise<number> {
-  if (periods.length === 0) return 0;
-  const { rows } = await q.query<{ customer_id: string; period_start: Date; period_end: Date }>(
-    `SELECT DISTINCT s.customer_id, p.s AS period_start, p.e AS period_end
-     FROM unnest($1::timestamptz[], $2::timestamptz[]) AS p(s, e)
-     JOIN subscriptions s ON s.start_at < p.e AND (s.end_at IS NULL OR s.end_at > p.s)
-     WHERE ($3::text IS NULL OR s.customer_id = $3)
-       AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = s.customer_id AND i.period_start = p.s)`,
-    [periods.map((p) => p.start), periods.map((p) => p.end), customer ?? null],
-  );
-  if (rows.length === 0) return 0;
-  const created = await q.query(
-    `INSERT INTO invoices (id, customer_id, period_start, period_end)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
-     ON CONFLICT (customer_id, period_start) DO NOTHING`,
-    [
-      rows.map(() => newInvoiceId()),
-      rows.map((r) => r.customer_id),
-      rows.map((r) => r.period_start),
-      rows.map((r) => r.period_end),
-    ],
-  );
-  return created.rowCount;
-}
-
 /** The customer's draft of a period, created if missing (with or without a subscription: adjustments need one). */
 export async function ensureDraft(q: Queryable, customer: string, period: Period): Promise<void> {
   await q.query(
@@ -104,7 +75,8 @@ export async function invoiceOf(q: Queryable, customer: string, periodStart: Dat
 export interface InvoiceFilter {
   customer?: string | undefined;
   status?: InvoiceStatus | undefined;
-  periodStart?: Date | undefined;
+  /** Invoices whose period starts in [from, to). */
+  periodStarts?: { from: Date; to: Date } | undefined;
   limit: number;
 }
 
@@ -113,9 +85,9 @@ export async function listInvoices(q: Queryable, f: InvoiceFilter): Promise<Invo
   const { rows } = await q.query<Row>(
     `SELECT ${COLUMNS} FROM invoices
      WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR status = $2)
-       AND ($3::timestamptz IS NULL OR period_start = $3)
-     ORDER BY period_start DESC, customer_id LIMIT $4`,
-    [f.customer ?? null, f.status ?? null, f.periodStart ?? null, f.limit],
+       AND ($3::timestamptz IS NULL OR (period_start >= $3 AND period_start < $4))
+     ORDER BY period_start DESC, customer_id LIMIT $5`,
+    [f.customer ?? null, f.status ?? null, f.periodStarts?.from ?? null, f.periodStarts?.to ?? null, f.limit],
   );
   return rows.map(fromRow);
 }

@@ -1,12 +1,30 @@
 // Invoices (scope read): drafts computed when read, final ones exactly as they were frozen.
 import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
+import { BillingCalendar } from "../../billing/calendar.js";
+import { calendarOf } from "../../billing/subscriptions.js";
 import { getCustomer } from "../../catalog/customers.js";
 import { notFound } from "../../errors.js";
 import { invoiceId, invoiceSchema, invoicesQuery } from "../../invoices/schemas.js";
-import { parsePeriod } from "../../rollups/buckets.js";
 import type { AppContext } from "../context.js";
 import type { RouteTable } from "../routeTable.js";
+
+/**
+ * `period=YYYY-MM`: of one customer, its period that starts in that month (read in its cycle's time zone), null when
+ * none does; of every customer, the periods that start in that UTC calendar month.
+ */
+async function periodFilter(
+  ctx: AppContext,
+  month: string,
+  customer: string | undefined,
+): Promise<{ from: Date; to: Date } | null> {
+  if (customer === undefined) {
+    const utc = new BillingCalendar([]).periodStartingIn(month) as { start: Date; end: Date };
+    return { from: utc.start, to: utc.end };
+  }
+  const p = (await calendarOf(ctx.db, customer)).periodStartingIn(month);
+  return p && { from: p.start, to: p.end };
+}
 
 export function invoiceRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
@@ -25,12 +43,10 @@ export function invoiceRoutes(t: RouteTable, ctx: AppContext): void {
         assertCustomerVisible(auth, query.customer);
         if (!(await getCustomer(ctx.db, query.customer))) throw notFound(`no customer ${query.customer}`);
       }
-      const data = await ctx.invoices.list({
-        customer: query.customer ?? auth?.customer ?? undefined,
-        status: query.status,
-        periodStart: query.period ? parsePeriod(query.period)?.start : undefined,
-        limit: query.limit,
-      });
+      const customer = query.customer ?? auth?.customer ?? undefined;
+      const periodStarts = query.period ? await periodFilter(ctx, query.period, customer) : undefined;
+      if (periodStarts === null) return { status: 200, body: { data: [] } };
+      const data = await ctx.invoices.list({ customer, status: query.status, periodStarts, limit: query.limit });
       return { status: 200, body: { data } };
     },
   });

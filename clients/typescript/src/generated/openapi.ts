@@ -1978,7 +1978,7 @@ export interface paths {
                     /** @description Customer id: 1–128 printable characters (URL-encode it in paths) */
                     customer?: string;
                     status?: "draft" | "final";
-                    /** @description UTC calendar month, YYYY-MM */
+                    /** @description YYYY-MM: with a customer, its billing period that starts in that month (in the cycle's time zone); without one, every invoice whose period starts in that UTC calendar month */
                     period?: string;
                     /** @description At most this many invoices, newest period first (default 100) */
                     limit?: number;
