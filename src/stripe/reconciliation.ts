@@ -24,7 +24,7 @@ export interface ReconciliationRow {
   customer: string;
   meter: string;
   /** The customer's billing period the row compares. */
-  period: { start: string; end: string };
+  period: BillingPeriod;
   /** Tally's period quantity (the meter's aggregation over the customer's period). */
   quantity: string;
   /** What Stripe received for the period, in meter units. */
@@ -260,7 +260,7 @@ function rowOf(o: {
   return {
     customer: o.customer,
     meter: m.key,
-    period: { start: o.period.start.toISOString(), end: o.period.end.toISOString() },
+    period: o.period,
     quantity: fmt(quantity),
     sent: fmt(sent),
     difference: fmt(quantity.minus(sent)),

@@ -112,7 +112,8 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
       }
       const { period, customers } = await reconciliationScope(ctx.db, query.period, now, query.customer);
       // A period whose invoice is final: later differences reached Stripe as invoice items, not meter events.
-      const data = await withInvoiceItems(ctx.db, await reconcile(ctx.db, customers, now));
+      const rows = await withInvoiceItems(ctx.db, await reconcile(ctx.db, customers, now));
+      const data = rows.map((r) => ({ ...r, period: { start: isoTime(r.period.start), end: isoTime(r.period.end) } }));
       const credits = await creditItemsOf(ctx.db, customers);
       return {
         status: 200,
