@@ -1,9 +1,13 @@
 // Stripe follows the customer's billing cycle, on both engines: a max meter's running value restarts at the
 // customer's own period start (anchored on the 17th at 09:00; Berlin calendar months), an amount meter sends per
 // period what the invoice of that period charges, and the reconciliation compares each customer's own period.
+import fc from "fast-check";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BillingCalendar } from "../src/billing/calendar.js";
 import { ManualClock } from "../src/clock.js";
+import { calendarMonths } from "../src/periods/cycle.js";
+import { CustomerPeriods, periodLabel } from "../src/stripe/periods.js";
 import { BACKENDS } from "./helpers/databases.js";
 import { ingest, putCustomer, putMeter, type StripeRig, startStripeRig, sync } from "./helpers/stripe.js";
 import { admin } from "./helpers/tally.js";
@@ -219,5 +223,64 @@ describe.each(BACKENDS)("Stripe on the customer's billing cycle on %s", (backend
       ["all-17", "seats", "2026-11-17T09:00:00Z", "2026-12-17T09:00:00Z", "3", "in_sync"],
       ["berlin", "seats", "2026-10-31T23:00:00Z", "2026-11-30T23:00:00Z", "5", "in_sync"],
     ]);
+  });
+});
+
+describe("customers grouped by their own periods (pure)", () => {
+  const anchored = new BillingCalendar([
+    {
+      start: new Date("2026-01-01T00:00:00Z"),
+      cycle: { interval: "month", intervalCount: 1, anchor: new Date("2026-11-17T09:00:00Z"), timeZone: "UTC" },
+    },
+  ]);
+  const berlin = new BillingCalendar([
+    { start: new Date("2026-01-01T00:00:00Z"), cycle: calendarMonths("Europe/Berlin") },
+  ]);
+  const weekly = new BillingCalendar([
+    {
+      start: new Date("2026-01-01T00:00:00Z"),
+      cycle: { interval: "week", intervalCount: 1, anchor: new Date("2026-11-02T06:00:00Z"), timeZone: "UTC" },
+    },
+  ]);
+  const periods = new CustomerPeriods(
+    new Map([
+      ["utc", new BillingCalendar([])],
+      ["utc2", new BillingCalendar([])],
+      ["anchored", anchored],
+      ["berlin", berlin],
+      ["weekly", weekly],
+    ]),
+  );
+
+  it("when marked hours are grouped, then each (customer, hour) lies in exactly one group, the customer's own period", () => {
+    const hour = fc.integer({ min: 0, max: 24 * 80 }).map((h) => Date.UTC(2026, 9, 10) + h * 3_600_000);
+    fc.assert(
+      fc.property(fc.uniqueArray(hour, { minLength: 1, maxLength: 30 }), (list) => {
+        const hours = [...list].sort((a, b) => a - b);
+        const cut = new Date((hours.at(-1) as number) + 3_600_000);
+        const groups = periods.groups(periods.customers, () => new Date(hours[0] as number), cut, hours);
+        for (const c of periods.customers) {
+          for (const h of hours) {
+            const own = periods.calendar(c).periodContaining(new Date(h));
+            const holding = groups.filter(
+              (g) => g.customers.has(c) && g.period.start.getTime() <= h && h < g.period.end.getTime(),
+            );
+            expect(holding.map((g) => [g.period.start, g.period.end])).toEqual([[own.start, own.end]]);
+          }
+        }
+        // UTC-month customers share their groups: a distinct period is read once.
+        for (const g of groups) expect(g.customers.has("utc")).toBe(g.customers.has("utc2"));
+      }),
+    );
+  });
+
+  it("when a period names itself on a Stripe item, then a UTC month is YYYY-MM and any other period its bounds", () => {
+    expect(periodLabel(new BillingCalendar([]).periodContaining(new Date("2026-10-05T00:00:00Z")))).toBe("2026-10");
+    expect(periodLabel(anchored.periodContaining(new Date("2026-11-20T00:00:00Z")))).toBe(
+      "2026-11-17T09:00Z to 2026-12-17T09:00Z",
+    );
+    expect(periodLabel(berlin.periodContaining(new Date("2026-11-20T00:00:00Z")))).toBe(
+      "2026-10-31T23:00Z to 2026-11-30T23:00Z",
+    );
   });
 });
