@@ -1,10 +1,11 @@
 // Stripe as amounts: a meter with stripe_value "amount" sends, per (customer, meter, hour), the change of its priced
 // usage amount in the currency's minor units (so Stripe invoices exactly what Tally rated, whatever the grouping or
-// tiers). The amount up to an instant t is what the statement's usage lines of the month cut at t add up to —
-// segments, versions, groups, overrides, tiers and half-up rounding per line as on the invoice; base fees are not
-// usage and are not sent. An hour's target is amount(end of hour) − amount(start of hour), so a month's targets add
-// up to the invoice's usage amount. A change to a pair's month (a late event, a new price) recomputes that whole month
-// in memory from one hourly read per segment; only targets that changed are written.
+// tiers). The amount up to an instant t is what the statement's usage lines of the customer's billing period cut at t
+// add up to — segments, versions, groups, overrides, tiers and half-up rounding per line as on the invoice; base fees
+// are not usage and are not sent. An hour's target is amount(end of hour) − amount(start of hour), so a period's
+// targets add up to the invoice's usage amount. A change to a pair's period (a late event, a new price) recomputes
+// that whole period in memory from one hourly read per segment; only targets that changed are written.
+import type { BillingPeriod } from "../billing/calendar.js";
 import { loadPlanPrices } from "../billing/plans.js";
 import { subscriptionsBetween } from "../billing/subscriptions.js";
 import type { Aggregation } from "../catalog/schemas.js";
@@ -115,17 +116,17 @@ async function segmentUsage(db: Queryable, customer: string, s: Segment, upTo: D
 }
 
 /**
- * The amount targets of one (customer, meter) for every hour of `month` before `cut` (the last complete hour), in
- * the currency's minor units, by hour start. Empty without a subscription (nothing is priced).
+ * The amount targets of one (customer, meter) for every hour of the customer's billing period `period` before `cut`
+ * (the last complete hour), in the currency's minor units, by hour start. Empty without a subscription (nothing is
+ * priced).
  */
-export async function monthAmounts(
+export async function periodAmounts(
   db: Queryable,
   customer: string,
   meter: { key: string; aggregation: Aggregation },
-  month: Date,
+  period: BillingPeriod,
   cut: Date,
 ): Promise<Map<number, Dec>> {
-  const period = { start: month, end: addBuckets(month, "month", 1) };
   const upTo = cut < period.end ? alignDown(cut, "hour") : period.end;
   const out = new Map<number, Dec>();
   if (upTo <= period.start) return out;

@@ -1,12 +1,15 @@
-// Prepaid credits in Stripe: once a period's invoice is final, the credit lines frozen on it (what each grant applied
-// to the period) are written as pending items, then sent as negative invoice items (POST /v1/invoiceitems) with a
-// deterministic Idempotency-Key per (customer, period, grant), by itemSender.ts's sender and loop. So Stripe gets
+// Prepaid credits in Stripe: once a period's invoice is final — a period of the customer's own billing calendar — the
+// credit lines frozen on it (what each grant applied to the period) are written as pending items, then sent as
+// negative invoice items (POST /v1/invoiceitems) with a deterministic Idempotency-Key per (customer, period, grant),
+// by itemSender.ts's sender and loop. So Stripe gets
 // exactly the credits of the final invoice; later changes of those credits are adjustments of a later invoice, sent
 // as its invoice items (stripe/invoiceItems.ts). A period with no invoice at all (before invoices existed) takes the
 // ledger's credits. The row is the real guard — Stripe keeps keys for 24 hours — so a 'sent' item is never sent
 // again; a timeout or 5xx retries with the same key on the next run. Stripe adds such items to the customer's next
 // invoice, with `period` set to the Tally period they credit.
 import { createHash } from "node:crypto";
+import { BillingCalendar, type BillingPeriod } from "../billing/calendar.js";
+import { calendarsOf } from "../billing/subscriptions.js";
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
 import { type CreditLedgers, creditsOf, toMinor } from "../credits/ledger.js";
@@ -15,8 +18,8 @@ import { draftHorizon } from "../invoices/rules.js";
 import { invoiceStatesOf, latestFinalPeriod } from "../invoices/store.js";
 import type { Logger } from "../logger.js";
 import { Dec, formatMoney } from "../pricing/money.js";
-import { addBuckets, periodOf } from "../rollups/buckets.js";
 import { type ItemQueue, type ItemSummary, invoiceItemSenderFrom, sendItems } from "./itemSender.js";
+import { periodLabel } from "./periods.js";
 import { readSyncState } from "./status.js";
 
 /** A period's credits go to Stripe this long after it ends (late events in that time still count). */
@@ -37,15 +40,12 @@ interface ItemRow {
   stripe_customer_id: string;
 }
 
-type Period = { start: Date; end: Date };
+type Period = BillingPeriod;
+type ToSettle = { customer_id: string; first: Date; closed: Period[] };
 type Credit = { grant: string; currency: string; amount: Dec };
 
 const keyOf = (install: string, customer: string, period: Date, grant: string) =>
   `tally-credit-${createHash("sha256").update(`${install}\u0000${customer}\u0000${period.toISOString()}\u0000${grant}`).digest("hex").slice(0, 40)}`;
-
-/** Months since year 0 of an instant, in UTC (consecutive months differ by one). */
-const monthIndex = (t: string) =>
-  `(extract(year FROM ${t} AT TIME ZONE 'UTC') * 12 + extract(month FROM ${t} AT TIME ZONE 'UTC'))`;
 
 /** The credit lines of a final invoice's document: per grant, the (positive) credits applied. */
 function frozenCredits(document: string): Credit[] {
@@ -59,40 +59,54 @@ function frozenCredits(document: string): Credit[] {
     .filter((c) => c.amount.gt(0));
 }
 
+/** The customer's periods from the one holding `first` that ended by `closedBefore`. */
+function closedPeriods(calendar: BillingCalendar, first: Date, closedBefore: Date): Period[] {
+  const out: Period[] = [];
+  for (let p = calendar.periodContaining(first); p.end <= closedBefore; p = calendar.next(p)) out.push(p);
+  return out;
+}
+
 /**
- * Customers with a closed period not settled yet (the latest closed one, or one before it), with their first grant,
- * so those fully settled never take the places of those still to do; the rest follow in the next runs.
+ * Customers with a closed period of their own calendar not settled yet (since the period of their first grant), with
+ * that first grant and those closed periods, so those fully settled never take the places of those still to do; the rest
+ * follow in the next runs. The database counts the settled periods against each customer's closed ones (parameters).
  */
-async function customersToSettle(db: Db, closedBefore: Date): Promise<{ customer_id: string; first: Date }[]> {
-  const current = periodOf(closedBefore).start;
-  const latestClosed = addBuckets(current, "month", -1);
-  const { rows } = await db.query<{ customer_id: string; first: Date }>(
+async function customersToSettle(db: Db, closedBefore: Date): Promise<ToSettle[]> {
+  const { rows: candidates } = await db.query<{ customer_id: string; first: Date }>(
     `SELECT g.customer_id, min(g.effective_at) AS first
      FROM credit_grants g JOIN customers c ON c.id = g.customer_id
      WHERE c.stripe_customer_id IS NOT NULL
-     GROUP BY g.customer_id
-     HAVING min(g.effective_at) < $1
-        AND (SELECT count(*) FROM stripe_credit_periods s
-             WHERE s.customer_id = g.customer_id AND s.period_start >= date_trunc('month', min(g.effective_at), 'UTC'))
-            < ${monthIndex("$2::timestamptz")} - ${monthIndex("min(g.effective_at)")} + 1
-     ORDER BY g.customer_id LIMIT ${SETTLE_MAX_CUSTOMERS}`,
-    [current, latestClosed],
+     GROUP BY g.customer_id HAVING min(g.effective_at) < $1`,
+    [closedBefore],
   );
-  return rows;
+  if (candidates.length === 0) return [];
+  const calendars = await calendarsOf(
+    db,
+    candidates.map((c) => c.customer_id),
+  );
+  const all = candidates.map((c) => {
+    const calendar = calendars.get(c.customer_id) ?? new BillingCalendar([]);
+    return { customer_id: c.customer_id, first: c.first, closed: closedPeriods(calendar, c.first, closedBefore) };
+  });
+  const open = all.filter((c) => c.closed.length > 0);
+  const { rows } = await db.query<{ c: string }>(
+    `SELECT t.c FROM unnest($1::text[], $2::timestamptz[], $3::int[]) AS t(c, f, n)
+     WHERE (SELECT count(*) FROM stripe_credit_periods s WHERE s.customer_id = t.c AND s.period_start >= t.f) < t.n
+     ORDER BY t.c LIMIT ${SETTLE_MAX_CUSTOMERS}`,
+    [open.map((c) => c.customer_id), open.map((c) => c.closed[0]?.start), open.map((c) => c.closed.length)],
+  );
+  const byId = new Map(open.map((c) => [c.customer_id, c]));
+  return rows.flatMap((r) => byId.get(r.c) ?? []);
 }
 
-/** The closed periods of a customer since `first` that are not settled yet. */
-async function openPeriods(db: Db, customer: string, first: Date, closedBefore: Date): Promise<Period[]> {
+/** The closed periods of a customer since its first grant that are not settled yet. */
+async function openPeriods(db: Db, customer: ToSettle): Promise<Period[]> {
   const done = await db.query<{ period_start: Date }>(
     "SELECT period_start FROM stripe_credit_periods WHERE customer_id = $1",
-    [customer],
+    [customer.customer_id],
   );
   const known = new Set(done.rows.map((d) => d.period_start.getTime()));
-  const open: Period[] = [];
-  for (let p = periodOf(first); p.end <= closedBefore; p = { start: p.end, end: addBuckets(p.end, "month", 1) }) {
-    if (!known.has(p.start.getTime())) open.push(p);
-  }
-  return open;
+  return customer.closed.filter((p) => !known.has(p.start.getTime()));
 }
 
 /** Writes a period's pending items and marks it settled. */
@@ -137,7 +151,7 @@ async function settle(db: Db, ledgers: CreditLedgers, now: Date, install: string
   const invoicedFrom = draftHorizon(now, maxAgeDays, await latestFinalPeriod(db));
   let settled = 0;
   for (const r of await customersToSettle(db, closedBefore)) {
-    const open = await openPeriods(db, r.customer_id, r.first, closedBefore);
+    const open = await openPeriods(db, r);
     if (open.length === 0) continue;
     const invoices = await invoiceStatesOf(
       db,
@@ -197,7 +211,7 @@ function creditQueue(db: Db, now: Date): ItemQueue<ItemRow> {
         stripeCustomerId: r.stripe_customer_id,
         amount: -Number(toMinor(credited, r.currency)),
         currency: r.currency,
-        description: `Prepaid credits applied in ${r.period_start.toISOString().slice(0, 7)}: -${formatMoney(credited, r.currency)} ${r.currency} (grant ${r.grant_id})`,
+        description: `Prepaid credits applied in ${periodLabel({ start: r.period_start, end: r.period_end })}: -${formatMoney(credited, r.currency)} ${r.currency} (grant ${r.grant_id})`,
         period: { start: r.period_start, end: r.period_end },
         metadata: {
           tally_customer: r.customer_id,
@@ -272,8 +286,11 @@ export interface CreditItemRow {
   error: string | null;
 }
 
-/** The credit items of a period, for the reconciliation. */
-export async function creditItemsOf(db: Queryable, period: { start: Date }): Promise<CreditItemRow[]> {
+/** The credit items of each customer's period, for the reconciliation. */
+export async function creditItemsOf(
+  db: Queryable,
+  scope: { customer: string; period: { start: Date } }[],
+): Promise<CreditItemRow[]> {
   const { rows } = await db.query<{
     customer_id: string;
     grant_id: string;
@@ -283,9 +300,11 @@ export async function creditItemsOf(db: Queryable, period: { start: Date }): Pro
     stripe_id: string | null;
     error_message: string | null;
   }>(
-    `SELECT customer_id, grant_id, amount::text AS amount, currency, status, stripe_id, error_message
-     FROM stripe_credit_items WHERE period_start = $1 ORDER BY customer_id, grant_id`,
-    [period.start],
+    `SELECT i.customer_id, i.grant_id, i.amount::text AS amount, i.currency, i.status, i.stripe_id, i.error_message
+     FROM unnest($1::text[], $2::timestamptz[]) AS t(c, p)
+     JOIN stripe_credit_items i ON i.customer_id = t.c AND i.period_start = t.p
+     ORDER BY i.customer_id, i.grant_id`,
+    [scope.map((s) => s.customer), scope.map((s) => s.period.start)],
   );
   return rows.map((r) => ({
     customer: r.customer_id,

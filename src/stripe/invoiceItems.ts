@@ -17,6 +17,7 @@ import {
   invoiceItemSenderFrom,
   sendItems,
 } from "./itemSender.js";
+import { periodLabel } from "./periods.js";
 import type { ReconciliationRow } from "./reconciliation.js";
 import { readSyncState } from "./status.js";
 
@@ -107,7 +108,7 @@ function itemOf(r: Pending, install: string): InvoiceItemRequest {
     amount: amount.toNumber(),
     currency: r.currency,
     // Only what never changes (meter keys, numbers): a resend must repeat the first request's parameters exactly.
-    description: `Correction of invoice ${r.number} (${r.period_start.toISOString().slice(0, 7)}): ${change}`,
+    description: `Correction of invoice ${r.number} (${periodLabel({ start: r.period_start, end: r.period_end })}): ${change}`,
     period: { start: r.period_start, end: r.period_end },
     metadata: { tally_adjustment: r.id, tally_invoice: r.invoice_id, tally_adjusts: r.adjusts },
   };
@@ -128,9 +129,10 @@ export interface InvoiceItemsView {
  */
 export async function withInvoiceItems(
   db: Queryable,
-  period: { start: Date },
   rows: ReconciliationRow[],
 ): Promise<(ReconciliationRow & { invoice_items?: InvoiceItemsView })[]> {
+  // Each row's own customer period: one (customer, period start) pair per customer.
+  const periodOf = new Map(rows.map((r) => [r.customer, r.period.start]));
   const { rows: finals } = await db.query<{
     id: string;
     customer_id: string;
@@ -143,8 +145,9 @@ export async function withInvoiceItems(
             (SELECT json_agg(json_build_object('meter', a.meter, 'quantity', a.quantity::text, 'amount', a.amount::text,
                                                'sent', a.stripe_invoice_item IS NOT NULL, 'error', a.stripe_error))::text
              FROM invoice_adjustments a WHERE a.adjusts = f.id) AS carried
-     FROM invoices f WHERE f.status = 'final' AND f.period_start = $1`,
-    [period.start],
+     FROM unnest($1::text[], $2::timestamptz[]) AS t(c, p)
+     JOIN invoices f ON f.customer_id = t.c AND f.period_start = t.p AND f.status = 'final'`,
+    [[...periodOf.keys()], [...periodOf.values()]],
   );
   const byCustomer = new Map(finals.map((f) => [f.customer_id, f]));
   return rows.map((row) => {

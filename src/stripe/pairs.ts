@@ -1,14 +1,15 @@
 // Stripe pairs (customer, meter) and their mappings: a new, remapped or rescaled pair gets its targets backfilled
-// from the start of the month of Stripe's 35-day window.
+// from the start of the customer's billing period that holds the start of Stripe's 35-day window.
 import type { Aggregation } from "../catalog/schemas.js";
 import type { Db, Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "../rollups/buckets.js";
 import { runSeries } from "../rollups/series.js";
 import { amountMeters, backfillAmounts } from "./amountTargets.js";
+import type { CustomerPeriods } from "./periods.js";
 import { firstSendable } from "./rules.js";
-import { hourTargets, mappedMeters, periodTargets, STRIPE_SCALE, trackedFrom, upsertTargets } from "./targets.js";
+import { groupTargets, hourTargets, mappedMeters, STRIPE_SCALE, upsertTargets } from "./targets.js";
 import { LEDGER_KIND_TABLE, type LedgerKind, ledgerKind } from "./types.js";
-import { bucketSendable } from "./work.js";
+import { bucketSendable, periodSendable } from "./work.js";
 
 const DAY_MS = 86_400_000;
 /** Up to this many new pairs of one meter are backfilled one by one; more, by reading the meter's usage day by day. */
@@ -46,12 +47,13 @@ type Lists = { remap: ChangedPair[]; rescale: ChangedPair[]; fill: ChangedPair[]
 
 /**
  * Compares every mapped (customer, meter) with the state it was last synced with. A new pair, or one whose
- * destination (Stripe customer, event name) or kind changed, gets its targets from the start of the month of
- * Stripe's 35-day window (older hours of that month become stale rows: reported, never sent); a changed destination
- * first resets what was sent inside the window, since the new destination has none of it. A changed scale re-sends
- * the window's rows at the new scale (the difference to what was sent).
+ * destination (Stripe customer, event name) or kind changed, gets its targets from the start of the customer's
+ * billing period that holds the start of Stripe's 35-day window (older hours of that period become stale rows:
+ * reported, never sent); a changed destination first resets what was sent inside the window, since the new
+ * destination has none of it. A changed scale re-sends the window's rows at the new scale (the difference to what
+ * was sent).
  */
-export async function syncPairs(db: Db, now: Date): Promise<PairChanges> {
+export async function syncPairs(db: Db, now: Date, periods: CustomerPeriods): Promise<PairChanges> {
   const changes: PairChanges = { new: 0, remapped: 0, rescaled: 0, backfilled: 0, targets_backfilled: 0 };
   const rows = await changedPairs(db);
   // A pair that lost its mapping misses the marks consumed meanwhile: when it is mapped again, it is backfilled.
@@ -70,7 +72,7 @@ export async function syncPairs(db: Db, now: Date): Promise<PairChanges> {
     await savePairs(tx, rows, lists.fill, now);
   });
   if (lists.fill.length > 0) {
-    changes.targets_backfilled = await backfill(db, lists.fill, now);
+    changes.targets_backfilled = await backfill(db, lists.fill, now, periods);
     await db.query(
       `UPDATE stripe_pairs p SET backfilled = true, updated_at = now()
        FROM unnest($1::text[], $2::text[]) AS t(c, m) WHERE p.customer_id = t.c AND p.meter = t.m`,
@@ -143,12 +145,15 @@ async function resetWindow(tx: Queryable, { remap, rescale }: Lists, now: Date):
          last_sent_timestamp = NULL, error_code = NULL, error_message = NULL, error_at = NULL, updated_at = now()
        FROM unnest($1::text[], $2::text[], $3::numeric[]) AS t(c, m, s)
        WHERE l.customer_id = t.c AND l.meter = t.m AND ${bucketSendable(4)}`,
-      [...columns(remap), remap.map((r) => r.scale), first.hour, first.period],
+      [...columns(remap), remap.map((r) => r.scale), first.hour],
     );
+    // The carries of the periods whose rows were reset (a carry exists only beside its period's hour rows).
     await tx.query(
       `DELETE FROM stripe_carry c USING unnest($1::text[], $2::text[]) AS t(c, m)
-       WHERE c.customer_id = t.c AND c.meter = t.m AND c.period >= $3`,
-      [...columns(remap), first.period],
+       WHERE c.customer_id = t.c AND c.meter = t.m
+         AND EXISTS (SELECT 1 FROM stripe_ledger l WHERE l.customer_id = c.customer_id AND l.meter = c.meter
+                       AND l.period = c.period AND ${periodSendable(3)})`,
+      [...columns(remap), first.hour],
     );
   }
   if (rescale.length > 0) {
@@ -156,7 +161,7 @@ async function resetWindow(tx: Queryable, { remap, rescale }: Lists, now: Date):
       `UPDATE stripe_ledger l SET scale = t.s, updated_at = now()
        FROM unnest($1::text[], $2::text[], $3::numeric[]) AS t(c, m, s)
        WHERE l.customer_id = t.c AND l.meter = t.m AND ${bucketSendable(4)}`,
-      [...columns(rescale), rescale.map((r) => r.scale), first.hour, first.period],
+      [...columns(rescale), rescale.map((r) => r.scale), first.hour],
     );
   }
 }
@@ -188,15 +193,21 @@ async function savePairs(tx: Queryable, rows: ChangedPair[], fill: ChangedPair[]
   );
 }
 
-async function backfill(db: Db, pairs: ChangedPair[], now: Date): Promise<number> {
+async function backfill(db: Db, pairs: ChangedPair[], now: Date, periods: CustomerPeriods): Promise<number> {
   const cut = alignDown(now, "hour");
-  const from = trackedFrom(now);
+  const from = (customer: string) => periods.trackedFrom(customer, now);
   const meters = await mappedMeters(db);
   const amounts = await amountMeters(db);
-  let amountTargets = 0;
+  let written = 0;
   for (const p of pairs.filter((x) => x.value === "amount")) {
-    const items = await backfillAmounts(db, amounts, { customer: p.customer_id, meter: p.meter }, from, cut);
-    amountTargets += await upsertTargets(db, "hour", items);
+    const pair = { customer: p.customer_id, meter: p.meter };
+    const calendar = periods.calendar(p.customer_id);
+    written += await upsertTargets(
+      db,
+      "hour",
+      await backfillAmounts(db, amounts, pair, calendar, from(p.customer_id), cut),
+      now,
+    );
   }
   const byMeter = new Map<string, ChangedPair[]>();
   for (const p of pairs) {
@@ -204,52 +215,65 @@ async function backfill(db: Db, pairs: ChangedPair[], now: Date): Promise<number
     if (list) list.push(p);
     else byMeter.set(p.meter, [p]);
   }
-  let written = amountTargets;
   for (const [meter, group] of byMeter) {
     const aggregation = meters.get(meter);
     if (!aggregation) continue;
     const customers = new Set(group.map((p) => p.customer_id));
-    const keep = (c: string) => customers.has(c);
-    const pairwise = group.length <= PAIRWISE_BACKFILL_MAX;
     if (ledgerKind(aggregation, "quantity") === "hour") {
-      if (pairwise) {
-        for (const p of group) {
-          const items = await hourTargets(db, meters, { from, to: cut, customer: p.customer_id, meter });
-          written += await upsertTargets(db, "hour", items);
-        }
-      } else {
-        // Many pairs at once (Stripe sync just switched on): the meter's days with usage of these customers first,
-        // then their hours one day at a time, so memory stays bounded by a day of the meter's usage.
-        const days = await runSeries(db, {
-          granularity: "day",
-          from,
-          to: addBuckets(alignDown(cut, "day"), "day", 1),
-          meter,
-        });
-        const used = [...new Set(days.filter((d) => keep(d.customer_id)).map((d) => d.bucket.getTime()))].sort();
-        for (const start of used) {
-          const to = new Date(Math.min(start + DAY_MS, cut.getTime()));
-          written += await upsertTargets(
-            db,
-            "hour",
-            await hourTargets(db, meters, { from: new Date(start), to, meter }, keep),
-          );
-        }
-      }
+      written += await backfillHours(db, { meters, periods, meter, customers, cut, now });
       continue;
     }
-    for (let month = from; month < cut; month = addBuckets(month, "month", 1)) {
-      const end = addBuckets(month, "month", 1);
-      const to = end < cut ? end : cut;
-      const items = pairwise
-        ? (
-            await Promise.all(
-              group.map((p) => periodTargets(db, meters, { month, to, customer: p.customer_id, meter })),
-            )
-          ).flat()
-        : await periodTargets(db, meters, { month, to, meter }, keep);
-      written += await upsertTargets(db, "period", items);
+    // Each distinct period of these customers is read once (customer by customer for a few).
+    const groups = periods.groups(customers, from, cut);
+    written += await upsertTargets(db, "period", await groupTargets(db, meters, periods, groups, cut, meter), now);
+  }
+  return written;
+}
+
+/** Hour targets of one meter's new pairs, from each customer's first tracked hour up to `cut`. */
+async function backfillHours(
+  db: Db,
+  o: {
+    meters: Map<string, Aggregation>;
+    periods: CustomerPeriods;
+    meter: string;
+    customers: Set<string>;
+    cut: Date;
+    now: Date;
+  },
+): Promise<number> {
+  const { meters, periods, meter, customers, cut, now } = o;
+  let written = 0;
+  if (customers.size <= PAIRWISE_BACKFILL_MAX) {
+    for (const customer of customers) {
+      const range = { from: periods.trackedFrom(customer, now), to: cut, customer, meter };
+      written += await upsertTargets(db, "hour", await hourTargets(db, meters, periods, range), now);
     }
+    return written;
+  }
+  // Many pairs at once (Stripe sync just switched on): the meter's days with usage of these customers first, then
+  // their hours one day at a time, so memory stays bounded by a day of the meter's usage. Hours before a customer's
+  // tracked period are left out by upsertTargets.
+  const keep = (c: string) => customers.has(c);
+  let from = cut;
+  for (const c of customers) {
+    const t = periods.trackedFrom(c, now);
+    if (t < from) from = t;
+  }
+  const days = await runSeries(db, {
+    granularity: "day",
+    from: alignDown(from, "day"),
+    to: addBuckets(alignDown(cut, "day"), "day", 1),
+    meter,
+  });
+  const used = [...new Set(days.filter((d) => keep(d.customer_id)).map((d) => d.bucket.getTime()))].sort();
+  for (const start of used) {
+    const range = {
+      from: new Date(Math.max(start, from.getTime())),
+      to: new Date(Math.min(start + DAY_MS, cut.getTime())),
+      meter,
+    };
+    written += await upsertTargets(db, "hour", await hourTargets(db, meters, periods, range, keep), now);
   }
   return written;
 }

@@ -1,6 +1,6 @@
 // Pure rules of the Stripe sync: identifiers, event timestamps, Stripe's 35-day window, and how a pair's ledger
-// rows become sends — whole units with the rounding remainder carried per month, so the sent total stays within
-// one unit of scale × Tally's total.
+// rows become sends — whole units with the rounding remainder carried per billing period, so the sent total stays
+// within one unit of scale × Tally's total.
 import { createHash } from "node:crypto";
 import { Decimal } from "decimal.js";
 import { Dec, formatDecimal, ZERO } from "../pricing/money.js";
@@ -22,17 +22,19 @@ export function windowStart(now: Date): Date {
 const unitOf = (kind: LedgerKind) => (kind === "hour" ? "hour" : "month");
 
 /**
- * Stripe's last sendable second of a ledger bucket (an hour; a month for 'period' rows), its one definition: the
- * latest timestamp that still lands in the bucket's Stripe period. Sends carry it when they can (as late as possible
- * for the window), and a row can reach Stripe as long as this second is inside the window.
+ * Stripe's last sendable second of a ledger bucket (an hour; for 'period' rows the customer's billing period, which
+ * ends at `end`: a UTC month when not given), its one definition: the latest timestamp that still lands in the
+ * bucket's Stripe period. Sends carry it when they can (as late as possible for the window), and a row can reach
+ * Stripe as long as this second is inside the window. Periods end on whole hours, so a period's last sendable second
+ * is its last hour's: SQL tests a 'period' row by the hour before its end.
  */
-export function lastSendableSecond(kind: LedgerKind, start: Date): Date {
-  return new Date(addBuckets(start, unitOf(kind), 1).getTime() - 1000);
+export function lastSendableSecond(kind: LedgerKind, start: Date, end = addBuckets(start, unitOf(kind), 1)): Date {
+  return new Date(end.getTime() - 1000);
 }
 
 /**
- * The oldest hour and month whose last sendable second is inside the window now: SQL compares buckets with these
- * (parameters), so it applies lastSendableSecond rather than restating it.
+ * The oldest hour and UTC month whose last sendable second is inside the window now: SQL compares hour buckets (and
+ * the last hour of each period) with `hour` (a parameter), so it applies lastSendableSecond rather than restating it.
  */
 export function firstSendable(now: Date): { window: Date; hour: Date; period: Date } {
   const window = windowStart(now);
@@ -49,11 +51,12 @@ export function hourTimestamp(bucket: Date): Date {
 }
 
 /**
- * A running value carries the current second, kept inside its month and after the previous send, so a meter
- * with formula `last` takes the newest value. After the month has ended, corrections carry its last second.
+ * A running value carries the current second, kept inside its period (ending at `end`; a UTC month when not given)
+ * and after the previous send, so a meter with formula `last` takes the newest value. After the period has ended,
+ * corrections carry its last second.
  */
-export function periodTimestamp(period: Date, now: Date, previous: Date | null): Date {
-  const lastSecond = lastSendableSecond("period", period).getTime();
+export function periodTimestamp(period: Date, now: Date, previous: Date | null, end?: Date): Date {
+  const lastSecond = lastSendableSecond("period", period, end).getTime();
   let t = Math.floor(Math.min(now.getTime(), lastSecond) / 1000) * 1000;
   if (previous && t <= previous.getTime()) t = Math.min(previous.getTime() + 1000, lastSecond);
   return new Date(t);
@@ -61,14 +64,22 @@ export function periodTimestamp(period: Date, now: Date, previous: Date | null):
 
 /** The timestamp the row's next (or pending) send carries. */
 export function sendTimestamp(
-  row: Pick<WorkRow, "kind" | "bucket" | "period" | "pending" | "lastSentTimestamp">,
+  row: Pick<WorkRow, "kind" | "bucket" | "period" | "periodEnd" | "pending" | "lastSentTimestamp">,
   now: Date,
 ): Date {
   if (row.pending) return row.pending.timestamp;
-  return row.kind === "hour" ? hourTimestamp(row.bucket) : periodTimestamp(row.period, now, row.lastSentTimestamp);
+  return row.kind === "hour"
+    ? hourTimestamp(row.bucket)
+    : periodTimestamp(row.period, now, row.lastSentTimestamp, row.periodEnd);
 }
 
 export const isSendable = (timestamp: Date, now: Date): boolean => timestamp >= windowStart(now);
+
+/**
+ * The ledger tracks a billing period while it overlaps Stripe's window (from the start of the customer's period that
+ * holds the window's start): older usage can never be sent, and the reconciliation shows its difference.
+ */
+export const isTracked = (period: { end: Date }, now: Date): boolean => period.end > windowStart(now);
 
 /**
  * Deterministic: the same send (row, sequence number) always has the same identifier, so a retry after a timeout
@@ -102,7 +113,7 @@ const round = (d: Dec) => d.toDecimalPlaces(0, Decimal.ROUND_HALF_UP);
 
 /**
  * Plans the next send of each row of one pair (rows without a pending send, inside the window, not in error),
- * in bucket order. `carries` holds each month's carry (keyed by the period's ISO time) and is updated in place.
+ * in bucket order. `carries` holds each period's carry (keyed by the period's ISO start) and is updated in place.
  */
 export function planPair(rows: WorkRow[], carries: Map<string, Dec>, ctx: { install: string; now: Date }): Planned[] {
   const out: Planned[] = [];
@@ -112,7 +123,7 @@ export function planPair(rows: WorkRow[], carries: Map<string, Dec>, ctx: { inst
     let carryAfter: Dec | undefined;
     const key = row.period.toISOString();
     if (row.kind === "hour") {
-      // What this row still owes in scaled units, plus what earlier rounding of the month left over.
+      // What this row still owes in scaled units, plus what earlier rounding of the period left over.
       const exact = scale.times(row.target).minus(new Dec(row.coveredScale).times(row.covered));
       const owed = exact.plus(carries.get(key) ?? ZERO);
       units = round(owed);
@@ -151,7 +162,7 @@ export function planPair(rows: WorkRow[], carries: Map<string, Dec>, ctx: { inst
 }
 
 /**
- * The carry change that undoes a refused send: the send's units and its exact scaled change leave the month,
+ * The carry change that undoes a refused send: the send's units and its exact scaled change leave the period,
  * so Σ units + carry = Σ scale × covered still holds.
  */
 export function carryRevert(row: Pick<WorkRow, "covered" | "coveredScale">, pending: PendingFields): Dec {

@@ -1,6 +1,5 @@
 // Where the Stripe sync stands: its persistent state (install id, recent request times) and the ledger's backlog.
 import type { Queryable } from "../db/types.js";
-import { trackedFrom } from "./targets.js";
 import { HAS_WORK, sendable, sendableParams } from "./work.js";
 
 export async function readSyncState(db: Queryable): Promise<{ installId: string; recentRequests: number[] }> {
@@ -24,8 +23,9 @@ export interface LedgerState {
 }
 
 /**
- * Where the ledger stands for mapped pairs: rows still to deliver, in error, and too old for Stripe — in the months
- * the ledger still tracks (older months keep their status in the reconciliation).
+ * Where the ledger stands for mapped pairs: rows still to deliver, in error, and too old for Stripe — in the periods
+ * the ledger still tracks, those overlapping Stripe's window (rules.ts isTracked; older periods keep their status in
+ * the reconciliation).
  */
 export async function ledgerState(db: Queryable, now: Date): Promise<LedgerState> {
   const { rows } = await db.query<{ pending: string; errors: string; stale: string; sample: string | null }>(
@@ -33,7 +33,7 @@ export async function ledgerState(db: Queryable, now: Date): Promise<LedgerState
        SELECT l.*, ${sendable(1)} AS sendable
        FROM stripe_ledger l
        JOIN stripe_pairs p ON p.customer_id = l.customer_id AND p.meter = l.meter AND p.kind = l.kind
-       WHERE ${HAS_WORK} AND l.period >= $4
+       WHERE ${HAS_WORK} AND l.period_end > $1
      )
      SELECT count(*) FILTER (WHERE error_message IS NULL AND sendable)::text AS pending,
             count(*) FILTER (WHERE error_message IS NOT NULL)::text AS errors,
@@ -42,7 +42,7 @@ export async function ledgerState(db: Queryable, now: Date): Promise<LedgerState
                SELECT customer_id AS customer, meter, bucket FROM work
                WHERE error_message IS NULL AND NOT sendable ORDER BY bucket DESC LIMIT 10) AS s) AS sample
      FROM work`,
-    [...sendableParams(now), trackedFrom(now)],
+    sendableParams(now),
   );
   const r = rows[0];
   const sample = r?.sample ? (JSON.parse(r.sample) as { customer: string; meter: string; bucket: string }[]) : [];

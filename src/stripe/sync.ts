@@ -10,6 +10,7 @@ import type { Logger } from "../logger.js";
 import type { Dec } from "../pricing/money.js";
 import { createStripeClient } from "./client.js";
 import { type PairChanges, syncPairs } from "./pairs.js";
+import { CustomerPeriods } from "./periods.js";
 import { RateLimiter } from "./rateLimit.js";
 import { isSendable, type Planned, planPair, sendTimestamp } from "./rules.js";
 import { createMeterEventSender } from "./sender.js";
@@ -231,9 +232,11 @@ async function run(o: SyncOptions, sender: MeterEventSender, install: string): P
     timings_ms[phase] += Math.round(t - mark);
     mark = t;
   };
-  const pairs = await syncPairs(o.db, now);
+  // Every mapped customer's billing calendar, once per run: targets belong to the customer's own periods.
+  const periods = await CustomerPeriods.load(o.db);
+  const pairs = await syncPairs(o.db, now, periods);
   lap("pairs");
-  const marks = await targetsFromMarks(o.db, now);
+  const marks = await targetsFromMarks(o.db, now, periods);
   lap("marks");
   const delivery = new Delivery({ ...o, sender });
 
@@ -301,11 +304,11 @@ async function planSends(
   const planned: Planned[] = [];
   const carryRows: { customer: string; meter: string; period: Date; carry: string }[] = [];
   for (const [key, rows] of groupBy(open, (r) => pairKey(r.customer, r.meter))) {
-    const months = carries.get(key) ?? new Map<string, Dec>();
-    const before = new Map(months);
-    planned.push(...planPair(rows, months, { install, now }));
+    const byPeriod = carries.get(key) ?? new Map<string, Dec>();
+    const before = new Map(byPeriod);
+    planned.push(...planPair(rows, byPeriod, { install, now }));
     const first = rows[0] as WorkRow;
-    for (const [period, carry] of months) {
+    for (const [period, carry] of byPeriod) {
       if (before.get(period)?.eq(carry)) continue;
       carryRows.push({
         customer: first.customer,

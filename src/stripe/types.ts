@@ -30,12 +30,12 @@ export interface MeterEventSender {
   send(events: MeterEventSend[]): Promise<MeterSendOutcome>;
 }
 
-/** 'hour': per-hour deltas; 'period': the month's running value. */
+/** 'hour': per-hour deltas; 'period': the running value of the customer's billing period. */
 export type LedgerKind = "hour" | "period";
 
 /**
  * The ledger-kind rule, its one definition: sum and count meters, and every meter sent as amounts (priced changes
- * per hour), keep hourly deltas; max and last meters send the month's running value.
+ * per hour), keep hourly deltas; max and last meters send the running value of the customer's billing period.
  */
 export const ledgerKind = (of: Aggregation, value: StripeValue): LedgerKind =>
   value === "amount" || of === "sum" || of === "count" ? "hour" : "period";
@@ -55,7 +55,9 @@ export interface WorkRow {
   meter: string;
   kind: LedgerKind;
   bucket: Date;
+  /** Start and end of the customer's billing period the bucket belongs to (end: a UTC month's when absent). */
   period: Date;
+  periodEnd?: Date;
   target: string;
   scale: string;
   covered: string;

@@ -8,20 +8,24 @@ import type { LedgerKind, PendingSend, WorkRow } from "./types.js";
 /** A row still has something to deliver (same predicate as the partial index stripe_ledger_work). */
 export const HAS_WORK = "(l.pending_identifier IS NOT NULL OR l.target <> l.covered OR l.scale <> l.covered_scale)";
 /**
- * The last sendable second of the row's bucket is inside Stripe's window ($n, $n+1: the first sendable hour and
- * month, from firstSendable: the rule itself is rules.ts's lastSendableSecond).
+ * The last sendable second of the period ending at `<alias>.period_end` is inside Stripe's window ($n: the first
+ * sendable hour, from firstSendable): it is the last second of the period's last hour (rules.ts's
+ * lastSendableSecond, the rule itself).
  */
-export const bucketSendable = (n: number) =>
-  `CASE WHEN l.kind = 'hour' THEN l.bucket >= $${n} ELSE l.period >= $${n + 1} END`;
+export const periodSendable = (n: number, alias = "l") => `${alias}.period_end - interval '1 hour' >= $${n}`;
 
-/** The timestamp of the row's next send is inside Stripe's window ($n, $n+1, $n+2: sendableParams(now)). */
+/** The last sendable second of the row's bucket is inside Stripe's window ($n: the first sendable hour). */
+export const bucketSendable = (n: number) =>
+  `CASE WHEN l.kind = 'hour' THEN l.bucket >= $${n} ELSE ${periodSendable(n)} END`;
+
+/** The timestamp of the row's next send is inside Stripe's window ($n, $n+1: sendableParams(now)). */
 export const sendable = (n: number) =>
   `CASE WHEN l.pending_timestamp IS NOT NULL THEN l.pending_timestamp >= $${n} ELSE ${bucketSendable(n + 1)} END`;
 
-/** The parameters of `sendable`: the window's start, the first sendable hour and month. */
-export function sendableParams(now: Date): [Date, Date, Date] {
+/** The parameters of `sendable`: the window's start and the first sendable hour. */
+export function sendableParams(now: Date): [Date, Date] {
   const first = firstSendable(now);
-  return [first.window, first.hour, first.period];
+  return [first.window, first.hour];
 }
 
 interface WorkDbRow {
@@ -30,6 +34,7 @@ interface WorkDbRow {
   kind: LedgerKind;
   bucket: Date;
   period: Date;
+  period_end: Date;
   target: string;
   scale: string;
   covered: string;
@@ -57,7 +62,7 @@ export async function loadWork(
   which: "all" | "pending" = "all",
 ): Promise<{ rows: WorkRow[]; unmapped: number }> {
   const { rows } = await db.query<WorkDbRow>(
-    `SELECT l.customer_id, l.meter, l.kind, l.bucket, l.period, l.target::text, l.scale::text, l.covered::text,
+    `SELECT l.customer_id, l.meter, l.kind, l.bucket, l.period, l.period_end, l.target::text, l.scale::text, l.covered::text,
             l.covered_scale::text, l.sent_units::text, l.seq, l.pending_identifier, l.pending_units::text,
             l.pending_target::text, l.pending_scale::text, l.pending_timestamp, l.last_sent_timestamp,
             cu.stripe_customer_id, me.stripe_event_name AS event_name,
@@ -85,6 +90,7 @@ export async function loadWork(
       kind: r.kind,
       bucket: r.bucket,
       period: r.period,
+      periodEnd: r.period_end,
       target: r.target,
       scale: r.scale,
       covered: r.covered,
@@ -121,12 +127,12 @@ export async function loadCarries(db: Queryable, rows: WorkRow[]): Promise<Map<s
   );
   for (const c of carries) {
     const key = pairKey(c.customer_id, c.meter);
-    let months = out.get(key);
-    if (!months) {
-      months = new Map();
-      out.set(key, months);
+    let byPeriod = out.get(key);
+    if (!byPeriod) {
+      byPeriod = new Map();
+      out.set(key, byPeriod);
     }
-    months.set(c.period.toISOString(), new Dec(c.carry));
+    byPeriod.set(c.period.toISOString(), new Dec(c.carry));
   }
   return out;
 }
@@ -259,7 +265,7 @@ export async function refuseSends(
        WHERE pending_identifier = ANY($1::text[])`,
       [sends.map((s) => s.pending.identifier), error.code.slice(0, 200), error.message.slice(0, 2000), at],
     );
-    // One change per (customer, meter, month): a v2 batch may hold several hours of one month.
+    // One change per (customer, meter, period): a v2 batch may hold several hours of one period.
     const reverts = new Map<string, { customer: string; meter: string; period: Date; delta: Dec }>();
     for (const s of sends) {
       if (s.row.kind !== "hour") continue;

@@ -1,10 +1,11 @@
 // Stripe (scope admin): the reconciliation report, and resetting refused sends so the next sync retries them.
 import { z } from "zod";
-import { customerId, meterKey, periodMonth } from "../../catalog/schemas.js";
-import { parsePeriod, periodOf } from "../../rollups/buckets.js";
+import { getCustomer } from "../../catalog/customers.js";
+import { customerId, meterKey, periodSelector } from "../../catalog/schemas.js";
+import { notFound } from "../../errors.js";
 import { creditItemsOf } from "../../stripe/credits.js";
 import { withInvoiceItems } from "../../stripe/invoiceItems.js";
-import { reconcile } from "../../stripe/reconciliation.js";
+import { reconcile, reconciliationScope } from "../../stripe/reconciliation.js";
 import { resetErrors } from "../../stripe/work.js";
 import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
@@ -14,7 +15,12 @@ const row = z
   .object({
     customer: z.string(),
     meter: z.string(),
-    quantity: z.string().meta({ description: "Tally's period quantity (the meter's aggregation over the month)" }),
+    period: z
+      .object({ start: z.string(), end: z.string() })
+      .meta({ description: "The customer's own billing period the row compares" }),
+    quantity: z
+      .string()
+      .meta({ description: "Tally's period quantity (the meter's aggregation over the customer's period)" }),
     sent: z.string().meta({ description: "What the ledger says Stripe received for the period, in meter units" }),
     difference: z.string().meta({ description: "quantity − sent (positive: Stripe is missing usage)" }),
     status: z.enum(["in_sync", "pending", "error", "unmapped"]),
@@ -62,13 +68,24 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
     tags: ["setup"],
     scopes: ["admin"],
     query: z.object({
-      period: periodMonth.optional().meta({ description: "UTC calendar month, YYYY-MM; default: the current one" }),
+      customer: customerId
+        .optional()
+        .meta({ description: "Only this customer, over its period that `period` selects" }),
+      period: periodSelector.optional().meta({
+        description:
+          "YYYY-MM: each customer's billing period that starts in that month (in its cycle's time zone; customers " +
+          "with none are left out); an RFC 3339 instant: each customer's period that contains it. Default: each " +
+          "customer's current period. With `customer`, 404 when no period of it starts in the month",
+      }),
     }),
     responses: {
       200: {
-        description: "one row per customer and meter with usage or ledger rows in the period",
+        description: "one row per customer and meter with usage or ledger rows in the customer's period",
         schema: z.object({
-          period: z.object({ start: z.string(), end: z.string() }),
+          period: z.object({ start: z.string(), end: z.string() }).meta({
+            description:
+              "With `customer`: its period. Across customers: the UTC calendar month `period` names (each row has its customer's own period)",
+          }),
           as_of: z.string(),
           data: z.array(row),
           credits: z
@@ -83,16 +100,21 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
                 error: z.string().nullable(),
               }),
             )
-            .meta({ description: "Prepaid credits of the period, as negative invoice items in Stripe" }),
+            .meta({ description: "Prepaid credits of the customers' periods, as negative invoice items in Stripe" }),
         }),
       },
+      404: { description: "no such customer, or no period of the customer starts in the month" },
     },
     handle: async ({ query }) => {
       const now = ctx.clock.now();
-      const period = query.period ? (parsePeriod(query.period) as { start: Date; end: Date }) : periodOf(now);
+      if (query.customer !== undefined && !(await getCustomer(ctx.db, query.customer))) {
+        throw notFound(`no customer ${query.customer}`);
+      }
+      const { period, customers } = await reconciliationScope(ctx.db, query.period, now, query.customer);
       // A period whose invoice is final: later differences reached Stripe as invoice items, not meter events.
-      const data = await withInvoiceItems(ctx.db, period, await reconcile(ctx.db, period, now));
-      const credits = await creditItemsOf(ctx.db, period);
+      const rows = await withInvoiceItems(ctx.db, await reconcile(ctx.db, customers, now));
+      const data = rows.map((r) => ({ ...r, period: { start: isoTime(r.period.start), end: isoTime(r.period.end) } }));
+      const credits = await creditItemsOf(ctx.db, customers);
       return {
         status: 200,
         body: {

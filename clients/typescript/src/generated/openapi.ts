@@ -3199,7 +3199,9 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    /** @description UTC calendar month, YYYY-MM; default: the current one */
+                    /** @description Only this customer, over its period that `period` selects */
+                    customer?: string;
+                    /** @description YYYY-MM: each customer's billing period that starts in that month (in its cycle's time zone; customers with none are left out); an RFC 3339 instant: each customer's period that contains it. Default: each customer's current period. With `customer`, 404 when no period of it starts in the month */
                     period?: string;
                 };
                 header?: never;
@@ -3208,20 +3210,21 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description one row per customer and meter with usage or ledger rows in the period */
+                /** @description one row per customer and meter with usage or ledger rows in the customer's period */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": {
+                            /** @description With `customer`: its period. Across customers: the UTC calendar month `period` names (each row has its customer's own period) */
                             period: {
                                 start: string;
                                 end: string;
                             };
                             as_of: string;
                             data: components["schemas"]["ReconciliationRow"][];
-                            /** @description Prepaid credits of the period, as negative invoice items in Stripe */
+                            /** @description Prepaid credits of the customers' periods, as negative invoice items in Stripe */
                             credits: {
                                 customer: string;
                                 grant: string;
@@ -3262,6 +3265,13 @@ export interface paths {
                     content: {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
+                };
+                /** @description no such customer, or no period of the customer starts in the month */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
                 };
                 /** @description this API key sent more requests than its rate allows (Retry-After, RateLimit headers) */
                 429: {
@@ -4524,7 +4534,12 @@ export interface components {
         ReconciliationRow: {
             customer: string;
             meter: string;
-            /** @description Tally's period quantity (the meter's aggregation over the month) */
+            /** @description The customer's own billing period the row compares */
+            period: {
+                start: string;
+                end: string;
+            };
+            /** @description Tally's period quantity (the meter's aggregation over the customer's period) */
             quantity: string;
             /** @description What the ledger says Stripe received for the period, in meter units */
             sent: string;
