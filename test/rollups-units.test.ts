@@ -1,7 +1,8 @@
 // Pure parts of rollups: UTC bucket arithmetic, periods, and literal inlining for COPY statements.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { addBuckets, alignDown, bucketCount, parsePeriod, periodOf } from "../src/rollups/buckets.js";
+import { BillingCalendar } from "../src/billing/calendar.js";
+import { addBuckets, alignDown, bucketCount } from "../src/rollups/buckets.js";
 import { inlineParams } from "../src/rollups/export.js";
 import { buildSeriesSql, planCover, planSeries, type SeriesPart } from "../src/rollups/series.js";
 
@@ -41,9 +42,14 @@ describe("buckets", () => {
   });
 
   it("when a period is parsed, then it is the UTC calendar month; malformed periods are refused", () => {
-    expect(parsePeriod("2026-02")).toEqual({ start: d("2026-02-01T00:00:00Z"), end: d("2026-03-01T00:00:00Z") });
-    for (const bad of ["2026-13", "2026-2", "26-02", "2026-02-01", ""]) expect(parsePeriod(bad)).toBeUndefined();
-    expect(periodOf(d("2026-11-30T23:59:59Z"))).toEqual({
+    const months = new BillingCalendar([]); // no subscription: UTC calendar months
+    expect(months.periodStartingIn("2026-02")).toEqual({
+      start: d("2026-02-01T00:00:00Z"),
+      end: d("2026-03-01T00:00:00Z"),
+    });
+    for (const bad of ["2026-13", "2026-2", "26-02", "2026-02-01", ""])
+      expect(() => months.periodStartingIn(bad)).toThrow();
+    expect(months.periodContaining(d("2026-11-30T23:59:59Z"))).toEqual({
       start: d("2026-11-01T00:00:00Z"),
       end: d("2026-12-01T00:00:00Z"),
     });

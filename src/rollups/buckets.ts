@@ -34,17 +34,3 @@ export function bucketCount(from: Date, to: Date, g: Granularity): number {
   }
   return Math.round((to.getTime() - from.getTime()) / (g === "hour" ? HOUR : DAY));
 }
-
-/** The billing period (UTC calendar month) containing t. */
-export function periodOf(t: Date): { start: Date; end: Date } {
-  const start = alignDown(t, "month");
-  return { start, end: addBuckets(start, "month", 1) };
-}
-
-/** Parses "YYYY-MM" into its period, or undefined. */
-export function parsePeriod(text: string): { start: Date; end: Date } | undefined {
-  const m = /^(\d{4})-(0[1-9]|1[0-2])$/.exec(text);
-  if (!m) return undefined;
-  const start = new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, 1));
-  return { start, end: addBuckets(start, "month", 1) };
-}
