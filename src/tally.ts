@@ -32,6 +32,8 @@ export interface TallyOptions {
   ownsDatabase?: boolean;
   /** The dashboard's built page (default: dist/web); tests build their own so a parallel `npm run build` is harmless. */
   webDirectory?: string;
+  /** A cluster worker (TALLY_WORKERS > 1): its id, and /metrics' text of every process added up. */
+  worker?: { id: string; metricsText: () => Promise<string> };
 }
 
 export interface Tally {
@@ -39,7 +41,10 @@ export interface Tally {
   app: ReturnType<typeof createApp>;
   /** The admin key created on this start (first start, no TALLY_ADMIN_KEY), shown once. */
   createdAdminKey: string | undefined;
+  /** Listens, and starts the jobs' schedules (TALLY_JOBS=on). */
   listen(port?: number, host?: string): Promise<string>;
+  /** Starts the jobs' schedules if TALLY_JOBS=on (a cluster's primary runs jobs without listening). */
+  startJobs(): void;
   shutdown(): Promise<void>;
 }
 
@@ -73,23 +78,39 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
   const services = wireServices({ db, engine, clock, config, log });
   await orClose(() => services.limits.start());
   const ctx = appContext({ config, db, engine, clock, log, keys, migrations, ...services });
+  if (opts.worker) ctx.metricsText = opts.worker.metricsText;
   const app = createApp(ctx, [], { webDirectory: opts.webDirectory });
-  const http = new HttpServer(ctx, app);
+  const http = new HttpServer(ctx, app, opts.worker && workerRequests(services.metrics, opts.worker.id));
   let stopped: Promise<void> | undefined;
+  let jobsStarted = false;
+  const startJobs = () => {
+    if (config.TALLY_JOBS === "on" && !jobsStarted) services.jobs.start();
+    jobsStarted = true;
+  };
   return {
     ctx,
     app,
     createdAdminKey,
     async listen(port = config.PORT, host = config.HOST) {
       const url = await http.listen(port, host);
-      if (config.TALLY_JOBS === "on") services.jobs.start();
+      startJobs();
       return url;
     },
+    startJobs,
     shutdown() {
       stopped ??= shutdown({ ctx, http, services, db: ownsDatabase ? db : undefined });
       return stopped;
     },
   };
+}
+
+/** Counts the requests a cluster worker answered, labelled with its id: how the port's load is spread. */
+function workerRequests(metrics: Services["metrics"], worker: string): () => void {
+  const counter = metrics.counter("tally_worker_requests_total", "HTTP requests answered, by cluster worker", [
+    "worker",
+  ]);
+  const child = counter.labels({ worker });
+  return () => child.inc();
 }
 
 function openConfigured(config: Config, log: Logger): Promise<OpenedDb> {
@@ -189,6 +210,7 @@ function appContext(w: Wiring & Services & Pick<AppContext, "keys" | "migrations
       return sub ? { plan: sub.plan, start: isoTime(sub.start), end: sub.end ? isoTime(sub.end) : null } : null;
     },
     state: { draining: false },
+    metricsText: () => w.metrics.registry.metrics(),
   };
 }
 

@@ -37,4 +37,6 @@ export interface AppContext {
   subscriptionOf(customer: string): Promise<{ plan: string; start: string; end: string | null } | null>;
   /** Set when shutdown begins: new requests get 503, in-flight ones finish. */
   state: { draining: boolean };
+  /** /metrics' text: this process's registry, or in a cluster worker every process's metrics added up. */
+  metricsText(): Promise<string>;
 }
