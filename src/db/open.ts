@@ -71,6 +71,20 @@ export async function openDatabase(opts: OpenOptions): Promise<OpenedDb> {
 }
 
 /**
+ * A pool on a streaming replica of the primary (DATABASE_READ_URL), for reads only: its sessions are read-only, so
+ * a write sent there by mistake fails rather than diverges.
+ */
+export function openReadReplica(opts: { url: string; poolSize: number; onPoolError?: (err: Error) => void }): Db {
+  return new ServerDb({
+    connectionString: opts.url,
+    max: opts.poolSize,
+    options: "-c TimeZone=UTC -c default_transaction_read_only=on",
+    applicationName: "tally-reads",
+    onError: opts.onPoolError,
+  });
+}
+
+/**
  * CREATE EXTENSION IF NOT EXISTS, safe when another session creates the same extension at the same moment: the
  * loser of that race waits on pg_extension's unique index and then fails with unique_violation (23505) — the
  * extension exists, made by the other session. (The engine-setup lock prevents this between Tally processes; this
