@@ -7,9 +7,11 @@ import { AggregatorRegistry, type Registry } from "prom-client";
 import { backoffMs } from "./backoff.js";
 import type { Config } from "./config.js";
 import type { Logger } from "./logger.js";
-import { createTally } from "./tally.js";
+import { createTally, type Tally } from "./tally.js";
 
 type Message =
+  /** worker → primary: it hears messages now (one sent before would be lost). */
+  | { type: "tally:hello" }
   | { type: "tally:listening"; url: string }
   | { type: "tally:shutdown" }
   /** worker → primary: the metrics of all, please; primary → worker: here they are. */
@@ -33,17 +35,30 @@ export class WorkerLink {
   #registry: Registry | undefined;
   #asked = 0;
   readonly #answers = new Map<number, (text: string) => void>();
+  /** Until serve(): a shutdown that arrives while the worker starts is kept for then. */
+  #onShutdown: () => void = () => {
+    this.#shutdownAsked = true;
+  };
+  #shutdownAsked = false;
+
+  constructor() {
+    process.on("message", (m: unknown) => {
+      if (!isMessage(m)) return;
+      if (m.type === "tally:shutdown") this.#onShutdown();
+      else if (m.type === "tally:metrics-text") this.#answers.get(m.id)?.(m.text);
+      else if (m.type === "tally:metrics-collect" && this.#registry)
+        void this.#registry
+          .getMetricsAsJSON()
+          .then((metrics) => send({ type: "tally:metrics-json", id: m.id, metrics }));
+    });
+    send({ type: "tally:hello" });
+  }
 
   /** Starts answering the primary; `onShutdown` runs when the primary drains the workers. */
   serve(registry: Registry, onShutdown: () => void): void {
     this.#registry = registry;
-    process.on("message", (m: unknown) => {
-      if (!isMessage(m)) return;
-      if (m.type === "tally:shutdown") onShutdown();
-      else if (m.type === "tally:metrics-text") this.#answers.get(m.id)?.(m.text);
-      else if (m.type === "tally:metrics-collect")
-        void registry.getMetricsAsJSON().then((metrics) => send({ type: "tally:metrics-json", id: m.id, metrics }));
-    });
+    this.#onShutdown = onShutdown;
+    if (this.#shutdownAsked) onShutdown();
   }
 
   listening(url: string): void {
@@ -78,7 +93,10 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const tally = await createTally({ config, logger: log });
   tally.startJobs();
   const supervisor = new Supervisor(config, log, tally.ctx.metrics.registry);
+  // Signal handlers before the workers start: a SIGTERM during the start drains what has started.
+  onSignals(config, log, supervisor, tally);
   const url = await supervisor.start();
+  if (supervisor.stopping) return;
   const keyNotice = tally.createdAdminKey
     ? `\nAn admin API key was created. It is shown only this once; keep it safe:\n\n  ${tally.createdAdminKey}\n`
     : "";
@@ -86,6 +104,9 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   process.stdout.write(
     `${keyNotice}\nTally is running at ${url} (engine: ${tally.ctx.engine}, ${config.TALLY_WORKERS} workers)\n\n`,
   );
+}
+
+function onSignals(config: Config, log: Logger, supervisor: Supervisor, tally: Tally): void {
   let signals = 0;
   const stop = (signal: string) => {
     signals += 1;
@@ -114,6 +135,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
 
 class Supervisor {
   #stopping = false;
+  /** Workers that said hello: they hear messages. */
+  readonly #hearing = new Set<number>();
   /** Workers that died soon after their start, one after the other. */
   #crashes = 0;
   readonly #started = new Map<number, number>();
@@ -134,7 +157,11 @@ class Supervisor {
       const listening = new Set<number>();
       cluster.on("message", (worker, m: unknown) => {
         if (!isMessage(m)) return;
-        if (m.type === "tally:listening") {
+        if (m.type === "tally:hello") {
+          this.#hearing.add(worker.id);
+          // Forked before the shutdown, it starts after it: it is told now.
+          if (this.#stopping) worker.send({ type: "tally:shutdown" } satisfies Message);
+        } else if (m.type === "tally:listening") {
           this.log.info({ worker: String(worker.id), pid: worker.process.pid, url: m.url }, "worker listening");
           listening.add(worker.id);
           if (listening.size === this.config.TALLY_WORKERS) resolve(m.url);
@@ -153,6 +180,7 @@ class Supervisor {
   #exited(worker: Worker, code: number | null, signal: string | null): void {
     const ranMs = Date.now() - (this.#started.get(worker.id) ?? Date.now());
     this.#started.delete(worker.id);
+    this.#hearing.delete(worker.id);
     for (const c of this.#collections.values()) c.pending.delete(worker.id);
     for (const c of [...this.#collections.values()]) if (c.pending.size === 0) c.done();
     if (this.#stopping) {
@@ -180,8 +208,13 @@ class Supervisor {
     const codes = workers.map(
       (w) => new Promise<number | null>((resolve) => w.once("exit", (code: number | null) => resolve(code))),
     );
-    for (const w of workers) if (w.isConnected()) w.send({ type: "tally:shutdown" } satisfies Message);
+    // The others are told when they say hello.
+    for (const w of workers) if (this.#hearing.has(w.id)) w.send({ type: "tally:shutdown" } satisfies Message);
     return (await Promise.all(codes)).every((c) => c === 0);
+  }
+
+  get stopping(): boolean {
+    return this.#stopping;
   }
 
   kill(): void {
