@@ -1,4 +1,5 @@
 // Configuration: one zod schema over the environment, parsed once at start; every bad variable is reported together.
+import { availableParallelism } from "node:os";
 import { validate as validateCron } from "node-cron";
 import { z } from "zod";
 import { parseIsoDuration } from "./duration.js";
@@ -51,16 +52,35 @@ const embedOrigins = z
     return origins;
   });
 
-export const configSchema = z.object({
+/** `auto`: one worker per core this process may use; else a whole number of workers. */
+const workers = z
+  .string()
+  .default("1")
+  .transform((text, ctx) => {
+    if (text.trim().toLowerCase() === "auto") return availableParallelism();
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1 || n > 1024) {
+      ctx.addIssue("must be auto or a whole number from 1 to 1024");
+      return z.NEVER;
+    }
+    return n;
+  });
+
+const postgresUrl = z
+  .string()
+  .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+  .optional();
+
+const fields = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().default("0.0.0.0"),
-  DATABASE_URL: z.preprocess(
-    emptyAsUnset,
-    z
-      .string()
-      .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
-      .optional(),
-  ),
+  DATABASE_URL: z.preprocess(emptyAsUnset, postgresUrl),
+  /** A streaming replica of DATABASE_URL for lag-tolerant reads (usage, exports, dashboard, simulations, forecasts). */
+  DATABASE_READ_URL: z.preprocess(emptyAsUnset, postgresUrl),
+  /** In ms. A replica further behind than this (or down) serves no reads: they go to the primary. */
+  TALLY_READ_MAX_LAG: isoDuration("PT10S", { timer: true }),
+  /** HTTP worker processes on one port (node:cluster); the primary process runs the jobs. */
+  TALLY_WORKERS: workers,
   TALLY_DATA_DIR: z.string().min(1).default("./data"),
   TALLY_ENGINE: z.preprocess(emptyAsUnset, z.enum(["timescale", "postgres"]).optional()),
   TALLY_ADMIN_KEY: z.preprocess(emptyAsUnset, z.string().min(16, "must be at least 16 characters").optional()),
@@ -86,7 +106,12 @@ export const configSchema = z.object({
   TALLY_STRIPE_TIMEOUT_MS: positiveInt(10_000),
   TALLY_STRIPE_BACKOFF_MS: positiveInt(500),
   TALLY_JOBS: z.enum(["on", "off"]).default("on"),
-  TALLY_DB_POOL_SIZE: positiveInt(10),
+  // A lock (job, migrations) holds a connection while the work under it queries on another.
+  TALLY_DB_POOL_SIZE: z.coerce
+    .number()
+    .int()
+    .min(2, "must be at least 2 (a lock holds one connection while the work under it uses another)")
+    .default(10),
   TALLY_DEDUPE_WINDOW_DAYS: positiveInt(35),
   TALLY_EVENT_MAX_AGE_DAYS: positiveInt(35),
   TALLY_EVENT_MAX_FUTURE_SECONDS: z.coerce.number().int().min(0).default(300),
@@ -101,6 +126,24 @@ export const configSchema = z.object({
   TALLY_RATE_LIMIT_RPS: z.coerce.number().min(0).max(1_000_000_000).default(2000),
   TALLY_RATE_LIMIT_BURST: z.preprocess(emptyAsUnset, z.coerce.number().int().positive().optional()),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+export const configSchema = fields.superRefine((c, ctx) => {
+  // The embedded database is one PGlite inside one process: other processes cannot open its data directory.
+  if (c.TALLY_WORKERS > 1 && !c.DATABASE_URL) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["TALLY_WORKERS"],
+      message: `is ${c.TALLY_WORKERS}, but the embedded database belongs to one process: set DATABASE_URL to a server, or TALLY_WORKERS=1`,
+    });
+  }
+  if (c.DATABASE_READ_URL && !c.DATABASE_URL) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["DATABASE_READ_URL"],
+      message: "is a replica of DATABASE_URL's server, but DATABASE_URL is unset",
+    });
+  }
 });
 
 export type Config = z.infer<typeof configSchema>;

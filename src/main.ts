@@ -1,10 +1,13 @@
-// `npm start`: read the configuration, start Tally, stop gracefully on SIGTERM/SIGINT.
-import { ConfigError, loadConfig } from "./config.js";
-import { createLogger } from "./logger.js";
+// `npm start`: read the configuration, start Tally (one process, or with TALLY_WORKERS > 1 a primary and its HTTP
+// workers), stop gracefully on SIGTERM/SIGINT.
+import cluster from "node:cluster";
+import { runPrimary, WorkerLink } from "./cluster.js";
+import { type Config, ConfigError, loadConfig } from "./config.js";
+import { createLogger, type Logger } from "./logger.js";
 import { createTally } from "./tally.js";
 
 async function main(): Promise<void> {
-  let config: ReturnType<typeof loadConfig>;
+  let config: Config;
   try {
     config = loadConfig();
   } catch (err) {
@@ -15,16 +18,22 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger(config.LOG_LEVEL);
-  const tally = await createTally({ config, logger: log });
-  // Signal handlers before the server listens: whoever sees "listening" may stop it at once, gracefully.
-  let signals = 0;
-  const stop = (signal: string) => {
-    signals += 1;
-    if (signals > 1) {
-      log.warn({ signal }, "second signal: exiting without finishing the shutdown");
-      process.exit(1);
-    }
-    log.info({ signal }, "signal received");
+  if (cluster.isPrimary && config.TALLY_WORKERS > 1) return runPrimary(config, log);
+  const link = cluster.isWorker ? new WorkerLink() : undefined;
+  return serve(config, link ? log.child({ worker: link.id }) : log, link);
+}
+
+/** One process serving HTTP: the whole of Tally, or a cluster worker (no jobs; the primary prints the banner). */
+async function serve(config: Config, log: Logger, link: WorkerLink | undefined): Promise<void> {
+  const tally = await createTally({
+    config,
+    logger: log,
+    worker: link && { id: link.id, metricsText: () => link.allMetrics() },
+  });
+  let stopping = false;
+  const shutdown = () => {
+    if (stopping) return;
+    stopping = true;
     // Whatever the shutdown waits for (a request that never ends, a stuck job, the database), the process ends at
     // the deadline. Unref'd: the timer never keeps the process alive by itself.
     setTimeout(() => {
@@ -42,9 +51,27 @@ async function main(): Promise<void> {
       },
     );
   };
+  // Signal handlers before the server listens: whoever sees "listening" may stop it at once, gracefully.
+  let signals = 0;
+  const stop = (signal: string) => {
+    signals += 1;
+    if (signals > 1) {
+      log.warn({ signal }, "second signal: exiting without finishing the shutdown");
+      process.exit(1);
+    }
+    log.info({ signal }, "signal received");
+    shutdown();
+  };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  // A worker is drained by its primary's message (not a signal: a Ctrl-C reaches the workers and the primary at
+  // once, and the primary's word must not count as a second signal).
+  link?.serve(tally.ctx.metrics.registry, shutdown);
   const url = await tally.listen();
+  if (link) {
+    link.listening(url); // the primary logs it
+    return;
+  }
   log.info({ url, engine: tally.ctx.engine }, `Tally listening on ${url}`);
   // Printed once, to the terminal only: keys never go through the logger.
   const keyNotice = tally.createdAdminKey

@@ -1,12 +1,16 @@
 // Prometheus metrics: one registry per Tally instance; capabilities add their own metrics to it.
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { type Aggregator, Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 export interface Metrics {
   registry: Registry;
   httpDuration: Histogram<"method" | "route" | "status">;
   counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L>;
   histogram<L extends string>(name: string, help: string, labelNames: readonly L[], buckets: number[]): Histogram<L>;
-  gauge<L extends string>(name: string, help: string, labelNames: readonly L[]): Gauge<L>;
+  /**
+   * `aggregator`: how a cluster's processes' values add up in /metrics (TALLY_WORKERS > 1): a timestamp takes the
+   * max, a count the sum (the default).
+   */
+  gauge<L extends string>(name: string, help: string, labelNames: readonly L[], aggregator?: Aggregator): Gauge<L>;
 }
 
 export function createMetrics(): Metrics {
@@ -24,6 +28,7 @@ export function createMetrics(): Metrics {
     counter: (name, help, labelNames) => new Counter({ name, help, labelNames, registers: [registry] }),
     histogram: (name, help, labelNames, buckets) =>
       new Histogram({ name, help, labelNames, buckets, registers: [registry] }),
-    gauge: (name, help, labelNames) => new Gauge({ name, help, labelNames, registers: [registry] }),
+    gauge: (name, help, labelNames, aggregator = "sum") =>
+      new Gauge({ name, help, labelNames, aggregator, registers: [registry] }),
   };
 }

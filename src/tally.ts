@@ -7,8 +7,10 @@ import { type Clock, systemClock } from "./clock.js";
 import type { Config } from "./config.js";
 import { CreditLedgers } from "./credits/ledger.js";
 import { loadMigrations, migrate } from "./db/migrate.js";
-import { type OpenedDb, openDatabase } from "./db/open.js";
+import { type OpenedDb, openDatabase, openReadReplica } from "./db/open.js";
+import { ReadRouter } from "./db/replica.js";
 import type { Db } from "./db/types.js";
+import { AppError } from "./errors.js";
 import { createApp } from "./http/app.js";
 import type { AppContext } from "./http/context.js";
 import { isoTime } from "./http/format.js";
@@ -20,7 +22,7 @@ import { JobRunner } from "./jobs/runner.js";
 import { tallyJobs } from "./jobs/tallyJobs.js";
 import { LimitsService } from "./limits/service.js";
 import { createLogger, type Logger } from "./logger.js";
-import { createMetrics } from "./metrics.js";
+import { createMetrics, type Metrics } from "./metrics.js";
 
 export interface TallyOptions {
   config: Config;
@@ -32,6 +34,8 @@ export interface TallyOptions {
   ownsDatabase?: boolean;
   /** The dashboard's built page (default: dist/web); tests build their own so a parallel `npm run build` is harmless. */
   webDirectory?: string;
+  /** A cluster worker (TALLY_WORKERS > 1): its id, and /metrics' text of every process added up. */
+  worker?: { id: string; metricsText: () => Promise<string> };
 }
 
 export interface Tally {
@@ -39,7 +43,10 @@ export interface Tally {
   app: ReturnType<typeof createApp>;
   /** The admin key created on this start (first start, no TALLY_ADMIN_KEY), shown once. */
   createdAdminKey: string | undefined;
+  /** Listens, and starts the jobs' schedules (TALLY_JOBS=on). */
   listen(port?: number, host?: string): Promise<string>;
+  /** Starts the jobs' schedules if TALLY_JOBS=on (a cluster's primary runs jobs without listening). */
+  startJobs(): void;
   shutdown(): Promise<void>;
 }
 
@@ -72,24 +79,41 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
   const { migrations, createdAdminKey } = await orClose(() => prepareDatabase(opened, keys, config, log));
   const services = wireServices({ db, engine, clock, config, log });
   await orClose(() => services.limits.start());
-  const ctx = appContext({ config, db, engine, clock, log, keys, migrations, ...services });
+  const reads = await orClose(() => readRouter(config, db, services.metrics, log));
+  const ctx = appContext({ config, db, engine, clock, log, keys, migrations, reads: reads.router, ...services });
+  if (opts.worker) ctx.metricsText = opts.worker.metricsText;
   const app = createApp(ctx, [], { webDirectory: opts.webDirectory });
-  const http = new HttpServer(ctx, app);
+  const http = new HttpServer(ctx, app, opts.worker && workerRequests(services.metrics, opts.worker.id));
   let stopped: Promise<void> | undefined;
+  let jobsStarted = false;
+  const startJobs = () => {
+    if (config.TALLY_JOBS === "on" && !jobsStarted) services.jobs.start();
+    jobsStarted = true;
+  };
   return {
     ctx,
     app,
     createdAdminKey,
     async listen(port = config.PORT, host = config.HOST) {
       const url = await http.listen(port, host);
-      if (config.TALLY_JOBS === "on") services.jobs.start();
+      startJobs();
       return url;
     },
+    startJobs,
     shutdown() {
-      stopped ??= shutdown({ ctx, http, services, db: ownsDatabase ? db : undefined });
+      stopped ??= shutdown({ ctx, http, services, db: ownsDatabase ? db : undefined, reads });
       return stopped;
     },
   };
+}
+
+/** Counts the requests a cluster worker answered, labelled with its id: how the port's load is spread. */
+function workerRequests(metrics: Services["metrics"], worker: string): () => void {
+  const counter = metrics.counter("tally_worker_requests_total", "HTTP requests answered, by cluster worker", [
+    "worker",
+  ]);
+  const child = counter.labels({ worker });
+  return () => child.inc();
 }
 
 function openConfigured(config: Config, log: Logger): Promise<OpenedDb> {
@@ -163,7 +187,57 @@ function wireServices({ db, engine, clock, config, log }: Wiring) {
   return { metrics, meters, ingest, jobs, credits, limits, invoices, stopJobs };
 }
 
-function appContext(w: Wiring & Services & Pick<AppContext, "keys" | "migrations">): AppContext {
+/**
+ * Where lag-tolerant reads go: DATABASE_READ_URL's replica while it is within TALLY_READ_MAX_LAG, else the primary
+ * (counted in tally_read_fallbacks_total); without DATABASE_READ_URL, always the primary.
+ */
+async function readRouter(config: Config, db: Db, metrics: Metrics, log: Logger) {
+  const url = config.DATABASE_READ_URL;
+  const replica = url
+    ? openReadReplica({
+        url,
+        poolSize: config.TALLY_DB_POOL_SIZE,
+        onPoolError: (err) => log.warn({ err: { message: err.message } }, "idle read replica connection lost"),
+      })
+    : undefined;
+  const fallbacks = metrics.counter(
+    "tally_read_fallbacks_total",
+    "Lag-tolerant reads served by the primary although DATABASE_READ_URL is set, by reason",
+    ["reason"],
+  );
+  const lag = metrics.gauge(
+    "tally_read_replica_lag_seconds",
+    "How far the read replica is behind (last check)",
+    [],
+    "max",
+  );
+  const router = new ReadRouter(db, replica, {
+    maxLagMs: config.TALLY_READ_MAX_LAG,
+    onFallback: (reason) => fallbacks.inc({ reason }),
+    onCheck: ({ usable, lagMs, reason, change }) => {
+      if (lagMs !== null) lag.set(lagMs / 1000);
+      if (!change) return;
+      if (usable) log.info({ lag_ms: lagMs }, "read replica in use for lag-tolerant reads");
+      else log.warn({ reason, lag_ms: lagMs }, "read replica not used: lag-tolerant reads go to the primary");
+    },
+    retryOnPrimary: (err) => err instanceof AppError && err.status === 404,
+  });
+  try {
+    await router.start();
+  } catch (err) {
+    await replica?.close();
+    throw err;
+  }
+  return {
+    router,
+    async close() {
+      await router.stop();
+      await replica?.close();
+    },
+  };
+}
+
+function appContext(w: Wiring & Services & Pick<AppContext, "keys" | "migrations" | "reads">): AppContext {
   const { config, db, clock } = w;
   return {
     config,
@@ -174,6 +248,7 @@ function appContext(w: Wiring & Services & Pick<AppContext, "keys" | "migrations
     metrics: w.metrics,
     keys: w.keys,
     migrations: w.migrations,
+    reads: w.reads,
     meters: w.meters,
     ingest: w.ingest,
     jobs: w.jobs,
@@ -189,6 +264,7 @@ function appContext(w: Wiring & Services & Pick<AppContext, "keys" | "migrations
       return sub ? { plan: sub.plan, start: isoTime(sub.start), end: sub.end ? isoTime(sub.end) : null } : null;
     },
     state: { draining: false },
+    metricsText: () => w.metrics.registry.metrics(),
   };
 }
 
@@ -197,13 +273,20 @@ function appContext(w: Wiring & Services & Pick<AppContext, "keys" | "migrations
  * sees a clear "retry elsewhere" rather than a refused connection. Requests already in flight finish and are
  * answered; then the port closes, the jobs stop, and the database closes (`db`, when Tally owns it).
  */
-async function shutdown(s: { ctx: AppContext; http: HttpServer; services: Services; db: Db | undefined }) {
+async function shutdown(s: {
+  ctx: AppContext;
+  http: HttpServer;
+  services: Services;
+  db: Db | undefined;
+  reads: { close(): Promise<void> };
+}) {
   const { ctx, services } = s;
   ctx.state.draining = true;
   await s.http.drain(ctx.config.TALLY_SHUTDOWN_TIMEOUT_MS, ctx.log);
   services.stopJobs.abort();
   await services.jobs.stop();
   await services.limits.stop();
+  await s.reads.close();
   if (s.db) await s.db.close();
   ctx.log.info("stopped");
 }

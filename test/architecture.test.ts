@@ -47,13 +47,14 @@ function unitImports(): Map<string, Map<string, string[]>> {
 /**
  * The layers of src/, top first. A module imports from its own folder and from layers below its own, never from
  * its own layer's other members or from above. The order is what the code needs: the entry points start Tally; the
- * composition root wires everything; http serves it; jobs schedule the capabilities' work; then the capabilities,
+ * cluster's primary supervises workers that are Tallies; the composition root wires everything; http serves it; jobs schedule the capabilities' work; then the capabilities,
  * each above what it builds on (the dashboard, simulations and the Stripe sync read invoices, credits and limits;
  * limits evaluate statements, credits and forecasts; invoices carry credits; credits price statements and send
  * webhooks; billing prices rollups through pricing); the database seam and the leaf modules at the bottom.
  */
 const LAYERS: readonly (readonly string[])[] = [
   ["main.ts", "index.ts"],
+  ["cluster.ts"],
   ["tally.ts"],
   ["http"],
   ["jobs"],

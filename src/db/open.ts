@@ -1,7 +1,7 @@
 // Opens the configured database (embedded PGlite or a server) and decides the rollup engine.
 import { mkdir } from "node:fs/promises";
 import { EmbeddedDb } from "./embedded.js";
-import { ServerDb } from "./server.js";
+import { quoteIdent, ServerDb } from "./server.js";
 import type { Db, Queryable } from "./types.js";
 
 export type Engine = "timescale" | "postgres";
@@ -60,11 +60,46 @@ export async function openDatabase(opts: OpenOptions): Promise<OpenedDb> {
     db = new EmbeddedDb(pglite);
   }
   try {
-    const { engine, reason } = await chooseEngine(db, opts.forceEngine);
+    // Several processes may start at once on a fresh database: one at a time detects the engine and creates the
+    // extension, so none sees a half-made extension (or loses CREATE EXTENSION's race) and picks another engine.
+    const { engine, reason } = await db.withLock("engine-setup", () => chooseEngine(db, opts.forceEngine));
     return { db, engine, reason };
   } catch (err) {
     await db.close();
     throw err;
+  }
+}
+
+/**
+ * A pool on a streaming replica of the primary (DATABASE_READ_URL), for reads only: its sessions are read-only, so
+ * a write sent there by mistake fails rather than diverges.
+ */
+export function openReadReplica(opts: { url: string; poolSize: number; onPoolError?: (err: Error) => void }): Db {
+  return new ServerDb({
+    connectionString: opts.url,
+    max: opts.poolSize,
+    options: "-c TimeZone=UTC -c default_transaction_read_only=on",
+    applicationName: "tally-reads",
+    onError: opts.onPoolError,
+  });
+}
+
+/**
+ * CREATE EXTENSION IF NOT EXISTS, safe when another session creates the same extension at the same moment: the
+ * loser of that race waits on pg_extension's unique index and then fails with unique_violation (23505) — the
+ * extension exists, made by the other session. (The engine-setup lock prevents this between Tally processes; this
+ * covers anything else creating it, such as an older Tally or a provisioning script.)
+ */
+export async function ensureExtension(db: Queryable, name: string): Promise<void> {
+  try {
+    await db.query(`CREATE EXTENSION IF NOT EXISTS ${quoteIdent(name)}`);
+  } catch (err) {
+    if ((err as { code?: string }).code !== "23505") throw err;
+    const { rows } = await db.query<{ installed: boolean }>(
+      "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = $1) AS installed",
+      [name],
+    );
+    if (!rows[0]?.installed) throw err;
   }
 }
 
@@ -80,7 +115,7 @@ export async function chooseEngine(db: Queryable, forced?: Engine): Promise<{ en
   );
   if (!rows[0]?.available) return refuse("the timescaledb extension is not available on this server");
   try {
-    await db.query("CREATE EXTENSION IF NOT EXISTS timescaledb");
+    await ensureExtension(db, "timescaledb");
   } catch (err) {
     return refuse(`CREATE EXTENSION timescaledb failed: ${(err as Error).message}`);
   }

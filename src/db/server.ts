@@ -11,6 +11,8 @@ export interface ServerDbOptions {
   max: number;
   /** Extra session settings applied on every new connection (e.g. search_path for test isolation). */
   options?: string;
+  /** application_name of the sessions (pg_stat_activity). */
+  applicationName?: string;
   onError?: (err: Error) => void;
 }
 
@@ -58,6 +60,7 @@ export class ServerDb implements Db {
       connectionString: opts.connectionString,
       max: opts.max,
       options: opts.options,
+      application_name: opts.applicationName,
       connectionTimeoutMillis: 5_000,
       idleTimeoutMillis: 30_000,
     });

@@ -6,6 +6,7 @@ import type { Config } from "../config.js";
 import type { CreditLedgers } from "../credits/ledger.js";
 import type { MigrationFile } from "../db/migrate.js";
 import type { Engine } from "../db/open.js";
+import type { ReadRouter } from "../db/replica.js";
 import type { Db } from "../db/types.js";
 import type { IngestService } from "../ingest/service.js";
 import type { Invoices } from "../invoices/service.js";
@@ -18,6 +19,11 @@ import type { KeyRateLimiter } from "./rateLimit.js";
 export interface AppContext {
   config: Config;
   db: Db;
+  /**
+   * Where lag-tolerant reads go (usage series, the CSV export, the dashboard overview, simulations, forecasts):
+   * DATABASE_READ_URL's replica while it is close enough behind, else `db`. Nothing else reads from it.
+   */
+  reads: ReadRouter;
   engine: Engine;
   clock: Clock;
   log: Logger;
@@ -37,4 +43,6 @@ export interface AppContext {
   subscriptionOf(customer: string): Promise<{ plan: string; start: string; end: string | null } | null>;
   /** Set when shutdown begins: new requests get 503, in-flight ones finish. */
   state: { draining: boolean };
+  /** /metrics' text: this process's registry, or in a cluster worker every process's metrics added up. */
+  metricsText(): Promise<string>;
 }

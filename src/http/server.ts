@@ -15,6 +15,8 @@ export class HttpServer {
   constructor(
     private readonly ctx: AppContext,
     private readonly app: RequestListener,
+    /** Called for each request (a cluster worker counts what it answered). */
+    private readonly onRequest?: () => void,
   ) {}
 
   /** Listens on `port` and `host`; returns the base URL it answers at. */
@@ -22,6 +24,7 @@ export class HttpServer {
     const fast = entitlementFastPath(this.ctx);
     const server = createServer((req, res) => {
       this.#inFlight.add(res);
+      this.onRequest?.();
       res.once("close", () => this.#inFlight.delete(res));
       if (!fast(req, res)) this.app(req, res);
     });

@@ -52,9 +52,12 @@ export class JobRunner {
       ["job"],
       [0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300],
     );
-    this.#lastSuccess = metrics.gauge("tally_job_last_success_timestamp_seconds", "When each job last succeeded", [
-      "job",
-    ]);
+    this.#lastSuccess = metrics.gauge(
+      "tally_job_last_success_timestamp_seconds",
+      "When each job last succeeded",
+      ["job"],
+      "max",
+    );
   }
 
   register(job: Job): void {

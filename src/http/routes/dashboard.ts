@@ -186,10 +186,13 @@ function overviewRoute(t: RouteTable, ctx: AppContext): void {
         assertCustomerVisible(auth, query.customer);
         if (!(await getCustomer(ctx.db, query.customer))) throw notFound(`no customer ${query.customer}`);
       }
-      const o = await dashboardOverview(
-        { db: ctx.db, now: ctx.clock.now(), previousState: (c, m) => ctx.limits.state(c, m), credits: ctx.credits },
-        query.customer ?? auth?.customer ?? undefined,
-      );
+      // Lag-tolerant: the read replica when there is one close enough behind (credits and states: the primary's).
+      const { o, asOf } = await ctx.reads.run(async (r) => {
+        const deps = { db: r.db, now: ctx.clock.now(), credits: ctx.credits };
+        const previousState = (c: string, m: string) => ctx.limits.state(c, m);
+        const o = await dashboardOverview({ ...deps, previousState }, query.customer ?? auth?.customer ?? undefined);
+        return { o, asOf: r.asOf(o.as_of) };
+      });
       return {
         status: 200,
         body: {
@@ -203,7 +206,7 @@ function overviewRoute(t: RouteTable, ctx: AppContext): void {
           })),
           period: spanJson(o.period),
           previous_period: spanJson(o.previous_period),
-          as_of: isoTime(o.as_of),
+          as_of: isoTime(asOf),
         },
       };
     },

@@ -139,11 +139,15 @@ function simulationRoute(t: RouteTable, ctx: AppContext): void {
     },
     handle: async ({ body }) => {
       const prices = checkedPrices(body.prices);
-      const sim = await simulate(
-        ctx.db,
-        { plan: body.plan, month: body.period, prices, customers: body.customers },
-        ctx.clock.now(),
-      );
+      // Lag-tolerant: the read replica when there is one close enough behind.
+      const { sim, asOf } = await ctx.reads.run(async (r) => {
+        const sim = await simulate(
+          r.db,
+          { plan: body.plan, month: body.period, prices, customers: body.customers },
+          ctx.clock.now(),
+        );
+        return { sim, asOf: r.asOf(sim.asOf) };
+      });
       const money = (d: Dec) => formatMoney(d, sim.currency);
       const row = (current: Dec, simulated: Dec) => ({
         current: money(current),
@@ -166,7 +170,7 @@ function simulationRoute(t: RouteTable, ctx: AppContext): void {
           totals: row(sim.totals.current, sim.totals.simulated),
           not_on_plan: (body.customers ?? []).filter((c) => !found.has(c)),
           no_period: sim.noPeriod,
-          as_of: isoTime(sim.asOf),
+          as_of: isoTime(asOf),
         },
       };
     },
@@ -189,14 +193,17 @@ function forecastRoute(t: RouteTable, ctx: AppContext): void {
     handle: async ({ params, auth }) => {
       assertCustomerVisible(auth, params.id);
       if (!(await getCustomer(ctx.db, params.id))) throw notFound(`no customer ${params.id}`);
-      const f = await forecastCustomer(ctx.db, params.id, ctx.clock.now());
+      const { f, asOf } = await ctx.reads.run(async (r) => {
+        const f = await forecastCustomer(r.db, params.id, ctx.clock.now());
+        return { f, asOf: r.asOf(f.asOf) };
+      });
       const money = (d: Dec) => (f.currency ? formatMoney(d, f.currency) : formatDecimal(d));
       return {
         status: 200,
         body: {
           customer: f.customer,
           period: { start: isoTime(f.period.start), end: isoTime(f.period.end) },
-          as_of: isoTime(f.asOf),
+          as_of: isoTime(asOf),
           method: f.method,
           currency: f.currency,
           meters: f.meters.map((m) => ({

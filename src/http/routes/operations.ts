@@ -78,7 +78,7 @@ export function operationsRoutes(t: RouteTable, ctx: AppContext): void {
     responses: { 200: { description: "Prometheus text format", schema: z.string(), contentType: "text/plain" } },
     handle: async ({ res }) => {
       res.setHeader("Content-Type", ctx.metrics.registry.contentType);
-      res.status(200).send(await ctx.metrics.registry.metrics());
+      res.status(200).send(await ctx.metricsText());
       return undefined;
     },
   });

@@ -118,7 +118,7 @@ function seriesRoute(t: RouteTable, ctx: AppContext): void {
         `meter ${query.meter}`,
       );
       const range = alignedRange(query.granularity, query.from, query.to);
-      const asOf = ctx.clock.now();
+      const now = ctx.clock.now();
       const series = {
         granularity: query.granularity,
         ...range,
@@ -126,7 +126,12 @@ function seriesRoute(t: RouteTable, ctx: AppContext): void {
         meter: query.meter,
         ...dims,
       };
-      const rows = await runSeriesFigures(ctx.db, series, aggregation);
+      // Lag-tolerant: the read replica when there is one close enough behind; as_of then says how far it replayed.
+      const { rows, asOf } = await ctx.reads.run(async (r) => ({
+        rows: await runSeriesFigures(r.db, series, aggregation),
+        asOf: r.asOf(now),
+      }));
+      // On the primary: a customer created a moment ago exists, replayed or not.
       if (rows.length === 0 && !(await getCustomer(ctx.db, query.customer)))
         throw notFound(`no customer ${query.customer}`);
       // A grouped answer repeats each bucket once per group: its bounds are formatted once.
@@ -203,16 +208,19 @@ function exportRoute(t: RouteTable, ctx: AppContext): void {
         query.meter ? `meter ${query.meter}` : "any meter",
       );
       const range = alignedRange(query.granularity, query.from, query.to);
-      const chunks = exportCsv(ctx.db, {
-        granularity: query.granularity,
-        ...range,
-        customer,
-        meter: query.meter,
-        ...dims,
+      // Pull the first chunk before answering: a database error then is still a clean problem+json (and a replica
+      // that fails then is replaced by the primary).
+      const { iterator, first } = await ctx.reads.run(async (r) => {
+        const chunks = exportCsv(r.db, {
+          granularity: query.granularity,
+          ...range,
+          customer,
+          meter: query.meter,
+          ...dims,
+        });
+        const iterator = chunks[Symbol.asyncIterator]();
+        return { iterator, first: await iterator.next() };
       });
-      const iterator = chunks[Symbol.asyncIterator]();
-      // Pull the first chunk before answering: a database error then is still a clean problem+json.
-      const first = await iterator.next();
       const name = `usage-${customer ?? "all"}-${query.granularity}-${isoTime(range.from).slice(0, 10)}.csv`.replace(
         /[^\w.@-]/g,
         "_",
