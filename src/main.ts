@@ -45,12 +45,24 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
   const url = await tally.listen();
-  log.info({ url, engine: tally.ctx.engine }, `Tally listening on ${url}`);
+  // What it listens on, as configured (HOST), and a URL that reaches it from this machine: not the same thing when
+  // HOST is 0.0.0.0 (the default) or ::, which is every network interface.
+  const everywhere = config.HOST === "0.0.0.0" || config.HOST === "::";
+  const listening = `http://${config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST}:${new URL(url).port}`;
+  log.info(
+    { listening, url, engine: tally.ctx.engine, pid: process.pid },
+    everywhere
+      ? `Tally listening on ${listening} (every network interface), reachable here at ${url}`
+      : `Tally listening on ${listening}`,
+  );
   // Printed once, to the terminal only: keys never go through the logger.
   const keyNotice = tally.createdAdminKey
     ? `\nAn admin API key was created. It is shown only this once; keep it safe:\n\n  ${tally.createdAdminKey}\n`
     : "";
-  process.stdout.write(`${keyNotice}\nTally is running at ${url} (engine: ${tally.ctx.engine})\n\n`);
+  const where = everywhere
+    ? `It listens on every network interface (HOST=${config.HOST}); HOST=127.0.0.1 keeps it to this machine.\n`
+    : "";
+  process.stdout.write(`${keyNotice}\nTally is running at ${url} (engine: ${tally.ctx.engine})\n${where}\n`);
 }
 
 main().catch((err) => {

@@ -178,9 +178,10 @@ export async function createTally(opts: TallyOptions): Promise<Tally> {
       server.requestTimeout = 3_600_000;
       await once(server, "listening");
       if (config.TALLY_JOBS === "on") jobs.start();
+      // A URL to reach it from this machine: bound to every interface (0.0.0.0, ::), that is loopback.
       const address = server.address() as AddressInfo;
-      const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
-      return `http://${shown === "0.0.0.0" ? "127.0.0.1" : shown}:${address.port}`;
+      const local = address.address === "0.0.0.0" ? "127.0.0.1" : address.address === "::" ? "::1" : address.address;
+      return `http://${local.includes(":") ? `[${local}]` : local}:${address.port}`;
     },
     shutdown() {
       stopped ??= (async () => {
