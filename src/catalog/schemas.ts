@@ -51,8 +51,8 @@ export function unstorableText(value: unknown): { path: PropertyKey[]; message: 
   return found;
 }
 
+// Nothing was metered before 1970, and the month after 9999-12 has no four-digit year.
 const MIN_PERIOD_YEAR = 1970;
-// The month after 9999-12 has no four-digit year, and Date.UTC reads the years 0–99 as 1900–1999.
 const MAX_PERIOD_YEAR = 9998;
 
 /** A billing period: a UTC calendar month as YYYY-MM. */
