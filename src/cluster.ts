@@ -7,7 +7,7 @@ import { AggregatorRegistry, type Registry } from "prom-client";
 import { backoffMs } from "./backoff.js";
 import type { Config } from "./config.js";
 import type { Logger } from "./logger.js";
-import { createTally, type Tally } from "./tally.js";
+import { createTally, listeningLine, type Tally } from "./tally.js";
 
 type Message =
   /** worker → primary: it hears messages now (one sent before would be lost). */
@@ -100,7 +100,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const keyNotice = tally.createdAdminKey
     ? `\nAn admin API key was created. It is shown only this once; keep it safe:\n\n  ${tally.createdAdminKey}\n`
     : "";
-  log.info({ url, engine: tally.ctx.engine, workers: config.TALLY_WORKERS }, `Tally listening on ${url}`);
+  const { listening, message } = listeningLine(config.HOST, url);
+  log.info({ listening, url, engine: tally.ctx.engine, workers: config.TALLY_WORKERS }, message);
   process.stdout.write(
     `${keyNotice}\nTally is running at ${url} (engine: ${tally.ctx.engine}, ${config.TALLY_WORKERS} workers)\n\n`,
   );

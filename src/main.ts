@@ -4,7 +4,7 @@ import cluster from "node:cluster";
 import { runPrimary, WorkerLink } from "./cluster.js";
 import { type Config, ConfigError, loadConfig } from "./config.js";
 import { createLogger, type Logger } from "./logger.js";
-import { createTally } from "./tally.js";
+import { createTally, listeningLine } from "./tally.js";
 
 async function main(): Promise<void> {
   let config: Config;
@@ -72,12 +72,16 @@ async function serve(config: Config, log: Logger, link: WorkerLink | undefined):
     link.listening(url); // the primary logs it
     return;
   }
-  log.info({ url, engine: tally.ctx.engine }, `Tally listening on ${url}`);
+  const { listening, message, everywhere } = listeningLine(config.HOST, url);
+  log.info({ listening, url, engine: tally.ctx.engine, pid: process.pid }, message);
   // Printed once, to the terminal only: keys never go through the logger.
   const keyNotice = tally.createdAdminKey
     ? `\nAn admin API key was created. It is shown only this once; keep it safe:\n\n  ${tally.createdAdminKey}\n`
     : "";
-  process.stdout.write(`${keyNotice}\nTally is running at ${url} (engine: ${tally.ctx.engine})\n\n`);
+  const where = everywhere
+    ? `It listens on every network interface (HOST=${config.HOST}); HOST=127.0.0.1 keeps it to this machine.\n`
+    : "";
+  process.stdout.write(`${keyNotice}\nTally is running at ${url} (engine: ${tally.ctx.engine})\n${where}\n`);
 }
 
 main().catch((err) => {

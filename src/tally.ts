@@ -16,6 +16,10 @@ import type { AppContext } from "./http/context.js";
 import { isoTime } from "./http/format.js";
 import { KeyRateLimiter } from "./http/rateLimit.js";
 import { HttpServer } from "./http/server.js";
+
+/** The start-up line main.ts and the cluster primary log. */
+export { listeningLine } from "./http/server.js";
+
 import { IngestService } from "./ingest/service.js";
 import { Invoices } from "./invoices/service.js";
 import { JobRunner } from "./jobs/runner.js";

@@ -1,6 +1,7 @@
 // Portal tokens and the dashboard's read endpoints, on both engines: a token is minted by admin only, lives
-// 1 s to 24 h, reads only its customer, can never ingest or read setup, and expires (401). The overview's spend
-// equals each customer's summary total; the pages carry the right CSP and cache headers.
+// 1 s to 24 h, reads only its customer, can never ingest or read setup, expires (401) and is revoked by its id (401
+// at once, in every process). The overview's spend equals each customer's summary total; the pages carry the right
+// CSP and cache headers.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -60,6 +61,7 @@ describe.each(BACKENDS)("portal tokens on %s", (backend) => {
     const res = await mint("pt_a");
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     expect(res.body.token).toMatch(/^tally_pt_/);
+    expect(res.body.id).toMatch(/^pt_[\w-]+$/);
     expect(res.body.expires_at).toBe("2026-11-20T13:00:00Z");
     const { rows } = await t.tally.ctx.db.query("SELECT * FROM portal_tokens");
     expect(JSON.stringify(rows)).not.toContain(res.body.token);
@@ -137,7 +139,7 @@ describe.each(BACKENDS)("portal tokens on %s", (backend) => {
     ).toBe(403);
   });
 
-  it("when a token has expired, then 401 token_expired — also right after it was accepted (cached)", async () => {
+  it("when a token has expired, then 401 token_expired — also right after it was accepted", async () => {
     const token = bearer((await mint("pt_a", { ttl_seconds: 60 })).body.token);
     expect((await api().get("/v1/customers/pt_a/summary").set(token)).status).toBe(200);
     clock.advance(60_000);
@@ -155,6 +157,53 @@ describe.each(BACKENDS)("portal tokens on %s", (backend) => {
       expect(pruned.body.summary.portal_tokens_deleted).toBeGreaterThanOrEqual(2);
     } finally {
       clock.set(NOW);
+    }
+  });
+
+  it("when a token is revoked by its id, then it answers 401 from the next request on — also in another process", async () => {
+    const minted = await mint("pt_a");
+    expect(minted.body.id).toMatch(/^pt_/);
+    const token = bearer(minted.body.token);
+    // Another Tally on the same database (the embedded engine belongs to one process: there, this one again).
+    const other =
+      backend === "postgres" && t.database.url
+        ? await startTestTally(backend, { clock, database: t.database, webDirectory: web })
+        : undefined;
+    try {
+      const apps = [t.tally.app, (other ?? t).tally.app];
+      for (const app of apps)
+        expect((await request(app).get("/v1/customers/pt_a/summary").set(token)).status).toBe(200);
+      const others = [
+        (
+          await api()
+            .post("/v1/api-keys")
+            .set(admin)
+            .send({ scopes: ["read"] })
+        ).body.key as string,
+        minted.body.token as string,
+      ];
+      for (const key of others) {
+        expect((await api().delete(`/v1/portal-tokens/${minted.body.id}`).set(bearer(key))).status).toBe(403);
+      }
+      expect((await api().delete(`/v1/portal-tokens/${minted.body.id}`).set(admin)).status).toBe(204);
+      for (const app of apps) {
+        const res = await request(app).get("/v1/customers/pt_a/summary").set(token);
+        expect(res.status).toBe(401);
+        expect(res.body.code).toBe("unauthorized");
+        expect(res.headers["www-authenticate"]).toMatch(/^Bearer/);
+      }
+      expect((await api().delete(`/v1/portal-tokens/${minted.body.id}`).set(admin)).status).toBe(404);
+      expect((await api().delete("/v1/portal-tokens/pt_never").set(admin)).status).toBe(404);
+      // Other tokens of the customer are untouched.
+      expect(
+        (
+          await api()
+            .get("/v1/customers/pt_a/summary")
+            .set(bearer((await mint("pt_a")).body.token))
+        ).status,
+      ).toBe(200);
+    } finally {
+      await other?.close();
     }
   });
 

@@ -54,6 +54,15 @@ describe("buckets", () => {
       end: d("2026-12-01T00:00:00Z"),
     });
   });
+
+  it.each([
+    ["alignDown", () => alignDown(d("0050-03-05T07:00:00Z"), "month"), "0050-03-01T00:00:00.000Z"],
+    ["addBuckets", () => addBuckets(d("0099-12-01T00:00:00Z"), "month", 1), "0100-01-01T00:00:00.000Z"],
+    ["addBuckets back", () => addBuckets(d("0001-01-15T10:30:00Z"), "month", -1), "0000-12-15T10:30:00.000Z"],
+    ["a billing period", () => new BillingCalendar([]).periodStartingIn("0050-06")?.end, "0050-07-01T00:00:00.000Z"],
+  ])("when %s meets a year from 0 to 99, then it stays that year (Date.UTC would make it 19xx)", (_, f, iso) => {
+    expect(f()?.toISOString()).toBe(iso);
+  });
 });
 
 describe("series plan", () => {

@@ -1,10 +1,16 @@
 // `npm start` as a user runs it: a real process on the embedded engine (first start, restart on the same
-// data) and on the real PostgreSQL, stopped with SIGTERM; and a bad configuration refused at once.
+// data) and on the real PostgreSQL, stopped with SIGTERM; and a bad configuration refused at once. And `npm start`
+// itself under a process manager (SIGTERM to npm alone) and in a terminal (Ctrl-C: SIGINT to its process group):
+// Tally gets the signal once, shuts down gracefully, and no process is left.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createServerDatabase } from "./helpers/databases.js";
+import { until } from "./helpers/eventually.js";
 import { runTallyExpectingFailure, spawnTally, type TallyProcess } from "./helpers/process.js";
 
 async function readyz(url: string) {
@@ -93,4 +99,83 @@ describe("start-up as a process", () => {
     expect(code).toBe(1);
     for (const name of ["PORT", "TALLY_ENGINE", "TALLY_CRON_REFRESH", "DATABASE_URL"]) expect(stderr).toContain(name);
   });
+});
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe("npm start", () => {
+  it.each([
+    { how: "a process manager sends SIGTERM to npm alone", host: "127.0.0.1", signal: "SIGTERM", group: false },
+    { how: "Ctrl-C sends SIGINT to npm's whole process group", host: "0.0.0.0", signal: "SIGINT", group: true },
+  ] as const)(
+    "when $how, then Tally gets it once, stops gracefully, and no process is left",
+    async (c) => {
+      const dataDir = await mkdtemp(join(tmpdir(), "tally-npm-start-"));
+      const npm = spawn("npm", ["start"], {
+        cwd: fileURLToPath(new URL("..", import.meta.url)),
+        env: {
+          PATH: process.env.PATH ?? "",
+          HOME: process.env.HOME ?? tmpdir(),
+          PORT: "0",
+          HOST: c.host,
+          TALLY_DATA_DIR: dataDir,
+          TALLY_ADMIN_KEY: "npm-start-admin-key-0123456789",
+          LOG_LEVEL: "info",
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true, // its own process group, as a terminal's foreground job or a supervisor's child
+      });
+      const npmPid = npm.pid as number;
+      let out = "";
+      npm.stdout.on("data", (d) => {
+        out += d;
+      });
+      npm.stderr.on("data", (d) => {
+        out += d;
+      });
+      const exited = once(npm, "exit").then(([code]) => code as number | null);
+      let tallyPid: number | undefined;
+      onTestFinished(async () => {
+        for (const pid of [npmPid, tallyPid]) if (pid && alive(-pid)) process.kill(-pid, "SIGKILL");
+        await rm(dataDir, { recursive: true, force: true });
+      });
+      // npm start builds first: minutes on a busy machine.
+      const started = await until(
+        async () => /Tally is running at (http:\/\/\S+)/.exec(out)?.[1],
+        (url) => url !== undefined || npm.exitCode !== null,
+        { timeout: 240_000 },
+      );
+      expect(started.value, out).toBeDefined();
+      const url = started.value as string;
+      const listening = JSON.parse(out.split("\n").find((l) => l.includes('"msg":"Tally listening on')) as string);
+      tallyPid = listening.pid as number;
+      expect(tallyPid).not.toBe(npmPid);
+      expect((await fetch(`${url}/readyz`)).status).toBe(200);
+      // It says what it listens on, and where to reach it from here.
+      expect(listening.listening).toMatch(new RegExp(`^http://${c.host.replaceAll(".", "\\.")}:\\d+$`));
+      expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      if (c.host === "0.0.0.0") expect(out).toMatch(/listens on every network interface/);
+
+      process.kill(c.group ? -npmPid : npmPid, c.signal);
+      expect(await exited, out).toBe(0);
+      const gone = await until(
+        async () => [npmPid, tallyPid as number].filter((pid) => alive(pid) || alive(-pid)),
+        (left) => left.length === 0,
+        { timeout: 30_000 },
+      );
+      expect(gone.value).toEqual([]);
+      expect(out.match(/"msg":"signal received"/g)).toHaveLength(1);
+      expect(out).toContain(`"signal":"${c.signal}","msg":"signal received"`);
+      expect(out).toMatch(/"msg":"stopped"/);
+      expect(out).not.toMatch(/second signal|did not finish/);
+    },
+    300_000,
+  );
 });

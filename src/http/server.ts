@@ -37,9 +37,10 @@ export class HttpServer {
     // NDJSON bulk loads (up to 1 GiB by default) may take minutes to stream; Node's default is 5 minutes.
     server.requestTimeout = 3_600_000;
     await once(server, "listening");
+    // A URL to reach it from this machine: bound to every interface (0.0.0.0, ::), that is loopback.
     const address = server.address() as AddressInfo;
-    const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
-    return `http://${shown === "0.0.0.0" ? "127.0.0.1" : shown}:${address.port}`;
+    const local = address.address === "0.0.0.0" ? "127.0.0.1" : address.address === "::" ? "::1" : address.address;
+    return `http://${local.includes(":") ? `[${local}]` : local}:${address.port}`;
   }
 
   /**
@@ -65,4 +66,17 @@ export class HttpServer {
     await closed;
     clearTimeout(timer);
   }
+}
+
+/**
+ * The start-up line: what Tally listens on, as configured (HOST), and a URL that reaches it from this machine — not
+ * the same thing when HOST is 0.0.0.0 (the default) or ::, which is every network interface.
+ */
+export function listeningLine(host: string, url: string): { listening: string; message: string; everywhere: boolean } {
+  const everywhere = host === "0.0.0.0" || host === "::";
+  const listening = `http://${host.includes(":") ? `[${host}]` : host}:${new URL(url).port}`;
+  const message = everywhere
+    ? `Tally listening on ${listening} (every network interface), reachable here at ${url}`
+    : `Tally listening on ${listening}`;
+  return { listening, message, everywhere };
 }

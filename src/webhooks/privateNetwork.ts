@@ -68,12 +68,13 @@ const DNS_TIMEOUT_MS = 3_000;
  * Why an http(s) URL must not be called when private addresses are not allowed, or undefined when it may be: its host
  * is localhost, a private IP literal, or a name that resolves to a private address (every address it has is checked).
  * A name that does not resolve (in DNS_TIMEOUT_MS) is allowed with `unresolved: "allow"` (registration: it may exist
- * later) and refused with "refuse" (delivery: the request would not get anywhere).
+ * later) and refused with "refuse" (delivery: the request would not get anywhere). `resolve`: DNS (tests replace it).
  */
 export async function privateTarget(
   url: string,
-  opts: { unresolved: "allow" | "refuse" },
+  opts: { unresolved: "allow" | "refuse"; resolve?: (host: string) => Promise<{ address: string }[]> },
 ): Promise<string | undefined> {
+  const resolve = opts.resolve ?? ((name: string) => lookup(name, { all: true, verbatim: true }));
   const host = new URL(url).hostname.replace(/^\[(.*)\]$/, "$1").replace(/\.$/, "");
   if (host === "localhost" || host.endsWith(".localhost")) return `${host} is this machine`;
   if (isIP(host)) return isPrivateAddress(host) ? `${host} is not a public address` : undefined;
@@ -83,7 +84,7 @@ export async function privateTarget(
     timer.unref();
   });
   try {
-    const addresses = await Promise.race([lookup(host, { all: true, verbatim: true }), timeout]);
+    const addresses = await Promise.race([resolve(host), timeout]);
     const found = addresses.find((a) => isPrivateAddress(a.address));
     return found ? `${host} resolves to ${found.address}, which is not a public address` : undefined;
   } catch (err) {
