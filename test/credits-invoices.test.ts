@@ -121,7 +121,14 @@ describe.each(BACKENDS)("credits on invoices and grouped prices on %s", (backend
       }),
     );
     expect(sim.body.customers).toEqual([
-      { customer: "frozen", current: "26.00", simulated: "28.00", difference: "2.00", current_from: "final_invoice" },
+      {
+        customer: "frozen",
+        period: { start: "2026-11-01T00:00:00Z", end: "2026-12-01T00:00:00Z" },
+        current: "26.00",
+        simulated: "28.00",
+        difference: "2.00",
+        current_from: "final_invoice",
+      },
     ]);
   });
 

@@ -193,6 +193,9 @@ describe("pricing", { timeout: 180_000 }, () => {
           plan: "basic-usd",
           start: "2026-11-10T00:00:00Z",
           end: null,
+          // A plan change keeps the customer's cycle (here calendar months, from the first subscription).
+          billing: { interval: "month", interval_count: 1, anchor: "2026-10-01T00:00:00Z", time_zone: "UTC" },
+          current_period: { start: "2026-11-01T00:00:00Z", end: "2026-12-01T00:00:00Z" },
           previous: { plan: "worked", start: "2026-10-01T00:00:00Z", end: "2026-11-10T00:00:00Z" },
         });
         const c = await api().get("/v1/customers/sub%40example.com").set(admin);
