@@ -1,6 +1,6 @@
 // Exponential backoff with jitter, for every retry in Tally (webhook deliveries, Stripe requests).
 
-export interface BackoffOptions {
+interface BackoffOptions {
   /** The delay of the first retry, before jitter. */
   baseMs: number;
   /** No delay grows past this, before jitter. */

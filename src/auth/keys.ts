@@ -11,7 +11,7 @@ import type { Auth, Scope } from "./types.js";
 const CACHE_TTL_MS = 5_000;
 const CACHE_MAX = 10_000;
 
-export function generateKey(): { id: string; key: string } {
+function generateKey(): { id: string; key: string } {
   return { id: `key_${randomBytes(9).toString("base64url")}`, key: `tally_${randomBytes(32).toString("base64url")}` };
 }
 

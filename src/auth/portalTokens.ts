@@ -10,7 +10,7 @@ export const PORTAL_TOKEN_PREFIX = "tally_pt_";
 export const PORTAL_TTL_DEFAULT_SECONDS = 3600;
 export const PORTAL_TTL_MAX_SECONDS = 86_400;
 
-export interface MintedPortalToken {
+interface MintedPortalToken {
   id: string;
   token: string;
   customer: string;
@@ -36,7 +36,7 @@ export async function mintPortalToken(
   return { id, token, customer, expiresAt };
 }
 
-export interface PortalTokenRow {
+interface PortalTokenRow {
   id: string;
   token_hash: Buffer;
   customer_id: string;

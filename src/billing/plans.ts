@@ -7,7 +7,7 @@ import type { Model, PriceOverride, PriceVersion, Tier } from "../pricing/models
 import { Dec } from "../pricing/money.js";
 import type { PlanPrices } from "../pricing/segments.js";
 
-export interface Plan {
+interface Plan {
   key: string;
   name: string;
   currency: string;

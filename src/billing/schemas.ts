@@ -76,7 +76,7 @@ export const priceVersionBody = z
   })
   .meta({ id: "PriceVersionInput" });
 
-export const tierSchema = z.object({ up_to: z.string().nullable(), unit_price: z.string(), flat_price: z.string() });
+const tierSchema = z.object({ up_to: z.string().nullable(), unit_price: z.string(), flat_price: z.string() });
 
 export const priceVersionSchema = z
   .object({
@@ -117,7 +117,7 @@ export const planSchema = z
   })
   .meta({ id: "Plan" });
 
-export const billingCycleInput = z
+const billingCycleInput = z
   .strictObject({
     interval: z.enum(["day", "week", "month", "year"]).optional().meta({ description: "Default month" }),
     interval_count: z.number().int().min(1).optional().meta({ description: "Default 1" }),
@@ -139,7 +139,7 @@ export const subscriptionBody = z
   })
   .meta({ id: "SubscriptionInput" });
 
-export const billingCycleSchema = z
+const billingCycleSchema = z
   .object({
     interval: z.enum(["day", "week", "month", "year"]),
     interval_count: z.number().int(),
@@ -148,7 +148,7 @@ export const billingCycleSchema = z
   })
   .meta({ id: "BillingCycle" });
 
-export const periodBoundsSchema = z.object({ start: z.string(), end: z.string() }).meta({ id: "PeriodBounds" });
+const periodBoundsSchema = z.object({ start: z.string(), end: z.string() }).meta({ id: "PeriodBounds" });
 
 export const subscriptionSchema = z
   .object({

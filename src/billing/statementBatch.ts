@@ -53,7 +53,7 @@ export function plansOf(
   return loadPlanPrices(db, [...new Set([...subscriptions.values()].flat().map((s) => s.plan))]);
 }
 
-export interface BatchRequest {
+interface BatchRequest {
   period: Period;
   /** The customers to price, each with its subscriptions (those outside the period are left out here). */
   subscriptions: ReadonlyMap<string, SubscriptionSpan[]>;
@@ -63,7 +63,7 @@ export interface BatchRequest {
 }
 
 /** What the statements of a batch are priced from, read once. */
-export interface StatementBatch {
+interface StatementBatch {
   period: Period;
   customers: string[];
   /** The customer's statement priced by `plans` (one of the request's plan sets). */
@@ -79,7 +79,7 @@ const shapeKey = (subs: SubscriptionSpan[]) =>
   subs.map((s) => `${s.plan}@${s.start.getTime()}-${s.end?.getTime() ?? ""}`).join(",");
 
 /** Reads what the statements of every customer of `req.subscriptions` for `req.period` need, in one pass. */
-export async function loadStatementBatch(db: Queryable, req: BatchRequest): Promise<StatementBatch> {
+async function loadStatementBatch(db: Queryable, req: BatchRequest): Promise<StatementBatch> {
   const { period, meters } = req;
   const subsOf = new Map<string, SubscriptionSpan[]>();
   for (const [customer, subs] of req.subscriptions) {

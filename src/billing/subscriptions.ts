@@ -13,7 +13,7 @@ export interface Subscription extends SubscriptionSpan {
 }
 
 /** What a request says of the cycle; what it leaves out takes its default (PRODUCT.md "Billing cycles"). */
-export interface CycleInput {
+interface CycleInput {
   interval?: Interval;
   intervalCount?: number;
   anchor?: Date;
@@ -52,7 +52,7 @@ const fromRow = (r: Row): Subscription => ({
  * calendar month that contains `start`), else the cycle in effect (a plan change keeps the customer's cycle), else
  * UTC calendar months. Refused with 422 when a boundary could fall off a whole UTC hour.
  */
-export function cycleFor(input: CycleInput | undefined, start: Date, inEffect: BillingCycle | undefined): BillingCycle {
+function cycleFor(input: CycleInput | undefined, start: Date, inEffect: BillingCycle | undefined): BillingCycle {
   if (!input) return inEffect ?? defaultCycle(start);
   const timeZone = input.timeZone ?? "UTC";
   const cycle: BillingCycle = {

@@ -14,7 +14,7 @@ export interface Customer {
   updatedAt: Date;
 }
 
-export interface CustomerInput {
+interface CustomerInput {
   name?: string | null | undefined;
   email?: string | null | undefined;
   stripe_customer_id?: string | null | undefined;

@@ -18,7 +18,7 @@ export interface Meter {
   updatedAt: Date;
 }
 
-export interface MeterInput {
+interface MeterInput {
   name: string;
   unit: string;
   aggregation: Aggregation;

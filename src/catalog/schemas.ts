@@ -133,7 +133,7 @@ export const dimensionKey = z
   .refine(storableText, STORABLE_TEXT_MESSAGE)
   .meta({ description: "An event property key", example: "model" });
 
-export const MAX_DIMENSIONS = 4;
+const MAX_DIMENSIONS = 4;
 
 export const stripeValue = z.enum(["quantity", "amount"]);
 export type StripeValue = z.infer<typeof stripeValue>;

@@ -7,7 +7,7 @@
 // an hour after that hour's mark was claimed (and refreshed, or turned into Stripe targets) without marking it again.
 import { type Db, lockId, type Queryable } from "../db/types.js";
 
-export const CHANGED_HOURS_LOCK = lockId("rollup-invalidations");
+const CHANGED_HOURS_LOCK = lockId("rollup-invalidations");
 
 /** Marks the hours (epoch ms) of a committing batch, for the rollups and for the Stripe sync. Run it last. */
 export async function markTouchedHours(tx: Queryable, hours: Iterable<number>): Promise<void> {

@@ -14,7 +14,7 @@
 //     forfeits what comes back. A decrease beyond what credits paid reduces the invoiced part;
 //   - within an hour, decreases come before increases (credit given back can pay that hour), meters in key order.
 
-export const HOUR_MS = 3_600_000;
+const HOUR_MS = 3_600_000;
 
 export interface CreditGrant {
   id: string;
@@ -41,7 +41,7 @@ export interface ChargeIncrement {
   amount: bigint;
 }
 
-export type EntryKind = "draw" | "give_back" | "forfeit";
+type EntryKind = "draw" | "give_back" | "forfeit";
 
 export interface LedgerEntry {
   kind: EntryKind;
@@ -55,7 +55,7 @@ export interface LedgerEntry {
   amount: bigint;
 }
 
-export type GrantStatus = "pending" | "active" | "expired" | "voided";
+type GrantStatus = "pending" | "active" | "expired" | "voided";
 
 export interface GrantBalance {
   id: string;
@@ -79,7 +79,7 @@ const alignDownHour = (ms: number) => Math.floor(ms / HOUR_MS) * HOUR_MS;
 const alignUpHour = (ms: number) => Math.ceil(ms / HOUR_MS) * HOUR_MS;
 
 /** When the grant stops covering: the earlier of expires_at and voided_at, or +∞. */
-export function coverageEnd(g: CreditGrant): number {
+function coverageEnd(g: CreditGrant): number {
   const ends = [g.expiresAt, g.voidedAt].filter((d): d is Date => d !== null).map((d) => d.getTime());
   return ends.length > 0 ? Math.min(...ends) : Number.POSITIVE_INFINITY;
 }
@@ -91,12 +91,12 @@ export function coversHour(g: CreditGrant, hour: number): boolean {
 }
 
 /** The instant its remainder is forfeited: the end of the last hour it covers (∞ when it never ends). */
-export function forfeitAt(g: CreditGrant): number {
+function forfeitAt(g: CreditGrant): number {
   const end = coverageEnd(g);
   return Number.isFinite(end) ? alignUpHour(end) : end;
 }
 
-export function covers(g: CreditGrant, meter: string): boolean {
+function covers(g: CreditGrant, meter: string): boolean {
   return g.meters === null || g.meters.includes(meter);
 }
 
@@ -119,7 +119,7 @@ export function statusAt(g: CreditGrant, asOf: number): GrantStatus {
 }
 
 /** Increments in ledger order: by hour, decreases before increases, then meter key. */
-export function incrementOrder(a: ChargeIncrement, b: ChargeIncrement): number {
+function incrementOrder(a: ChargeIncrement, b: ChargeIncrement): number {
   if (a.hour !== b.hour) return a.hour - b.hour;
   const sign = (x: ChargeIncrement) => (x.amount < 0n ? 0 : 1);
   if (sign(a) !== sign(b)) return sign(a) - sign(b);

@@ -11,7 +11,7 @@ import { enqueueEvent } from "../webhooks/outbox.js";
 import type { CreditMode, CreditSettings } from "./grants.js";
 import { balanceOf, type CreditLedger, meterBalance } from "./ledger.js";
 
-export interface CreditView {
+interface CreditView {
   mode: CreditMode;
   alertBelow: Dec | null;
   currency: string | null;
@@ -56,7 +56,7 @@ export function creditView(
   };
 }
 
-export const creditAlertEventId = (alertId: string): string =>
+const creditAlertEventId = (alertId: string): string =>
   `evt_${createHash("sha256").update(`tally-credit-alert:${alertId}`).digest("base64url").slice(0, 24)}`;
 
 /**

@@ -22,7 +22,7 @@ export interface StoredGrant {
   createdAt: Date;
 }
 
-export interface GrantInput {
+interface GrantInput {
   amount: string;
   priority?: number | undefined;
   effective_at?: Date | undefined;

@@ -15,7 +15,7 @@ import { quantityOf, rangeTotals } from "../rollups/totals.js";
 const HOUR = 3_600_000;
 
 /** One group's figure for the meter's aggregation over a stretch of time. */
-export interface GroupFigure {
+interface GroupFigure {
   /** JSON of `values`: the group's identity. */
   key: string;
   values: (string | null)[];
@@ -23,7 +23,7 @@ export interface GroupFigure {
 }
 
 /** What a grouped read is keyed by: the meter and the version's group_by. */
-export const groupedKey = (meter: string, groupBy: readonly string[]) => `${meter}|${JSON.stringify(groupBy)}`;
+const groupedKey = (meter: string, groupBy: readonly string[]) => `${meter}|${JSON.stringify(groupBy)}`;
 
 /** The grouped figures of one customer: whole hours from the hourly series, cut hours from their own reads. */
 export class GroupedHours {

@@ -25,7 +25,7 @@ export interface StatementCredits {
   consistent: boolean;
 }
 
-export function statementCredits(ledger: CreditLedger, st: Statement): StatementCredits {
+function statementCredits(ledger: CreditLedger, st: Statement): StatementCredits {
   const subtotal = st.invoice.total;
   const currency = st.currency;
   const applied = creditsOf(ledger, st.period).filter((c) => c.grant.currency === currency);

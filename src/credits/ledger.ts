@@ -53,7 +53,7 @@ export function asCreditGrant(g: StoredGrant): CreditGrant {
   };
 }
 
-export interface LedgerOptions {
+interface LedgerOptions {
   /** Events may be this old when they arrive (TALLY_EVENT_MAX_AGE_DAYS). */
   maxEventAgeMs: number;
   /** Events may be this far ahead (TALLY_EVENT_MAX_FUTURE_SECONDS): a period that starts soon may have usage. */

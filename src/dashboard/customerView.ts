@@ -9,7 +9,7 @@ import { listMeters } from "../catalog/meters.js";
 import type { Queryable } from "../db/types.js";
 import { rangeTotals } from "../rollups/totals.js";
 
-export interface CustomerView {
+interface CustomerView {
   customer: { id: string; name: string | null };
   plan: { key: string; currency: string; since: Date } | null;
   period: { start: Date; end: Date; time_zone: string };

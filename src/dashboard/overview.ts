@@ -12,12 +12,10 @@ import { type Dec, dec, formatDecimal, formatMoney, sum, ZERO } from "../pricing
 import type { Period } from "../pricing/segments.js";
 import { type OverviewDeps, type OverviewInputs, readOverview } from "./overviewInputs.js";
 
-export type { OverviewDeps } from "./overviewInputs.js";
-
 /** A customer's worst limit state, or credits_exhausted (a credit_only customer with no covering balance). */
-export type CustomerState = LimitState | "credits_exhausted";
+type CustomerState = LimitState | "credits_exhausted";
 
-export interface OverviewCustomer {
+interface OverviewCustomer {
   id: string;
   name: string | null;
   plan: string | null;
@@ -43,7 +41,7 @@ export interface OverviewCustomer {
   blocked_meters: string[];
 }
 
-export interface Overview {
+interface Overview {
   /** UTC calendar months' current and previous period (the default cycle), or the one customer's. */
   period: Period;
   previous_period: Period;

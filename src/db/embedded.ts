@@ -6,7 +6,7 @@ import { copyInStatement } from "./server.js";
 import type { CopySource, CopyTarget, Db, LockResult, Queryable, QueryResult, Row } from "./types.js";
 
 /** Largest COPY sent to PGlite at once: a long stream becomes a series of bounded COPYs in one transaction. */
-export const EMBEDDED_COPY_CHUNK_BYTES = 4 * 1024 * 1024;
+const EMBEDDED_COPY_CHUNK_BYTES = 4 * 1024 * 1024;
 
 type PgliteQueryable = Pick<Transaction, "query" | "exec">;
 

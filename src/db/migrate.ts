@@ -97,7 +97,7 @@ function verify(applied: Applied[], files: MigrationFile[], engine: Engine): voi
   }
 }
 
-export interface MigrateResult {
+interface MigrateResult {
   applied: string[];
   alreadyApplied: number;
 }

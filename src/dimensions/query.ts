@@ -3,7 +3,7 @@
 import { badRequest, type FieldError } from "../errors.js";
 import type { DimensionFilter } from "../rollups/dimensionSql.js";
 
-export interface DimensionRead {
+interface DimensionRead {
   groupBy: string[];
   filter: DimensionFilter | undefined;
 }

@@ -20,7 +20,7 @@ import { unprocessable } from "../errors.js";
 import { combinationKey, NO_DIMENSIONS, presentValues, valuesOf } from "./values.js";
 
 /** What resolution needs of an event (ingest's ValidEvent), and where it puts the id. */
-export interface DimensionedEvent {
+interface DimensionedEvent {
   customer: string;
   meter: string;
   tsMs: number;

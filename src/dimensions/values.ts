@@ -2,7 +2,7 @@
 // combination of values is stored once per meter under a canonical key: the JSON array of the values in the meter's
 // dimension order. Every value absent (or a meter without dimensions) is set 0, which has no row.
 
-export type DimensionValues = (string | null)[];
+type DimensionValues = (string | null)[];
 /** `{"model": "gpt-4o", "token_type": null}`: values by dimension, as answers show them. */
 export type Dimensions = Record<string, string | null>;
 

@@ -20,7 +20,7 @@ import {
   projectRest,
 } from "./project.js";
 
-export interface MeterForecast {
+interface MeterForecast {
   meter: string;
   method: ForecastMethod;
   quantityToDate: Dec;
@@ -29,7 +29,7 @@ export interface MeterForecast {
   forecastAmount: Dec;
 }
 
-export interface Forecast {
+interface Forecast {
   customer: string;
   period: { start: Date; end: Date };
   currency: string | null;
@@ -42,7 +42,7 @@ export interface Forecast {
   asOf: Date;
 }
 
-export interface ForecastInputs {
+interface ForecastInputs {
   /** The customer's statement of the current period (a total-only one will do). */
   statement: Statement;
   /** Each meter's period quantity to date (the summary's quantities). */

@@ -14,7 +14,7 @@ import { HISTORY_HOURS, type HistoryFigures, PROFILE_WEEKS, restWeights, WEEK_HO
 /** customer → meter → figures, for the meters aggregated by `sum` or `count` with history. */
 export type Histories = Map<string, Map<string, HistoryFigures>>;
 
-export interface HistoryQuery {
+interface HistoryQuery {
   customer?: string | undefined;
   now: Date;
   /** The end of the current period of every customer not in `periodEnds`. */

@@ -20,7 +20,7 @@ import { stripeRoutes } from "./routes/stripe.js";
 import { usageRoutes } from "./routes/usage.js";
 import { createRouteTable, EXACT_PATHS, type RouteTable } from "./routeTable.js";
 
-export type RouteModule = (t: RouteTable, ctx: AppContext) => void;
+type RouteModule = (t: RouteTable, ctx: AppContext) => void;
 
 const ROUTES: RouteModule[] = [
   operationsRoutes,

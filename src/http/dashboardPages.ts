@@ -10,7 +10,7 @@ import { sendProblem } from "./problem.js";
 import { EXACT_PATHS } from "./routeTable.js";
 
 /** dist/web under the package root, found from this file in src/http or dist/src/http. */
-export function webDirectory(): string {
+function webDirectory(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, "package.json"))) {
     const parent = dirname(dir);
@@ -33,7 +33,7 @@ const BASE_CSP = [
   "form-action 'none'",
 ];
 
-export interface PageOptions {
+interface PageOptions {
   /** Origins allowed to frame /embed/customer (TALLY_EMBED_ORIGINS); empty: none. */
   embedOrigins: string[];
   /** The built page (default: dist/web of this package; tests build their own copy). */

@@ -46,7 +46,7 @@ export function sendProblem(
 }
 
 /** PostgreSQL and socket errors that mean "the database is not there right now", not "bad input". */
-export function isDatabaseUnavailable(err: unknown): boolean {
+function isDatabaseUnavailable(err: unknown): boolean {
   const e = err as { code?: string; message?: string } | undefined;
   if (!e) return false;
   if (typeof e.code === "string") {

@@ -5,7 +5,7 @@
 import { performance } from "node:perf_hooks";
 import { AppError } from "../errors.js";
 
-export interface RateLimitOptions {
+interface RateLimitOptions {
   /** Sustained requests per second per key; 0 turns the limit off. */
   rps: number;
   /** Requests a key may send at once after being idle (the bucket's size). */

@@ -13,7 +13,7 @@ export interface Reply {
   headers?: Record<string, string>;
 }
 
-export interface HandlerInput<P, Q, B> {
+interface HandlerInput<P, Q, B> {
   params: P;
   query: Q;
   body: B;
@@ -25,7 +25,7 @@ export interface HandlerInput<P, Q, B> {
 type AnySchema = z.ZodType;
 type Infer<S> = S extends z.ZodType ? z.infer<S> : undefined;
 
-export interface ResponseDef {
+interface ResponseDef {
   description: string;
   schema?: AnySchema;
   contentType?: string;
@@ -52,7 +52,7 @@ export interface RouteDef<
   handle(input: HandlerInput<Infer<P>, Infer<Q>, Infer<B>>): Promise<Reply | undefined> | Reply | undefined;
 }
 
-export const problemSchema = z
+const problemSchema = z
   .object({
     type: z.string(),
     title: z.string(),
@@ -66,7 +66,7 @@ export const problemSchema = z
   .meta({ id: "Problem" });
 
 /** zod issue path → "events[3].timestamp" */
-export function zodFieldErrors(error: z.ZodError, prefix = ""): FieldError[] {
+function zodFieldErrors(error: z.ZodError, prefix = ""): FieldError[] {
   return error.issues.map((issue) => ({ field: fieldPath(prefix, issue.path), message: issue.message }));
 }
 

@@ -4,7 +4,7 @@ import type { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { AppError, payloadTooLarge, unsupportedMediaType } from "../errors.js";
 
-export type BodyFormat = "json" | "ndjson";
+type BodyFormat = "json" | "ndjson";
 
 /** An ingest body as it arrives: the raw bytes and the two headers that say how to read them. */
 export interface IngestBody {

@@ -2,13 +2,13 @@
 import { z } from "zod";
 import { customerId, meterKey, STORABLE_TEXT_MESSAGE, storableText } from "../catalog/schemas.js";
 
-export const MAX_PROPERTIES = 16;
-export const MAX_PROPERTY_KEY = 64;
-export const MAX_PROPERTY_VALUE = 1024;
-export const MAX_SIGNIFICANT_DIGITS = 18;
-export const MAX_DECIMAL_PLACES = 9;
+const MAX_PROPERTIES = 16;
+const MAX_PROPERTY_KEY = 64;
+const MAX_PROPERTY_VALUE = 1024;
+const MAX_SIGNIFICANT_DIGITS = 18;
+const MAX_DECIMAL_PLACES = 9;
 /** A JSON number with more significant digits than this may not be what the client wrote (binary floating point). */
-export const MAX_JSON_NUMBER_DIGITS = 15;
+const MAX_JSON_NUMBER_DIGITS = 15;
 
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-](\d{2}):(\d{2}))$/;
 
@@ -41,7 +41,7 @@ export const eventInput = z
 
 export type EventInput = z.infer<typeof eventInput>;
 
-export type Parsed<T> = { ok: true; value: T } | { ok: false; message: string };
+type Parsed<T> = { ok: true; value: T } | { ok: false; message: string };
 
 const fail = (message: string): Parsed<never> => ({ ok: false, message });
 

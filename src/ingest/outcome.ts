@@ -14,7 +14,7 @@ export interface PairDelta {
   max: number;
 }
 
-export type KindedError = FieldError & { kind: ErrorKind | "forbidden"; line?: number };
+type KindedError = FieldError & { kind: ErrorKind | "forbidden"; line?: number };
 
 /** One event checked, and refused if the API key is bound to another customer. */
 export function checkEvent(

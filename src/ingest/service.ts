@@ -19,7 +19,7 @@ import { EventChecker, type ValidationContext, type ValidEvent } from "./validat
 
 export type { PairDelta };
 
-export interface IngestLimits {
+interface IngestLimits {
   jsonMaxBytes: number;
   jsonMaxEvents: number;
   ndjsonMaxBytes: number;
@@ -29,7 +29,7 @@ export interface IngestLimits {
   maxDimensionValues?: number;
 }
 
-export interface IngestResult {
+interface IngestResult {
   accepted: number;
   duplicates: number;
 }

@@ -13,7 +13,7 @@ import { copyRow } from "./copyText.js";
 import type { ValidEvent } from "./validate.js";
 
 /** A unique violation: a key of the batch exists (only event_keys has a unique index that ingest writes). */
-export const isKeyConflict = (err: unknown): boolean => (err as { code?: unknown } | null)?.code === "23505";
+const isKeyConflict = (err: unknown): boolean => (err as { code?: unknown } | null)?.code === "23505";
 
 // Customers are registered before any key, in byte order, so that order is the same for every writer.
 const REGISTER_CUSTOMERS = `
@@ -125,7 +125,7 @@ function* stagingRows(events: readonly ValidEvent[]): Generator<string> {
 }
 
 /** Writes the events whose key is still free; returns how many (the rest were duplicates). */
-export async function applyWithConflicts(
+async function applyWithConflicts(
   tx: Queryable,
   events: readonly ValidEvent[],
   receivedAt: Date,
@@ -165,7 +165,7 @@ export async function writeChunk(
 }
 
 /** What runs in a batch's transaction besides the write: `prepare` before it, `finish` after it. */
-export interface BatchSteps {
+interface BatchSteps {
   /** First (dimension sets are resolved there). */
   prepare?(tx: Queryable): Promise<void>;
   /** After the events are written, before the hours are marked (the dimension guard, which locks counters). */
@@ -212,7 +212,7 @@ export async function writeBatch(
   return result;
 }
 
-export interface StoredEvent {
+interface StoredEvent {
   id: string;
   customer: string;
   meter: string;

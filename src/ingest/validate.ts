@@ -30,7 +30,7 @@ export interface ValidationContext {
 /** "malformed" errors make the batch a 400; if every error is "invalid" (well-formed but refused), a 422. */
 export type ErrorKind = "malformed" | "invalid";
 
-export type Verdict = { ok: true; event: ValidEvent } | { ok: false; errors: (FieldError & { kind: ErrorKind })[] };
+type Verdict = { ok: true; event: ValidEvent } | { ok: false; errors: (FieldError & { kind: ErrorKind })[] };
 
 export function validateEvent(raw: unknown, index: number, ctx: ValidationContext): Verdict {
   const at = (field: string) => `events[${index}]${field ? `.${field}` : ""}`;

@@ -9,7 +9,7 @@ import type { AdjustmentLine, InvoiceStatus } from "./store.js";
 /** An invoice preview, or anything shaped like one (its fields vary with what pricing puts on an invoice). */
 export type InvoicePreview = Record<string, unknown> & { currency: string | null; lines: unknown[]; total: string };
 
-export interface InvoiceHead {
+interface InvoiceHead {
   id: string;
   number: string | null;
   status: InvoiceStatus;
@@ -87,7 +87,7 @@ export function periodLabel(p: { start: Date; end: Date }): string {
 
 const signed = (d: Dec): string => (d.isPositive() && !d.isZero() ? `+${formatDecimal(d)}` : formatDecimal(d));
 
-export function adjustmentDescription(a: AdjustmentLine, label: MeterLabel | undefined): string {
+function adjustmentDescription(a: AdjustmentLine, label: MeterLabel | undefined): string {
   const what = `correction of invoice ${a.adjustsNumber} (${periodLabel(a.adjustsPeriod)})`;
   if (a.meter === null) return `Credits and other changes: ${what}`;
   return `${label?.name ?? a.meter}: ${what}, ${signed(a.quantity)} ${label?.unit ?? "units"}`;

@@ -33,7 +33,7 @@ import {
 
 const MAX_LISTED = 20;
 
-export interface FinalizeSummary {
+interface FinalizeSummary {
   as_of: string;
   drafts_created: number;
   /** Final invoices computed again (those whose period may still receive late events). */

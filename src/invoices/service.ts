@@ -24,7 +24,7 @@ import {
   listInvoices,
 } from "./store.js";
 
-export interface InvoiceOptions {
+interface InvoiceOptions {
   /** TALLY_INVOICE_GRACE in milliseconds. */
   graceMs: number;
   /** TALLY_EVENT_MAX_AGE_DAYS: how far back late events are accepted. */

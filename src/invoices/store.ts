@@ -158,7 +158,7 @@ export async function saveFinal(
   );
 }
 
-export interface Carried {
+interface Carried {
   meter: string | null;
   quantity: Dec;
   amount: Dec;
@@ -174,7 +174,7 @@ export async function carriedFrom(q: Queryable, adjusts: string): Promise<Carrie
   return rows.map((r) => ({ meter: r.meter, quantity: new Dec(r.quantity), amount: new Dec(r.amount) }));
 }
 
-export interface NewAdjustment {
+interface NewAdjustment {
   invoice: string;
   adjusts: string;
   meter: string | null;

@@ -15,18 +15,18 @@ export interface Job {
   run(): Promise<JobSummary>;
 }
 
-export type JobOutcome =
+type JobOutcome =
   | { job: string; ran: true; ok: true; started_at: string; duration_ms: number; summary: JobSummary }
   | { job: string; ran: true; ok: false; started_at: string; duration_ms: number; error: string }
   | { job: string; ran: false; reason: string };
 
-export class UnknownJobError extends Error {
+class UnknownJobError extends Error {
   override name = "UnknownJobError";
 }
 
 const MANUAL_WAIT_MS = 30_000;
 /** Who ran a job, as recorded in job_runs. */
-export const RUNNER_ID = `${hostname()}:${process.pid}`;
+const RUNNER_ID = `${hostname()}:${process.pid}`;
 
 export class JobRunner {
   readonly #jobs = new Map<string, Job>();

@@ -17,7 +17,7 @@ import { deliverDue } from "../webhooks/outbox.js";
 import { pruneExpired } from "./prune.js";
 import type { Job } from "./runner.js";
 
-export interface JobDeps {
+interface JobDeps {
   db: Db;
   engine: Engine;
   clock: Clock;

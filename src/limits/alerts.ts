@@ -5,7 +5,7 @@ import { calendarsOf } from "../billing/subscriptions.js";
 import type { Queryable } from "../db/types.js";
 import { instantToWall, resolveZone } from "../periods/zones.js";
 
-export interface AlertRecord {
+interface AlertRecord {
   customer: string;
   /** null: a credit alert (about the customer's balance, not one meter). */
   meter: string | null;

@@ -59,7 +59,7 @@ function unlimited(quantity: Dec, period: { start: Date; end: Date }, asOf: Date
   };
 }
 
-export interface DecisionSources {
+interface DecisionSources {
   /** The pair's quantity in the period, read from the rollups (for pairs without a limit). */
   quantity(customer: string, meter: string, period: { start: Date; end: Date }): Promise<Dec>;
   /** The customer's billing calendar (for pairs without a limit: which period their quantity is of). */

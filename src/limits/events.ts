@@ -3,7 +3,7 @@
 import type { Dec } from "../pricing/money.js";
 import type { LimitState, LimitUnit } from "./rules.js";
 
-export interface ReachedLimit {
+interface ReachedLimit {
   customer: string;
   meter: string;
   level: "soft" | "hard";

@@ -14,7 +14,7 @@ export function alertEventId(alertId: string): string {
   return `evt_${createHash("sha256").update(`tally-alert:${alertId}`).digest("base64url").slice(0, 24)}`;
 }
 
-export interface PairInput {
+interface PairInput {
   customer: string;
   meter: string;
   /** The customer's period running at `now`. */
@@ -29,7 +29,7 @@ export interface PairInput {
   covering: Dec | undefined;
 }
 
-export interface PairOutcome {
+interface PairOutcome {
   state: PairState;
   /** Levels of the alerts newly recorded. */
   alerts: ("soft" | "hard")[];

@@ -11,7 +11,7 @@ export interface Limit {
   unit: LimitUnit;
 }
 
-export interface Evaluated {
+interface Evaluated {
   state: LimitState;
   /** The hard threshold the block was reached at (kept while the block holds). */
   blockedAtHard: Dec | null;
@@ -64,7 +64,7 @@ export function evaluate(
 }
 
 /** Within 10% of a threshold not yet reached: worth evaluating right after ingest rather than on schedule. */
-export const NEAR_FRACTION = dec("0.9");
+const NEAR_FRACTION = dec("0.9");
 
 export function isNear(estimate: Dec, limit: Limit): boolean {
   return [limit.soft, limit.hard].some((t) => t !== null && estimate.gte(t.times(NEAR_FRACTION)));

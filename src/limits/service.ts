@@ -25,9 +25,8 @@ import { customersWithEventsSince, limitedMetersOf, type PairState } from "./sta
 import { effectiveLimits, limitedCustomers } from "./store.js";
 
 export type { Entitlement } from "./decisions.js";
-export type { PairState } from "./states.js";
 
-export interface EvaluationSummary {
+interface EvaluationSummary {
   customers: number;
   limits: number;
   alerts: number;

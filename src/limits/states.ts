@@ -129,7 +129,7 @@ export async function saveState(tx: Queryable, s: PairState): Promise<void> {
   );
 }
 
-export interface AlertInput {
+interface AlertInput {
   customer: string;
   meter: string;
   period: { start: Date; end: Date };

@@ -33,7 +33,7 @@ const fromRow = (r: LimitRow): StoredLimit => ({
 
 const COLUMNS = "meter, soft::text AS soft, hard::text AS hard, unit, forecast, updated_at";
 
-export interface LimitInput {
+interface LimitInput {
   soft?: string | null | undefined;
   hard?: string | null | undefined;
   unit: LimitUnit;
@@ -52,7 +52,7 @@ const OWNERS = {
   customer: { table: "customer_limits", column: "customer_id", parent: "customers", parentKey: "id" },
   plan: { table: "plan_limits", column: "plan_key", parent: "plans", parentKey: "key" },
 } as const;
-export type LimitOwner = keyof typeof OWNERS;
+type LimitOwner = keyof typeof OWNERS;
 
 /** Sets the owner's limit on a meter; 404 for an unknown owner, 422 for an unknown meter or thresholds that clash. */
 export async function putLimit(

@@ -56,12 +56,12 @@ export interface RatedLine {
   packages?: Dec;
 }
 
-export function ratePerUnit(quantity: Dec, unitPrice: Dec): RatedLine[] {
+function ratePerUnit(quantity: Dec, unitPrice: Dec): RatedLine[] {
   return [{ quantity, amount: quantity.times(unitPrice), unitPrice }];
 }
 
 /** Each tier prices the units that fall inside it; its flat price is charged once at least one unit does. */
-export function rateGraduated(quantity: Dec, tiers: Tier[]): RatedLine[] {
+function rateGraduated(quantity: Dec, tiers: Tier[]): RatedLine[] {
   const lines: RatedLine[] = [];
   let floor = ZERO;
   for (const [i, tier] of tiers.entries()) {
@@ -82,7 +82,7 @@ export function rateGraduated(quantity: Dec, tiers: Tier[]): RatedLine[] {
 }
 
 /** The one tier that contains the total prices every unit, plus its flat price. No usage, no charge. */
-export function rateVolume(quantity: Dec, tiers: Tier[]): RatedLine[] {
+function rateVolume(quantity: Dec, tiers: Tier[]): RatedLine[] {
   if (quantity.lte(0)) return [{ quantity: ZERO, amount: ZERO }];
   const index = tiers.findIndex((t) => t.upTo === null || quantity.lte(t.upTo));
   const tier = tiers[index] as Tier;
@@ -98,7 +98,7 @@ export function rateVolume(quantity: Dec, tiers: Tier[]): RatedLine[] {
 }
 
 /** Whole packages: ceil(quantity / size) × package price. */
-export function ratePackage(quantity: Dec, size: Dec, price: Dec): RatedLine[] {
+function ratePackage(quantity: Dec, size: Dec, price: Dec): RatedLine[] {
   if (quantity.lte(0)) return [{ quantity: ZERO, amount: ZERO, packages: ZERO }];
   const whole = quantity.dividedToIntegerBy(size);
   const packages = whole.times(size).eq(quantity) ? whole : whole.plus(1);

@@ -42,7 +42,7 @@ export interface BaseFee {
 }
 
 /** The version in effect at t: the greatest effective_from ≤ t. `versions` ascending by effective_from. */
-export function versionAt(versions: PriceVersion[], t: Date): PriceVersion | undefined {
+function versionAt(versions: PriceVersion[], t: Date): PriceVersion | undefined {
   let found: PriceVersion | undefined;
   for (const v of versions) {
     if (v.effectiveFrom <= t) found = v;
@@ -55,7 +55,7 @@ const later = (a: Date, b: Date) => (a > b ? a : b);
 const earlier = (a: Date, b: Date) => (a < b ? a : b);
 
 /** Versions grouped by meter, each group ascending by effective_from. */
-export function byMeter(versions: PriceVersion[]): Map<string, PriceVersion[]> {
+function byMeter(versions: PriceVersion[]): Map<string, PriceVersion[]> {
   const out = new Map<string, PriceVersion[]>();
   for (const v of versions) {
     const list = out.get(v.meter) ?? [];

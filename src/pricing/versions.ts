@@ -4,10 +4,10 @@
 import { MODELS, type Model, type PriceOverride, type PriceSpec, type PriceVersion, type Tier } from "./models.js";
 import { Dec } from "./money.js";
 
-export const MAX_PRICE_DECIMALS = 12;
-export const MAX_QUANTITY_DECIMALS = 9;
-export const MAX_TIERS = 100;
-export const MAX_OVERRIDES = 100;
+const MAX_PRICE_DECIMALS = 12;
+const MAX_QUANTITY_DECIMALS = 9;
+const MAX_TIERS = 100;
+const MAX_OVERRIDES = 100;
 
 interface SpecInput {
   model: Model;
@@ -29,7 +29,7 @@ export interface PriceVersionInput extends SpecInput {
   overrides?: OverrideInput[] | undefined;
 }
 
-export interface VersionProblem {
+interface VersionProblem {
   field: string;
   code: string;
   message: string;

@@ -28,7 +28,7 @@ const utc = (col: string) => `to_char((${col}) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T
  */
 const safeCell = (col: string) => `regexp_replace(${col}, '(^|[,;])([[:space:]"]*)([-=+@\\t\\r])', '\\1\\2''\\3', 'g')`;
 
-export function exportSelect(q: SeriesQuery, series: { text: string; params: unknown[] }): string {
+function exportSelect(q: SeriesQuery, series: { text: string; params: unknown[] }): string {
   const inner = inlineParams(series.text, series.params);
   // Grouped: one more column, the group's values as a JSON object (keys in group_by order).
   const groupBy = q.groupBy ?? [];

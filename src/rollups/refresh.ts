@@ -9,12 +9,12 @@ import { addBuckets, alignDown } from "./buckets.js";
 import { aggregateEvents, aggregateRollups, LEVEL, LEVELS, type Level, ROLLUP_COLUMNS, ROLLUP_KEYS } from "./levels.js";
 import { readWatermarks } from "./series.js";
 
-export interface RefreshOptions {
+interface RefreshOptions {
   /** Refresh everything from the beginning (after a bulk load that bypassed ingest). */
   full?: boolean;
 }
 
-export interface RefreshSummary {
+interface RefreshSummary {
   engine: Engine;
   claimed_hours: number;
   oldest_claimed_hour: string | null;

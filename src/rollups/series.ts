@@ -43,7 +43,7 @@ export interface SeriesQuery extends DimensionQuery {
   meter?: string | undefined;
 }
 
-export interface SeriesRow {
+interface SeriesRow {
   bucket: Date;
   customer_id: string;
   meter: string;
@@ -58,7 +58,7 @@ export interface SeriesRow {
 }
 
 /** A row of a series read for one figure (runSeriesFigures): the meter's aggregation and the event count. */
-export interface FigureRow {
+interface FigureRow {
   bucket: Date;
   customer_id: string;
   meter: string;
@@ -216,7 +216,7 @@ export function planCover(from: Date, to: Date, state: RollupState): SeriesPart[
 }
 
 /** A series statement: its rows unordered, and the ORDER BY list (on its own column names) of a series' order. */
-export interface SeriesSql {
+interface SeriesSql {
   text: string;
   params: unknown[];
   /** customer, meter, bucket, then the group values byte-wise with absent last. Whoever reads the rows applies it. */
@@ -383,7 +383,7 @@ export async function runSeriesFigures(db: Queryable, q: SeriesQuery, figure: Ag
  * Grouped rows hold their values in columns g1..gn (not a text[]: PGlite reads a NULL element of an array as the
  * string "NULL"); this gathers them into `dimension_values`.
  */
-export function withDimensionValues<R extends { dimension_values?: (string | null)[] }>(
+function withDimensionValues<R extends { dimension_values?: (string | null)[] }>(
   rows: R[],
   groupBy: readonly string[] | undefined,
 ): R[] {

@@ -30,7 +30,7 @@ export function quantityOf(t: Pick<Totals, "sum" | "count" | "max" | "last">, ag
 }
 
 /** A range to total: [from, to) for any instants, of one customer and meter or all, grouped or not. */
-export interface RangeQuery extends DimensionQuery {
+interface RangeQuery extends DimensionQuery {
   from: Date;
   to: Date;
   customer?: string | undefined;
@@ -63,7 +63,7 @@ export async function rangeTotals(db: Queryable, q: RangeQuery): Promise<Totals[
 }
 
 /** A meter's own figure (its aggregation) over a range, and the event count. */
-export interface RangeFigure {
+interface RangeFigure {
   customer: string;
   meter: string;
   value: string;

@@ -18,7 +18,7 @@ import type { PriceVersion } from "../pricing/models.js";
 import { Dec, sum } from "../pricing/money.js";
 import type { Period, PlanPrices } from "../pricing/segments.js";
 
-export interface SimulationRequest {
+interface SimulationRequest {
   plan: string;
   /** "YYYY-MM": each customer's period that starts in that month. */
   month: string;
@@ -27,7 +27,7 @@ export interface SimulationRequest {
   customers?: string[] | undefined;
 }
 
-export interface SimulatedCustomer {
+interface SimulatedCustomer {
   customer: string;
   /** The customer's own period that starts in the month. */
   period: Period;
@@ -37,7 +37,7 @@ export interface SimulatedCustomer {
   simulated: Dec;
 }
 
-export interface Simulation {
+interface Simulation {
   plan: string;
   currency: string;
   month: string;
@@ -49,7 +49,7 @@ export interface Simulation {
 }
 
 /** The plan with the given meters' versions replaced by one version each, in effect from the beginning. */
-export function withReplacements(plan: PlanPrices, prices: PriceVersion[]): PlanPrices {
+function withReplacements(plan: PlanPrices, prices: PriceVersion[]): PlanPrices {
   const replaced = new Set(prices.map((p) => p.meter));
   return {
     ...plan,

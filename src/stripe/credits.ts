@@ -23,11 +23,11 @@ import { periodLabel } from "./periods.js";
 import { readSyncState } from "./status.js";
 
 /** A period's credits go to Stripe this long after it ends (late events in that time still count). */
-export const CREDIT_SETTLE_MS = 3_600_000;
+const CREDIT_SETTLE_MS = 3_600_000;
 const SETTLE_MAX_CUSTOMERS = 200;
 const SEND_MAX = 500;
 
-export type CreditItemSummary = ItemSummary & { settled_periods: number; pending: number };
+type CreditItemSummary = ItemSummary & { settled_periods: number; pending: number };
 
 interface ItemRow {
   customer_id: string;
@@ -246,7 +246,7 @@ function creditQueue(db: Db, now: Date): ItemQueue<ItemRow> {
   };
 }
 
-export interface CreditItemSync {
+interface CreditItemSync {
   run(): Promise<CreditItemSummary | undefined>;
 }
 
@@ -276,7 +276,7 @@ export function createCreditItemSync(d: {
   };
 }
 
-export interface CreditItemRow {
+interface CreditItemRow {
   customer: string;
   grant: string;
   amount: string;

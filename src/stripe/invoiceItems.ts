@@ -42,7 +42,7 @@ const BATCH = 500;
 const TO_SEND = "a.stripe_invoice_item IS NULL AND a.stripe_error IS NULL AND a.amount <> 0 AND a.currency IS NOT NULL";
 
 /** The adjustments of final invoices not yet in Stripe. */
-export function adjustmentQueue(db: Db, install: string): ItemQueue<Pending> {
+function adjustmentQueue(db: Db, install: string): ItemQueue<Pending> {
   return {
     noun: "an invoice item",
     async load() {
@@ -114,7 +114,7 @@ function itemOf(r: Pending, install: string): InvoiceItemRequest {
   };
 }
 
-export interface InvoiceItemsView {
+interface InvoiceItemsView {
   /** The final invoice of the period and its quantity of the meter when it was frozen. */
   invoice: { id: string; number: string; quantity: string };
   /** What was carried from it since, per meter, and where its invoice items stand. */

@@ -15,7 +15,7 @@ import { HAS_WORK, sendable, sendableParams } from "./work.js";
 export type ReconciliationStatus = "in_sync" | "pending" | "error" | "unmapped";
 
 /** A customer and the billing period of it that a reconciliation covers. */
-export interface CustomerPeriod {
+interface CustomerPeriod {
   customer: string;
   period: BillingPeriod;
 }

@@ -8,7 +8,7 @@ import { addBuckets, alignDown } from "../rollups/buckets.js";
 import type { LedgerKind, PendingFields, WorkRow } from "./types.js";
 
 /** Stripe takes meter events up to 35 days old. */
-export const STRIPE_WINDOW_MS = 35 * 86_400_000;
+const STRIPE_WINDOW_MS = 35 * 86_400_000;
 /** Room for a send in flight (and clocks a little apart) so an event never crosses the edge on its way. */
 const WINDOW_MARGIN_MS = 60_000;
 /** Stripe's `payload.value`: a whole number of at most 15 significant digits. */

@@ -7,7 +7,7 @@ import { classifyFailure, messageOf, type SdkError } from "./client.js";
 import type { RateLimiter } from "./rateLimit.js";
 import type { MeterEventSend, MeterEventSender, MeterSendOutcome } from "./types.js";
 
-export interface SenderOptions {
+interface SenderOptions {
   /** From createStripeClient. */
   stripe: Stripe;
   api: "v1" | "v2";

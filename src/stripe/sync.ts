@@ -27,9 +27,9 @@ const RATE_LIMIT_TRIES = 4;
 const MAX_LISTED = 20;
 /** Consecutive 5xx/timeouts that end a run early. */
 const UNANSWERED_STOP = 5;
-export const SYNC_OFF = "Stripe sync is off: STRIPE_SECRET_KEY is not set";
+const SYNC_OFF = "Stripe sync is off: STRIPE_SECRET_KEY is not set";
 
-export interface Failure {
+interface Failure {
   customer: string;
   meter: string;
   bucket: string;
@@ -39,7 +39,7 @@ export interface Failure {
   message: string;
 }
 
-export type SyncSummary =
+type SyncSummary =
   | { enabled: false; message: string }
   | ({
       enabled: true;
@@ -71,7 +71,7 @@ export type SyncSummary =
       timings_ms: { pairs: number; marks: number; resend: number; plan: number; deliver: number };
     } & LedgerState);
 
-export interface SyncOptions {
+interface SyncOptions {
   db: Db;
   clock: Clock;
   log: Logger;
@@ -208,7 +208,7 @@ function groupBy<T>(items: T[], keyOf: (item: T) => string): Map<string, T[]> {
   return out;
 }
 
-export async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
+async function syncStripe(o: SyncOptions): Promise<SyncSummary> {
   const { sender } = o;
   if (!sender) return { enabled: false, message: SYNC_OFF };
   const { installId, recentRequests } = await readSyncState(o.db);
@@ -344,7 +344,7 @@ async function planSends(
   };
 }
 
-export interface StripeSync {
+interface StripeSync {
   readonly enabled: boolean;
   run(): Promise<SyncSummary>;
 }

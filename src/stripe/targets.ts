@@ -93,7 +93,7 @@ export async function hourTargets(
 }
 
 /** Running values of a period up to `to` (the last complete hour, or the period's end). */
-export async function periodTargets(
+async function periodTargets(
   q: Queryable,
   meters: Map<string, Aggregation>,
   range: { period: BillingPeriod; to: Date; customer?: string | undefined; meter?: string | undefined },

@@ -10,12 +10,12 @@ import type { Logger } from "../logger.js";
 import { privateTarget } from "./privateNetwork.js";
 import { SIGNATURE_HEADER, sign } from "./signature.js";
 
-export const GIVE_UP_AFTER_MS = 24 * 3_600_000;
+const GIVE_UP_AFTER_MS = 24 * 3_600_000;
 const MAX_BACKOFF_MS = 2 * 3_600_000;
 const ATTEMPT_TIMEOUT_MS = 10_000;
 const BATCH = 100;
 
-export interface WebhookEndpoint {
+interface WebhookEndpoint {
   id: string;
   url: string;
   secret: string;
@@ -46,7 +46,7 @@ export async function enqueueEvent(tx: Queryable, eventId: string, body: string,
   return rowCount;
 }
 
-export interface DeliverySummary {
+interface DeliverySummary {
   attempted: number;
   delivered: number;
   retrying: number;

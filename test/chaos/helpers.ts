@@ -6,7 +6,7 @@ import { pace } from "../helpers/eventually.js";
 
 export { pace };
 
-export interface ClientStats {
+interface ClientStats {
   batches: number;
   events: number;
   /** Sum of `accepted` over every 202: must equal the events stored. */

@@ -4,7 +4,7 @@ import { expect } from "vitest";
 import type { TestBackend } from "./databases.js";
 
 /** Records a value under a name; answers the value, so it can wrap an expression. */
-export type Recorder = (name: string, value: unknown) => unknown;
+type Recorder = (name: string, value: unknown) => unknown;
 
 /**
  * A runner of scenarios over `engines` (filled in later, by a beforeAll). `omit`: top-level fields of a recorded

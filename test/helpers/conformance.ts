@@ -17,7 +17,7 @@ import type { Fault, IngestRequest } from "./faultProxy.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
-export interface Scenario {
+interface Scenario {
   name: string;
   description: string;
   client: Record<string, number | string>;
@@ -44,7 +44,7 @@ export interface Scenario {
   };
 }
 
-export interface Suite {
+interface Suite {
   meter: string;
   defaults: Record<string, number | string>;
   scenarios: Scenario[];

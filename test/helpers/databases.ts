@@ -23,10 +23,10 @@ declare module "vitest" {
 }
 
 export const TEST_DB_PREFIX = "tally_test_";
-export const TEMPLATE_PREFIX = "tally_template_";
+const TEMPLATE_PREFIX = "tally_template_";
 
 /** The server's admin URL: set by globalSetup in the test workers. */
-export const adminUrl = (): string => inject("databaseUrl");
+const adminUrl = (): string => inject("databaseUrl");
 
 /** "embedded": PGlite + TimescaleDB (timescale engine). "postgres": a PostgreSQL server (portable engine). */
 export type TestBackend = "embedded" | "postgres";
@@ -42,7 +42,7 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-export function serverUrl(database: string, admin = adminUrl()): string {
+function serverUrl(database: string, admin = adminUrl()): string {
   const u = new URL(admin);
   u.pathname = `/${database}`;
   return u.toString();
@@ -59,7 +59,7 @@ async function withAdmin<T>(admin: string, fn: (c: pg.Client) => Promise<T>): Pr
 }
 
 /** A fresh name; the creation time is in it, so globalSetup's cleanup can tell a leftover of an interrupted run. */
-export const testDatabaseName = () =>
+const testDatabaseName = () =>
   `${TEST_DB_PREFIX}${Math.floor(Date.now() / 1000).toString(36)}_${randomBytes(4).toString("hex")}`;
 
 /**
@@ -105,7 +105,7 @@ export async function createTestDatabase(backend: TestBackend, opts: { empty?: b
 }
 
 /** A digest of the migrations: a changed or added sql/ file (includes too) makes a new template. */
-export function migrationsDigest(): string {
+function migrationsDigest(): string {
   const dir = sqlDirectory();
   const hash = createHash("sha256");
   const names = (readdirSync(dir, { recursive: true }) as string[]).filter((n) => n.endsWith(".sql"));

@@ -9,7 +9,7 @@ import { once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
-export interface AcceptedEvent {
+interface AcceptedEvent {
   identifier: string;
   eventName: string;
   customer: string;
@@ -21,7 +21,7 @@ export interface AcceptedEvent {
   order: number;
 }
 
-export interface RequestRecord {
+interface RequestRecord {
   /** performance.now() at arrival. */
   at: number;
   path: string;
@@ -29,7 +29,7 @@ export interface RequestRecord {
   identifiers: string[];
 }
 
-export type Fault =
+type Fault =
   | { kind: "429" }
   | { kind: "500" }
   /** Holds the request (as one in flight for its customer and event name) this long, then handles it normally. */
@@ -37,7 +37,7 @@ export type Fault =
   /** Records the event, then answers 500: the case only a reused identifier makes safe. */
   | { kind: "accept-then-500" };
 
-export interface FakeInvoiceItem {
+interface FakeInvoiceItem {
   id: string;
   customer: string;
   amount: number;
@@ -48,7 +48,7 @@ export interface FakeInvoiceItem {
   idempotencyKey: string | null;
 }
 
-export type InvoiceItemFault = "429" | "500" | "drop" | "accept-then-500";
+type InvoiceItemFault = "429" | "500" | "drop" | "accept-then-500";
 
 export interface FakeStripeOptions {
   apiKey?: string;

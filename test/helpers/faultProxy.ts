@@ -26,7 +26,7 @@ export interface IngestRequest {
   status: number | undefined;
 }
 
-export interface FaultProxy {
+interface FaultProxy {
   url: string;
   log: IngestRequest[];
   /** A fault for every ingest request while set (an outage of some length), ahead of the scenario's list. */

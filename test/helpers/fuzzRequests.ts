@@ -4,8 +4,8 @@ import fc from "fast-check";
 import type { RawRequest, RawResponse } from "./http.js";
 
 export const CUSTOMERS = ["cust_a", "cust_b", "ops@example.com", "Ünïcødé 客户", "'; DROP TABLE customers; --"];
-export const METERS = ["api_calls", "storage_gb", "events_seen", "temperature"];
-export const PLANS = ["pro", "basic"];
+const METERS = ["api_calls", "storage_gb", "events_seen", "temperature"];
+const PLANS = ["pro", "basic"];
 const JOBS = ["refresh-rollups", "evaluate-limits", "prune-expired", "finalize-invoices", "no-such-job"];
 export const NOW = Date.now();
 export const DAY = 86_400_000;

@@ -57,4 +57,3 @@ export async function startTestTally(
 
 export const bearer = (key: string) => ({ Authorization: `Bearer ${key}` });
 export const admin = bearer(ADMIN_KEY);
-export { ManualClock };

@@ -11,7 +11,7 @@ import { h, replace, table } from "./dom.js";
 import { elapsedEnd } from "./format.js";
 import type { UsageRow, ViewMeter } from "./types.js";
 
-export type Granularity = "hour" | "day" | "month";
+type Granularity = "hour" | "day" | "month";
 const GRANULARITIES: { g: Granularity; label: string }[] = [
   { g: "hour", label: "48 hours" },
   { g: "day", label: "This period" },

@@ -21,7 +21,7 @@ export type Outcome =
   /** Any other 4xx (401, 403, 404, 415, …): nothing in the batch can be stored as it is. */
   | { kind: "refused-all"; status: number; code: string; detail: string };
 
-export interface Body {
+interface Body {
   body: string | Buffer;
   headers: Record<string, string>;
 }
@@ -101,7 +101,7 @@ export function classify(status: number, text: string, retryAfter: string | null
   return { kind: "refused-all", status, code, detail };
 }
 
-export interface PostOptions {
+interface PostOptions {
   url: string;
   apiKey: string;
   timeoutMs: number;

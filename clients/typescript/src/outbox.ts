@@ -5,7 +5,7 @@
 import { encodeBatch, type Outcome, postBatch, retryDelay } from "./delivery.js";
 import { BufferFullError, ClientClosedError, type EventProblem, type Rejection, type TrackedEvent } from "./errors.js";
 
-export interface OutboxOptions {
+interface OutboxOptions {
   url: string;
   apiKey: string;
   maxBatchEvents: number;

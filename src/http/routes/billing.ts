@@ -31,7 +31,7 @@ const tierJson = (t: Tier) => ({
   flat_price: formatDecimal(t.flatPrice),
 });
 
-export function versionJson(v: StoredVersion) {
+function versionJson(v: StoredVersion) {
   const tiers = v.tiers?.map(tierJson);
   return {
     plan: v.plan,
@@ -87,18 +87,18 @@ const subscriptionSpanJson = (x: { plan: string; start: Date; end: Date | null }
   end: x.end ? isoTime(x.end) : null,
 });
 
-export const billingCycleJson = (c: BillingCycle) => ({
+const billingCycleJson = (c: BillingCycle) => ({
   interval: c.interval,
   interval_count: c.intervalCount,
   anchor: isoTime(c.anchor),
   time_zone: c.timeZone,
 });
 
-export const periodJson = (p: { start: Date; end: Date }) => ({ start: isoTime(p.start), end: isoTime(p.end) });
+const periodJson = (p: { start: Date; end: Date }) => ({ start: isoTime(p.start), end: isoTime(p.end) });
 
 type LimitView = Map<string, { soft: Dec | null; hard: Dec | null; unit: string; state: string }>;
 
-export function summaryJson(st: Statement, limits: LimitView = new Map(), credits?: StatementCredits) {
+function summaryJson(st: Statement, limits: LimitView = new Map(), credits?: StatementCredits) {
   const fmt = statementMoney(st);
   const meters = [...st.meters];
   for (const meter of limits.keys()) {

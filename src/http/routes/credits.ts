@@ -13,7 +13,7 @@ import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
 import type { RouteTable } from "../routeTable.js";
 
-export function grantJson(g: StoredGrant, ledger: CreditLedger | undefined, now: Date) {
+function grantJson(g: StoredGrant, ledger: CreditLedger | undefined, now: Date) {
   const b = ledger?.burn.grants.get(g.id);
   const money = (minor: bigint) => formatMoney(fromMinor(minor, g.currency), g.currency);
   return {

@@ -9,7 +9,7 @@ import type { AppContext } from "../context.js";
 import { isoTime } from "../format.js";
 import type { RouteTable } from "../routeTable.js";
 
-export const meterJson = (m: Meter) => ({
+const meterJson = (m: Meter) => ({
   key: m.key,
   name: m.name,
   unit: m.unit,
@@ -22,9 +22,9 @@ export const meterJson = (m: Meter) => ({
   updated_at: isoTime(m.updatedAt),
 });
 
-export type SubscriptionJson = { plan: string; start: string; end: string | null } | null;
+type SubscriptionJson = { plan: string; start: string; end: string | null } | null;
 
-export const customerJson = (c: Customer, subscription: SubscriptionJson = null) => ({
+const customerJson = (c: Customer, subscription: SubscriptionJson = null) => ({
   id: c.id,
   name: c.name,
   email: c.email,

@@ -24,7 +24,7 @@ const MAX_BUCKETS: Record<Granularity, { n: number; what: string }> = {
 const granularity = z.enum(["hour", "day", "month"]);
 
 /** Aligns [from, to) down to the granularity and enforces the range caps. */
-export function alignedRange(g: Granularity, from: Date, to: Date): { from: Date; to: Date } {
+function alignedRange(g: Granularity, from: Date, to: Date): { from: Date; to: Date } {
   const a = alignDown(from, g);
   const b = alignDown(to, g);
   if (b <= a) {
