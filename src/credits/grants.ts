@@ -76,6 +76,49 @@ function invalid(code: string, field: string, message: string) {
   return unprocessable(code, `${field} ${message}`, [{ field, message }]);
 }
 
+/** The grant an earlier request with the same idempotency key created; 409 when its body was different. */
+async function replayOf(
+  tx: Queryable,
+  customer: string,
+  idempotencyKey: string,
+  requestHash: string,
+): Promise<StoredGrant | undefined> {
+  const { rows } = await tx.query<GrantRow>(
+    `SELECT ${COLUMNS}, request_hash FROM credit_grants WHERE customer_id = $1 AND idempotency_key = $2`,
+    [customer, idempotencyKey],
+  );
+  const earlier = rows[0];
+  if (!earlier) return undefined;
+  if (earlier.request_hash !== requestHash) {
+    throw conflict(
+      "idempotency_key_reused",
+      `Idempotency-Key ${idempotencyKey} was used for a different grant (${earlier.id}); use a new key`,
+    );
+  }
+  return fromRow(earlier);
+}
+
+/** The grant's currency (its plan's), amount and meters, each checked (422 naming the field). */
+async function checkedGrant(tx: Queryable, planKey: string, input: GrantInput, effectiveAt: Date) {
+  const plan = await tx.query<{ currency: string }>("SELECT currency FROM plans WHERE key = $1", [planKey]);
+  const currency = (plan.rows[0] as { currency: string }).currency;
+  const amount = new Dec(input.amount);
+  if (amount.lte(0)) throw invalid("invalid_amount", "amount", "must be greater than zero");
+  if (amount.decimalPlaces() > minorUnits(currency)) {
+    throw invalid("amount_precision", "amount", `has more decimals than ${currency} has (${minorUnits(currency)})`);
+  }
+  if (input.expires_at && input.expires_at <= effectiveAt) {
+    throw invalid("expiry_before_effective", "expires_at", "must be after effective_at");
+  }
+  const meters = input.meters ? [...new Set(input.meters)].sort() : null;
+  if (meters) {
+    const known = await tx.query<{ key: string }>("SELECT key FROM meters WHERE key = ANY($1::text[])", [meters]);
+    const missing = meters.filter((m) => !known.rows.some((r) => r.key === m));
+    if (missing.length > 0) throw invalid("unknown_meter", "meters", `names unknown meters: ${missing.join(", ")}`);
+  }
+  return { currency, amount, meters };
+}
+
 /**
  * Creates a grant in the currency of the customer's plan (the subscription in effect at effective_at, else now).
  * With an idempotency key, a retry answers the grant the first request created — the same body is required.
@@ -95,22 +138,8 @@ export async function createGrant(
   return db.transaction(async (tx) => {
     const found = await tx.query("SELECT 1 FROM customers WHERE id = $1 FOR UPDATE", [customer]);
     if (found.rows.length === 0) throw notFound(`no customer ${customer}`);
-    if (idempotencyKey !== null) {
-      const { rows } = await tx.query<GrantRow>(
-        `SELECT ${COLUMNS}, request_hash FROM credit_grants WHERE customer_id = $1 AND idempotency_key = $2`,
-        [customer, idempotencyKey],
-      );
-      const earlier = rows[0];
-      if (earlier) {
-        if (earlier.request_hash !== requestHash) {
-          throw conflict(
-            "idempotency_key_reused",
-            `Idempotency-Key ${idempotencyKey} was used for a different grant (${earlier.id}); use a new key`,
-          );
-        }
-        return { grant: fromRow(earlier), replayed: true };
-      }
-    }
+    const earlier = idempotencyKey === null ? undefined : await replayOf(tx, customer, idempotencyKey, requestHash);
+    if (earlier) return { grant: earlier, replayed: true };
     // As for events: periods older than the event window are closed (their final invoices are no longer corrected),
     // so a grant cannot reach back into them.
     if (effectiveAt.getTime() < now.getTime() - maxAgeDays * 86_400_000) {
@@ -129,22 +158,7 @@ export async function createGrant(
         `customer ${customer} has no subscription, so no currency to grant credits in; subscribe it to a plan first`,
       );
     }
-    const plan = await tx.query<{ currency: string }>("SELECT currency FROM plans WHERE key = $1", [subscription.plan]);
-    const currency = (plan.rows[0] as { currency: string }).currency;
-    const amount = new Dec(input.amount);
-    if (amount.lte(0)) throw invalid("invalid_amount", "amount", "must be greater than zero");
-    if (amount.decimalPlaces() > minorUnits(currency)) {
-      throw invalid("amount_precision", "amount", `has more decimals than ${currency} has (${minorUnits(currency)})`);
-    }
-    if (input.expires_at && input.expires_at <= effectiveAt) {
-      throw invalid("expiry_before_effective", "expires_at", "must be after effective_at");
-    }
-    const meters = input.meters ? [...new Set(input.meters)].sort() : null;
-    if (meters) {
-      const known = await tx.query<{ key: string }>("SELECT key FROM meters WHERE key = ANY($1::text[])", [meters]);
-      const missing = meters.filter((m) => !known.rows.some((r) => r.key === m));
-      if (missing.length > 0) throw invalid("unknown_meter", "meters", `names unknown meters: ${missing.join(", ")}`);
-    }
+    const { currency, amount, meters } = await checkedGrant(tx, subscription.plan, input, effectiveAt);
     // Ids sort by creation time (then at random): among equal grants, the one created first burns first.
     const id = `cg_${Date.now().toString(36).padStart(9, "0")}${randomBytes(8).toString("hex")}`;
     const { rows } = await tx.query<GrantRow>(

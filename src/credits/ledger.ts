@@ -17,7 +17,7 @@ import { Dec, minorUnits } from "../pricing/money.js";
 import type { Period } from "../pricing/segments.js";
 import { rangeFigures } from "../rollups/totals.js";
 import { type BurnDown, burnOrder, type CreditGrant, coveringBalance, Replay } from "./burndown.js";
-import { type PeriodCharges, periodCharges, periodPricings, SegmentPricer } from "./charges.js";
+import { type PeriodCharges, type PeriodPricing, periodCharges, periodPricings, SegmentPricer } from "./charges.js";
 import { listGrants, type StoredGrant } from "./grants.js";
 
 /** Margin past the event window before a period counts as closed to events (clocks of processes may differ). */
@@ -157,8 +157,22 @@ export class CreditLedgers {
       }
       i = j;
     }
-    // The replay of the closed periods is kept (keyed by the grants and those periods' pricing); only the open
-    // periods are replayed on each read.
+    const replay = this.#replay(customer, grants, pricings, byPeriod, closedBefore);
+    const burn = replay.result(now.getTime());
+    return { customer, asOf: now, grants, burn, periods: byPeriod };
+  }
+
+  /**
+   * The burn-down replay over every period. The replay of the closed periods is kept (keyed by the grants and those
+   * periods' pricing); only the open periods are replayed on each read.
+   */
+  #replay(
+    customer: string,
+    grants: StoredGrant[],
+    pricings: PeriodPricing[],
+    byPeriod: Map<number, PeriodCharges>,
+    closedBefore: number,
+  ): Replay {
     const credited = grants.map(asCreditGrant);
     const closed = pricings.filter((p) => p.period.end.getTime() <= closedBefore);
     const open = pricings.slice(closed.length);
@@ -180,8 +194,7 @@ export class CreditLedgers {
       }
     }
     for (const p of open) replay.apply(byPeriod.get(p.period.start.getTime())?.increments ?? []);
-    const burn = replay.result(now.getTime());
-    return { customer, asOf: now, grants, burn, periods: byPeriod };
+    return replay;
   }
 }
 

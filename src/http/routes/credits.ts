@@ -35,18 +35,23 @@ function grantJson(g: StoredGrant, ledger: CreditLedger | undefined, now: Date) 
   };
 }
 
+const path = z.object({ id: customerId });
+const grantPath = z.object({ id: customerId, grant: z.string().min(1).max(100) });
+
+/** The grant as the ledger sees it right after a change. */
+async function afterChange(ctx: AppContext, customer: string, grant: StoredGrant) {
+  await ctx.limits.evaluateCustomer(customer, "credit-change");
+  const now = ctx.clock.now();
+  const { ledger } = await ctx.credits.read(customer, now, async () => undefined);
+  return grantJson(ledger?.grants.find((g) => g.id === grant.id) ?? grant, ledger, now);
+}
+
 export function creditRoutes(t: RouteTable, ctx: AppContext): void {
-  const path = z.object({ id: customerId });
-  const grantPath = z.object({ id: customerId, grant: z.string().min(1).max(100) });
+  grantRoutes(t, ctx);
+  balanceRoutes(t, ctx);
+}
 
-  /** The grant as the ledger sees it right after a change. */
-  const afterChange = async (customer: string, grant: StoredGrant) => {
-    await ctx.limits.evaluateCustomer(customer, "credit-change");
-    const now = ctx.clock.now();
-    const { ledger } = await ctx.credits.read(customer, now, async () => undefined);
-    return grantJson(ledger?.grants.find((g) => g.id === grant.id) ?? grant, ledger, now);
-  };
-
+function grantRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "post",
     path: "/v1/customers/{id}/credit-grants",
@@ -77,7 +82,7 @@ export function creditRoutes(t: RouteTable, ctx: AppContext): void {
         ctx.clock.now(),
         ctx.config.TALLY_EVENT_MAX_AGE_DAYS,
       );
-      return { status: 201, body: await afterChange(params.id, grant) };
+      return { status: 201, body: await afterChange(ctx, params.id, grant) };
     },
   });
 
@@ -94,10 +99,12 @@ export function creditRoutes(t: RouteTable, ctx: AppContext): void {
     },
     handle: async ({ params }) => {
       const grant = await voidGrant(ctx.db, params.id, params.grant, ctx.clock.now());
-      return { status: 200, body: await afterChange(params.id, grant) };
+      return { status: 200, body: await afterChange(ctx, params.id, grant) };
     },
   });
+}
 
+function balanceRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/customers/{id}/credits",

@@ -165,10 +165,18 @@ export function entitlementReply(customer: string, meter: string, e: Entitlement
   };
 }
 
-export function limitRoutes(t: RouteTable, ctx: AppContext): void {
-  const limitPath = z.object({ id: customerId, meter: meterKey });
-  const planLimitPath = z.object({ key: planKey, meter: meterKey });
+const limitPath = z.object({ id: customerId, meter: meterKey });
+const planLimitPath = z.object({ key: planKey, meter: meterKey });
 
+export function limitRoutes(t: RouteTable, ctx: AppContext): void {
+  customerLimitRoutes(t, ctx);
+  planLimitRoutes(t, ctx);
+  webhookRoutes(t, ctx);
+  alertRoutes(t, ctx);
+  entitlementRoutes(t, ctx);
+}
+
+function customerLimitRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "put",
     path: "/v1/customers/{id}/limits/{meter}",
@@ -203,7 +211,9 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
       return { status: 204 };
     },
   });
+}
 
+function planLimitRoutes(t: RouteTable, ctx: AppContext): void {
   const evaluatePlan = async (plan: string) => {
     for (const customer of await customersOnPlan(ctx.db, plan, ctx.clock.now()))
       ctx.limits.schedule(customer, "limit-change");
@@ -243,7 +253,9 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
       return { status: 204 };
     },
   });
+}
 
+function webhookRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "post",
     path: "/v1/webhook-endpoints",
@@ -280,7 +292,9 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
       return { status: 201, body: { id: e.id, url: e.url, secret: e.secret, created_at: isoTime(e.createdAt) } };
     },
   });
+}
 
+function alertRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/alerts",
@@ -323,7 +337,9 @@ export function limitRoutes(t: RouteTable, ctx: AppContext): void {
       };
     },
   });
+}
 
+function entitlementRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
     path: "/v1/entitlements/{customer}/{meter}",
