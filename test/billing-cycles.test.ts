@@ -114,4 +114,21 @@ describe.each(BACKENDS)("billing cycles on %s", (backend) => {
       end: "2026-12-01T00:00:00Z",
     });
   });
+
+  it("when a start, an anchor or a period instant lies past 9998, then 400 names the field (no period can be computed there)", async () => {
+    const t = await ownTally(backend, "2026-11-20T12:00:00Z");
+    await t.setup("/v1/plans/p", { name: "P", currency: "USD" });
+    await t.setup("/v1/customers/c", {});
+    const far = "9999-12-31T23:59:59.999Z";
+    for (const body of [
+      { plan: "p", start: far },
+      { plan: "p", billing: { anchor: far } },
+    ]) {
+      const res = await t.api().put("/v1/customers/c/subscription").set(admin).send(body);
+      expect(res.status, JSON.stringify(res.body)).toBe(400);
+      expect(res.body.errors[0].field).toMatch(/^(start|billing\.anchor)$/);
+    }
+    const read = await t.api().get("/v1/customers/c/summary").query({ period: far }).set(admin);
+    expect(read.status).toBe(400);
+  });
 });

@@ -5,6 +5,7 @@ import {
   decimalInput as decimal,
   dimensionKey,
   meterKey,
+  periodInstant,
   periodSelector,
   rfc3339,
 } from "../catalog/schemas.js";
@@ -121,7 +122,7 @@ const billingCycleInput = z
   .strictObject({
     interval: z.enum(["day", "week", "month", "year"]).optional().meta({ description: "Default month" }),
     interval_count: z.number().int().min(1).optional().meta({ description: "Default 1" }),
-    anchor: rfc3339.optional().meta({
+    anchor: periodInstant.optional().meta({
       description:
         "Boundary of a period, on a whole UTC hour. Default: the start of the local calendar month of `start`",
     }),
@@ -132,7 +133,7 @@ const billingCycleInput = z
 export const subscriptionBody = z
   .strictObject({
     plan: planKey,
-    start: rfc3339.optional().meta({ description: "Default: now. The previous subscription ends here." }),
+    start: periodInstant.optional().meta({ description: "Default: now. The previous subscription ends here." }),
     billing: billingCycleInput.optional().meta({
       description: "The billing cycle; default: the cycle in effect (a plan change keeps it), else UTC calendar months",
     }),

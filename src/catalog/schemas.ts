@@ -115,9 +115,15 @@ export const rfc3339 = z
   )
   .transform((s) => new Date(s));
 
+/** An instant that billing periods are computed around (a subscription start, an anchor): within the period years. */
+export const periodInstant = rfc3339.refine(
+  (d) => d.getUTCFullYear() >= MIN_PERIOD_YEAR && d.getUTCFullYear() <= MAX_PERIOD_YEAR,
+  `must be from ${MIN_PERIOD_YEAR} to ${MAX_PERIOD_YEAR}`,
+);
+
 /** `?period=`: a month (YYYY-MM) or an instant (RFC 3339). */
 export const periodSelector = z
-  .union([periodMonth, rfc3339])
+  .union([periodMonth, periodInstant])
   .transform((v): PeriodSelector => (typeof v === "string" ? { month: v } : { at: v }))
   .meta({
     description:
