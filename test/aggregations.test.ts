@@ -10,7 +10,8 @@ import { ManualClock } from "../src/clock.js";
 import { rangeTotals } from "../src/rollups/totals.js";
 import { bothEngines } from "./helpers/both.js";
 import { BACKENDS } from "./helpers/databases.js";
-import { postJson } from "./helpers/events.js";
+import { ndjson, postJson, postNdjson } from "./helpers/events.js";
+import { hourAt, putCustomer, reconciliation, startStripeRig, sync } from "./helpers/stripe.js";
 import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
 
 const NOW = "2026-11-20T12:30:00Z";
@@ -259,6 +260,119 @@ describe("aggregations", { timeout: 240_000 }, () => {
       expect(back.status).toBe(200);
     }));
 
+  it("when events are sent again — the same ids, even with other users — then only stored events count, in JSON and NDJSON", () =>
+    both(async ({ t, usage, ingest, record }) => {
+      const c = "again";
+      const at = "2026-11-08T10:00:00Z";
+      const e = (id: string, user: string) => ({
+        id,
+        customer: c,
+        meter: "active_users",
+        timestamp: at,
+        properties: { user_id: user },
+      });
+      await ingest([e("1", "u1")]);
+      // Id 1 is stored (u9 is a duplicate's user: dropped); id 3 twice in the batch: the first (u3) wins.
+      expect(await ingest([e("1", "u9"), e("2", "u2"), e("3", "u3"), e("3", "u8")])).toEqual({
+        accepted: 2,
+        duplicates: 2,
+      });
+      const streamed = await postNdjson(t.tally, ndjson([e("4", "u4"), e("2", "u7"), e("5", "u4")]));
+      expect(streamed.status, JSON.stringify(streamed.body)).toBe(202);
+      expect(streamed.body).toEqual({ accepted: 2, duplicates: 1 });
+      const day = ["2026-11-08T00:00:00Z", "2026-11-09T00:00:00Z"] as const;
+      expect(record("again", await usage(c, "active_users", "day", ...day))).toEqual([
+        { start: day[0], end: day[1], value: "4", count: 5 },
+      ]);
+      const { rows } = await t.tally.ctx.db.query<{ value: string }>(
+        "SELECT value FROM usage_distinct WHERE customer_id = $1 ORDER BY value",
+        [c],
+      );
+      expect(rows.map((r) => r.value)).toEqual(["u1", "u2", "u3", "u4"]);
+    }));
+
+  it("when a range ends mid-day, then the day's users first seen before its end count, late earlier events included", () =>
+    both(async ({ t, ingest, refresh, record }) => {
+      const c = "midday";
+      const e = (id: string, user: string, timestamp: string) => ({
+        id,
+        customer: c,
+        meter: "active_users",
+        timestamp,
+        properties: { user_id: user },
+      });
+      await ingest([e("1", "u1", "2026-11-09T10:00:00Z"), e("2", "u1", "2026-11-09T20:00:00Z")]);
+      await ingest([e("3", "u2", "2026-11-09T15:00:00Z")]);
+      const users = async (to: string, from = "2026-11-09T00:00:00Z") =>
+        (
+          await rangeTotals(t.tally.ctx.db, {
+            from: new Date(from),
+            to: new Date(to),
+            customer: c,
+            meter: "active_users",
+          })
+        )[0]?.unique ?? "0";
+      expect(record("noon", await users("2026-11-09T12:00:00Z"))).toBe("1");
+      expect(await users("2026-11-09T16:00:00Z")).toBe("2");
+      expect(await users("2026-11-09T10:00:00Z")).toBe("0");
+      // From mid-day on: raw events of the day's rest.
+      expect(await users("2026-11-10T00:00:00Z", "2026-11-09T16:00:00Z")).toBe("1");
+      await refresh();
+      // u2 was also there at 09:00, sent late: its first instant that day moves earlier.
+      await ingest([e("4", "u2", "2026-11-09T09:00:00Z")]);
+      expect(record("noon-late", await users("2026-11-09T12:00:00Z"))).toBe("2");
+      const { rows } = await t.tally.ctx.db.query<{ first_ts: Date }>(
+        "SELECT first_ts FROM usage_distinct WHERE customer_id = $1 AND value = 'u2'",
+        [c],
+      );
+      expect(rows.map((r) => r.first_ts.toISOString())).toEqual(["2026-11-09T09:00:00.000Z"]);
+    }));
+
+  it("when distinct counts are filtered and grouped by a dimension or exported, then each is counted over its own events", () =>
+    both(async ({ api, get, ingest, record }) => {
+      const c = "regions";
+      const at = "2026-11-10T10:00:00Z";
+      const e = (id: string, user: string, region?: string) => ({
+        id,
+        customer: c,
+        meter: "seen",
+        timestamp: at,
+        properties: { user, ...(region ? { region } : {}) },
+      });
+      await ingest([e("1", "a", "eu"), e("2", "b", "eu"), e("3", "a", "us"), e("4", "c"), e("5", "a", "eu")]);
+      const q = { customer: c, meter: "seen", granularity: "month", from: NOV[0], to: NOV[1] };
+      expect((await get("/v1/usage", q)).data.map((p: { value: string }) => p.value)).toEqual(["3"]);
+      const grouped = await get("/v1/usage", { ...q, group_by: "region" });
+      expect(
+        record(
+          "grouped",
+          grouped.data.map((p: { dimensions: object; value: string; count: number }) => [
+            p.dimensions,
+            p.value,
+            p.count,
+          ]),
+        ),
+      ).toEqual([
+        [{ region: "eu" }, "2", 3],
+        [{ region: "us" }, "1", 1],
+        [{ region: null }, "1", 1],
+      ]);
+      const filtered = await api()
+        .get("/v1/usage")
+        .query({ ...q, "filter[region]": ["eu", "us"] })
+        .set(admin);
+      expect(filtered.body.data.map((p: { value: string }) => p.value)).toEqual(["2"]);
+      const csv = await api()
+        .get("/v1/usage/export")
+        .query({ customer: c, granularity: "day", from: "2026-11-10T00:00:00Z", to: "2026-11-11T00:00:00Z" })
+        .set(admin);
+      expect(csv.status).toBe(200);
+      expect(record("csv", csv.text.trim().split("\n"))).toEqual([
+        "start,end,customer,meter,value,count",
+        "2026-11-10T00:00:00Z,2026-11-11T00:00:00Z,regions,seen,3,5",
+      ]);
+    }));
+
   it("property: distinct counts, min and avg of random events equal raw SQL for series and any range, after late events", () =>
     both(async ({ backend, t, usage, ingest, refresh }) => {
       const db = t.tally.ctx.db;
@@ -380,3 +494,57 @@ async function rawGroups(db: Db, c: string, from: Date, to: Date) {
   );
   return rows.map((r) => [r.region, r.u, r.n]);
 }
+
+describe.each(BACKENDS)("Stripe sync of unique_count, min and avg meters on %s", (backend) => {
+  it("when users come over several hours, then the month's running distinct count is sent, like a max meter's", async () => {
+    const clock = new ManualClock(NOW);
+    const rig = await startStripeRig(backend, clock);
+    try {
+      const api = () => request(rig.t.tally.app);
+      const meters = {
+        mau: { aggregation: "unique_count", unique_property: "user_id", stripe_event_name: "mau_last" },
+        low: { aggregation: "min", stripe_event_name: "low_last" },
+        mean: { aggregation: "avg", stripe_event_name: "mean_last" },
+      };
+      for (const [key, m] of Object.entries(meters)) {
+        const res = await api()
+          .put(`/v1/meters/${key}`)
+          .set(admin)
+          .send({ name: key, unit: "unit", ...m });
+        expect(res.status, JSON.stringify(res.body)).toBe(201);
+      }
+      await putCustomer(rig.t, "st", "cus_st");
+      const user = (id: string, u: string, ago: number) => ({
+        id,
+        customer: "st",
+        meter: "mau",
+        timestamp: hourAt(clock, ago),
+        properties: { user_id: u },
+      });
+      const values = [5, 3, 10].flatMap((value, i) => [
+        { id: `l${i}`, customer: "st", meter: "low", value, timestamp: hourAt(clock, 3 - i) },
+        { id: `m${i}`, customer: "st", meter: "mean", value, timestamp: hourAt(clock, 3 - i) },
+      ]);
+      const res = await postJson(rig.t.tally, [user("1", "u1", 5), user("2", "u2", 4), user("3", "u1", 3), ...values]);
+      expect(res.status, JSON.stringify(res.body)).toBe(202);
+      await sync(rig.t);
+      const november = { from: new Date(NOV[0]), to: new Date(NOV[1]) };
+      expect(rig.fake.last("cus_st", "mau_last", november)).toBe(2n);
+      expect(rig.fake.last("cus_st", "low_last", november)).toBe(3n);
+      expect(rig.fake.last("cus_st", "mean_last", november)).toBe(6n);
+      clock.advance(3_600_000);
+      // A returning user adds nothing; a new one makes the running value 3.
+      await postJson(rig.t.tally, [user("4", "u2", 1), user("5", "u3", 1)]);
+      await sync(rig.t);
+      expect(rig.fake.eventsOf("cus_st", "mau_last", november).map((e) => e.value)).toEqual([2n, 3n]);
+      const recon = await reconciliation(rig.t, "2026-11");
+      expect(recon.map((r) => [r.meter, r.quantity, r.sent, r.status])).toEqual([
+        ["low", "3", "3", "in_sync"],
+        ["mau", "3", "3", "in_sync"],
+        ["mean", "6", "6", "in_sync"],
+      ]);
+    } finally {
+      await rig.close();
+    }
+  });
+});
