@@ -2,7 +2,7 @@
 // of issue 28, invoice 3 × 1.50 = 4.50), min and avg; the rules of unique_property; and property tests that hold
 // every series and total equal to the same figure computed from raw events (count(DISTINCT …), min, sum ÷ count) —
 // across refreshes, late events, mid-day bounds and dimension groups.
-import { Decimal } from "decimal.js";
+import { Decimal as Decimal20 } from "decimal.js";
 import fc from "fast-check";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,6 +13,9 @@ import { BACKENDS } from "./helpers/databases.js";
 import { ndjson, postJson, postNdjson } from "./helpers/events.js";
 import { hourAt, putCustomer, reconciliation, startStripeRig, sync } from "./helpers/stripe.js";
 import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
+
+/** Enough digits for any sum of events divided exactly before rounding. */
+const Decimal = Decimal20.clone({ precision: 60 });
 
 const NOW = "2026-11-20T12:30:00Z";
 const NOV = ["2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"] as const;
