@@ -9,7 +9,8 @@
 // 7 days, and the current-period summary of a customer whose plan prices active_users per user; every answer is
 // compared with the one from raw events. Last, BENCH_DISTINCT_INGEST (default a tenth of the load, at most 1,000,000)
 // events of the last day are posted to that process as JSON batches of 5,000, once to a sum meter and once to the
-// unique_count meter (the same users and times, rounds alternating which goes first): events/s of each.
+// unique_count meter (the same events — customers, user_id properties, times — but for the meter; rounds alternating
+// which goes first): events/s of each.
 //   DATABASE_URL=postgres://... → a fresh database on that server (dropped afterwards); unset → embedded engine.
 import { randomBytes } from "node:crypto";
 import http from "node:http";
@@ -294,7 +295,7 @@ async function ingestRace(url: string, now: Date): Promise<string> {
         meter,
         value: 1,
         timestamp: e.timestamp,
-        ...(meter === METER ? { properties: { user_id: `user-${e.user}` } } : {}),
+        properties: { user_id: `user-${e.user}` },
       }));
       const body = JSON.stringify({ events });
       const [ms, res] = await time(() => httpRequest(`${url}/v1/events`, { key: KEY, method: "POST", agent, body }));

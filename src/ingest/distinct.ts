@@ -96,6 +96,7 @@ export class DistinctValues {
     if (![...meters.values()].some((p) => p !== null)) return batch;
     batch.any = true;
     const rows = new Map<string, DistinctRow>();
+    const days = new Map<number, string>();
     for (const e of events) {
       const property = meters.get(e.meter);
       if (!property) continue;
@@ -112,7 +113,11 @@ export class DistinctValues {
       e.distinctValue = value;
       const micros = pgMicros(e.ts, e.tsMs);
       const dayUs = Math.floor(micros / DAY_US) * DAY_US;
-      const day = new Date(dayUs / 1000 + PG_EPOCH_MS).toISOString();
+      let day = days.get(dayUs);
+      if (day === undefined) {
+        day = new Date(dayUs / 1000 + PG_EPOCH_MS).toISOString();
+        days.set(dayUs, day);
+      }
       const set = e.dimensionSet ?? 0;
       const key = `${e.customer}${sep}${e.meter}${sep}${day}${sep}${set}${sep}${value}`;
       const known = this.#stored.get(key);
