@@ -7,6 +7,7 @@ import fc from "fast-check";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
+import { refreshRollups } from "../src/rollups/refresh.js";
 import { rangeTotals } from "../src/rollups/totals.js";
 import { bothEngines } from "./helpers/both.js";
 import { BACKENDS } from "./helpers/databases.js";
@@ -374,6 +375,32 @@ describe("aggregations", { timeout: 240_000 }, () => {
         "start,end,customer,meter,value,count",
         "2026-11-10T00:00:00Z,2026-11-11T00:00:00Z,regions,seen,3,5",
       ]);
+    }));
+
+  it("when events were loaded around ingest (COPY into usage_events), then a full refresh builds their distinct values", () =>
+    both(async ({ t, usage, record }) => {
+      const { db, engine } = t.tally.ctx;
+      await db.query(
+        `INSERT INTO usage_events (ts, customer_id, meter, value, event_id, properties, received_at)
+         SELECT '2026-11-11T00:00:00Z'::timestamptz + g * interval '7 minutes', 'bulk', 'active_users', 1, 'b' || g,
+                jsonb_build_object('user_id', 'u' || (g % 13)), now()
+         FROM generate_series(1, 400) g`,
+        [],
+      );
+      await refreshRollups(db, engine, new Date(NOW), { full: true });
+      const days = await usage("bulk", "active_users", "day", "2026-11-11T00:00:00Z", "2026-11-14T00:00:00Z");
+      const { rows } = await db.query<{ v: string }>(
+        `SELECT count(DISTINCT properties ->> 'user_id')::text AS v FROM usage_events
+         WHERE customer_id = 'bulk' GROUP BY date_trunc('day', ts, 'UTC') ORDER BY 1`,
+        [],
+      );
+      expect(
+        record(
+          "bulk",
+          days.map((p) => p.value),
+        ),
+      ).toEqual(rows.map((r) => r.v));
+      expect(days.map((p) => p.count)).toEqual([205, 195]);
     }));
 
   it("property: distinct counts, min and avg of random events equal raw SQL for series and any range, after late events", () =>
