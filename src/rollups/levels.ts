@@ -92,9 +92,6 @@ const LAST_OF_LASTS = "(max(ARRAY[last_key, last_value]))[2]";
 export const AVG_OF = (sum: string, count: string) =>
   `trim_scale(sign(${sum}) * div(2 * abs(${sum}) * 1000000000 + ${count}, 2 * ${count}) * 0.000000001)`;
 
-/** Decimal places of an average (AVG_OF). */
-export const AVG_SCALE = 9;
-
 /** A column of a combined answer (rows of a series or of totals): its name, expression and type. */
 export interface CombinedColumn {
   name: string;
