@@ -7,6 +7,7 @@ import fc from "fast-check";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
+import { firstSeenHours } from "../src/rollups/firstSeen.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { rangeTotals } from "../src/rollups/totals.js";
 import { bothEngines } from "./helpers/both.js";
@@ -470,6 +471,24 @@ describe("aggregations", { timeout: 240_000 }, () => {
               const grouped = await rangeTotals(db, { from, to, customer: c, meter: "seen", groupBy: ["region"] });
               expect(grouped.map((x) => [x.dimensionValues?.[0] ?? null, x.unique, x.count])).toEqual(
                 await rawGroups(db, c, from, to),
+              );
+              // The running count at the end of each hour with new users is the count over [from, that end).
+              let running = 0;
+              for (const f of await firstSeenHours(db, { customer: c, meter: "seen", from, to })) {
+                running += f.added;
+                const end = new Date(Math.min(f.hour.getTime() + 3_600_000, to.getTime()));
+                const raw = await rawTotals(db, c, from, end);
+                expect(running, `first seen by ${end.toISOString()}`).toBe(
+                  Number(raw.find((r) => r[0] === "seen")?.[1]),
+                );
+              }
+              const perRegion = new Map<string | null, number>();
+              for (const f of await firstSeenHours(db, { customer: c, meter: "seen", from, to, groupBy: ["region"] })) {
+                const region = f.dimensionValues?.[0] ?? null;
+                perRegion.set(region, (perRegion.get(region) ?? 0) + f.added);
+              }
+              expect([...perRegion].map(([r, n]) => [r, String(n)]).sort()).toEqual(
+                (await rawGroups(db, c, from, to)).map((g) => [g[0], g[1]]).sort(),
               );
             }
           },
