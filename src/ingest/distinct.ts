@@ -22,7 +22,8 @@ import type { ValidEvent } from "./validate.js";
 const DAY_US = 86_400_000_000;
 /** PostgreSQL counts time from 2000-01-01 UTC, a midnight: its days are whole multiples of DAY_US from there. */
 const PG_EPOCH_MS = 946_684_800_000;
-const CACHE_SIZE = 200_000;
+/** Rows remembered per process: some 20 MB of short keys at most (the dimension resolver keeps 100,000 of its own). */
+const CACHE_SIZE = 150_000;
 
 /** One row for usage_distinct. */
 export interface DistinctRow {
@@ -119,7 +120,7 @@ export class DistinctValues {
         days.set(dayUs, day);
       }
       const set = e.dimensionSet ?? 0;
-      const key = `${e.customer}${sep}${e.meter}${sep}${day}${sep}${set}${sep}${value}`;
+      const key = `${e.customer}${sep}${e.meter}${sep}${dayUs / DAY_US}${sep}${set}${sep}${value}`;
       const known = this.#stored.get(key);
       if (known !== undefined && known <= micros) continue;
       const row = rows.get(key);

@@ -59,7 +59,7 @@ interface NdjsonWritten {
 }
 
 /** Rows of distinct values an NDJSON body remembers for after its commit (a cache: memory stays bounded). */
-const MAX_REMEMBERED_DISTINCT = 200_000;
+const MAX_REMEMBERED_DISTINCT = 150_000;
 
 export class IngestService {
   readonly #accepted;
