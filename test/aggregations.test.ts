@@ -296,6 +296,40 @@ describe("aggregations", { timeout: 240_000 }, () => {
       expect(rows.map((r) => r.value)).toEqual(["u1", "u2", "u3", "u4"]);
     }));
 
+  it("when concurrent batches bring the same new users, then each is counted once and no batch fails", () =>
+    both(async ({ t, usage, record }) => {
+      const c = "concurrent";
+      const batches = Array.from({ length: 6 }, (_, b) =>
+        Array.from({ length: 40 }, (_, i) => ({
+          id: `${b}-${i}`,
+          customer: c,
+          meter: "active_users",
+          timestamp: `2026-11-12T${String((i * 7 + b) % 24).padStart(2, "0")}:00:00Z`,
+          properties: { user_id: `u${(i * (b + 1)) % 17}` },
+        })),
+      );
+      const answers = await Promise.all(batches.map((events) => postJson(t.tally, events)));
+      expect(answers.map((a) => a.status)).toEqual(batches.map(() => 202));
+      const day = await usage(c, "active_users", "day", "2026-11-12T00:00:00Z", "2026-11-13T00:00:00Z");
+      const { rows } = await t.tally.ctx.db.query<{ v: string }>(
+        "SELECT count(DISTINCT properties ->> 'user_id')::text AS v FROM usage_events WHERE customer_id = $1",
+        [c],
+      );
+      expect(
+        record(
+          "concurrent",
+          day.map((p) => [p.value, p.count]),
+        ),
+      ).toEqual([[rows[0]?.v, 240]]);
+      const firsts = await t.tally.ctx.db.query<{ ok: boolean }>(
+        `SELECT bool_and(x.first_ts = (SELECT min(e.ts) FROM usage_events e
+                                       WHERE e.customer_id = x.customer_id AND e.properties ->> 'user_id' = x.value)) AS ok
+         FROM usage_distinct x WHERE x.customer_id = $1`,
+        [c],
+      );
+      expect(firsts.rows[0]?.ok).toBe(true);
+    }));
+
   it("when a range ends mid-day, then the day's users first seen before its end count, late earlier events included", () =>
     both(async ({ t, ingest, refresh, record }) => {
       const c = "midday";
