@@ -1,6 +1,7 @@
 // The dimensions contract: rollups are kept per (bucket, customer, meter, dimension set) on both engines, and every
 // answer — ungrouped, grouped, filtered — equals the same question asked of raw events, through random events with
 // random dimensions, late events and refreshes in between; the two engines answer identically.
+import { Decimal as Decimal20 } from "decimal.js";
 import fc from "fast-check";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -8,6 +9,12 @@ import { ManualClock } from "../src/clock.js";
 import { BACKENDS, type TestBackend } from "./helpers/databases.js";
 import { postJson } from "./helpers/events.js";
 import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
+
+const Decimal = Decimal20.clone({ precision: 60 });
+
+/** An average as Tally figures it: sum ÷ count, rounded half away from zero to 9 places, trailing zeros trimmed. */
+const average = (sum: string, count: string) =>
+  new Decimal(sum).div(count).toDecimalPlaces(9, Decimal.ROUND_HALF_UP).toFixed();
 
 const NOW = "2026-11-03T12:30:00Z";
 const observed: Record<TestBackend, Record<string, unknown>> = { embedded: {}, postgres: {} };
@@ -41,11 +48,15 @@ describe.each(BACKENDS)("dimensions contract on %s", (backend) => {
       ["req", "count"],
       ["mem", "max"],
       ["ver", "last"],
+      ["low", "min"],
+      ["avg", "avg"],
+      ["who", "unique_count"],
     ]) {
+      const unique = aggregation === "unique_count" ? { unique_property: "user" } : {};
       const res = await request(t.tally.app)
         .put(`/v1/meters/${key}`)
         .set(admin)
-        .send({ name: key, unit: "u", aggregation, dimensions: ["model", "kind"] });
+        .send({ name: key, unit: "u", aggregation, dimensions: ["model", "kind"], ...unique });
       expect(res.status).toBe(201);
     }
   });
@@ -223,10 +234,19 @@ describe.each(BACKENDS)("dimensions contract on %s", (backend) => {
     const db = t.tally.ctx.db;
     const start = Date.parse("2026-09-29T13:00:00Z");
     const span = Date.parse(NOW) - start;
-    const meters = { tok: "sum", req: "count", mem: "max", ver: "last" } as const;
+    const meters = {
+      tok: "sum",
+      req: "count",
+      mem: "max",
+      ver: "last",
+      low: "min",
+      avg: "avg",
+      who: "unique",
+    } as const;
     const event = fc.record({
       at: fc.integer({ min: 0, max: span }),
-      meter: fc.constantFrom("tok", "req", "mem", "ver"),
+      meter: fc.constantFrom("tok", "req", "mem", "ver", "low", "avg", "who"),
+      user: fc.constantFrom("u1", "u2", "u3", "u4"),
       value: fc.oneof(fc.integer({ min: 0, max: 1000 }).map(String), fc.constantFrom("0.5", "2.25")),
       model: fc.constantFrom("a", "b", "B", undefined),
       kind: fc.constantFrom("in", "out", undefined),
@@ -237,7 +257,7 @@ describe.each(BACKENDS)("dimensions contract on %s", (backend) => {
         ["day", "2026-09-01T00:00:00Z", "2026-11-04T00:00:00Z"],
         ["month", "2026-09-01T00:00:00Z", "2026-12-01T00:00:00Z"],
       ),
-      meter: fc.constantFrom("tok", "req", "mem", "ver"),
+      meter: fc.constantFrom("tok", "req", "mem", "ver", "low", "avg", "who"),
       groupBy: fc.constantFrom([], ["model"], ["kind"], ["model", "kind"], ["kind", "model"]),
       filter: fc.constantFrom(
         {},
@@ -264,7 +284,11 @@ describe.each(BACKENDS)("dimensions contract on %s", (backend) => {
                 meter: e.meter,
                 value: e.value,
                 timestamp: new Date(start + e.at).toISOString(),
-                properties: { ...(e.model ? { model: e.model } : {}), ...(e.kind ? { kind: e.kind } : {}) },
+                properties: {
+                  user: e.user,
+                  ...(e.model ? { model: e.model } : {}),
+                  ...(e.kind ? { kind: e.kind } : {}),
+                },
               })),
             );
             if (refreshAfter[i]) await refresh();
@@ -287,10 +311,13 @@ describe.each(BACKENDS)("dimensions contract on %s", (backend) => {
               s: string;
               n: string;
               mx: string;
+              mn: string;
+              u: string;
               l: string;
             }>(
               `SELECT date_trunc($5, ts, 'UTC') AS start, ${gs.map((x, i) => `${x} AS d${i + 1},`).join(" ")}
                       trim_scale(sum(value))::text AS s, count(*)::text AS n, trim_scale(max(value))::text AS mx,
+                      trim_scale(min(value))::text AS mn, count(DISTINCT properties ->> 'user')::text AS u,
                       trim_scale((array_agg(value ORDER BY ts DESC, value DESC))[1])::text AS l
                FROM usage_events WHERE customer_id = $1 AND meter = $2 AND ts >= $3 AND ts < $4
                ${conds.map((x) => `AND ${x}`).join(" ")}
@@ -301,7 +328,15 @@ describe.each(BACKENDS)("dimensions contract on %s", (backend) => {
             const agg = meters[meter as keyof typeof meters];
             const expected = rows.map((r) => ({
               start: r.start.toISOString().replace(".000Z", "Z"),
-              value: agg === "sum" ? r.s : agg === "count" ? r.n : agg === "max" ? r.mx : r.l,
+              value: {
+                sum: r.s,
+                count: r.n,
+                max: r.mx,
+                last: r.l,
+                min: r.mn,
+                avg: average(r.s, r.n),
+                unique: r.u,
+              }[agg],
               count: Number(r.n),
               ...(groupBy.length > 0
                 ? {

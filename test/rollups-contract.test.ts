@@ -1,5 +1,6 @@
 // The rollup contract: the same scenarios on the embedded TimescaleDB and the real PostgreSQL (portable engine),
 // each checked against numbers computed by hand, and the two engines' answers compared with each other.
+import { Decimal as Decimal20 } from "decimal.js";
 import fc from "fast-check";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,7 +11,14 @@ import { BACKENDS, type TestBackend } from "./helpers/databases.js";
 import { defineMeters, postJson } from "./helpers/events.js";
 import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
 
+/** Enough digits for any sum of events divided exactly before rounding. */
+const Decimal = Decimal20.clone({ precision: 60 });
+
 const NOW = "2026-11-03T12:30:00Z";
+
+/** An average as Tally figures it: sum ÷ count, rounded half away from zero to 9 places, trailing zeros trimmed. */
+const average = (sum: string, count: string) =>
+  new Decimal(sum).div(count).toDecimalPlaces(9, Decimal.ROUND_HALF_UP).toFixed().replace(/^-0$/, "0");
 
 type Point = { start: string; end: string; value: string; count: number };
 
@@ -44,7 +52,7 @@ describe("rollup contract", { timeout: 240_000 }, () => {
     for (const backend of BACKENDS) {
       const t = await startTestTally(backend, { clock: new ManualClock(NOW) });
       engines.push(helpers(backend, t));
-      await defineMeters(t.tally, { calls: "sum", hits: "count", seats: "max", plan: "last" });
+      await defineMeters(t.tally, { calls: "sum", hits: "count", seats: "max", plan: "last", low: "min", mean: "avg" });
     }
   });
   afterAll(async () => {
@@ -230,7 +238,7 @@ describe("rollup contract", { timeout: 240_000 }, () => {
       const span = Date.parse(NOW) - start;
       const event = fc.record({
         at: fc.integer({ min: 0, max: span }),
-        meter: fc.constantFrom("calls", "seats", "plan"),
+        meter: fc.constantFrom("calls", "seats", "plan", "low", "mean"),
         value: fc.oneof(fc.integer({ min: 0, max: 1000 }).map(String), fc.constantFrom("0.5", "2.25", "7.000000001")),
       });
       const ranges = [
@@ -265,19 +273,22 @@ describe("rollup contract", { timeout: 240_000 }, () => {
                 s: string;
                 n: string;
                 mx: string;
+                mn: string;
                 l: string;
               }>(
                 `SELECT date_trunc($4, ts, 'UTC') AS start, meter, trim_scale(sum(value))::text AS s, count(*)::text AS n,
-                      trim_scale(max(value))::text AS mx, trim_scale((array_agg(value ORDER BY ts DESC, value DESC))[1])::text AS l
+                      trim_scale(max(value))::text AS mx, trim_scale(min(value))::text AS mn,
+                      trim_scale((array_agg(value ORDER BY ts DESC, value DESC))[1])::text AS l
                FROM usage_events WHERE customer_id = $1 AND ts >= $2 AND ts < $3 GROUP BY 1, 2 ORDER BY 2, 1`,
                 [c, new Date(from), new Date(to), g],
               );
-              for (const meter of ["calls", "seats", "plan"] as const) {
+              for (const meter of ["calls", "seats", "plan", "low", "mean"] as const) {
+                const figure = { calls: "s", seats: "mx", plan: "l", low: "mn" } as const;
                 const expected = rows
                   .filter((r) => r.meter === meter)
                   .map((r) => ({
                     start: r.start.toISOString().replace(".000Z", "Z"),
-                    value: meter === "calls" ? r.s : meter === "seats" ? r.mx : r.l,
+                    value: meter === "mean" ? average(r.s, r.n) : r[figure[meter]],
                     count: Number(r.n),
                   }));
                 const got = (await usage(c, meter, g, from, to)).map(({ start, value, count }) => ({
@@ -303,7 +314,7 @@ describe("rollup contract", { timeout: 240_000 }, () => {
       const events = Array.from({ length: 60 }, (_, i) => ({
         id: `t${i}`,
         customer: c,
-        meter: (["calls", "seats", "plan"] as const)[i % 3],
+        meter: (["calls", "seats", "plan", "low", "mean"] as const)[i % 5],
         value: String((i * 37) % 101),
         timestamp: new Date(start + Math.floor((((i * 7919) % 1000) / 1000) * (end - start))).toISOString(),
       }));
@@ -315,14 +326,14 @@ describe("rollup contract", { timeout: 240_000 }, () => {
         fc.asyncProperty(instant, instant, instant, async (x, y, z) => {
           const [a, b, cut] = [x, y, z].sort((p, q) => p - q).map((ms) => new Date(ms)) as [Date, Date, Date];
           const totals = await rangeTotals(db, { from: a, to: cut, customer: c });
-          const { rows } = await db.query<{ meter: string; s: string; n: string; mx: string; l: string }>(
+          const { rows } = await db.query<{ meter: string; s: string; n: string; mx: string; mn: string; l: string }>(
             `SELECT meter, trim_scale(sum(value))::text AS s, count(*)::text AS n, trim_scale(max(value))::text AS mx,
-                  trim_scale((array_agg(value ORDER BY ts DESC, value DESC))[1])::text AS l
+                  trim_scale(min(value))::text AS mn, trim_scale((array_agg(value ORDER BY ts DESC, value DESC))[1])::text AS l
            FROM usage_events WHERE customer_id = $1 AND ts >= $2 AND ts < $3 GROUP BY 1 ORDER BY 1`,
             [c, a, cut],
           );
-          expect(totals.map((x) => [x.meter, x.sum, x.count, x.max, x.last])).toEqual(
-            rows.map((r) => [r.meter, r.s, r.n, r.mx, r.l]),
+          expect(totals.map((x) => [x.meter, x.sum, x.count, x.max, x.min, x.avg, x.last])).toEqual(
+            rows.map((r) => [r.meter, r.s, r.n, r.mx, r.mn, average(r.s, r.n), r.l]),
           );
           // segments add up to the whole for sum and count
           const left = await rangeTotals(db, { from: a, to: b, customer: c });

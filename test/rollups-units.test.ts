@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BillingCalendar } from "../src/billing/calendar.js";
 import { addBuckets, alignDown, bucketCount } from "../src/rollups/buckets.js";
+import { planDistinct } from "../src/rollups/distinctSql.js";
 import { inlineParams } from "../src/rollups/export.js";
 import { buildSeriesSql, planCover, planSeries, type SeriesPart } from "../src/rollups/series.js";
 
@@ -141,6 +142,61 @@ describe("series plan", () => {
     expect(q.text.match(/customer_id = \$1/g)?.length).toBe(parts.length);
     expect(q.text.match(/meter = \$2/g)?.length).toBe(parts.length);
     expect(buildSeriesSql({ granularity: "hour" }, parts).text).not.toMatch(/customer_id = /);
+  });
+});
+
+describe("distinct plan", () => {
+  const show = (g: "hour" | "day" | "month" | "total", from: string, to: string) =>
+    planDistinct(g, d(from), d(to)).map(
+      (p) => `${p.source} ${p.from.toISOString().slice(0, 16)}..${p.to.toISOString().slice(0, 16)}`,
+    );
+
+  it("when a series is read, then hours come from raw events and days and months from the day rows", () => {
+    expect(show("hour", "2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z")).toEqual([
+      "event 2026-01-05T00:00..2026-01-06T00:00",
+    ]);
+    expect(show("month", "2025-02-01T00:00:00Z", "2026-02-01T00:00:00Z")).toEqual([
+      "days 2025-02-01T00:00..2026-02-01T00:00",
+    ]);
+  });
+
+  it("when a total has mid-day bounds, then whole days and the last day's start are rows, the first day's rest raw", () => {
+    expect(show("total", "2026-01-05T10:30:00Z", "2026-01-08T06:15:00Z")).toEqual([
+      "event 2026-01-05T10:30..2026-01-06T00:00",
+      "days 2026-01-06T00:00..2026-01-08T00:00",
+      "day_start 2026-01-08T00:00..2026-01-08T06:15",
+    ]);
+    expect(show("total", "2026-01-05T00:00:00Z", "2026-01-05T12:00:00Z")).toEqual([
+      "day_start 2026-01-05T00:00..2026-01-05T12:00",
+    ]);
+    expect(show("total", "2026-01-05T10:00:00Z", "2026-01-05T12:00:00Z")).toEqual([
+      "event 2026-01-05T10:00..2026-01-05T12:00",
+    ]);
+    expect(show("total", "2026-01-05T10:00:00Z", "2026-01-06T05:00:00Z")).toEqual([
+      "event 2026-01-05T10:00..2026-01-06T00:00",
+      "day_start 2026-01-06T00:00..2026-01-06T05:00",
+    ]);
+    expect(show("total", "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")).toEqual([
+      "days 2026-11-01T00:00..2026-12-01T00:00",
+    ]);
+    expect(show("total", "2026-01-05T10:00:00Z", "2026-01-05T10:00:00Z")).toEqual([]);
+  });
+
+  it("property: the parts of a total tile its range exactly, in order", () => {
+    const instant = fc.integer({ min: Date.parse("2026-01-01T00:00:00Z"), max: Date.parse("2026-03-01T00:00:00Z") });
+    fc.assert(
+      fc.property(instant, instant, (x, y) => {
+        const [from, to] = [Math.min(x, y), Math.max(x, y)];
+        const parts = planDistinct("total", new Date(from), new Date(to));
+        let at = from;
+        for (const p of parts) {
+          expect(p.from.getTime()).toBe(at);
+          expect(p.to.getTime()).toBeGreaterThan(at);
+          at = p.to.getTime();
+        }
+        expect(at).toBe(parts.length > 0 ? to : from);
+      }),
+    );
   });
 });
 

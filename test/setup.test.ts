@@ -54,7 +54,7 @@ describe.each(BACKENDS)("setup endpoints on %s", (backend) => {
     });
 
     it.each([
-      [{ name: "x", unit: "u", aggregation: "avg" }, "aggregation"],
+      [{ name: "x", unit: "u", aggregation: "median" }, "aggregation"],
       [{ unit: "u", aggregation: "sum" }, "name"],
       [{ name: "x", unit: "u", aggregation: "sum", stripe_scale: "-1" }, "stripe_scale"],
       [{ name: "x", unit: "u", aggregation: "sum", extra: 1 }, "(body)"],

@@ -9,18 +9,22 @@ const MIN_RELOAD_GAP_MS = 100;
 export class MeterCache {
   #byKey = new Map<string, Aggregation>();
   #dimensions = new Map<string, string[]>();
+  #unique = new Map<string, string>();
   #loadedAt = 0;
   #loading: Promise<void> | undefined;
 
   constructor(private readonly db: Queryable) {}
 
   async #read(q: Queryable): Promise<void> {
-    const { rows } = await q.query<{ key: string; aggregation: Aggregation; dimensions: string[] }>(
-      "SELECT key, aggregation, dimensions FROM meters",
-      [],
-    );
+    const { rows } = await q.query<{
+      key: string;
+      aggregation: Aggregation;
+      dimensions: string[];
+      unique_property: string | null;
+    }>("SELECT key, aggregation, dimensions, unique_property FROM meters", []);
     this.#byKey = new Map(rows.map((r) => [r.key, r.aggregation]));
     this.#dimensions = new Map(rows.map((r) => [r.key, r.dimensions]));
+    this.#unique = new Map(rows.flatMap((r) => (r.unique_property ? [[r.key, r.unique_property] as const] : [])));
     this.#loadedAt = Date.now();
   }
 
@@ -70,6 +74,11 @@ export class MeterCache {
   dimensionsOf(key?: string): readonly string[] {
     if (key !== undefined) return this.#dimensions.get(key) ?? [];
     return [...new Set([...this.#dimensions.values()].flat())].sort();
+  }
+
+  /** A unique_count meter's unique property as of the last load (call lookup or snapshot first). */
+  uniquePropertyOf(key: string): string | undefined {
+    return this.#unique.get(key);
   }
 
   invalidate(): void {

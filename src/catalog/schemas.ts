@@ -83,7 +83,10 @@ export const meterKey = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/, "must be 1–64 characters of letters, digits, '_', '.', ':' or '-'")
   .meta({ description: "Meter key", example: "api_calls" });
 
-export const aggregation = z.enum(["sum", "count", "max", "last"]);
+export const aggregation = z.enum(["sum", "count", "max", "last", "min", "avg", "unique_count"]).meta({
+  description:
+    "How a range's usage is figured: sum, count, max, last (the latest event's value), min, avg (sum ÷ count, 9 decimal places) or unique_count (distinct values of unique_property)",
+});
 export type Aggregation = z.infer<typeof aggregation>;
 
 /** A decimal given as a string (preferred) or a JSON number of at most 15 significant digits; no exponent. */
@@ -167,6 +170,11 @@ export const meterBody = z
       description:
         "What the Stripe sync sends: the meter's quantity, or its priced amount in the currency's minor units (default quantity; left out: unchanged)",
     }),
+    unique_property: dimensionKey.nullable().optional().meta({
+      description:
+        "unique_count only (and required there): the event property whose distinct values are counted (string or number values). Fixed once the meter has events.",
+      example: "user_id",
+    }),
   })
   .meta({ id: "MeterInput" });
 
@@ -180,6 +188,7 @@ export const meter = z
     stripe_scale: z.string(),
     dimensions: z.array(z.string()),
     stripe_value: stripeValue,
+    unique_property: z.string().nullable(),
     created_at: z.string(),
     updated_at: z.string(),
   })

@@ -5,6 +5,8 @@ import { customerId, meterKey, STORABLE_TEXT_MESSAGE, storableText } from "../ca
 const MAX_PROPERTIES = 16;
 const MAX_PROPERTY_KEY = 64;
 const MAX_PROPERTY_VALUE = 1024;
+/** A unique_count meter's values are ids: kept short, so every row of usage_distinct fits its index. */
+export const MAX_UNIQUE_VALUE = 256;
 const MAX_SIGNIFICANT_DIGITS = 18;
 const MAX_DECIMAL_PLACES = 9;
 /** A JSON number with more significant digits than this may not be what the client wrote (binary floating point). */
@@ -35,7 +37,9 @@ export const eventInput = z
     properties: z
       .record(z.string(), z.string())
       .optional()
-      .meta({ description: `Flat object of string values, at most ${MAX_PROPERTIES} keys; kept for audit and export` }),
+      .meta({
+        description: `Flat object of string values, at most ${MAX_PROPERTIES} keys; kept for audit and export. A unique_count meter's unique_property is required and may be a number (stored as its decimal text)`,
+      }),
   })
   .meta({ id: "Event" });
 

@@ -12,6 +12,7 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { ascending, customersInOrder, distinctInKeyOrder } from "./batch.js";
 import { bodyFormat, decodedStream, type IngestBody, limited, lines, readAll } from "./body.js";
+import { type DistinctBatch, DistinctValues } from "./distinct.js";
 import { NdjsonReader } from "./ndjson.js";
 import { checkEvent, ErrorList, type PairDelta, PairTracker } from "./outcome.js";
 import { KnownCustomers, writeBatch, writeChunk } from "./store.js";
@@ -52,7 +53,13 @@ class StopWriting extends Error {}
 interface NdjsonWritten {
   resolved: Resolved[];
   customers: Set<string>;
+  /** Each chunk's distinct values and whether they were written as gathered (no conflict); bounded. */
+  distinct: [DistinctBatch, boolean][];
+  distinctRows: number;
 }
+
+/** Rows of distinct values an NDJSON body remembers for after its commit (a cache: memory stays bounded). */
+const MAX_REMEMBERED_DISTINCT = 150_000;
 
 export class IngestService {
   readonly #accepted;
@@ -64,6 +71,7 @@ export class IngestService {
   readonly #known = new KnownCustomers();
   readonly #listeners: ((batch: CommittedBatch) => void)[] = [];
   readonly dimensions: DimensionResolver;
+  readonly #distinct = new DistinctValues();
 
   constructor(
     private readonly db: Db,
@@ -119,7 +127,12 @@ export class IngestService {
   }
 
   #context(nowMs: number): Omit<ValidationContext, "aggregationOf"> {
-    return { nowMs, maxAgeMs: this.limits.maxAgeMs, maxFutureMs: this.limits.maxFutureMs };
+    return {
+      nowMs,
+      maxAgeMs: this.limits.maxAgeMs,
+      maxFutureMs: this.limits.maxFutureMs,
+      uniquePropertyOf: (meter) => this.meters.uniquePropertyOf(meter),
+    };
   }
 
   async #json(req: IngestBody, bound: string | null): Promise<IngestResult> {
@@ -174,14 +187,21 @@ export class IngestService {
       // Every event is valid, so valid[i] is events[i]: the index is its place in the batch.
       let resolved: Resolved | undefined;
       const written = await this.#withRetry(() =>
-        writeBatch(this.db, valid, this.#known, receivedAt, {
-          prepare: async (tx) => {
-            resolved = await this.dimensions.resolve(tx, valid);
+        writeBatch(
+          this.db,
+          valid,
+          this.#known,
+          receivedAt,
+          {
+            prepare: async (tx) => {
+              resolved = await this.dimensions.resolve(tx, valid);
+            },
+            finish: async (tx) => {
+              if (resolved) await this.dimensions.guard(tx, valid, resolved);
+            },
           },
-          finish: async (tx) => {
-            if (resolved) await this.dimensions.guard(tx, valid, resolved);
-          },
-        }),
+          this.#distinct,
+        ),
       );
       if (resolved) this.dimensions.committed(resolved);
       if (written.conflicted) this.#conflicts.inc({ format: "json" });
@@ -194,11 +214,12 @@ export class IngestService {
     const receivedAt = this.clock.now();
     const source = lines(limited(decodedStream(req), this.limits.ndjsonMaxBytes, "the NDJSON body"), MAX_LINE_BYTES);
     const reader = new NdjsonReader(source, this.#context(receivedAt.getTime()), this.meters, bound);
-    const written: NdjsonWritten = { resolved: [], customers: new Set() };
+    const written: NdjsonWritten = { resolved: [], customers: new Set(), distinct: [], distinctRows: 0 };
     let accepted = 0;
     try {
       accepted = await this.db.transaction((tx) => this.#writeNdjson(tx, reader, receivedAt, written));
       for (const r of written.resolved) this.dimensions.committed(r);
+      for (const [batch, asGathered] of written.distinct) this.#distinct.committed(batch, asGathered);
     } catch (err) {
       if (err instanceof AppError && err.status === 413) this.#rejected.inc({ reason: "too_large" }, reader.index);
       if (!(err instanceof StopWriting)) throw err;
@@ -230,7 +251,11 @@ export class IngestService {
       const chunkResolved = await this.dimensions.resolve(tx, events);
       written.resolved.push(chunkResolved);
       const distinct = distinctInKeyOrder(events);
-      const chunk = await writeChunk(tx, distinct, this.#known, receivedAt);
+      const batch = await this.#distinct.prepare(tx, distinct, (e) => first + events.indexOf(e));
+      const chunk = await writeChunk(tx, distinct, this.#known, receivedAt, { values: this.#distinct, batch });
+      if (written.distinctRows + batch.rows.length > MAX_REMEMBERED_DISTINCT) batch.rows = [];
+      written.distinctRows += batch.rows.length;
+      written.distinct.push([batch, !chunk.conflicted]);
       await this.dimensions.guard(tx, events, chunkResolved, (i) => first + i);
       if (chunk.conflicted) this.#conflicts.inc({ format: "ndjson" });
       stored += chunk.stored;

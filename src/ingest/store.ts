@@ -10,6 +10,7 @@ import type { Db, Queryable } from "../db/types.js";
 import { ascending, customersInOrder, distinctInKeyOrder, EVENT_COLUMNS, hoursOf, KEY_COLUMNS } from "./batch.js";
 import { encodeBinaryBatch } from "./copyBinary.js";
 import { copyRow } from "./copyText.js";
+import type { DistinctBatch, DistinctValues } from "./distinct.js";
 import type { ValidEvent } from "./validate.js";
 
 /** A unique violation: a key of the batch exists (only event_keys has a unique index that ingest writes). */
@@ -41,22 +42,31 @@ export class KnownCustomers {
   }
 }
 
+/** The distinct values a batch brings (unique_count meters), and who writes them. */
+interface DistinctWork {
+  values: DistinctValues;
+  batch: DistinctBatch;
+}
+
 /**
  * The optimistic write of distinct events in key order (distinctInKeyOrder). Throws a unique violation
  * (isKeyConflict) if any key is taken; the transaction (or savepoint) must then be rolled back.
- * `customers`: those of the batch that may be new, in byte order.
+ * `customers`: those of the batch that may be new, in byte order. Every event is stored, so the distinct values
+ * gathered from them are written as they are.
  */
 export async function copyBatch(
   tx: Queryable,
   events: readonly ValidEvent[],
   customers: readonly string[],
   receivedAt: Date,
+  distinct?: DistinctWork,
 ): Promise<number> {
   if (events.length === 0) return 0;
   if (customers.length > 0) await tx.query(REGISTER_CUSTOMERS, [customers]);
   const encoded = encodeBinaryBatch(events, receivedAt);
   await tx.copyIn({ table: "event_keys", columns: KEY_COLUMNS, format: "binary" }, [encoded.keys]);
   await tx.copyIn({ table: "usage_events", columns: EVENT_COLUMNS, format: "binary" }, [encoded.events]);
+  if (distinct?.batch.any) await distinct.values.write(tx, distinct.batch);
   return events.length;
 }
 
@@ -72,7 +82,8 @@ const CREATE_STAGING = `
     value       numeric     NOT NULL,
     ts          timestamptz NOT NULL,
     properties  jsonb,
-    dimension_set integer NOT NULL DEFAULT 0
+    dimension_set integer NOT NULL DEFAULT 0,
+    distinct_value text
   ) ON COMMIT DELETE ROWS`;
 
 const STAGING_COLUMNS = [
@@ -84,14 +95,17 @@ const STAGING_COLUMNS = [
   "ts",
   "properties",
   "dimension_set",
+  "distinct_value",
 ] as const;
 
 // The same lock order as the optimistic path: customers, then keys, each in byte order (COLLATE "C"). A concurrent
 // claimer of the same key waits for the first transaction and then does nothing (committed) or takes the key
-// (rolled back): ON CONFLICT is race-free.
-const APPLY_SQL = `
+// (rolled back): ON CONFLICT is race-free. With unique_count events, the distinct values of the events whose claim
+// succeeded — and only those — go to usage_distinct, in its key order (ingest/distinct.ts).
+const applySql = (distinct: boolean) => `
   WITH firsts AS MATERIALIZED (
-    SELECT DISTINCT ON (customer_id, event_id) customer_id, event_id, meter, value, ts, properties, dimension_set
+    SELECT DISTINCT ON (customer_id, event_id) customer_id, event_id, meter, value, ts, properties, dimension_set,
+           distinct_value
     FROM ingest_staging
     ORDER BY customer_id, event_id, ord
   ), registered AS (
@@ -106,16 +120,40 @@ const APPLY_SQL = `
     ORDER BY customer_id COLLATE "C", event_id COLLATE "C"
     ON CONFLICT DO NOTHING
     RETURNING customer_id, event_id
-  )
+  )${distinct ? DISTINCT_CTE : ""}
   INSERT INTO usage_events (ts, customer_id, meter, value, event_id, properties, received_at, dimension_set)
   SELECT f.ts, f.customer_id, f.meter, f.value, f.event_id, f.properties, $1, f.dimension_set
   FROM firsts f JOIN fresh USING (customer_id, event_id)`;
+
+const DISTINCT_CTE = `, seen AS (
+    INSERT INTO usage_distinct (customer_id, meter, day, dimension_set, value, first_ts)
+    SELECT * FROM (
+      SELECT f.customer_id, f.meter, date_trunc('day', f.ts, 'UTC') AS day, f.dimension_set, f.distinct_value,
+             min(f.ts) AS first_ts
+      FROM firsts f JOIN fresh USING (customer_id, event_id)
+      WHERE f.distinct_value IS NOT NULL
+      GROUP BY 1, 2, 3, 4, 5
+    ) AS d
+    ORDER BY d.customer_id COLLATE "C", d.meter COLLATE "C", d.day, d.dimension_set, d.distinct_value COLLATE "C"
+    ON CONFLICT (customer_id, meter, day, dimension_set, value)
+      DO UPDATE SET first_ts = EXCLUDED.first_ts WHERE EXCLUDED.first_ts < usage_distinct.first_ts
+  )`;
 
 function* stagingRows(events: readonly ValidEvent[]): Generator<string> {
   let piece = "";
   for (let i = 0; i < events.length; i++) {
     const e = events[i] as ValidEvent;
-    piece += copyRow([String(i), e.customer, e.id, e.meter, e.value, e.ts, e.properties, String(e.dimensionSet ?? 0)]);
+    piece += copyRow([
+      String(i),
+      e.customer,
+      e.id,
+      e.meter,
+      e.value,
+      e.ts,
+      e.properties,
+      String(e.dimensionSet ?? 0),
+      e.distinctValue ?? null,
+    ]);
     if (piece.length >= 256 * 1024) {
       yield piece;
       piece = "";
@@ -129,12 +167,12 @@ async function applyWithConflicts(
   tx: Queryable,
   events: readonly ValidEvent[],
   receivedAt: Date,
-  opts: { moreToCome?: boolean } = {},
+  opts: { moreToCome?: boolean; distinct?: boolean } = {},
 ): Promise<number> {
   if (events.length === 0) return 0;
   await tx.query(CREATE_STAGING, []);
   await tx.copyIn({ table: "ingest_staging", columns: STAGING_COLUMNS }, stagingRows(events));
-  const { rowCount } = await tx.query(APPLY_SQL, [receivedAt]);
+  const { rowCount } = await tx.query(applySql(opts.distinct ?? false), [receivedAt]);
   // Emptied for the next chunk of a stream; otherwise the commit does it.
   if (opts.moreToCome) await tx.query("TRUNCATE ingest_staging", []);
   return rowCount;
@@ -149,11 +187,12 @@ export async function writeChunk(
   events: readonly ValidEvent[],
   known: KnownCustomers,
   receivedAt: Date,
+  distinct?: DistinctWork,
 ): Promise<{ stored: number; conflicted: boolean }> {
   if (events.length === 0) return { stored: 0, conflicted: false };
   await tx.query("SAVEPOINT ingest_chunk", []);
   try {
-    const stored = await copyBatch(tx, events, known.unknown(customersInOrder(events)), receivedAt);
+    const stored = await copyBatch(tx, events, known.unknown(customersInOrder(events)), receivedAt, distinct);
     await tx.query("RELEASE SAVEPOINT ingest_chunk", []);
     return { stored, conflicted: false };
   } catch (err) {
@@ -161,7 +200,11 @@ export async function writeChunk(
   }
   await tx.query("ROLLBACK TO SAVEPOINT ingest_chunk", []);
   await tx.query("RELEASE SAVEPOINT ingest_chunk", []);
-  return { stored: await applyWithConflicts(tx, events, receivedAt, { moreToCome: true }), conflicted: true };
+  const stored = await applyWithConflicts(tx, events, receivedAt, {
+    moreToCome: true,
+    distinct: distinct?.batch.any ?? false,
+  });
+  return { stored, conflicted: true };
 }
 
 /** What runs in a batch's transaction besides the write: `prepare` before it, `finish` after it. */
@@ -173,9 +216,10 @@ interface BatchSteps {
 }
 
 /**
- * A whole batch (JSON): `steps.prepare` runs first in each transaction; optimistic in one transaction; if a key
- * was taken, written again in a new transaction with ON CONFLICT; then `steps.finish`. Hours are marked last in the
- * same transaction. Returns how many events were stored.
+ * A whole batch (JSON): `steps.prepare` runs first in each transaction, then the distinct values of unique_count
+ * events are gathered (`values`); optimistic in one transaction; if a key was taken, written again in a new
+ * transaction with ON CONFLICT; then `steps.finish`. Hours are marked last in the same transaction. Returns how many
+ * events were stored.
  */
 export async function writeBatch(
   db: Db,
@@ -183,15 +227,21 @@ export async function writeBatch(
   known: KnownCustomers,
   receivedAt: Date,
   steps: BatchSteps = {},
+  values?: DistinctValues,
 ): Promise<{ stored: number; conflicted: boolean }> {
   const distinct = distinctInKeyOrder(valid);
   const customers = known.unknown(customersInOrder(distinct));
   const hours = ascending(hoursOf(distinct));
+  // Only stored events count: the batch's duplicates of its own keys are gone from `distinct`.
+  const gather = async (tx: Queryable): Promise<DistinctWork | undefined> =>
+    values ? { values, batch: await values.prepare(tx, distinct, (e) => valid.indexOf(e)) } : undefined;
   let result: { stored: number; conflicted: boolean };
+  let work: DistinctWork | undefined;
   try {
     const stored = await db.transaction(async (tx) => {
       await steps.prepare?.(tx);
-      const n = await copyBatch(tx, distinct, customers, receivedAt);
+      work = await gather(tx);
+      const n = await copyBatch(tx, distinct, customers, receivedAt, work);
       await steps.finish?.(tx);
       await markTouchedHours(tx, hours);
       return n;
@@ -201,7 +251,8 @@ export async function writeBatch(
     if (!isKeyConflict(err)) throw err;
     const stored = await db.transaction(async (tx) => {
       await steps.prepare?.(tx);
-      const n = await applyWithConflicts(tx, distinct, receivedAt);
+      work = await gather(tx);
+      const n = await applyWithConflicts(tx, distinct, receivedAt, { distinct: work?.batch.any ?? false });
       await steps.finish?.(tx);
       if (n > 0) await markTouchedHours(tx, hours);
       return n;
@@ -209,6 +260,7 @@ export async function writeBatch(
     result = { stored, conflicted: true };
   }
   known.add(customers);
+  if (work) work.values.committed(work.batch, !result.conflicted);
   return result;
 }
 

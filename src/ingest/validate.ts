@@ -2,7 +2,7 @@
 import type { Aggregation } from "../catalog/schemas.js";
 import type { FieldError } from "../errors.js";
 import { fieldPath } from "../errors.js";
-import { checkProperties, eventInput, parseTimestamp, parseValue } from "./event.js";
+import { checkProperties, eventInput, MAX_UNIQUE_VALUE, parseTimestamp, parseValue } from "./event.js";
 
 /** A valid event, ready to be written. Times and values stay text: PostgreSQL parses them exactly. */
 export interface ValidEvent {
@@ -17,10 +17,14 @@ export interface ValidEvent {
   propertyValues?: Readonly<Record<string, string>> | null;
   /** The id of the event's combination of dimension values (0: none), set by dimensions/resolver before COPY. */
   dimensionSet?: number;
+  /** A unique_count meter's event: the value of its unique property, set by ingest/distinct.ts before the write. */
+  distinctValue?: string;
 }
 
 export interface ValidationContext {
   aggregationOf(meter: string): Aggregation | undefined;
+  /** A unique_count meter's unique property (asked only for such meters). */
+  uniquePropertyOf?(meter: string): string | undefined;
   /** Receive time of the batch: the default timestamp and the reference of the window. */
   nowMs: number;
   maxAgeMs: number;
@@ -32,9 +36,12 @@ export type ErrorKind = "malformed" | "invalid";
 
 type Verdict = { ok: true; event: ValidEvent } | { ok: false; errors: (FieldError & { kind: ErrorKind })[] };
 
-export function validateEvent(raw: unknown, index: number, ctx: ValidationContext): Verdict {
+export function validateEvent(input: unknown, index: number, ctx: ValidationContext): Verdict {
   const at = (field: string) => `events[${index}]${field ? `.${field}` : ""}`;
   const errors: (FieldError & { kind: ErrorKind })[] = [];
+  const unique = uniqueText(input, ctx);
+  const raw = unique.raw;
+  if (unique.problem) errors.push({ index, field: at(`properties.${unique.property}`), ...unique.problem });
   const parsed = eventInput.safeParse(raw);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
@@ -45,6 +52,10 @@ export function validateEvent(raw: unknown, index: number, ctx: ValidationContex
     return { ok: false, errors };
   }
   const e = parsed.data;
+  if (unique.property && !unique.problem) {
+    const problem = checkUnique(e.properties?.[unique.property], e.meter, unique.property);
+    if (problem) errors.push({ index, field: at(`properties.${unique.property}`), message: problem, kind: "invalid" });
+  }
 
   const aggregation = ctx.aggregationOf(e.meter);
   if (!aggregation) errors.push({ index, field: at("meter"), message: `unknown meter "${e.meter}"`, kind: "invalid" });
@@ -87,6 +98,34 @@ export function validateEvent(raw: unknown, index: number, ctx: ValidationContex
       propertyValues,
     },
   };
+}
+
+/**
+ * A unique_count meter's event with its unique property as text: a JSON number becomes its exact decimal text (a
+ * copy of the event then; the value rules of parseValue apply), so that 42 and "42" are one user.
+ */
+function uniqueText(
+  raw: unknown,
+  ctx: ValidationContext,
+): { raw: unknown; property?: string; problem?: { message: string; kind: ErrorKind } } {
+  const r = raw as { meter?: unknown; properties?: unknown } | null;
+  if (typeof r?.meter !== "string" || ctx.aggregationOf(r.meter) !== "unique_count") return { raw };
+  const property = ctx.uniquePropertyOf?.(r.meter);
+  if (!property) return { raw };
+  const props = r.properties;
+  if (!isPlainObject(props) || typeof props[property] !== "number") return { raw, property };
+  const value = parseValue(props[property]);
+  // Refused: reported once, here (the copy's placeholder keeps the schema from reporting it again).
+  const text = value.ok ? value.value : "";
+  const copy = { raw: { ...r, properties: { ...props, [property]: text } }, property };
+  return value.ok ? copy : { ...copy, problem: { message: value.message, kind: "malformed" } };
+}
+
+/** Why a unique_count event's value of its unique property is refused, if it is. */
+function checkUnique(value: string | undefined, meter: string, property: string): string | undefined {
+  if (value === undefined) return `is required: meter "${meter}" counts the distinct values of "${property}"`;
+  if (value.length > MAX_UNIQUE_VALUE) return `must be at most ${MAX_UNIQUE_VALUE} characters (it is counted as an id)`;
+  return undefined;
 }
 
 /** The event's time (default: now), or errors when it is malformed or outside the accepted window. */
@@ -247,20 +286,30 @@ export class EventChecker {
 
     let props: string | null = null;
     let values: Record<string, string> | null = null;
+    const unique = aggregation === "unique_count" ? this.ctx.uniquePropertyOf?.(meter) : undefined;
     if (properties !== undefined) {
       if (!isPlainObject(properties)) return undefined;
       let count = 0;
+      let given = properties;
       for (const key in properties) {
         const text = properties[key];
-        if (typeof text !== "string" || key === "__proto__") return undefined;
+        if (key === "__proto__") return undefined;
+        if (typeof text !== "string") {
+          // A unique_count meter's id may be a number: its decimal text, in a copy.
+          if (key !== unique || typeof text !== "number") return undefined;
+          const parsed = parseValue(text);
+          if (!parsed.ok) return undefined;
+          given = { ...properties, [key]: parsed.value };
+        }
         count++;
       }
       if (count > 0) {
-        if (checkProperties(properties as Record<string, string>) !== undefined) return undefined;
-        props = JSON.stringify(properties);
-        values = properties as Record<string, string>;
+        if (checkProperties(given as Record<string, string>) !== undefined) return undefined;
+        props = JSON.stringify(given);
+        values = given as Record<string, string>;
       }
     }
+    if (unique !== undefined && checkUnique(values?.[unique], meter, unique) !== undefined) return undefined;
     return { customer, id, meter, value: v, ts, tsMs, properties: props, propertyValues: values };
   }
 }

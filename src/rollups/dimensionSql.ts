@@ -11,7 +11,7 @@ export interface DimensionQuery {
 }
 
 /** A PostgreSQL text[] literal (bound as a string, so it also inlines into COPY statements). */
-function textArray(values: readonly string[]): string {
+export function textArray(values: readonly string[]): string {
   return `{${values.map((v) => `"${v.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`).join(",")}}`;
 }
 

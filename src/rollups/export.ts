@@ -44,7 +44,8 @@ function exportSelect(q: SeriesQuery, series: { text: string; params: unknown[] 
            ${safeCell("s.customer_id")} AS customer,
            ${safeCell("s.meter")} AS meter,
            CASE m.aggregation WHEN 'sum' THEN s.value_sum WHEN 'count' THEN s.event_count
-                              WHEN 'max' THEN s.value_max ELSE s.last_value END AS value,
+                              WHEN 'max' THEN s.value_max WHEN 'min' THEN s.value_min WHEN 'avg' THEN s.value_avg
+                              WHEN 'unique_count' THEN s.distinct_count ELSE s.last_value END AS value,
            s.event_count AS count${dims}
     FROM (${inner}) s
     JOIN meters m ON m.key = s.meter

@@ -10,7 +10,10 @@ import { aggregateEvents, aggregateRollups, LEVEL, LEVELS, type Level, ROLLUP_CO
 import { readWatermarks } from "./series.js";
 
 interface RefreshOptions {
-  /** Refresh everything from the beginning (after a bulk load that bypassed ingest). */
+  /**
+   * Refresh everything from the beginning (after a bulk load that bypassed ingest), the distinct values of
+   * unique_count meters too (which ingest writes, and the refresh job otherwise leaves alone).
+   */
   full?: boolean;
 }
 
@@ -33,9 +36,24 @@ export async function refreshRollups(
     engine === "timescale"
       ? await refreshTimescale(db, now, oldest, opts)
       : await refreshPortable(db, now, hours, opts);
+  if (opts.full) await db.query(REBUILD_DISTINCT, []);
   await releaseRollupClaims(db, claimIds);
   return { engine, claimed_hours: hours.length, oldest_claimed_hour: oldest?.toISOString() ?? null, refreshed };
 }
+
+/**
+ * usage_distinct from raw events: every value of a unique_count meter's property per (customer, meter, UTC day,
+ * dimension set) with its first instant that day. Idempotent: rows ingest wrote stay, first instants only go earlier.
+ */
+const REBUILD_DISTINCT = `
+  INSERT INTO usage_distinct (customer_id, meter, day, dimension_set, value, first_ts)
+  SELECT e.customer_id, e.meter, date_trunc('day', e.ts, 'UTC'), e.dimension_set, e.properties ->> m.unique_property,
+         min(e.ts)
+  FROM usage_events e JOIN meters m ON m.key = e.meter AND m.aggregation = 'unique_count'
+  WHERE e.properties ? m.unique_property
+  GROUP BY 1, 2, 3, 4, 5
+  ON CONFLICT (customer_id, meter, day, dimension_set, value)
+    DO UPDATE SET first_ts = EXCLUDED.first_ts WHERE EXCLUDED.first_ts < usage_distinct.first_ts`;
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 

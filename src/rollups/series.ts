@@ -18,20 +18,22 @@ import { staleHoursSql } from "../changes/hours.js";
 import { jsonRows } from "../db/jsonRows.js";
 import type { Queryable } from "../db/types.js";
 import { addBuckets, alignDown } from "./buckets.js";
-import { type DimensionQuery, filterSetsSql, groupColumns, groupValuesSql } from "./dimensionSql.js";
+import { type DimensionQuery, filterSetsSql, groupColumns } from "./dimensionSql.js";
+import { type DistinctMeter, distinctSource, distinctUnion, planDistinct } from "./distinctSql.js";
 import {
-  COMBINE_ROLLUPS,
-  combineFigure,
-  EVENT_FIGURES,
+  COMBINED_COLUMNS,
   FIGURE_COLUMNS,
+  figureColumns,
   type Granularity,
   LEVEL,
   type Level,
   ROLLUP_COLUMN_LIST,
-  type RollupColumn,
+  selectColumns,
 } from "./levels.js";
+import { groupParts, type PartsContext, partsUnion, type SeriesPart } from "./partsSql.js";
 
 export type { Granularity } from "./levels.js";
+export type { SeriesPart } from "./partsSql.js";
 
 export interface SeriesQuery extends DimensionQuery {
   granularity: Granularity;
@@ -50,9 +52,14 @@ interface SeriesRow {
   value_sum: string;
   event_count: string;
   value_max: string;
+  value_min: string;
+  /** sum ÷ count, rounded half away from zero to 9 decimal places (levels.ts AVG_OF). */
+  value_avg: string;
   last_value: string;
   last_key: string;
   last_at: Date;
+  /** The number of distinct values of a unique_count meter's property in the bucket; null for other meters. */
+  distinct_count: string | null;
   /** Grouped reads: the values of the group_by dimensions, in order (null: absent). */
   dimension_values?: (string | null)[];
 }
@@ -72,6 +79,8 @@ export interface RollupState {
   watermarks: Record<Level, Date | null>;
   /** Hours below the hourly watermark with events not yet refreshed into the rollups, ascending. */
   dirty: Date[];
+  /** The unique_count meters (their distinct counts are read from usage_distinct and raw events, not rollups). */
+  distinct?: DistinctMeter[];
 }
 
 /** Below each level's watermark the rollups are complete (but for dirty hours); null: nothing materialized yet. */
@@ -86,7 +95,14 @@ export async function readWatermarks(db: Queryable): Promise<RollupState["waterm
 }
 
 export async function readState(db: Queryable, from: Date, to: Date): Promise<RollupState> {
-  const { rows } = await db.query<{ hour: Date | null; day: Date | null; month: Date | null; dirty: Date[] }>(
+  const { rows } = await db.query<{
+    hour: Date | null;
+    day: Date | null;
+    month: Date | null;
+    dirty: Date[];
+    distinct_meters: string[];
+    distinct_properties: string[];
+  }>(
     `WITH wm AS (
        SELECT max(watermark) FILTER (WHERE level = 'hour') AS hour,
               max(watermark) FILTER (WHERE level = 'day') AS day,
@@ -95,7 +111,10 @@ export async function readState(db: Queryable, from: Date, to: Date): Promise<Ro
      )
      SELECT nullif(wm.hour, '-infinity') AS hour, nullif(wm.day, '-infinity') AS day,
             nullif(wm.month, '-infinity') AS month,
-            ARRAY(${staleHoursSql("$1", "LEAST($2, wm.hour)")} ORDER BY 1) AS dirty
+            ARRAY(${staleHoursSql("$1", "LEAST($2, wm.hour)")} ORDER BY 1) AS dirty,
+            ARRAY(SELECT key FROM meters WHERE aggregation = 'unique_count' ORDER BY key) AS distinct_meters,
+            ARRAY(SELECT unique_property FROM meters WHERE aggregation = 'unique_count' ORDER BY key)
+              AS distinct_properties
      FROM wm`,
     [from, to],
   );
@@ -103,23 +122,12 @@ export async function readState(db: Queryable, from: Date, to: Date): Promise<Ro
   return {
     watermarks: { hour: r?.hour ?? null, day: r?.day ?? null, month: r?.month ?? null },
     dirty: (r?.dirty ?? []).map((d) => new Date(d)),
+    distinct: (r?.distinct_meters ?? []).map((meter, i) => ({ meter, property: r?.distinct_properties[i] ?? "" })),
   };
 }
 
 const maxDate = (a: Date, b: Date | null) => (b !== null && b > a ? b : a);
 const minDate = (...ds: Date[]) => ds.reduce((a, b) => (b < a ? b : a));
-
-/** One range of one relation that the answer is assembled from. */
-export interface SeriesPart {
-  /** The rollup level read, or raw events. */
-  source: Level | "event";
-  from: Date;
-  to: Date;
-  /** Only inside these buckets (the dirty parents). */
-  within?: { level: Level; buckets: Date[] };
-  /** Leave out these buckets of the source level (dirty ones). */
-  exclude: Date[];
-}
 
 function distinctAligned(hours: Date[], level: Level): Date[] {
   return [...new Set(hours.map((h) => alignDown(h, level).getTime()))].map((t) => new Date(t));
@@ -174,8 +182,6 @@ export function planSeries(g: Granularity, from: Date, to: Date, state: RollupSt
   return parts;
 }
 
-const pgArray = (ds: Date[]) => `{${ds.map((d) => `"${d.toISOString()}"`).join(",")}}`;
-
 /**
  * Which ranges of which relations hold [from, to) for a total over it (any instants, not only bucket
  * boundaries): whole months, days and hours from the coarsest rollup that fits, partial hours at either end from
@@ -223,54 +229,6 @@ interface SeriesSql {
   orderBy: string;
 }
 
-interface PartsContext {
-  g: Granularity | "total";
-  bind: (v: unknown) => string;
-  /** A bucket expression at the answer's granularity. */
-  out: (expr: string) => string;
-  /** The keys a part carries, each followed by ", ". */
-  carried: (alias: string) => string;
-  figures: RollupColumn[];
-  partKeys: string[];
-  filters: (alias: string) => string;
-  rawMeterFilter: string;
-}
-
-/** The parts of a series (raw events summed per hour, rollup rows) as one UNION ALL with the same columns. */
-function partsUnion(parts: SeriesPart[], c: PartsContext): string {
-  const { g, bind, out, carried, figures, partKeys, filters, rawMeterFilter } = c;
-  const selects = parts.map((p) => {
-    const isRaw = p.source === "event";
-    const col = isRaw ? "e.ts" : "v.bucket";
-    const within = p.within
-      ? ` JOIN unnest(${bind(pgArray(p.within.buckets))}::timestamptz[]) AS w(b) ON ${col} >= w.b AND ${col} < w.b + INTERVAL '${LEVEL[p.within.level].span}'`
-      : "";
-    const range = `${col} >= ${bind(p.from)}::timestamptz AND ${col} < ${bind(p.to)}::timestamptz`;
-    const exclude = p.exclude.length > 0 ? ` AND ${col} <> ALL (${bind(pgArray(p.exclude))}::timestamptz[])` : "";
-    if (isRaw) {
-      // Events are summed per hour and dimension set here, as the hourly rollup holds them.
-      return `
-      SELECT ${out("date_trunc('hour', e.ts, 'UTC')")}, ${carried("e")}${figures.map((c) => EVENT_FIGURES[c].expr).join(", ")}
-      FROM usage_events e${within}
-      WHERE ${range}${filters("e")}${rawMeterFilter}
-      GROUP BY date_trunc('hour', e.ts, 'UTC'), e.customer_id, e.meter, e.dimension_set`;
-    }
-    // A rollup of the answer's own level has its buckets aligned already. (Combining a finer level's rows right at
-    // the scan, before the union, was tried: on a server its aggregates' cost made PostgreSQL start parallel
-    // workers, and summaries took 70% longer.)
-    return `
-      SELECT ${p.source === g ? "v.bucket" : out("v.bucket")}, ${carried("v")}${figures.map((c) => `v.${c}`).join(", ")}
-      FROM ${LEVEL[p.source as Level].table} v${within}
-      WHERE ${range}${filters("v")}${exclude}`;
-  });
-  const types: Record<string, string> = { customer_id: "text", meter: "text", dimension_set: "integer" };
-  return selects.length > 0
-    ? selects.join("\n      UNION ALL")
-    : `
-      SELECT NULL::timestamptz, ${partKeys.map((k) => `NULL::${types[k]}, `).join("")}
-             ${figures.map((c) => `NULL::${EVENT_FIGURES[c].type}`).join(", ")} WHERE false`;
-}
-
 /**
  * The statement for a plan, with its parameters. Pure. `total`: one row per (customer, meter) for all parts.
  * Rows carry every figure (SeriesRow), or with `figure` only that aggregation as `value` and the count (FigureRow).
@@ -281,6 +239,8 @@ export function buildSeriesSql(
     customer?: string | undefined;
     meter?: string | undefined;
     figure?: Aggregation | undefined;
+    /** The unique_count meters and the read's range: distinct counts are counted over it (distinctSql.ts). */
+    distinct?: { meters: readonly DistinctMeter[] | undefined; from: Date; to: Date } | undefined;
   } & DimensionQuery,
   parts: SeriesPart[],
 ): SeriesSql {
@@ -308,37 +268,45 @@ export function buildSeriesSql(
   const partKeys = groupBy.length > 0 ? [...keys, "dimension_set"] : keys;
   const figures = q.figure ? FIGURE_COLUMNS[q.figure] : ROLLUP_COLUMN_LIST;
   const carried = (alias: string) => partKeys.map((k) => `${alias}.${k}, `).join("");
-
-  const union = partsUnion(parts, { g, bind, out, carried, figures, partKeys, filters, rawMeterFilter });
-  const columns = `(bucket, ${[...partKeys, ...figures].join(", ")})`;
+  const ctx: PartsContext = { g, bind, out, carried, partKeys, filters, rawMeterFilter };
   // Every bucket combines its parts (rows of several sources, several dimension sets) as the rollups do: the sum
   // of sums, the count of counts, the max of maxes, the last of lasts. Grouped, the rows carry their values.
   // A customer or meter the read is about is the same in every row: it is selected, not carried, grouped or sorted.
-  const combine = q.figure ? combineFigure(q.figure) : COMBINE_ROLLUPS;
+  const combined = q.figure ? figureColumns(q.figure) : COMBINED_COLUMNS;
   const fixed = `${customer ? `${customer}::text AS customer_id` : "customer_id"}, ${meter ? `${meter}::text AS meter` : "meter"}`;
   const gs = groupColumns(groupBy);
   const orderBy = ["customer_id", "meter", "bucket", ...gs.map((x) => `${x} COLLATE "C" NULLS LAST`)].join(", ");
-  if (groupBy.length === 0) {
-    return {
-      text: `
-    SELECT bucket, ${fixed}, ${combine}
-    FROM (${union}
-    ) AS parts ${columns}
-    GROUP BY ${["bucket", ...keys].join(", ")}`,
-      params,
-      orderBy,
-    };
-  }
+  const main = groupParts(q, {
+    union: partsUnion(parts, figures, ctx),
+    columns: `(bucket, ${[...partKeys, ...figures].join(", ")})`,
+    fixed,
+    keys,
+    select: selectColumns(combined),
+    bind,
+  });
+  const of = q.distinct ? distinctSource(q.distinct.meters, q.meter, q.figure) : undefined;
+  if (!q.distinct || !of) return { text: main, params, orderBy };
+  // A distinct count does not combine from parts: the same rows again, each with the count of distinct values of its
+  // own range in the distinct count's column (NULL in the others), and one row per answer row of the two.
+  const target = q.figure ? "value" : "distinct_count";
+  const distinct = groupParts(q, {
+    union: distinctUnion(planDistinct(g, q.distinct.from, q.distinct.to), of, ctx),
+    columns: `(bucket, ${[...partKeys, "v"].join(", ")})`,
+    fixed,
+    keys,
+    select: combined
+      .map((c) => `${c.name === target ? "count(DISTINCT v)::text" : `NULL::${c.type}`} AS ${c.name}`)
+      .join(", "),
+    bind,
+  });
+  const answerKeys = ["bucket", "customer_id", "meter", ...gs].join(", ");
   return {
     text: `
-    SELECT bucket, ${fixed}, ${gs.join(", ")}, ${combine}
-    FROM (
-      SELECT parts.*, ${groupValuesSql(groupBy, bind).join(", ")}
-      FROM (${union}
-      ) AS parts ${columns}
-      LEFT JOIN dimension_sets d ON d.id = parts.dimension_set
-    ) AS grouped
-    GROUP BY ${["bucket", ...keys, ...gs].join(", ")}`,
+    SELECT ${answerKeys}, ${combined.map((c) => `max(${c.name}) AS ${c.name}`).join(", ")}
+    FROM (${main}
+      UNION ALL${distinct}
+    ) AS answer
+    GROUP BY ${answerKeys}`,
     params,
     orderBy,
   };
@@ -347,7 +315,8 @@ export function buildSeriesSql(
 /** Reads the rollup state and builds the statement for one series query. */
 export async function prepareSeries(db: Queryable, q: SeriesQuery & { figure?: Aggregation }): Promise<SeriesSql> {
   const state = await readState(db, q.from, q.to);
-  return buildSeriesSql(q, planSeries(q.granularity, q.from, q.to, state));
+  const distinct = { meters: state.distinct, from: q.from, to: q.to };
+  return buildSeriesSql({ ...q, distinct }, planSeries(q.granularity, q.from, q.to, state));
 }
 
 export async function runSeries(db: Queryable, q: SeriesQuery): Promise<SeriesRow[]> {

@@ -13,7 +13,12 @@ export interface Totals {
   sum: string;
   count: string;
   max: string;
+  min: string;
+  /** sum ÷ count, rounded half away from zero to 9 decimal places. */
+  avg: string;
   last: string;
+  /** The distinct values of a unique_count meter's property over the range ("0" for other meters). */
+  unique: string;
   /** Orders `last` values (tally_last_key): the greatest wins when totals are combined. */
   lastKey: string;
   lastAt: Date;
@@ -22,11 +27,22 @@ export interface Totals {
 }
 
 /** The meter's aggregation applied to rolled-up figures. */
-export function quantityOf(t: Pick<Totals, "sum" | "count" | "max" | "last">, aggregation: Aggregation): string {
-  if (aggregation === "sum") return t.sum;
-  if (aggregation === "count") return t.count;
-  if (aggregation === "max") return t.max;
-  return t.last;
+export function quantityOf(
+  t: Pick<Totals, "sum" | "count" | "max" | "last"> & Partial<Pick<Totals, "min" | "avg" | "unique">>,
+  aggregation: Aggregation,
+): string {
+  const figure = {
+    sum: t.sum,
+    count: t.count,
+    max: t.max,
+    last: t.last,
+    min: t.min,
+    avg: t.avg,
+    unique_count: t.unique,
+  }[aggregation];
+  // Callers that combine figures of their own (hourly reads) and pass none of the new ones are wrong for these.
+  if (figure === undefined) throw new Error(`no ${aggregation} figure in these totals`);
+  return figure;
 }
 
 /** A range to total: [from, to) for any instants, of one customer and meter or all, grouped or not. */
@@ -46,19 +62,22 @@ export async function rangeTotals(db: Queryable, q: RangeQuery): Promise<Totals[
   const gs = groupColumns(q.groupBy);
   const cells = await jsonRows<(string | number | null)[]>(db, {
     cells: `customer_id, meter, value_sum, event_count, value_max, last_value, last_key,
-            extract(epoch FROM last_at) * 1000${gs.map((g) => `, ${g}`).join("")}`,
+            extract(epoch FROM last_at) * 1000, value_min, value_avg, distinct_count${gs.map((g) => `, ${g}`).join("")}`,
     ...(await coverSql(db, q, undefined)),
   });
   return cells.map((c) => ({
     customer: c[0] as string,
     meter: c[1] as string,
     sum: c[2] as string,
-    count: c[3] as string,
+    count: (c[3] as string | null) ?? "0",
     max: c[4] as string,
     last: c[5] as string,
     lastKey: c[6] as string,
     lastAt: new Date(c[7] as number),
-    ...(gs.length > 0 ? { dimensionValues: c.slice(8) as (string | null)[] } : {}),
+    min: c[8] as string,
+    avg: c[9] as string,
+    unique: (c[10] as string | null) ?? "0",
+    ...(gs.length > 0 ? { dimensionValues: c.slice(11) as (string | null)[] } : {}),
   }));
 }
 
@@ -82,8 +101,8 @@ export async function rangeFigures(db: Queryable, q: RangeQuery, figure: Aggrega
   return cells.map((c) => ({
     customer: c[0] as string,
     meter: c[1] as string,
-    value: c[2] as string,
-    count: c[3] as string,
+    value: c[2] ?? "0",
+    count: c[3] ?? "0",
     ...(gs.length > 0 ? { dimensionValues: c.slice(4) } : {}),
   }));
 }
@@ -92,7 +111,15 @@ export async function rangeFigures(db: Queryable, q: RangeQuery, figure: Aggrega
 async function coverSql(db: Queryable, q: RangeQuery, figure: Aggregation | undefined) {
   const state = q.state ?? (await readState(db, q.from, q.to));
   const series = buildSeriesSql(
-    { granularity: "total", customer: q.customer, meter: q.meter, groupBy: q.groupBy, filter: q.filter, figure },
+    {
+      granularity: "total",
+      customer: q.customer,
+      meter: q.meter,
+      groupBy: q.groupBy,
+      filter: q.filter,
+      figure,
+      distinct: { meters: state.distinct, from: q.from, to: q.to },
+    },
     planCover(q.from, q.to, state),
   );
   return { source: `(${series.text}) AS t`, orderBy: series.orderBy, params: series.params };

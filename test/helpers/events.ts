@@ -35,7 +35,10 @@ export const postNdjson = (
   return req.send(payload);
 };
 
-export async function defineMeters(tally: Tally, meters: Record<string, "sum" | "count" | "max" | "last">) {
+export async function defineMeters(
+  tally: Tally,
+  meters: Record<string, "sum" | "count" | "max" | "last" | "min" | "avg">,
+) {
   for (const [key, aggregation] of Object.entries(meters)) {
     const res = await request(tally.app)
       .put(`/v1/meters/${key}`)

@@ -18,6 +18,7 @@ const meterJson = (m: Meter) => ({
   stripe_scale: m.stripeScale,
   dimensions: m.dimensions,
   stripe_value: m.stripeValue,
+  unique_property: m.uniqueProperty,
   created_at: isoTime(m.createdAt),
   updated_at: isoTime(m.updatedAt),
 });
@@ -61,7 +62,11 @@ function meterRoutes(t: RouteTable, ctx: AppContext): void {
     responses: {
       200: { description: "updated", schema: s.meter },
       201: { description: "created", schema: s.meter },
-      409: { description: "meter_in_use: the dimensions of a meter with events cannot change" },
+      409: {
+        description:
+          "meter_in_use: the dimensions of a meter with events cannot change, nor whether (and what) it counts distinct values of",
+      },
+      422: { description: "invalid_unique_property: unique_property is required by unique_count, and only there" },
     },
     handle: async ({ params, body }) => {
       const { meter, created } = await upsertMeter(ctx.db, params.key, body);

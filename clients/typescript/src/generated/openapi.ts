@@ -257,8 +257,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
-                /** @description meter_in_use: the dimensions of a meter with events cannot change */
+                /** @description meter_in_use: the dimensions of a meter with events cannot change, nor whether (and what) it counts distinct values of */
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description invalid_unique_property: unique_property is required by unique_count, and only there */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3792,21 +3799,28 @@ export interface components {
             key: string;
             name: string;
             unit: string;
-            /** @enum {string} */
-            aggregation: "sum" | "count" | "max" | "last";
+            /**
+             * @description How a range's usage is figured: sum, count, max, last (the latest event's value), min, avg (sum ÷ count, 9 decimal places) or unique_count (distinct values of unique_property)
+             * @enum {string}
+             */
+            aggregation: "sum" | "count" | "max" | "last" | "min" | "avg" | "unique_count";
             stripe_event_name: string | null;
             stripe_scale: string;
             dimensions: string[];
             /** @enum {string} */
             stripe_value: "quantity" | "amount";
+            unique_property: string | null;
             created_at: string;
             updated_at: string;
         };
         MeterInput: {
             name: string;
             unit: string;
-            /** @enum {string} */
-            aggregation: "sum" | "count" | "max" | "last";
+            /**
+             * @description How a range's usage is figured: sum, count, max, last (the latest event's value), min, avg (sum ÷ count, 9 decimal places) or unique_count (distinct values of unique_property)
+             * @enum {string}
+             */
+            aggregation: "sum" | "count" | "max" | "last" | "min" | "avg" | "unique_count";
             stripe_event_name?: string | null;
             /**
              * @description stripe_scale as a decimal string
@@ -3826,6 +3840,11 @@ export interface components {
              * @enum {string}
              */
             stripe_value?: "quantity" | "amount";
+            /**
+             * @description unique_count only (and required there): the event property whose distinct values are counted (string or number values). Fixed once the meter has events.
+             * @example user_id
+             */
+            unique_property?: string | null;
         };
         Customer: {
             /**
@@ -3904,7 +3923,7 @@ export interface components {
              * @example 2026-11-01T12:00:00Z
              */
             timestamp?: string;
-            /** @description Flat object of string values, at most 16 keys; kept for audit and export */
+            /** @description Flat object of string values, at most 16 keys; kept for audit and export. A unique_count meter's unique_property is required and may be a number (stored as its decimal text) */
             properties?: {
                 [key: string]: string;
             };
