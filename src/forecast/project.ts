@@ -77,13 +77,15 @@ export function historyFigures(hourly: ReadonlyMap<number, Dec>, now: Date, peri
 
 export interface Projection {
   method: ForecastMethod;
-  /** What the rest of the period adds to the quantity to date (0 for `max` and `last`), not rounded. */
+  /** What the rest of the period adds to the quantity to date (0 for every aggregation but sums and counts). */
   rest: Dec;
 }
 
 /** The part of the period still to come, projected from the meter's history. */
 export function projectRest(aggregation: Aggregation, h: HistoryFigures, now: Date, periodEnd: Date): Projection {
-  if (aggregation === "max" || aggregation === "last") return { method: "current_value", rest: ZERO };
+  // Only sums and counts grow by adding: a max, min, last, average or distinct count is forecast at its current
+  // value (for a distinct count, a floor: users still to come may be new).
+  if (aggregation !== "sum" && aggregation !== "count") return { method: "current_value", rest: ZERO };
   if (periodEnd.getTime() <= now.getTime()) return { method: "run_rate_7d", rest: ZERO };
   const historyHours = h.first === null ? 0 : (hourOf(now) - h.first) / HOUR;
   if (historyHours >= 2 * WEEK_HOURS) {
