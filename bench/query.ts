@@ -7,10 +7,7 @@
 //   DATABASE_URL=postgres://... → a fresh database on that server (dropped afterwards); unset → embedded engine.
 //   BENCH_QUERIES (default 200) per kind.
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import pg from "pg";
 import { loadConfig } from "../src/config.js";
 import type { Queryable } from "../src/db/types.js";
@@ -19,7 +16,7 @@ import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
 import { benchCycleReads } from "./cycleReads.js";
-import { freshServerDatabase, httpRequest, LATENCY_HEAD, latencyRow, rng, startTally, table, time } from "./harness.js";
+import { benchDatabase, httpRequest, LATENCY_HEAD, latencyRow, rng, startTally, table, time } from "./harness.js";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 10_000_000);
 const QUERIES = Number(process.env.BENCH_QUERIES ?? 200);
@@ -39,17 +36,9 @@ const post = (url: string, body: unknown) =>
 
 async function main(): Promise<void> {
   const serverUrl = process.env.DATABASE_URL;
-  let cleanup = async () => {};
-  const env: Record<string, string> = { TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off", LOG_LEVEL: "warn" };
-  if (serverUrl) {
-    const fresh = await freshServerDatabase(serverUrl);
-    env.DATABASE_URL = fresh.url;
-    cleanup = fresh.drop;
-  } else {
-    const dir = await mkdtemp(join(tmpdir(), "tally-qbench-"));
-    env.TALLY_DATA_DIR = dir;
-    cleanup = () => rm(dir, { recursive: true, force: true });
-  }
+  const data = await benchDatabase("tally-qbench-");
+  const cleanup = data.cleanup;
+  const env: Record<string, string> = { TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off", LOG_LEVEL: "warn", ...data.env };
   const config = loadConfig(env);
   const tally = await createTally({ config, logger: createLogger("warn") });
   let stopped = false;
