@@ -58,7 +58,7 @@ describe.each(BACKENDS)("operations on %s", (backend) => {
     const put = res.body.paths["/v1/meters/{key}"].put;
     const schema = put.requestBody.content["application/json"].schema;
     const resolved = schema.$ref ? res.body.components.schemas[schema.$ref.split("/").pop()] : schema;
-    expect(resolved.properties.aggregation.enum).toEqual(["sum", "count", "max", "last"]);
+    expect(resolved.properties.aggregation.enum).toEqual(["sum", "count", "max", "last", "min", "avg", "unique_count"]);
     expect(resolved.required).toEqual(expect.arrayContaining(["name", "unit", "aggregation"]));
     expect(put.security).toEqual([{ bearer: [] }]);
   });

@@ -101,7 +101,7 @@ describe("identifiers and timestamps", () => {
     });
   });
 
-  it("when a meter's ledger kind is asked, then sum, count and amount meters keep hours and max, last the period", () => {
+  it("when a meter's ledger kind is asked, then sum, count and amount meters keep hours and the others the period", () => {
     expect(ledgerKind("sum", "quantity")).toBe("hour");
     expect(ledgerKind("count", "quantity")).toBe("hour");
     expect(ledgerKind("max", "quantity")).toBe("period");
@@ -113,10 +113,16 @@ describe("identifiers and timestamps", () => {
       "quantity/count=hour",
       "quantity/max=period",
       "quantity/last=period",
+      "quantity/min=period",
+      "quantity/avg=period",
+      "quantity/unique_count=period",
       "amount/sum=hour",
       "amount/count=hour",
       "amount/max=hour",
       "amount/last=hour",
+      "amount/min=hour",
+      "amount/avg=hour",
+      "amount/unique_count=hour",
     ]);
   });
 });
