@@ -7,8 +7,8 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.js";
 import { createServerDatabase } from "./helpers/databases.js";
-import { pace, until } from "./helpers/eventually.js";
-import { buildDist, type DetachedTally, spawnDetachedTally } from "./helpers/process.js";
+import { until } from "./helpers/eventually.js";
+import { buildDist, type DetachedTally, slowUpload, spawnDetachedTally } from "./helpers/process.js";
 
 const KEY = "scale-workers-admin-key-0123456789";
 
@@ -40,39 +40,6 @@ function request(
     req.on("error", reject);
     req.end(body);
   });
-}
-
-/** An NDJSON body written line by line over ~`ms`: still in flight when the signal comes. */
-function slowUpload(url: string, tag: string, lines: number, ms: number) {
-  let written = 0;
-  const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const req = http.request(
-      `${url}/v1/events`,
-      {
-        method: "POST",
-        agent: false,
-        headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/x-ndjson" },
-      },
-      (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (d) => {
-          body += d;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      },
-    );
-    req.on("error", reject);
-    (async () => {
-      for (let i = 0; i < lines; i++) {
-        req.write(`${JSON.stringify({ id: `${tag}-${i}`, customer: "workers", meter: "calls", value: 1 })}\n`);
-        written += 1;
-        await pace(ms / lines);
-      }
-      req.end();
-    })().catch(reject);
-  });
-  return { written: () => written, answer };
 }
 
 const workerPids = (output: string) =>
@@ -163,7 +130,9 @@ describe("TALLY_WORKERS=2 (PostgreSQL)", () => {
     for (let i = 0; i < 4; i++) expect((await request(url, "GET", "/v1/meters")).status).toBe(200);
 
     // SIGTERM to the primary while uploads stream into both workers: each is answered, then every process exits.
-    const uploads = ["a", "b", "c", "d"].map((tag) => slowUpload(url, tag, 150, 3_000));
+    const uploads = ["a", "b", "c", "d"].map((tag) =>
+      slowUpload(url, { key: KEY, customer: "workers", tag, lines: 150, ms: 3_000 }),
+    );
     await until(
       () => Math.min(...uploads.map((u) => u.written())),
       (n) => n >= 30,

@@ -14,50 +14,11 @@ import { loadConfig } from "../../src/config.js";
 import { openDatabase } from "../../src/db/open.js";
 import { BACKENDS, createServerDatabase } from "../helpers/databases.js";
 import { until } from "../helpers/eventually.js";
-import { buildDist, type DetachedTally, spawnDetachedTally, spawnTally } from "../helpers/process.js";
-import { freePort, pace } from "./helpers.js";
+import { buildDist, type DetachedTally, slowUpload, spawnDetachedTally, spawnTally } from "../helpers/process.js";
+import { freePort } from "./helpers.js";
 
 const KEY = "chaos-admin-key-0123456789abcdef";
 const TIMEOUT_MS = 10_000;
-
-/** An NDJSON body written line by line over ~`ms`, so the request is still in flight when the signal comes. */
-function slowUpload(
-  port: number,
-  tag: string,
-  lines: number,
-  ms: number,
-): { written: () => number; answer: Promise<{ status: number; body: string }> } {
-  let written = 0;
-  const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const req = http.request(
-      {
-        host: "127.0.0.1",
-        port,
-        method: "POST",
-        path: "/v1/events",
-        headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/x-ndjson" },
-      },
-      (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (d) => {
-          body += d;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      },
-    );
-    req.on("error", reject);
-    (async () => {
-      for (let i = 0; i < lines; i++) {
-        req.write(`${JSON.stringify({ id: `${tag}-${i}`, customer: "shutdown", meter: "calls", value: 1 })}\n`);
-        written += 1;
-        await pace(ms / lines);
-      }
-      req.end();
-    })().catch(reject);
-  });
-  return { written: () => written, answer };
-}
 
 describe.each(BACKENDS)("graceful shutdown on %s", (backend) => {
   const cleanups: (() => Promise<void>)[] = [];
@@ -93,7 +54,9 @@ describe.each(BACKENDS)("graceful shutdown on %s", (backend) => {
     });
     expect(meter.status).toBe(201);
 
-    const uploads = ["a", "b", "c"].map((tag) => slowUpload(port, tag, 200, 4_000));
+    const uploads = ["a", "b", "c"].map((tag) =>
+      slowUpload(`http://127.0.0.1:${port}`, { key: KEY, customer: "shutdown", tag, lines: 200, ms: 4_000 }),
+    );
     // Each upload is under way (a quarter sent, about 3 s to go) when the signal comes.
     await until(
       () => Math.min(...uploads.map((u) => u.written())),

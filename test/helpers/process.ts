@@ -1,8 +1,10 @@
 // Runs Tally as a real child process (as `npm start` does), to test start-up, restarts and signals.
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import http from "node:http";
 import { fileURLToPath } from "node:url";
 import { watchOutput } from "./deprecations.js";
+import { pace } from "./eventually.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -186,4 +188,43 @@ export function spawnDetachedTally(env: Record<string, string>): DetachedTally {
       }
     },
   };
+}
+
+/**
+ * An NDJSON body of `lines` events of `customer` (meter `calls`) written line by line over ~`ms` on a connection of
+ * its own, so the request is still in flight when a signal comes; `written()` says how many lines went out.
+ */
+export function slowUpload(
+  url: string,
+  o: { key: string; customer: string; tag: string; lines: number; ms: number },
+): { written: () => number; answer: Promise<{ status: number; body: string }> } {
+  let written = 0;
+  const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = http.request(
+      `${url}/v1/events`,
+      {
+        method: "POST",
+        agent: false,
+        headers: { Authorization: `Bearer ${o.key}`, "Content-Type": "application/x-ndjson" },
+      },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (d) => {
+          body += d;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on("error", reject);
+    (async () => {
+      for (let i = 0; i < o.lines; i++) {
+        req.write(`${JSON.stringify({ id: `${o.tag}-${i}`, customer: o.customer, meter: "calls", value: 1 })}\n`);
+        written += 1;
+        await pace(o.ms / o.lines);
+      }
+      req.end();
+    })().catch(reject);
+  });
+  return { written: () => written, answer };
 }
