@@ -16,13 +16,13 @@ import { Decimal } from "decimal.js";
 import { loadConfig } from "../src/config.js";
 import { analyzeChangedTables } from "../src/db/analyze.js";
 import { EVENT_COLUMNS } from "../src/ingest/batch.js";
-import { copyRow } from "../src/ingest/copyText.js";
 import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
 import {
   askAll,
   benchDatabase,
+  copyEvents,
   httpRequest,
   LATENCY_HEAD,
   type Question,
@@ -146,32 +146,22 @@ async function main(): Promise<void> {
     const loadStart = performance.now();
     const time0 = () => ((performance.now() - loadStart) / 1000).toFixed(0);
     const [loadMs] = await time(async () => {
-      const BATCH = 200_000;
-      for (let done = 0; done < EVENTS; done += BATCH) {
-        const n = Math.min(BATCH, EVENTS - done);
-        await db.transaction((tx) =>
-          tx.copyIn(
-            // The columns ingest writes; copyRow below fills them in this order.
-            { table: "usage_events", columns: EVENT_COLUMNS },
-            (function* () {
-              let chunk = "";
-              for (let i = 0; i < n; i++) {
-                const ts = new Date(start + Math.floor(random() * (now.getTime() - start))).toISOString();
-                const c = combos[Math.floor(random() * combos.length)] as (typeof combos)[number];
-                const customer = `cust-${Math.floor(random() * CUSTOMERS)}`;
-                const value = String(1 + Math.floor(random() * 100));
-                chunk += copyRow([ts, customer, METER, value, `d${done + i}`, c.properties, received, c.set]);
-                if (chunk.length > 1_000_000) {
-                  yield chunk;
-                  chunk = "";
-                }
-              }
-              if (chunk) yield chunk;
-            })(),
-          ),
-        );
-        if ((done + n) % 1_000_000 === 0) console.log(`  ${num(done + n)} events (${time0()} s)`);
-      }
+      // The columns ingest writes, in that order.
+      await copyEvents(
+        db,
+        EVENTS,
+        EVENT_COLUMNS,
+        (i) => {
+          const ts = new Date(start + Math.floor(random() * (now.getTime() - start))).toISOString();
+          const c = combos[Math.floor(random() * combos.length)] as (typeof combos)[number];
+          const customer = `cust-${Math.floor(random() * CUSTOMERS)}`;
+          const value = String(1 + Math.floor(random() * 100));
+          return [ts, customer, METER, value, `d${i}`, c.properties, received, c.set];
+        },
+        (loaded) => {
+          if (loaded % 1_000_000 === 0) console.log(`  ${num(loaded)} events (${time0()} s)`);
+        },
+      );
       await db.query(
         `INSERT INTO customers (id) SELECT 'cust-' || g FROM generate_series(0, ${CUSTOMERS - 1}) g ON CONFLICT DO NOTHING`,
         [],

@@ -18,13 +18,13 @@ import { loadavg } from "node:os";
 import { loadConfig } from "../src/config.js";
 import { analyzeChangedTables } from "../src/db/analyze.js";
 import { EVENT_COLUMNS } from "../src/ingest/batch.js";
-import { copyRow } from "../src/ingest/copyText.js";
 import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
 import {
   askAll,
   benchDatabase,
+  copyEvents,
   httpRequest,
   LATENCY_HEAD,
   type Question,
@@ -95,29 +95,12 @@ async function main(): Promise<void> {
     const received = now.toISOString();
     const random = rng(42);
     const [loadMs] = await time(async () => {
-      const COPY_BATCH = 200_000;
-      for (let done = 0; done < EVENTS; done += COPY_BATCH) {
-        const n = Math.min(COPY_BATCH, EVENTS - done);
-        await db.transaction((tx) =>
-          tx.copyIn(
-            { table: "usage_events", columns: EVENT_COLUMNS },
-            (function* () {
-              let chunk = "";
-              for (let i = 0; i < n; i++) {
-                const ts = new Date(start + Math.floor(random() * (now.getTime() - start))).toISOString();
-                const user = Math.floor(random() * USERS);
-                const properties = JSON.stringify({ user_id: `user-${user}` });
-                chunk += copyRow([ts, customerOf(user), METER, "1", `d${done + i}`, properties, received, "0"]);
-                if (chunk.length > 1_000_000) {
-                  yield chunk;
-                  chunk = "";
-                }
-              }
-              if (chunk) yield chunk;
-            })(),
-          ),
-        );
-      }
+      await copyEvents(db, EVENTS, EVENT_COLUMNS, (i) => {
+        const ts = new Date(start + Math.floor(random() * (now.getTime() - start))).toISOString();
+        const user = Math.floor(random() * USERS);
+        const properties = JSON.stringify({ user_id: `user-${user}` });
+        return [ts, customerOf(user), METER, "1", `d${i}`, properties, received, "0"];
+      });
       await db.query(
         `INSERT INTO customers (id) SELECT 'cust-' || g FROM generate_series(0, ${CUSTOMERS - 1}) g ON CONFLICT DO NOTHING`,
         [],

@@ -10,6 +10,8 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
+import type { Db } from "../src/db/types.js";
+import { copyRow } from "../src/ingest/copyText.js";
 
 /** BENCH_TALLY_ROOT: another checkout (built) to run as Tally, e.g. the previous commit for a before/after. */
 const ROOT = process.env.BENCH_TALLY_ROOT ?? fileURLToPath(new URL("..", import.meta.url));
@@ -317,4 +319,38 @@ export async function askAll(questions: Question[], kinds: string[], ask: (q: Qu
     rows.push(latencyRow(kind, tallyMs, rawMs));
   }
   return { rows, mismatches };
+}
+
+/**
+ * Loads `total` events with COPY into usage_events, `columns` in that order, 200,000 per transaction: `row(i)` gives
+ * event i's cells (its id should derive from i). `onBatch` hears how many are loaded after each transaction.
+ */
+export async function copyEvents(
+  db: Db,
+  total: number,
+  columns: readonly string[],
+  row: (i: number) => (string | null)[],
+  onBatch?: (loaded: number) => void,
+): Promise<void> {
+  const BATCH = 200_000;
+  for (let done = 0; done < total; done += BATCH) {
+    const n = Math.min(BATCH, total - done);
+    await db.transaction((tx) =>
+      tx.copyIn(
+        { table: "usage_events", columns },
+        (function* () {
+          let chunk = "";
+          for (let i = done; i < done + n; i++) {
+            chunk += copyRow(row(i));
+            if (chunk.length > 1_000_000) {
+              yield chunk;
+              chunk = "";
+            }
+          }
+          if (chunk) yield chunk;
+        })(),
+      ),
+    );
+    onBatch?.(done + n);
+  }
 }

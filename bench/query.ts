@@ -11,12 +11,21 @@ import http from "node:http";
 import pg from "pg";
 import { loadConfig } from "../src/config.js";
 import type { Queryable } from "../src/db/types.js";
-import { copyRow } from "../src/ingest/copyText.js";
 import { createLogger } from "../src/logger.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
 import { benchCycleReads } from "./cycleReads.js";
-import { benchDatabase, httpRequest, LATENCY_HEAD, latencyRow, rng, startTally, table, time } from "./harness.js";
+import {
+  benchDatabase,
+  copyEvents,
+  httpRequest,
+  LATENCY_HEAD,
+  latencyRow,
+  rng,
+  startTally,
+  table,
+  time,
+} from "./harness.js";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 10_000_000);
 const QUERIES = Number(process.env.BENCH_QUERIES ?? 200);
@@ -61,39 +70,13 @@ async function main(): Promise<void> {
     const received = now.toISOString();
     const random = rng(42);
     const [loadMs] = await time(async () => {
-      const BATCH = 200_000;
-      for (let done = 0; done < EVENTS; done += BATCH) {
-        const n = Math.min(BATCH, EVENTS - done);
-        await db.transaction((tx) =>
-          tx.copyIn(
-            {
-              table: "usage_events",
-              columns: ["ts", "customer_id", "meter", "value", "event_id", "properties", "received_at"],
-            },
-            (function* () {
-              let chunk = "";
-              for (let i = 0; i < n; i++) {
-                const ts = new Date(start + Math.floor(random() * (now.getTime() - start))).toISOString();
-                const m = METERS[(i + done) % METERS.length] as string;
-                chunk += copyRow([
-                  ts,
-                  `cust-${Math.floor(random() * CUSTOMERS)}`,
-                  m,
-                  String(1 + Math.floor(random() * 100)),
-                  `l${done + i}`,
-                  null,
-                  received,
-                ]);
-                if (chunk.length > 1_000_000) {
-                  yield chunk;
-                  chunk = "";
-                }
-              }
-              if (chunk) yield chunk;
-            })(),
-          ),
-        );
-      }
+      const columns = ["ts", "customer_id", "meter", "value", "event_id", "properties", "received_at"];
+      await copyEvents(db, EVENTS, columns, (i) => {
+        const ts = new Date(start + Math.floor(random() * (now.getTime() - start))).toISOString();
+        const customer = `cust-${Math.floor(random() * CUSTOMERS)}`;
+        const m = METERS[i % METERS.length] as string;
+        return [ts, customer, m, String(1 + Math.floor(random() * 100)), `l${i}`, null, received];
+      });
       await db.query(
         `INSERT INTO customers (id) SELECT 'cust-' || g FROM generate_series(0, ${CUSTOMERS - 1}) g ON CONFLICT DO NOTHING`,
         [],
