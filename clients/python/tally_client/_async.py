@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union, cast
 
 from . import _reads as reads
 from ._core import Item, Outbox, Outcome, encode_batch, make_event, retry_delay, serialize
-from ._errors import BufferFull, ClientClosed, DeliveryError
+from ._errors import ClientClosed, DeliveryError
 from ._http import post_batch
 from ._options import Options
 
@@ -60,17 +60,13 @@ class AsyncTally:
         line = serialize(event)
         while self._box.full():
             if self._o.on_buffer_full == "error":
-                raise BufferFull(
-                    f"Tally client buffer full: {self._box.metrics['buffered']} events not yet acknowledged "
-                    f"(max_buffered_events {self._o.max_buffered_events})"
-                )
+                raise self._box.full_error()
             self._room.clear()
             await self._room.wait()
             if self._closed:
                 raise ClientClosed("close() while track() waited for room: the event was not buffered")
         now = time.monotonic()
-        self._box.add(line, now)
-        if len(self._box.queue) == 1 or self._box.due(now):
+        if self._box.add(line, now):
             self._wake.set()
         return str(event["id"])
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple, Union
 
-from ._errors import EventProblem, Rejection
+from ._errors import BufferFull, EventProblem, Rejection
 
 JSON_MAX_EVENTS = 10_000
 RETRIED_STATUSES = {408, 425, 429}
@@ -211,11 +211,20 @@ class Outbox:
     def full(self) -> bool:
         return self.metrics["buffered"] >= self.max_buffered
 
-    def add(self, line: str, now: float) -> None:
+    def add(self, line: str, now: float) -> bool:
+        """Buffers a line; True when the sender should wake (the first line waiting, or a batch is due)."""
         self.metrics["buffered"] += 1
         self.queue.append(Item(self.seq, line, now))
         self.seq += 1
         self.queue_bytes += len(line) + 1
+        return len(self.queue) == 1 or self.due(now)
+
+    def full_error(self) -> BufferFull:
+        """What track() raises on a full buffer when told not to wait (on_buffer_full="error")."""
+        return BufferFull(
+            f"Tally client buffer full: {self.metrics['buffered']} events not yet acknowledged "
+            f"(max_buffered_events {self.max_buffered})"
+        )
 
     def barrier(self, signal: Any) -> bool:
         """A barrier on everything buffered now; False when nothing is (no need to wait)."""
