@@ -47,12 +47,11 @@ export class BillingCalendar {
       const last = this.spans.at(-1);
       if (!last || !sameCycle(last.cycle, s.cycle)) this.spans.push(s);
     }
+    this.calendarMonths = this.spans.every((s) => sameCycle(s.cycle, CALENDAR_MONTHS));
   }
 
-  /** Whether every period is a UTC calendar month (the common case, which reads can take a shortcut for). */
-  get calendarMonths(): boolean {
-    return this.spans.every((s) => sameCycle(s.cycle, CALENDAR_MONTHS));
-  }
+  /** Whether every period is a UTC calendar month (the common case, which batch reads take a shortcut for). */
+  readonly calendarMonths: boolean;
 
   /** The cycle in effect at t (before the first span: the first span's, extended backwards). */
   cycleAt(t: Date): BillingCycle {
