@@ -70,7 +70,8 @@ async function main(): Promise<void> {
       [],
     );
     await db.query(
-      `INSERT INTO subscriptions (customer_id, plan_key, start_at) SELECT id, 'bench', '2020-01-01T00:00:00Z' FROM customers`,
+      `INSERT INTO subscriptions (customer_id, plan_key, start_at, billing_anchor)
+       SELECT id, 'bench', '2020-01-01T00:00:00Z', '2020-01-01T00:00:00Z' FROM customers`,
       [],
     );
     const received = now.toISOString();

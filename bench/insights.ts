@@ -85,8 +85,8 @@ async function main(): Promise<void> {
         [],
       );
       await db.query(
-        `INSERT INTO subscriptions (customer_id, plan_key, start_at)
-         SELECT 'sim-' || g, 'bench', '2020-01-01T00:00:00Z' FROM generate_series(0, ${CUSTOMERS - 1}) g`,
+        `INSERT INTO subscriptions (customer_id, plan_key, start_at, billing_anchor)
+         SELECT 'sim-' || g, 'bench', '2020-01-01T00:00:00Z', '2020-01-01T00:00:00Z' FROM generate_series(0, ${CUSTOMERS - 1}) g`,
         [],
       );
       const months = [
