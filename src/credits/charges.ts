@@ -5,7 +5,10 @@
 // add up, to the cent, to the usage lines of its invoice read in the same snapshot.
 //
 // Quantities come from the hourly rollups (exact: series.ts serves dirty hours from raw events); an hour split by
-// a segment boundary (a subscription or price version starting mid-hour) is read in its two parts.
+// a segment boundary (a subscription or price version starting mid-hour) is read in its two parts. Hours are joined
+// as stretches (pricing/running.ts), so min, avg (sum ÷ count of the stretch so far) and the rest are the segment's
+// exact figure at every hour; a unique_count meter's hours are the values first seen in the segment in each hour
+// (rollups/firstSeen.ts), which add up to the segment's distinct count as the invoice counts it.
 import { loadPlanPrices } from "../billing/plans.js";
 import { subscriptionsBetween } from "../billing/subscriptions.js";
 import type { Aggregation } from "../catalog/schemas.js";
@@ -13,12 +16,13 @@ import { jsonRows } from "../db/jsonRows.js";
 import type { Queryable } from "../db/types.js";
 import { priceInvoice } from "../pricing/invoice.js";
 import { Dec, minorUnits, ZERO } from "../pricing/money.js";
+import { COMBINES_FROM, joinStretches, quantityOfStretch, type Stretch, stretchOf } from "../pricing/running.js";
 import { type Period, planPeriod, type Segment } from "../pricing/segments.js";
 import { addBuckets, alignDown } from "../rollups/buckets.js";
 import { prepareSeries } from "../rollups/series.js";
-import { quantityOf, rangeTotals } from "../rollups/totals.js";
+import { rangeTotals } from "../rollups/totals.js";
 import type { ChargeIncrement } from "./burndown.js";
-import { GroupedHours, GroupPricer, groupedSegmentCharges } from "./groupCharges.js";
+import { firstSeenSegments, GroupedHours, GroupPricer, groupedSegmentCharges } from "./groupCharges.js";
 
 const HOUR = 3_600_000;
 
@@ -72,12 +76,26 @@ export async function periodPricings(
   });
 }
 
-/** Per meter, per hour (epoch ms): the hour's figure for the meter's aggregation (sum, count, max or last). */
-type HourFigures = Map<string, Map<number, Dec>>;
+/** Per meter, per hour (epoch ms): the hour as a stretch of the meter's aggregation (unique_count meters: none). */
+type HourFigures = Map<string, Map<number, Stretch>>;
+
+/** The series' column of each rolled-up figure. */
+const SERIES_COLUMN = {
+  sum: "value_sum",
+  count: "event_count",
+  max: "value_max",
+  min: "value_min",
+  last: "last_value",
+};
+/** The one figure a meter's hours combine from (COMBINES_FROM), per its aggregation; NULL for unique_count. */
+const FIGURE_CASE = `CASE m.aggregation ${Object.entries(COMBINES_FROM)
+  .map(([a, f]) => `WHEN '${a}' THEN s.${SERIES_COLUMN[f]}`)
+  .join(" ")} END`;
 
 /**
  * Hourly figures over [from, to) for one customer, from the exact hourly series (series.ts), reduced in the database
- * to what the burn-down needs: the hour (epoch ms) and the one figure the meter's aggregation uses.
+ * to what the burn-down needs: the hour (epoch ms), the one figure the meter's aggregation combines from and the
+ * event count (an avg's divisor). Hourly distinct counts are not read: they do not add up.
  */
 async function hourly(
   db: Queryable,
@@ -86,21 +104,20 @@ async function hourly(
   to: Date,
   aggregationOf: (meter: string) => Aggregation | undefined,
 ): Promise<HourFigures> {
-  const series = await prepareSeries(db, { granularity: "hour", from, to, customer });
+  const series = await prepareSeries(db, { granularity: "hour", from, to, customer, distinctCounts: false });
   // Thousands of hours: one JSON text.
-  const rows = await jsonRows<[number, string, string]>(db, {
-    cells: `extract(epoch FROM s.bucket) * 1000, s.meter,
-            CASE m.aggregation WHEN 'sum' THEN s.value_sum WHEN 'count' THEN s.event_count
-                               WHEN 'max' THEN s.value_max ELSE s.last_value END`,
+  const rows = await jsonRows<[number, string, string | null, string]>(db, {
+    cells: `extract(epoch FROM s.bucket) * 1000, s.meter, ${FIGURE_CASE}, s.event_count`,
     source: `(${series.text}) AS s JOIN meters m ON m.key = s.meter`,
     params: series.params,
   });
   const out: HourFigures = new Map();
-  for (const [at, meter, figure] of rows) {
-    if (!aggregationOf(meter)) continue;
-    const byHour = out.get(meter) ?? new Map<number, Dec>();
+  for (const [at, meter, figure, count] of rows) {
+    const aggregation = aggregationOf(meter);
+    if (!aggregation || aggregation === "unique_count" || figure === null) continue;
+    const byHour = out.get(meter) ?? new Map<number, Stretch>();
     out.set(meter, byHour);
-    byHour.set(at, new Dec(figure));
+    byHour.set(at, { value: new Dec(figure), count: new Dec(count) });
   }
   return out;
 }
@@ -142,17 +159,17 @@ export async function periodCharges(
   if (!first || !last) return [];
   const figures = await hourly(db, customer, first.period.start, last.period.end, aggregationOf);
   // Hours cut by a segment boundary: read each side from the events.
-  const splits = new Map<string, Map<string, Dec>>();
+  const splits = new Map<string, Map<string, Stretch>>();
   for (const p of pricings) {
     for (const s of p.segments) {
       for (const [from, to] of partialHours(s)) {
         const k = `${from.getTime()}/${to.getTime()}`;
         if (splits.has(k)) continue;
         const totals = await rangeTotals(db, { from, to, customer });
-        const byMeter = new Map<string, Dec>();
+        const byMeter = new Map<string, Stretch>();
         for (const t of totals) {
           const aggregation = aggregationOf(t.meter);
-          if (aggregation) byMeter.set(t.meter, new Dec(quantityOf(t, aggregation)));
+          if (aggregation && aggregation !== "unique_count") byMeter.set(t.meter, stretchOf(aggregation, t));
         }
         splits.set(k, byMeter);
       }
@@ -167,7 +184,14 @@ export async function periodCharges(
     aggregationOf,
     partialHours,
   );
-  return pricings.map((p) => chargesOf(p, figures, splits, grouped, aggregationOf, pricer));
+  const firsts = await firstSeenSegments(
+    db,
+    customer,
+    pricings.flatMap((p) => p.segments),
+    aggregationOf,
+  );
+  const usage: Usage = { figures, splits, grouped, firsts };
+  return pricings.map((p) => chargesOf(p, usage, aggregationOf, pricer));
 }
 
 /** The parts of hours a segment does not fill: its first and last hour when it starts or ends mid-hour. */
@@ -181,11 +205,19 @@ function partialHours(s: Segment): [Date, Date][] {
   return out;
 }
 
+/** A customer's usage read for pricing its periods hour by hour. */
+interface Usage {
+  figures: HourFigures;
+  /** "from/to" of a cut hour → its stretch per meter. */
+  splits: Map<string, Map<string, Stretch>>;
+  grouped: GroupedHours;
+  /** The segments of unique_count meters: their first-seen hours. */
+  firsts: Awaited<ReturnType<typeof firstSeenSegments>>;
+}
+
 function chargesOf(
   p: PeriodPricing,
-  figures: HourFigures,
-  splits: Map<string, Map<string, Dec>>,
-  grouped: GroupedHours,
+  usage: Usage,
   aggregationOf: (meter: string) => Aggregation | undefined,
   pricer: SegmentPricer,
 ): PeriodCharges {
@@ -203,19 +235,22 @@ function chargesOf(
     const changes = new Map<number, Dec>();
     for (const s of segments) {
       const groupBy = s.version.groupBy;
+      const firstSeen = usage.firsts.get(s);
       if (groupBy?.length) {
-        const hours = grouped.hoursOf(s, groupBy, partialHours);
-        const join = (a: Dec, b: Dec) => combine(aggregation, a, b);
-        const g = groupedSegmentCharges(currency, s, hours, join, pricer.groups);
+        const hours = firstSeen ?? usage.grouped.hoursOf(s, groupBy, partialHours);
+        const g = groupedSegmentCharges(currency, s, hours, aggregation, pricer.groups);
         for (const [hour, amount] of g.changes) changes.set(hour, (changes.get(hour) ?? ZERO).plus(amount));
         totals.set(meter, (totals.get(meter) ?? ZERO).plus(g.total));
         continue;
       }
-      let q: Dec | undefined;
+      const hours = firstSeen
+        ? firstSeen.flatMap(([hour, groups]) => groups.map((g): [number, Stretch] => [hour, g.figure]))
+        : segmentHours(s, usage.figures.get(meter), usage.splits, meter);
+      let q: Stretch | undefined;
       let charged = ZERO;
-      for (const [hour, figure] of segmentHours(s, figures.get(meter), splits, meter)) {
-        q = q === undefined ? figure : combine(aggregation, q, figure);
-        const charge = pricer.charge(currency, s, q);
+      for (const [hour, figure] of hours) {
+        q = q === undefined ? figure : joinStretches(aggregation, q, figure);
+        const charge = pricer.charge(currency, s, quantityOfStretch(aggregation, q));
         if (!charge.eq(charged)) changes.set(hour, (changes.get(hour) ?? ZERO).plus(charge.minus(charged)));
         charged = charge;
       }
@@ -239,11 +274,11 @@ function chargesOf(
 /** The segment's usage hour by hour, ascending: whole hours from the rollups, cut hours from their split reads. */
 function segmentHours(
   s: Segment,
-  hours: Map<number, Dec> | undefined,
-  splits: Map<string, Map<string, Dec>>,
+  hours: Map<number, Stretch> | undefined,
+  splits: Map<string, Map<string, Stretch>>,
   meter: string,
-): [number, Dec][] {
-  const out: [number, Dec][] = [];
+): [number, Stretch][] {
+  const out: [number, Stretch][] = [];
   const cut = new Set<number>();
   for (const [from, to] of partialHours(s)) {
     const hour = alignDown(from, "hour").getTime();
@@ -255,11 +290,4 @@ function segmentHours(
   const end = s.end.getTime();
   for (const [h, figure] of hours ?? []) if (h >= start && h + HOUR <= end && !cut.has(h)) out.push([h, figure]);
   return out.sort((a, b) => a[0] - b[0]);
-}
-
-/** The figure of two consecutive stretches of time together, for the meter's aggregation. */
-function combine(aggregation: Aggregation, earlier: Dec, later: Dec): Dec {
-  if (aggregation === "sum" || aggregation === "count") return earlier.plus(later);
-  if (aggregation === "max") return Dec.max(earlier, later);
-  return later;
 }

@@ -4,7 +4,10 @@
 // add up to — segments, versions, groups, overrides, tiers and half-up rounding per line as on the invoice; base fees
 // are not usage and are not sent. An hour's target is amount(end of hour) − amount(start of hour), so a period's
 // targets add up to the invoice's usage amount. A change to a pair's period (a late event, a new price) recomputes
-// that whole period in memory from one hourly read per segment; only targets that changed are written.
+// that whole period in memory from one hourly read per segment; only targets that changed are written. Each group's
+// hours are joined as stretches (pricing/running.ts): min, avg (the sum ÷ count so far) and the rest equal the
+// invoice's figure of the segment so far at every hour; a unique_count meter's hours are the values first seen in
+// the segment (and group) in each hour (rollups/firstSeen.ts), so they add up to its distinct count.
 import type { BillingPeriod } from "../billing/calendar.js";
 import { loadPlanPrices } from "../billing/plans.js";
 import { subscriptionsBetween } from "../billing/subscriptions.js";
@@ -15,48 +18,25 @@ import { dimensionsObject } from "../dimensions/query.js";
 import type { Dimensions } from "../dimensions/values.js";
 import { type PricedSegment, priceInvoice } from "../pricing/invoice.js";
 import { Dec, minorUnits, sum, ZERO } from "../pricing/money.js";
+import { firstSeenStretch, joinStretches, quantityOfStretch, type Stretch, stretchOf } from "../pricing/running.js";
 import { planPeriod, type Segment } from "../pricing/segments.js";
 import { addBuckets, alignDown } from "../rollups/buckets.js";
+import { firstSeenHours } from "../rollups/firstSeen.js";
 import { runSeries } from "../rollups/series.js";
 import { rangeTotals } from "../rollups/totals.js";
 
 const HOUR_MS = 3_600_000;
 
-/** Rolled-up figures of one group: what the rollups hold, combined as they combine them. */
-interface Figures {
-  sum: string;
-  count: string;
-  max: string;
-  last: string;
-  lastKey: string;
-}
+/** One group's usage over a stretch of time (an hour, or part of one). */
 interface GroupRow {
   dims: Dimensions;
-  row: Figures;
+  row: Stretch;
 }
+/** One group's usage of the segment so far. */
 interface Acc {
   dims: Dimensions;
-  sum: Dec;
-  count: Dec;
-  max: Dec | null;
-  last: Dec;
-  lastKey: Dec | null;
+  so: Stretch;
 }
-
-function add(a: Acc, r: Figures): void {
-  a.sum = a.sum.plus(r.sum);
-  a.count = a.count.plus(r.count);
-  const max = new Dec(r.max);
-  if (a.max === null || max.gt(a.max)) a.max = max;
-  const key = new Dec(r.lastKey);
-  if (a.lastKey === null || key.gt(a.lastKey)) {
-    a.lastKey = key;
-    a.last = new Dec(r.last);
-  }
-}
-
-const quantityOf = (a: Acc, aggregation: Aggregation): Dec =>
-  aggregation === "sum" ? a.sum : aggregation === "count" ? a.count : aggregation === "max" ? (a.max ?? ZERO) : a.last;
 
 /**
  * One segment's usage up to `upTo`: the partial hour at its start, its whole hours (by hour start), and the partial
@@ -70,17 +50,40 @@ interface SegmentUsage {
   tailHour: number;
 }
 
-async function partial(db: Queryable, customer: string, s: Segment, from: Date, to: Date): Promise<GroupRow[]> {
+async function partial(
+  db: Queryable,
+  customer: string,
+  s: Segment,
+  aggregation: Aggregation,
+  [from, to]: [Date, Date],
+): Promise<GroupRow[]> {
   if (from >= to) return [];
   const groupBy = s.version.groupBy ?? [];
   const totals = await rangeTotals(db, { from, to, customer, meter: s.meter, groupBy });
-  return totals.map((t) => ({
-    dims: dimensionsObject(groupBy, t.dimensionValues),
-    row: { sum: t.sum, count: t.count, max: t.max, last: t.last, lastKey: t.lastKey },
-  }));
+  return totals.map((t) => ({ dims: dimensionsObject(groupBy, t.dimensionValues), row: stretchOf(aggregation, t) }));
 }
 
-async function segmentUsage(db: Queryable, customer: string, s: Segment, upTo: Date): Promise<SegmentUsage> {
+/** A unique_count segment up to `upTo`: the values first seen in it (per group) in each hour, cut hours included. */
+async function firstSeenUsage(db: Queryable, customer: string, s: Segment, upTo: Date): Promise<SegmentUsage> {
+  const groupBy = s.version.groupBy ?? [];
+  const to = s.end < upTo ? s.end : upTo;
+  const hours = new Map<number, GroupRow[]>();
+  for (const r of await firstSeenHours(db, { customer, meter: s.meter, from: s.start, to, groupBy })) {
+    const list = hours.get(r.hour.getTime()) ?? [];
+    list.push({ dims: dimensionsObject(groupBy, r.dimensionValues), row: firstSeenStretch(r.added) });
+    hours.set(r.hour.getTime(), list);
+  }
+  return { segment: s, head: [], hours, tail: [], tailHour: Number.NaN };
+}
+
+async function segmentUsage(
+  db: Queryable,
+  customer: string,
+  s: Segment,
+  aggregation: Aggregation,
+  upTo: Date,
+): Promise<SegmentUsage> {
+  if (aggregation === "unique_count") return firstSeenUsage(db, customer, s, upTo);
   const groupBy = s.version.groupBy ?? [];
   const firstHour = addBuckets(alignDown(new Date(s.start.getTime() - 1), "hour"), "hour", 1);
   const endHour = alignDown(s.end, "hour");
@@ -98,19 +101,17 @@ async function segmentUsage(db: Queryable, customer: string, s: Segment, upTo: D
     });
     for (const r of rows) {
       const list = hours.get(r.bucket.getTime()) ?? [];
-      list.push({
-        dims: dimensionsObject(groupBy, r.dimension_values),
-        row: { sum: r.value_sum, count: r.event_count, max: r.value_max, last: r.last_value, lastKey: r.last_key },
-      });
+      const t = { sum: r.value_sum, count: r.event_count, max: r.value_max, min: r.value_min, last: r.last_value };
+      list.push({ dims: dimensionsObject(groupBy, r.dimension_values), row: stretchOf(aggregation, t) });
       hours.set(r.bucket.getTime(), list);
     }
   }
   const hasTail = !sameHour && s.end > endHour && endHour < upTo;
   return {
     segment: s,
-    head: await partial(db, customer, s, s.start, sameHour ? s.end : firstHour),
+    head: await partial(db, customer, s, aggregation, [s.start, sameHour ? s.end : firstHour]),
     hours,
-    tail: hasTail ? await partial(db, customer, s, endHour, s.end) : [],
+    tail: hasTail ? await partial(db, customer, s, aggregation, [endHour, s.end]) : [],
     tailHour: endHour.getTime(),
   };
 }
@@ -143,19 +144,16 @@ export async function periodAmounts(
   );
   const usage = await readAll(
     db,
-    segments.map((s) => () => segmentUsage(db, customer, s, upTo)),
+    segments.map((s) => () => segmentUsage(db, customer, s, meter.aggregation, upTo)),
   );
   const running = usage.map(() => new Map<string, Acc>());
   const fold = (i: number, rows: GroupRow[]) => {
     const groups = running[i] as Map<string, Acc>;
     for (const { dims, row } of rows) {
       const k = JSON.stringify(Object.values(dims));
-      let acc = groups.get(k);
-      if (!acc) {
-        acc = { dims, sum: ZERO, count: ZERO, max: null, last: ZERO, lastKey: null };
-        groups.set(k, acc);
-      }
-      add(acc, row);
+      const acc = groups.get(k);
+      if (acc) acc.so = joinStretches(meter.aggregation, acc.so, row);
+      else groups.set(k, { dims, so: row });
     }
   };
   usage.forEach((u, i) => {
@@ -171,9 +169,11 @@ export async function periodAmounts(
         ...u.segment,
         end: u.segment.end < t ? u.segment.end : t,
         // Ungrouped, the read had no dimension columns: one group holds the whole segment.
-        quantity: !grouped && groups[0] ? quantityOf(groups[0], meter.aggregation) : ZERO,
+        quantity: !grouped && groups[0] ? quantityOfStretch(meter.aggregation, groups[0].so) : ZERO,
         ...(grouped
-          ? { groups: groups.map((g) => ({ dimensions: g.dims, quantity: quantityOf(g, meter.aggregation) })) }
+          ? {
+              groups: groups.map((g) => ({ dimensions: g.dims, quantity: quantityOfStretch(meter.aggregation, g.so) })),
+            }
           : {}),
       });
     });
