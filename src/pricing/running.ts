@@ -18,7 +18,7 @@ export interface Stretch {
 }
 
 /** Rolled-up figures of a stretch, as the rollups name them in totals (rollups/totals.ts Totals). */
-export type StretchFigures = Record<"sum" | "count" | "max" | "min" | "last", string>;
+type StretchFigures = Record<"sum" | "count" | "max" | "min" | "last", string>;
 
 /**
  * The rolled-up figure each aggregation's stretches are made of (unique_count: none, its stretches are first-seen

@@ -1,5 +1,6 @@
 // Stripe targets: the exact value of each hour (sum/count meters) or the running value of each customer's billing
-// period (max/last) that Stripe should have, computed from the hours ingest marked.
+// period (max, last, min, avg, unique_count: the period's figure as the invoice reads it) that Stripe should have,
+// computed from the hours ingest marked.
 import type { BillingPeriod } from "../billing/calendar.js";
 import type { Aggregation } from "../catalog/schemas.js";
 import { takeStripeMarks } from "../changes/hours.js";
@@ -162,9 +163,9 @@ function hourRanges(hours: number[]): { from: Date; to: Date }[] {
 
 /**
  * Turns the marks of complete hours into targets: the exact value of each marked hour (sum/count meters) and the
- * running value of each customer's period holding a marked hour (max/last meters), for mapped pairs. Runs holding
- * the invalidation lock exclusively, which every marking ingest transaction holds shared until it commits: an event
- * committed into an hour after its mark was taken marks it again, so no change is missed.
+ * running value of each customer's period holding a marked hour (max, last, min, avg and unique_count meters), for
+ * mapped pairs. Runs holding the invalidation lock exclusively, which every marking ingest transaction holds shared
+ * until it commits: an event committed into an hour after its mark was taken marks it again, so no change is missed.
  */
 export async function targetsFromMarks(
   db: Db,

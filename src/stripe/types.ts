@@ -35,7 +35,8 @@ export type LedgerKind = "hour" | "period";
 
 /**
  * The ledger-kind rule, its one definition: sum and count meters, and every meter sent as amounts (priced changes
- * per hour), keep hourly deltas; max and last meters send the running value of the customer's billing period.
+ * per hour), keep hourly deltas; max, last, min, avg and unique_count meters send the running value of the
+ * customer's billing period (their figures do not add up over hours).
  */
 export const ledgerKind = (of: Aggregation, value: StripeValue): LedgerKind =>
   value === "amount" || of === "sum" || of === "count" ? "hour" : "period";
