@@ -3,8 +3,11 @@
 // grant that ends mid-period pays the users first seen in the hours it covers (per group for a grouped price, from a
 // subscription that starts mid-hour), avg burns the period's own sum ÷ count and min its min; and a stripe_value
 // "amount" meter sends the hourly changes of the same amounts, adding up to the invoice.
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
+import { Dec } from "../src/pricing/money.js";
+import { quantityOfStretch } from "../src/pricing/running.js";
 import { BACKENDS } from "./helpers/databases.js";
 import { adminCalls, ownTally } from "./helpers/own.js";
 import { hourAt, ingest, putCustomer, reconciliation, startStripeRig, sync } from "./helpers/stripe.js";
@@ -172,5 +175,28 @@ describe.each(BACKENDS)("credits and Stripe amounts of unique_count, min and avg
     } finally {
       await rig.close();
     }
+  });
+});
+
+describe("the average of stretches", () => {
+  it("property: sum ÷ count rounds as the rollups' AVG_OF does (div of 2|sum| × 1e9 + count by 2 × count)", () => {
+    const value = fc
+      .tuple(fc.bigInt({ min: -(10n ** 18n), max: 10n ** 18n }), fc.integer({ min: 0, max: 9 }))
+      .map(([digits, places]) => new Dec(digits.toString()).div(new Dec(10).pow(places)));
+    fc.assert(
+      fc.property(value, fc.integer({ min: 1, max: 1_000_000 }), (sum, n) => {
+        const count = new Dec(n);
+        const sql = sum
+          .abs()
+          .times(2_000_000_000)
+          .plus(count)
+          .div(count.times(2))
+          .floor()
+          .times(sum.isNegative() ? -1 : 1)
+          .div(1_000_000_000);
+        expect(quantityOfStretch("avg", { value: sum, count }).eq(sql)).toBe(true);
+      }),
+      { numRuns: 500 },
+    );
   });
 });
