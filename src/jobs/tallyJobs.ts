@@ -9,7 +9,7 @@ import { finalizeInvoices } from "../invoices/finalize.js";
 import type { Invoices } from "../invoices/service.js";
 import type { LimitsService } from "../limits/service.js";
 import type { Logger } from "../logger.js";
-import { refreshRollups } from "../rollups/refresh.js";
+import { RefreshPacer, refreshRollups } from "../rollups/refresh.js";
 import { createCreditItemSync } from "../stripe/credits.js";
 import { createInvoiceItemSync } from "../stripe/invoiceItems.js";
 import { createStripeSync } from "../stripe/sync.js";
@@ -34,11 +34,15 @@ export function tallyJobs(d: JobDeps): Job[] {
   const stripe = createStripeSync(d);
   const invoiceItems = createInvoiceItemSync(d);
   const creditItems = createCreditItemSync(d);
+  const pacer = new RefreshPacer();
   return [
     {
       name: "refresh-rollups",
       schedule: d.config.TALLY_CRON_REFRESH,
-      run: async () => ({ ...(await refreshRollups(d.db, d.engine, d.clock.now())) }),
+      // Scheduled runs are paced on the embedded engine (hours still taking events wait); asked-for runs are not.
+      run: async ({ scheduled }) => ({
+        ...(await refreshRollups(d.db, d.engine, d.clock.now(), { pacer: scheduled ? pacer : undefined })),
+      }),
     },
     {
       name: "evaluate-limits",

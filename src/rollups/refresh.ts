@@ -15,11 +15,45 @@ interface RefreshOptions {
    * unique_count meters too (which ingest writes, and the refresh job otherwise leaves alone).
    */
   full?: boolean;
+  /**
+   * Embedded engine, scheduled runs: hours still taking events are left to a later run (RefreshPacer), and the
+   * hourly level is refreshed one claimed hour at a time, so that ingest on the one connection never waits behind
+   * one long recompute.
+   */
+  pacer?: RefreshPacer | undefined;
+}
+
+/** How long a refresh may leave an hour that keeps taking events dirty (read from raw events, exact meanwhile). */
+const MAX_DEFER_MS = 5 * 60_000;
+
+/**
+ * Remembers since when each hour has been left dirty. An hour marked again since the previous run is still being
+ * written: it waits for a run that finds it quiet, or until it has waited MAX_DEFER_MS. Reads stay exact either
+ * way (a claimed hour is read from raw events); only their speed depends on the rollups.
+ */
+export class RefreshPacer {
+  readonly #since = new Map<number, number>();
+
+  /** Of the claimed hours, those to leave for a later run. */
+  defer(claimed: readonly number[], fresh: ReadonlySet<number>, nowMs: number): Set<number> {
+    const out = new Set<number>();
+    for (const h of claimed) {
+      const since = this.#since.get(h) ?? nowMs;
+      if (fresh.has(h) && nowMs - since < MAX_DEFER_MS) {
+        this.#since.set(h, since);
+        out.add(h);
+      } else this.#since.delete(h);
+    }
+    for (const h of this.#since.keys()) if (!out.has(h)) this.#since.delete(h);
+    return out;
+  }
 }
 
 interface RefreshSummary {
   engine: Engine;
   claimed_hours: number;
+  /** Hours left dirty for a later run (RefreshPacer). */
+  deferred_hours?: number;
   oldest_claimed_hour: string | null;
   refreshed: Record<"hour" | "day" | "month", { from: string | null; to: string } | null>;
 }
@@ -30,15 +64,28 @@ export async function refreshRollups(
   now: Date,
   opts: RefreshOptions = {},
 ): Promise<RefreshSummary> {
-  const { claimIds, hours } = await claimRollupHours(db);
+  const { claims, fresh } = await claimRollupHours(db);
+  const all = [...new Set(claims.map((c) => c.hour.getTime()))];
+  const paced = opts.pacer && engine === "timescale" && db.backend === "embedded" && !opts.full;
+  const deferred = paced ? (opts.pacer as RefreshPacer).defer(all, fresh, now.getTime()) : new Set<number>();
+  const hours = all.filter((h) => !deferred.has(h)).map((h) => new Date(h));
   const oldest = hours.reduce<Date | null>((min, h) => (!min || h < min ? h : min), null);
   const refreshed =
     engine === "timescale"
-      ? await refreshTimescale(db, now, oldest, opts)
+      ? await refreshTimescale(db, now, oldest, { ...opts, slices: paced ? { hours, deferred } : undefined })
       : await refreshPortable(db, now, hours, opts);
   if (opts.full) await db.query(REBUILD_DISTINCT, []);
-  await releaseRollupClaims(db, claimIds);
-  return { engine, claimed_hours: hours.length, oldest_claimed_hour: oldest?.toISOString() ?? null, refreshed };
+  await releaseRollupClaims(
+    db,
+    claims.filter((c) => !deferred.has(c.hour.getTime())).map((c) => c.id),
+  );
+  return {
+    engine,
+    claimed_hours: hours.length,
+    ...(deferred.size > 0 ? { deferred_hours: deferred.size } : {}),
+    oldest_claimed_hour: oldest?.toISOString() ?? null,
+    refreshed,
+  };
 }
 
 /**
@@ -57,11 +104,17 @@ const REBUILD_DISTINCT = `
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
+/** The hourly level's window cut into pieces of at most one claimed hour each, deferred hours left out. */
+interface Slices {
+  hours: Date[];
+  deferred: ReadonlySet<number>;
+}
+
 async function refreshTimescale(
   db: Db,
   now: Date,
   oldest: Date | null,
-  opts: RefreshOptions,
+  opts: RefreshOptions & { slices?: Slices | undefined },
 ): Promise<RefreshSummary["refreshed"]> {
   const watermarks = await readWatermarks(db);
   // Refresh windows reach back to the previous month at least: a refresh only re-materializes the invalidated
@@ -77,12 +130,31 @@ async function refreshTimescale(
     const old = watermarks[level];
     const from = opts.full || !old ? null : alignDown(old < start ? old : start, level);
     if (from && from >= end) continue;
+    const windows = level === "hour" && opts.slices && from ? slice(from, end, opts.slices) : [[from, end] as const];
     // Not in a transaction: TimescaleDB refuses refresh_continuous_aggregate inside one.
-    await db.query(`CALL refresh_continuous_aggregate('${view}', $1::timestamptz, $2::timestamptz)`, [from, end]);
+    for (const [a, b] of windows)
+      await db.query(`CALL refresh_continuous_aggregate('${view}', $1::timestamptz, $2::timestamptz)`, [a, b]);
     await db.query("UPDATE rollup_watermarks SET watermark = GREATEST(watermark, $2) WHERE level = $1", [level, end]);
     result[level] = { from: iso(from), to: end.toISOString() };
   }
   return result;
+}
+
+/**
+ * [from, end) as windows that each hold at most one claimed hour, without the deferred hours (they stay claimed,
+ * so reads take them from raw events and the levels above count them dirty until a later run refreshes them).
+ */
+function slice(from: Date, end: Date, s: Slices): (readonly [Date, Date])[] {
+  const cuts = new Set<number>([from.getTime(), end.getTime()]);
+  for (const h of [...s.hours.map((d) => d.getTime()), ...s.deferred])
+    if (h >= from.getTime() && h < end.getTime()) cuts.add(h).add(h + 3_600_000);
+  const points = [...cuts].filter((t) => t <= end.getTime()).sort((a, b) => a - b);
+  const out: (readonly [Date, Date])[] = [];
+  for (let i = 0; i + 1 < points.length; i++) {
+    const a = points[i] as number;
+    if (!s.deferred.has(a)) out.push([new Date(a), new Date(points[i + 1] as number)]);
+  }
+  return out;
 }
 
 async function refreshPortable(
