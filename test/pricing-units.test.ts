@@ -353,9 +353,11 @@ describe("summary", () => {
   it("when a graduated meter is mid-tier, then the summary names the tier of the next unit and the units left", () => {
     const period = { start: d("2026-11-01T00:00:00Z"), end: d("2026-12-01T00:00:00Z") };
     const segment = { plan: "p", meter: "api_calls", version: worked, ...period, quantity: new Dec("250000") };
-    const invoice = priceInvoice("USD", [segment], [
-      { kind: "base_fee", plan: "p", meter: "api_calls", version: worked, ...period, proration: null },
-    ]);
+    const invoice = priceInvoice(
+      "USD",
+      [segment],
+      [{ kind: "base_fee", plan: "p", meter: "api_calls", version: worked, ...period, proration: null }],
+    );
     const [s] = summarize(invoice, [segment], new Map([["api_calls", new Dec("250000")]]));
     expect(s?.amount.toFixed(2)).toBe("264.00");
     expect(s?.tier?.index).toBe(3);

@@ -4,8 +4,8 @@
 // period sum to that fee within one minor unit per line.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import type { PriceVersion } from "../src/pricing/models.js";
 import { priceInvoice } from "../src/pricing/invoice.js";
+import type { PriceVersion } from "../src/pricing/models.js";
 import { Dec, formatMoney } from "../src/pricing/money.js";
 import { billedPart, prorationOf, quantitySegments, wholeHours } from "../src/pricing/proration.js";
 import { type PlanPrices, planPeriod, type SubscriptionSpan } from "../src/pricing/segments.js";
@@ -145,7 +145,9 @@ describe("proration: rules", () => {
       q("2026-11-10T00:00:00Z", 0),
       q("2026-11-20T00:00:00Z", 3),
     ]);
-    expect(segs.map((s) => [s.start.toISOString().slice(5, 10), s.end.toISOString().slice(5, 10), +s.quantity])).toEqual([
+    expect(
+      segs.map((s) => [s.start.toISOString().slice(5, 10), s.end.toISOString().slice(5, 10), +s.quantity]),
+    ).toEqual([
       ["11-01", "11-10", 2],
       ["11-20", "12-01", 3],
     ]);

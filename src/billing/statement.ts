@@ -6,11 +6,11 @@ import { listMeters, type Meter } from "../catalog/meters.js";
 import { readAll } from "../db/reads.js";
 import type { Queryable } from "../db/types.js";
 import {
+  type FixedSummary,
   type GroupQuantity,
   type Invoice,
   type MeterLabel,
   type MeterSummary,
-  type FixedSummary,
   type PricedSegment,
   priceInvoice,
   summarize,

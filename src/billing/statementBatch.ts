@@ -23,28 +23,6 @@ import {
   statementIntervals,
 } from "./statement.js";
 
-/** Every subscription overlapping [from, to) of every customer (or of `customers`), oldest first. One query. */
-export async function subscriptionsOfAll(
-  db: Queryable,
-  from: Date,
-  to: Date,
-  customers?: string[],
-): Promise<Map<string, SubscriptionSpan[]>> {
-  const { rows } = await db.query<{ customer_id: string; plan_key: string; start_at: Date; end_at: Date | null }>(
-    `SELECT customer_id, plan_key, start_at, end_at FROM subscriptions
-     WHERE start_at < $2 AND (end_at IS NULL OR end_at > $1) AND ($3::text[] IS NULL OR customer_id = ANY($3::text[]))
-     ORDER BY customer_id, start_at`,
-    [from, to, customers ?? null],
-  );
-  const out = new Map<string, SubscriptionSpan[]>();
-  for (const r of rows) {
-    const list = out.get(r.customer_id) ?? [];
-    list.push({ plan: r.plan_key, start: r.start_at, end: r.end_at });
-    out.set(r.customer_id, list);
-  }
-  return out;
-}
-
 /** Plan prices of every plan any of the subscriptions names. */
 export function plansOf(
   db: Queryable,
@@ -76,7 +54,13 @@ type Planned = ReturnType<typeof planPeriod>;
 
 /** Subscriptions of one customer in the period, as a key: customers on the same plan since before share it. */
 const shapeKey = (subs: SubscriptionSpan[]) =>
-  subs.map((s) => `${s.plan}@${s.start.getTime()}-${s.end?.getTime() ?? ""}`).join(",");
+  subs
+    .map((s) => {
+      const base = `${s.plan}@${s.start.getTime()}-${s.end?.getTime() ?? ""}`;
+      const changes = s.proration === "none" || s.endProration === "none" || s.trialEnd || s.quantities?.length;
+      return changes ? `${base}${JSON.stringify([s.proration, s.endProration, s.trialEnd, s.quantities])}` : base;
+    })
+    .join(",");
 
 /** Reads what the statements of every customer of `req.subscriptions` for `req.period` need, in one pass. */
 async function loadStatementBatch(db: Queryable, req: BatchRequest): Promise<StatementBatch> {

@@ -111,3 +111,13 @@ export function quantitySegments(
   close(part.end);
   return out;
 }
+
+/** The quantity of each charge in effect at `t` (the latest change at or before it). */
+export function quantitiesAt(changes: readonly QuantityChange[], t: Date): Map<string, Dec> {
+  const out = new Map<string, { at: Date; quantity: Dec }>();
+  for (const c of changes) {
+    const found = out.get(c.charge);
+    if (c.at <= t && (!found || c.at >= found.at)) out.set(c.charge, c);
+  }
+  return new Map([...out].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, v.quantity]));
+}
