@@ -168,4 +168,30 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     expect(invoice.total).toBe("29.00");
     expect((await t.get("/v1/customers/trial/summary")).total).toBe("29.00");
   });
+
+  it("when an upgrade and a seat change land in a finalized November, then December's draft carries them once as adjustments", async () => {
+    const t = await plans(backend, "2026-12-05T00:00:00Z");
+    await t.customer("late", { quantities: { seats: "5" } });
+    expect((await t.runJob("finalize-invoices")).finalized).toBe(1);
+    const [final] = (await t.get("/v1/invoices", { customer: "late", status: "final" })).data;
+    expect(final.total).toBe("90.00");
+    await t.setup("/v1/customers/late/subscription", { plan: "pro", start: "2026-11-11T00:00:00Z" });
+    await t.setup("/v1/customers/late/subscription/quantities/seats", {
+      quantity: "8",
+      effective_at: "2026-11-21T00:00:00Z",
+    });
+    // November now: Starter 10 + Pro 60 and seats 20 + 20 + 32 = 142.00, 52.00 more than was billed.
+    expect((await t.get("/v1/customers/late/invoice", { period: "2026-11" })).total).toBe("90.00");
+    expect((await t.runJob("finalize-invoices")).adjustments).toBe(2);
+    expect((await t.runJob("finalize-invoices")).adjustments).toBe(0);
+    const [draft] = (await t.get("/v1/invoices", { customer: "late", status: "draft" })).data;
+    const adjustments = draft.lines.filter((l: { kind: string }) => l.kind === "adjustment");
+    expect(adjustments.map((l: { meter: string | null; amount: string }) => [l.meter, l.amount])).toEqual([
+      [null, "12.00"],
+      ["calls", "40.00"],
+    ]);
+    expect(adjustments.every((l: { adjusts: string }) => l.adjusts === final.id)).toBe(true);
+    // December: Pro 90 + 8 seats × 12 = 186.00, plus the 52.00 carried.
+    expect(draft.total).toBe("238.00");
+  });
 });
