@@ -50,7 +50,14 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
       period_hours: 720,
     });
     expect(invoice.total).toBe("70.00");
+    // Summary, forecast to date, the dashboard's row and a simulation at today's prices all say the same.
     expect((await t.get("/v1/customers/up/summary")).total).toBe("70.00");
+    expect((await t.get("/v1/customers/up/forecast")).total_to_date).toBe("70.00");
+    const overview = await t.get("/v1/dashboard/customers");
+    expect(overview.customers.find((c: { id: string }) => c.id === "up")).toMatchObject({ spend: "70.00" });
+    const same = { meter: "calls", model: "per_unit", unit_price: "0.01", base_fee: "90" };
+    const sim = await t.ok(t.post("/v1/simulations", { plan: "pro", period: "2026-11", prices: [same] }));
+    expect(sim.body.customers).toMatchObject([{ customer: "up", current: "70.00", simulated: "70.00" }]);
 
     await t.customer("flat", {});
     await t.setup("/v1/customers/flat/subscription", {
@@ -71,6 +78,11 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     expect(answer).toMatchObject({ plan: "starter", start: NOV.end, scheduled: { plan: "starter", start: NOV.end } });
     const customer = await t.get("/v1/customers/down");
     expect(customer).toMatchObject({ subscription: { plan: "pro", end: NOV.end }, scheduled: { start: NOV.end } });
+    const view = await t.get("/v1/dashboard/customers/down");
+    expect(view.timeline).toMatchObject([
+      { plan: "pro", start: NOV.start, end: NOV.end, scheduled: false },
+      { plan: "starter", start: NOV.end, end: null, scheduled: true },
+    ]);
     expect(fees(await t.get("/v1/customers/down/invoice"))).toEqual(["base_fee pro 1 90.00 all"]);
     expect(fees(await t.get("/v1/customers/down/invoice", { period: "2026-12" }))).toEqual([
       "base_fee starter 1 30.00 all",

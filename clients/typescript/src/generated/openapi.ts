@@ -5243,6 +5243,14 @@ export interface components {
                 /** @description the IANA time zone of the customer's billing cycle, to label the period */
                 time_zone: string;
             };
+            /** @description The plans of the current period and after (a change scheduled for its end included) */
+            timeline: {
+                plan: string;
+                start: string;
+                end: string | null;
+                trial_end: string | null;
+                scheduled: boolean;
+            }[];
             meters: {
                 key: string;
                 name: string;
