@@ -3633,6 +3633,19 @@ export interface paths {
                                 stripe_invoice_item: string | null;
                                 error: string | null;
                             }[];
+                            /** @description TALLY_STRIPE_FEES=invoice_items: the final invoices' base-fee and fixed-charge lines, as invoice items in Stripe */
+                            fees: {
+                                customer: string;
+                                /** @description base_fee or fixed */
+                                kind: string;
+                                description: string;
+                                amount: string;
+                                currency: string;
+                                /** @enum {string} */
+                                status: "pending" | "sent" | "error";
+                                stripe_invoice_item: string | null;
+                                error: string | null;
+                            }[];
                         };
                     };
                 };
