@@ -16,9 +16,8 @@ import { createApp } from "./http/app.js";
 import type { AppContext } from "./http/context.js";
 import { isoTime } from "./http/format.js";
 import { KeyRateLimiter } from "./http/rateLimit.js";
+import { quantitiesJson } from "./http/routes/subscriptions.js";
 import { HttpServer } from "./http/server.js";
-import { formatDecimal } from "./pricing/money.js";
-import { quantitiesAt } from "./pricing/proration.js";
 
 /** The start-up line main.ts and the cluster primary log. */
 export { listeningLine } from "./http/server.js";
@@ -275,7 +274,7 @@ function appContext(w: Wiring & Services & Pick<AppContext, "keys" | "migrations
         start: isoTime(sub.start),
         end: sub.end ? isoTime(sub.end) : null,
         trial_end: sub.trialEnd ? isoTime(sub.trialEnd) : null,
-        quantities: Object.fromEntries([...quantitiesAt(sub.quantities, now)].map(([k, q]) => [k, formatDecimal(q)])),
+        quantities: quantitiesJson(sub, now),
         scheduled,
       };
       return { subscription, scheduled };

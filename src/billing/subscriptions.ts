@@ -140,7 +140,7 @@ export async function subscriptionAt(db: Queryable, customer: string, at: Date):
 }
 
 /** How a subscription starts, besides its plan and start (PUT /v1/customers/{id}/subscription). */
-export interface SubscriptionOptions {
+interface SubscriptionOptions {
   billing?: CycleInput | undefined;
   proration?: ProrationMode | undefined;
   /** Fees start here; usage before it is priced 0. Default: the trial of the subscription it replaces, if later. */

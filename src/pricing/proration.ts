@@ -8,7 +8,7 @@ const HOUR_MS = 3_600_000;
 
 export type ProrationMode = "prorate" | "none";
 
-export interface Interval {
+interface Interval {
   start: Date;
   end: Date;
 }
@@ -41,7 +41,7 @@ export function proratedAmount(full: Dec, proration: Proration | null, currency:
 }
 
 /** One subscription's part of a period, as its fees see it. */
-export interface FeeSpan {
+interface FeeSpan {
   /** Where the subscription starts and ends (end null: open-ended). */
   start: Date;
   end: Date | null;

@@ -61,6 +61,38 @@ const row = z
   })
   .meta({ id: "ReconciliationRow" });
 
+const creditItems = z
+  .array(
+    z.object({
+      customer: z.string(),
+      grant: z.string(),
+      amount: z.string().meta({ description: "Credits applied to the period (the item is its negative)" }),
+      currency: z.string(),
+      status: z.enum(["pending", "sent", "error"]),
+      stripe_invoice_item: z.string().nullable(),
+      error: z.string().nullable(),
+    }),
+  )
+  .meta({ description: "Prepaid credits of the customers' periods, as negative invoice items in Stripe" });
+
+const feeItems = z
+  .array(
+    z.object({
+      customer: z.string(),
+      kind: z.string().meta({ description: "base_fee or fixed" }),
+      description: z.string(),
+      amount: z.string(),
+      currency: z.string(),
+      status: z.enum(["pending", "sent", "error"]),
+      stripe_invoice_item: z.string().nullable(),
+      error: z.string().nullable(),
+    }),
+  )
+  .meta({
+    description:
+      "TALLY_STRIPE_FEES=invoice_items: the final invoices' base-fee and fixed-charge lines, as invoice items in Stripe",
+  });
+
 export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
@@ -89,36 +121,8 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
           }),
           as_of: z.string(),
           data: z.array(row),
-          credits: z
-            .array(
-              z.object({
-                customer: z.string(),
-                grant: z.string(),
-                amount: z.string().meta({ description: "Credits applied to the period (the item is its negative)" }),
-                currency: z.string(),
-                status: z.enum(["pending", "sent", "error"]),
-                stripe_invoice_item: z.string().nullable(),
-                error: z.string().nullable(),
-              }),
-            )
-            .meta({ description: "Prepaid credits of the customers' periods, as negative invoice items in Stripe" }),
-          fees: z
-            .array(
-              z.object({
-                customer: z.string(),
-                kind: z.string().meta({ description: "base_fee or fixed" }),
-                description: z.string(),
-                amount: z.string(),
-                currency: z.string(),
-                status: z.enum(["pending", "sent", "error"]),
-                stripe_invoice_item: z.string().nullable(),
-                error: z.string().nullable(),
-              }),
-            )
-            .meta({
-              description:
-                "TALLY_STRIPE_FEES=invoice_items: the final invoices' base-fee and fixed-charge lines, as invoice items in Stripe",
-            }),
+          credits: creditItems,
+          fees: feeItems,
         }),
       },
       404: { description: "no such customer, or no period of the customer starts in the month" },
