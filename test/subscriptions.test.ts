@@ -91,6 +91,9 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     t.clock.set("2026-12-01T00:00:00Z");
     expect(await t.get("/v1/customers/down")).toMatchObject({ subscription: { plan: "starter" }, scheduled: null });
     t.clock.set("2026-11-20T12:00:00Z");
+    // Scheduling again replaces the scheduled change; canceling it then gives the plan in effect back, open-ended.
+    const again = await t.setup("/v1/customers/down/subscription", { plan: "starter", at: "period_end" });
+    expect(again.scheduled).toEqual({ plan: "starter", start: NOV.end });
     await t.ok(t.api().delete("/v1/customers/down/subscription/scheduled").set(admin), 204);
     await t.ok(t.api().delete("/v1/customers/down/subscription/scheduled").set(admin), 404);
     expect(await t.get("/v1/customers/down")).toMatchObject({

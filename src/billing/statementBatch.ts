@@ -1,9 +1,9 @@
 // Statements of many customers for one period from a handful of queries — the dashboard's overview and price
 // simulations read this way: usage totals in one rollup read per distinct interval (usually just the period) for all
 // the customers at once, grouped quantities likewise, then the invoice's own pure pricing (priceStatement), so every
-// total equals the customer's own summary to the cent. Subscriptions come in one query (subscriptionsOfAll here, or
-// subscriptionsOfPlanCustomers). Customers on different billing cycles have different periods: loadStatementBatches
-// groups them by identical period, so each distinct period is read once (most customers share UTC months).
+// total equals the customer's own summary to the cent. Subscriptions come in one query (subscriptionsOfAll or
+// subscriptionsOfPlanCustomers, in subscriptions.ts). Customers on different billing cycles have different periods:
+// loadStatementBatches groups them by identical period, so each distinct period is read once (most share UTC months).
 import type { Meter } from "../catalog/meters.js";
 import { readAll } from "../db/reads.js";
 import type { Queryable } from "../db/types.js";

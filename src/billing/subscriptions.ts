@@ -45,9 +45,14 @@ export interface Row {
   quantities: [string, number, string][] | null;
 }
 
+const BASE_COLUMNS = `s.id::text AS id, s.plan_key, s.start_at, s.end_at, s.billing_interval, s.billing_interval_count,
+  s.billing_anchor, s.billing_time_zone, s.proration, s.end_proration, s.trial_end, s.scheduled`;
+
+/** The columns of a subscription row without its quantities (a billing calendar needs only the cycles). */
+const CYCLE_COLUMNS = `${BASE_COLUMNS}, NULL::json AS quantities`;
+
 /** The columns of a subscription row (of `subscriptions s`), with its quantities. */
-export const COLUMNS = `s.id::text AS id, s.plan_key, s.start_at, s.end_at, s.billing_interval, s.billing_interval_count,
-  s.billing_anchor, s.billing_time_zone, s.proration, s.end_proration, s.trial_end, s.scheduled,
+export const COLUMNS = `${BASE_COLUMNS},
   (SELECT json_agg(json_build_array(q.charge, extract(epoch FROM q.effective_at) * 1000, q.quantity::text)
                    ORDER BY q.effective_at)
    FROM subscription_quantities q WHERE q.subscription_id = s.id) AS quantities`;
@@ -97,14 +102,16 @@ const localMonthStart = (timeZone: string, t: Date): Date => periodContaining(ca
 
 /** The customer's billing calendar: the cycles of all its subscriptions. One indexed query. */
 export async function calendarOf(db: Queryable, customer: string): Promise<BillingCalendar> {
-  const { rows } = await db.query<Row>(`SELECT ${COLUMNS} FROM subscriptions s WHERE customer_id = $1`, [customer]);
+  const { rows } = await db.query<Row>(`SELECT ${CYCLE_COLUMNS} FROM subscriptions s WHERE customer_id = $1`, [
+    customer,
+  ]);
   return new BillingCalendar(rows.map(fromRow));
 }
 
 /** Billing calendars of many customers (all subscribed ones when `customers` is undefined). One query. */
 export async function calendarsOf(db: Queryable, customers?: readonly string[]): Promise<Map<string, BillingCalendar>> {
   const { rows } = await db.query<Row & { customer_id: string }>(
-    `SELECT customer_id, ${COLUMNS} FROM subscriptions s WHERE $1::text[] IS NULL OR customer_id = ANY($1::text[])`,
+    `SELECT customer_id, ${CYCLE_COLUMNS} FROM subscriptions s WHERE $1::text[] IS NULL OR customer_id = ANY($1::text[])`,
     [customers ?? null],
   );
   const spans = new Map<string, Subscription[]>();
@@ -191,7 +198,8 @@ export async function setSubscription(
     const cycle = cycleFor(opts.billing, start, earlier.at(-1)?.cycle);
     const period = new BillingCalendar([...earlier, { start, cycle }]).periodContaining(start);
     await checkCurrency(tx, customer, plan, currency, start, period);
-    const replaced = earlier.find((e) => e.end === null || e.end > start) ?? null;
+    const last = earlier.at(-1);
+    const replaced = last && (last.end === null || last.end >= start) ? last : null;
     const quantities = await quantitiesFor(tx, plan, start, opts.quantities, replaced);
     const trialEnd = opts.trialEnd ?? (replaced?.trialEnd && replaced.trialEnd > start ? replaced.trialEnd : null);
     if (trialEnd && trialEnd <= start) {
@@ -200,13 +208,16 @@ export async function setSubscription(
       ]);
     }
     const proration = opts.proration ?? "prorate";
-    const dropped = await tx.query("DELETE FROM subscriptions WHERE customer_id = $1 AND start_at >= $2", [
-      customer,
-      start,
-    ]);
+    const dropped = await tx.query<{ start_at: Date; scheduled: boolean; replaced_end_at: Date | null }>(
+      "DELETE FROM subscriptions WHERE customer_id = $1 AND start_at >= $2 RETURNING start_at, scheduled, replaced_end_at",
+      [customer, start],
+    );
+    // A change scheduled at the end of the one replaced, and dropped now: that end was the schedule's, not its own.
+    const undone = dropped.rows.find((d) => d.scheduled && d.start_at.getTime() === replaced?.end?.getTime());
+    const replacedEnd = undone ? undone.replaced_end_at : (replaced?.end ?? null);
     const ended = await tx.query<{ id: string }>(
       `UPDATE subscriptions SET end_at = $2, end_proration = $3
-       WHERE customer_id = $1 AND start_at < $2 AND (end_at IS NULL OR end_at > $2) RETURNING id::text`,
+       WHERE customer_id = $1 AND start_at < $2 AND (end_at IS NULL OR end_at >= $2) RETURNING id::text`,
       [customer, start, proration],
     );
     const { rows } = await tx.query<{ id: string }>(
@@ -215,7 +226,7 @@ export async function setSubscription(
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id::text`,
       [
         ...[customer, plan, start, cycle.interval, cycle.intervalCount, cycle.anchor, cycle.timeZone, proration],
-        ...[trialEnd, opts.scheduled ?? false, replaced?.end ?? null],
+        ...[trialEnd, opts.scheduled ?? false, replacedEnd],
       ],
     );
     const id = (rows[0] as { id: string }).id;
