@@ -100,6 +100,9 @@ const fields = z.object({
     .default("false")
     .transform((v) => v === "true"),
   TALLY_STRIPE_METER_API: z.enum(["v1", "v2"]).default("v1"),
+  // usage_only: Stripe's own subscription prices carry base fees and seats; invoice_items: Tally sends its prorated
+  // base-fee and fixed-charge lines as invoice items (for Stripe subscriptions with metered prices only).
+  TALLY_STRIPE_FEES: z.enum(["usage_only", "invoice_items"]).default("usage_only"),
   TALLY_STRIPE_CONCURRENCY: positiveInt(4),
   // Unset: 25 for test-mode keys (Stripe's sandbox limit), 100 otherwise (see stripeMaxRps).
   TALLY_STRIPE_MAX_RPS: z.preprocess(emptyAsUnset, z.coerce.number().int().positive().optional()),

@@ -1,6 +1,7 @@
 // Composition root: opens the database, applies migrations, wires the services, the HTTP app and the jobs, and owns
 // start-up and graceful shutdown.
 import { ApiKeys } from "./auth/keys.js";
+import { scheduledChange } from "./billing/changes.js";
 import { subscriptionAt } from "./billing/subscriptions.js";
 import { MeterCache } from "./catalog/meterCache.js";
 import { type Clock, systemClock } from "./clock.js";
@@ -15,6 +16,7 @@ import { createApp } from "./http/app.js";
 import type { AppContext } from "./http/context.js";
 import { isoTime } from "./http/format.js";
 import { KeyRateLimiter } from "./http/rateLimit.js";
+import { quantitiesJson } from "./http/routes/subscriptions.js";
 import { HttpServer } from "./http/server.js";
 
 /** The start-up line main.ts and the cluster primary log. */
@@ -264,8 +266,18 @@ function appContext(w: Wiring & Services & Pick<AppContext, "keys" | "migrations
       burst: config.TALLY_RATE_LIMIT_BURST ?? Math.ceil(2 * config.TALLY_RATE_LIMIT_RPS),
     }),
     subscriptionOf: async (customer) => {
-      const sub = await subscriptionAt(db, customer, clock.now());
-      return sub ? { plan: sub.plan, start: isoTime(sub.start), end: sub.end ? isoTime(sub.end) : null } : null;
+      const now = clock.now();
+      const [sub, next] = await Promise.all([subscriptionAt(db, customer, now), scheduledChange(db, customer, now)]);
+      const scheduled = next ? { plan: next.plan, start: isoTime(next.start) } : null;
+      const subscription = sub && {
+        plan: sub.plan,
+        start: isoTime(sub.start),
+        end: sub.end ? isoTime(sub.end) : null,
+        trial_end: sub.trialEnd ? isoTime(sub.trialEnd) : null,
+        quantities: quantitiesJson(sub, now),
+        scheduled,
+      };
+      return { subscription, scheduled };
     },
     state: { draining: false },
     metricsText: () => w.metrics.registry.metrics(),

@@ -29,7 +29,9 @@ const version = (v: Partial<PriceVersion> & Pick<PriceVersion, "model">): PriceV
 function bill(v: PriceVersion, quantity: string, currency = "USD") {
   const period = { start: d("2026-11-01T00:00:00Z"), end: d("2026-12-01T00:00:00Z") };
   const segment = { plan: "p", meter: v.meter, version: v, ...period, quantity: new Dec(quantity) };
-  const baseFees = v.baseFee ? [{ plan: "p", meter: v.meter, version: v, ...period }] : [];
+  const baseFees = v.baseFee
+    ? [{ kind: "base_fee" as const, plan: "p", meter: v.meter, version: v, ...period, proration: null }]
+    : [];
   const invoice = priceInvoice(currency, [segment], baseFees);
   return {
     lines: invoice.lines.map((l) => formatMoney(l.amount, currency)),
@@ -261,7 +263,9 @@ describe("segments", () => {
     segments: p.segments.map(
       (s) => `${s.plan}/${s.meter} ${s.start.toISOString()}..${s.end.toISOString()} @${s.version.unitPrice}`,
     ),
-    baseFees: p.baseFees.map((f) => `${f.plan}/${f.meter} ${f.version.baseFee} from ${f.start.toISOString()}`),
+    baseFees: p.fees.flatMap((f) =>
+      f.kind === "base_fee" ? [`${f.plan}/${f.meter} ${f.version.baseFee} from ${f.start.toISOString()}`] : [],
+    ),
   });
 
   it("when a version takes effect on an hour boundary inside the period, then the period splits there", () => {
@@ -349,7 +353,11 @@ describe("summary", () => {
   it("when a graduated meter is mid-tier, then the summary names the tier of the next unit and the units left", () => {
     const period = { start: d("2026-11-01T00:00:00Z"), end: d("2026-12-01T00:00:00Z") };
     const segment = { plan: "p", meter: "api_calls", version: worked, ...period, quantity: new Dec("250000") };
-    const invoice = priceInvoice("USD", [segment], [{ plan: "p", meter: "api_calls", version: worked, ...period }]);
+    const invoice = priceInvoice(
+      "USD",
+      [segment],
+      [{ kind: "base_fee", plan: "p", meter: "api_calls", version: worked, ...period, proration: null }],
+    );
     const [s] = summarize(invoice, [segment], new Map([["api_calls", new Dec("250000")]]));
     expect(s?.amount.toFixed(2)).toBe("264.00");
     expect(s?.tier?.index).toBe(3);

@@ -6,6 +6,7 @@ import { conflict, notFound, unprocessable } from "../errors.js";
 import type { Model, PriceOverride, PriceVersion, Tier } from "../pricing/models.js";
 import { Dec } from "../pricing/money.js";
 import type { PlanPrices } from "../pricing/segments.js";
+import { fixedChargeVersions } from "./fixedCharges.js";
 
 interface Plan {
   key: string;
@@ -180,15 +181,19 @@ export async function loadPlanPrices(db: Queryable, keys: string[]): Promise<Map
   const unique = [...new Set(keys)];
   const plans = new Map<string, PlanPrices>();
   if (unique.length === 0) return plans;
-  const [{ rows }, versions] = await readAll(db, [
+  const [{ rows }, versions, fixed] = await readAll(db, [
     () =>
       db.query<PlanRow>("SELECT key, name, currency, created_at, updated_at FROM plans WHERE key = ANY($1::text[])", [
         unique,
       ]),
     () => planVersions(db, unique),
+    () => fixedChargeVersions(db, unique),
   ]);
-  for (const r of rows) plans.set(r.key, { key: r.key, name: r.name, currency: r.currency, versions: [] });
+  for (const r of rows) {
+    plans.set(r.key, { key: r.key, name: r.name, currency: r.currency, versions: [], fixedCharges: [] });
+  }
   for (const v of versions) plans.get(v.plan)?.versions.push(v);
+  for (const f of fixed) plans.get(f.plan)?.fixedCharges?.push(f);
   return plans;
 }
 

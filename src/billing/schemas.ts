@@ -107,12 +107,24 @@ export const priceVersionSchema = z
   })
   .meta({ id: "PriceVersion" });
 
+export const fixedChargeSchema = z
+  .object({
+    plan: z.string(),
+    key: z.string(),
+    name: z.string(),
+    unit_price: z.string(),
+    effective_from: z.string(),
+    created_at: z.string(),
+  })
+  .meta({ id: "FixedChargeVersion" });
+
 export const planSchema = z
   .object({
     key: z.string(),
     name: z.string(),
     currency: z.string(),
     prices: z.array(z.object({ meter: z.string(), versions: z.array(priceVersionSchema) })),
+    fixed_charges: z.array(z.object({ charge: z.string(), versions: z.array(fixedChargeSchema) })),
     created_at: z.string(),
     updated_at: z.string(),
   })
@@ -130,15 +142,63 @@ const billingCycleInput = z
   })
   .meta({ id: "BillingCycleInput" });
 
+const proration = z.enum(["prorate", "none"]).meta({
+  description:
+    "prorate (default): base fees and fixed charges by the hours each plan covers; none: the plan of the period start charges in full, a new plan from the next period",
+});
+
+export const chargeKey = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/, "must be 1–64 characters of letters, digits, '_', '.', ':' or '-'")
+  .meta({ description: "Fixed charge key", example: "seats" });
+
 export const subscriptionBody = z
   .strictObject({
     plan: planKey,
     start: periodInstant.optional().meta({ description: "Default: now. The previous subscription ends here." }),
+    at: z
+      .enum(["now", "period_end"])
+      .optional()
+      .meta({ description: "Instead of start: now, or the end of the period in progress (a scheduled change)" }),
     billing: billingCycleInput.optional().meta({
       description: "The billing cycle; default: the cycle in effect (a plan change keeps it), else UTC calendar months",
     }),
+    proration: proration.optional(),
+    trial_end: periodInstant
+      .optional()
+      .meta({ description: "Base fees and fixed charges start here; usage before it is priced 0" }),
+    quantities: z
+      .record(chargeKey, decimal("quantity"))
+      .optional()
+      .meta({ description: "Quantities of the plan's fixed charges", example: { seats: "5" } }),
   })
+  .refine((b) => !(b.at && b.start), { message: "give either at or start", path: ["at"] })
   .meta({ id: "SubscriptionInput" });
+
+export const cancelBody = z
+  .strictObject({
+    at: z
+      .union([z.enum(["now", "period_end"]), periodInstant])
+      .meta({ description: "now, period_end (the end of the period in progress) or an instant" }),
+    proration: proration.optional(),
+  })
+  .meta({ id: "CancelInput" });
+
+export const quantityBody = z
+  .strictObject({
+    quantity: decimal("quantity"),
+    effective_at: periodInstant.optional().meta({ description: "Default now" }),
+  })
+  .meta({ id: "QuantityInput" });
+
+export const fixedChargeBody = z
+  .strictObject({
+    key: chargeKey,
+    name: z.string().min(1).max(200),
+    unit_price: decimal("unit_price").meta({ description: "Per unit and billing period" }),
+    effective_from: rfc3339,
+  })
+  .meta({ id: "FixedChargeInput" });
 
 const billingCycleSchema = z
   .object({
@@ -151,6 +211,11 @@ const billingCycleSchema = z
 
 const periodBoundsSchema = z.object({ start: z.string(), end: z.string() }).meta({ id: "PeriodBounds" });
 
+const scheduledSchema = z
+  .object({ plan: z.string(), start: z.string() })
+  .nullable()
+  .meta({ description: "A change asked for at the period end, until it starts" });
+
 export const subscriptionSchema = z
   .object({
     customer: customerId,
@@ -158,10 +223,16 @@ export const subscriptionSchema = z
     start: z.string(),
     end: z.string().nullable(),
     billing: billingCycleSchema,
+    proration: proration,
+    end_proration: proration,
+    trial_end: z.string().nullable(),
+    quantities: z.record(z.string(), z.string()).meta({ description: "Fixed charges' quantities in effect now" }),
     current_period: periodBoundsSchema.meta({ description: "The customer's billing period in progress" }),
+    scheduled: scheduledSchema,
     previous: z
       .object({ plan: z.string(), start: z.string(), end: z.string().nullable() })
       .nullable()
+      .optional()
       .meta({ description: "The subscription this one ended, if any" }),
   })
   .meta({ id: "Subscription" });
@@ -228,6 +299,10 @@ export const summarySchema = z
           .optional(),
       }),
     ),
+    fixed_charges: z
+      .array(z.object({ charge: z.string(), quantity: z.string(), amount: z.string() }))
+      .optional()
+      .meta({ description: "Fixed charges of the period: the latest quantity and the sum of the charge's lines" }),
     credit_lines: z.array(creditLineSchema).optional(),
     ...creditTotals,
     total: z.string().meta({ description: "subtotal − credits, never below zero" }),
@@ -244,8 +319,9 @@ export const invoicePreviewSchema = z
       z.union([
         z.object({
           meter: z.string().nullable(),
-          kind: z.enum(["usage", "base_fee"]),
+          kind: z.enum(["usage", "base_fee", "fixed"]),
           plan: z.string(),
+          charge: z.string().optional().meta({ description: "Fixed charges: the charge's key" }),
           description: z.string(),
           quantity: z.string(),
           amount: z.string(),
@@ -256,6 +332,11 @@ export const invoicePreviewSchema = z
             .record(z.string(), z.string().nullable())
             .optional()
             .meta({ description: "Prices with group_by: the group this line prices" }),
+          proration: z
+            .object({ start: z.string(), end: z.string(), hours: z.number().int(), period_hours: z.number().int() })
+            .optional()
+            .meta({ description: "Base fees and fixed charges billed for part of the period (by whole hours)" }),
+          trial: z.literal(true).optional().meta({ description: "Usage before the trial's end, priced 0" }),
         }),
         creditLineSchema,
       ]),

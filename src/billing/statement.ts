@@ -6,6 +6,7 @@ import { listMeters, type Meter } from "../catalog/meters.js";
 import { readAll } from "../db/reads.js";
 import type { Queryable } from "../db/types.js";
 import {
+  type FixedSummary,
   type GroupQuantity,
   type Invoice,
   type MeterLabel,
@@ -13,9 +14,10 @@ import {
   type PricedSegment,
   priceInvoice,
   summarize,
+  summarizeFixed,
 } from "../pricing/invoice.js";
 import { Dec } from "../pricing/money.js";
-import { type BaseFee, type Period, type PlanPrices, planPeriod, type SubscriptionSpan } from "../pricing/segments.js";
+import { type Fee, type Period, type PlanPrices, planPeriod, type SubscriptionSpan } from "../pricing/segments.js";
 import { readState } from "../rollups/series.js";
 import { quantityOf, rangeTotals, type Totals } from "../rollups/totals.js";
 import { type GroupedRead, readGroups } from "./groups.js";
@@ -29,9 +31,11 @@ export interface Statement {
   currency: string | null;
   invoice: Invoice;
   meters: MeterSummary[];
-  /** The segments as priced (with their quantities) and the base fees: what forecasts re-price. */
+  /** Fixed charges (seats, licences): per charge its latest quantity and amount. */
+  fixedCharges: FixedSummary[];
+  /** The segments as priced (with their quantities) and the fees (base fees, fixed charges): what forecasts re-price. */
   segments: PricedSegment[];
-  baseFees: BaseFee[];
+  fees: Fee[];
   /** Every event acknowledged before this instant is counted. */
   asOf: Date;
 }
@@ -97,7 +101,7 @@ export function statementIntervals(
  */
 export function priceStatement(i: StatementInputs, asOf: Date, opts: { totalOnly?: boolean } = {}): Statement {
   const currency = i.subscriptions.map((s) => i.plans.get(s.plan)?.currency).find((c) => c !== undefined) ?? null;
-  const { segments, baseFees } = i.planned ?? planPeriod(i.period, i.subscriptions, i.plans);
+  const { segments, fees } = i.planned ?? planPeriod(i.period, i.subscriptions, i.plans);
   const quantity = (interval: Period, meter: string): Dec => {
     const t = i.totals(interval)?.get(meter);
     const m = i.meters.get(meter);
@@ -108,7 +112,7 @@ export function priceStatement(i: StatementInputs, asOf: Date, opts: { totalOnly
     const groups = groupBy?.length ? (i.groups?.(s, s.meter, groupBy) ?? []) : undefined;
     return { ...s, quantity: quantity(s, s.meter), ...(groups ? { groups } : {}) };
   });
-  const invoice = priceInvoice(currency ?? "USD", priced, baseFees, labels(i.meters), opts);
+  const invoice = priceInvoice(currency ?? "USD", priced, fees, labels(i.meters), opts);
   const meters = opts.totalOnly ? [] : meterSummaries(i, priced, invoice, quantity);
   return {
     customer: i.customer,
@@ -116,8 +120,9 @@ export function priceStatement(i: StatementInputs, asOf: Date, opts: { totalOnly
     currency,
     invoice: { ...invoice, currency: currency ?? invoice.currency },
     meters,
+    fixedCharges: opts.totalOnly ? [] : summarizeFixed(invoice),
     segments: priced,
-    baseFees,
+    fees,
     asOf,
   };
 }

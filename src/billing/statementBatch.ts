@@ -1,9 +1,9 @@
 // Statements of many customers for one period from a handful of queries — the dashboard's overview and price
 // simulations read this way: usage totals in one rollup read per distinct interval (usually just the period) for all
 // the customers at once, grouped quantities likewise, then the invoice's own pure pricing (priceStatement), so every
-// total equals the customer's own summary to the cent. Subscriptions come in one query (subscriptionsOfAll here, or
-// subscriptionsOfPlanCustomers). Customers on different billing cycles have different periods: loadStatementBatches
-// groups them by identical period, so each distinct period is read once (most customers share UTC months).
+// total equals the customer's own summary to the cent. Subscriptions come in one query (subscriptionsOfAll or
+// subscriptionsOfPlanCustomers, in subscriptions.ts). Customers on different billing cycles have different periods:
+// loadStatementBatches groups them by identical period, so each distinct period is read once (most share UTC months).
 import type { Meter } from "../catalog/meters.js";
 import { readAll } from "../db/reads.js";
 import type { Queryable } from "../db/types.js";
@@ -22,28 +22,6 @@ import {
   type StatementInputs,
   statementIntervals,
 } from "./statement.js";
-
-/** Every subscription overlapping [from, to) of every customer (or of `customers`), oldest first. One query. */
-export async function subscriptionsOfAll(
-  db: Queryable,
-  from: Date,
-  to: Date,
-  customers?: string[],
-): Promise<Map<string, SubscriptionSpan[]>> {
-  const { rows } = await db.query<{ customer_id: string; plan_key: string; start_at: Date; end_at: Date | null }>(
-    `SELECT customer_id, plan_key, start_at, end_at FROM subscriptions
-     WHERE start_at < $2 AND (end_at IS NULL OR end_at > $1) AND ($3::text[] IS NULL OR customer_id = ANY($3::text[]))
-     ORDER BY customer_id, start_at`,
-    [from, to, customers ?? null],
-  );
-  const out = new Map<string, SubscriptionSpan[]>();
-  for (const r of rows) {
-    const list = out.get(r.customer_id) ?? [];
-    list.push({ plan: r.plan_key, start: r.start_at, end: r.end_at });
-    out.set(r.customer_id, list);
-  }
-  return out;
-}
 
 /** Plan prices of every plan any of the subscriptions names. */
 export function plansOf(
@@ -76,7 +54,13 @@ type Planned = ReturnType<typeof planPeriod>;
 
 /** Subscriptions of one customer in the period, as a key: customers on the same plan since before share it. */
 const shapeKey = (subs: SubscriptionSpan[]) =>
-  subs.map((s) => `${s.plan}@${s.start.getTime()}-${s.end?.getTime() ?? ""}`).join(",");
+  subs
+    .map((s) => {
+      const base = `${s.plan}@${s.start.getTime()}-${s.end?.getTime() ?? ""}`;
+      const changes = s.proration === "none" || s.endProration === "none" || s.trialEnd || s.quantities?.length;
+      return changes ? `${base}${JSON.stringify([s.proration, s.endProration, s.trialEnd, s.quantities])}` : base;
+    })
+    .join(",");
 
 /** Reads what the statements of every customer of `req.subscriptions` for `req.period` need, in one pass. */
 async function loadStatementBatch(db: Queryable, req: BatchRequest): Promise<StatementBatch> {

@@ -212,6 +212,11 @@ export const customerBody = z
   })
   .meta({ id: "CustomerInput" });
 
+const scheduledChange = z
+  .object({ plan: z.string(), start: z.string() })
+  .nullable()
+  .meta({ description: "A plan change scheduled for the period end, until it starts" });
+
 export const customer = z
   .object({
     id: customerId,
@@ -221,9 +226,17 @@ export const customer = z
     credit_mode: z.enum(["credit_then_invoice", "credit_only"]),
     credit_alert_below: z.string().nullable(),
     subscription: z
-      .object({ plan: z.string(), start: z.string(), end: z.string().nullable() })
+      .object({
+        plan: z.string(),
+        start: z.string(),
+        end: z.string().nullable(),
+        trial_end: z.string().nullable(),
+        quantities: z.record(z.string(), z.string()),
+        scheduled: scheduledChange,
+      })
       .nullable()
       .meta({ description: "The subscription in effect now, if any" }),
+    scheduled: scheduledChange,
     created_at: z.string(),
     updated_at: z.string(),
   })

@@ -70,6 +70,7 @@ export async function periodPricings(
         s.version.effectiveFrom.getTime(),
         s.start.getTime(),
         s.end.getTime(),
+        s.trial ?? false,
       ]),
     ]);
     return { period, currency, segments, fingerprint };
@@ -131,7 +132,7 @@ export class SegmentPricer {
 
   charge(currency: string, segment: Segment, quantity: Dec): Dec {
     if (quantity.lte(0)) quantity = ZERO;
-    const key = `${currency}|${segment.plan}|${segment.meter}|${segment.version.effectiveFrom.getTime()}|${quantity.toFixed()}`;
+    const key = `${currency}|${segment.plan}|${segment.meter}|${segment.version.effectiveFrom.getTime()}|${segment.trial ?? false}|${quantity.toFixed()}`;
     let amount = this.#memo.get(key);
     if (amount === undefined) {
       const invoice = priceInvoice(currency, [{ ...segment, quantity }], [], undefined, { totalOnly: true });

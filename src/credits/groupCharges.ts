@@ -139,7 +139,7 @@ export class GroupPricer {
   charge(currency: string, segment: Segment, group: GroupFigure, quantity: Dec): Dec {
     if (quantity.lte(0)) quantity = ZERO;
     const v = segment.version;
-    const key = `${currency}|${segment.plan}|${segment.meter}|${v.effectiveFrom.getTime()}|${group.key}|${quantity.toFixed()}`;
+    const key = `${currency}|${segment.plan}|${segment.meter}|${v.effectiveFrom.getTime()}|${segment.trial ?? false}|${group.key}|${quantity.toFixed()}`;
     let amount = this.#memo.get(key);
     if (amount === undefined) {
       const dimensions = dimensionsObject(v.groupBy ?? [], group.values);

@@ -3,7 +3,7 @@
 // on (name, unit, aggregation, dimensions: how to label and group its charts).
 // A portal token may read this, but not the operator's setup (every meter, plans, keys).
 import { loadPlanPrices } from "../billing/plans.js";
-import { calendarOf, subscriptionAt } from "../billing/subscriptions.js";
+import { calendarOf, subscriptionAt, subscriptionsBetween } from "../billing/subscriptions.js";
 import { getCustomer } from "../catalog/customers.js";
 import { listMeters } from "../catalog/meters.js";
 import type { Queryable } from "../db/types.js";
@@ -13,6 +13,8 @@ interface CustomerView {
   customer: { id: string; name: string | null };
   plan: { key: string; currency: string; since: Date } | null;
   period: { start: Date; end: Date; time_zone: string };
+  /** The plans of the current period and after, in order: the plan timeline, a scheduled change included. */
+  timeline: { plan: string; start: Date; end: Date | null; trial_end: Date | null; scheduled: boolean }[];
   meters: { key: string; name: string; unit: string; aggregation: string; dimensions: string[] }[];
 }
 
@@ -33,8 +35,17 @@ export async function customerView(db: Queryable, id: string, now: Date): Promis
   const meters = (await listMeters(db))
     .filter((m) => used.has(m.key))
     .map((m) => ({ key: m.key, name: m.name, unit: m.unit, aggregation: m.aggregation, dimensions: m.dimensions }));
+  const far = new Date(Date.UTC(9999, 0, 1));
+  const timeline = (await subscriptionsBetween(db, id, period.start, far)).map((x) => ({
+    plan: x.plan,
+    start: x.start,
+    end: x.end,
+    trial_end: x.trialEnd,
+    scheduled: x.scheduled && x.start > now,
+  }));
   return {
     customer: { id: customer.id, name: customer.name },
+    timeline,
     plan: sub && plan ? { key: sub.plan, currency: plan.currency, since: sub.start } : null,
     period: { ...period, time_zone: calendar.cycleAt(now).timeZone },
     meters,

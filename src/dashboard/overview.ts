@@ -123,8 +123,8 @@ function customerFigures(inputs: OverviewInputs, id: string, deps: OverviewDeps,
     now: inputs.now,
   });
   const previousSpend = inputs.finals.get(id) ?? credit?.previous ?? prevSt?.invoice.total ?? ZERO;
-  // Usage lines scale with time; base fees do not (they are in the statement once, whole).
-  const usage = st.invoice.total.minus(sum(st.invoice.lines.filter((l) => l.kind === "base_fee").map((l) => l.amount)));
+  // Usage lines scale with time; base fees and fixed charges do not (they are in the statement once, whole).
+  const usage = st.invoice.total.minus(sum(st.invoice.lines.filter((l) => l.kind !== "usage").map((l) => l.amount)));
   const { state, soft, blocked } = limitState(inputs, id, st, deps, periods.current);
   const total = forecast.forecastTotal;
   return {

@@ -5,8 +5,8 @@
 import { BillingCalendar } from "../billing/calendar.js";
 import type { Statement } from "../billing/statement.js";
 import { intervalKey } from "../billing/statement.js";
-import { loadStatementBatches, plansOf, type StatementBatches, subscriptionsOfAll } from "../billing/statementBatch.js";
-import { calendarsOf } from "../billing/subscriptions.js";
+import { loadStatementBatches, plansOf, type StatementBatches } from "../billing/statementBatch.js";
+import { calendarsOf, subscriptionsOfAll } from "../billing/subscriptions.js";
 import { listMeters, type Meter } from "../catalog/meters.js";
 import { creditedStatement } from "../credits/invoice.js";
 import type { CreditLedgers } from "../credits/ledger.js";

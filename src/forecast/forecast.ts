@@ -138,5 +138,5 @@ function repriced(statement: Statement, now: Date, extra: (meter: string) => Dec
     current.get(s.meter) === s ? { ...s, quantity: s.quantity.plus(extra(s.meter)) } : s,
   );
   // Only amounts are read of it: no line descriptions (the overview re-prices a thousand statements).
-  return priceInvoice(statement.invoice.currency, segments, statement.baseFees, undefined, { totalOnly: true });
+  return priceInvoice(statement.invoice.currency, segments, statement.fees, undefined, { totalOnly: true });
 }

@@ -17,6 +17,7 @@ import { limitRoutes } from "./routes/limits.js";
 import { operationsRoutes } from "./routes/operations.js";
 import { setupRoutes } from "./routes/setup.js";
 import { stripeRoutes } from "./routes/stripe.js";
+import { subscriptionRoutes } from "./routes/subscriptions.js";
 import { usageRoutes } from "./routes/usage.js";
 import { createRouteTable, EXACT_PATHS, type RouteTable } from "./routeTable.js";
 
@@ -28,6 +29,7 @@ const ROUTES: RouteModule[] = [
   eventRoutes,
   usageRoutes,
   billingRoutes,
+  subscriptionRoutes,
   insightRoutes,
   invoiceRoutes,
   creditRoutes,

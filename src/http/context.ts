@@ -39,10 +39,22 @@ export interface AppContext {
   credits: CreditLedgers;
   /** Requests per API key per second (TALLY_RATE_LIMIT_RPS / _BURST); every authenticated route takes a token. */
   rateLimit: KeyRateLimiter;
-  /** The customer's subscription in effect now, as it appears on the customer object. */
-  subscriptionOf(customer: string): Promise<{ plan: string; start: string; end: string | null } | null>;
+  /** The customer's subscription in effect now and the change scheduled next, as they appear on the customer object. */
+  subscriptionOf(customer: string): Promise<{ subscription: CustomerSubscription | null; scheduled: Scheduled | null }>;
   /** Set when shutdown begins: new requests get 503, in-flight ones finish. */
   state: { draining: boolean };
   /** /metrics' text: this process's registry, or in a cluster worker every process's metrics added up. */
   metricsText(): Promise<string>;
+}
+
+type Scheduled = { plan: string; start: string };
+
+/** The subscription on the customer object. */
+export interface CustomerSubscription {
+  plan: string;
+  start: string;
+  end: string | null;
+  trial_end: string | null;
+  quantities: Record<string, string>;
+  scheduled: Scheduled | null;
 }

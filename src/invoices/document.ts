@@ -66,6 +66,18 @@ export function invoicePreview(st: Statement, credits?: StatementCredits) {
     ...(l.tier !== undefined ? { tier: l.tier } : {}),
     ...(l.unitPrice !== undefined ? { unit_price: formatDecimal(l.unitPrice) } : {}),
     ...(l.dimensions ? { dimensions: l.dimensions } : {}),
+    ...(l.charge ? { charge: l.charge } : {}),
+    ...(l.proration
+      ? {
+          proration: {
+            start: rfc3339(l.proration.start),
+            end: rfc3339(l.proration.end),
+            hours: l.proration.hours,
+            period_hours: l.proration.periodHours,
+          },
+        }
+      : {}),
+    ...(l.trial ? { trial: true } : {}),
   }));
   return {
     customer: st.customer,

@@ -11,6 +11,7 @@ import type { LimitsService } from "../limits/service.js";
 import type { Logger } from "../logger.js";
 import { RefreshPacer, refreshRollups } from "../rollups/refresh.js";
 import { createCreditItemSync } from "../stripe/credits.js";
+import { createFeeItemSync } from "../stripe/feeItems.js";
 import { createInvoiceItemSync } from "../stripe/invoiceItems.js";
 import { createStripeSync } from "../stripe/sync.js";
 import { deliverDue } from "../webhooks/outbox.js";
@@ -34,6 +35,7 @@ export function tallyJobs(d: JobDeps): Job[] {
   const stripe = createStripeSync(d);
   const invoiceItems = createInvoiceItemSync(d);
   const creditItems = createCreditItemSync(d);
+  const feeItems = createFeeItemSync(d);
   const pacer = new RefreshPacer();
   return [
     {
@@ -90,7 +92,14 @@ export function tallyJobs(d: JobDeps): Job[] {
         // Then the adjustments of final invoices, and the credits applied to closed periods, as invoice items.
         const items = meterEvents.enabled ? await invoiceItems.run() : undefined;
         const credits = meterEvents.enabled ? await creditItems.run() : undefined;
-        return { ...meterEvents, ...(items ? { invoice_items: items } : {}), ...(credits ? { credits } : {}) };
+        // With TALLY_STRIPE_FEES=invoice_items, the base fees and fixed charges of final invoices too.
+        const fees = meterEvents.enabled ? await feeItems.run() : undefined;
+        return {
+          ...meterEvents,
+          ...(items ? { invoice_items: items } : {}),
+          ...(credits ? { credits } : {}),
+          ...(fees ? { fees } : {}),
+        };
       },
     },
   ];

@@ -5,7 +5,8 @@
 import { compareValues, type Dimensions } from "../dimensions/values.js";
 import { nextUnitTier, type PriceVersion, type RatedLine, rate, specFor, type Tier } from "./models.js";
 import { type Dec, formatDecimal, roundMoney, sum, ZERO } from "./money.js";
-import type { BaseFee, Segment } from "./segments.js";
+import { type Proration, proratedAmount } from "./proration.js";
+import type { Fee, Segment } from "./segments.js";
 
 /** One combination of a grouped price's dimensions and its quantity. */
 export interface GroupQuantity {
@@ -21,9 +22,10 @@ export interface PricedSegment extends Segment {
 }
 
 export interface InvoiceLine {
-  kind: "usage" | "base_fee";
+  kind: "usage" | "base_fee" | "fixed";
   plan: string;
-  meter: string;
+  /** null: a fixed charge (it belongs to no meter). */
+  meter: string | null;
   description: string;
   quantity: Dec;
   /** Rounded to the currency's minor unit. */
@@ -33,6 +35,12 @@ export interface InvoiceLine {
   unitPrice?: Dec;
   /** Grouped prices: the group this line prices. */
   dimensions?: Dimensions;
+  /** Fixed charges: the charge's key. */
+  charge?: string;
+  /** Base fees and fixed charges billed for part of the period. */
+  proration?: Proration;
+  /** Usage before the subscription's trial_end, priced 0. */
+  trial?: boolean;
 }
 
 export interface Invoice {
@@ -84,27 +92,48 @@ const fallbackLabel = (meter: string): MeterLabel => ({ name: meter, unit: "unit
 
 const byMeterName = new Intl.Collator().compare;
 
+const hoursNote = (p: Proration | null) => (p ? ` (${p.hours} of ${p.periodHours} h)` : "");
+
+/** The line of a base fee or of a fixed charge's quantity segment, prorated by hours. */
+function feeLine(fee: Fee, currency: string, labels: ReadonlyMap<string, MeterLabel>): InvoiceLine {
+  const common = {
+    plan: fee.plan,
+    segment: { start: fee.start, end: fee.end },
+    ...(fee.proration ? { proration: fee.proration } : {}),
+  };
+  if (fee.kind === "base_fee") {
+    const label = labels.get(fee.meter) ?? fallbackLabel(fee.meter);
+    return {
+      ...common,
+      kind: "base_fee",
+      meter: fee.meter,
+      description: `${label.name}: base fee (plan ${fee.plan})${hoursNote(fee.proration)}`,
+      quantity: ZERO.plus(1),
+      amount: proratedAmount(fee.version.baseFee as Dec, fee.proration, currency),
+    };
+  }
+  const q = formatDecimal(fee.quantity);
+  return {
+    ...common,
+    kind: "fixed",
+    meter: null,
+    charge: fee.charge,
+    description: `${fee.name}: ${q} × ${formatDecimal(fee.unitPrice)} (plan ${fee.plan})${hoursNote(fee.proration)}`,
+    quantity: fee.quantity,
+    unitPrice: fee.unitPrice,
+    amount: proratedAmount(fee.quantity.times(fee.unitPrice), fee.proration, currency),
+  };
+}
+
 export function priceInvoice(
   currency: string,
   segments: PricedSegment[],
-  baseFees: BaseFee[],
+  fees: Fee[],
   labels: ReadonlyMap<string, MeterLabel> = new Map(),
   opts: { totalOnly?: boolean } = {},
 ): Invoice {
   const describing = !opts.totalOnly;
-  const lines: InvoiceLine[] = [];
-  for (const fee of baseFees) {
-    const label = labels.get(fee.meter) ?? fallbackLabel(fee.meter);
-    lines.push({
-      kind: "base_fee",
-      plan: fee.plan,
-      meter: fee.meter,
-      description: `${label.name}: base fee (plan ${fee.plan})`,
-      quantity: ZERO.plus(1),
-      amount: roundMoney(fee.version.baseFee as Dec, currency),
-      segment: { start: fee.start, end: fee.end },
-    });
-  }
+  const lines: InvoiceLine[] = fees.map((fee) => feeLine(fee, currency, labels));
   for (const segment of segments) {
     const label = labels.get(segment.meter) ?? fallbackLabel(segment.meter);
     // A grouped price prices each combination on its own (its own tiers), by its override or the version's spec.
@@ -113,14 +142,17 @@ export function priceInvoice(
       : [{ spec: segment.version, quantity: segment.quantity, dimensions: undefined }];
     for (const part of parts) {
       for (const rated of rate(part.spec, part.quantity)) {
+        // A trial's usage keeps its lines and quantities, at 0.
+        const amount = segment.trial ? ZERO : roundMoney(rated.amount, currency);
         lines.push({
           kind: "usage",
           plan: segment.plan,
           meter: segment.meter,
           description: describing ? describe(part.spec, rated, label, part.dimensions) : "",
           quantity: rated.quantity,
-          amount: roundMoney(rated.amount, currency),
+          amount,
           segment: { start: segment.start, end: segment.end },
+          ...(segment.trial ? { trial: true } : {}),
           ...(rated.tier !== undefined ? { tier: rated.tier } : {}),
           ...(rated.unitPrice !== undefined ? { unitPrice: rated.unitPrice } : {}),
           ...(part.dimensions ? { dimensions: part.dimensions } : {}),
@@ -131,10 +163,12 @@ export function priceInvoice(
   // Only the total is asked for (a simulation prices thousands of invoices): the lines' order does not matter.
   if (opts.totalOnly) return { currency, lines, total: sum(lines.map((l) => l.amount)) };
   const values = (l: InvoiceLine) => Object.values(l.dimensions ?? {});
+  const rank = { base_fee: 0, usage: 1, fixed: 2 };
   lines.sort(
     (a, b) =>
-      byMeterName(a.meter, b.meter) ||
-      (a.kind === b.kind ? 0 : a.kind === "base_fee" ? -1 : 1) ||
+      (a.meter === null ? 1 : 0) - (b.meter === null ? 1 : 0) ||
+      byMeterName(a.meter ?? a.charge ?? "", b.meter ?? b.charge ?? "") ||
+      rank[a.kind] - rank[b.kind] ||
       a.segment.start.getTime() - b.segment.start.getTime() ||
       compareValues(values(a), values(b)) ||
       (a.tier ?? 0) - (b.tier ?? 0),
@@ -184,7 +218,7 @@ export function summarize(
 ): MeterSummary[] {
   const meters = new Set([
     ...periodQuantities.keys(),
-    ...invoice.lines.map((l) => l.meter),
+    ...invoice.lines.flatMap((l) => (l.meter === null ? [] : [l.meter])),
     ...segments.map((s) => s.meter),
   ]);
   return [...meters].sort().map((meter) => {
@@ -212,4 +246,29 @@ export function summarize(
     }
     return out;
   });
+}
+
+/** A fixed charge of the period: its latest quantity and the sum of its lines. */
+export interface FixedSummary {
+  charge: string;
+  quantity: Dec;
+  amount: Dec;
+}
+
+/** Per fixed charge on the invoice: the quantity of its latest segment and the sum of its lines. */
+export function summarizeFixed(invoice: Invoice): FixedSummary[] {
+  const out = new Map<string, FixedSummary & { at: number }>();
+  for (const l of invoice.lines) {
+    if (l.kind !== "fixed" || !l.charge) continue;
+    const found = out.get(l.charge);
+    const at = l.segment.start.getTime();
+    if (!found) out.set(l.charge, { charge: l.charge, quantity: l.quantity, amount: l.amount, at });
+    else {
+      found.amount = found.amount.plus(l.amount);
+      if (at >= found.at) Object.assign(found, { quantity: l.quantity, at });
+    }
+  }
+  return [...out.values()]
+    .sort((a, b) => a.charge.localeCompare(b.charge))
+    .map(({ charge, quantity, amount }) => ({ charge, quantity, amount }));
 }

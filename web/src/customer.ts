@@ -94,8 +94,27 @@ function customerHead(info: CustomerInfo, summary: Summary): HTMLElement {
         periodLabel(info.period, info.period.time_zone),
       ),
     ),
+    planTimeline(info),
     h("p", { class: "fresh", "data-testid": "as-of" }, `Data as of ${when(summary.as_of)}`),
   );
+}
+
+/** The plans of the period and after: "starter from Nov 1 → pro from Nov 11 → starter from Dec 1 (scheduled)". */
+function planTimeline(info: CustomerInfo): HTMLElement | null {
+  if (info.timeline.length < 2 && !info.timeline.some((x) => x.scheduled || x.trial_end || x.end)) return null;
+  const zone = info.period.time_zone;
+  const steps = info.timeline.map((x, i) =>
+    h(
+      "span",
+      { "data-testid": "plan-step", class: x.scheduled ? "scheduled" : null },
+      i > 0 ? " → " : "",
+      `${x.plan} from ${dayLabel(x.start, zone)}`,
+      x.trial_end ? ` (trial until ${dayLabel(x.trial_end, zone)})` : "",
+      x.scheduled ? " (scheduled)" : "",
+      x.end && !info.timeline[i + 1] ? `, ends ${dayLabel(x.end, zone)}` : "",
+    ),
+  );
+  return h("p", { class: "muted", "data-testid": "plan-timeline" }, "Plans: ", ...steps);
 }
 
 /** Spend (after credits, and what the credits took off), state, and the forecast (before credits). */

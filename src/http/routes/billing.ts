@@ -1,6 +1,7 @@
 // Plans, price versions and subscriptions (scope admin); customer summaries and invoice previews (scope read).
 import { z } from "zod";
 import { assertCustomerVisible } from "../../auth/keys.js";
+import { fixedChargeVersions, type StoredFixedCharge } from "../../billing/fixedCharges.js";
 import {
   addPriceVersion,
   getPlan,
@@ -11,13 +12,12 @@ import {
 } from "../../billing/plans.js";
 import * as s from "../../billing/schemas.js";
 import type { Statement } from "../../billing/statement.js";
-import { calendarOf, setSubscription } from "../../billing/subscriptions.js";
+import { calendarOf } from "../../billing/subscriptions.js";
 import { getCustomer } from "../../catalog/customers.js";
 import { customerId, type PeriodSelector } from "../../catalog/schemas.js";
 import { creditedStatement, type StatementCredits } from "../../credits/invoice.js";
 import { notFound, unprocessable } from "../../errors.js";
 import { creditLines, creditTotals, statementMoney } from "../../invoices/document.js";
-import type { BillingCycle } from "../../periods/cycle.js";
 import type { PriceOverride, Tier } from "../../pricing/models.js";
 import { Dec, formatDecimal } from "../../pricing/money.js";
 import { checkPriceVersion } from "../../pricing/versions.js";
@@ -49,6 +49,15 @@ function versionJson(v: StoredVersion) {
   };
 }
 
+export const fixedChargeJson = (f: StoredFixedCharge) => ({
+  plan: f.plan,
+  key: f.key,
+  name: f.name,
+  unit_price: formatDecimal(f.unitPrice),
+  effective_from: isoTime(f.effectiveFrom),
+  created_at: isoTime(f.createdAt),
+});
+
 function overrideJson(o: PriceOverride) {
   return {
     match: o.match,
@@ -66,11 +75,15 @@ async function planJson(ctx: AppContext, key: string) {
   const byMeter = new Map<string, ReturnType<typeof versionJson>[]>();
   for (const v of await planVersions(ctx.db, [key]))
     byMeter.set(v.meter, [...(byMeter.get(v.meter) ?? []), versionJson(v)]);
+  const byCharge = new Map<string, ReturnType<typeof fixedChargeJson>[]>();
+  for (const f of await fixedChargeVersions(ctx.db, [key]))
+    byCharge.set(f.key, [...(byCharge.get(f.key) ?? []), fixedChargeJson(f)]);
   return {
     key: plan.key,
     name: plan.name,
     currency: plan.currency,
     prices: [...byMeter].map(([meter, versions]) => ({ meter, versions })),
+    fixed_charges: [...byCharge].map(([charge, versions]) => ({ charge, versions })),
     created_at: isoTime(plan.createdAt),
     updated_at: isoTime(plan.updatedAt),
   };
@@ -80,21 +93,6 @@ async function planJson(ctx: AppContext, key: string) {
 async function periodParam(ctx: AppContext, customer: string, period: PeriodSelector | undefined) {
   return (await calendarOf(ctx.db, customer)).select(period, ctx.clock.now());
 }
-
-const subscriptionSpanJson = (x: { plan: string; start: Date; end: Date | null }) => ({
-  plan: x.plan,
-  start: isoTime(x.start),
-  end: x.end ? isoTime(x.end) : null,
-});
-
-const billingCycleJson = (c: BillingCycle) => ({
-  interval: c.interval,
-  interval_count: c.intervalCount,
-  anchor: isoTime(c.anchor),
-  time_zone: c.timeZone,
-});
-
-const periodJson = (p: { start: Date; end: Date }) => ({ start: isoTime(p.start), end: isoTime(p.end) });
 
 type LimitView = Map<string, { soft: Dec | null; hard: Dec | null; unit: string; state: string }>;
 
@@ -135,6 +133,15 @@ function summaryJson(st: Statement, limits: LimitView = new Map(), credits?: Sta
         : {}),
       ...limitJson(limits.get(m.meter)),
     })),
+    ...(st.fixedCharges.length > 0
+      ? {
+          fixed_charges: st.fixedCharges.map((f) => ({
+            charge: f.charge,
+            quantity: formatDecimal(f.quantity),
+            amount: fmt(f.amount),
+          })),
+        }
+      : {}),
     ...(credits ? { credit_lines: creditLines(st, credits) } : {}),
     ...creditTotals(st, credits),
     as_of: isoTime(st.asOf),
@@ -150,7 +157,6 @@ function limitJson(l: { soft: Dec | null; hard: Dec | null; unit: string; state:
 export function billingRoutes(t: RouteTable, ctx: AppContext): void {
   planRoutes(t, ctx);
   priceRoutes(t, ctx);
-  subscriptionRoutes(t, ctx);
   statementRoutes(t, ctx);
 }
 
@@ -232,47 +238,6 @@ function priceRoutes(t: RouteTable, ctx: AppContext): void {
       }
       const stored = await addPriceVersion(ctx.db, params.key, checked.version);
       return { status: 201, body: versionJson(stored) };
-    },
-  });
-}
-
-function subscriptionRoutes(t: RouteTable, ctx: AppContext): void {
-  t.add({
-    method: "put",
-    path: "/v1/customers/{id}/subscription",
-    summary: "Subscribe a customer to a plan from `start` (default now); the previous subscription ends there",
-    tags: ["setup"],
-    scopes: ["admin"],
-    params: z.object({ id: customerId }),
-    body: s.subscriptionBody,
-    responses: {
-      200: { description: "the subscription", schema: s.subscriptionSchema },
-      404: { description: "no such customer" },
-      422: { description: "unknown plan, or a change of currency inside a billing period" },
-    },
-    handle: async ({ params, body }) => {
-      const start = body.start ?? ctx.clock.now();
-      const b = body.billing;
-      const billing = b && {
-        interval: b.interval,
-        intervalCount: b.interval_count,
-        anchor: b.anchor,
-        timeZone: b.time_zone,
-      };
-      const { subscription, ended } = await setSubscription(ctx.db, params.id, body.plan, start, billing);
-      // The plan's default limits (and prices, for money limits) may have changed for this customer.
-      ctx.limits.schedule(params.id, "subscription-change");
-      const calendar = await calendarOf(ctx.db, params.id);
-      return {
-        status: 200,
-        body: {
-          customer: params.id,
-          ...subscriptionSpanJson(subscription),
-          billing: billingCycleJson(subscription.cycle),
-          current_period: periodJson(calendar.periodContaining(ctx.clock.now())),
-          previous: ended ? subscriptionSpanJson(ended) : null,
-        },
-      };
     },
   });
 }

@@ -83,6 +83,17 @@ const customerViewSchema = z
     customer: z.object({ id: z.string(), name: z.string().nullable() }),
     plan: z.object({ key: z.string(), currency: z.string(), since: z.string() }).nullable(),
     period: zonedSpan.meta({ description: "the customer's current period, by its own billing cycle" }),
+    timeline: z
+      .array(
+        z.object({
+          plan: z.string(),
+          start: z.string(),
+          end: z.string().nullable(),
+          trial_end: z.string().nullable(),
+          scheduled: z.boolean(),
+        }),
+      )
+      .meta({ description: "The plans of the current period and after (a change scheduled for its end included)" }),
     meters: z.array(
       z.object({
         key: z.string(),
@@ -236,6 +247,12 @@ function customerViewRoute(t: RouteTable, ctx: AppContext): void {
           ...v,
           plan: v.plan ? { ...v.plan, since: isoTime(v.plan.since) } : null,
           period: { ...spanJson(v.period), time_zone: v.period.time_zone },
+          timeline: v.timeline.map((x) => ({
+            ...x,
+            start: isoTime(x.start),
+            end: x.end ? isoTime(x.end) : null,
+            trial_end: x.trial_end ? isoTime(x.trial_end) : null,
+          })),
           as_of: isoTime(now),
         },
       };

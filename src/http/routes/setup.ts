@@ -23,9 +23,9 @@ const meterJson = (m: Meter) => ({
   updated_at: isoTime(m.updatedAt),
 });
 
-type SubscriptionJson = { plan: string; start: string; end: string | null } | null;
+type SubscriptionJson = Awaited<ReturnType<AppContext["subscriptionOf"]>>;
 
-const customerJson = (c: Customer, subscription: SubscriptionJson = null) => ({
+const customerJson = (c: Customer, { subscription, scheduled }: SubscriptionJson) => ({
   id: c.id,
   name: c.name,
   email: c.email,
@@ -33,6 +33,7 @@ const customerJson = (c: Customer, subscription: SubscriptionJson = null) => ({
   credit_mode: c.creditMode,
   credit_alert_below: c.creditAlertBelow,
   subscription,
+  scheduled,
   created_at: isoTime(c.createdAt),
   updated_at: isoTime(c.updatedAt),
 });

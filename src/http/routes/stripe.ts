@@ -4,6 +4,7 @@ import { getCustomer } from "../../catalog/customers.js";
 import { customerId, meterKey, periodSelector } from "../../catalog/schemas.js";
 import { notFound } from "../../errors.js";
 import { creditItemsOf } from "../../stripe/credits.js";
+import { feeItemsOf } from "../../stripe/feeItems.js";
 import { withInvoiceItems } from "../../stripe/invoiceItems.js";
 import { reconcile, reconciliationScope } from "../../stripe/reconciliation.js";
 import { resetErrors } from "../../stripe/work.js";
@@ -60,6 +61,38 @@ const row = z
   })
   .meta({ id: "ReconciliationRow" });
 
+const creditItems = z
+  .array(
+    z.object({
+      customer: z.string(),
+      grant: z.string(),
+      amount: z.string().meta({ description: "Credits applied to the period (the item is its negative)" }),
+      currency: z.string(),
+      status: z.enum(["pending", "sent", "error"]),
+      stripe_invoice_item: z.string().nullable(),
+      error: z.string().nullable(),
+    }),
+  )
+  .meta({ description: "Prepaid credits of the customers' periods, as negative invoice items in Stripe" });
+
+const feeItems = z
+  .array(
+    z.object({
+      customer: z.string(),
+      kind: z.string().meta({ description: "base_fee or fixed" }),
+      description: z.string(),
+      amount: z.string(),
+      currency: z.string(),
+      status: z.enum(["pending", "sent", "error"]),
+      stripe_invoice_item: z.string().nullable(),
+      error: z.string().nullable(),
+    }),
+  )
+  .meta({
+    description:
+      "TALLY_STRIPE_FEES=invoice_items: the final invoices' base-fee and fixed-charge lines, as invoice items in Stripe",
+  });
+
 export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
   t.add({
     method: "get",
@@ -88,19 +121,8 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
           }),
           as_of: z.string(),
           data: z.array(row),
-          credits: z
-            .array(
-              z.object({
-                customer: z.string(),
-                grant: z.string(),
-                amount: z.string().meta({ description: "Credits applied to the period (the item is its negative)" }),
-                currency: z.string(),
-                status: z.enum(["pending", "sent", "error"]),
-                stripe_invoice_item: z.string().nullable(),
-                error: z.string().nullable(),
-              }),
-            )
-            .meta({ description: "Prepaid credits of the customers' periods, as negative invoice items in Stripe" }),
+          credits: creditItems,
+          fees: feeItems,
         }),
       },
       404: { description: "no such customer, or no period of the customer starts in the month" },
@@ -115,6 +137,7 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
       const rows = await withInvoiceItems(ctx.db, await reconcile(ctx.db, customers, now));
       const data = rows.map((r) => ({ ...r, period: { start: isoTime(r.period.start), end: isoTime(r.period.end) } }));
       const credits = await creditItemsOf(ctx.db, customers);
+      const fees = await feeItemsOf(ctx.db, customers);
       return {
         status: 200,
         body: {
@@ -122,6 +145,7 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
           as_of: isoTime(now),
           data,
           credits,
+          fees,
         },
       };
     },

@@ -1491,108 +1491,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/v1/customers/{id}/subscription": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        /** Subscribe a customer to a plan from `start` (default now); the previous subscription ends there */
-        put: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    /** @description Customer id: 1–128 printable characters (URL-encode it in paths) */
-                    id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: {
-                content: {
-                    "application/json": components["schemas"]["SubscriptionInput"];
-                };
-            };
-            responses: {
-                /** @description the subscription */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Subscription"];
-                    };
-                };
-                /** @description malformed request */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description missing or unknown API key */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description the key lacks the scope (admin) */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description no such customer */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-                /** @description unknown plan, or a change of currency inside a billing period */
-                422: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-                /** @description this API key sent more requests than its rate allows (Retry-After, RateLimit headers) */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description database unavailable (with Retry-After) */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/v1/customers/{id}/summary": {
         parameters: {
             query?: never;
@@ -1775,6 +1673,498 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/customers/{id}/subscription": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Subscribe a customer to a plan from `start` or `at` (now, or period_end: scheduled); the previous subscription ends there, its fees prorated by hours unless `proration` is none */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Customer id: 1–128 printable characters (URL-encode it in paths) */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: {
+                content: {
+                    "application/json": components["schemas"]["SubscriptionInput"];
+                };
+            };
+            responses: {
+                /** @description the subscription */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Subscription"];
+                    };
+                };
+                /** @description malformed request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description missing or unknown API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description the key lacks the scope (admin) */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description no such customer */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description unknown plan, a change of currency inside a billing period, period_not_hour_aligned, unknown_time_zone, unknown_charge */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description this API key sent more requests than its rate allows (Retry-After, RateLimit headers) */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description database unavailable (with Retry-After) */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/customers/{id}/subscription/scheduled": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Cancel the change scheduled for the period end; the subscription in effect runs on */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Customer id: 1–128 printable characters (URL-encode it in paths) */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description canceled */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description malformed request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description missing or unknown API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description the key lacks the scope (admin) */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description nothing is scheduled */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description this API key sent more requests than its rate allows (Retry-After, RateLimit headers) */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description database unavailable (with Retry-After) */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/customers/{id}/subscription/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** End the subscription now, at an instant or at the period end; usage after the end is not billed */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Customer id: 1–128 printable characters (URL-encode it in paths) */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: {
+                content: {
+                    "application/json": components["schemas"]["CancelInput"];
+                };
+            };
+            responses: {
+                /** @description the subscription with its end */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Subscription"];
+                    };
+                };
+                /** @description malformed request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description missing or unknown API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description the key lacks the scope (admin) */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description no such customer, or no subscription in effect then */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description this API key sent more requests than its rate allows (Retry-After, RateLimit headers) */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description database unavailable (with Retry-After) */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/customers/{id}/subscription/quantities/{charge}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Set the quantity of a fixed charge from `effective_at` (default now); prorated by hours */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Customer id: 1–128 printable characters (URL-encode it in paths) */
+                    id: string;
+                    /** @description Fixed charge key */
+                    charge: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: {
+                content: {
+                    "application/json": components["schemas"]["QuantityInput"];
+                };
+            };
+            responses: {
+                /** @description the subscription */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Subscription"];
+                    };
+                };
+                /** @description malformed request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description missing or unknown API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description the key lacks the scope (admin) */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description no such customer, or no subscription in effect then */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description unknown_charge: the plan has no such fixed charge */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description this API key sent more requests than its rate allows (Retry-After, RateLimit headers) */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description database unavailable (with Retry-After) */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/plans/{key}/fixed-charges": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Add a version of a fixed charge (seats, licences): a unit price per period from effective_from */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Plan key */
+                    key: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: {
+                content: {
+                    "application/json": components["schemas"]["FixedChargeInput"];
+                };
+            };
+            responses: {
+                /** @description the version */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FixedChargeVersion"];
+                    };
+                };
+                /** @description malformed request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description missing or unknown API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description the key lacks the scope (admin) */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description no such plan */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description a version of that charge with that effective_from exists */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description this API key sent more requests than its rate allows (Retry-After, RateLimit headers) */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description database unavailable (with Retry-After) */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -3243,6 +3633,19 @@ export interface paths {
                                 stripe_invoice_item: string | null;
                                 error: string | null;
                             }[];
+                            /** @description TALLY_STRIPE_FEES=invoice_items: the final invoices' base-fee and fixed-charge lines, as invoice items in Stripe */
+                            fees: {
+                                customer: string;
+                                /** @description base_fee or fixed */
+                                kind: string;
+                                description: string;
+                                amount: string;
+                                currency: string;
+                                /** @enum {string} */
+                                status: "pending" | "sent" | "error";
+                                stripe_invoice_item: string | null;
+                                error: string | null;
+                            }[];
                         };
                     };
                 };
@@ -3863,6 +4266,20 @@ export interface components {
                 plan: string;
                 start: string;
                 end: string | null;
+                trial_end: string | null;
+                quantities: {
+                    [key: string]: string;
+                };
+                /** @description A plan change scheduled for the period end, until it starts */
+                scheduled: {
+                    plan: string;
+                    start: string;
+                } | null;
+            } | null;
+            /** @description A plan change scheduled for the period end, until it starts */
+            scheduled: {
+                plan: string;
+                start: string;
             } | null;
             created_at: string;
             updated_at: string;
@@ -3965,6 +4382,10 @@ export interface components {
                 meter: string;
                 versions: components["schemas"]["PriceVersion"][];
             }[];
+            fixed_charges: {
+                charge: string;
+                versions: components["schemas"]["FixedChargeVersion"][];
+            }[];
             created_at: string;
             updated_at: string;
         };
@@ -3997,6 +4418,14 @@ export interface components {
                 package_size?: string;
                 package_price?: string;
             }[];
+            created_at: string;
+        };
+        FixedChargeVersion: {
+            plan: string;
+            key: string;
+            name: string;
+            unit_price: string;
+            effective_from: string;
             created_at: string;
         };
         PlanInput: {
@@ -4106,58 +4535,6 @@ export interface components {
              */
             package_price?: string | number;
         };
-        Subscription: {
-            /**
-             * @description Customer id: 1–128 printable characters (URL-encode it in paths)
-             * @example cus_42
-             */
-            customer: string;
-            plan: string;
-            start: string;
-            end: string | null;
-            billing: components["schemas"]["BillingCycle"];
-            /** @description The customer's billing period in progress */
-            current_period: {
-                start: string;
-                end: string;
-            };
-            /** @description The subscription this one ended, if any */
-            previous: {
-                plan: string;
-                start: string;
-                end: string | null;
-            } | null;
-        };
-        BillingCycle: {
-            /** @enum {string} */
-            interval: "day" | "week" | "month" | "year";
-            interval_count: number;
-            anchor: string;
-            time_zone: string;
-        };
-        SubscriptionInput: {
-            /**
-             * @description Plan key
-             * @example pro
-             */
-            plan: string;
-            /** @description Default: now. The previous subscription ends here. */
-            start?: string;
-            /** @description The billing cycle; default: the cycle in effect (a plan change keeps it), else UTC calendar months */
-            billing?: {
-                /**
-                 * @description Default month
-                 * @enum {string}
-                 */
-                interval?: "day" | "week" | "month" | "year";
-                /** @description Default 1 */
-                interval_count?: number;
-                /** @description Boundary of a period, on a whole UTC hour. Default: the start of the local calendar month of `start` */
-                anchor?: string;
-                /** @description IANA time zone; default UTC */
-                time_zone?: string;
-            };
-        };
         CustomerSummary: {
             customer: string;
             period: {
@@ -4193,6 +4570,12 @@ export interface components {
                     state: "ok" | "soft" | "blocked";
                 };
             }[];
+            /** @description Fixed charges of the period: the latest quantity and the sum of the charge's lines */
+            fixed_charges?: {
+                charge: string;
+                quantity: string;
+                amount: string;
+            }[];
             credit_lines?: components["schemas"]["CreditLine"][];
             /** @description Customers with credit grants: the lines before credits */
             subtotal?: string;
@@ -4224,8 +4607,10 @@ export interface components {
             lines: ({
                 meter: string | null;
                 /** @enum {string} */
-                kind: "usage" | "base_fee";
+                kind: "usage" | "base_fee" | "fixed";
                 plan: string;
+                /** @description Fixed charges: the charge's key */
+                charge?: string;
                 description: string;
                 quantity: string;
                 amount: string;
@@ -4239,6 +4624,18 @@ export interface components {
                 dimensions?: {
                     [key: string]: string | null;
                 };
+                /** @description Base fees and fixed charges billed for part of the period (by whole hours) */
+                proration?: {
+                    start: string;
+                    end: string;
+                    hours: number;
+                    period_hours: number;
+                };
+                /**
+                 * @description Usage before the trial's end, priced 0
+                 * @enum {boolean}
+                 */
+                trial?: true;
             } | components["schemas"]["CreditLine"])[];
             /** @description Customers with credit grants: the lines before credits */
             subtotal?: string;
@@ -4247,6 +4644,131 @@ export interface components {
             /** @description subtotal − credits, never below zero */
             total: string;
             as_of: string;
+        };
+        Subscription: {
+            /**
+             * @description Customer id: 1–128 printable characters (URL-encode it in paths)
+             * @example cus_42
+             */
+            customer: string;
+            plan: string;
+            start: string;
+            end: string | null;
+            billing: components["schemas"]["BillingCycle"];
+            /**
+             * @description prorate (default): base fees and fixed charges by the hours each plan covers; none: the plan of the period start charges in full, a new plan from the next period
+             * @enum {string}
+             */
+            proration: "prorate" | "none";
+            /**
+             * @description prorate (default): base fees and fixed charges by the hours each plan covers; none: the plan of the period start charges in full, a new plan from the next period
+             * @enum {string}
+             */
+            end_proration: "prorate" | "none";
+            trial_end: string | null;
+            /** @description Fixed charges' quantities in effect now */
+            quantities: {
+                [key: string]: string;
+            };
+            /** @description The customer's billing period in progress */
+            current_period: {
+                start: string;
+                end: string;
+            };
+            /** @description A change asked for at the period end, until it starts */
+            scheduled: {
+                plan: string;
+                start: string;
+            } | null;
+            /** @description The subscription this one ended, if any */
+            previous?: {
+                plan: string;
+                start: string;
+                end: string | null;
+            } | null;
+        };
+        BillingCycle: {
+            /** @enum {string} */
+            interval: "day" | "week" | "month" | "year";
+            interval_count: number;
+            anchor: string;
+            time_zone: string;
+        };
+        SubscriptionInput: {
+            /**
+             * @description Plan key
+             * @example pro
+             */
+            plan: string;
+            /** @description Default: now. The previous subscription ends here. */
+            start?: string;
+            /**
+             * @description Instead of start: now, or the end of the period in progress (a scheduled change)
+             * @enum {string}
+             */
+            at?: "now" | "period_end";
+            /** @description The billing cycle; default: the cycle in effect (a plan change keeps it), else UTC calendar months */
+            billing?: {
+                /**
+                 * @description Default month
+                 * @enum {string}
+                 */
+                interval?: "day" | "week" | "month" | "year";
+                /** @description Default 1 */
+                interval_count?: number;
+                /** @description Boundary of a period, on a whole UTC hour. Default: the start of the local calendar month of `start` */
+                anchor?: string;
+                /** @description IANA time zone; default UTC */
+                time_zone?: string;
+            };
+            /**
+             * @description prorate (default): base fees and fixed charges by the hours each plan covers; none: the plan of the period start charges in full, a new plan from the next period
+             * @enum {string}
+             */
+            proration?: "prorate" | "none";
+            /** @description Base fees and fixed charges start here; usage before it is priced 0 */
+            trial_end?: string;
+            /**
+             * @description Quantities of the plan's fixed charges
+             * @example {
+             *       "seats": "5"
+             *     }
+             */
+            quantities?: {
+                [key: string]: string | number;
+            };
+        };
+        CancelInput: {
+            /** @description now, period_end (the end of the period in progress) or an instant */
+            at: ("now" | "period_end") | string;
+            /**
+             * @description prorate (default): base fees and fixed charges by the hours each plan covers; none: the plan of the period start charges in full, a new plan from the next period
+             * @enum {string}
+             */
+            proration?: "prorate" | "none";
+        };
+        QuantityInput: {
+            /**
+             * @description quantity as a decimal string
+             * @example 0.001
+             */
+            quantity: string | number;
+            /** @description Default now */
+            effective_at?: string;
+        };
+        FixedChargeInput: {
+            /**
+             * @description Fixed charge key
+             * @example seats
+             */
+            key: string;
+            name: string;
+            /**
+             * @description Per unit and billing period
+             * @example 0.001
+             */
+            unit_price: string | number;
+            effective_from: string;
         };
         Simulation: {
             plan: string;
@@ -4382,8 +4904,10 @@ export interface components {
             lines: ({
                 meter: string | null;
                 /** @enum {string} */
-                kind: "usage" | "base_fee";
+                kind: "usage" | "base_fee" | "fixed";
                 plan: string;
+                /** @description Fixed charges: the charge's key */
+                charge?: string;
                 description: string;
                 quantity: string;
                 amount: string;
@@ -4397,6 +4921,18 @@ export interface components {
                 dimensions?: {
                     [key: string]: string | null;
                 };
+                /** @description Base fees and fixed charges billed for part of the period (by whole hours) */
+                proration?: {
+                    start: string;
+                    end: string;
+                    hours: number;
+                    period_hours: number;
+                };
+                /**
+                 * @description Usage before the trial's end, priced 0
+                 * @enum {boolean}
+                 */
+                trial?: true;
             } | components["schemas"]["CreditLine"] | components["schemas"]["AdjustmentLine"])[];
             /** @description Customers with credit grants: the lines before credits */
             subtotal?: string;
@@ -4720,6 +5256,14 @@ export interface components {
                 /** @description the IANA time zone of the customer's billing cycle, to label the period */
                 time_zone: string;
             };
+            /** @description The plans of the current period and after (a change scheduled for its end included) */
+            timeline: {
+                plan: string;
+                start: string;
+                end: string | null;
+                trial_end: string | null;
+                scheduled: boolean;
+            }[];
             meters: {
                 key: string;
                 name: string;
