@@ -25,7 +25,7 @@ export async function markTouchedHours(tx: Queryable, hours: Iterable<number>): 
 }
 
 /** The hours a refresh works on: every open claim, and which hours were marked again since the last claim. */
-export interface RollupClaims {
+interface RollupClaims {
   claims: { id: string; hour: Date }[];
   /** Hours (epoch ms) that took events since the previous claim (marked, not only carried over from an open claim). */
   fresh: Set<number>;
