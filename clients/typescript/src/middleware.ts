@@ -131,25 +131,24 @@ export class EntitlementClient {
 
 const WARN_EVERY_MS = 10_000;
 
-export function usageLimit(opts: UsageLimitOptions): RequestHandler & { client: EntitlementClient } {
-  const client = new EntitlementClient(opts);
+/** Answers a decision: on to the next handler, or 429 with Tally's problem body and headers. */
+function answer(res: Response, next: NextFunction, d: Decision): void {
+  for (const [k, v] of Object.entries(d.headers)) res.setHeader(k, v);
+  if (d.allowed) {
+    next();
+    return;
+  }
+  const seconds = Math.max(1, Math.ceil(((d.resetsAt ?? Date.now()) - Date.now()) / 1000));
+  res.status(429).setHeader("Retry-After", String(seconds));
+  res.type("application/problem+json").send(d.body);
+}
+
+/** What a request gets when Tally cannot be asked: through (fail open) or 503; a warning every 10 s at most. */
+function unavailable(opts: UsageLimitOptions) {
   const failOpen = opts.failOpen ?? true;
   const logger = opts.logger ?? { warn: (obj: object, msg: string) => console.warn(msg, obj) };
   let lastWarning = 0;
-  const meterOf = typeof opts.meter === "string" ? () => opts.meter as string : opts.meter;
-
-  const answer = (res: Response, next: NextFunction, d: Decision) => {
-    for (const [k, v] of Object.entries(d.headers)) res.setHeader(k, v);
-    if (d.allowed) {
-      next();
-      return;
-    }
-    const seconds = Math.max(1, Math.ceil(((d.resetsAt ?? Date.now()) - Date.now()) / 1000));
-    res.status(429).setHeader("Retry-After", String(seconds));
-    res.type("application/problem+json").send(d.body);
-  };
-
-  const fail = (res: Response, next: NextFunction, err: unknown) => {
+  return (res: Response, next: NextFunction, err: unknown) => {
     if (Date.now() - lastWarning > WARN_EVERY_MS) {
       lastWarning = Date.now();
       logger.warn(
@@ -174,6 +173,12 @@ export function usageLimit(opts: UsageLimitOptions): RequestHandler & { client: 
       }),
     );
   };
+}
+
+export function usageLimit(opts: UsageLimitOptions): RequestHandler & { client: EntitlementClient } {
+  const client = new EntitlementClient(opts);
+  const fail = unavailable(opts);
+  const meterOf = typeof opts.meter === "string" ? () => opts.meter as string : opts.meter;
 
   const decide = (customer: string | undefined, req: Request, res: Response, next: NextFunction) => {
     if (customer === undefined) {
