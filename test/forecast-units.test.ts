@@ -4,6 +4,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { Aggregation } from "../src/catalog/schemas.js";
+import { planHistory } from "../src/forecast/historyPlan.js";
 import { HISTORY_HOURS, historyFigures, projectedQuantity, projectRest, restWeights } from "../src/forecast/project.js";
 import { Dec } from "../src/pricing/money.js";
 
@@ -206,5 +207,70 @@ describe("forecast projection", () => {
       ),
       { numRuns: 300 },
     );
+  });
+});
+
+/** The figures the reads of planHistory give over a map of hours: what the database adds up, in TypeScript. */
+function plannedFigures(hourly: ReadonlyMap<number, Dec>, now: Date, periodEnd: Date) {
+  const sums = [0, 1, 2, 3].map(() => new Dec(0));
+  for (const read of planHistory(now, periodEnd)) {
+    for (const { from, to } of read.ranges) {
+      let total = new Dec(0);
+      for (const [h, v] of hourly) if (h >= from.getTime() && h < to.getTime()) total = total.plus(v);
+      read.coefs.forEach((c, i) => {
+        sums[i] = (sums[i] as Dec).plus(c.times(total));
+      });
+    }
+  }
+  const [lastWeek, w2, w3, w4] = sums.map((s) => s.toFixed());
+  return { lastWeek, weighted: { 2: w2, 3: w3, 4: w4 } };
+}
+
+describe("history plan", () => {
+  const DAY = 24 * HOUR;
+  it("property: whole days and the hours around the weights' changes add up to the hour-by-hour figures", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 14 * 24 * 60 }),
+        fc.oneof(
+          // Ends from before now to beyond the four weeks, at any minute (mid-week, mid-hour, within the hour).
+          fc.integer({ min: -120, max: 60 * 24 * 60 }),
+          fc.integer({ min: -5, max: 3 * 60 }),
+          fc.constantFrom(0, 60, 7 * 24 * 60, 28 * 24 * 60, 35 * 24 * 60 + 30),
+        ),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: HISTORY_HOURS + 30 }), fc.integer({ min: 1, max: 10_000 })), {
+          maxLength: 120,
+        }),
+        (nowMinute, endMinutes, hourly) => {
+          // Instants at multiples of 9 s: the shares of an hour are finite decimals, so both sides are exact.
+          const now = new Date(periodStart + nowMinute * 60_000 + 27_000);
+          const end = new Date(now.getTime() + endMinutes * 60_000 + 9_000);
+          const nowHour = Math.floor(now.getTime() / HOUR) * HOUR;
+          // Every hour of the window, and a few before it: read or not, each counts once.
+          const map = new Map(hourly.map(([back, v]) => [nowHour - back * HOUR, new Dec(v).div(8)]));
+          for (let h = nowHour - HISTORY_HOURS * HOUR; h < nowHour; h += 5 * HOUR) map.set(h, new Dec(h % 7));
+          const want = historyFigures(map, now, end);
+          expect(plannedFigures(map, now, end)).toEqual({
+            lastWeek: want.lastWeek.toFixed(),
+            weighted: { 2: want.weighted[2].toFixed(), 3: want.weighted[3].toFixed(), 4: want.weighted[4].toFixed() },
+          });
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it("when a read is by the day, then it is a whole day of the window; the window's first day and today are by the hour", () => {
+    const now = new Date(Date.UTC(2026, 10, 20, 13, 30));
+    const reads = planHistory(now, new Date(Date.UTC(2026, 11, 1)));
+    const days = reads.filter((r) => r.granularity === "day").flatMap((r) => r.ranges);
+    const hours = reads.filter((r) => r.granularity === "hour").flatMap((r) => r.ranges);
+    const start = now.getTime() - (now.getTime() % HOUR) - HISTORY_HOURS * HOUR;
+    expect(days.every((d) => d.from.getTime() % DAY === 0 && d.to.getTime() % DAY === 0)).toBe(true);
+    expect(Math.min(...days.map((d) => d.from.getTime()))).toBe(start - (start % DAY) + DAY);
+    expect(Math.max(...days.map((d) => d.to.getTime()))).toBe(Date.UTC(2026, 10, 20));
+    const hourCount = hours.reduce((n, r) => n + (r.to.getTime() - r.from.getTime()) / HOUR, 0);
+    // 10.5 hours of the first day, 13 of today, and the hours where the weights change (a few each week).
+    expect(hourCount).toBeLessThan(24 + 13 + 4 * 8);
   });
 });

@@ -19,7 +19,7 @@ const pgArray = (ds: Date[]) => `{${ds.map((d) => `"${d.toISOString()}"`).join("
 
 /** What the parts of one statement share: bound parameters, the answer's bucket, the keys they carry, filters. */
 export interface PartsContext {
-  g: Granularity | "total";
+  g: Granularity | "total" | "first";
   bind: (v: unknown) => string;
   /** A bucket expression at the answer's granularity. */
   out: (expr: string) => string;
@@ -75,28 +75,42 @@ export const emptyPart = (partKeys: string[], types: string[]) => `
 /**
  * Answer rows from a union of parts: grouped per bucket and the keys not bound to one value (`keys`), and when
  * grouping, per the values of the group_by dimensions (g1..gn, read from dimension_sets). `columns`: the union's
- * column names; `fixed`: the customer and meter columns of the answer; `select`: the combined columns.
+ * column names; `fixed`: the customer and meter columns of the answer; `select`: the combined columns. `first`: not
+ * per bucket, its bucket the first one.
  */
 export function groupParts(
   q: DimensionQuery,
-  s: { union: string; columns: string; fixed: string; keys: string[]; select: string; bind: (v: unknown) => string },
+  s: {
+    union: string;
+    columns: string;
+    fixed: string;
+    keys: string[];
+    select: string;
+    bind: (v: unknown) => string;
+    first?: boolean;
+  },
 ): string {
   const groupBy = q.groupBy ?? [];
+  const bucket = s.first ? "min(bucket) AS bucket" : "bucket";
+  const grouping = (keys: string[]) =>
+    s.first && keys.length === 0
+      ? "HAVING count(*) > 0"
+      : `GROUP BY ${(s.first ? keys : ["bucket", ...keys]).join(", ")}`;
   if (groupBy.length === 0) {
     return `
-    SELECT bucket, ${s.fixed}, ${s.select}
+    SELECT ${bucket}, ${s.fixed}, ${s.select}
     FROM (${s.union}
     ) AS parts ${s.columns}
-    GROUP BY ${["bucket", ...s.keys].join(", ")}`;
+    ${grouping(s.keys)}`;
   }
   const gs = groupColumns(groupBy);
   return `
-    SELECT bucket, ${s.fixed}, ${gs.join(", ")}, ${s.select}
+    SELECT ${bucket}, ${s.fixed}, ${gs.join(", ")}, ${s.select}
     FROM (
       SELECT parts.*, ${groupValuesSql(groupBy, s.bind).join(", ")}
       FROM (${s.union}
       ) AS parts ${s.columns}
       LEFT JOIN dimension_sets d ON d.id = parts.dimension_set
     ) AS grouped
-    GROUP BY ${["bucket", ...s.keys, ...gs].join(", ")}`;
+    ${grouping([...s.keys, ...gs])}`;
 }

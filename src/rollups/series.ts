@@ -230,37 +230,43 @@ interface SeriesSql {
 }
 
 /**
- * The statement for a plan, with its parameters. Pure. `total`: one row per (customer, meter) for all parts.
+ * The statement for a plan, with its parameters. Pure. `total`: one row per (customer, meter) for all parts;
+ * `first`: the same, its bucket the first bucket of the parts' rows (an hour, or a day of a daily rollup read whole).
  * Rows carry every figure (SeriesRow), or with `figure` only that aggregation as `value` and the count (FigureRow).
  */
 export function buildSeriesSql(
   q: {
-    granularity: Granularity | "total";
+    granularity: Granularity | "total" | "first";
     customer?: string | undefined;
+    /** Only these customers (a read of a group of customers). */
+    customers?: readonly string[] | undefined;
     meter?: string | undefined;
     figure?: Aggregation | undefined;
     /** The unique_count meters and the read's range: distinct counts are counted over it (distinctSql.ts). */
     distinct?: { meters: readonly DistinctMeter[] | undefined; from: Date; to: Date } | undefined;
   } & DimensionQuery,
   parts: SeriesPart[],
+  /** Parameters bound already, when the statement is a part of a larger one (its own are appended). */
+  params: unknown[] = [],
 ): SeriesSql {
   const g = q.granularity;
-  const params: unknown[] = [];
   const bind = (v: unknown) => {
     params.push(v);
     return `$${params.length}`;
   };
   const customer = q.customer !== undefined ? bind(q.customer) : undefined;
   const meter = q.meter !== undefined ? bind(q.meter) : undefined;
+  const customers = q.customers !== undefined ? bind(q.customers) : undefined;
   const sets = filterSetsSql(q.filter, meter, bind);
   const filters = (alias: string) =>
     (customer ? ` AND ${alias}.customer_id = ${customer}` : "") +
+    (customers ? ` AND ${alias}.customer_id = ANY (${customers}::text[])` : "") +
     (meter ? ` AND ${alias}.meter = ${meter}` : "") +
     (sets ? ` AND ${alias}.dimension_set${sets}` : "");
   // Raw events of one customer but all meters: walk the (customer_id, meter, ts) index meter by meter.
   const rawMeterFilter = customer && !meter ? " AND e.meter IN (SELECT key FROM meters)" : "";
   const out = (expr: string) =>
-    g === "total" ? "NULL::timestamptz" : g === "hour" ? expr : `date_trunc('${g}', ${expr}, 'UTC')`;
+    g === "total" ? "NULL::timestamptz" : g === "hour" || g === "first" ? expr : `date_trunc('${g}', ${expr}, 'UTC')`;
   // What the parts carry: the keys not bound to one value, the dimension set when grouping, and the rollup
   // columns the answer is combined from.
   const groupBy = q.groupBy ?? [];
@@ -283,9 +289,11 @@ export function buildSeriesSql(
     keys,
     select: selectColumns(combined),
     bind,
+    first: g === "first",
   });
   const of = q.distinct ? distinctSource(q.distinct.meters, q.meter, q.figure) : undefined;
-  if (!q.distinct || !of) return { text: main, params, orderBy };
+  // (A distinct count has no first bucket: `first` reads do not count distinct values.)
+  if (!q.distinct || !of || g === "first") return { text: main, params, orderBy };
   // A distinct count does not combine from parts: the same rows again, each with the count of distinct values of its
   // own range in the distinct count's column (NULL in the others), and one row per answer row of the two.
   const target = q.figure ? "value" : "distinct_count";
