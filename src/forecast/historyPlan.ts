@@ -17,10 +17,10 @@ const ONE = new Dec(1);
 const Exact = Dec.clone({ precision: 1_000 });
 
 /** An hour's (or a day's) coefficients in lastWeek and weighted[2], [3], [4], in that order. */
-export type Coefs = readonly [Dec, Dec, Dec, Dec];
+type Coefs = readonly [Dec, Dec, Dec, Dec];
 
 /** Ranges read at one granularity, whose figures all count with the same coefficients. */
-export interface HistoryRead {
+interface HistoryRead {
   granularity: "hour" | "day";
   /** Disjoint, ascending, aligned to the granularity. */
   ranges: { from: Date; to: Date }[];

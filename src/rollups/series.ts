@@ -229,22 +229,25 @@ interface SeriesSql {
   orderBy: string;
 }
 
+/** What a series statement reads of the parts of a plan. */
+interface SeriesSqlQuery extends DimensionQuery {
+  granularity: Granularity | "total" | "first";
+  customer?: string | undefined;
+  /** Only these customers (a read of a group of customers). */
+  customers?: readonly string[] | undefined;
+  meter?: string | undefined;
+  figure?: Aggregation | undefined;
+  /** The unique_count meters and the read's range: distinct counts are counted over it (distinctSql.ts). */
+  distinct?: { meters: readonly DistinctMeter[] | undefined; from: Date; to: Date } | undefined;
+}
+
 /**
  * The statement for a plan, with its parameters. Pure. `total`: one row per (customer, meter) for all parts;
  * `first`: the same, its bucket the first bucket of the parts' rows (an hour, or a day of a daily rollup read whole).
  * Rows carry every figure (SeriesRow), or with `figure` only that aggregation as `value` and the count (FigureRow).
  */
 export function buildSeriesSql(
-  q: {
-    granularity: Granularity | "total" | "first";
-    customer?: string | undefined;
-    /** Only these customers (a read of a group of customers). */
-    customers?: readonly string[] | undefined;
-    meter?: string | undefined;
-    figure?: Aggregation | undefined;
-    /** The unique_count meters and the read's range: distinct counts are counted over it (distinctSql.ts). */
-    distinct?: { meters: readonly DistinctMeter[] | undefined; from: Date; to: Date } | undefined;
-  } & DimensionQuery,
+  q: SeriesSqlQuery,
   parts: SeriesPart[],
   /** Parameters bound already, when the statement is a part of a larger one (its own are appended). */
   params: unknown[] = [],
