@@ -108,7 +108,9 @@ async function readGroup(db: Queryable, state: RollupState, now: Date, g: EndGro
     return `SELECT s.bucket, s.customer_id, s.meter, s.value, s.event_count, ${read.granularity === "hour"}, ${coefs}
         FROM (${series.text}) AS s`;
   });
-  const figure = "CASE m.aggregation WHEN 'count' THEN t.event_count::numeric ELSE t.value::numeric END";
+  // Which figure of a row counts: for `count` meters its events (a list read once), for `sum` ones its sum.
+  const figure = `CASE WHEN t.meter = ANY (ARRAY(SELECT key FROM meters WHERE aggregation = 'count'))
+                       THEN t.event_count::numeric ELSE t.value::numeric END`;
   const sums = ["last_week", "w2", "w3", "w4"].map((c) => `sum(f.figure * t.${c})::text`);
   const rows = await jsonRows<[string, string, number | null, number | null, string, string, string, string]>(db, {
     cells: "r.customer_id, r.meter, r.first_hour, r.first_day, r.last_week, r.w2, r.w3, r.w4",
@@ -117,10 +119,10 @@ async function readGroup(db: Queryable, state: RollupState, now: Date, g: EndGro
              extract(epoch FROM min(t.bucket) FILTER (WHERE NOT t.hourly)) * 1000, ${sums.join(", ")}
       FROM (${selects.join("\n      UNION ALL ")}
       ) AS t(bucket, customer_id, meter, value, event_count, hourly, last_week, w2, w3, w4)
-           JOIN meters m ON m.key = t.meter AND m.aggregation IN ('sum', 'count')
            CROSS JOIN LATERAL (SELECT ${figure} AS figure) AS f
       GROUP BY t.customer_id, t.meter
-    ) AS r(customer_id, meter, first_hour, first_day, last_week, w2, w3, w4)`,
+    ) AS r(customer_id, meter, first_hour, first_day, last_week, w2, w3, w4)
+    WHERE r.meter IN (SELECT key FROM meters WHERE aggregation IN ('sum', 'count'))`,
     params,
   });
   return rows.map(([customer, meter, firstHour, firstBucket, lastWeek, w2, w3, w4]) => {
