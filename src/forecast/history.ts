@@ -1,29 +1,24 @@
 // The history a forecast projects from, reduced in the database: the last four weeks of usage of one customer or of
 // every customer (the dashboard's overview) become a few figures per customer and `sum`/`count` meter
 // (HistoryFigures) — one row each. The same figures as historyFigures (project.ts) computes from a map of hours;
-// test/forecast-history.test.ts holds them equal on both engines.
+// test/forecast-history.test.ts holds both reads to it on both engines.
 //
-// The figures are weighted sums of the hours, and the weights change at a few instants only (historyPlan.ts): the
-// read takes whole days from the daily rollup and only the hours around those instants, the window's first day and
-// today from the hourly one — through the usage series' dirty-aware plans (planSeries, buildSeriesSql), so an hour
-// not refreshed yet counts as it is. The first hour with a figure is found by the hour where the hours are read, and
-// otherwise as the first hour of the first day with a figure, by a second read of those days by the hour.
-//
-// Customers' periods end at different instants (their billing cycles), and the weights with them: each distinct
-// period end is one statement, reading only its customers (everyone for the default end). Most customers share UTC
-// calendar months; many distinct ends (custom anchors, time zones) make as many statements, each reading its own
-// customers' rows only, so the rows read stay about those of one read of everyone.
+// One customer's history is at most 672 hourly rows per meter: they are read by the hour (the usage series) and
+// weighted by their hour of the week in one statement. Everyone's is millions of hourly rows: it is read mostly by
+// the day, with the hours where the weights change (historyByDay.ts).
 import { jsonRows } from "../db/jsonRows.js";
 import type { Queryable } from "../db/types.js";
 import { Dec } from "../pricing/money.js";
-import { buildSeriesSql, planSeries, type RollupState, readState } from "../rollups/series.js";
-import { planHistory } from "./historyPlan.js";
-import { HISTORY_HOURS, type HistoryFigures } from "./project.js";
+import { addBuckets, alignDown } from "../rollups/buckets.js";
+import { prepareSeries } from "../rollups/series.js";
+import { readHistoriesByDay } from "./historyByDay.js";
+import { HISTORY_HOURS, type HistoryFigures, PROFILE_WEEKS, restWeights, WEEK_HOURS } from "./project.js";
 
 /** customer → meter → figures, for the meters aggregated by `sum` or `count` with history. */
 export type Histories = Map<string, Map<string, HistoryFigures>>;
 
-interface HistoryQuery {
+export interface HistoryQuery {
+  /** One customer's history; unset: everyone's. */
   customer?: string | undefined;
   now: Date;
   /** The end of the current period of every customer not in `periodEnds`. */
@@ -32,140 +27,57 @@ interface HistoryQuery {
   periodEnds?: ReadonlyMap<string, Date> | undefined;
 }
 
-const HOUR = 3_600_000;
-const DAY = 86_400_000;
-
-/** Customers whose period ends at `end`: one customer, the listed ones, or everyone but `others`. */
-interface EndGroup {
-  end: Date;
-  customer?: string | undefined;
-  customers?: string[];
-  others?: ReadonlySet<string>;
-}
-
-/** A pair's figures as read, before its first hour is made exact. */
-interface Read {
-  customer: string;
-  meter: string;
-  firstHour: number | null;
-  firstDay: number | null;
-  figures: Omit<HistoryFigures, "first">;
-}
-
 export async function readHistories(db: Queryable, q: HistoryQuery): Promise<Histories> {
-  const nowHour = Math.floor(q.now.getTime() / HOUR) * HOUR;
-  const from = new Date(Math.floor((nowHour - HISTORY_HOURS * HOUR) / DAY) * DAY);
-  const state = await readState(db, from, new Date(nowHour));
-  const reads: Read[] = [];
-  // One after the other: `db` may be a transaction.
-  for (const group of endGroups(q)) {
-    for (const r of await readGroup(db, state, q.now, group)) {
-      if (!group.others?.has(r.customer)) reads.push(r);
-    }
-  }
-  const firsts = await firstHours(db, state, q.customer, reads);
-  const out: Histories = new Map();
-  for (const r of reads) {
-    const byMeter = out.get(r.customer) ?? new Map<string, HistoryFigures>();
-    const first = r.firstDay === null ? r.firstHour : (firsts.get(`${r.customer}\u0000${r.meter}`) ?? r.firstDay);
-    byMeter.set(r.meter, { first, ...r.figures });
-    out.set(r.customer, byMeter);
-  }
-  return out;
+  if (q.customer === undefined) return readHistoriesByDay(db, q);
+  return readCustomerHistory(db, q.customer, q.now, q.periodEnds?.get(q.customer) ?? q.periodEnd);
 }
 
-/** The distinct period ends and their customers, the default end first. */
-function endGroups(q: HistoryQuery): EndGroup[] {
-  if (q.customer !== undefined) return [{ end: q.periodEnds?.get(q.customer) ?? q.periodEnd, customer: q.customer }];
-  const byEnd = new Map<number, string[]>();
-  for (const [customer, end] of q.periodEnds ?? []) {
-    if (end.getTime() === q.periodEnd.getTime()) continue;
-    const list = byEnd.get(end.getTime()) ?? [];
-    list.push(customer);
-    byEnd.set(end.getTime(), list);
-  }
-  const others = new Set([...byEnd.values()].flat());
-  return [{ end: q.periodEnd, others }, ...[...byEnd].map(([end, customers]) => ({ end: new Date(end), customers }))];
-}
-
-/**
- * The figures of a group's customers: every read of the plan (one series statement each, at its granularity), its
- * rows weighted by its coefficients and added up per customer and meter. The first hour with a figure among the
- * rows read by the hour, and the first day with a figure among those read by the day, come with them.
- */
-async function readGroup(db: Queryable, state: RollupState, now: Date, g: EndGroup): Promise<Read[]> {
-  const params: unknown[] = [];
+/** One customer's figures: its hours of the last four weeks, each weighted by its hour of the week. */
+async function readCustomerHistory(db: Queryable, customer: string, now: Date, periodEnd: Date): Promise<Histories> {
+  const nowHour = alignDown(now, "hour");
+  // Each hour's sum of values and number of events, as the usage series reads them (dirty hours and the ones not
+  // rolled up yet from raw events).
+  const series = await prepareSeries(db, {
+    granularity: "hour",
+    from: addBuckets(nowHour, "hour", -HISTORY_HOURS),
+    to: nowHour,
+    customer,
+    figure: "sum",
+  });
+  const params = [...series.params];
   const bind = (v: unknown) => {
     params.push(v);
     return `$${params.length}`;
   };
-  // Each read: one row per customer and meter with data in its ranges, its first bucket and its figures, weighted.
-  const selects = planHistory(now, g.end).map((read) => {
-    const parts = read.ranges.flatMap((r) => planSeries(read.granularity, r.from, r.to, state));
-    const q = { granularity: "first", customer: g.customer, customers: g.customers, figure: "sum" } as const;
-    const series = buildSeriesSql(q, parts, params);
-    const coefs = read.coefs.map((c) => `${bind(c.toFixed())}::numeric`).join(", ");
-    return `SELECT s.bucket, s.customer_id, s.meter, s.value, s.event_count, ${read.granularity === "hour"}, ${coefs}
-        FROM (${series.text}) AS s`;
-  });
-  // Which figure of a row counts: for `count` meters its events (a list read once), for `sum` ones its sum.
-  const figure = `CASE WHEN t.meter = ANY (ARRAY(SELECT key FROM meters WHERE aggregation = 'count'))
-                       THEN t.event_count::numeric ELSE t.value::numeric END`;
-  const sums = ["last_week", "w2", "w3", "w4"].map((c) => `sum(f.figure * t.${c})::text`);
-  const rows = await jsonRows<[string, string, number | null, number | null, string, string, string, string]>(db, {
-    cells: "r.customer_id, r.meter, r.first_hour, r.first_day, r.last_week, r.w2, r.w3, r.w4",
+  const since = (hours: number) => `h.bucket >= ${bind(addBuckets(nowHour, "hour", -hours))}::timestamptz`;
+  const weights = bind(restWeights(now, periodEnd).map((w) => w.toFixed()));
+  const weight = `(${weights}::numeric[])[(floor(extract(epoch FROM s.bucket) / 3600)::bigint % ${WEEK_HOURS}) + 1]`;
+  const figure = "CASE m.aggregation WHEN 'count' THEN s.event_count::numeric ELSE s.value::numeric END";
+  const weighted = PROFILE_WEEKS.map(
+    (w) => `coalesce(sum(h.weighted) FILTER (WHERE ${since(w * WEEK_HOURS)}), 0)::text`,
+  );
+  // Each hour's figure and weighted figure are computed once, in the inner select, for the four sums that take them.
+  const rows = await jsonRows<[string, string, number, string, string, string, string]>(db, {
+    cells: "r.customer_id, r.meter, r.first, r.last_week, r.w2, r.w3, r.w4",
     source: `(
-      SELECT t.customer_id, t.meter, extract(epoch FROM min(t.bucket) FILTER (WHERE t.hourly)) * 1000,
-             extract(epoch FROM min(t.bucket) FILTER (WHERE NOT t.hourly)) * 1000, ${sums.join(", ")}
-      FROM (${selects.join("\n      UNION ALL ")}
-      ) AS t(bucket, customer_id, meter, value, event_count, hourly, last_week, w2, w3, w4)
-           CROSS JOIN LATERAL (SELECT ${figure} AS figure) AS f
-      GROUP BY t.customer_id, t.meter
-    ) AS r(customer_id, meter, first_hour, first_day, last_week, w2, w3, w4)
-    WHERE r.meter IN (SELECT key FROM meters WHERE aggregation IN ('sum', 'count'))`,
+      SELECT h.customer_id, h.meter, extract(epoch FROM min(h.bucket)) * 1000,
+             coalesce(sum(h.figure) FILTER (WHERE ${since(WEEK_HOURS)}), 0)::text, ${weighted.join(", ")}
+      FROM (
+        SELECT s.customer_id, s.meter, s.bucket, f.figure, f.figure * ${weight} AS weighted
+        FROM (${series.text}) AS s JOIN meters m ON m.key = s.meter AND m.aggregation IN ('sum', 'count')
+             CROSS JOIN LATERAL (SELECT ${figure} AS figure) AS f
+      ) AS h
+      GROUP BY h.customer_id, h.meter
+    ) AS r(customer_id, meter, first, last_week, w2, w3, w4)`,
     params,
   });
-  return rows.map(([customer, meter, firstHour, firstBucket, lastWeek, w2, w3, w4]) => {
-    // The first hour read by the hour, unless a day read whole with a figure comes before it, or is its day.
-    const firstDay = firstBucket === null ? null : Math.floor(firstBucket / DAY) * DAY;
-    const inDay = firstDay !== null && (firstHour === null || firstHour >= firstDay);
-    return {
-      customer,
-      meter,
-      firstHour: inDay ? null : firstHour,
-      firstDay: inDay ? firstDay : null,
-      figures: { lastWeek: new Dec(lastWeek), weighted: { 2: new Dec(w2), 3: new Dec(w3), 4: new Dec(w4) } },
-    };
-  });
+  const byMeter = new Map<string, HistoryFigures>();
+  for (const [, meter, first, lastWeek, w2, w3, w4] of rows) {
+    byMeter.set(meter, {
+      first,
+      lastWeek: new Dec(lastWeek),
+      weighted: { 2: new Dec(w2), 3: new Dec(w3), 4: new Dec(w4) },
+    });
+  }
+  return byMeter.size > 0 ? new Map([[customer, byMeter]]) : new Map();
 }
-
-/**
- * The first hour with a figure of each pair whose first figure is in a day read whole: those days read by the hour,
- * one row per pair with its first hour (a pair has no figure in the window before its first day, so its first hour
- * in all those days is the one in its own). Of those customers only, when they are few (the primary key finds their
- * rows); of everyone otherwise (a filter of thousands of names costs more than the rows it saves).
- */
-async function firstHours(
-  db: Queryable,
-  state: RollupState,
-  customer: string | undefined,
-  reads: readonly Read[],
-): Promise<Map<string, number>> {
-  const wanted = reads.filter((r) => r.firstDay !== null);
-  const out = new Map<string, number>();
-  if (wanted.length === 0) return out;
-  const days = [...new Set(wanted.map((r) => r.firstDay as number))].sort((a, b) => a - b);
-  const parts = days.flatMap((d) => planSeries("hour", new Date(d), new Date(d + DAY), state));
-  const names = [...new Set(wanted.map((r) => r.customer))];
-  const customers = customer === undefined && names.length <= FEW_CUSTOMERS ? names : undefined;
-  const series = buildSeriesSql({ granularity: "first", customer, customers, figure: "sum" }, parts);
-  const rows = await jsonRows<[string, string, number]>(db, {
-    cells: "s.customer_id, s.meter, extract(epoch FROM s.bucket) * 1000",
-    source: `(${series.text}) AS s`,
-    params: series.params,
-  });
-  for (const [c, m, first] of rows) out.set(`${c}\u0000${m}`, first);
-  return out;
-}
-
-const FEW_CUSTOMERS = 1000;
