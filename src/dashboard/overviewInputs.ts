@@ -1,7 +1,7 @@
 // What the operator's overview is computed from, read in a number of queries that does not grow with the customers:
 // customers and their billing calendars (one query each), subscriptions, limits, final invoices, grants, one rollup
 // read per distinct interval of each distinct period (customers grouped by identical periods: most share UTC
-// months) and one reduced read of four weeks of hourly history for everyone, whatever their period ends.
+// months) and four weeks of history for everyone reduced in the database, one statement per distinct period end.
 import { BillingCalendar } from "../billing/calendar.js";
 import type { Statement } from "../billing/statement.js";
 import { intervalKey } from "../billing/statement.js";

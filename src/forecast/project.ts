@@ -4,8 +4,8 @@
 // `last` meters are projected at their current value: what is reached stays reached, and nothing says it grows.
 //
 // A projection needs only a few figures of the history (HistoryFigures), never the hours themselves: the database
-// reduces four weeks of hourly rollups of every customer to them (forecast/history.ts), and historyFigures below
-// reduces a map of hours the same way.
+// reduces four weeks of usage of every customer to them (forecast/history.ts: whole days of the daily rollup and the
+// hours where the weights change, historyPlan.ts), and historyFigures below reduces a map of hours the same way.
 import type { Aggregation } from "../catalog/schemas.js";
 import { Dec, ZERO } from "../pricing/money.js";
 
