@@ -52,7 +52,8 @@ export async function readHistoriesByDay(db: Queryable, q: HistoryQuery): Promis
   const out: Histories = new Map();
   for (const r of reads) {
     const byMeter = out.get(r.customer) ?? new Map<string, HistoryFigures>();
-    const first = r.firstDay === null ? r.firstHour : (firsts.get(`${r.customer}\u0000${r.meter}`) ?? r.firstDay);
+    const first =
+      r.firstDay === null ? r.firstHour : (firsts.get(pairDay(r.customer, r.meter, r.firstDay)) ?? r.firstDay);
     byMeter.set(r.meter, { first, ...r.figures });
     out.set(r.customer, byMeter);
   }
@@ -124,27 +125,31 @@ async function readGroup(db: Queryable, state: RollupState, now: Date, g: EndGro
 }
 
 /**
- * The first hour with a figure of each pair whose first figure is in a day read whole: those days read by the hour,
- * one row per pair with its first hour (a pair has no figure in the window before its first day, so its first hour
- * in all those days is the one in its own). Of those customers only, when they are few (the primary key finds their
- * rows); of everyone otherwise (a filter of thousands of names costs more than the rows it saves).
+ * The first hour with a figure of each pair whose first figure is in a day read whole: each of those days read by the
+ * hour for the customers whose first day it is (their keys find their rows when they are few), one row per pair and
+ * day with its first hour there, in one statement. Keyed by customer, meter and day.
  */
 async function firstHours(db: Queryable, state: RollupState, reads: readonly Read[]): Promise<Map<string, number>> {
-  const wanted = reads.filter((r) => r.firstDay !== null);
+  const byDay = new Map<number, Set<string>>();
+  for (const r of reads) {
+    if (r.firstDay !== null) byDay.set(r.firstDay, (byDay.get(r.firstDay) ?? new Set()).add(r.customer));
+  }
   const out = new Map<string, number>();
-  if (wanted.length === 0) return out;
-  const days = [...new Set(wanted.map((r) => r.firstDay as number))].sort((a, b) => a - b);
-  const parts = days.flatMap((d) => planSeries("hour", new Date(d), new Date(d + DAY), state));
-  const names = [...new Set(wanted.map((r) => r.customer))];
-  const customers = names.length <= FEW_CUSTOMERS ? names : undefined;
-  const series = buildSeriesSql({ granularity: "first", customers, figure: "sum" }, parts);
-  const rows = await jsonRows<[string, string, number]>(db, {
-    cells: "s.customer_id, s.meter, extract(epoch FROM s.bucket) * 1000",
-    source: `(${series.text}) AS s`,
-    params: series.params,
+  if (byDay.size === 0) return out;
+  const params: unknown[] = [];
+  const selects = [...byDay].map(([day, customers]) => {
+    const parts = planSeries("hour", new Date(day), new Date(day + DAY), state);
+    const q = { granularity: "first", customers: [...customers], figure: "sum" } as const;
+    const series = buildSeriesSql(q, parts, params);
+    return `SELECT ${day}::bigint, s.customer_id, s.meter, extract(epoch FROM s.bucket) * 1000 FROM (${series.text}) AS s`;
   });
-  for (const [c, m, first] of rows) out.set(`${c}\u0000${m}`, first);
+  const rows = await jsonRows<[number, string, string, number]>(db, {
+    cells: "f.day, f.customer_id, f.meter, f.first",
+    source: `(${selects.join("\n      UNION ALL ")}) AS f(day, customer_id, meter, first)`,
+    params,
+  });
+  for (const [day, c, m, first] of rows) out.set(pairDay(c, m, day), first);
   return out;
 }
 
-const FEW_CUSTOMERS = 1000;
+const pairDay = (customer: string, meter: string, day: number) => `${customer}\u0000${meter}\u0000${day}`;
