@@ -89,14 +89,15 @@ async function readGroup(db: Queryable, state: RollupState, now: Date, g: EndGro
     const parts = read.ranges.flatMap((r) => planSeries(read.granularity, r.from, r.to, state));
     const q = { granularity: "first", customers: g.customers, figure: "sum" } as const;
     const series = buildSeriesSql(q, parts, params);
-    const coefs = read.coefs.map((c) => `${bind(c.toFixed())}::numeric`).join(", ");
+    // A zero coefficient is NULL: the sums skip it (most reads count in some of the four figures only).
+    const coefs = read.coefs.map((c) => (c.isZero() ? "NULL::numeric" : `${bind(c.toFixed())}::numeric`)).join(", ");
     return `SELECT s.bucket, s.customer_id, s.meter, s.value, s.event_count, ${read.granularity === "hour"}, ${coefs}
         FROM (${series.text}) AS s`;
   });
   // Which figure of a row counts: for `count` meters its events (a list read once), for `sum` ones its sum.
   const figure = `CASE WHEN t.meter = ANY (ARRAY(SELECT key FROM meters WHERE aggregation = 'count'))
                        THEN t.event_count::numeric ELSE t.value::numeric END`;
-  const sums = ["last_week", "w2", "w3", "w4"].map((c) => `sum(f.figure * t.${c})::text`);
+  const sums = ["last_week", "w2", "w3", "w4"].map((c) => `coalesce(sum(f.figure * t.${c}), 0)::text`);
   const rows = await jsonRows<[string, string, number | null, number | null, string, string, string, string]>(db, {
     cells: "r.customer_id, r.meter, r.first_hour, r.first_day, r.last_week, r.w2, r.w3, r.w4",
     source: `(
