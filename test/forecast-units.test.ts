@@ -231,20 +231,20 @@ describe("history plan", () => {
   it("property: whole days and the hours around the weights' changes add up to the hour-by-hour figures", () => {
     fc.assert(
       fc.property(
-        fc.integer({ min: 0, max: 14 * 24 * 60 }),
+        // Instants in steps of 9 s (400 an hour): the shares of an hour are finite decimals, both sides exact.
+        fc.integer({ min: 0, max: 14 * 24 * 400 }),
         fc.oneof(
-          // Ends from before now to beyond the four weeks, at any minute (mid-week, mid-hour, within the hour).
-          fc.integer({ min: -120, max: 60 * 24 * 60 }),
-          fc.integer({ min: -5, max: 3 * 60 }),
-          fc.constantFrom(0, 60, 7 * 24 * 60, 28 * 24 * 60, 35 * 24 * 60 + 30),
+          // Ends from before now to beyond the four weeks, at any step (mid-week, mid-hour, within the hour).
+          fc.integer({ min: -800, max: 60 * 24 * 400 }),
+          fc.integer({ min: -5, max: 3 * 400 }),
+          fc.constantFrom(0, 400, 7 * 24 * 400, 28 * 24 * 400, 35 * 24 * 400 + 200),
         ),
         fc.array(fc.tuple(fc.integer({ min: 0, max: HISTORY_HOURS + 30 }), fc.integer({ min: 1, max: 10_000 })), {
           maxLength: 120,
         }),
-        (nowMinute, endMinutes, hourly) => {
-          // Instants at multiples of 9 s: the shares of an hour are finite decimals, so both sides are exact.
-          const now = new Date(periodStart + nowMinute * 60_000 + 27_000);
-          const end = new Date(now.getTime() + endMinutes * 60_000 + 9_000);
+        (nowStep, endSteps, hourly) => {
+          const now = new Date(periodStart + nowStep * 9_000);
+          const end = new Date(now.getTime() + endSteps * 9_000);
           const nowHour = Math.floor(now.getTime() / HOUR) * HOUR;
           // Every hour of the window, and a few before it: read or not, each counts once.
           const map = new Map(hourly.map(([back, v]) => [nowHour - back * HOUR, new Dec(v).div(8)]));
@@ -256,7 +256,7 @@ describe("history plan", () => {
           });
         },
       ),
-      { numRuns: 150 },
+      { numRuns: 300 },
     );
   });
 
