@@ -92,7 +92,7 @@ const plain = (f: { first: number | null; lastWeek: Dec; weighted: Record<2 | 3 
   weighted: [f.weighted[2].toFixed(), f.weighted[3].toFixed(), f.weighted[4].toFixed()],
 });
 
-function actual(h: Histories): unknown {
+function actual(h: Histories): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [customer, meters] of h) for (const [meter, f] of meters) out[`${customer}/${meter}`] = plain(f);
   return out;
@@ -155,6 +155,21 @@ describe("forecast history figures", { timeout: 240_000 }, () => {
       expect(record("figures", got)).toEqual(expected(all, now, () => new Date(endIso)));
     }),
   );
+
+  it("when the shares of the current and the last hour are not finite decimals, then everyone's read equals each one's", () =>
+    both(async ({ t, record }) => {
+      // Both reads multiply exactly in the database: the day-wise read must be the hour-wise one to the last digit
+      // (here a share under 0.1 less a whole hour needs more digits than a weight has).
+      const now = new Date("2026-12-12T03:55:17.123Z");
+      const periodEnd = new Date("2026-12-15T19:12:49.001Z");
+      const everyone = actual(await readHistories(t.tally.ctx.db, { now, periodEnd }));
+      const each: Record<string, unknown> = {};
+      for (const customer of ["steady", "sparse", "edge", "recent"]) {
+        Object.assign(each, actual(await readHistories(t.tally.ctx.db, { customer, now, periodEnd })));
+      }
+      expect(Object.keys(everyone).length).toBeGreaterThan(4);
+      expect(record("everyone", everyone)).toEqual(each);
+    }));
 
   it("when customers' periods end at different instants (anchors, a half-hour time zone), then each has its own", () =>
     both(async ({ t, record }) => {
