@@ -201,9 +201,17 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     expect((await t.runJob("finalize-invoices")).adjustments).toBe(0);
     const [draft] = (await t.get("/v1/invoices", { customer: "late", status: "draft" })).data;
     const adjustments = draft.lines.filter((l: { kind: string }) => l.kind === "adjustment");
-    expect(adjustments.map((l: { meter: string | null; amount: string }) => [l.meter, l.amount])).toEqual([
-      [null, "12.00"],
-      ["calls", "40.00"],
+    // Each says what it corrects: the base fees of the meter, and the seats (a line per fixed charge).
+    expect(
+      adjustments.map((l: { corrects: string; charge?: string; description: string; amount: string }) => [
+        l.corrects,
+        l.charge ?? null,
+        l.description,
+        l.amount,
+      ]),
+    ).toEqual([
+      ["base_fee", null, `Calls: base fee, correction of invoice ${final.number} (2026-11)`, "40.00"],
+      ["fixed", "seats", `Seats: correction of invoice ${final.number} (2026-11)`, "12.00"],
     ]);
     expect(adjustments.every((l: { adjusts: string }) => l.adjusts === final.id)).toBe(true);
     // December: Pro 90 + 8 seats × 12 = 186.00, plus the 52.00 carried.
