@@ -165,7 +165,7 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     await t.ok(t.post("/v1/customers/gone/subscription/cancel", { at: "now" }), 404);
   });
 
-  it("when a trial ends on Nov 4, then the base fee is 27.00 and usage before it shows its quantity at 0 with trial", async () => {
+  it("when a trial ends on Nov 4, then the base fee is 27.00, usage before it shows its quantity at 0 with trial, and a forecast prices what falls after a trial", async () => {
     const t = await plans(backend);
     await t.customer("trial", { trial_end: "2026-11-04T00:00:00Z" });
     await t.ingest([
@@ -182,6 +182,16 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     expect(usage[1].trial).toBeUndefined();
     expect(invoice.total).toBe("29.00");
     expect((await t.get("/v1/customers/trial/summary")).total).toBe("29.00");
+
+    // Still in a trial until Nov 25 (it is Nov 20, 12:00): 10 calls an hour for the last week run on for 252 h,
+    // 108 h of them in the trial (0) and 144 h after it (1,440 calls, 14.40), beside the fee from Nov 25 (6.00).
+    await t.customer("trying", { trial_end: "2026-11-25T00:00:00Z" });
+    await t.ingest([{ customer: "trying", meter: "calls", value: 1680, timestamp: "2026-11-13T12:00:00Z" }]);
+    const forecast = await t.get("/v1/customers/trying/forecast");
+    expect(forecast).toMatchObject({ total_to_date: "6.00", forecast_total: "20.40" });
+    expect(forecast.meters).toMatchObject([{ meter: "calls", forecast_quantity: "4200", forecast_amount: "20.40" }]);
+    const overview = await t.get("/v1/dashboard/customers");
+    expect(overview.customers.find((c: { id: string }) => c.id === "trying")).toMatchObject({ forecast: "20.40" });
   });
 
   it("when an upgrade and a seat change land in a finalized November, then December's draft carries them once as adjustments", async () => {
