@@ -163,6 +163,47 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     expect(entitlement).toMatchObject({ allowed: true });
     expect(entitlement.hard).toBeUndefined();
     await t.ok(t.post("/v1/customers/gone/subscription/cancel", { at: "now" }), 404);
+
+    // Without proration the plan in effect at the period start charges its full fee; usage after the end still not.
+    await t.customer("flatgone", {});
+    await t.ingest([{ customer: "flatgone", meter: "calls", value: 500, timestamp: "2026-11-18T00:00:00Z" }]);
+    const flat = { at: "2026-11-16T00:00:00Z", proration: "none" };
+    const flatCancel = await t.ok(t.post("/v1/customers/flatgone/subscription/cancel", flat));
+    expect(flatCancel.body).toMatchObject({ end: "2026-11-16T00:00:00Z" });
+    const flatInvoice = await t.get("/v1/customers/flatgone/invoice");
+    expect(fees(flatInvoice)).toEqual(["base_fee starter 1 30.00 all"]);
+    expect(flatInvoice.total).toBe("30.00");
+  });
+
+  it("when seats change under a scheduled change, then it follows unless the change set its own, and asking for the change again keeps those and its trial", async () => {
+    const t = await plans(backend);
+    await t.customer("sched", { quantities: { seats: "5" } });
+    await t.setup("/v1/customers/sched/subscription", { plan: "pro", at: "period_end" });
+    const seats = (quantity: string, effective_at: string) =>
+      t.setup("/v1/customers/sched/subscription/quantities/seats", { quantity, effective_at });
+    // The scheduled change inherited 5 seats: 7 from Nov 21 on reaches December too.
+    await seats("7", "2026-11-21T00:00:00Z");
+    expect(fees(await t.get("/v1/customers/sched/invoice", { period: "2026-12" }))).toEqual([
+      "base_fee pro 1 90.00 all",
+      "fixed pro 7 84.00 all",
+    ]);
+    // Scheduled again with 3 seats and a trial: those are its own, and 9 seats from Nov 26 stay in November.
+    const own = { plan: "pro", at: "period_end", quantities: { seats: "3" }, trial_end: "2026-12-04T00:00:00Z" };
+    expect(await t.setup("/v1/customers/sched/subscription", own)).toMatchObject({ quantities: { seats: "3" } });
+    await seats("9", "2026-11-26T00:00:00Z");
+    expect(fees(await t.get("/v1/customers/sched/invoice")).slice(1)).toEqual([
+      "fixed starter 5 40.00 480",
+      "fixed starter 7 14.00 120",
+      "fixed starter 9 18.00 120",
+    ]);
+    // Asked for again at the same instant (Starter now, nothing else said): seats and trial of the change it replaces.
+    const again = await t.setup("/v1/customers/sched/subscription", { plan: "starter", at: "period_end" });
+    expect(again).toMatchObject({ quantities: { seats: "3" }, trial_end: "2026-12-04T00:00:00Z" });
+    // December (744 h), fees from Dec 4: 30 × 672/744 = 27.10 and 3 × 12 × 672/744 = 32.52.
+    expect(fees(await t.get("/v1/customers/sched/invoice", { period: "2026-12" }))).toEqual([
+      "base_fee starter 1 27.10 672",
+      "fixed starter 3 32.52 672",
+    ]);
   });
 
   it("when a trial ends on Nov 4, then the base fee is 27.00, usage before it shows its quantity at 0 with trial, and a forecast prices what falls after a trial", async () => {
