@@ -6,17 +6,8 @@ import type { Db, Queryable } from "../db/types.js";
 import { notFound, unprocessable } from "../errors.js";
 import type { Dec } from "../pricing/money.js";
 import type { ProrationMode } from "../pricing/proration.js";
-import {
-  COLUMNS,
-  chargesOf,
-  fromRow,
-  insertQuantity,
-  lockCustomer,
-  type Row,
-  type StoredQuantity,
-  type Subscription,
-  subscriptionById,
-} from "./subscriptions.js";
+import { chargesOf, insertQuantity, type StoredQuantity } from "./quantities.js";
+import { COLUMNS, fromRow, lockCustomer, type Row, type Subscription, subscriptionById } from "./subscriptions.js";
 
 /**
  * Ends the subscription in effect just before `end` there (and drops any that would start at or after it, a

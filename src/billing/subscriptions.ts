@@ -5,17 +5,10 @@ import type { Db, Queryable } from "../db/types.js";
 import { notFound, unprocessable } from "../errors.js";
 import { type BillingCycle, calendarMonths, type Interval, periodContaining, validateCycle } from "../periods/cycle.js";
 import { Dec } from "../pricing/money.js";
-import type { ProrationMode, QuantityChange } from "../pricing/proration.js";
+import type { ProrationMode } from "../pricing/proration.js";
 import type { SubscriptionSpan } from "../pricing/segments.js";
 import { BillingCalendar, defaultCycle } from "./calendar.js";
-
-/**
- * A quantity of a subscription: set for it (with the change, or by PUT …/quantities/{charge}), or `inherited` at its
- * start from the subscription it follows — which a quantity change earlier on carries through to.
- */
-export interface StoredQuantity extends QuantityChange {
-  inherited: boolean;
-}
+import { insertQuantity, quantitiesFor, type StoredQuantity } from "./quantities.js";
 
 export interface Subscription extends SubscriptionSpan {
   id: string;
@@ -258,59 +251,6 @@ export async function setSubscription(
       dropped: dropped.rowCount,
     };
   });
-}
-
-export async function insertQuantity(tx: Queryable, subscription: string, q: StoredQuantity): Promise<void> {
-  await tx.query(
-    `INSERT INTO subscription_quantities (subscription_id, charge, effective_at, quantity, inherited)
-     VALUES ($1::bigint, $2, $3, $4, $5)
-     ON CONFLICT (subscription_id, charge, effective_at)
-     DO UPDATE SET quantity = EXCLUDED.quantity, inherited = EXCLUDED.inherited`,
-    [subscription, q.charge, q.at, q.quantity.toFixed(), q.inherited],
-  );
-}
-
-/** The fixed charges a plan has (in any version). */
-export async function chargesOf(db: Queryable, plan: string): Promise<Set<string>> {
-  const { rows } = await db.query<{ charge: string }>(
-    "SELECT DISTINCT charge FROM fixed_charge_versions WHERE plan_key = $1",
-    [plan],
-  );
-  return new Set(rows.map((r) => r.charge));
-}
-
-/**
- * The quantities a new subscription starts with: those asked for (each a charge of the plan, else 422
- * unknown_charge; set), else those of the subscription it replaces in effect at `start` (inherited) and after — or,
- * when it replaces one starting at the same instant (`again`), that one's, as they were.
- */
-async function quantitiesFor(
-  tx: Queryable,
-  plan: string,
-  start: Date,
-  asked: ReadonlyMap<string, Dec> | undefined,
-  replaced: Subscription | null,
-  again: boolean,
-): Promise<StoredQuantity[]> {
-  if (!asked) {
-    const carried = new Map<string, StoredQuantity>();
-    const later: StoredQuantity[] = [];
-    for (const q of replaced?.quantities ?? []) {
-      if (q.at <= start) carried.set(q.charge, { ...q, at: start, inherited: again ? q.inherited : true });
-      else later.push(q);
-    }
-    return [...carried.values(), ...later];
-  }
-  const charges = await chargesOf(tx, plan);
-  const unknown = [...asked.keys()].filter((k) => !charges.has(k));
-  if (unknown.length > 0) {
-    throw unprocessable(
-      "unknown_charge",
-      `plan ${plan} has no fixed charge ${unknown.map((k) => `"${k}"`).join(", ")}`,
-      unknown.map((k) => ({ field: `quantities.${k}`, message: `not a fixed charge of plan ${plan}` })),
-    );
-  }
-  return [...asked].map(([charge, quantity]) => ({ charge, at: start, quantity, inherited: false }));
 }
 
 /** 422 currency_mismatch when a plan in another currency is in effect earlier in the period that `start` is in. */
