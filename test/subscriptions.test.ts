@@ -156,6 +156,11 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     const invoice = await t.get("/v1/customers/gone/invoice");
     expect(fees(invoice)).toEqual(["base_fee starter 1 15.00 360"]);
     expect(invoice.total).toBe("16.00");
+    // Usage still projected for the rest of the period falls after the end: the forecast does not bill it.
+    expect(await t.get("/v1/customers/gone/forecast")).toMatchObject({
+      total_to_date: "16.00",
+      forecast_total: "16.00",
+    });
     expect((await t.get("/v1/customers/gone")).subscription).toBeNull();
     // After the end the plan's limit no longer applies: answered as for a customer without a plan.
     await t.runJob("evaluate-limits");
