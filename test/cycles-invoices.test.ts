@@ -132,6 +132,7 @@ describe.each(BACKENDS)("invoices and credits per customer billing period on %s"
       {
         meter: "calls",
         kind: "adjustment",
+        corrects: "usage",
         description: `Calls: correction of invoice ${final.number} (2026-10-17T09:00:00Z/2026-11-17T09:00:00Z), +100 call`,
         quantity: "100",
         amount: "1.00",

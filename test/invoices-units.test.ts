@@ -14,6 +14,7 @@ import {
   figuresOf,
   invoiceNumber,
   isFinalizable,
+  legacyFigures,
   loadFigures,
   numberingYear,
   periodsBetween,
@@ -136,7 +137,9 @@ describe("periods", () => {
 });
 
 const fig = (meter: string | null, quantity: string, amount: string, billed = true): Figure => ({
+  kind: meter === null ? "other" : "usage",
   meter,
+  charge: null,
   quantity: new Dec(quantity),
   amount: new Dec(amount),
   billed,
@@ -173,6 +176,8 @@ describe("differences", () => {
 
   const figures = fc.array(
     fc.record({
+      kind: fc.constant<"usage">("usage"),
+      charge: fc.constant(null),
       meter: fc.constantFrom(null, "a", "b", "c"),
       quantity: fc.integer({ min: -1000, max: 100_000 }).map((q) => new Dec(q)),
       amount: fc.integer({ min: -100_000, max: 1_000_000 }).map((c) => new Dec(c).div(100)),
@@ -180,11 +185,17 @@ describe("differences", () => {
     }),
     { maxLength: 5 },
   );
-  const unique = (fs: Figure[]) => [...new Map(fs.map((f) => [f.meter, f])).values()];
+  const unique = (fs: Figure[]) =>
+    [...new Map(fs.map((f) => [f.meter, f])).values()].map(
+      (f): Figure => ({
+        ...f,
+        kind: f.meter === null ? "other" : "usage",
+      }),
+    );
 
   it("when every difference is carried, then computing again carries nothing, and billed + carried = now for every amount", () => {
     fc.assert(
-      fc.property(figures.map(unique), figures.map(unique), figures, (now, was, before) => {
+      fc.property(figures.map(unique), figures.map(unique), figures.map(unique), (now, was, before) => {
         const first = differences(now, was, before);
         const carried = [...before, ...first];
         expect(differences(now, was, carried)).toEqual([]);
@@ -201,24 +212,44 @@ describe("differences", () => {
   it("when figures are stored and loaded, then they are the same", () => {
     fc.assert(
       fc.property(figures.map(unique), (fs) => {
-        expect(plainFigures(loadFigures(JSON.parse(JSON.stringify(storeFigures(fs)))))).toEqual(plainFigures(fs));
+        const loaded = loadFigures(JSON.parse(JSON.stringify(storeFigures(fs))));
+        expect(loaded.legacy).toBe(false);
+        expect(plainFigures(loaded.figures)).toEqual(plainFigures(fs));
       }),
     );
   });
 
-  it("when figures are taken from an invoice, then what belongs to no meter is the rest of the total", () => {
+  it("when figures are taken from an invoice, then usage, base fees and each fixed charge are apart, the rest is the rest of the total", () => {
+    const line = (kind: "usage" | "base_fee" | "fixed", meter: string | null, amount: string, charge?: string) => ({
+      kind,
+      meter,
+      charge,
+      amount: new Dec(amount),
+    });
     const fs = figuresOf(
+      [{ meter: "calls", quantity: new Dec(100) }],
       [
-        { meter: "calls", quantity: new Dec(100), amount: new Dec("11.00"), billed: true },
-        { meter: "seats", quantity: new Dec(10), amount: new Dec("50.00"), billed: true },
+        line("usage", "calls", "1.00"),
+        line("base_fee", "calls", "10.00"),
+        line("base_fee", "calls", "60.00"),
+        line("fixed", null, "40.00", "seats"),
+        line("fixed", null, "32.00", "seats"),
       ],
-      new Dec("41.00"),
+      new Dec("123.00"),
     );
-    expect(plainFigures(fs)).toEqual([
-      [null, "0", "-20", true],
-      ["calls", "100", "11", true],
-      ["seats", "10", "50", true],
+    expect(fs.map((f) => [f.kind, f.meter ?? f.charge, f.quantity.toFixed(), f.amount.toFixed(), f.billed])).toEqual([
+      ["other", null, "0", "-20", true],
+      ["base_fee", "calls", "0", "70", true],
+      ["usage", "calls", "100", "1", true],
+      ["fixed", "seats", "0", "72", true],
     ]);
+    // An invoice frozen before figures had kinds: compared as it was (base fees in the meter, fixed in the rest).
+    expect(plainFigures(legacyFigures(fs))).toEqual([
+      [null, "0", "52", true],
+      ["calls", "100", "71", true],
+    ]);
+    const stored = [{ meter: "calls", quantity: "100", amount: "71", billed: true }];
+    expect(loadFigures(stored)).toMatchObject({ legacy: true, figures: [{ kind: "usage", meter: "calls" }] });
   });
 });
 
@@ -230,7 +261,10 @@ describe("the served document", () => {
     adjusts: "in_oct",
     adjustsNumber: "2026-000007",
     adjustsPeriod: { start: d("2026-10-01T00:00:00Z"), end: d("2026-11-01T00:00:00Z") },
+    kind: meter === null ? "other" : "usage",
     meter,
+    charge: null,
+    chargeName: null,
     quantity: new Dec(quantity),
     amount: new Dec(amount),
     currency: "USD",
@@ -254,6 +288,7 @@ describe("the served document", () => {
       {
         meter: "calls",
         kind: "adjustment",
+        corrects: "usage",
         description: "API calls: correction of invoice 2026-000007 (2026-10), +300 calls",
         quantity: "300",
         amount: "3.00",
@@ -277,5 +312,26 @@ describe("the served document", () => {
     expect((doc.lines as { description: string }[])[0]?.description).toBe(
       "Credits and other changes: correction of invoice 2026-000007 (2026-10)",
     );
+  });
+
+  it("when base fees and a fixed charge are corrected, then each has its own line saying what it corrects", () => {
+    const fee = { ...adjustment("40.00", "0"), kind: "base_fee" as const };
+    const seats = { ...adjustment("12.00", "0", null), kind: "fixed" as const, charge: "seats", chargeName: "Seats" };
+    const doc = composeInvoice(rendered, head, [fee, seats], labels);
+    expect((doc.lines as object[]).slice(1)).toMatchObject([
+      {
+        meter: "calls",
+        corrects: "base_fee",
+        description: "API calls: base fee, correction of invoice 2026-000007 (2026-10)",
+        amount: "40.00",
+      },
+      {
+        meter: null,
+        corrects: "fixed",
+        charge: "seats",
+        description: "Seats: correction of invoice 2026-000007 (2026-10)",
+        amount: "12.00",
+      },
+    ]);
   });
 });

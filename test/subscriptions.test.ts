@@ -156,6 +156,11 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     const invoice = await t.get("/v1/customers/gone/invoice");
     expect(fees(invoice)).toEqual(["base_fee starter 1 15.00 360"]);
     expect(invoice.total).toBe("16.00");
+    // Usage still projected for the rest of the period falls after the end: the forecast does not bill it.
+    expect(await t.get("/v1/customers/gone/forecast")).toMatchObject({
+      total_to_date: "16.00",
+      forecast_total: "16.00",
+    });
     expect((await t.get("/v1/customers/gone")).subscription).toBeNull();
     // After the end the plan's limit no longer applies: answered as for a customer without a plan.
     await t.runJob("evaluate-limits");
@@ -163,9 +168,50 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     expect(entitlement).toMatchObject({ allowed: true });
     expect(entitlement.hard).toBeUndefined();
     await t.ok(t.post("/v1/customers/gone/subscription/cancel", { at: "now" }), 404);
+
+    // Without proration the plan in effect at the period start charges its full fee; usage after the end still not.
+    await t.customer("flatgone", {});
+    await t.ingest([{ customer: "flatgone", meter: "calls", value: 500, timestamp: "2026-11-18T00:00:00Z" }]);
+    const flat = { at: "2026-11-16T00:00:00Z", proration: "none" };
+    const flatCancel = await t.ok(t.post("/v1/customers/flatgone/subscription/cancel", flat));
+    expect(flatCancel.body).toMatchObject({ end: "2026-11-16T00:00:00Z" });
+    const flatInvoice = await t.get("/v1/customers/flatgone/invoice");
+    expect(fees(flatInvoice)).toEqual(["base_fee starter 1 30.00 all"]);
+    expect(flatInvoice.total).toBe("30.00");
   });
 
-  it("when a trial ends on Nov 4, then the base fee is 27.00 and usage before it shows its quantity at 0 with trial", async () => {
+  it("when seats change under a scheduled change, then it follows unless the change set its own, and asking for the change again keeps those and its trial", async () => {
+    const t = await plans(backend);
+    await t.customer("sched", { quantities: { seats: "5" } });
+    await t.setup("/v1/customers/sched/subscription", { plan: "pro", at: "period_end" });
+    const seats = (quantity: string, effective_at: string) =>
+      t.setup("/v1/customers/sched/subscription/quantities/seats", { quantity, effective_at });
+    // The scheduled change inherited 5 seats: 7 from Nov 21 on reaches December too.
+    await seats("7", "2026-11-21T00:00:00Z");
+    expect(fees(await t.get("/v1/customers/sched/invoice", { period: "2026-12" }))).toEqual([
+      "base_fee pro 1 90.00 all",
+      "fixed pro 7 84.00 all",
+    ]);
+    // Scheduled again with 3 seats and a trial: those are its own, and 9 seats from Nov 26 stay in November.
+    const own = { plan: "pro", at: "period_end", quantities: { seats: "3" }, trial_end: "2026-12-04T00:00:00Z" };
+    expect(await t.setup("/v1/customers/sched/subscription", own)).toMatchObject({ quantities: { seats: "3" } });
+    await seats("9", "2026-11-26T00:00:00Z");
+    expect(fees(await t.get("/v1/customers/sched/invoice")).slice(1)).toEqual([
+      "fixed starter 5 40.00 480",
+      "fixed starter 7 14.00 120",
+      "fixed starter 9 18.00 120",
+    ]);
+    // Asked for again at the same instant (Starter now, nothing else said): seats and trial of the change it replaces.
+    const again = await t.setup("/v1/customers/sched/subscription", { plan: "starter", at: "period_end" });
+    expect(again).toMatchObject({ quantities: { seats: "3" }, trial_end: "2026-12-04T00:00:00Z" });
+    // December (744 h), fees from Dec 4: 30 × 672/744 = 27.10 and 3 × 12 × 672/744 = 32.52.
+    expect(fees(await t.get("/v1/customers/sched/invoice", { period: "2026-12" }))).toEqual([
+      "base_fee starter 1 27.10 672",
+      "fixed starter 3 32.52 672",
+    ]);
+  });
+
+  it("when a trial ends on Nov 4, then the base fee is 27.00, usage before it shows its quantity at 0 with trial, and a forecast prices what falls after a trial", async () => {
     const t = await plans(backend);
     await t.customer("trial", { trial_end: "2026-11-04T00:00:00Z" });
     await t.ingest([
@@ -182,6 +228,16 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     expect(usage[1].trial).toBeUndefined();
     expect(invoice.total).toBe("29.00");
     expect((await t.get("/v1/customers/trial/summary")).total).toBe("29.00");
+
+    // Still in a trial until Nov 25 (it is Nov 20, 12:00): 10 calls an hour for the last week run on for 252 h,
+    // 108 h of them in the trial (0) and 144 h after it (1,440 calls, 14.40), beside the fee from Nov 25 (6.00).
+    await t.customer("trying", { trial_end: "2026-11-25T00:00:00Z" });
+    await t.ingest([{ customer: "trying", meter: "calls", value: 1680, timestamp: "2026-11-13T12:00:00Z" }]);
+    const forecast = await t.get("/v1/customers/trying/forecast");
+    expect(forecast).toMatchObject({ total_to_date: "6.00", forecast_total: "20.40" });
+    expect(forecast.meters).toMatchObject([{ meter: "calls", forecast_quantity: "4200", forecast_amount: "20.40" }]);
+    const overview = await t.get("/v1/dashboard/customers");
+    expect(overview.customers.find((c: { id: string }) => c.id === "trying")).toMatchObject({ forecast: "20.40" });
   });
 
   it("when an upgrade and a seat change land in a finalized November, then December's draft carries them once as adjustments", async () => {
@@ -201,9 +257,17 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     expect((await t.runJob("finalize-invoices")).adjustments).toBe(0);
     const [draft] = (await t.get("/v1/invoices", { customer: "late", status: "draft" })).data;
     const adjustments = draft.lines.filter((l: { kind: string }) => l.kind === "adjustment");
-    expect(adjustments.map((l: { meter: string | null; amount: string }) => [l.meter, l.amount])).toEqual([
-      [null, "12.00"],
-      ["calls", "40.00"],
+    // Each says what it corrects: the base fees of the meter, and the seats (a line per fixed charge).
+    expect(
+      adjustments.map((l: { corrects: string; charge?: string; description: string; amount: string }) => [
+        l.corrects,
+        l.charge ?? null,
+        l.description,
+        l.amount,
+      ]),
+    ).toEqual([
+      ["base_fee", null, `Calls: base fee, correction of invoice ${final.number} (2026-11)`, "40.00"],
+      ["fixed", "seats", `Seats: correction of invoice ${final.number} (2026-11)`, "12.00"],
     ]);
     expect(adjustments.every((l: { adjusts: string }) => l.adjusts === final.id)).toBe(true);
     // December: Pro 90 + 8 seats × 12 = 186.00, plus the 52.00 carried.

@@ -6,16 +6,8 @@ import type { Db, Queryable } from "../db/types.js";
 import { notFound, unprocessable } from "../errors.js";
 import type { Dec } from "../pricing/money.js";
 import type { ProrationMode } from "../pricing/proration.js";
-import {
-  COLUMNS,
-  chargesOf,
-  fromRow,
-  insertQuantity,
-  lockCustomer,
-  type Row,
-  type Subscription,
-  subscriptionById,
-} from "./subscriptions.js";
+import { chargesOf, insertQuantity, type StoredQuantity } from "./quantities.js";
+import { COLUMNS, fromRow, lockCustomer, type Row, type Subscription, subscriptionById } from "./subscriptions.js";
 
 /**
  * Ends the subscription in effect just before `end` there (and drops any that would start at or after it, a
@@ -79,9 +71,11 @@ export async function cancelScheduled(db: Db, customer: string, now: Date): Prom
 }
 
 /**
- * Sets the quantity of a fixed charge from `at` on: on the subscription in effect then and on every later one (a
- * scheduled change keeps the new count). 404 without a subscription at `at`; 422 unknown_charge when its plan has
- * no such charge.
+ * Sets the quantity of a fixed charge from `at` on, on the subscription in effect then; its own later changes stay
+ * (each applies from its instant). The subscriptions that follow it without a gap (a scheduled change) start with
+ * the quantity in effect where they start, unless a quantity was set for them there (asked for with the change, or
+ * by this call at their start): that one stays, and so does everything after it. 404 without a subscription at
+ * `at`; 422 unknown_charge when its plan has no such charge.
  */
 export async function setQuantity(
   db: Db,
@@ -92,21 +86,40 @@ export async function setQuantity(
 ): Promise<Subscription> {
   return db.transaction(async (tx) => {
     await lockCustomer(tx, customer);
-    const { rows } = await tx.query<{ id: string; plan_key: string; start_at: Date }>(
-      `SELECT id::text, plan_key, start_at FROM subscriptions
-       WHERE customer_id = $1 AND (end_at IS NULL OR end_at > $2) ORDER BY start_at`,
+    const { rows } = await tx.query<Row>(
+      `SELECT ${COLUMNS} FROM subscriptions s WHERE customer_id = $1 AND (end_at IS NULL OR end_at > $2)
+       ORDER BY start_at`,
       [customer, at],
     );
-    const current = rows.find((r) => r.start_at <= at);
+    const subs = rows.map(fromRow);
+    const current = subs.find((r) => r.start <= at);
     if (!current) throw notFound(`customer ${customer} has no subscription in effect at ${at.toISOString()}`);
-    if (!(await chargesOf(tx, current.plan_key)).has(charge)) {
-      throw unprocessable("unknown_charge", `plan ${current.plan_key} has no fixed charge "${charge}"`, [
-        { field: "charge", message: `not a fixed charge of plan ${current.plan_key}` },
+    if (!(await chargesOf(tx, current.plan)).has(charge)) {
+      throw unprocessable("unknown_charge", `plan ${current.plan} has no fixed charge "${charge}"`, [
+        { field: "charge", message: `not a fixed charge of plan ${current.plan}` },
       ]);
     }
-    for (const r of rows.filter((r) => r.start_at >= current.start_at)) {
-      await insertQuantity(tx, r.id, { charge, at: r.start_at > at ? r.start_at : at, quantity });
+    const set = { charge, at, quantity, inherited: false };
+    await insertQuantity(tx, current.id, set);
+    let previous = { ...current, quantities: [...current.quantities.filter((q) => !sameChange(q, set)), set] };
+    for (const next of subs.filter((r) => r.start > current.start)) {
+      if (previous.end?.getTime() !== next.start.getTime()) break;
+      const own = next.quantities.find((q) => q.charge === charge && q.at.getTime() === next.start.getTime());
+      if (own && !own.inherited) break;
+      const before = latestBefore(previous.quantities, charge, next.start);
+      if (!before) break;
+      const inherited = { charge, at: next.start, quantity: before.quantity, inherited: true };
+      await insertQuantity(tx, next.id, inherited);
+      previous = { ...next, quantities: [...next.quantities.filter((q) => !sameChange(q, inherited)), inherited] };
     }
     return subscriptionById(tx, current.id);
   });
 }
+
+/** The latest change of `charge` before `t`. */
+const latestBefore = (qs: readonly StoredQuantity[], charge: string, t: Date) =>
+  qs
+    .filter((q) => q.charge === charge && q.at < t)
+    .reduce<StoredQuantity | undefined>((a, q) => (!a || q.at > a.at ? q : a), undefined);
+
+const sameChange = (a: StoredQuantity, b: StoredQuantity) => a.charge === b.charge && a.at.getTime() === b.at.getTime();

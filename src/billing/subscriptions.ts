@@ -5,9 +5,10 @@ import type { Db, Queryable } from "../db/types.js";
 import { notFound, unprocessable } from "../errors.js";
 import { type BillingCycle, calendarMonths, type Interval, periodContaining, validateCycle } from "../periods/cycle.js";
 import { Dec } from "../pricing/money.js";
-import type { ProrationMode, QuantityChange } from "../pricing/proration.js";
+import type { ProrationMode } from "../pricing/proration.js";
 import type { SubscriptionSpan } from "../pricing/segments.js";
 import { BillingCalendar, defaultCycle } from "./calendar.js";
+import { insertQuantity, quantitiesFor, type StoredQuantity } from "./quantities.js";
 
 export interface Subscription extends SubscriptionSpan {
   id: string;
@@ -15,7 +16,7 @@ export interface Subscription extends SubscriptionSpan {
   proration: ProrationMode;
   endProration: ProrationMode;
   trialEnd: Date | null;
-  quantities: QuantityChange[];
+  quantities: StoredQuantity[];
   /** Asked for at a period end: shown as `scheduled` until it starts. */
   scheduled: boolean;
 }
@@ -41,8 +42,8 @@ export interface Row {
   end_proration: ProrationMode;
   trial_end: Date | null;
   scheduled: boolean;
-  /** [[charge, epoch ms, quantity], ...] or null. */
-  quantities: [string, number, string][] | null;
+  /** [[charge, epoch ms, quantity, inherited], ...] or null. */
+  quantities: [string, number, string, boolean][] | null;
 }
 
 const BASE_COLUMNS = `s.id::text AS id, s.plan_key, s.start_at, s.end_at, s.billing_interval, s.billing_interval_count,
@@ -53,7 +54,7 @@ const CYCLE_COLUMNS = `${BASE_COLUMNS}, NULL::json AS quantities`;
 
 /** The columns of a subscription row (of `subscriptions s`), with its quantities. */
 export const COLUMNS = `${BASE_COLUMNS},
-  (SELECT json_agg(json_build_array(q.charge, extract(epoch FROM q.effective_at) * 1000, q.quantity::text)
+  (SELECT json_agg(json_build_array(q.charge, extract(epoch FROM q.effective_at) * 1000, q.quantity::text, q.inherited)
                    ORDER BY q.effective_at)
    FROM subscription_quantities q WHERE q.subscription_id = s.id) AS quantities`;
 
@@ -72,10 +73,11 @@ export const fromRow = (r: Row): Subscription => ({
   endProration: r.end_proration,
   trialEnd: r.trial_end,
   scheduled: r.scheduled,
-  quantities: (r.quantities ?? []).map(([charge, at, quantity]) => ({
+  quantities: (r.quantities ?? []).map(([charge, at, quantity, inherited]) => ({
     charge,
     at: new Date(Number(at)),
     quantity: new Dec(quantity),
+    inherited: inherited === true,
   })),
 });
 
@@ -150,9 +152,12 @@ export async function subscriptionAt(db: Queryable, customer: string, at: Date):
 interface SubscriptionOptions {
   billing?: CycleInput | undefined;
   proration?: ProrationMode | undefined;
-  /** Fees start here; usage before it is priced 0. Default: the trial of the subscription it replaces, if later. */
+  /**
+   * Fees start here; usage before it is priced 0. Default: the trial of the subscription it replaces, if later (of
+   * the one starting at the same instant, when the change is asked for again).
+   */
   trialEnd?: Date | undefined;
-  /** Quantities of fixed charges from `start`. Default: those of the subscription it replaces. */
+  /** Quantities of fixed charges from `start`. Default: those of the subscription it replaces (as for trialEnd). */
   quantities?: ReadonlyMap<string, Dec> | undefined;
   /** A change asked for at the period end (shown as `scheduled` until then). */
   scheduled?: boolean | undefined;
@@ -200,8 +205,16 @@ export async function setSubscription(
     await checkCurrency(tx, customer, plan, currency, start, period);
     const last = earlier.at(-1);
     const replaced = last && (last.end === null || last.end >= start) ? last : null;
-    const quantities = await quantitiesFor(tx, plan, start, opts.quantities, replaced);
-    const trialEnd = opts.trialEnd ?? (replaced?.trialEnd && replaced.trialEnd > start ? replaced.trialEnd : null);
+    // A change asked for again at the start of one already there (a scheduled change, say) replaces that one: what
+    // it leaves out comes from it, not from the plan before.
+    const { rows: same } = await tx.query<Row>(
+      `SELECT ${COLUMNS} FROM subscriptions s WHERE customer_id = $1 AND start_at = $2`,
+      [customer, start],
+    );
+    const again = same[0] ? fromRow(same[0]) : null;
+    const source = again ?? replaced;
+    const quantities = await quantitiesFor(tx, plan, start, opts.quantities, source, again !== null);
+    const trialEnd = opts.trialEnd ?? (source?.trialEnd && source.trialEnd > start ? source.trialEnd : null);
     if (trialEnd && trialEnd <= start) {
       throw unprocessable("invalid_trial_end", "trial_end must be after the subscription's start", [
         { field: "trial_end", message: "must be after start" },
@@ -238,56 +251,6 @@ export async function setSubscription(
       dropped: dropped.rowCount,
     };
   });
-}
-
-export async function insertQuantity(tx: Queryable, subscription: string, q: QuantityChange): Promise<void> {
-  await tx.query(
-    `INSERT INTO subscription_quantities (subscription_id, charge, effective_at, quantity)
-     VALUES ($1::bigint, $2, $3, $4)
-     ON CONFLICT (subscription_id, charge, effective_at) DO UPDATE SET quantity = EXCLUDED.quantity`,
-    [subscription, q.charge, q.at, q.quantity.toFixed()],
-  );
-}
-
-/** The fixed charges a plan has (in any version). */
-export async function chargesOf(db: Queryable, plan: string): Promise<Set<string>> {
-  const { rows } = await db.query<{ charge: string }>(
-    "SELECT DISTINCT charge FROM fixed_charge_versions WHERE plan_key = $1",
-    [plan],
-  );
-  return new Set(rows.map((r) => r.charge));
-}
-
-/**
- * The quantities a new subscription starts with: those asked for (each a charge of the plan, else 422
- * unknown_charge), else those of the subscription it replaces, in effect at `start` and after.
- */
-async function quantitiesFor(
-  tx: Queryable,
-  plan: string,
-  start: Date,
-  asked: ReadonlyMap<string, Dec> | undefined,
-  replaced: Subscription | null,
-): Promise<QuantityChange[]> {
-  if (!asked) {
-    const carried = new Map<string, QuantityChange>();
-    const later: QuantityChange[] = [];
-    for (const q of replaced?.quantities ?? []) {
-      if (q.at <= start) carried.set(q.charge, { ...q, at: start });
-      else later.push(q);
-    }
-    return [...carried.values(), ...later];
-  }
-  const charges = await chargesOf(tx, plan);
-  const unknown = [...asked.keys()].filter((k) => !charges.has(k));
-  if (unknown.length > 0) {
-    throw unprocessable(
-      "unknown_charge",
-      `plan ${plan} has no fixed charge ${unknown.map((k) => `"${k}"`).join(", ")}`,
-      unknown.map((k) => ({ field: `quantities.${k}`, message: `not a fixed charge of plan ${plan}` })),
-    );
-  }
-  return [...asked].map(([charge, quantity]) => ({ charge, at: start, quantity }));
 }
 
 /** 422 currency_mismatch when a plan in another currency is in effect earlier in the period that `start` is in. */
@@ -356,7 +319,8 @@ const JSON_ROW = `json_build_object('id', s.id::text, 'plan_key', s.plan_key, ${
   'billing_interval', s.billing_interval, 'billing_interval_count', s.billing_interval_count, ${epoch("billing_anchor")},
   'billing_time_zone', s.billing_time_zone, 'proration', s.proration, 'end_proration', s.end_proration,
   ${epoch("trial_end")}, 'scheduled', s.scheduled,
-  'quantities', (SELECT json_agg(json_build_array(q.charge, extract(epoch FROM q.effective_at) * 1000, q.quantity::text)
+  'quantities', (SELECT json_agg(json_build_array(q.charge, extract(epoch FROM q.effective_at) * 1000, q.quantity::text,
+                                                   q.inherited)
                                  ORDER BY q.effective_at)
                  FROM subscription_quantities q WHERE q.subscription_id = s.id))`;
 

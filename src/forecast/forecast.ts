@@ -124,19 +124,42 @@ export async function forecastCustomer(
 }
 
 /**
- * The statement's invoice with `extra(meter)` more in the segment of that meter running at `now` (the last one
- * started by then): the projected rest of the period is priced where it will fall, tiers counting on from there.
+ * The statement's invoice with `extra(meter)` more, spread over the meter's segments still running or to come by the
+ * share of the rest of the period each covers: the projected rest is priced where it will fall — after a trial's end
+ * at the price (and from the price version) in effect then, tiers counting on in each segment — and what falls after
+ * the subscription ends is not billed. Shares are of time: exact for the 7-day run rate, an even spread of the
+ * hour-of-week projection's rest.
  */
 function repriced(statement: Statement, now: Date, extra: (meter: string) => Dec) {
-  const current = new Map<string, PricedSegment>();
+  const from = now.getTime();
+  const end = statement.period.end.getTime();
+  const byMeter = new Map<string, PricedSegment[]>();
   for (const s of statement.segments) {
-    if (s.start > now) continue;
-    const known = current.get(s.meter);
-    if (!known || s.start > known.start) current.set(s.meter, s);
+    if (s.end.getTime() > from) byMeter.set(s.meter, [...(byMeter.get(s.meter) ?? []), s]);
   }
-  const segments = statement.segments.map((s) =>
-    current.get(s.meter) === s ? { ...s, quantity: s.quantity.plus(extra(s.meter)) } : s,
-  );
+  const added = new Map<PricedSegment, Dec>();
+  for (const [meter, running] of byMeter) {
+    const total = extra(meter);
+    let left = total;
+    running.sort((a, b) => a.start.getTime() - b.start.getTime());
+    running.forEach((s, i) => {
+      const covered = Math.min(s.end.getTime(), end) - Math.max(s.start.getTime(), from);
+      // The period's last segment takes what rounding left (none is left when the subscription ends before it).
+      const part =
+        i === running.length - 1 && s.end.getTime() === end
+          ? left
+          : total
+              .times(covered)
+              .dividedBy(end - from)
+              .toDecimalPlaces(9);
+      added.set(s, part);
+      left = left.minus(part);
+    });
+  }
+  const segments = statement.segments.map((s) => {
+    const more = added.get(s);
+    return more && !more.isZero() ? { ...s, quantity: s.quantity.plus(more) } : s;
+  });
   // Only amounts are read of it: no line descriptions (the overview re-prices a thousand statements).
   return priceInvoice(statement.invoice.currency, segments, statement.fees, undefined, { totalOnly: true });
 }

@@ -101,7 +101,9 @@ const signed = (d: Dec): string => (d.isPositive() && !d.isZero() ? `+${formatDe
 
 function adjustmentDescription(a: AdjustmentLine, label: MeterLabel | undefined): string {
   const what = `correction of invoice ${a.adjustsNumber} (${periodLabel(a.adjustsPeriod)})`;
+  if (a.kind === "fixed") return `${a.chargeName ?? a.charge}: ${what}`;
   if (a.meter === null) return `Credits and other changes: ${what}`;
+  if (a.kind === "base_fee") return `${label?.name ?? a.meter}: base fee, ${what}`;
   return `${label?.name ?? a.meter}: ${what}, ${signed(a.quantity)} ${label?.unit ?? "units"}`;
 }
 
@@ -117,6 +119,8 @@ export function composeInvoice(
   const lines = adjustments.map((a) => ({
     meter: a.meter,
     kind: "adjustment",
+    corrects: a.kind,
+    ...(a.charge !== null ? { charge: a.charge } : {}),
     description: adjustmentDescription(a, a.meter === null ? undefined : labels.get(a.meter)),
     quantity: formatDecimal(a.quantity),
     amount: money(a.amount),

@@ -12,6 +12,7 @@ import {
   differences,
   endedBy,
   invoiceNumber,
+  legacyFigures,
   loadFigures,
   numberingYear,
   storeFigures,
@@ -100,8 +101,10 @@ async function correct(invoices: Invoices, tx: Queryable, id: string, now: Date)
   if (final?.status !== "final") return 0;
   const credited = await invoices.statement(final.customer, final.period, now, tx);
   const current = statementFigures(credited.statement, invoices.preview(credited));
+  // An invoice frozen before figures had kinds is compared as it was frozen (base fees in their meter's figure).
   const frozen = loadFigures(JSON.parse(final.figures as string));
-  const diffs = differences(current, frozen, await carriedFrom(tx, final.id));
+  const now_ = frozen.legacy ? legacyFigures(current) : current;
+  const diffs = differences(now_, frozen.figures, await carriedFrom(tx, final.id));
   if (diffs.length === 0) return 0;
   let target = await lockNextDraft(tx, final.customer, final.period.start);
   if (!target) {
@@ -116,7 +119,9 @@ async function correct(invoices: Invoices, tx: Queryable, id: string, now: Date)
     diffs.map((d) => ({
       invoice: to,
       adjusts: final.id,
+      kind: d.kind,
       meter: d.meter,
+      charge: d.charge,
       quantity: d.quantity,
       amount: d.amount,
       currency: final.currency,

@@ -30,6 +30,11 @@ const adjustmentLine = z
   .object({
     meter: z.string().nullable().meta({ description: "null: credits and other changes that belong to no meter" }),
     kind: z.literal("adjustment"),
+    corrects: z.enum(["usage", "base_fee", "fixed", "other"]).optional().meta({
+      description:
+        "What it corrects: the meter's usage, the meter's base fees, a fixed charge (`charge`), or credits and other changes (absent on invoices finalized before adjustments had kinds)",
+    }),
+    charge: z.string().optional().meta({ description: "The fixed charge it corrects (corrects: fixed)" }),
     description: z.string(),
     quantity: z.string().meta({ description: "The change of the period quantity (negative when it went down)" }),
     amount: z.string().meta({ description: "The change of the amount (negative when it went down)" }),

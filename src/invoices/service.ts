@@ -37,11 +37,9 @@ export type InvoiceDocument = Record<string, unknown> & { id: string; customer: 
 
 /** An invoice's own figures from its statement: what a final invoice is compared with later. */
 export function statementFigures(st: Statement, preview: InvoicePreview): Figure[] {
-  const billed = new Set(st.invoice.lines.map((l) => l.meter));
   return figuresOf(
-    st.meters
-      .filter((m) => typeof m.meter === "string")
-      .map((m) => ({ meter: m.meter, quantity: m.quantity, amount: m.amount, billed: billed.has(m.meter) })),
+    st.meters.filter((m) => typeof m.meter === "string").map((m) => ({ meter: m.meter, quantity: m.quantity })),
+    st.invoice.lines,
     new Dec(preview.total),
   );
 }

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import type { Queryable } from "../db/types.js";
 import { Dec } from "../pricing/money.js";
 import type { Period } from "../pricing/segments.js";
-import type { StoredFigure } from "./rules.js";
+import type { CarriedFigure, FigureKind, StoredFigure } from "./rules.js";
 
 export type InvoiceStatus = "draft" | "final";
 
@@ -158,26 +158,28 @@ export async function saveFinal(
   );
 }
 
-interface Carried {
-  meter: string | null;
-  quantity: Dec;
-  amount: Dec;
-}
-
-/** Everything carried so far from a final invoice, per meter (on drafts and final invoices alike). */
-export async function carriedFrom(q: Queryable, adjusts: string): Promise<Carried[]> {
-  const { rows } = await q.query<{ meter: string | null; quantity: string; amount: string }>(
-    `SELECT meter, sum(quantity)::text AS quantity, sum(amount)::text AS amount
-     FROM invoice_adjustments WHERE adjusts = $1 GROUP BY meter`,
+/** Everything carried so far from a final invoice, per figure (on drafts and final invoices alike). */
+export async function carriedFrom(q: Queryable, adjusts: string): Promise<CarriedFigure[]> {
+  const { rows } = await q.query<{
+    kind: FigureKind;
+    meter: string | null;
+    charge: string | null;
+    quantity: string;
+    amount: string;
+  }>(
+    `SELECT kind, meter, charge, sum(quantity)::text AS quantity, sum(amount)::text AS amount
+     FROM invoice_adjustments WHERE adjusts = $1 GROUP BY kind, meter, charge`,
     [adjusts],
   );
-  return rows.map((r) => ({ meter: r.meter, quantity: new Dec(r.quantity), amount: new Dec(r.amount) }));
+  return rows.map((r) => ({ ...r, quantity: new Dec(r.quantity), amount: new Dec(r.amount) }));
 }
 
 interface NewAdjustment {
   invoice: string;
   adjusts: string;
+  kind: FigureKind;
   meter: string | null;
+  charge: string | null;
   quantity: Dec;
   amount: Dec;
   currency: string | null;
@@ -190,9 +192,9 @@ export async function addAdjustments(tx: Queryable, items: readonly NewAdjustmen
   if (items.length === 0) return 0;
   const { rowCount } = await tx.query(
     `INSERT INTO invoice_adjustments
-       (invoice_id, adjusts, meter, quantity, amount, currency, as_of_quantity, as_of_amount, as_of)
+       (invoice_id, adjusts, meter, quantity, amount, currency, as_of_quantity, as_of_amount, as_of, kind, charge)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::text[],
-                          $7::numeric[], $8::numeric[], $9::timestamptz[])`,
+                          $7::numeric[], $8::numeric[], $9::timestamptz[], $10::text[], $11::text[])`,
     [
       items.map((i) => i.invoice),
       items.map((i) => i.adjusts),
@@ -203,18 +205,25 @@ export async function addAdjustments(tx: Queryable, items: readonly NewAdjustmen
       items.map((i) => i.asOfQuantity.toFixed()),
       items.map((i) => i.asOfAmount.toFixed()),
       items.map((i) => i.asOf),
+      items.map((i) => i.kind),
+      items.map((i) => i.charge),
     ],
   );
   return rowCount;
 }
 
-/** One line per (adjusted invoice, meter) on a draft or final invoice: the sum of what was carried there. */
+/** One line per (adjusted invoice, figure) on a draft or final invoice: the sum of what was carried there. */
 export interface AdjustmentLine {
   invoice: string;
   adjusts: string;
   adjustsNumber: string;
   adjustsPeriod: Period;
+  /** What it corrects: a meter's usage or base fees, a fixed charge, or credits and other changes. */
+  kind: FigureKind;
   meter: string | null;
+  /** A fixed charge's key, and its name (of the charge's latest version). */
+  charge: string | null;
+  chargeName: string | null;
   quantity: Dec;
   amount: Dec;
   currency: string | null;
@@ -228,17 +237,22 @@ export async function adjustmentLines(q: Queryable, invoiceIds: readonly string[
     number: string;
     period_start: Date;
     period_end: Date;
+    kind: FigureKind;
     meter: string | null;
+    charge: string | null;
+    charge_name: string | null;
     quantity: string;
     amount: string;
     currency: string | null;
   }>(
-    `SELECT a.invoice_id, a.adjusts, f.number, f.period_start, f.period_end, a.meter,
+    `SELECT a.invoice_id, a.adjusts, f.number, f.period_start, f.period_end, a.kind, a.meter, a.charge,
+            (SELECT v.name FROM fixed_charge_versions v WHERE v.charge = a.charge
+             ORDER BY v.effective_from DESC, v.plan_key LIMIT 1) AS charge_name,
             sum(a.quantity)::text AS quantity, sum(a.amount)::text AS amount, f.currency
      FROM invoice_adjustments a JOIN invoices f ON f.id = a.adjusts
      WHERE a.invoice_id = ANY($1::text[])
-     GROUP BY a.invoice_id, a.adjusts, f.number, f.period_start, f.period_end, a.meter, f.currency
-     ORDER BY f.period_start, f.number, a.meter NULLS FIRST`,
+     GROUP BY a.invoice_id, a.adjusts, f.number, f.period_start, f.period_end, a.kind, a.meter, a.charge, f.currency
+     ORDER BY f.period_start, f.number, a.kind = 'fixed', a.meter NULLS FIRST, a.kind DESC, a.charge`,
     [invoiceIds],
   );
   return rows
@@ -247,7 +261,10 @@ export async function adjustmentLines(q: Queryable, invoiceIds: readonly string[
       adjusts: r.adjusts,
       adjustsNumber: r.number,
       adjustsPeriod: { start: r.period_start, end: r.period_end },
+      kind: r.kind,
       meter: r.meter,
+      charge: r.charge,
+      chargeName: r.charge_name,
       quantity: new Dec(r.quantity),
       amount: new Dec(r.amount),
       currency: r.currency,

@@ -12,10 +12,10 @@ import { calendarsOf, type Subscription, subscriptionsOfPlanCustomers } from "..
 import { listMeters, type Meter } from "../catalog/meters.js";
 import type { Db } from "../db/types.js";
 import { notFound, unprocessable } from "../errors.js";
-import type { StoredFigure } from "../invoices/rules.js";
+import { billedBeforeCredits, type StoredFigure } from "../invoices/rules.js";
 import { finalFiguresOf } from "../invoices/store.js";
 import type { PriceVersion } from "../pricing/models.js";
-import { Dec, sum } from "../pricing/money.js";
+import { type Dec, sum } from "../pricing/money.js";
 import type { Period, PlanPrices } from "../pricing/segments.js";
 
 interface SimulationRequest {
@@ -79,9 +79,7 @@ export async function simulate(db: Db, req: SimulationRequest, now: Date): Promi
     return {
       customer,
       period: periods.get(customer) as Period,
-      current: final
-        ? sum(final.filter((f) => f.meter !== null).map((f) => new Dec(f.amount)))
-        : total(customer, plans),
+      current: final ? billedBeforeCredits(final) : total(customer, plans),
       currentFrom: final ? "final_invoice" : "usage",
       simulated: total(customer, simulatedPlans),
     };

@@ -1,13 +1,15 @@
 // Adjustments as Stripe invoice items. Once a period's invoice is final its usage is no longer sent as meter events
 // (stripe/targets); every difference carried from it afterwards (an adjustment row, immutable once written) becomes
-// one invoice item (POST /v1/invoiceitems) pending on the customer's next Stripe invoice. The request carries an
+// one invoice item (POST /v1/invoiceitems) pending on the customer's next Stripe invoice. Corrections of base fees and
+// fixed charges (a backdated upgrade or seat change) go only with TALLY_STRIPE_FEES=invoice_items: by default Stripe's
+// own subscription prices carry the fees and prorate such a change themselves, and an item would bill it twice. The request carries an
 // Idempotency-Key made of the install id and the adjustment's id, so a resend after a lost answer creates nothing
 // new; the row records the item's id (the real guard, since Stripe keeps keys for 24 hours only). The requests and
 // what Stripe's answers mean are itemSender.ts's, shared with the credit items.
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
 import type { Db, Queryable } from "../db/types.js";
-import type { StoredFigure } from "../invoices/rules.js";
+import type { FigureKind, StoredFigure } from "../invoices/rules.js";
 import type { Logger } from "../logger.js";
 import { Dec, formatDecimal, formatMoney, minorUnits } from "../pricing/money.js";
 import {
@@ -25,7 +27,9 @@ interface Pending {
   id: string;
   amount: string;
   currency: string;
+  kind: FigureKind;
   meter: string | null;
+  charge: string | null;
   quantity: string;
   invoice_id: string;
   adjusts: string;
@@ -38,27 +42,46 @@ interface Pending {
 
 const BATCH = 500;
 
-/** An adjustment to send: not sent, not refused, with an amount and a currency. */
-const TO_SEND = "a.stripe_invoice_item IS NULL AND a.stripe_error IS NULL AND a.amount <> 0 AND a.currency IS NOT NULL";
+/** Corrections of base fees and fixed charges: sent only with TALLY_STRIPE_FEES=invoice_items. */
+const FEE_KINDS = "('base_fee', 'fixed')";
+
+/**
+ * An adjustment to send: not sent, not refused, with an amount and a currency; a fee correction only when fees go as
+ * invoice items ($1) and of a period that ended within the window late events are accepted in ($2), as the fee lines
+ * themselves (switching the setting on does not send old corrections Stripe's subscription prorated itself).
+ */
+const TO_SEND = `a.stripe_invoice_item IS NULL AND a.stripe_error IS NULL AND a.amount <> 0 AND a.currency IS NOT NULL
+  AND (a.kind NOT IN ${FEE_KINDS} OR ($1::boolean AND f.period_end > $2::timestamptz))`;
+
+const DAY_MS = 86_400_000;
+
+/** Which adjustments go to Stripe: usage and the rest always, fee corrections with fees as invoice items. */
+interface Scope {
+  fees: boolean;
+  now: Date;
+  maxAgeDays: number;
+}
+
+const scopeParams = (s: Scope) => [s.fees, new Date(s.now.getTime() - s.maxAgeDays * DAY_MS)];
 
 /** The adjustments of final invoices not yet in Stripe. */
-function adjustmentQueue(db: Db, install: string): ItemQueue<Pending> {
+function adjustmentQueue(db: Db, install: string, scope: Scope): ItemQueue<Pending> {
   return {
     noun: "an invoice item",
     async load() {
       const { rows } = await db.query<Pending>(
-        `SELECT a.id::text, a.amount::text, a.currency, a.meter, a.quantity::text, a.invoice_id, a.adjusts, f.number,
-                f.period_start, f.period_end, f.customer_id, cu.stripe_customer_id
+        `SELECT a.id::text, a.amount::text, a.currency, a.kind, a.meter, a.charge, a.quantity::text, a.invoice_id,
+                a.adjusts, f.number, f.period_start, f.period_end, f.customer_id, cu.stripe_customer_id
          FROM invoice_adjustments a JOIN invoices f ON f.id = a.adjusts JOIN customers cu ON cu.id = f.customer_id
          WHERE ${TO_SEND} AND cu.stripe_customer_id IS NOT NULL
          ORDER BY a.stripe_attempts, a.id LIMIT ${BATCH}`,
-        [],
+        scopeParams(scope),
       );
       const unmapped = await db.query<{ n: number }>(
         `SELECT count(*)::int AS n
          FROM invoice_adjustments a JOIN invoices f ON f.id = a.adjusts JOIN customers cu ON cu.id = f.customer_id
          WHERE ${TO_SEND} AND cu.stripe_customer_id IS NULL`,
-        [],
+        scopeParams(scope),
       );
       return { rows, unmapped: unmapped.rows[0]?.n ?? 0 };
     },
@@ -90,28 +113,69 @@ export function createInvoiceItemSync(d: { db: Db; clock: Clock; config: Config;
     async run(): Promise<ItemSummary | undefined> {
       if (!sender) return undefined;
       const { installId } = await readSyncState(d.db);
-      return sendItems(adjustmentQueue(d.db, installId), sender, d.log, d.signal);
+      const scope = {
+        fees: d.config.TALLY_STRIPE_FEES === "invoice_items",
+        now: d.clock.now(),
+        maxAgeDays: d.config.TALLY_EVENT_MAX_AGE_DAYS,
+      };
+      return sendItems(adjustmentQueue(d.db, installId, scope), sender, d.log, d.signal);
     },
   };
 }
 
 function itemOf(r: Pending, install: string): InvoiceItemRequest {
   const amount = new Dec(r.amount).times(new Dec(10).pow(minorUnits(r.currency)));
-  const quantity = new Dec(r.quantity);
-  const change =
-    r.meter === null
-      ? "credits and other changes"
-      : `${r.meter} ${quantity.isNeg() ? "" : "+"}${formatDecimal(quantity)}`;
   return {
     idempotencyKey: `tally:${install}:adjustment:${r.id}`,
     stripeCustomerId: r.stripe_customer_id,
     amount: amount.toNumber(),
     currency: r.currency,
     // Only what never changes (meter keys, numbers): a resend must repeat the first request's parameters exactly.
-    description: `Correction of invoice ${r.number} (${periodLabel({ start: r.period_start, end: r.period_end })}): ${change}`,
+    description: description(r),
     period: { start: r.period_start, end: r.period_end },
     metadata: { tally_adjustment: r.id, tally_invoice: r.invoice_id, tally_adjusts: r.adjusts },
   };
+}
+
+const description = (r: Pending) =>
+  `Correction of invoice ${r.number} (${periodLabel({ start: r.period_start, end: r.period_end })}): ${changeOf(r)}`;
+
+/** What an adjustment changes, in words that never change (meter and charge keys, numbers). */
+function changeOf(r: Pending): string {
+  if (r.kind === "fixed") return `${r.charge} (fixed charge)`;
+  if (r.kind === "base_fee") return `${r.meter} base fee`;
+  if (r.meter === null) return "credits and other changes";
+  const quantity = new Dec(r.quantity);
+  return `${r.meter} ${quantity.isNeg() ? "" : "+"}${formatDecimal(quantity)}`;
+}
+
+/**
+ * The corrections of base fees and fixed charges of each customer's period (of its final invoice), as the
+ * reconciliation lists them beside the fee items when fees go as invoice items.
+ */
+export async function feeAdjustmentsOf(db: Queryable, scope: { customer: string; period: { start: Date } }[]) {
+  const { rows } = await db.query<Pending & { stripe_invoice_item: string | null; stripe_error: string | null }>(
+    `SELECT a.id::text, a.amount::text, a.currency, a.kind, a.meter, a.charge, a.quantity::text, a.invoice_id,
+            a.adjusts, f.number, f.period_start, f.period_end, f.customer_id, NULL AS stripe_customer_id,
+            a.stripe_invoice_item, a.stripe_error
+     FROM unnest($1::text[], $2::timestamptz[]) AS t(c, p)
+     JOIN invoices f ON f.customer_id = t.c AND f.period_start = t.p AND f.status = 'final'
+     JOIN invoice_adjustments a ON a.adjusts = f.id
+     WHERE a.kind IN ${FEE_KINDS} AND a.amount <> 0 AND a.currency IS NOT NULL
+     ORDER BY f.customer_id, a.id`,
+    [scope.map((s) => s.customer), scope.map((s) => s.period.start)],
+  );
+  return rows.map((r) => ({
+    customer: r.customer_id,
+    kind: r.kind,
+    description: description(r),
+    amount: formatMoney(new Dec(r.amount), r.currency),
+    currency: r.currency,
+    status: r.stripe_invoice_item ? ("sent" as const) : r.stripe_error ? ("error" as const) : ("pending" as const),
+    stripe_invoice_item: r.stripe_invoice_item,
+    error: r.stripe_error,
+    adjustment: r.id,
+  }));
 }
 
 interface InvoiceItemsView {
@@ -144,7 +208,7 @@ export async function withInvoiceItems(
     `SELECT f.id, f.customer_id, f.number, f.currency, f.figures,
             (SELECT json_agg(json_build_object('meter', a.meter, 'quantity', a.quantity::text, 'amount', a.amount::text,
                                                'sent', a.stripe_invoice_item IS NOT NULL, 'error', a.stripe_error))::text
-             FROM invoice_adjustments a WHERE a.adjusts = f.id) AS carried
+             FROM invoice_adjustments a WHERE a.adjusts = f.id AND a.kind = 'usage') AS carried
      FROM unnest($1::text[], $2::timestamptz[]) AS t(c, p)
      JOIN invoices f ON f.customer_id = t.c AND f.period_start = t.p AND f.status = 'final'`,
     [[...periodOf.keys()], [...periodOf.values()]],
@@ -153,7 +217,9 @@ export async function withInvoiceItems(
   return rows.map((row) => {
     const f = byCustomer.get(row.customer);
     if (!f) return row;
-    const figure = (JSON.parse(f.figures) as StoredFigure[]).find((x) => x.meter === row.meter);
+    const figure = (JSON.parse(f.figures) as StoredFigure[]).find(
+      (x) => x.meter === row.meter && (x.kind ?? "usage") === "usage",
+    );
     const carried = (
       f.carried
         ? (JSON.parse(f.carried) as {

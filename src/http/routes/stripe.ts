@@ -5,7 +5,7 @@ import { customerId, meterKey, periodSelector } from "../../catalog/schemas.js";
 import { notFound } from "../../errors.js";
 import { creditItemsOf } from "../../stripe/credits.js";
 import { feeItemsOf } from "../../stripe/feeItems.js";
-import { withInvoiceItems } from "../../stripe/invoiceItems.js";
+import { feeAdjustmentsOf, withInvoiceItems } from "../../stripe/invoiceItems.js";
 import { reconcile, reconciliationScope } from "../../stripe/reconciliation.js";
 import { resetErrors } from "../../stripe/work.js";
 import type { AppContext } from "../context.js";
@@ -86,11 +86,15 @@ const feeItems = z
       status: z.enum(["pending", "sent", "error"]),
       stripe_invoice_item: z.string().nullable(),
       error: z.string().nullable(),
+      adjustment: z
+        .string()
+        .optional()
+        .meta({ description: "A correction of a fee line carried since the invoice was final: the adjustment's id" }),
     }),
   )
   .meta({
     description:
-      "TALLY_STRIPE_FEES=invoice_items: the final invoices' base-fee and fixed-charge lines, as invoice items in Stripe",
+      "TALLY_STRIPE_FEES=invoice_items: the final invoices' base-fee and fixed-charge lines, and the corrections of them carried since, as invoice items in Stripe",
   });
 
 export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
@@ -137,7 +141,12 @@ export function stripeRoutes(t: RouteTable, ctx: AppContext): void {
       const rows = await withInvoiceItems(ctx.db, await reconcile(ctx.db, customers, now));
       const data = rows.map((r) => ({ ...r, period: { start: isoTime(r.period.start), end: isoTime(r.period.end) } }));
       const credits = await creditItemsOf(ctx.db, customers);
-      const fees = await feeItemsOf(ctx.db, customers);
+      // With fees as invoice items, the corrections of fee lines carried since are listed with them.
+      const feesAsItems = ctx.config.TALLY_STRIPE_FEES === "invoice_items";
+      const fees = [
+        ...(await feeItemsOf(ctx.db, customers)),
+        ...(feesAsItems ? await feeAdjustmentsOf(ctx.db, customers) : []),
+      ];
       return {
         status: 200,
         body: {

@@ -3633,7 +3633,7 @@ export interface paths {
                                 stripe_invoice_item: string | null;
                                 error: string | null;
                             }[];
-                            /** @description TALLY_STRIPE_FEES=invoice_items: the final invoices' base-fee and fixed-charge lines, as invoice items in Stripe */
+                            /** @description TALLY_STRIPE_FEES=invoice_items: the final invoices' base-fee and fixed-charge lines, and the corrections of them carried since, as invoice items in Stripe */
                             fees: {
                                 customer: string;
                                 /** @description base_fee or fixed */
@@ -3645,6 +3645,8 @@ export interface paths {
                                 status: "pending" | "sent" | "error";
                                 stripe_invoice_item: string | null;
                                 error: string | null;
+                                /** @description A correction of a fee line carried since the invoice was final: the adjustment's id */
+                                adjustment?: string;
                             }[];
                         };
                     };
@@ -4957,6 +4959,13 @@ export interface components {
             meter: string | null;
             /** @enum {string} */
             kind: "adjustment";
+            /**
+             * @description What it corrects: the meter's usage, the meter's base fees, a fixed charge (`charge`), or credits and other changes (absent on invoices finalized before adjustments had kinds)
+             * @enum {string}
+             */
+            corrects?: "usage" | "base_fee" | "fixed" | "other";
+            /** @description The fixed charge it corrects (corrects: fixed) */
+            charge?: string;
             description: string;
             /** @description The change of the period quantity (negative when it went down) */
             quantity: string;
