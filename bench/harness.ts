@@ -42,10 +42,13 @@ export async function startTally(env: Record<string, string>, nodeArgs: string[]
   });
   let out = "";
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`Tally did not start:\n${out}`)), 60_000);
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`Tally did not start:\n${out}`));
+    }, 60_000);
     child.stdout?.on("data", (d) => {
       out += d;
-      const m = /Tally is running at (\S+) \(engine: (\w+)\)/.exec(out);
+      const m = /Tally is running at (\S+) \(engine: (\w+)/.exec(out);
       if (m?.[1]) {
         clearTimeout(timer);
         resolve(m[1]);
@@ -53,7 +56,7 @@ export async function startTally(env: Record<string, string>, nodeArgs: string[]
     });
     child.on("exit", (code) => reject(new Error(`Tally exited with ${code}:\n${out}`)));
   });
-  const engine = /\(engine: (\w+)\)/.exec(out)?.[1] ?? "?";
+  const engine = /\(engine: (\w+)/.exec(out)?.[1] ?? "?";
   const pid = child.pid as number;
   return {
     url,
