@@ -7,7 +7,7 @@
 //   DATABASE_URL=postgres://... → a fresh database on that server (dropped afterwards); unset → embedded engine.
 //   BENCH_ROUNDS (3), BENCH_BATCHES (400 per phase), BENCH_BATCH (1000 events), BENCH_CLIENTS (4),
 //   BENCH_NDJSON_MB (200; 0 skips), BENCH_IDS (ordered: time-ordered ids like ULID/UUIDv7 | random: UUIDv4),
-//   BENCH_STEADY=1: afterwards, store BENCH_STEADY_EVENTS (10,000,000) more events and run the HTTP phase again.
+//   The steady state (ingest with many stored keys) is bench/keys.ts, which npm run bench:ingest runs next.
 //   BENCH_TALLY_NODE_ARGS: options for Tally's node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (written at exit).
 //   BENCH_DIMENSIONS=1: each round also ingests over HTTP on meters with 2 dimensions (bench/ingestDimensions.ts).
 import { randomUUID } from "node:crypto";
@@ -23,6 +23,7 @@ import { ServerDb } from "../src/db/server.js";
 import type { Db } from "../src/db/types.js";
 import { distinctInKeyOrder } from "../src/ingest/batch.js";
 import { encodeBinaryBatch } from "../src/ingest/copyBinary.js";
+import { hashOrder, keyHashes } from "../src/ingest/keys.js";
 import { copyRow } from "../src/ingest/copyText.js";
 import { KnownCustomers, writeBatch } from "../src/ingest/store.js";
 import { EventChecker, type ValidEvent } from "../src/ingest/validate.js";
@@ -45,8 +46,6 @@ const BATCH = Number(process.env.BENCH_BATCH ?? 1000);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 4);
 const NDJSON_MB = Number(process.env.BENCH_NDJSON_MB ?? 200);
 const RANDOM_IDS = process.env.BENCH_IDS === "random";
-const STEADY = process.env.BENCH_STEADY === "1";
-const STEADY_EVENTS = Number(process.env.BENCH_STEADY_EVENTS ?? 10_000_000);
 const RETRY_EVERY = 20; // 5% of batches
 const CUSTOMERS = 1000;
 const METERS = ["api_calls", "tokens", "storage_gb", "seats"];
@@ -228,7 +227,9 @@ function nodeSide(): { parse: number; validate: number; encode: number } {
       });
       total.validate += performance.now() - t0;
       t0 = performance.now();
-      encodeBinaryBatch(distinctInKeyOrder(valid), new Date());
+      const sorted = distinctInKeyOrder(valid);
+      const hashes = keyHashes(sorted);
+      encodeBinaryBatch(sorted, new Date(), hashes, hashOrder(hashes));
       total.encode += performance.now() - t0;
     }
   }
@@ -267,34 +268,6 @@ async function ndjsonPhase(t: TallyChild) {
   if (res.status !== 202) throw new Error(`NDJSON failed: ${res.status} ${res.text.slice(0, 300)}`);
   const events = (JSON.parse(res.text) as { accepted: number }).accepted;
   return { mb: bytes / 1024 / 1024, events, seconds, rssBeforeMb, peakRssMb };
-}
-
-/** Stores `count` more events (and keys) straight with SQL: the state of a database that has been ingesting. */
-async function preload(admin: pg.Client, count: number): Promise<void> {
-  const step = 1_000_000;
-  for (let from = 0; from < count; from += step) {
-    const started = performance.now();
-    await admin.query(
-      `WITH g AS (
-         SELECT n, 'cust-' || (n * 7919 % ${CUSTOMERS}) AS customer_id,
-                (ARRAY['api_calls','tokens','storage_gb','seats'])[n % 4 + 1] AS meter,
-                now() - interval '30 days' + (n::float8 / $3) * interval '30 days' AS ts,
-                ${RANDOM_IDS ? "gen_random_uuid()::text" : "'0pre' || lpad(n::text, 10, '0')"} AS event_id
-         FROM generate_series($1::bigint, $2::bigint) AS n
-       ), k AS (
-         INSERT INTO event_keys (customer_id, event_id, meter, ts, received_at)
-         SELECT customer_id, event_id, meter, ts, ts FROM g
-       )
-       INSERT INTO usage_events (ts, customer_id, meter, value, event_id, properties, received_at)
-       SELECT ts, customer_id, meter, n % 97 + 1, event_id, NULL, ts FROM g`,
-      [from, Math.min(from + step, count) - 1, count],
-    );
-    const s = (performance.now() - started) / 1000;
-    console.log(`  preloaded ${Math.min(from + step, count).toLocaleString("en-US")} events (${s.toFixed(0)} s)`);
-  }
-  await admin.query("VACUUM ANALYZE event_keys");
-  await admin.query("VACUUM ANALYZE usage_events");
-  await admin.query("CHECKPOINT");
 }
 
 const median = <T>(xs: T[], by: (x: T) => number): T => {
@@ -368,7 +341,7 @@ async function main(): Promise<void> {
     writerDb = async () => ({ db: shared, close: async () => {} });
     truncate = async (keepDimensions = false) => {
       const dimensionTables = keepDimensions ? "" : ", dimension_usage, dimension_counts";
-      await admin.query(`TRUNCATE event_keys, usage_events, rollup_invalidations, stripe_marks${dimensionTables}`);
+      await admin.query(`TRUNCATE event_keys_hot_0, event_keys_hot_1, event_keys_cold_0, event_keys_cold_1, event_key_collisions, usage_events, rollup_invalidations, stripe_marks${dimensionTables}`);
       await admin.query("CHECKPOINT");
     };
     cleanup = async () => {
@@ -472,24 +445,6 @@ async function main(): Promise<void> {
       `Node side without HTTP (µs/event): JSON.parse ${n.parse.toFixed(2)}, validation ${n.validate.toFixed(2)}, ` +
         `sort + dedupe + COPY encoding ${n.encode.toFixed(2)}; Tally process over HTTP: ${us(plain.cpu.tally, plain.posted)}.`,
     );
-
-    if (STEADY && target.admin) {
-      await truncate();
-      console.log(`\nSteady state: storing ${num(STEADY_EVENTS)} events first`);
-      await preload(target.admin, STEADY_EVENTS);
-      const steady = await httpPhase(target, t);
-      const { rows } = await target.admin.query<Record<string, string>>(
-        `SELECT pg_size_pretty(pg_relation_size('event_keys_pkey')) AS keys_index,
-                pg_size_pretty(pg_relation_size('usage_events_customer_meter_ts')) AS events_index,
-                current_setting('shared_buffers') AS shared_buffers,
-                current_setting('wal_compression') AS wal_compression`,
-      );
-      console.log(
-        `\n${table(HEAD, [row(`Tally over HTTP after ${num(STEADY_EVENTS)} events`, steady, base, embedded)])}\n` +
-          `(ratio to the fresh-table baseline above; ${rate(steady) / rate(plain) < 1 ? "" : "+"}` +
-          `${((rate(steady) / rate(plain) - 1) * 100).toFixed(0)}% against fresh tables; ${JSON.stringify(rows[0])})`,
-      );
-    } else if (STEADY) console.log("\nBENCH_STEADY needs DATABASE_URL (the embedded engine is measured fresh only).");
 
     if (NDJSON_MB > 0) {
       const nd = await ndjsonPhase(t);

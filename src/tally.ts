@@ -170,6 +170,7 @@ function wireServices({ db, engine, clock, config, log }: Wiring) {
       maxAgeMs: config.TALLY_EVENT_MAX_AGE_DAYS * 86_400_000,
       maxFutureMs: config.TALLY_EVENT_MAX_FUTURE_SECONDS * 1000,
       maxDimensionValues: config.TALLY_MAX_DIMENSION_VALUES,
+      dedupeWindowMs: config.TALLY_DEDUPE_WINDOW_DAYS * 86_400_000,
     },
     log,
     metrics,

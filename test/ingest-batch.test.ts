@@ -1,9 +1,11 @@
 // The pure parts of the optimistic write path: the fast validation path agrees with validateEvent, batches are
 // put in (customer, id) byte order with the first of each key kept, and the COPY rows are what PostgreSQL reads.
+import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { compareCodePoints, customersInOrder, distinctInKeyOrder } from "../src/ingest/batch.js";
 import { encodeBinaryBatch, pgMicros } from "../src/ingest/copyBinary.js";
+import { keyHashes } from "../src/ingest/keys.js";
 import { parseTimestamp } from "../src/ingest/event.js";
 import { EventChecker, fastTimestampMs, type ValidEvent, validateEvent } from "../src/ingest/validate.js";
 
@@ -199,24 +201,27 @@ describe("batch order", () => {
     expect(at("2000-01-01T00:00:01.000001Z")).toBe(1_000_001);
     expect(at("1999-12-31T23:59:59.9999995Z")).toBe(0); // rounded half to even, into the next second
     expect(at("2000-01-01T01:00:00.5+01:00")).toBe(500_000);
-    const { events } = encodeBinaryBatch(
-      [{ ...ev("c", "i", "-12345.6"), ts: "2000-01-01T00:00:00Z", tsMs: 946_684_800_000 }],
-      new Date(946_684_800_000),
+    const one = [{ ...ev("c", "i", "-12345.6"), ts: "2000-01-01T00:00:01.5Z", tsMs: 946_684_801_500 }];
+    const hashes = keyHashes(one);
+    const { events, keys } = encodeBinaryBatch(one, new Date(946_684_802_000), hashes, [0]);
+    // The key: MD5("c\0i")'s first 8 bytes, t = 1 (the second of the timestamp), r = 2 (of the arrival).
+    expect(hashes.toString("hex")).toBe(createHash("md5").update("c\u0000i").digest("hex").slice(0, 16));
+    expect(keys.subarray(19).toString("hex")).toBe(
+      ["0003", `00000008${hashes.toString("hex")}`, "0000000400000001", "0000000400000002", "ffff"].join(""),
     );
     const row = events.subarray(19, events.length - 2);
-    // 8 fields; ts = 0; "c"; "calls"; numeric: 3 digits, weight 1, negative, scale 1: 1 2345 6000; "i"; NULL; 0;
+    // 8 fields; ts = 1.5 s; "c"; "calls"; numeric: 3 digits, weight 1, negative, scale 1: 1 2345 6000; "i"; NULL; 0;
     // dimension set 0 (an int4).
-    const zero = "0000000000000000";
     expect(row.toString("hex")).toBe(
       [
         "0008",
-        `00000008${zero}`,
+        "00000008000000000016e360",
         "0000000163",
         "0000000563616c6c73",
         "0000000e0003000140000001000109291770",
         "0000000169",
         "ffffffff",
-        `00000008${zero}`,
+        "0000000800000000001e8480",
         "0000000400000000",
       ].join(""),
     );

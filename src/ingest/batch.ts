@@ -27,8 +27,9 @@ export function compareCodePoints(a: string, b: string): number {
 
 /**
  * The events of a batch in (customer, id) byte order, each key once (the first occurrence in the batch wins).
- * Every writer locks keys (and customers) in this one order, so two batches with overlapping keys wait for each
- * other instead of deadlocking — whichever path, optimistic COPY or ON CONFLICT, each of them takes.
+ * Customers are registered in this order; the keys themselves are claimed in hash order (keys.ts hashOrder) by
+ * both paths, optimistic COPY and ON CONFLICT, so two batches with overlapping keys wait for each other instead
+ * of deadlocking.
  */
 export function distinctInKeyOrder(events: readonly ValidEvent[]): ValidEvent[] {
   const n = events.length;
@@ -75,7 +76,8 @@ export function customersInOrder(events: readonly ValidEvent[]): string[] {
   return out;
 }
 
-export const KEY_COLUMNS = ["customer_id", "event_id", "meter", "ts", "received_at"] as const;
+/** A key in the hot table: its hash, the second of its timestamp and of its arrival (ingest/keys.ts). */
+export const KEY_COLUMNS = ["h", "t", "r"] as const;
 export const EVENT_COLUMNS = [
   "ts",
   "customer_id",

@@ -1,5 +1,5 @@
 // PostgreSQL's binary COPY format for the optimistic write path. Text COPY makes the server parse every timestamp
-// and number of every row (four timestamps and a numeric per event across event_keys and usage_events); in binary
+// and number of every row (two timestamps and a numeric per event in usage_events); in binary
 // they arrive as the integers PostgreSQL stores, which takes about a third off its per-row COPY cost.
 // Values are written exactly as the server would have read their text: timestamps to the microsecond with its
 // rounding, decimals digit for digit (test/ingest-batch.test.ts and test/ingest-optimistic.test.ts compare).
@@ -118,29 +118,45 @@ function numeric(b: Buffer, at: number, value: string): number {
   return at;
 }
 
-/** Binary COPY data for event_keys (KEY_COLUMNS) and usage_events (EVENT_COLUMNS), one buffer each. */
-export function encodeBinaryBatch(events: readonly ValidEvent[], receivedAt: Date): { keys: Buffer; events: Buffer } {
+/** Binary COPY data of the keys (h, t, r) in the order given (hash order), for the current hot table. */
+function encodeKeys(events: readonly ValidEvent[], hashes: Buffer, order: readonly number[], r: number): Buffer {
+  const k = Buffer.allocUnsafe(HEADER.length + 2 + events.length * 32);
+  let at = HEADER.copy(k, 0);
+  for (const i of order) {
+    const e = events[i] as ValidEvent;
+    at = int16(k, at, 3);
+    at = int32(k, at, 8);
+    at += hashes.copy(k, at, i * 8, i * 8 + 8);
+    at = int32(k, at, 4);
+    at = int32(k, at, Math.floor(pgMicros(e.ts, e.tsMs) / 1_000_000));
+    at = int32(k, at, 4);
+    at = int32(k, at, r);
+  }
+  at = int16(k, at, -1);
+  return k.subarray(0, at);
+}
+
+/**
+ * Binary COPY data for the keys (KEY_COLUMNS, in the order of `order`: ascending hash) and for usage_events
+ * (EVENT_COLUMNS), one buffer each.
+ */
+export function encodeBinaryBatch(
+  events: readonly ValidEvent[],
+  receivedAt: Date,
+  hashes: Buffer,
+  order: readonly number[],
+): { keys: Buffer; events: Buffer } {
   // Room for the worst case: 3 UTF-8 bytes per UTF-16 unit, every length word and fixed-size value.
-  let keyBytes = HEADER.length + 2;
   let rowBytes = HEADER.length + 2;
   for (const e of events) {
     const chars = e.customer.length + e.id.length + e.meter.length;
-    keyBytes += 2 + 5 * 4 + 3 * chars + 16;
     rowBytes += 2 + 8 * 4 + 4 + 3 * (chars + (e.properties?.length ?? 0)) + 1 + 16 + 8 + 2 * (e.value.length + 2);
   }
-  const k = Buffer.allocUnsafe(keyBytes);
   const r = Buffer.allocUnsafe(rowBytes);
-  let ka = HEADER.copy(k, 0);
   let ra = HEADER.copy(r, 0);
   const received = (receivedAt.getTime() - PG_EPOCH_MS) * 1000;
   for (const e of events) {
     const ts = pgMicros(e.ts, e.tsMs);
-    ka = int16(k, ka, 5);
-    ka = text(k, ka, e.customer);
-    ka = text(k, ka, e.id);
-    ka = text(k, ka, e.meter);
-    ka = micros(k, ka, ts);
-    ka = micros(k, ka, received);
     ra = int16(r, ra, 8);
     ra = micros(r, ra, ts);
     ra = text(r, ra, e.customer);
@@ -152,7 +168,7 @@ export function encodeBinaryBatch(events: readonly ValidEvent[], receivedAt: Dat
     ra = int32(r, ra, 4);
     ra = int32(r, ra, e.dimensionSet ?? 0);
   }
-  ka = int16(k, ka, -1);
   ra = int16(r, ra, -1);
-  return { keys: k.subarray(0, ka), events: r.subarray(0, ra) };
+  const keys = encodeKeys(events, hashes, order, Math.floor((receivedAt.getTime() - PG_EPOCH_MS) / 1000));
+  return { keys, events: r.subarray(0, ra) };
 }

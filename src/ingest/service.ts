@@ -15,6 +15,7 @@ import { bodyFormat, decodedStream, type IngestBody, limited, lines, readAll } f
 import { type DistinctBatch, DistinctValues } from "./distinct.js";
 import { NdjsonReader } from "./ndjson.js";
 import { checkEvent, ErrorList, type PairDelta, PairTracker } from "./outcome.js";
+import { maintainKeys } from "./rotate.js";
 import { KnownCustomers, writeBatch, writeChunk } from "./store.js";
 import { EventChecker, type ValidationContext, type ValidEvent } from "./validate.js";
 
@@ -28,6 +29,8 @@ interface IngestLimits {
   maxFutureMs: number;
   /** Distinct dimension combinations per (customer, meter, month): TALLY_MAX_DIMENSION_VALUES. */
   maxDimensionValues?: number;
+  /** How long a key counts: TALLY_DEDUPE_WINDOW_DAYS (default 35 days). */
+  dedupeWindowMs?: number;
 }
 
 interface IngestResult {
@@ -45,6 +48,8 @@ export interface CommittedBatch {
 }
 
 const MAX_LINE_BYTES = 64 * 1024;
+/** Events a process stores between looks at the hot key table's size (a burst rotates it before the daily job). */
+const KEY_UPKEEP_EVERY = 250_000;
 const RETRYABLE = new Set(["40P01", "40001"]);
 
 class StopWriting extends Error {}
@@ -72,6 +77,8 @@ export class IngestService {
   readonly #listeners: ((batch: CommittedBatch) => void)[] = [];
   readonly dimensions: DimensionResolver;
   readonly #distinct = new DistinctValues();
+  #storedSinceUpkeep = 0;
+  #upkeep: Promise<unknown> | undefined;
 
   constructor(
     private readonly db: Db,
@@ -201,6 +208,7 @@ export class IngestService {
             },
           },
           this.#distinct,
+          this.limits.dedupeWindowMs,
         ),
       );
       if (resolved) this.dimensions.committed(resolved);
@@ -252,7 +260,14 @@ export class IngestService {
       written.resolved.push(chunkResolved);
       const distinct = distinctInKeyOrder(events);
       const batch = await this.#distinct.prepare(tx, distinct, (e) => first + events.indexOf(e));
-      const chunk = await writeChunk(tx, distinct, this.#known, receivedAt, { values: this.#distinct, batch });
+      const chunk = await writeChunk(
+        tx,
+        distinct,
+        this.#known,
+        receivedAt,
+        { values: this.#distinct, batch },
+        this.limits.dedupeWindowMs,
+      );
       if (written.distinctRows + batch.rows.length > MAX_REMEMBERED_DISTINCT) batch.rows = [];
       written.distinctRows += batch.rows.length;
       written.distinct.push([batch, !chunk.conflicted]);
@@ -285,7 +300,21 @@ export class IngestService {
     return this.#committedPairs(format, receivedAt, total, accepted, pairs);
   }
 
+  /** After every KEY_UPKEEP_EVERY stored events, the key store's upkeep in the background (a rotation by size or
+   * age, even where this process runs no jobs). */
+  #keyUpkeep(stored: number): void {
+    this.#storedSinceUpkeep += stored;
+    if (this.#storedSinceUpkeep < KEY_UPKEEP_EVERY || this.#upkeep) return;
+    this.#storedSinceUpkeep = 0;
+    this.#upkeep = maintainKeys(this.db, this.clock.now(), { windowMs: this.limits.dedupeWindowMs })
+      .catch((err: unknown) => this.log.warn({ err }, "dedupe key upkeep failed"))
+      .finally(() => {
+        this.#upkeep = undefined;
+      });
+  }
+
   #committedPairs(format: string, receivedAt: Date, total: number, accepted: number, pairs: PairTracker): IngestResult {
+    this.#keyUpkeep(accepted);
     this.#accepted.inc(accepted);
     this.#duplicates.inc(total - accepted);
     this.#batchSize.observe({ format }, total);

@@ -1,9 +1,10 @@
-// Writing a batch. The common case — every (customer, id) is new — is optimistic: COPY the keys straight into
-// event_keys and the events straight into usage_events, as fast as the database takes rows. event_keys' primary key
-// is the only arbiter: a COPY that meets a key of an open transaction waits for it, then goes on (it rolled back)
-// or fails with a unique violation (it committed, or the key was stored before). Only then is the batch written
+// Writing a batch. The common case — every (customer, id) is new — is optimistic: one probe finds none of the
+// batch's keys stored (keys.ts), then COPY the keys straight into the current hot table and the events straight
+// into usage_events, as fast as the database takes rows. The hot table's primary key is the arbiter between
+// concurrent writers: a COPY that meets a key of an open transaction waits for it, then goes on (it rolled back)
+// or fails with a unique violation (it committed). Only when a key is found or the COPY fails is the batch written
 // again with the ON CONFLICT statement, which stores exactly the keys nobody has. Nothing is visible until the
-// caller commits. Keys and customers are always taken in (customer, id) byte order (see batch.ts).
+// caller commits. Customers are taken in byte order, then keys in hash order (see batch.ts, keys.ts).
 
 import { markTouchedHours } from "../changes/hours.js";
 import type { Db, Queryable } from "../db/types.js";
@@ -11,10 +12,30 @@ import { ascending, customersInOrder, distinctInKeyOrder, EVENT_COLUMNS, hoursOf
 import { encodeBinaryBatch } from "./copyBinary.js";
 import { copyRow } from "./copyText.js";
 import type { DistinctBatch, DistinctValues } from "./distinct.js";
+import {
+  DEFAULT_WINDOW_MS,
+  hashOrder,
+  hashTexts,
+  heldElsewhere,
+  type KeyTables,
+  keyHashes,
+  lockKeys,
+  secondOf,
+  storedCount,
+  storedExactly,
+} from "./keys.js";
 import type { ValidEvent } from "./validate.js";
 
-/** A unique violation: a key of the batch exists (only event_keys has a unique index that ingest writes). */
+/** A unique violation: a key of the batch exists (only the hot key table has a unique index that ingest writes). */
 const isKeyConflict = (err: unknown): boolean => (err as { code?: unknown } | null)?.code === "23505";
+
+/** The optimistic probe found a key of the batch stored: the same way out as a unique violation. */
+class KeyStored extends Error {
+  readonly code = "23505";
+}
+
+/** The second from which keys count as stored: the dedupe window back from `receivedAt`. */
+const cutOf = (receivedAt: Date, windowMs: number) => secondOf(receivedAt.getTime() - windowMs);
 
 // Customers are registered before any key, in byte order, so that order is the same for every writer.
 const REGISTER_CUSTOMERS = `
@@ -60,11 +81,15 @@ export async function copyBatch(
   customers: readonly string[],
   receivedAt: Date,
   distinct?: DistinctWork,
+  windowMs = DEFAULT_WINDOW_MS,
 ): Promise<number> {
   if (events.length === 0) return 0;
+  const tables = await lockKeys(tx);
+  const hashes = keyHashes(events);
+  if ((await storedCount(tx, tables, hashes, cutOf(receivedAt, windowMs))) > 0) throw new KeyStored();
   if (customers.length > 0) await tx.query(REGISTER_CUSTOMERS, [customers]);
-  const encoded = encodeBinaryBatch(events, receivedAt);
-  await tx.copyIn({ table: "event_keys", columns: KEY_COLUMNS, format: "binary" }, [encoded.keys]);
+  const encoded = encodeBinaryBatch(events, receivedAt, hashes, hashOrder(hashes));
+  await tx.copyIn({ table: tables.hot, columns: KEY_COLUMNS, format: "binary" }, [encoded.keys]);
   await tx.copyIn({ table: "usage_events", columns: EVENT_COLUMNS, format: "binary" }, [encoded.events]);
   if (distinct?.batch.any) await distinct.values.write(tx, distinct.batch);
   return events.length;
@@ -83,7 +108,8 @@ const CREATE_STAGING = `
     ts          timestamptz NOT NULL,
     properties  jsonb,
     dimension_set integer NOT NULL DEFAULT 0,
-    distinct_value text
+    distinct_value text,
+    h           bigint      NOT NULL
   ) ON COMMIT DELETE ROWS`;
 
 const STAGING_COLUMNS = [
@@ -96,18 +122,33 @@ const STAGING_COLUMNS = [
   "properties",
   "dimension_set",
   "distinct_value",
+  "h",
 ] as const;
 
-// The same lock order as the optimistic path: customers, then keys, each in byte order (COLLATE "C"). A concurrent
-// claimer of the same key waits for the first transaction and then does nothing (committed) or takes the key
-// (rolled back): ON CONFLICT is race-free. With unique_count events, the distinct values of the events whose claim
-// succeeded — and only those — go to usage_distinct, in its key order (ingest/distinct.ts).
-const applySql = (distinct: boolean) => `
-  WITH firsts AS MATERIALIZED (
+const FIRSTS = `firsts AS MATERIALIZED (
     SELECT DISTINCT ON (customer_id, event_id) customer_id, event_id, meter, value, ts, properties, dimension_set,
-           distinct_value
+           distinct_value, h
     FROM ingest_staging
     ORDER BY customer_id, event_id, ord
+  )`;
+
+/** The events of `source` whose claim (`claimed`, joined on `using`) succeeded, into usage_events. */
+const insertEvents = (source: string, claimed: string, using: string) => `
+  INSERT INTO usage_events (ts, customer_id, meter, value, event_id, properties, received_at, dimension_set)
+  SELECT f.ts, f.customer_id, f.meter, f.value, f.event_id, f.properties, $1, f.dimension_set
+  FROM ${source} f JOIN ${claimed} USING (${using})`;
+
+// The same lock order as the optimistic path: customers in byte order (COLLATE "C"), then keys in hash order. A
+// concurrent claimer of the same key waits for the first transaction and then does nothing (committed) or takes
+// the key (rolled back): ON CONFLICT is race-free. Keys the sealed or cold tables hold are not claimed. Of keys
+// sharing a hash in one batch, one is claimed here; the others are left to the exact statement below. With
+// unique_count events, the distinct values of the events whose claim succeeded — and only those — go to
+// usage_distinct, in its key order (ingest/distinct.ts). $1 received_at, $2 the window's first second, $3 r.
+const claimSql = (t: KeyTables, distinct: boolean) => `
+  WITH ${FIRSTS}, candidates AS MATERIALIZED (
+    SELECT DISTINCT ON (f.h) f.* FROM firsts f
+    WHERE NOT ${heldElsewhere(t, "f.h", "$2")}
+    ORDER BY f.h, f.customer_id COLLATE "C", f.event_id COLLATE "C"
   ), registered AS (
     INSERT INTO customers (id)
     SELECT DISTINCT f.customer_id COLLATE "C" FROM firsts f
@@ -115,22 +156,34 @@ const applySql = (distinct: boolean) => `
     ORDER BY 1
     ON CONFLICT DO NOTHING
   ), fresh AS (
-    INSERT INTO event_keys (customer_id, event_id, meter, ts, received_at)
-    SELECT customer_id, event_id, meter, ts, $1 FROM firsts
-    ORDER BY customer_id COLLATE "C", event_id COLLATE "C"
+    INSERT INTO ${t.hot} (h, t, r)
+    SELECT h, event_key_second(ts), $3 FROM candidates
+    ORDER BY h
     ON CONFLICT DO NOTHING
-    RETURNING customer_id, event_id
-  )${distinct ? DISTINCT_CTE : ""}
-  INSERT INTO usage_events (ts, customer_id, meter, value, event_id, properties, received_at, dimension_set)
-  SELECT f.ts, f.customer_id, f.meter, f.value, f.event_id, f.properties, $1, f.dimension_set
-  FROM firsts f JOIN fresh USING (customer_id, event_id)`;
+    RETURNING h
+  )${distinct ? distinctCte("candidates", "h") : ""}${insertEvents("candidates", "fresh", "h")}`;
 
-const DISTINCT_CTE = `, seen AS (
+// After the claim, in a new snapshot: the keys of the batch not stored — checked exactly, on the stored events of
+// their hash — have a hash another key holds. They are claimed, exactly, in event_key_collisions (a row there
+// older than the window is taken over).
+const collisionSql = (distinct: boolean) => `
+  WITH ${FIRSTS}, unstored AS MATERIALIZED (
+    SELECT f.* FROM firsts f WHERE NOT ${storedExactly("f.h", "f.customer_id", "f.event_id", "$2")}
+  ), fresh AS (
+    INSERT INTO event_key_collisions AS x (customer_id, event_id, h, t, r)
+    SELECT customer_id, event_id, h, event_key_second(ts), $3 FROM unstored
+    ORDER BY customer_id COLLATE "C", event_id COLLATE "C"
+    ON CONFLICT (customer_id, event_id) DO UPDATE SET h = EXCLUDED.h, t = EXCLUDED.t, r = EXCLUDED.r
+      WHERE x.r < $2
+    RETURNING customer_id, event_id
+  )${distinct ? distinctCte("unstored", "customer_id, event_id") : ""}${insertEvents("unstored", "fresh", "customer_id, event_id")}`;
+
+const distinctCte = (source: string, using: string) => `, seen AS (
     INSERT INTO usage_distinct (customer_id, meter, day, dimension_set, value, first_ts)
     SELECT * FROM (
       SELECT f.customer_id, f.meter, date_trunc('day', f.ts, 'UTC') AS day, f.dimension_set, f.distinct_value,
              min(f.ts) AS first_ts
-      FROM firsts f JOIN fresh USING (customer_id, event_id)
+      FROM ${source} f JOIN fresh USING (${using})
       WHERE f.distinct_value IS NOT NULL
       GROUP BY 1, 2, 3, 4, 5
     ) AS d
@@ -139,7 +192,7 @@ const DISTINCT_CTE = `, seen AS (
       DO UPDATE SET first_ts = EXCLUDED.first_ts WHERE EXCLUDED.first_ts < usage_distinct.first_ts
   )`;
 
-function* stagingRows(events: readonly ValidEvent[]): Generator<string> {
+function* stagingRows(events: readonly ValidEvent[], hashes: readonly string[]): Generator<string> {
   let piece = "";
   for (let i = 0; i < events.length; i++) {
     const e = events[i] as ValidEvent;
@@ -153,6 +206,7 @@ function* stagingRows(events: readonly ValidEvent[]): Generator<string> {
       e.properties,
       String(e.dimensionSet ?? 0),
       e.distinctValue ?? null,
+      hashes[i] as string,
     ]);
     if (piece.length >= 256 * 1024) {
       yield piece;
@@ -162,20 +216,23 @@ function* stagingRows(events: readonly ValidEvent[]): Generator<string> {
   if (piece) yield piece;
 }
 
-/** Writes the events whose key is still free; returns how many (the rest were duplicates). */
+/** Writes the events (distinct keys) whose key is still free; returns how many (the rest were duplicates). */
 async function applyWithConflicts(
   tx: Queryable,
   events: readonly ValidEvent[],
   receivedAt: Date,
-  opts: { moreToCome?: boolean; distinct?: boolean } = {},
+  opts: { moreToCome?: boolean; distinct?: boolean; windowMs?: number } = {},
 ): Promise<number> {
   if (events.length === 0) return 0;
+  const tables = await lockKeys(tx);
+  const params = [receivedAt, cutOf(receivedAt, opts.windowMs ?? DEFAULT_WINDOW_MS), secondOf(receivedAt.getTime())];
   await tx.query(CREATE_STAGING, []);
-  await tx.copyIn({ table: "ingest_staging", columns: STAGING_COLUMNS }, stagingRows(events));
-  const { rowCount } = await tx.query(applySql(opts.distinct ?? false), [receivedAt]);
+  await tx.copyIn({ table: "ingest_staging", columns: STAGING_COLUMNS }, stagingRows(events, hashTexts(keyHashes(events))));
+  let stored = (await tx.query(claimSql(tables, opts.distinct ?? false), params)).rowCount;
+  if (stored < events.length) stored += (await tx.query(collisionSql(opts.distinct ?? false), params)).rowCount;
   // Emptied for the next chunk of a stream; otherwise the commit does it.
   if (opts.moreToCome) await tx.query("TRUNCATE ingest_staging", []);
-  return rowCount;
+  return stored;
 }
 
 /**
@@ -188,11 +245,15 @@ export async function writeChunk(
   known: KnownCustomers,
   receivedAt: Date,
   distinct?: DistinctWork,
+  windowMs = DEFAULT_WINDOW_MS,
 ): Promise<{ stored: number; conflicted: boolean }> {
   if (events.length === 0) return { stored: 0, conflicted: false };
+  // Held by the transaction itself, not by the savepoint: the key tables stay the same for the whole body.
+  await lockKeys(tx);
   await tx.query("SAVEPOINT ingest_chunk", []);
   try {
-    const stored = await copyBatch(tx, events, known.unknown(customersInOrder(events)), receivedAt, distinct);
+    const customers = known.unknown(customersInOrder(events));
+    const stored = await copyBatch(tx, events, customers, receivedAt, distinct, windowMs);
     await tx.query("RELEASE SAVEPOINT ingest_chunk", []);
     return { stored, conflicted: false };
   } catch (err) {
@@ -203,6 +264,7 @@ export async function writeChunk(
   const stored = await applyWithConflicts(tx, events, receivedAt, {
     moreToCome: true,
     distinct: distinct?.batch.any ?? false,
+    windowMs,
   });
   return { stored, conflicted: true };
 }
@@ -228,6 +290,7 @@ export async function writeBatch(
   receivedAt: Date,
   steps: BatchSteps = {},
   values?: DistinctValues,
+  windowMs = DEFAULT_WINDOW_MS,
 ): Promise<{ stored: number; conflicted: boolean }> {
   const distinct = distinctInKeyOrder(valid);
   const customers = known.unknown(customersInOrder(distinct));
@@ -241,7 +304,7 @@ export async function writeBatch(
     const stored = await db.transaction(async (tx) => {
       await steps.prepare?.(tx);
       work = await gather(tx);
-      const n = await copyBatch(tx, distinct, customers, receivedAt, work);
+      const n = await copyBatch(tx, distinct, customers, receivedAt, work, windowMs);
       await steps.finish?.(tx);
       await markTouchedHours(tx, hours);
       return n;
@@ -252,7 +315,10 @@ export async function writeBatch(
     const stored = await db.transaction(async (tx) => {
       await steps.prepare?.(tx);
       work = await gather(tx);
-      const n = await applyWithConflicts(tx, distinct, receivedAt, { distinct: work?.batch.any ?? false });
+      const n = await applyWithConflicts(tx, distinct, receivedAt, {
+        distinct: work?.batch.any ?? false,
+        windowMs,
+      });
       await steps.finish?.(tx);
       if (n > 0) await markTouchedHours(tx, hours);
       return n;
@@ -274,8 +340,13 @@ interface StoredEvent {
   receivedAt: Date;
 }
 
-/** The receipt of an event: what was stored for (customer, id), if it arrived within the dedupe window. */
-export async function findEvent(db: Queryable, customer: string, id: string): Promise<StoredEvent | undefined> {
+/** The receipt of an event: what was stored for (customer, id), if its key arrived at or after `since`. */
+export async function findEvent(
+  db: Queryable,
+  customer: string,
+  id: string,
+  since: Date,
+): Promise<StoredEvent | undefined> {
   const { rows } = await db.query<{
     event_id: string;
     customer_id: string;
@@ -286,11 +357,14 @@ export async function findEvent(db: Queryable, customer: string, id: string): Pr
     received_at: Date;
   }>(
     `SELECT e.event_id, e.customer_id, e.meter, e.value::text AS value, e.ts, e.properties, e.received_at
-     FROM event_keys k
-     JOIN usage_events e ON e.customer_id = k.customer_id AND e.meter = k.meter AND e.ts = k.ts AND e.event_id = k.event_id
-     WHERE k.customer_id = $1 AND k.event_id = $2
+     FROM event_key_times(event_key_hash($1, $2), $3) AS kt
+     JOIN usage_events e ON e.customer_id = $1 AND e.meter = ANY (ARRAY(SELECT key FROM meters))
+       AND e.ts >= timestamptz '2000-01-01 00:00:00+00' + kt.t * interval '1 second'
+       AND e.ts < timestamptz '2000-01-01 00:00:00+00' + (kt.t + 1) * interval '1 second'
+       AND e.event_id = $2
+     ORDER BY e.received_at
      LIMIT 1`,
-    [customer, id],
+    [customer, id, secondOf(since.getTime())],
   );
   const r = rows[0];
   if (!r) return undefined;

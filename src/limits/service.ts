@@ -324,7 +324,7 @@ export class LimitsService {
   /**
    * The evaluate-limits job. Every FULL_PASS_MS (and on a process's first run) it evaluates every customer with a
    * limit in effect (or a state left by a removed one); in between only those with events received since the
-   * previous run began (found through event_keys' received_at index), those whose state is from an earlier
+   * previous run began (found through usage_events' received_at BRIN), those whose state is from an earlier
    * period, and those never evaluated — the others' figures cannot have moved. Changes of limits and
    * subscriptions evaluate their customers at once, and ingest near a threshold does too.
    */

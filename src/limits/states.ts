@@ -169,10 +169,10 @@ export async function recordAlert(
   return r ? { id: r.id, triggeredAt: r.triggered_at } : undefined;
 }
 
-/** Customers with events received since `since` (through event_keys' received_at index). */
+/** Customers with events received since `since` (through usage_events' received_at BRIN). */
 export async function customersWithEventsSince(db: Queryable, since: Date): Promise<Set<string>> {
   const { rows } = await db.query<{ customer_id: string }>(
-    "SELECT DISTINCT customer_id FROM event_keys WHERE received_at >= $1",
+    "SELECT DISTINCT customer_id FROM usage_events WHERE received_at >= $1",
     [since],
   );
   return new Set(rows.map((r) => r.customer_id));

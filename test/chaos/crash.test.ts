@@ -96,7 +96,7 @@ describe.each(BACKENDS)("crash on %s", (backend) => {
       const { rows } = await db.query<{ events: string; distinct_events: string; keys: string; total: string }>(
         `SELECT (SELECT count(*) FROM usage_events)::text AS events,
                 (SELECT count(DISTINCT (customer_id, event_id)) FROM usage_events)::text AS distinct_events,
-                (SELECT count(*) FROM event_keys)::text AS keys,
+                (SELECT count(*) FROM event_key_entries)::text AS keys,
                 (SELECT sum(value) FROM usage_events)::text AS total`,
         [],
       );

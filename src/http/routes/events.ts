@@ -87,7 +87,8 @@ export function eventRoutes(t: RouteTable, ctx: AppContext): void {
     },
     handle: async ({ params, auth }) => {
       assertCustomerVisible(auth, params.customer);
-      const e = await findEvent(ctx.db, params.customer, params.id);
+      const since = ctx.clock.now().getTime() - ctx.config.TALLY_DEDUPE_WINDOW_DAYS * 86_400_000;
+      const e = await findEvent(ctx.db, params.customer, params.id, new Date(since));
       if (!e) {
         throw notFound(
           `no event "${params.id}" of customer "${params.customer}" arrived within the last ${ctx.config.TALLY_DEDUPE_WINDOW_DAYS} days`,

@@ -1,0 +1,111 @@
+// The dedupe key store (sql/0050_event_key_store.sql, docs/ingest.md#the-key-store). A key is the first 8 bytes
+// of MD5(customer UTF-8, NUL, id UTF-8) as a signed 64-bit integer, with the second of the event's timestamp (t)
+// and of its arrival (r). New keys go to the current hot table, whose primary key on h arbitrates between
+// concurrent writers; the sealed hot table and the packed cold table are read-only for ingest and are probed.
+// Every transaction that writes keys first takes the store's shared advisory lock (event_key_lock), which a
+// rotation or a flip of the tables takes exclusively: the tables a transaction reads cannot change under it.
+import { hash } from "node:crypto";
+import { lockId, type Queryable } from "../db/types.js";
+import type { ValidEvent } from "./validate.js";
+
+export const KEY_LOCK = lockId("event-keys");
+/** PostgreSQL's epoch, 2000-01-01 UTC, in ms: t and r count seconds from it. */
+const PG_EPOCH_MS = 946_684_800_000;
+/** Cold rows hold the keys of one bucket: the top 22 bits of the hash. */
+export const BUCKET_SHIFT = 42;
+export const DEFAULT_WINDOW_MS = 35 * 86_400_000;
+
+export const secondOf = (ms: number): number => Math.floor((ms - PG_EPOCH_MS) / 1000);
+
+/** The tables a transaction works with, as event_key_lock gave them. */
+export interface KeyTables {
+  hot: string;
+  sealed: string;
+  cold: string;
+}
+
+const TABLES: KeyTables[][] = [0, 1].map((hot) =>
+  [0, 1].map((cold) => ({
+    hot: `event_keys_hot_${hot}`,
+    sealed: `event_keys_hot_${1 - hot}`,
+    cold: `event_keys_cold_${cold}`,
+  })),
+);
+
+/** Takes the key store's shared lock for the transaction and reads which tables are current. */
+export async function lockKeys(tx: Queryable): Promise<KeyTables> {
+  const { rows } = await tx.query<{ hot: number; cold: number }>("SELECT hot, cold FROM event_key_lock($1)", [
+    KEY_LOCK,
+  ]);
+  const s = rows[0];
+  if (!s) throw new Error("event_key_state has no row");
+  return TABLES[s.hot]?.[s.cold] as KeyTables;
+}
+
+/** The 64-bit keys of events, 8 bytes each (big-endian, as PostgreSQL's event_key_hash reads them). */
+export function keyHashes(events: readonly ValidEvent[]): Buffer {
+  const out = Buffer.allocUnsafe(events.length * 8);
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i] as ValidEvent;
+    hash("md5", `${e.customer}\u0000${e.id}`, "buffer").copy(out, i * 8, 0, 8);
+  }
+  return out;
+}
+
+/** Event indexes in ascending (signed 64-bit) key order: every writer takes hot keys in this one order. */
+export function hashOrder(hashes: Buffer): number[] {
+  const n = hashes.length / 8;
+  const hi = new Int32Array(n);
+  const lo = new Uint32Array(n);
+  const order = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    hi[i] = hashes.readInt32BE(i * 8);
+    lo[i] = hashes.readUInt32BE(i * 8 + 4);
+    order[i] = i;
+  }
+  order.sort((a, b) => (hi[a] as number) - (hi[b] as number) || (lo[a] as number) - (lo[b] as number));
+  return order;
+}
+
+/** Decimal text of each key, for a bigint[] parameter or text COPY. */
+export function hashTexts(hashes: Buffer): string[] {
+  const out = new Array<string>(hashes.length / 8);
+  for (let i = 0; i < out.length; i++) out[i] = hashes.readBigInt64BE(i * 8).toString();
+  return out;
+}
+
+/** A cold row holds key $k among its packed keys, received at or after $cut. */
+const inCold = (cold: string, k: string, cut: string) => `EXISTS (
+    SELECT 1 FROM ${cold} c
+    WHERE c.bucket = (${k} >> ${BUCKET_SHIFT})::integer AND ${k} = ANY (c.hs)
+      AND EXISTS (SELECT 1 FROM unnest(c.hs, c.rs) AS u(h, r) WHERE u.h = ${k} AND u.r >= ${cut}))`;
+
+/**
+ * SQL true when key `k` (an expression) is held, received at or after `cut`, by a table other than the current
+ * hot one: the sealed hot table, the cold table or the collisions.
+ */
+export const heldElsewhere = (t: KeyTables, k: string, cut: string) => `(
+    EXISTS (SELECT 1 FROM ${t.sealed} s WHERE s.h = ${k} AND s.r >= ${cut})
+    OR ${inCold(t.cold, k, cut)}
+    OR EXISTS (SELECT 1 FROM event_key_collisions x WHERE x.h = ${k} AND x.r >= ${cut}))`;
+
+/** How many of `hashes` are stored already (any table, the current hot one included). */
+export async function storedCount(tx: Queryable, t: KeyTables, hashes: Buffer, cut: number): Promise<number> {
+  const { rows } = await tx.query<{ n: number }>(
+    `SELECT count(*)::integer AS n FROM unnest($1::bigint[]) AS k(h)
+     WHERE EXISTS (SELECT 1 FROM ${t.hot} o WHERE o.h = k.h AND o.r >= $2) OR ${heldElsewhere(t, "k.h", "$2")}`,
+    [hashTexts(hashes), cut],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/**
+ * SQL true when the event (customer `c`, id `id`) of key `k` was stored at or after `cut`: an exact check, on the
+ * event itself, through the seconds of the stored keys that share its hash (usually one).
+ */
+export const storedExactly = (k: string, c: string, id: string, cut: string) => `EXISTS (
+    SELECT 1 FROM event_key_times(${k}, ${cut}) AS kt
+    JOIN usage_events e ON e.customer_id = ${c} AND e.meter = ANY (ARRAY(SELECT key FROM meters))
+      AND e.ts >= timestamptz '2000-01-01 00:00:00+00' + kt.t * interval '1 second'
+      AND e.ts < timestamptz '2000-01-01 00:00:00+00' + (kt.t + 1) * interval '1 second'
+      AND e.event_id = ${id})`;

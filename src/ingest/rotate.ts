@@ -1,0 +1,184 @@
+// Upkeep of the key store (keys.ts): rotation of the hot table, the merge of the sealed one into the cold tier,
+// and the flip to the merged cold table. Each step is its own transaction and can be resumed where a crash left
+// it; event_key_state says where that is. One process at a time does it (an advisory lock).
+//   rotate: the current hot table becomes sealed and the other (empty) one current — under the key store's lock
+//           taken exclusively, so every transaction that wrote the sealed table has ended and every later one
+//           sees its keys as committed.
+//   build:  the other cold table is filled with the current cold keys and the sealed ones, less the keys older
+//           than the window (their dedupe ended), packed by bucket. Ingest goes on meanwhile.
+//   flip:   under the exclusive lock again, the built cold table becomes current and the sealed hot table free.
+//   clear:  the tables no longer current are emptied (TRUNCATE, which waits for nobody: no transaction uses them).
+import type { Db, Queryable } from "../db/types.js";
+import { BUCKET_SHIFT, DEFAULT_WINDOW_MS, KEY_LOCK, secondOf } from "./keys.js";
+
+interface State {
+  hot: number;
+  cold: number;
+  hot_since: Date;
+  sealed: boolean;
+  built: boolean;
+}
+
+export interface KeyUpkeepOptions {
+  windowMs?: number;
+  /** Rotate a hot table older than this (default: a day). */
+  rotateAfterMs?: number;
+  /** Rotate a hot table larger than this, heap and index (default 256 MiB, about 3.5 million keys). */
+  hotMaxBytes?: number;
+  /** Rotate whatever the hot table's age and size (tests, the benchmark). */
+  force?: boolean;
+  /** How long a rotation or a flip waits for open ingest transactions before it gives up until next time. */
+  lockTimeoutMs?: number;
+}
+
+export interface KeyUpkeep {
+  rotated: boolean;
+  merged_keys: number;
+  flipped: boolean;
+  collisions_deleted: number;
+}
+
+const DAY_MS = 86_400_000;
+
+async function readState(q: Queryable): Promise<State> {
+  const { rows } = await q.query<State>("SELECT hot, cold, hot_since, sealed, built FROM event_key_state");
+  return rows[0] as State;
+}
+
+/** Runs what is due. Does nothing if another process is at it. */
+export async function maintainKeys(db: Db, now: Date, opts: KeyUpkeepOptions = {}): Promise<KeyUpkeep> {
+  const done: KeyUpkeep = { rotated: false, merged_keys: 0, flipped: false, collisions_deleted: 0 };
+  const result = await db.tryWithLock("event-key-upkeep", async () => {
+    const cut = secondOf(now.getTime() - (opts.windowMs ?? DEFAULT_WINDOW_MS));
+    const lockTimeout = opts.lockTimeoutMs ?? 2000;
+    await clear(db, await readState(db), lockTimeout);
+    let s = await readState(db);
+    if (!s.sealed && (opts.force || (await rotationDue(db, s, now, opts)))) {
+      done.rotated = await exclusively(db, lockTimeout, (tx) =>
+        tx.query(
+          `UPDATE event_key_state SET hot = 1 - hot, hot_since = $1, sealed = true
+           WHERE NOT sealed AND hot = $2 AND NOT EXISTS (SELECT 1 FROM event_keys_hot_${1 - s.hot})`,
+          [now, s.hot],
+        ),
+      );
+      s = await readState(db);
+    }
+    if (s.sealed && !s.built) {
+      done.merged_keys = await build(db, s, cut, lockTimeout).catch((err: { code?: string }) => {
+        if (err.code === "55P03") return 0; // a reader held the table past the timeout: next time
+        throw err;
+      });
+      s = await readState(db);
+    }
+    if (s.built) {
+      done.flipped = await exclusively(db, lockTimeout, (tx) =>
+        tx.query(
+          `UPDATE event_key_state SET cold = 1 - cold, sealed = false, built = false
+           WHERE built AND cold = $1`,
+          [s.cold],
+        ),
+      );
+      if (done.flipped) await clear(db, await readState(db), lockTimeout);
+    }
+    const { rowCount } = await db.query("DELETE FROM event_key_collisions WHERE r < $1", [cut]);
+    done.collisions_deleted = rowCount;
+    return done;
+  });
+  return result.acquired ? result.value : done;
+}
+
+async function rotationDue(db: Db, s: State, now: Date, opts: KeyUpkeepOptions): Promise<boolean> {
+  if (now.getTime() - s.hot_since.getTime() >= (opts.rotateAfterMs ?? DAY_MS)) {
+    const { rows } = await db.query<{ any: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM event_keys_hot_${s.hot}) AS any`,
+    );
+    if (rows[0]?.any) return true;
+  }
+  const { rows } = await db.query<{ bytes: string }>("SELECT pg_total_relation_size($1::regclass)::text AS bytes", [
+    `event_keys_hot_${s.hot}`,
+  ]);
+  return Number(rows[0]?.bytes ?? 0) > (opts.hotMaxBytes ?? 256 * 1024 * 1024);
+}
+
+/** Runs `change` holding the key store's lock exclusively; false if open transactions held it past the timeout. */
+async function exclusively(
+  db: Db,
+  timeoutMs: number,
+  change: (tx: Queryable) => Promise<{ rowCount: number }>,
+): Promise<boolean> {
+  try {
+    return await db.transaction(async (tx) => {
+      // Waiting for the lock queues new ingest transactions behind it: bounded by the timeout.
+      await tx.query(`SET LOCAL lock_timeout = '${Math.max(1, Math.floor(timeoutMs))}ms'`, []);
+      await tx.query("SELECT pg_advisory_xact_lock($1::bigint)", [KEY_LOCK]);
+      return (await change(tx)).rowCount === 1;
+    });
+  } catch (err) {
+    if ((err as { code?: string }).code === "55P03") return false; // lock_timeout: next time
+    throw err;
+  }
+}
+
+/** Fills the other cold table with the current cold keys and the sealed ones received at or after `cut`. */
+async function build(db: Db, s: State, cut: number, lockTimeoutMs: number): Promise<number> {
+  const next = `event_keys_cold_${1 - s.cold}`;
+  const cold = `event_keys_cold_${s.cold}`;
+  const sealed = `event_keys_hot_${1 - s.hot}`;
+  return db.transaction(async (tx) => {
+    // Exact checks and receipts read every table (event_key_times): the TRUNCATE waits for them, not longer.
+    await tx.query(`SET LOCAL lock_timeout = '${Math.max(1, Math.floor(lockTimeoutMs))}ms'`, []);
+    await tx.query(`TRUNCATE ${next}`, []);
+    await tx.query("SET LOCAL lock_timeout = 0", []);
+    // Bucket by bucket: a cold row keeps its keys (less the expired ones) and gains the sealed keys of its bucket.
+    await tx.query(
+      `INSERT INTO ${next} (bucket, hs, ts, rs)
+       SELECT bucket, m.hs, m.ts, m.rs
+       FROM (
+         SELECT coalesce(c.bucket, n.bucket) AS bucket,
+                CASE WHEN c.bucket IS NULL OR $1 <= ALL (c.rs) THEN c.hs
+                     ELSE ARRAY(SELECT u.h FROM unnest(c.hs, c.rs) AS u(h, r) WHERE u.r >= $1) END
+                  || coalesce(n.hs, '{}') AS hs,
+                CASE WHEN c.bucket IS NULL OR $1 <= ALL (c.rs) THEN c.ts
+                     ELSE ARRAY(SELECT u.t FROM unnest(c.ts, c.rs) AS u(t, r) WHERE u.r >= $1) END
+                  || coalesce(n.ts, '{}') AS ts,
+                CASE WHEN c.bucket IS NULL OR $1 <= ALL (c.rs) THEN c.rs
+                     ELSE ARRAY(SELECT u.r FROM unnest(c.rs) AS u(r) WHERE u.r >= $1) END
+                  || coalesce(n.rs, '{}') AS rs
+         FROM ${cold} c
+         FULL JOIN (
+           SELECT (h >> ${BUCKET_SHIFT})::integer AS bucket, array_agg(h) AS hs, array_agg(t) AS ts, array_agg(r) AS rs
+           FROM ${sealed} WHERE r >= $1 GROUP BY 1
+         ) AS n USING (bucket)
+       ) AS m
+       WHERE cardinality(m.hs) > 0`,
+      [cut],
+    );
+    await tx.query("UPDATE event_key_state SET built = true WHERE sealed AND NOT built AND cold = $1", [s.cold]);
+    const { rows } = await tx.query<{ n: number }>(`SELECT count(*)::integer AS n FROM ${sealed}`, []);
+    return rows[0]?.n ?? 0;
+  });
+}
+
+/**
+ * Empties the tables no transaction writes or probes: the other hot one unless sealed, the other cold one unless
+ * built. Exact checks and receipts read them (event_key_times): a TRUNCATE waits for those up to the timeout, and
+ * is otherwise left for next time.
+ */
+async function clear(db: Db, s: State, lockTimeoutMs: number): Promise<void> {
+  const idle = [
+    ...(s.sealed ? [] : [`event_keys_hot_${1 - s.hot}`]),
+    ...(s.built ? [] : [`event_keys_cold_${1 - s.cold}`]),
+  ];
+  for (const table of idle) {
+    const { rows } = await db.query<{ any: boolean }>(`SELECT EXISTS (SELECT 1 FROM ${table}) AS any`);
+    if (!rows[0]?.any) continue;
+    try {
+      await db.transaction(async (tx) => {
+        await tx.query(`SET LOCAL lock_timeout = '${Math.max(1, Math.floor(lockTimeoutMs))}ms'`, []);
+        await tx.query(`TRUNCATE ${table}`, []);
+      });
+    } catch (err) {
+      if ((err as { code?: string }).code !== "55P03") throw err;
+    }
+  }
+}
