@@ -27,6 +27,8 @@ export interface KeyUpkeepOptions {
   hotMaxBytes?: number;
   /** Rotate whatever the hot table's age and size (tests, the benchmark). */
   force?: boolean;
+  /** false: rotate only, leave the merge and the flip for next time (tests). */
+  merge?: boolean;
   /** How long a rotation or a flip waits for open ingest transactions before it gives up until next time. */
   lockTimeoutMs?: number;
 }
@@ -63,6 +65,7 @@ export async function maintainKeys(db: Db, now: Date, opts: KeyUpkeepOptions = {
       );
       s = await readState(db);
     }
+    if (opts.merge === false) return done;
     if (s.sealed && !s.built) {
       done.merged_keys = await build(db, s, cut, lockTimeout).catch((err: { code?: string }) => {
         if (err.code === "55P03") return 0; // a reader held the table past the timeout: next time

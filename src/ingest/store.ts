@@ -362,7 +362,7 @@ export async function findEvent(
        AND e.ts >= timestamptz '2000-01-01 00:00:00+00' + kt.t * interval '1 second'
        AND e.ts < timestamptz '2000-01-01 00:00:00+00' + (kt.t + 1) * interval '1 second'
        AND e.event_id = $2
-     ORDER BY e.received_at
+     ORDER BY e.received_at DESC
      LIMIT 1`,
     [customer, id, secondOf(since.getTime())],
   );
