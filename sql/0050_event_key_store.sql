@@ -1,46 +1,63 @@
--- The dedupe key store (src/ingest/keys.ts, docs/ingest.md#the-key-store). A key is a 64-bit hash of
--- (customer, id) with the second of the event's timestamp (t) and of its arrival (r), both counted from
--- 2000-01-01 UTC. Keys live in three tiers:
+-- The dedupe key store (src/ingest/keys.ts, docs/ingest.md#the-key-store). A key is the first 128 bits of
+-- SHA-256(customer, NUL, id), as two 64-bit integers h (indexed) and h2, with the second of the event's timestamp
+-- (t, for receipts) and of its arrival (r), both counted from 2000-01-01 UTC. Keys live in three tiers:
 --   event_keys_hot_N  the current hot table takes every new key; its primary key on h is the arbiter between
 --                     concurrent writers. It is small: rotated daily, or earlier once it grows past a size.
 --   the other hot     sealed at the last rotation, read-only, probed until merged into the cold tier.
---   event_keys_cold_N one row per 2^42-wide range of hashes (bucket), its keys packed in arrays: ~23 bytes per
+--   event_keys_cold_N one row per 2^42-wide range of hashes (bucket), its keys packed in arrays: ~30 bytes per
 --                     key. Read-only for ingest; a merge builds the other cold table and flips to it.
 -- event_key_state says which hot and cold tables are current. Ingest reads it holding a shared advisory lock
 -- for its whole transaction (event_key_lock); a rotation or flip changes it holding the same lock exclusively,
 -- so it waits for every open ingest transaction and a key committed before it is seen by every one after it.
--- event_key_collisions holds, exactly, the rare keys whose hash another stored key already has.
+-- event_key_collisions holds, exactly by (customer_id, event_id), the rare keys whose h another key already has.
+
+CREATE FUNCTION event_key_digest(customer_id text, event_id text) RETURNS bytea
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  AS $$ SELECT sha256(convert_to(customer_id, 'UTF8') || '\x00'::bytea || convert_to(event_id, 'UTF8')) $$;
+
+-- Bytes 0–7 (h) and 8–15 (h2) of the digest, big-endian, as signed 64-bit integers.
+CREATE FUNCTION event_key_part(digest bytea, part integer) RETURNS bigint
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  AS $$ SELECT ('x' || encode(substr(digest, part * 8 + 1, 8), 'hex'))::bit(64)::bigint $$;
 
 CREATE FUNCTION event_key_hash(customer_id text, event_id text) RETURNS bigint
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-  AS $$ SELECT ('x' || left(md5(convert_to(customer_id, 'UTF8') || '\x00'::bytea || convert_to(event_id, 'UTF8')), 16))::bit(64)::bigint $$;
+  AS $$ SELECT event_key_part(event_key_digest(customer_id, event_id), 0) $$;
+
+CREATE FUNCTION event_key_hash2(customer_id text, event_id text) RETURNS bigint
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  AS $$ SELECT event_key_part(event_key_digest(customer_id, event_id), 1) $$;
 
 CREATE FUNCTION event_key_second(at timestamptz) RETURNS integer
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
   AS $$ SELECT (floor(extract(epoch FROM at)) - 946684800)::integer $$;
 
 CREATE TABLE event_keys_hot_0 (
-  h bigint  NOT NULL,
-  t integer NOT NULL,
-  r integer NOT NULL,
+  h  bigint  NOT NULL,
+  h2 bigint  NOT NULL,
+  t  integer NOT NULL,
+  r  integer NOT NULL,
   CONSTRAINT event_keys_hot_0_pkey PRIMARY KEY (h)
 );
 CREATE TABLE event_keys_hot_1 (
-  h bigint  NOT NULL,
-  t integer NOT NULL,
-  r integer NOT NULL,
+  h  bigint  NOT NULL,
+  h2 bigint  NOT NULL,
+  t  integer NOT NULL,
+  r  integer NOT NULL,
   CONSTRAINT event_keys_hot_1_pkey PRIMARY KEY (h)
 );
 
 CREATE TABLE event_keys_cold_0 (
   bucket integer   PRIMARY KEY,
   hs     bigint[]  NOT NULL,
+  h2s    bigint[]  NOT NULL,
   ts     integer[] NOT NULL,
   rs     integer[] NOT NULL
 );
 CREATE TABLE event_keys_cold_1 (
   bucket integer   PRIMARY KEY,
   hs     bigint[]  NOT NULL,
+  h2s    bigint[]  NOT NULL,
   ts     integer[] NOT NULL,
   rs     integer[] NOT NULL
 );
@@ -77,42 +94,45 @@ BEGIN
   RETURN QUERY SELECT s.hot, s.cold FROM event_key_state s;
 END $$;
 
--- The seconds (t) of the stored keys with hash `key` received at or after `cut`, from every table (a table not
--- current holds only copies of current keys, or nothing): what an exact check of a hash match starts from.
-CREATE FUNCTION event_key_times(key bigint, cut integer) RETURNS TABLE (t integer)
+-- The second halves (h2) and seconds (t) of the stored keys whose h is `key`, received at or after `cut`, from
+-- every table (a table not current holds only copies of current keys, or nothing): what tells a key from another
+-- with the same h, and where a receipt finds the event.
+CREATE FUNCTION event_key_matches(key bigint, cut integer) RETURNS TABLE (h2 bigint, t integer)
   LANGUAGE sql STABLE
   AS $$
-  SELECT k.t FROM event_keys_hot_0 k WHERE k.h = key AND k.r >= cut
-  UNION ALL SELECT k.t FROM event_keys_hot_1 k WHERE k.h = key AND k.r >= cut
-  UNION ALL SELECT u.t FROM event_keys_cold_0 c CROSS JOIN LATERAL unnest(c.hs, c.ts, c.rs) AS u(h, t, r)
+  SELECT k.h2, k.t FROM event_keys_hot_0 k WHERE k.h = key AND k.r >= cut
+  UNION ALL SELECT k.h2, k.t FROM event_keys_hot_1 k WHERE k.h = key AND k.r >= cut
+  UNION ALL SELECT u.h2, u.t FROM event_keys_cold_0 c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r)
     WHERE c.bucket = (key >> 42)::integer AND u.h = key AND u.r >= cut
-  UNION ALL SELECT u.t FROM event_keys_cold_1 c CROSS JOIN LATERAL unnest(c.hs, c.ts, c.rs) AS u(h, t, r)
+  UNION ALL SELECT u.h2, u.t FROM event_keys_cold_1 c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r)
     WHERE c.bucket = (key >> 42)::integer AND u.h = key AND u.r >= cut
-  UNION ALL SELECT k.t FROM event_key_collisions k WHERE k.h = key AND k.r >= cut
 $$;
 
 -- Every stored key once, for diagnostics and tests (tier: hot, sealed, cold, collision).
 CREATE VIEW event_key_entries AS
-  SELECT 'hot'::text AS tier, k.h, k.t, k.r FROM event_keys_hot_0 k, event_key_state s WHERE s.hot = 0
-  UNION ALL SELECT 'hot', k.h, k.t, k.r FROM event_keys_hot_1 k, event_key_state s WHERE s.hot = 1
-  UNION ALL SELECT 'sealed', k.h, k.t, k.r FROM event_keys_hot_0 k, event_key_state s WHERE s.hot = 1 AND s.sealed
-  UNION ALL SELECT 'sealed', k.h, k.t, k.r FROM event_keys_hot_1 k, event_key_state s WHERE s.hot = 0 AND s.sealed
-  UNION ALL SELECT 'cold', u.h, u.t, u.r
-    FROM event_keys_cold_0 c CROSS JOIN LATERAL unnest(c.hs, c.ts, c.rs) AS u(h, t, r), event_key_state s
+  SELECT 'hot'::text AS tier, k.h, k.h2, k.t, k.r FROM event_keys_hot_0 k, event_key_state s WHERE s.hot = 0
+  UNION ALL SELECT 'hot', k.h, k.h2, k.t, k.r FROM event_keys_hot_1 k, event_key_state s WHERE s.hot = 1
+  UNION ALL SELECT 'sealed', k.h, k.h2, k.t, k.r FROM event_keys_hot_0 k, event_key_state s WHERE s.hot = 1 AND s.sealed
+  UNION ALL SELECT 'sealed', k.h, k.h2, k.t, k.r FROM event_keys_hot_1 k, event_key_state s WHERE s.hot = 0 AND s.sealed
+  UNION ALL SELECT 'cold', u.h, u.h2, u.t, u.r
+    FROM event_keys_cold_0 c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r), event_key_state s
     WHERE s.cold = 0
-  UNION ALL SELECT 'cold', u.h, u.t, u.r
-    FROM event_keys_cold_1 c CROSS JOIN LATERAL unnest(c.hs, c.ts, c.rs) AS u(h, t, r), event_key_state s
+  UNION ALL SELECT 'cold', u.h, u.h2, u.t, u.r
+    FROM event_keys_cold_1 c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r), event_key_state s
     WHERE s.cold = 1
-  UNION ALL SELECT 'collision', k.h, k.t, k.r FROM event_key_collisions k;
+  UNION ALL SELECT 'collision', k.h, event_key_hash2(k.customer_id, k.event_id), k.t, k.r FROM event_key_collisions k;
 
 -- The keys stored so far move into the cold tier, exactly: writers of the old table are waited for and then kept
 -- out (a process of the previous version fails its batch, which its client sends again), and the table goes.
 LOCK TABLE event_keys IN SHARE MODE;
-INSERT INTO event_keys_cold_0 (bucket, hs, ts, rs)
-SELECT (h >> 42)::integer, array_agg(h), array_agg(t), array_agg(r)
+INSERT INTO event_keys_cold_0 (bucket, hs, h2s, ts, rs)
+SELECT (h >> 42)::integer, array_agg(h), array_agg(h2), array_agg(t), array_agg(r)
 FROM (
-  SELECT event_key_hash(customer_id, event_id) AS h, event_key_second(ts) AS t, event_key_second(received_at) AS r
-  FROM event_keys
+  SELECT event_key_part(d, 0) AS h, event_key_part(d, 1) AS h2, t, r
+  FROM (
+    SELECT event_key_digest(customer_id, event_id) AS d, event_key_second(ts) AS t, event_key_second(received_at) AS r
+    FROM event_keys
+  ) AS digests
 ) AS k
 GROUP BY 1;
 DROP TABLE event_keys;

@@ -204,10 +204,19 @@ describe("batch order", () => {
     const one = [{ ...ev("c", "i", "-12345.6"), ts: "2000-01-01T00:00:01.5Z", tsMs: 946_684_801_500 }];
     const hashes = keyHashes(one);
     const { events, keys } = encodeBinaryBatch(one, new Date(946_684_802_000), hashes, [0]);
-    // The key: MD5("c\0i")'s first 8 bytes, t = 1 (the second of the timestamp), r = 2 (of the arrival).
-    expect(hashes.toString("hex")).toBe(createHash("md5").update("c\u0000i").digest("hex").slice(0, 16));
+    // The key: SHA-256("c\0i")'s first 16 bytes as h and h2, t = 1 (the second of the timestamp), r = 2 (of the
+    // arrival).
+    const digest = createHash("sha256").update("c\u0000i").digest("hex");
+    expect(hashes.toString("hex")).toBe(digest.slice(0, 32));
     expect(keys.subarray(19).toString("hex")).toBe(
-      ["0003", `00000008${hashes.toString("hex")}`, "0000000400000001", "0000000400000002", "ffff"].join(""),
+      [
+        "0004",
+        `00000008${digest.slice(0, 16)}`,
+        `00000008${digest.slice(16, 32)}`,
+        "0000000400000001",
+        "0000000400000002",
+        "ffff",
+      ].join(""),
     );
     const row = events.subarray(19, events.length - 2);
     // 8 fields; ts = 1.5 s; "c"; "calls"; numeric: 3 digits, weight 1, negative, scale 1: 1 2345 6000; "i"; NULL; 0;

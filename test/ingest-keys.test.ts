@@ -121,17 +121,15 @@ describe.each(BACKENDS)("dedupe key store on %s", (backend) => {
 
   it("when two keys share a hash, then both are stored once each, exactly", async () => {
     const customer = uid("collide");
-    // A stored key with the hash of "twin" but no such event: a stand-in for another key with the same hash.
-    await db().query(
-      `INSERT INTO event_keys_hot_0 (h, t, r) SELECT event_key_hash($1, 'twin'), 1, event_key_second(now())
-       FROM event_key_state WHERE hot = 0`,
-      [customer],
-    );
-    await db().query(
-      `INSERT INTO event_keys_hot_1 (h, t, r) SELECT event_key_hash($1, 'twin'), 1, event_key_second(now())
-       FROM event_key_state WHERE hot = 1`,
-      [customer],
-    );
+    // A stored key with the h of "twin" and another h2: a stand-in for another key whose first 64 bits agree.
+    for (const n of [0, 1]) {
+      await db().query(
+        `INSERT INTO event_keys_hot_${n} (h, h2, t, r)
+         SELECT event_key_hash($1, 'twin'), event_key_hash2($1, 'twin') + 1, 1, event_key_second(now())
+         FROM event_key_state WHERE hot = ${n}`,
+        [customer],
+      );
+    }
     const twin = [{ id: "twin", customer, meter: "calls", value: 5 }];
     expect((await postJson(t.tally, twin)).body).toEqual({ accepted: 1, duplicates: 0 });
     expect((await postJson(t.tally, [...twin, { id: "other", customer, meter: "calls" }])).body).toEqual({

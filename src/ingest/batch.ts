@@ -76,8 +76,8 @@ export function customersInOrder(events: readonly ValidEvent[]): string[] {
   return out;
 }
 
-/** A key in the hot table: its hash, the second of its timestamp and of its arrival (ingest/keys.ts). */
-export const KEY_COLUMNS = ["h", "t", "r"] as const;
+/** A key in the hot table: its hash (two halves), the second of its timestamp and of its arrival (ingest/keys.ts). */
+export const KEY_COLUMNS = ["h", "h2", "t", "r"] as const;
 export const EVENT_COLUMNS = [
   "ts",
   "customer_id",

@@ -1,7 +1,9 @@
-// The dedupe key store (sql/0050_event_key_store.sql, docs/ingest.md#the-key-store). A key is the first 8 bytes
-// of MD5(customer UTF-8, NUL, id UTF-8) as a signed 64-bit integer, with the second of the event's timestamp (t)
-// and of its arrival (r). New keys go to the current hot table, whose primary key on h arbitrates between
-// concurrent writers; the sealed hot table and the packed cold table are read-only for ingest and are probed.
+// The dedupe key store (sql/0050_event_key_store.sql, docs/ingest.md#the-key-store). A key is the first 16 bytes
+// of SHA-256(customer UTF-8, NUL, id UTF-8) as two signed 64-bit integers, h (indexed) and h2, with the second of
+// the event's timestamp (t) and of its arrival (r). New keys go to the current hot table, whose primary key on h
+// arbitrates between concurrent writers; the sealed hot table and the packed cold table are read-only for ingest
+// and are probed. Two keys with the same h but another h2 are told apart: the second is kept, exactly by
+// (customer, id), in event_key_collisions.
 // Every transaction that writes keys first takes the store's shared advisory lock (event_key_lock), which a
 // rotation or a flip of the tables takes exclusively: the tables a transaction reads cannot change under it.
 import { hash } from "node:crypto";
@@ -42,35 +44,38 @@ export async function lockKeys(tx: Queryable): Promise<KeyTables> {
   return TABLES[s.hot]?.[s.cold] as KeyTables;
 }
 
-/** The 64-bit keys of events, 8 bytes each (big-endian, as PostgreSQL's event_key_hash reads them). */
+/** Bytes per key in keyHashes: h, then h2. */
+export const KEY_BYTES = 16;
+
+/** The keys of events, 16 bytes each: h and h2, big-endian (as PostgreSQL's event_key_hash/_hash2 read them). */
 export function keyHashes(events: readonly ValidEvent[]): Buffer {
-  const out = Buffer.allocUnsafe(events.length * 8);
+  const out = Buffer.allocUnsafe(events.length * KEY_BYTES);
   for (let i = 0; i < events.length; i++) {
     const e = events[i] as ValidEvent;
-    hash("md5", `${e.customer}\u0000${e.id}`, "buffer").copy(out, i * 8, 0, 8);
+    hash("sha256", `${e.customer}\u0000${e.id}`, "buffer").copy(out, i * KEY_BYTES, 0, KEY_BYTES);
   }
   return out;
 }
 
-/** Event indexes in ascending (signed 64-bit) key order: every writer takes hot keys in this one order. */
+/** Event indexes in ascending (signed 64-bit) h order: every writer takes hot keys in this one order. */
 export function hashOrder(hashes: Buffer): number[] {
-  const n = hashes.length / 8;
+  const n = hashes.length / KEY_BYTES;
   const hi = new Int32Array(n);
   const lo = new Uint32Array(n);
   const order = new Array<number>(n);
   for (let i = 0; i < n; i++) {
-    hi[i] = hashes.readInt32BE(i * 8);
-    lo[i] = hashes.readUInt32BE(i * 8 + 4);
+    hi[i] = hashes.readInt32BE(i * KEY_BYTES);
+    lo[i] = hashes.readUInt32BE(i * KEY_BYTES + 4);
     order[i] = i;
   }
   order.sort((a, b) => (hi[a] as number) - (hi[b] as number) || (lo[a] as number) - (lo[b] as number));
   return order;
 }
 
-/** Decimal text of each key, for a bigint[] parameter or text COPY. */
-export function hashTexts(hashes: Buffer): string[] {
-  const out = new Array<string>(hashes.length / 8);
-  for (let i = 0; i < out.length; i++) out[i] = hashes.readBigInt64BE(i * 8).toString();
+/** Decimal text of each key's h (part 0) or h2 (part 1), for a bigint[] parameter or text COPY. */
+export function hashTexts(hashes: Buffer, part: 0 | 1 = 0): string[] {
+  const out = new Array<string>(hashes.length / KEY_BYTES);
+  for (let i = 0; i < out.length; i++) out[i] = hashes.readBigInt64BE(i * KEY_BYTES + part * 8).toString();
   return out;
 }
 
@@ -89,7 +94,7 @@ export const heldElsewhere = (t: KeyTables, k: string, cut: string) => `(
     OR ${inCold(t.cold, k, cut)}
     OR EXISTS (SELECT 1 FROM event_key_collisions x WHERE x.h = ${k} AND x.r >= ${cut}))`;
 
-/** How many of `hashes` are stored already (any table, the current hot one included). */
+/** How many of the keys' h are held already (any table, the current hot one included). */
 export async function storedCount(tx: Queryable, t: KeyTables, hashes: Buffer, cut: number): Promise<number> {
   const { rows } = await tx.query<{ n: number }>(
     `SELECT count(*)::integer AS n FROM unnest($1::bigint[]) AS k(h)
@@ -100,12 +105,9 @@ export async function storedCount(tx: Queryable, t: KeyTables, hashes: Buffer, c
 }
 
 /**
- * SQL true when the event (customer `c`, id `id`) of key `k` was stored at or after `cut`: an exact check, on the
- * event itself, through the seconds of the stored keys that share its hash (usually one).
+ * SQL true when the key (h `k`, h2 `k2`, customer `c`, id `id`) is stored, received at or after `cut`: the same
+ * 128 bits in any table, or the same customer and id among the collisions.
  */
-export const storedExactly = (k: string, c: string, id: string, cut: string) => `EXISTS (
-    SELECT 1 FROM event_key_times(${k}, ${cut}) AS kt
-    JOIN usage_events e ON e.customer_id = ${c} AND e.meter = ANY (ARRAY(SELECT key FROM meters))
-      AND e.ts >= timestamptz '2000-01-01 00:00:00+00' + kt.t * interval '1 second'
-      AND e.ts < timestamptz '2000-01-01 00:00:00+00' + (kt.t + 1) * interval '1 second'
-      AND e.event_id = ${id})`;
+export const storedExactly = (k: string, k2: string, c: string, id: string, cut: string) => `(
+    EXISTS (SELECT 1 FROM event_key_matches(${k}, ${cut}) AS m WHERE m.h2 = ${k2})
+    OR EXISTS (SELECT 1 FROM event_key_collisions x WHERE x.customer_id = ${c} AND x.event_id = ${id} AND x.r >= ${cut}))`;

@@ -133,23 +133,21 @@ async function build(db: Db, s: State, cut: number, lockTimeoutMs: number): Prom
     await tx.query(`TRUNCATE ${next}`, []);
     await tx.query("SET LOCAL lock_timeout = 0", []);
     // Bucket by bucket: a cold row keeps its keys (less the expired ones) and gains the sealed keys of its bucket.
+    const kept = (array: string) => `CASE WHEN c.bucket IS NULL OR $1 <= ALL (c.rs) THEN c.${array}
+      ELSE ARRAY(SELECT u.v FROM unnest(c.${array}, c.rs) AS u(v, r) WHERE u.r >= $1) END`;
     await tx.query(
-      `INSERT INTO ${next} (bucket, hs, ts, rs)
-       SELECT bucket, m.hs, m.ts, m.rs
+      `INSERT INTO ${next} (bucket, hs, h2s, ts, rs)
+       SELECT bucket, m.hs, m.h2s, m.ts, m.rs
        FROM (
          SELECT coalesce(c.bucket, n.bucket) AS bucket,
-                CASE WHEN c.bucket IS NULL OR $1 <= ALL (c.rs) THEN c.hs
-                     ELSE ARRAY(SELECT u.h FROM unnest(c.hs, c.rs) AS u(h, r) WHERE u.r >= $1) END
-                  || coalesce(n.hs, '{}') AS hs,
-                CASE WHEN c.bucket IS NULL OR $1 <= ALL (c.rs) THEN c.ts
-                     ELSE ARRAY(SELECT u.t FROM unnest(c.ts, c.rs) AS u(t, r) WHERE u.r >= $1) END
-                  || coalesce(n.ts, '{}') AS ts,
-                CASE WHEN c.bucket IS NULL OR $1 <= ALL (c.rs) THEN c.rs
-                     ELSE ARRAY(SELECT u.r FROM unnest(c.rs) AS u(r) WHERE u.r >= $1) END
-                  || coalesce(n.rs, '{}') AS rs
+                ${kept("hs")} || coalesce(n.hs, '{}') AS hs,
+                ${kept("h2s")} || coalesce(n.h2s, '{}') AS h2s,
+                ${kept("ts")} || coalesce(n.ts, '{}') AS ts,
+                ${kept("rs")} || coalesce(n.rs, '{}') AS rs
          FROM ${cold} c
          FULL JOIN (
-           SELECT (h >> ${BUCKET_SHIFT})::integer AS bucket, array_agg(h) AS hs, array_agg(t) AS ts, array_agg(r) AS rs
+           SELECT (h >> ${BUCKET_SHIFT})::integer AS bucket, array_agg(h) AS hs, array_agg(h2) AS h2s,
+                  array_agg(t) AS ts, array_agg(r) AS rs
            FROM ${sealed} WHERE r >= $1 GROUP BY 1
          ) AS n USING (bucket)
        ) AS m

@@ -109,7 +109,8 @@ const CREATE_STAGING = `
     properties  jsonb,
     dimension_set integer NOT NULL DEFAULT 0,
     distinct_value text,
-    h           bigint      NOT NULL
+    h           bigint      NOT NULL,
+    h2          bigint      NOT NULL
   ) ON COMMIT DELETE ROWS`;
 
 const STAGING_COLUMNS = [
@@ -123,11 +124,12 @@ const STAGING_COLUMNS = [
   "dimension_set",
   "distinct_value",
   "h",
+  "h2",
 ] as const;
 
 const FIRSTS = `firsts AS MATERIALIZED (
     SELECT DISTINCT ON (customer_id, event_id) customer_id, event_id, meter, value, ts, properties, dimension_set,
-           distinct_value, h
+           distinct_value, h, h2
     FROM ingest_staging
     ORDER BY customer_id, event_id, ord
   )`;
@@ -156,19 +158,19 @@ const claimSql = (t: KeyTables, distinct: boolean) => `
     ORDER BY 1
     ON CONFLICT DO NOTHING
   ), fresh AS (
-    INSERT INTO ${t.hot} (h, t, r)
-    SELECT h, event_key_second(ts), $3 FROM candidates
+    INSERT INTO ${t.hot} (h, h2, t, r)
+    SELECT h, h2, event_key_second(ts), $3 FROM candidates
     ORDER BY h
     ON CONFLICT DO NOTHING
     RETURNING h
   )${distinct ? distinctCte("candidates", "h") : ""}${insertEvents("candidates", "fresh", "h")}`;
 
-// After the claim, in a new snapshot: the keys of the batch not stored — checked exactly, on the stored events of
-// their hash — have a hash another key holds. They are claimed, exactly, in event_key_collisions (a row there
-// older than the window is taken over).
+// After the claim, in a new snapshot: the keys of the batch not stored — neither their 128 bits in a key table nor
+// their customer and id among the collisions — have an h another key holds. They are claimed, exactly by customer
+// and id, in event_key_collisions (a row there older than the window is taken over).
 const collisionSql = (distinct: boolean) => `
   WITH ${FIRSTS}, unstored AS MATERIALIZED (
-    SELECT f.* FROM firsts f WHERE NOT ${storedExactly("f.h", "f.customer_id", "f.event_id", "$2")}
+    SELECT f.* FROM firsts f WHERE NOT ${storedExactly("f.h", "f.h2", "f.customer_id", "f.event_id", "$2")}
   ), fresh AS (
     INSERT INTO event_key_collisions AS x (customer_id, event_id, h, t, r)
     SELECT customer_id, event_id, h, event_key_second(ts), $3 FROM unstored
@@ -192,7 +194,9 @@ const distinctCte = (source: string, using: string) => `, seen AS (
       DO UPDATE SET first_ts = EXCLUDED.first_ts WHERE EXCLUDED.first_ts < usage_distinct.first_ts
   )`;
 
-function* stagingRows(events: readonly ValidEvent[], hashes: readonly string[]): Generator<string> {
+function* stagingRows(events: readonly ValidEvent[], hashes: Buffer): Generator<string> {
+  const h = hashTexts(hashes, 0);
+  const h2 = hashTexts(hashes, 1);
   let piece = "";
   for (let i = 0; i < events.length; i++) {
     const e = events[i] as ValidEvent;
@@ -206,7 +210,8 @@ function* stagingRows(events: readonly ValidEvent[], hashes: readonly string[]):
       e.properties,
       String(e.dimensionSet ?? 0),
       e.distinctValue ?? null,
-      hashes[i] as string,
+      h[i] as string,
+      h2[i] as string,
     ]);
     if (piece.length >= 256 * 1024) {
       yield piece;
@@ -227,7 +232,7 @@ async function applyWithConflicts(
   const tables = await lockKeys(tx);
   const params = [receivedAt, cutOf(receivedAt, opts.windowMs ?? DEFAULT_WINDOW_MS), secondOf(receivedAt.getTime())];
   await tx.query(CREATE_STAGING, []);
-  await tx.copyIn({ table: "ingest_staging", columns: STAGING_COLUMNS }, stagingRows(events, hashTexts(keyHashes(events))));
+  await tx.copyIn({ table: "ingest_staging", columns: STAGING_COLUMNS }, stagingRows(events, keyHashes(events)));
   let stored = (await tx.query(claimSql(tables, opts.distinct ?? false), params)).rowCount;
   if (stored < events.length) stored += (await tx.query(collisionSql(opts.distinct ?? false), params)).rowCount;
   // Emptied for the next chunk of a stream; otherwise the commit does it.
@@ -356,12 +361,22 @@ export async function findEvent(
     properties: Record<string, string> | null;
     received_at: Date;
   }>(
-    `SELECT e.event_id, e.customer_id, e.meter, e.value::text AS value, e.ts, e.properties, e.received_at
-     FROM event_key_times(event_key_hash($1, $2), $3) AS kt
-     JOIN usage_events e ON e.customer_id = $1 AND e.meter = ANY (ARRAY(SELECT key FROM meters))
-       AND e.ts >= timestamptz '2000-01-01 00:00:00+00' + kt.t * interval '1 second'
-       AND e.ts < timestamptz '2000-01-01 00:00:00+00' + (kt.t + 1) * interval '1 second'
-       AND e.event_id = $2
+    // The seconds of the key (by its 128 bits, or exactly among the collisions), then the event within that
+    // second, meter by meter along usage_events' (customer_id, meter, ts) index.
+    `WITH k AS (SELECT event_key_digest($1, $2) AS d), at AS (
+       SELECT m.t FROM k, event_key_matches(event_key_part(k.d, 0), $3) AS m WHERE m.h2 = event_key_part(k.d, 1)
+       UNION SELECT x.t FROM event_key_collisions x WHERE x.customer_id = $1 AND x.event_id = $2 AND x.r >= $3
+     )
+     SELECT e.event_id, e.customer_id, e.meter, e.value::text AS value, e.ts, e.properties, e.received_at
+     FROM at CROSS JOIN meters CROSS JOIN LATERAL (
+       SELECT * FROM usage_events e
+       WHERE e.customer_id = $1 AND e.meter = meters.key
+         AND e.ts >= timestamptz '2000-01-01 00:00:00+00' + at.t * interval '1 second'
+         AND e.ts < timestamptz '2000-01-01 00:00:00+00' + (at.t + 1) * interval '1 second'
+         AND e.event_id = $2
+       ORDER BY e.received_at DESC
+       LIMIT 1
+     ) AS e
      ORDER BY e.received_at DESC
      LIMIT 1`,
     [customer, id, secondOf(since.getTime())],

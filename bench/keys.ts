@@ -1,0 +1,228 @@
+// npm run bench:ingest (after bench/ingest.ts) — ingest in the steady state of the dedupe key store: HTTP ingest
+// (4 clients × 1,000-event JSON batches, random UUIDv4 ids over 1,000 customers) on an empty database, then the
+// same once BENCH_KEYS keys are stored, fresh batches and with 5% of batches retried, in one run.
+// The stored keys are generated with SQL in the layout ingest and the daily upkeep leave (src/ingest/keys.ts):
+// arrival times spread over the 35-day window, the last day's keys in the hot table (inserted in random order,
+// as a btree of random keys grows), the rest packed in the cold tier. Only keys are generated: usage_events holds the
+// events of the measured phases (the key store never reads events except to check a hash match exactly).
+// Reported: events/s, the ratio to the empty figure, CPU and WAL per event, bytes per stored key (tables and
+// indexes), load average; then (BENCH_KEYS_MERGE=0 skips) one upkeep: rotation, merge and flip, timed.
+//   DATABASE_URL (required: a server), BENCH_KEYS (100,000,000; e.g. 2000000 for a smoke run),
+//   BENCH_KEYS_BATCHES (400 per phase), BENCH_BATCH (1000), BENCH_CLIENTS (4), BENCH_KEYS_MERGE (1).
+import { randomUUID } from "node:crypto";
+import http from "node:http";
+import { loadavg } from "node:os";
+import pg from "pg";
+import { maintainKeys } from "../src/ingest/rotate.js";
+import { ServerDb } from "../src/db/server.js";
+import { cpuMeter, freshServerDatabase, httpRequest, percentile, startTally, type TallyChild, table, walMeter } from "./harness.js";
+
+const KEYS = Number(process.env.BENCH_KEYS ?? 100_000_000);
+const BATCHES = Number(process.env.BENCH_KEYS_BATCHES ?? 400);
+const BATCH = Number(process.env.BENCH_BATCH ?? 1000);
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 4);
+const MERGE = process.env.BENCH_KEYS_MERGE !== "0";
+const CUSTOMERS = 1000;
+const METERS = ["api_calls", "tokens", "storage_gb", "seats"];
+const KEY = `bench-${randomUUID()}`;
+const DAY_S = 86_400;
+const KEY_TABLES = ["event_keys_hot_0", "event_keys_hot_1", "event_keys_cold_0", "event_keys_cold_1", "event_key_collisions"];
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS * 2 });
+
+const body = (nowMs: number) =>
+  JSON.stringify({
+    events: Array.from({ length: BATCH }, (_, i) => ({
+      id: randomUUID(),
+      customer: `cust-${Math.floor(Math.random() * CUSTOMERS)}`,
+      meter: METERS[i % METERS.length],
+      value: String((i % 97) + 1),
+      timestamp: new Date(nowMs - ((i * 37_003) % 3_600_000)).toISOString(),
+    })),
+  });
+
+interface Phase {
+  events: number;
+  accepted: number;
+  seconds: number;
+  cpuPg: number;
+  cpuTally: number;
+  wal: number;
+  p99: number;
+}
+
+/** CLIENTS clients post BATCHES bodies; with `retryEvery`, every retryEvery-th send repeats an acknowledged body. */
+async function phase(admin: pg.Client, t: TallyChild, retryEvery?: number): Promise<Phase> {
+  const nowMs = Date.now();
+  const fresh = retryEvery ? BATCHES - Math.floor(BATCHES / retryEvery) : BATCHES;
+  const bodies = Array.from({ length: fresh }, () => body(nowMs));
+  const cpu = await cpuMeter(t.child.pid, admin);
+  const wal = await walMeter(admin);
+  const latencies: number[] = [];
+  const started = performance.now();
+  let next = 0;
+  let sends = 0;
+  let events = 0;
+  let accepted = 0;
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async () => {
+      let acknowledged: string | undefined;
+      while (next < bodies.length) {
+        const retry = retryEvery !== undefined && acknowledged !== undefined && ++sends % retryEvery === 0;
+        const b = retry ? (acknowledged as string) : (bodies[next++] as string);
+        const t0 = performance.now();
+        const res = await httpRequest(`${t.url}/v1/events`, { key: KEY, method: "POST", agent, body: b });
+        latencies.push(performance.now() - t0);
+        if (res.status !== 202) throw new Error(`ingest failed: ${res.status} ${res.text.slice(0, 300)}`);
+        const r = JSON.parse(res.text) as { accepted: number; duplicates: number };
+        if (retry && r.accepted !== 0) throw new Error(`a retry stored ${r.accepted} events again`);
+        events += r.accepted + r.duplicates;
+        accepted += r.accepted;
+        acknowledged = b;
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const c = await cpu.stop();
+  return {
+    events,
+    accepted,
+    seconds,
+    cpuPg: c.pgBackends + c.pgBackground,
+    cpuTally: c.tally,
+    wal: (await wal.stop()) ?? 0,
+    p99: percentile(latencies, 99),
+  };
+}
+
+/** `count` keys with random v4 ids over CUSTOMERS customers, arrived over the last 35 days, as ingest stores them. */
+async function generate(admin: pg.Client, count: number): Promise<void> {
+  const t0 = performance.now();
+  await admin.query("SET work_mem = '1GB'");
+  await admin.query("SET maintenance_work_mem = '1GB'");
+  await admin.query(
+    "CREATE UNLOGGED TABLE bench_keys (h bigint NOT NULL, h2 bigint NOT NULL, t integer NOT NULL, r integer NOT NULL)",
+  );
+  const step = 5_000_000;
+  for (let from = 0; from < count; from += step) {
+    const n = Math.min(step, count - from);
+    await admin.query(
+      `INSERT INTO bench_keys (h, h2, t, r)
+       SELECT event_key_part(d, 0), event_key_part(d, 1), a, a
+       FROM (SELECT event_key_digest('cust-' || (random() * ${CUSTOMERS - 1})::integer, gen_random_uuid()::text) AS d,
+                    event_key_second(now()) - (random() * ${35 * DAY_S - 60})::integer AS a
+             FROM generate_series(1, $1)) AS g`,
+      [n],
+    );
+    console.log(`  generated ${(from + n).toLocaleString("en-US")} keys (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+  }
+  const cut = `event_key_second(now()) - ${DAY_S}`;
+  // The last day in the current hot table, in random order (as a btree of random keys grows); the rest packed.
+  await admin.query(`INSERT INTO event_keys_hot_0 (h, h2, t, r) SELECT h, h2, t, r FROM bench_keys WHERE r >= ${cut}`);
+  await admin.query(
+    `INSERT INTO event_keys_cold_0 (bucket, hs, h2s, ts, rs)
+     SELECT (h >> 42)::integer, array_agg(h), array_agg(h2), array_agg(t), array_agg(r)
+     FROM bench_keys WHERE r < ${cut} GROUP BY 1`,
+  );
+  await admin.query("UPDATE event_key_state SET hot_since = now() - interval '1 hour'");
+  await admin.query("DROP TABLE bench_keys");
+  await admin.query(`VACUUM ANALYZE ${KEY_TABLES.join(", ")}`);
+  await admin.query("CHECKPOINT");
+  console.log(`  stored state ready (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+}
+
+async function storedKeys(admin: pg.Client): Promise<{ keys: number; bytes: number }> {
+  const { rows } = await admin.query<{ keys: string; bytes: string }>(
+    `SELECT (SELECT count(*) FROM event_key_entries)::text AS keys,
+            (${KEY_TABLES.map((t) => `pg_total_relation_size('${t}')`).join(" + ")})::text AS bytes`,
+  );
+  return { keys: Number(rows[0]?.keys), bytes: Number(rows[0]?.bytes) };
+}
+
+const num = (n: number) => Math.round(n).toLocaleString("en-US");
+const rate = (p: Phase) => p.events / p.seconds;
+const load = () => loadavg().map((l) => l.toFixed(2)).join(" ");
+
+function row(name: string, p: Phase, empty: Phase): string[] {
+  return [
+    name,
+    num(rate(p)),
+    (rate(p) / rate(empty)).toFixed(2),
+    ((p.cpuPg * 1e6) / p.events).toFixed(1),
+    ((p.cpuTally * 1e6) / p.events).toFixed(1),
+    (p.wal / p.events).toFixed(0),
+    p.p99.toFixed(0),
+  ];
+}
+const HEAD = ["phase", "events/s", "× empty", "PostgreSQL µs/event", "Tally µs/event", "WAL bytes/event", "p99 ms"];
+
+async function main(): Promise<void> {
+  const serverUrl = process.env.DATABASE_URL;
+  if (!serverUrl) {
+    console.log("bench/keys.ts: the key store's steady state needs DATABASE_URL (a PostgreSQL server); skipped.");
+    return;
+  }
+  const fresh = await freshServerDatabase(serverUrl);
+  const admin = new pg.Client({ connectionString: fresh.url });
+  await admin.connect();
+  let t: TallyChild | undefined;
+  try {
+    t = await startTally({
+      DATABASE_URL: fresh.url,
+      TALLY_DB_POOL_SIZE: String(Math.max(10, CLIENTS * 2)),
+      TALLY_ADMIN_KEY: KEY,
+      TALLY_JOBS: "off",
+    });
+    for (const m of METERS) await t.put(`/v1/meters/${m}`, KEY, { name: m, unit: "unit", aggregation: "sum" });
+    const settings = await admin.query<Record<string, string>>(
+      `SELECT current_setting('shared_buffers') AS shared_buffers, current_setting('wal_compression') AS wal_compression,
+              current_setting('max_wal_size') AS max_wal_size, current_setting('server_version') AS version`,
+    );
+    console.log(
+      `\nKey store steady state — ${new URL(serverUrl).host}, ${num(KEYS)} stored keys, ${BATCHES} × ${BATCH}-event ` +
+        `batches per phase, ${CLIENTS} clients, random UUIDv4 ids; ${JSON.stringify(settings.rows[0])}; load ${load()}\n`,
+    );
+    const empty = await phase(admin, t);
+    const emptyRetries = await phase(admin, t, 20);
+    console.log(`  empty: ${num(rate(empty))}/s, with 5% retries ${num(rate(emptyRetries))}/s; load ${load()}`);
+    await generate(admin, KEYS);
+    const loaded = await phase(admin, t);
+    const loadedRetries = await phase(admin, t, 20);
+    const stored = await storedKeys(admin);
+    console.log(
+      `\n${table(HEAD, [
+        row("empty database", empty, empty),
+        row("empty database, 5% of batches retried", emptyRetries, empty),
+        row(`${num(KEYS)} keys stored`, loaded, empty),
+        row(`${num(KEYS)} keys stored, 5% of batches retried`, loadedRetries, empty),
+      ])}\n\nKey store: ${num(stored.keys)} keys in ${num(stored.bytes / 1024 / 1024)} MiB (tables and indexes): ` +
+        `${(stored.bytes / stored.keys).toFixed(1)} bytes per key; load ${load()}`,
+    );
+    if (MERGE) {
+      const db = new ServerDb({ connectionString: fresh.url, max: 2 });
+      try {
+        const wal = await walMeter(admin);
+        const t0 = performance.now();
+        const upkeep = await maintainKeys(db, new Date(), { force: true, lockTimeoutMs: 10_000 });
+        const s = (performance.now() - t0) / 1000;
+        const after = await storedKeys(admin);
+        console.log(
+          `Upkeep (rotation, merge of ${num(upkeep.merged_keys)} hot keys into the cold tier, flip): ${s.toFixed(1)} s, ` +
+            `WAL ${num(((await wal.stop()) ?? 0) / 1024 / 1024)} MiB; then ${(after.bytes / after.keys).toFixed(1)} bytes per key`,
+        );
+      } finally {
+        await db.close();
+      }
+    }
+  } finally {
+    agent.destroy();
+    await t?.stop();
+    await admin.end();
+    await fresh.drop();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
