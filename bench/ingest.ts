@@ -23,8 +23,8 @@ import { ServerDb } from "../src/db/server.js";
 import type { Db } from "../src/db/types.js";
 import { distinctInKeyOrder } from "../src/ingest/batch.js";
 import { encodeBinaryBatch } from "../src/ingest/copyBinary.js";
-import { hashOrder, keyHashes } from "../src/ingest/keys.js";
 import { copyRow } from "../src/ingest/copyText.js";
+import { hashOrder, keyHashes } from "../src/ingest/keys.js";
 import { KnownCustomers, writeBatch } from "../src/ingest/store.js";
 import { EventChecker, type ValidEvent } from "../src/ingest/validate.js";
 import {
@@ -341,7 +341,9 @@ async function main(): Promise<void> {
     writerDb = async () => ({ db: shared, close: async () => {} });
     truncate = async (keepDimensions = false) => {
       const dimensionTables = keepDimensions ? "" : ", dimension_usage, dimension_counts";
-      await admin.query(`TRUNCATE event_keys_hot_0, event_keys_hot_1, event_keys_cold_0, event_keys_cold_1, event_key_collisions, usage_events, rollup_invalidations, stripe_marks${dimensionTables}`);
+      await admin.query(
+        `TRUNCATE event_keys_hot_0, event_keys_hot_1, event_keys_cold_0, event_keys_cold_1, event_key_collisions, usage_events, rollup_invalidations, stripe_marks${dimensionTables}`,
+      );
       await admin.query("CHECKPOINT");
     };
     cleanup = async () => {

@@ -7,17 +7,33 @@
 // events of the measured phases (the key store never reads events except to check a hash match exactly).
 // Reported: events/s, the ratio to the empty figure, CPU and WAL per event, bytes per stored key (tables and
 // indexes), load average; then (BENCH_KEYS_MERGE=0 skips) one upkeep: rotation, merge and flip, timed.
-//   DATABASE_URL (required: a server), BENCH_KEYS (100,000,000; e.g. 2000000 for a smoke run),
+//   DATABASE_URL → a fresh database on that server (dropped afterwards); unset → the embedded engine (a temporary
+//   data directory; Tally is stopped while the bench process generates the keys, as one process owns PGlite).
+//   BENCH_KEYS (100,000,000 on a server, 10,000,000 embedded; e.g. 2000000 for a smoke run),
 //   BENCH_KEYS_BATCHES (400 per phase), BENCH_BATCH (1000), BENCH_CLIENTS (4), BENCH_KEYS_MERGE (1).
 import { randomUUID } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
-import { loadavg } from "node:os";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
 import pg from "pg";
-import { maintainKeys } from "../src/ingest/rotate.js";
+import { openDatabase } from "../src/db/open.js";
 import { ServerDb } from "../src/db/server.js";
-import { cpuMeter, freshServerDatabase, httpRequest, percentile, startTally, type TallyChild, table, walMeter } from "./harness.js";
+import type { Db } from "../src/db/types.js";
+import { maintainKeys } from "../src/ingest/rotate.js";
+import {
+  cpuMeter,
+  freshServerDatabase,
+  httpRequest,
+  percentile,
+  startTally,
+  type TallyChild,
+  table,
+  walMeter,
+} from "./harness.js";
 
-const KEYS = Number(process.env.BENCH_KEYS ?? 100_000_000);
+const SERVER = process.env.DATABASE_URL;
+const KEYS = Number(process.env.BENCH_KEYS ?? (SERVER ? 100_000_000 : 10_000_000));
 const BATCHES = Number(process.env.BENCH_KEYS_BATCHES ?? 400);
 const BATCH = Number(process.env.BENCH_BATCH ?? 1000);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 4);
@@ -26,7 +42,13 @@ const CUSTOMERS = 1000;
 const METERS = ["api_calls", "tokens", "storage_gb", "seats"];
 const KEY = `bench-${randomUUID()}`;
 const DAY_S = 86_400;
-const KEY_TABLES = ["event_keys_hot_0", "event_keys_hot_1", "event_keys_cold_0", "event_keys_cold_1", "event_key_collisions"];
+const KEY_TABLES = [
+  "event_keys_hot_0",
+  "event_keys_hot_1",
+  "event_keys_cold_0",
+  "event_keys_cold_1",
+  "event_key_collisions",
+];
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS * 2 });
 
@@ -52,7 +74,7 @@ interface Phase {
 }
 
 /** CLIENTS clients post BATCHES bodies; with `retryEvery`, every retryEvery-th send repeats an acknowledged body. */
-async function phase(admin: pg.Client, t: TallyChild, retryEvery?: number): Promise<Phase> {
+async function phase(admin: pg.Client | undefined, t: TallyChild, retryEvery?: number): Promise<Phase> {
   const nowMs = Date.now();
   const fresh = retryEvery ? BATCHES - Math.floor(BATCHES / retryEvery) : BATCHES;
   const bodies = Array.from({ length: fresh }, () => body(nowMs));
@@ -96,10 +118,8 @@ async function phase(admin: pg.Client, t: TallyChild, retryEvery?: number): Prom
 }
 
 /** `count` keys with random v4 ids over CUSTOMERS customers, arrived over the last 35 days, as ingest stores them. */
-async function generate(admin: pg.Client, count: number): Promise<void> {
+async function generate(admin: Db, count: number): Promise<void> {
   const t0 = performance.now();
-  await admin.query("SET work_mem = '1GB'");
-  await admin.query("SET maintenance_work_mem = '1GB'");
   await admin.query(
     "CREATE UNLOGGED TABLE bench_keys (h bigint NOT NULL, h2 bigint NOT NULL, t integer NOT NULL, r integer NOT NULL)",
   );
@@ -114,16 +134,21 @@ async function generate(admin: pg.Client, count: number): Promise<void> {
              FROM generate_series(1, $1)) AS g`,
       [n],
     );
-    console.log(`  generated ${(from + n).toLocaleString("en-US")} keys (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+    console.log(
+      `  generated ${(from + n).toLocaleString("en-US")} keys (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+    );
   }
   const cut = `event_key_second(now()) - ${DAY_S}`;
   // The last day in the current hot table, in random order (as a btree of random keys grows); the rest packed.
   await admin.query(`INSERT INTO event_keys_hot_0 (h, h2, t, r) SELECT h, h2, t, r FROM bench_keys WHERE r >= ${cut}`);
-  await admin.query(
-    `INSERT INTO event_keys_cold_0 (bucket, hs, h2s, ts, rs)
-     SELECT (h >> 42)::integer, array_agg(h), array_agg(h2), array_agg(t), array_agg(r)
-     FROM bench_keys WHERE r < ${cut} GROUP BY 1`,
-  );
+  await admin.transaction(async (tx) => {
+    await tx.query(`SET LOCAL work_mem = '${SERVER ? "1GB" : "256MB"}'`);
+    await tx.query(
+      `INSERT INTO event_keys_cold_0 (bucket, hs, h2s, ts, rs)
+       SELECT (h >> 42)::integer, array_agg(h), array_agg(h2), array_agg(t), array_agg(r)
+       FROM bench_keys WHERE r < ${cut} GROUP BY 1`,
+    );
+  });
   await admin.query("UPDATE event_key_state SET hot_since = now() - interval '1 hour'");
   await admin.query("DROP TABLE bench_keys");
   await admin.query(`VACUUM ANALYZE ${KEY_TABLES.join(", ")}`);
@@ -131,7 +156,7 @@ async function generate(admin: pg.Client, count: number): Promise<void> {
   console.log(`  stored state ready (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
 }
 
-async function storedKeys(admin: pg.Client): Promise<{ keys: number; bytes: number }> {
+async function storedKeys(admin: Db): Promise<{ keys: number; bytes: number }> {
   const { rows } = await admin.query<{ keys: string; bytes: string }>(
     `SELECT (SELECT count(*) FROM event_key_entries)::text AS keys,
             (${KEY_TABLES.map((t) => `pg_total_relation_size('${t}')`).join(" + ")})::text AS bytes`,
@@ -141,7 +166,10 @@ async function storedKeys(admin: pg.Client): Promise<{ keys: number; bytes: numb
 
 const num = (n: number) => Math.round(n).toLocaleString("en-US");
 const rate = (p: Phase) => p.events / p.seconds;
-const load = () => loadavg().map((l) => l.toFixed(2)).join(" ");
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
 
 function row(name: string, p: Phase, empty: Phase): string[] {
   return [
@@ -156,39 +184,89 @@ function row(name: string, p: Phase, empty: Phase): string[] {
 }
 const HEAD = ["phase", "events/s", "× empty", "PostgreSQL µs/event", "Tally µs/event", "WAL bytes/event", "p99 ms"];
 
-async function main(): Promise<void> {
-  const serverUrl = process.env.DATABASE_URL;
-  if (!serverUrl) {
-    console.log("bench/keys.ts: the key store's steady state needs DATABASE_URL (a PostgreSQL server); skipped.");
-    return;
+/** Where the run's data lives: a fresh server database, or an embedded data directory. */
+interface Target {
+  env: Record<string, string>;
+  /** The server's admin client (CPU of backends, WAL); undefined embedded. */
+  admin?: pg.Client;
+  /** A connection for SQL of the bench itself; embedded only while Tally is stopped. */
+  open(): Promise<Db>;
+  close(db: Db): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+async function target(): Promise<Target> {
+  if (SERVER) {
+    const fresh = await freshServerDatabase(SERVER);
+    const admin = new pg.Client({ connectionString: fresh.url });
+    await admin.connect();
+    return {
+      env: { DATABASE_URL: fresh.url, TALLY_DB_POOL_SIZE: String(Math.max(10, CLIENTS * 2)) },
+      admin,
+      open: async () => new ServerDb({ connectionString: fresh.url, max: 2 }),
+      close: (db) => db.close(),
+      cleanup: async () => {
+        await admin.end();
+        await fresh.drop();
+      },
+    };
   }
-  const fresh = await freshServerDatabase(serverUrl);
-  const admin = new pg.Client({ connectionString: fresh.url });
-  await admin.connect();
+  const dir = await mkdtemp(join(tmpdir(), "tally-bench-keys-"));
+  return {
+    env: { TALLY_DATA_DIR: dir },
+    open: async () => (await openDatabase({ dataDir: dir })).db,
+    close: (db) => db.close(),
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+}
+
+async function main(): Promise<void> {
+  const where = await target();
   let t: TallyChild | undefined;
+  const start = async () => {
+    t = await startTally({ ...where.env, TALLY_ADMIN_KEY: KEY, TALLY_JOBS: "off" });
+    return t;
+  };
+  /** SQL of the bench: beside Tally on a server; embedded, with Tally stopped (one process owns PGlite). */
+  const withDb = async <T>(fn: (db: Db) => Promise<T>): Promise<T> => {
+    if (!SERVER && t) {
+      await t.stop();
+      t = undefined;
+    }
+    const db = await where.open();
+    try {
+      return await fn(db);
+    } finally {
+      await where.close(db);
+    }
+  };
   try {
-    t = await startTally({
-      DATABASE_URL: fresh.url,
-      TALLY_DB_POOL_SIZE: String(Math.max(10, CLIENTS * 2)),
-      TALLY_ADMIN_KEY: KEY,
-      TALLY_JOBS: "off",
-    });
-    for (const m of METERS) await t.put(`/v1/meters/${m}`, KEY, { name: m, unit: "unit", aggregation: "sum" });
-    const settings = await admin.query<Record<string, string>>(
-      `SELECT current_setting('shared_buffers') AS shared_buffers, current_setting('wal_compression') AS wal_compression,
-              current_setting('max_wal_size') AS max_wal_size, current_setting('server_version') AS version`,
+    let tally = await start();
+    for (const m of METERS) await tally.put(`/v1/meters/${m}`, KEY, { name: m, unit: "unit", aggregation: "sum" });
+    const settings = await withDb(
+      async (db) =>
+        (
+          await db.query<Record<string, string>>(
+            `SELECT current_setting('shared_buffers') AS shared_buffers,
+                    current_setting('wal_compression') AS wal_compression,
+                    current_setting('max_wal_size') AS max_wal_size, current_setting('server_version') AS version`,
+          )
+        ).rows[0],
     );
+    tally = t ?? (await start());
     console.log(
-      `\nKey store steady state — ${new URL(serverUrl).host}, ${num(KEYS)} stored keys, ${BATCHES} × ${BATCH}-event ` +
-        `batches per phase, ${CLIENTS} clients, random UUIDv4 ids; ${JSON.stringify(settings.rows[0])}; load ${load()}\n`,
+      `\nKey store steady state — ${SERVER ? new URL(SERVER).host : "embedded (PGlite + TimescaleDB)"}, ` +
+        `${num(KEYS)} stored keys, ${BATCHES} × ${BATCH}-event batches per phase, ${CLIENTS} clients, random ` +
+        `UUIDv4 ids; ${JSON.stringify(settings)}; load ${load()}\n`,
     );
-    const empty = await phase(admin, t);
-    const emptyRetries = await phase(admin, t, 20);
+    const empty = await phase(where.admin, tally);
+    const emptyRetries = await phase(where.admin, tally, 20);
     console.log(`  empty: ${num(rate(empty))}/s, with 5% retries ${num(rate(emptyRetries))}/s; load ${load()}`);
-    await generate(admin, KEYS);
-    const loaded = await phase(admin, t);
-    const loadedRetries = await phase(admin, t, 20);
-    const stored = await storedKeys(admin);
+    await withDb((db) => generate(db, KEYS));
+    tally = t ?? (await start());
+    const loaded = await phase(where.admin, tally);
+    const loadedRetries = await phase(where.admin, tally, 20);
+    const stored = await withDb(storedKeys);
     console.log(
       `\n${table(HEAD, [
         row("empty database", empty, empty),
@@ -199,26 +277,23 @@ async function main(): Promise<void> {
         `${(stored.bytes / stored.keys).toFixed(1)} bytes per key; load ${load()}`,
     );
     if (MERGE) {
-      const db = new ServerDb({ connectionString: fresh.url, max: 2 });
-      try {
-        const wal = await walMeter(admin);
+      await withDb(async (db) => {
+        const wal = await walMeter(where.admin);
         const t0 = performance.now();
         const upkeep = await maintainKeys(db, new Date(), { force: true, lockTimeoutMs: 10_000 });
         const s = (performance.now() - t0) / 1000;
-        const after = await storedKeys(admin);
+        const after = await storedKeys(db);
+        const walMb = ((await wal.stop()) ?? Number.NaN) / 1024 / 1024;
         console.log(
           `Upkeep (rotation, merge of ${num(upkeep.merged_keys)} hot keys into the cold tier, flip): ${s.toFixed(1)} s, ` +
-            `WAL ${num(((await wal.stop()) ?? 0) / 1024 / 1024)} MiB; then ${(after.bytes / after.keys).toFixed(1)} bytes per key`,
+            `WAL ${num(walMb)} MiB; then ${(after.bytes / after.keys).toFixed(1)} bytes per key; load ${load()}`,
         );
-      } finally {
-        await db.close();
-      }
+      });
     }
   } finally {
     agent.destroy();
     await t?.stop();
-    await admin.end();
-    await fresh.drop();
+    await where.cleanup();
   }
 }
 

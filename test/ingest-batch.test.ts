@@ -5,8 +5,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { compareCodePoints, customersInOrder, distinctInKeyOrder } from "../src/ingest/batch.js";
 import { encodeBinaryBatch, pgMicros } from "../src/ingest/copyBinary.js";
-import { keyHashes } from "../src/ingest/keys.js";
 import { parseTimestamp } from "../src/ingest/event.js";
+import { keyHashes } from "../src/ingest/keys.js";
 import { EventChecker, fastTimestampMs, type ValidEvent, validateEvent } from "../src/ingest/validate.js";
 
 const ctx = {

@@ -19,7 +19,7 @@ interface State {
   built: boolean;
 }
 
-export interface KeyUpkeepOptions {
+interface KeyUpkeepOptions {
   windowMs?: number;
   /** Rotate a hot table older than this (default: a day). */
   rotateAfterMs?: number;
@@ -33,12 +33,13 @@ export interface KeyUpkeepOptions {
   lockTimeoutMs?: number;
 }
 
-export interface KeyUpkeep {
+/** What an upkeep did (a type, not an interface: the prune job's declared return type spells it out). */
+type KeyUpkeep = {
   rotated: boolean;
   merged_keys: number;
   flipped: boolean;
   collisions_deleted: number;
-}
+};
 
 const DAY_MS = 86_400_000;
 
@@ -92,9 +93,7 @@ export async function maintainKeys(db: Db, now: Date, opts: KeyUpkeepOptions = {
 
 async function rotationDue(db: Db, s: State, now: Date, opts: KeyUpkeepOptions): Promise<boolean> {
   if (now.getTime() - s.hot_since.getTime() >= (opts.rotateAfterMs ?? DAY_MS)) {
-    const { rows } = await db.query<{ any: boolean }>(
-      `SELECT EXISTS (SELECT 1 FROM event_keys_hot_${s.hot}) AS any`,
-    );
+    const { rows } = await db.query<{ any: boolean }>(`SELECT EXISTS (SELECT 1 FROM event_keys_hot_${s.hot}) AS any`);
     if (rows[0]?.any) return true;
   }
   const { rows } = await db.query<{ bytes: string }>("SELECT pg_total_relation_size($1::regclass)::text AS bytes", [
