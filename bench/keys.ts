@@ -144,8 +144,13 @@ async function generate(admin: Db, count: number): Promise<void> {
   await admin.transaction(async (tx) => {
     await tx.query(`SET LOCAL work_mem = '${SERVER ? "1GB" : "256MB"}'`);
     await tx.query(
+      `UPDATE event_key_state SET keys_0 = (SELECT count(*) FROM bench_keys WHERE r < ${cut}),
+                                  shift_0 = event_key_shift((SELECT count(*) FROM bench_keys WHERE r < ${cut}))`,
+    );
+    await tx.query(
       `INSERT INTO event_keys_cold_0 (bucket, hs, h2s, ts, rs)
-       SELECT (h >> 42)::integer, array_agg(h), array_agg(h2), array_agg(t), array_agg(r)
+       SELECT (h >> (SELECT shift_0 FROM event_key_state))::integer, array_agg(h), array_agg(h2), array_agg(t),
+              array_agg(r)
        FROM bench_keys WHERE r < ${cut} GROUP BY 1`,
     );
   });

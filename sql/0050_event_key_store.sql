@@ -4,8 +4,8 @@
 --   event_keys_hot_N  the current hot table takes every new key; its primary key on h is the arbiter between
 --                     concurrent writers. It is small: rotated daily, or earlier once it grows past a size.
 --   the other hot     sealed at the last rotation, read-only, probed until merged into the cold tier.
---   event_keys_cold_N one row per 2^42-wide range of hashes (bucket), its keys packed in arrays: ~30 bytes per
---                     key. Read-only for ingest; a merge builds the other cold table and flips to it.
+--   event_keys_cold_N one row per range of hashes (bucket: h >> the table's shift, chosen when it is built so
+--                     that a row holds 24–48 keys), its keys packed in arrays: ~30 bytes per key. Read-only for ingest; a merge builds the other cold table and flips to it.
 -- event_key_state says which hot and cold tables are current. Ingest reads it holding a shared advisory lock
 -- for its whole transaction (event_key_lock); a rotation or flip changes it holding the same lock exclusively,
 -- so it waits for every open ingest transaction and a key committed before it is seen by every one after it.
@@ -80,19 +80,30 @@ CREATE TABLE event_key_state (
   -- The other hot table holds keys not yet merged into the cold tier.
   sealed    boolean     NOT NULL DEFAULT false,
   -- The other cold table holds the merge of the current one and the sealed hot table, ready to flip to.
-  built     boolean     NOT NULL DEFAULT false
+  built     boolean     NOT NULL DEFAULT false,
+  -- A cold table's bucket of key h is h >> its shift (event_key_shift of the keys it was built for).
+  shift_0   smallint    NOT NULL DEFAULT 58,
+  shift_1   smallint    NOT NULL DEFAULT 58,
+  -- How many keys each cold table was built with.
+  keys_0    bigint      NOT NULL DEFAULT 0,
+  keys_1    bigint      NOT NULL DEFAULT 0
 );
 INSERT INTO event_key_state DEFAULT VALUES;
 
 -- Taken first by every transaction that writes or reads keys: the shared advisory lock, then (a new snapshot:
 -- the function is volatile) the current tables.
-CREATE FUNCTION event_key_lock(lock_key bigint) RETURNS TABLE (hot smallint, cold smallint)
+CREATE FUNCTION event_key_lock(lock_key bigint) RETURNS TABLE (hot smallint, cold smallint, shift smallint)
   LANGUAGE plpgsql VOLATILE
   AS $$
 BEGIN
   PERFORM pg_advisory_xact_lock_shared(lock_key);
-  RETURN QUERY SELECT s.hot, s.cold FROM event_key_state s;
+  RETURN QUERY SELECT s.hot, s.cold, CASE s.cold WHEN 0 THEN s.shift_0 ELSE s.shift_1 END FROM event_key_state s;
 END $$;
+
+-- The shift that packs `keys` keys 24–48 to a bucket (at least 64 buckets, at most 2^30).
+CREATE FUNCTION event_key_shift(keys bigint) RETURNS smallint
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  AS $$ SELECT (64 - least(30, greatest(6, floor(log(2, greatest(keys, 1) / 24.0)))))::smallint $$;
 
 -- The second halves (h2) and seconds (t) of the stored keys whose h is `key`, received at or after `cut`, from
 -- every table (a table not current holds only copies of current keys, or nothing): what tells a key from another
@@ -103,9 +114,9 @@ CREATE FUNCTION event_key_matches(key bigint, cut integer) RETURNS TABLE (h2 big
   SELECT k.h2, k.t FROM event_keys_hot_0 k WHERE k.h = key AND k.r >= cut
   UNION ALL SELECT k.h2, k.t FROM event_keys_hot_1 k WHERE k.h = key AND k.r >= cut
   UNION ALL SELECT u.h2, u.t FROM event_keys_cold_0 c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r)
-    WHERE c.bucket = (key >> 42)::integer AND u.h = key AND u.r >= cut
+    WHERE c.bucket = (key >> (SELECT shift_0 FROM event_key_state))::integer AND u.h = key AND u.r >= cut
   UNION ALL SELECT u.h2, u.t FROM event_keys_cold_1 c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r)
-    WHERE c.bucket = (key >> 42)::integer AND u.h = key AND u.r >= cut
+    WHERE c.bucket = (key >> (SELECT shift_1 FROM event_key_state))::integer AND u.h = key AND u.r >= cut
 $$;
 
 -- Every stored key once, for diagnostics and tests (tier: hot, sealed, cold, collision).
@@ -125,8 +136,10 @@ CREATE VIEW event_key_entries AS
 -- The keys stored so far move into the cold tier, exactly: writers of the old table are waited for and then kept
 -- out (a process of the previous version fails its batch, which its client sends again), and the table goes.
 LOCK TABLE event_keys IN SHARE MODE;
+UPDATE event_key_state SET keys_0 = (SELECT count(*) FROM event_keys);
+UPDATE event_key_state SET shift_0 = event_key_shift(keys_0);
 INSERT INTO event_keys_cold_0 (bucket, hs, h2s, ts, rs)
-SELECT (h >> 42)::integer, array_agg(h), array_agg(h2), array_agg(t), array_agg(r)
+SELECT (h >> (SELECT shift_0 FROM event_key_state))::integer, array_agg(h), array_agg(h2), array_agg(t), array_agg(r)
 FROM (
   SELECT event_key_part(d, 0) AS h, event_key_part(d, 1) AS h2, t, r
   FROM (

@@ -77,6 +77,39 @@ describe.each(BACKENDS)("dedupe key store on %s", (backend) => {
     expect((await postJson(t.tally, events.slice(0, 5))).body).toEqual({ accepted: 0, duplicates: 5 });
   });
 
+  it("when the cold tier doubles past a bucket width, then its keys are bucketed anew and still refused", async () => {
+    const customer = uid("grow");
+    const events = Array.from({ length: 50 }, (_, i) => ({ id: `g-${i}`, customer, meter: "calls" }));
+    expect((await postJson(t.tally, events)).body).toEqual({ accepted: 50, duplicates: 0 });
+    await maintainKeys(db(), t.clock.now(), { force: true });
+    const shift = async () =>
+      Number(
+        (
+          await db().query<{ s: number }>(
+            "SELECT CASE cold WHEN 0 THEN shift_0 ELSE shift_1 END AS s FROM event_key_state",
+          )
+        ).rows[0]?.s,
+      );
+    const before = await shift();
+    // Keys of other events, straight into the current hot table: enough to double the cold tier.
+    await db().query(
+      `INSERT INTO event_keys_hot_0 (h, h2, t, r)
+       SELECT event_key_hash('filler', g::text), event_key_hash2('filler', g::text), 1, event_key_second(now())
+       FROM generate_series(1, 8000) g, event_key_state s WHERE s.hot = 0`,
+    );
+    await db().query(
+      `INSERT INTO event_keys_hot_1 (h, h2, t, r)
+       SELECT event_key_hash('filler', g::text), event_key_hash2('filler', g::text), 1, event_key_second(now())
+       FROM generate_series(1, 8000) g, event_key_state s WHERE s.hot = 1`,
+    );
+    await maintainKeys(db(), t.clock.now(), { force: true });
+    expect(await shift()).toBeLessThan(before);
+    expect(await tiers(customer)).toEqual(["cold 50"]);
+    expect((await postJson(t.tally, events)).body).toEqual({ accepted: 0, duplicates: 50 });
+    const filler = (await postJson(t.tally, [{ id: "7", customer: "filler", meter: "calls" }])).body;
+    expect(filler).toEqual({ accepted: 0, duplicates: 1 }); // its 128 bits are stored: the same key
+  });
+
   it.runIf(backend === "postgres")(
     "when a rotation meets an ingest transaction still open, then it waits for it, and the same keys sent meanwhile are refused",
     async () => {

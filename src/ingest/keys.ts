@@ -13,8 +13,6 @@ import type { ValidEvent } from "./validate.js";
 export const KEY_LOCK = lockId("event-keys");
 /** PostgreSQL's epoch, 2000-01-01 UTC, in ms: t and r count seconds from it. */
 const PG_EPOCH_MS = 946_684_800_000;
-/** Cold rows hold the keys of one bucket: the top 22 bits of the hash. */
-export const BUCKET_SHIFT = 42;
 export const DEFAULT_WINDOW_MS = 35 * 86_400_000;
 
 export const secondOf = (ms: number): number => Math.floor((ms - PG_EPOCH_MS) / 1000);
@@ -24,24 +22,24 @@ export interface KeyTables {
   hot: string;
   sealed: string;
   cold: string;
+  /** The cold table's bucket of key h is h >> shift. */
+  shift: number;
 }
-
-const TABLES: KeyTables[][] = [0, 1].map((hot) =>
-  [0, 1].map((cold) => ({
-    hot: `event_keys_hot_${hot}`,
-    sealed: `event_keys_hot_${1 - hot}`,
-    cold: `event_keys_cold_${cold}`,
-  })),
-);
 
 /** Takes the key store's shared lock for the transaction and reads which tables are current. */
 export async function lockKeys(tx: Queryable): Promise<KeyTables> {
-  const { rows } = await tx.query<{ hot: number; cold: number }>("SELECT hot, cold FROM event_key_lock($1)", [
-    KEY_LOCK,
-  ]);
+  const { rows } = await tx.query<{ hot: number; cold: number; shift: number }>(
+    "SELECT hot, cold, shift FROM event_key_lock($1)",
+    [KEY_LOCK],
+  );
   const s = rows[0];
   if (!s) throw new Error("event_key_state has no row");
-  return TABLES[s.hot]?.[s.cold] as KeyTables;
+  return {
+    hot: `event_keys_hot_${s.hot}`,
+    sealed: `event_keys_hot_${1 - s.hot}`,
+    cold: `event_keys_cold_${s.cold}`,
+    shift: Number(s.shift),
+  };
 }
 
 /** Bytes per key in keyHashes: h, then h2. */
@@ -80,9 +78,9 @@ export function hashTexts(hashes: Buffer, part: 0 | 1 = 0): string[] {
 }
 
 /** A cold row holds key $k among its packed keys, received at or after $cut. */
-const inCold = (cold: string, k: string, cut: string) => `EXISTS (
-    SELECT 1 FROM ${cold} c
-    WHERE c.bucket = (${k} >> ${BUCKET_SHIFT})::integer AND ${k} = ANY (c.hs)
+const inCold = (t: KeyTables, k: string, cut: string) => `EXISTS (
+    SELECT 1 FROM ${t.cold} c
+    WHERE c.bucket = (${k} >> ${t.shift})::integer AND ${k} = ANY (c.hs)
       AND EXISTS (SELECT 1 FROM unnest(c.hs, c.rs) AS u(h, r) WHERE u.h = ${k} AND u.r >= ${cut}))`;
 
 /**
@@ -91,7 +89,7 @@ const inCold = (cold: string, k: string, cut: string) => `EXISTS (
  */
 export const heldElsewhere = (t: KeyTables, k: string, cut: string) => `(
     EXISTS (SELECT 1 FROM ${t.sealed} s WHERE s.h = ${k} AND s.r >= ${cut})
-    OR ${inCold(t.cold, k, cut)}
+    OR ${inCold(t, k, cut)}
     OR EXISTS (SELECT 1 FROM event_key_collisions x WHERE x.h = ${k} AND x.r >= ${cut}))`;
 
 /** How many of the keys' h are held already (any table, the current hot one included). */

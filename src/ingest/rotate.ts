@@ -9,7 +9,7 @@
 //   flip:   under the exclusive lock again, the built cold table becomes current and the sealed hot table free.
 //   clear:  the tables no longer current are emptied (TRUNCATE, which waits for nobody: no transaction uses them).
 import type { Db, Queryable } from "../db/types.js";
-import { BUCKET_SHIFT, DEFAULT_WINDOW_MS, KEY_LOCK, secondOf } from "./keys.js";
+import { DEFAULT_WINDOW_MS, KEY_LOCK, secondOf } from "./keys.js";
 
 interface State {
   hot: number;
@@ -17,6 +17,9 @@ interface State {
   hot_since: Date;
   sealed: boolean;
   built: boolean;
+  /** The current cold table's shift and keys. */
+  shift: number;
+  keys: string;
 }
 
 interface KeyUpkeepOptions {
@@ -44,7 +47,11 @@ type KeyUpkeep = {
 const DAY_MS = 86_400_000;
 
 async function readState(q: Queryable): Promise<State> {
-  const { rows } = await q.query<State>("SELECT hot, cold, hot_since, sealed, built FROM event_key_state");
+  const { rows } = await q.query<State>(
+    `SELECT hot, cold, hot_since, sealed, built, CASE cold WHEN 0 THEN shift_0 ELSE shift_1 END AS shift,
+            (CASE cold WHEN 0 THEN keys_0 ELSE keys_1 END)::text AS keys
+     FROM event_key_state`,
+  );
   return rows[0] as State;
 }
 
@@ -127,41 +134,71 @@ async function build(db: Db, s: State, cut: number, lockTimeoutMs: number): Prom
   const cold = `event_keys_cold_${s.cold}`;
   const sealed = `event_keys_hot_${1 - s.hot}`;
   return db.transaction(async (tx) => {
-    // Exact checks and receipts read every table (event_key_times): the TRUNCATE waits for them, not longer.
+    // Exact checks and receipts read every table (event_key_matches): the TRUNCATE waits for them, not longer.
     await tx.query(`SET LOCAL lock_timeout = '${Math.max(1, Math.floor(lockTimeoutMs))}ms'`, []);
     await tx.query(`TRUNCATE ${next}`, []);
     await tx.query("SET LOCAL lock_timeout = 0", []);
-    // Bucket by bucket: a cold row keeps its keys (less the expired ones) and gains the sealed keys of its bucket.
-    const kept = (array: string) => `CASE WHEN c.bucket IS NULL OR $1 <= ALL (c.rs) THEN c.${array}
-      ELSE ARRAY(SELECT u.v FROM unnest(c.${array}, c.rs) AS u(v, r) WHERE u.r >= $1) END`;
-    await tx.query(
-      `INSERT INTO ${next} (bucket, hs, h2s, ts, rs)
-       SELECT bucket, m.hs, m.h2s, m.ts, m.rs
-       FROM (
-         SELECT coalesce(c.bucket, n.bucket) AS bucket,
-                ${kept("hs")} || coalesce(n.hs, '{}') AS hs,
-                ${kept("h2s")} || coalesce(n.h2s, '{}') AS h2s,
-                ${kept("ts")} || coalesce(n.ts, '{}') AS ts,
-                ${kept("rs")} || coalesce(n.rs, '{}') AS rs
-         FROM ${cold} c
-         FULL JOIN (
-           SELECT (h >> ${BUCKET_SHIFT})::integer AS bucket, array_agg(h) AS hs, array_agg(h2) AS h2s,
-                  array_agg(t) AS ts, array_agg(r) AS rs
-           FROM ${sealed} WHERE r >= $1 GROUP BY 1
-         ) AS n USING (bucket)
-       ) AS m
-       WHERE cardinality(m.hs) > 0`,
+    const sealedKeys = Number((await tx.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${sealed}`)).rows[0]?.n);
+    const shift = Number(
+      (await tx.query<{ s: number }>("SELECT event_key_shift($1) AS s", [Number(s.keys) + sealedKeys])).rows[0]?.s,
+    );
+    const sql = shift === Number(s.shift) ? mergeSql(cold, sealed, shift) : regroupSql(cold, sealed, shift);
+    const { rows } = await tx.query<{ n: string | null }>(
+      `WITH built AS (INSERT INTO ${next} (bucket, hs, h2s, ts, rs) ${sql} RETURNING cardinality(hs) AS n)
+       SELECT sum(n)::text AS n FROM built`,
       [cut],
     );
+    await tx.query(
+      `UPDATE event_key_state SET shift_${1 - s.cold} = $2, keys_${1 - s.cold} = $3
+       WHERE sealed AND NOT built AND cold = $1`,
+      [s.cold, shift, rows[0]?.n ?? "0"],
+    );
     await tx.query("UPDATE event_key_state SET built = true WHERE sealed AND NOT built AND cold = $1", [s.cold]);
-    const { rows } = await tx.query<{ n: number }>(`SELECT count(*)::integer AS n FROM ${sealed}`, []);
-    return rows[0]?.n ?? 0;
+    return sealedKeys;
   });
 }
 
 /**
+ * The rows of the next cold table with the same shift: bucket by bucket, a cold row keeps its keys (less those
+ * before $1) and gains the sealed keys of its bucket.
+ */
+function mergeSql(cold: string, sealed: string, shift: number): string {
+  const kept = (array: string) => `CASE WHEN c.bucket IS NULL OR $1 <= ALL (c.rs) THEN c.${array}
+      ELSE ARRAY(SELECT u.v FROM unnest(c.${array}, c.rs) AS u(v, r) WHERE u.r >= $1) END`;
+  return `
+    SELECT bucket, m.hs, m.h2s, m.ts, m.rs
+    FROM (
+      SELECT coalesce(c.bucket, n.bucket) AS bucket,
+             ${kept("hs")} || coalesce(n.hs, '{}') AS hs,
+             ${kept("h2s")} || coalesce(n.h2s, '{}') AS h2s,
+             ${kept("ts")} || coalesce(n.ts, '{}') AS ts,
+             ${kept("rs")} || coalesce(n.rs, '{}') AS rs
+      FROM ${cold} c
+      FULL JOIN (
+        SELECT (h >> ${shift})::integer AS bucket, array_agg(h) AS hs, array_agg(h2) AS h2s,
+               array_agg(t) AS ts, array_agg(r) AS rs
+        FROM ${sealed} WHERE r >= $1 GROUP BY 1
+      ) AS n USING (bucket)
+    ) AS m
+    WHERE cardinality(m.hs) > 0`;
+}
+
+/** The rows of the next cold table with another shift (the keys doubled or halved): every key bucketed anew. */
+function regroupSql(cold: string, sealed: string, shift: number): string {
+  return `
+    SELECT (k.h >> ${shift})::integer, array_agg(k.h), array_agg(k.h2), array_agg(k.t), array_agg(k.r)
+    FROM (
+      SELECT u.h, u.h2, u.t, u.r FROM ${cold} c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r)
+      WHERE u.r >= $1
+      UNION ALL
+      SELECT h, h2, t, r FROM ${sealed} WHERE r >= $1
+    ) AS k
+    GROUP BY 1`;
+}
+
+/**
  * Empties the tables no transaction writes or probes: the other hot one unless sealed, the other cold one unless
- * built. Exact checks and receipts read them (event_key_times): a TRUNCATE waits for those up to the timeout, and
+ * built. Exact checks and receipts read them (event_key_matches): a TRUNCATE waits for those up to the timeout, and
  * is otherwise left for next time.
  */
 async function clear(db: Db, s: State, lockTimeoutMs: number): Promise<void> {
