@@ -116,6 +116,8 @@ const fields = z.object({
     .min(2, "must be at least 2 (a lock holds one connection while the work under it uses another)")
     .default(10),
   TALLY_DEDUPE_WINDOW_DAYS: positiveInt(35),
+  /** The hot dedupe key table is rotated once it is a day old or larger than this (heap and index). */
+  TALLY_DEDUPE_HOT_MAX_MB: positiveInt(512),
   TALLY_EVENT_MAX_AGE_DAYS: positiveInt(35),
   TALLY_EVENT_MAX_FUTURE_SECONDS: z.coerce.number().int().min(0).default(300),
   TALLY_JSON_MAX_BYTES: positiveInt(10 * 1024 * 1024),

@@ -171,6 +171,7 @@ function wireServices({ db, engine, clock, config, log }: Wiring) {
       maxFutureMs: config.TALLY_EVENT_MAX_FUTURE_SECONDS * 1000,
       maxDimensionValues: config.TALLY_MAX_DIMENSION_VALUES,
       dedupeWindowMs: config.TALLY_DEDUPE_WINDOW_DAYS * 86_400_000,
+      dedupeHotMaxBytes: config.TALLY_DEDUPE_HOT_MAX_MB * 1024 * 1024,
     },
     log,
     metrics,

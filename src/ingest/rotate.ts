@@ -26,7 +26,7 @@ interface KeyUpkeepOptions {
   windowMs?: number;
   /** Rotate a hot table older than this (default: a day). */
   rotateAfterMs?: number;
-  /** Rotate a hot table larger than this, heap and index (default 256 MiB, about 3.5 million keys). */
+  /** Rotate a hot table larger than this, heap and index (default 512 MiB, about 7 million keys). */
   hotMaxBytes?: number;
   /** Rotate whatever the hot table's age and size (tests, the benchmark). */
   force?: boolean;
@@ -106,7 +106,7 @@ async function rotationDue(db: Db, s: State, now: Date, opts: KeyUpkeepOptions):
   const { rows } = await db.query<{ bytes: string }>("SELECT pg_total_relation_size($1::regclass)::text AS bytes", [
     `event_keys_hot_${s.hot}`,
   ]);
-  return Number(rows[0]?.bytes ?? 0) > (opts.hotMaxBytes ?? 256 * 1024 * 1024);
+  return Number(rows[0]?.bytes ?? 0) > (opts.hotMaxBytes ?? 512 * 1024 * 1024);
 }
 
 /** Runs `change` holding the key store's lock exclusively; false if open transactions held it past the timeout. */

@@ -31,6 +31,8 @@ interface IngestLimits {
   maxDimensionValues?: number;
   /** How long a key counts: TALLY_DEDUPE_WINDOW_DAYS (default 35 days). */
   dedupeWindowMs?: number;
+  /** TALLY_DEDUPE_HOT_MAX_MB in bytes: the hot key table is rotated past it. */
+  dedupeHotMaxBytes?: number;
 }
 
 interface IngestResult {
@@ -306,7 +308,10 @@ export class IngestService {
     this.#storedSinceUpkeep += stored;
     if (this.#storedSinceUpkeep < KEY_UPKEEP_EVERY || this.#upkeep) return;
     this.#storedSinceUpkeep = 0;
-    this.#upkeep = maintainKeys(this.db, this.clock.now(), { windowMs: this.limits.dedupeWindowMs })
+    this.#upkeep = maintainKeys(this.db, this.clock.now(), {
+      windowMs: this.limits.dedupeWindowMs,
+      hotMaxBytes: this.limits.dedupeHotMaxBytes,
+    })
       .catch((err: unknown) => this.log.warn({ err }, "dedupe key upkeep failed"))
       .finally(() => {
         this.#upkeep = undefined;

@@ -70,6 +70,7 @@ export function tallyJobs(d: JobDeps): Job[] {
           d.clock.now(),
           d.config.TALLY_DEDUPE_WINDOW_DAYS,
           d.config.TALLY_EVENT_MAX_AGE_DAYS,
+          d.config.TALLY_DEDUPE_HOT_MAX_MB * 1024 * 1024,
         )),
       }),
     },
