@@ -148,9 +148,9 @@ async function generate(admin: Db, count: number): Promise<void> {
                                   shift_0 = event_key_shift((SELECT count(*) FROM bench_keys WHERE r < ${cut}))`,
     );
     await tx.query(
-      `INSERT INTO event_keys_cold_0 (bucket, hs, h2s, ts, rs)
-       SELECT (h >> (SELECT shift_0 FROM event_key_state))::integer, array_agg(h), array_agg(h2), array_agg(t),
-              array_agg(r)
+      `INSERT INTO event_keys_cold_0 (bucket, hb, h2s, ts, rs)
+       SELECT (h >> (SELECT shift_0 FROM event_key_state))::integer, string_agg(int8send(h), ''::bytea),
+              array_agg(h2), array_agg(t), array_agg(r)
        FROM bench_keys WHERE r < ${cut} GROUP BY 1`,
     );
   });

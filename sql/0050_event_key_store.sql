@@ -5,7 +5,9 @@
 --                     concurrent writers. It is small: rotated daily, or earlier once it grows past a size.
 --   the other hot     sealed at the last rotation, read-only, probed until merged into the cold tier.
 --   event_keys_cold_N one row per range of hashes (bucket: h >> the table's shift, chosen when it is built so
---                     that a row holds 24–48 keys), its keys packed in arrays: ~30 bytes per key. Read-only for ingest; a merge builds the other cold table and flips to it.
+--                     that a row holds 24–48 keys), its keys packed: h as 8 big-endian bytes each in hb (a
+--                     bytea: position() finds a key in it faster than = ANY on an array), h2, t, r in arrays
+--                     (element i of each array belongs to bytes 8i-7…8i of hb): ~30 bytes per key. Read-only for ingest; a merge builds the other cold table and flips to it.
 -- event_key_state says which hot and cold tables are current. Ingest reads it holding a shared advisory lock
 -- for its whole transaction (event_key_lock); a rotation or flip changes it holding the same lock exclusively,
 -- so it waits for every open ingest transaction and a key committed before it is seen by every one after it.
@@ -15,10 +17,15 @@ CREATE FUNCTION event_key_digest(customer_id text, event_id text) RETURNS bytea
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
   AS $$ SELECT sha256(convert_to(customer_id, 'UTF8') || '\x00'::bytea || convert_to(event_id, 'UTF8')) $$;
 
--- Bytes 0–7 (h) and 8–15 (h2) of the digest, big-endian, as signed 64-bit integers.
+-- Bytes part*8 … part*8+7 of a digest or of a cold row's hb, big-endian, as a signed 64-bit integer.
 CREATE FUNCTION event_key_part(digest bytea, part integer) RETURNS bigint
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
   AS $$ SELECT ('x' || encode(substr(digest, part * 8 + 1, 8), 'hex'))::bit(64)::bigint $$;
+
+-- Key i (1-based) of a cold row's hb.
+CREATE FUNCTION event_key_at(hb bytea, i integer) RETURNS bigint
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  AS $$ SELECT event_key_part(hb, i - 1) $$;
 
 CREATE FUNCTION event_key_hash(customer_id text, event_id text) RETURNS bigint
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
@@ -49,14 +56,14 @@ CREATE TABLE event_keys_hot_1 (
 
 CREATE TABLE event_keys_cold_0 (
   bucket integer   PRIMARY KEY,
-  hs     bigint[]  NOT NULL,
+  hb     bytea     NOT NULL,
   h2s    bigint[]  NOT NULL,
   ts     integer[] NOT NULL,
   rs     integer[] NOT NULL
 );
 CREATE TABLE event_keys_cold_1 (
   bucket integer   PRIMARY KEY,
-  hs     bigint[]  NOT NULL,
+  hb     bytea     NOT NULL,
   h2s    bigint[]  NOT NULL,
   ts     integer[] NOT NULL,
   rs     integer[] NOT NULL
@@ -113,10 +120,12 @@ CREATE FUNCTION event_key_matches(key bigint, cut integer) RETURNS TABLE (h2 big
   AS $$
   SELECT k.h2, k.t FROM event_keys_hot_0 k WHERE k.h = key AND k.r >= cut
   UNION ALL SELECT k.h2, k.t FROM event_keys_hot_1 k WHERE k.h = key AND k.r >= cut
-  UNION ALL SELECT u.h2, u.t FROM event_keys_cold_0 c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r)
-    WHERE c.bucket = (key >> (SELECT shift_0 FROM event_key_state))::integer AND u.h = key AND u.r >= cut
-  UNION ALL SELECT u.h2, u.t FROM event_keys_cold_1 c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r)
-    WHERE c.bucket = (key >> (SELECT shift_1 FROM event_key_state))::integer AND u.h = key AND u.r >= cut
+  UNION ALL SELECT c.h2s[i], c.ts[i] FROM event_keys_cold_0 c CROSS JOIN LATERAL generate_subscripts(c.rs, 1) AS i
+    WHERE c.bucket = (key >> (SELECT shift_0 FROM event_key_state))::integer
+      AND substr(c.hb, i * 8 - 7, 8) = int8send(key) AND c.rs[i] >= cut
+  UNION ALL SELECT c.h2s[i], c.ts[i] FROM event_keys_cold_1 c CROSS JOIN LATERAL generate_subscripts(c.rs, 1) AS i
+    WHERE c.bucket = (key >> (SELECT shift_1 FROM event_key_state))::integer
+      AND substr(c.hb, i * 8 - 7, 8) = int8send(key) AND c.rs[i] >= cut
 $$;
 
 -- Every stored key once, for diagnostics and tests (tier: hot, sealed, cold, collision).
@@ -125,11 +134,11 @@ CREATE VIEW event_key_entries AS
   UNION ALL SELECT 'hot', k.h, k.h2, k.t, k.r FROM event_keys_hot_1 k, event_key_state s WHERE s.hot = 1
   UNION ALL SELECT 'sealed', k.h, k.h2, k.t, k.r FROM event_keys_hot_0 k, event_key_state s WHERE s.hot = 1 AND s.sealed
   UNION ALL SELECT 'sealed', k.h, k.h2, k.t, k.r FROM event_keys_hot_1 k, event_key_state s WHERE s.hot = 0 AND s.sealed
-  UNION ALL SELECT 'cold', u.h, u.h2, u.t, u.r
-    FROM event_keys_cold_0 c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r), event_key_state s
+  UNION ALL SELECT 'cold', event_key_at(c.hb, i), c.h2s[i], c.ts[i], c.rs[i]
+    FROM event_keys_cold_0 c CROSS JOIN LATERAL generate_subscripts(c.rs, 1) AS i, event_key_state s
     WHERE s.cold = 0
-  UNION ALL SELECT 'cold', u.h, u.h2, u.t, u.r
-    FROM event_keys_cold_1 c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r), event_key_state s
+  UNION ALL SELECT 'cold', event_key_at(c.hb, i), c.h2s[i], c.ts[i], c.rs[i]
+    FROM event_keys_cold_1 c CROSS JOIN LATERAL generate_subscripts(c.rs, 1) AS i, event_key_state s
     WHERE s.cold = 1
   UNION ALL SELECT 'collision', k.h, event_key_hash2(k.customer_id, k.event_id), k.t, k.r FROM event_key_collisions k;
 
@@ -138,8 +147,10 @@ CREATE VIEW event_key_entries AS
 LOCK TABLE event_keys IN SHARE MODE;
 UPDATE event_key_state SET keys_0 = (SELECT count(*) FROM event_keys);
 UPDATE event_key_state SET shift_0 = event_key_shift(keys_0);
-INSERT INTO event_keys_cold_0 (bucket, hs, h2s, ts, rs)
-SELECT (h >> (SELECT shift_0 FROM event_key_state))::integer, array_agg(h), array_agg(h2), array_agg(t), array_agg(r)
+-- One aggregate step takes each input row for every aggregate in turn: the packed columns stay aligned.
+INSERT INTO event_keys_cold_0 (bucket, hb, h2s, ts, rs)
+SELECT (h >> (SELECT shift_0 FROM event_key_state))::integer, string_agg(int8send(h), ''::bytea), array_agg(h2),
+       array_agg(t), array_agg(r)
 FROM (
   SELECT event_key_part(d, 0) AS h, event_key_part(d, 1) AS h2, t, r
   FROM (

@@ -200,6 +200,33 @@ describe.each(BACKENDS)("dedupe key store on %s", (backend) => {
     expect(rows[0]?.n).toBe("0");
     expect((await writeBatch(db(), events, known, now)).stored).toBe(0);
   });
+
+  it("when some keys of a cold row pass the window, then the merge keeps exactly the others", async () => {
+    const now = t.clock.now();
+    const filler = (tag: string, agoDays: number) => `
+      INSERT INTO event_keys_hot_0 (h, h2, t, r)
+      SELECT event_key_hash('${tag}', g::text), event_key_hash2('${tag}', g::text), 1, event_key_second($1) - ${agoDays * 86_400}
+      FROM generate_series(1, 2000) g, event_key_state s WHERE s.hot = 0`;
+    for (const sql of [filler("older", 20), filler("newer", 0)]) {
+      await db().query(sql, [now]);
+      await db().query(sql.replaceAll("_hot_0", "_hot_1").replace("s.hot = 0", "s.hot = 1"), [now]);
+    }
+    await maintainKeys(db(), now, { force: true });
+    const count = async (tag: string) =>
+      Number(
+        (
+          await db().query<{ n: string }>(
+            `SELECT count(*)::text AS n FROM event_key_entries
+             WHERE tier = 'cold' AND h IN (SELECT event_key_hash($1, g::text) FROM generate_series(1, 2000) g)`,
+            [tag],
+          )
+        ).rows[0]?.n,
+      );
+    expect([await count("older"), await count("newer")]).toEqual([2000, 2000]);
+    // 20 days on, the older keys are 40 days old, the newer 20: one merge, rows holding both.
+    await maintainKeys(db(), new Date(now.getTime() + 20 * DAY), { force: true });
+    expect([await count("older"), await count("newer")]).toEqual([0, 2000]);
+  });
 });
 
 describe.each(BACKENDS)("migration 0050 on %s", (backend) => {

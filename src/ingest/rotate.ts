@@ -144,7 +144,7 @@ async function build(db: Db, s: State, cut: number, lockTimeoutMs: number): Prom
     );
     const sql = shift === Number(s.shift) ? mergeSql(cold, sealed, shift) : regroupSql(cold, sealed, shift);
     const { rows } = await tx.query<{ n: string | null }>(
-      `WITH built AS (INSERT INTO ${next} (bucket, hs, h2s, ts, rs) ${sql} RETURNING cardinality(hs) AS n)
+      `WITH built AS (INSERT INTO ${next} (bucket, hb, h2s, ts, rs) ${sql} RETURNING cardinality(rs) AS n)
        SELECT sum(n)::text AS n FROM built`,
       [cut],
     );
@@ -160,36 +160,43 @@ async function build(db: Db, s: State, cut: number, lockTimeoutMs: number): Prom
 
 /**
  * The rows of the next cold table with the same shift: bucket by bucket, a cold row keeps its keys (less those
- * before $1) and gains the sealed keys of its bucket.
+ * before $1) and gains the sealed keys of its bucket. Element i of h2s, ts, rs belongs to bytes 8i-7…8i of hb.
  */
 function mergeSql(cold: string, sealed: string, shift: number): string {
-  const kept = (array: string) => `CASE WHEN c.bucket IS NULL OR $1 <= ALL (c.rs) THEN c.${array}
-      ELSE ARRAY(SELECT u.v FROM unnest(c.${array}, c.rs) AS u(v, r) WHERE u.r >= $1) END`;
+  const whole = "c.bucket IS NULL OR $1 <= ALL (c.rs)";
+  const kept = (array: string) => `CASE WHEN ${whole} THEN c.${array}
+      ELSE ARRAY(SELECT c.${array}[i] FROM generate_subscripts(c.rs, 1) AS i WHERE c.rs[i] >= $1 ORDER BY i) END`;
   return `
-    SELECT bucket, m.hs, m.h2s, m.ts, m.rs
+    SELECT bucket, m.hb, m.h2s, m.ts, m.rs
     FROM (
       SELECT coalesce(c.bucket, n.bucket) AS bucket,
-             ${kept("hs")} || coalesce(n.hs, '{}') AS hs,
+             coalesce(CASE WHEN ${whole} THEN c.hb ELSE (
+               SELECT string_agg(substr(c.hb, i * 8 - 7, 8), ''::bytea ORDER BY i)
+               FROM generate_subscripts(c.rs, 1) AS i WHERE c.rs[i] >= $1) END, ''::bytea)
+               || coalesce(n.hb, ''::bytea) AS hb,
              ${kept("h2s")} || coalesce(n.h2s, '{}') AS h2s,
              ${kept("ts")} || coalesce(n.ts, '{}') AS ts,
              ${kept("rs")} || coalesce(n.rs, '{}') AS rs
       FROM ${cold} c
       FULL JOIN (
-        SELECT (h >> ${shift})::integer AS bucket, array_agg(h) AS hs, array_agg(h2) AS h2s,
+        -- One aggregate step takes each input row for every aggregate in turn: the columns stay aligned.
+        SELECT (h >> ${shift})::integer AS bucket, string_agg(int8send(h), ''::bytea) AS hb, array_agg(h2) AS h2s,
                array_agg(t) AS ts, array_agg(r) AS rs
         FROM ${sealed} WHERE r >= $1 GROUP BY 1
       ) AS n USING (bucket)
     ) AS m
-    WHERE cardinality(m.hs) > 0`;
+    WHERE cardinality(m.rs) > 0`;
 }
 
 /** The rows of the next cold table with another shift (the keys doubled or halved): every key bucketed anew. */
 function regroupSql(cold: string, sealed: string, shift: number): string {
   return `
-    SELECT (k.h >> ${shift})::integer, array_agg(k.h), array_agg(k.h2), array_agg(k.t), array_agg(k.r)
+    SELECT (k.h >> ${shift})::integer, string_agg(int8send(k.h), ''::bytea), array_agg(k.h2), array_agg(k.t),
+           array_agg(k.r)
     FROM (
-      SELECT u.h, u.h2, u.t, u.r FROM ${cold} c CROSS JOIN LATERAL unnest(c.hs, c.h2s, c.ts, c.rs) AS u(h, h2, t, r)
-      WHERE u.r >= $1
+      SELECT event_key_at(c.hb, i) AS h, c.h2s[i] AS h2, c.ts[i] AS t, c.rs[i] AS r
+      FROM ${cold} c CROSS JOIN LATERAL generate_subscripts(c.rs, 1) AS i
+      WHERE c.rs[i] >= $1
       UNION ALL
       SELECT h, h2, t, r FROM ${sealed} WHERE r >= $1
     ) AS k
