@@ -121,10 +121,10 @@ CREATE FUNCTION event_key_matches(key bigint, cut integer) RETURNS TABLE (h2 big
   SELECT k.h2, k.t FROM event_keys_hot_0 k WHERE k.h = key AND k.r >= cut
   UNION ALL SELECT k.h2, k.t FROM event_keys_hot_1 k WHERE k.h = key AND k.r >= cut
   UNION ALL SELECT c.h2s[i], c.ts[i] FROM event_keys_cold_0 c CROSS JOIN LATERAL generate_subscripts(c.rs, 1) AS i
-    WHERE c.bucket = (key >> (SELECT shift_0 FROM event_key_state))::integer
+    WHERE c.bucket = (key >> (SELECT shift_0 FROM event_key_state))::integer AND position(int8send(key) IN c.hb) > 0
       AND substr(c.hb, i * 8 - 7, 8) = int8send(key) AND c.rs[i] >= cut
   UNION ALL SELECT c.h2s[i], c.ts[i] FROM event_keys_cold_1 c CROSS JOIN LATERAL generate_subscripts(c.rs, 1) AS i
-    WHERE c.bucket = (key >> (SELECT shift_1 FROM event_key_state))::integer
+    WHERE c.bucket = (key >> (SELECT shift_1 FROM event_key_state))::integer AND position(int8send(key) IN c.hb) > 0
       AND substr(c.hb, i * 8 - 7, 8) = int8send(key) AND c.rs[i] >= cut
 $$;
 
