@@ -10,7 +10,8 @@
 //   DATABASE_URL → a fresh database on that server (dropped afterwards); unset → the embedded engine (a temporary
 //   data directory; Tally is stopped while the bench process generates the keys, as one process owns PGlite).
 //   BENCH_KEYS (100,000,000 on a server, 10,000,000 embedded; e.g. 2000000 for a smoke run),
-//   BENCH_KEYS_BATCHES (400 per phase), BENCH_BATCH (1000), BENCH_CLIENTS (4), BENCH_KEYS_MERGE (1).
+//   BENCH_KEYS_BATCHES (1,000 per phase: phases of a few seconds swing with a checkpoint or a neighbour's load),
+//   BENCH_BATCH (1000), BENCH_CLIENTS (4), BENCH_KEYS_MERGE (1).
 import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
@@ -34,7 +35,7 @@ import {
 
 const SERVER = process.env.DATABASE_URL;
 const KEYS = Number(process.env.BENCH_KEYS ?? (SERVER ? 100_000_000 : 10_000_000));
-const BATCHES = Number(process.env.BENCH_KEYS_BATCHES ?? 400);
+const BATCHES = Number(process.env.BENCH_KEYS_BATCHES ?? 1000);
 const BATCH = Number(process.env.BENCH_BATCH ?? 1000);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 4);
 const MERGE = process.env.BENCH_KEYS_MERGE !== "0";
@@ -78,6 +79,8 @@ async function phase(admin: pg.Client | undefined, t: TallyChild, retryEvery?: n
   const nowMs = Date.now();
   const fresh = retryEvery ? BATCHES - Math.floor(BATCHES / retryEvery) : BATCHES;
   const bodies = Array.from({ length: fresh }, () => body(nowMs));
+  // Every phase starts right after a checkpoint: each pays the full-page images of the pages it touches first.
+  await admin?.query("CHECKPOINT");
   const cpu = await cpuMeter(t.child.pid, admin);
   const wal = await walMeter(admin);
   const latencies: number[] = [];
@@ -159,6 +162,18 @@ async function generate(admin: Db, count: number): Promise<void> {
   await admin.query(`VACUUM ANALYZE ${KEY_TABLES.join(", ")}`);
   await admin.query("CHECKPOINT");
   console.log(`  stored state ready (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+}
+
+/** The current hot table's keys and size, and whether an upkeep is under way (sealed). */
+async function hotState(db: Db): Promise<string> {
+  const { rows } = await db.query<{ hot: number; sealed: boolean; keys: string; mib: string }>(
+    `SELECT s.hot, s.sealed,
+            (SELECT count(*) FROM event_key_entries WHERE tier = 'hot')::text AS keys,
+            (pg_total_relation_size(('event_keys_hot_' || s.hot)::regclass) / 1048576)::text AS mib
+     FROM event_key_state s`,
+  );
+  const r = rows[0];
+  return r ? `hot table ${r.hot}: ${num(Number(r.keys))} keys, ${r.mib} MiB${r.sealed ? ", a merge pending" : ""}` : "";
 }
 
 async function storedKeys(admin: Db): Promise<{ keys: number; bytes: number }> {
@@ -268,10 +283,12 @@ async function main(): Promise<void> {
     const emptyRetries = await phase(where.admin, tally, 20);
     console.log(`  empty: ${num(rate(empty))}/s, with 5% retries ${num(rate(emptyRetries))}/s; load ${load()}`);
     await withDb((db) => generate(db, KEYS));
+    console.log(`  ${await withDb(hotState)}`);
     tally = t ?? (await start());
     const loaded = await phase(where.admin, tally);
     const loadedRetries = await phase(where.admin, tally, 20);
     const stored = await withDb(storedKeys);
+    console.log(`  after the phases: ${await withDb(hotState)}`);
     console.log(
       `\n${table(HEAD, [
         row("empty database", empty, empty),
