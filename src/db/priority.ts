@@ -44,11 +44,15 @@ export class ForegroundFirst {
     await new Promise((resolve) => setImmediate(resolve));
     if (this.#foreground > 0) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, BACKGROUND_YIELD_MS);
-        this.#idle.push(() => {
+        const wake = () => {
           clearTimeout(timer);
           resolve();
-        });
+        };
+        const timer = setTimeout(() => {
+          this.#idle.splice(this.#idle.indexOf(wake) >>> 0, 1);
+          resolve();
+        }, BACKGROUND_YIELD_MS);
+        this.#idle.push(wake);
       });
     }
     this.#sliceStart = performance.now();

@@ -60,7 +60,9 @@ export async function maintainKeys(db: Db, now: Date, opts: KeyUpkeepOptions = {
   const done: KeyUpkeep = { rotated: false, merged_keys: 0, flipped: false, collisions_deleted: 0 };
   const result = await db.tryWithLock("event-key-upkeep", async () => {
     const cut = secondOf(now.getTime() - (opts.windowMs ?? DEFAULT_WINDOW_MS));
-    const lockTimeout = opts.lockTimeoutMs ?? 2000;
+    // Short: ingest transactions queue behind a waiting exclusive lock, so a long wait would stall ingest; a step
+    // that does not get its lock in time is tried again at the next upkeep.
+    const lockTimeout = opts.lockTimeoutMs ?? 200;
     await clear(db, await readState(db), lockTimeout);
     let s = await readState(db);
     if (!s.sealed && (opts.force || (await rotationDue(db, s, now, opts)))) {

@@ -2,9 +2,11 @@
 // NDJSON is streamed: lines are parsed, validated and written in bounded chunks, so memory does not grow with
 // the body. On the first bad line writing stops and the transaction is rolled back; the rest of the body is
 // still read and validated (without writing), so every bad line is reported.
+
 import type { MeterCache } from "../catalog/meterCache.js";
 import { markTouchedHours } from "../changes/hours.js";
 import type { Clock } from "../clock.js";
+import { inBackground } from "../db/priority.js";
 import type { Db, Queryable } from "../db/types.js";
 import { DimensionResolver, type Resolved } from "../dimensions/resolver.js";
 import { AppError, payloadTooLarge } from "../errors.js";
@@ -308,10 +310,13 @@ export class IngestService {
     this.#storedSinceUpkeep += stored;
     if (this.#storedSinceUpkeep < KEY_UPKEEP_EVERY || this.#upkeep) return;
     this.#storedSinceUpkeep = 0;
-    this.#upkeep = maintainKeys(this.db, this.clock.now(), {
-      windowMs: this.limits.dedupeWindowMs,
-      hotMaxBytes: this.limits.dedupeHotMaxBytes,
-    })
+    // Background work: on the embedded engine it yields the connection to requests as the jobs do.
+    this.#upkeep = inBackground(() =>
+      maintainKeys(this.db, this.clock.now(), {
+        windowMs: this.limits.dedupeWindowMs,
+        hotMaxBytes: this.limits.dedupeHotMaxBytes,
+      }),
+    )
       .catch((err: unknown) => this.log.warn({ err }, "dedupe key upkeep failed"))
       .finally(() => {
         this.#upkeep = undefined;

@@ -42,7 +42,8 @@ interface ItemRow {
   stripe_customer_id: string;
 }
 
-const lineKey = (l: FeeLine) => [l.kind, l.plan, l.meter ?? l.charge ?? "", l.segment.start].join("|");
+/** A line's identity within its invoice: the same plan twice in a period (ended, then again) has two segments. */
+const lineKey = (l: FeeLine) => [l.kind, l.plan, l.meter ?? l.charge ?? "", l.segment.start, l.segment.end].join("|");
 
 const keyOf = (install: string, invoice: string, line: string) =>
   `tally-fee-${createHash("sha256").update(`${install}\u0000${invoice}\u0000${line}`).digest("hex").slice(0, 40)}`;
