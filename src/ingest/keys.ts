@@ -20,7 +20,8 @@ export const secondOf = (ms: number): number => Math.floor((ms - PG_EPOCH_MS) / 
 /** The tables a transaction works with, as event_key_lock gave them. */
 export interface KeyTables {
   hot: string;
-  sealed: string;
+  /** The other hot table while it holds keys the cold table lacks (between a rotation and the flip); else null. */
+  sealed: string | null;
   cold: string;
   /** The cold table's bucket of key h is h >> shift. */
   shift: number;
@@ -28,15 +29,15 @@ export interface KeyTables {
 
 /** Takes the key store's shared lock for the transaction and reads which tables are current. */
 export async function lockKeys(tx: Queryable): Promise<KeyTables> {
-  const { rows } = await tx.query<{ hot: number; cold: number; shift: number }>(
-    "SELECT hot, cold, shift FROM event_key_lock($1)",
+  const { rows } = await tx.query<{ hot: number; cold: number; shift: number; sealed: boolean }>(
+    "SELECT hot, cold, shift, sealed FROM event_key_lock($1)",
     [KEY_LOCK],
   );
   const s = rows[0];
   if (!s) throw new Error("event_key_state has no row");
   return {
     hot: `event_keys_hot_${s.hot}`,
-    sealed: `event_keys_hot_${1 - s.hot}`,
+    sealed: s.sealed ? `event_keys_hot_${1 - s.hot}` : null,
     cold: `event_keys_cold_${s.cold}`,
     shift: Number(s.shift),
   };
@@ -100,8 +101,8 @@ const inCold = (t: KeyTables, k: string, cut: string) => `EXISTS (
  * hot one: the sealed hot table, the cold table or the collisions.
  */
 export const heldElsewhere = (t: KeyTables, k: string, cut: string) => `(
-    EXISTS (SELECT 1 FROM ${t.sealed} s WHERE s.h = ${k} AND s.r >= ${cut} OFFSET 0)
-    OR ${inCold(t, k, cut)}
+    ${t.sealed ? `EXISTS (SELECT 1 FROM ${t.sealed} s WHERE s.h = ${k} AND s.r >= ${cut} OFFSET 0) OR` : ""}
+    ${inCold(t, k, cut)}
     OR EXISTS (SELECT 1 FROM event_key_collisions x WHERE x.h = ${k} AND x.r >= ${cut} OFFSET 0))`;
 
 /** How many of the keys' h are held already (any table, the current hot one included). */
