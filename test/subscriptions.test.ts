@@ -105,6 +105,21 @@ describe.each(BACKENDS)("subscription changes on %s", (backend) => {
     ]);
   });
 
+  it("when a change scheduled before a cancellation without proration is canceled, then the cancellation is as it was", async () => {
+    const t = await plans(backend);
+    await t.customer("kept", {});
+    await t.ok(t.post("/v1/customers/kept/subscription/cancel", { at: "2026-12-16T00:00:00Z", proration: "none" }));
+    await t.setup("/v1/customers/kept/subscription", { plan: "pro", at: "period_end" });
+    await t.ok(t.api().delete("/v1/customers/kept/subscription/scheduled").set(admin), 204);
+    expect(await t.get("/v1/customers/kept")).toMatchObject({
+      subscription: { plan: "starter", end: "2026-12-16T00:00:00Z" },
+    });
+    // Ends on Dec 16 without proration: December's fee in full, as before the change was scheduled.
+    expect(fees(await t.get("/v1/customers/kept/invoice", { period: "2026-12" }))).toEqual([
+      "base_fee starter 1 30.00 all",
+    ]);
+  });
+
   it("when seats go from 5 to 8 on Nov 21, then 40.00 and 32.00, credits pay none of it, and an unknown charge is 422", async () => {
     const t = await plans(backend);
     const sub = await t.customer("team", { quantities: { seats: "5" } });

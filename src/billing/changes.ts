@@ -54,8 +54,13 @@ export async function scheduledChange(db: Queryable, customer: string, now: Date
 export async function cancelScheduled(db: Db, customer: string, now: Date): Promise<void> {
   await db.transaction(async (tx) => {
     await lockCustomer(tx, customer);
-    const { rows } = await tx.query<{ id: string; start_at: Date; replaced_end_at: Date | null }>(
-      `SELECT id::text, start_at, replaced_end_at FROM subscriptions
+    const { rows } = await tx.query<{
+      id: string;
+      start_at: Date;
+      replaced_end_at: Date | null;
+      replaced_end_proration: string | null;
+    }>(
+      `SELECT id::text, start_at, replaced_end_at, replaced_end_proration FROM subscriptions
        WHERE customer_id = $1 AND scheduled AND start_at > $2 ORDER BY start_at LIMIT 1`,
       [customer, now],
     );
@@ -63,9 +68,9 @@ export async function cancelScheduled(db: Db, customer: string, now: Date): Prom
     if (!found) throw notFound(`customer ${customer} has no scheduled change`);
     await tx.query("DELETE FROM subscriptions WHERE id = $1::bigint", [found.id]);
     await tx.query(
-      `UPDATE subscriptions SET end_at = $3, end_proration = 'prorate'
+      `UPDATE subscriptions SET end_at = $3, end_proration = coalesce($4, 'prorate')
        WHERE customer_id = $1 AND end_at = $2`,
-      [customer, found.start_at, found.replaced_end_at],
+      [customer, found.start_at, found.replaced_end_at, found.replaced_end_at ? found.replaced_end_proration : null],
     );
   });
 }

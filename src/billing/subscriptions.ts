@@ -221,13 +221,20 @@ export async function setSubscription(
       ]);
     }
     const proration = opts.proration ?? "prorate";
-    const dropped = await tx.query<{ start_at: Date; scheduled: boolean; replaced_end_at: Date | null }>(
-      "DELETE FROM subscriptions WHERE customer_id = $1 AND start_at >= $2 RETURNING start_at, scheduled, replaced_end_at",
+    const dropped = await tx.query<{
+      start_at: Date;
+      scheduled: boolean;
+      replaced_end_at: Date | null;
+      replaced_end_proration: ProrationMode | null;
+    }>(
+      `DELETE FROM subscriptions WHERE customer_id = $1 AND start_at >= $2
+       RETURNING start_at, scheduled, replaced_end_at, replaced_end_proration`,
       [customer, start],
     );
     // A change scheduled at the end of the one replaced, and dropped now: that end was the schedule's, not its own.
     const undone = dropped.rows.find((d) => d.scheduled && d.start_at.getTime() === replaced?.end?.getTime());
     const replacedEnd = undone ? undone.replaced_end_at : (replaced?.end ?? null);
+    const replacedEndProration = undone ? undone.replaced_end_proration : replaced?.end ? replaced.endProration : null;
     const ended = await tx.query<{ id: string }>(
       `UPDATE subscriptions SET end_at = $2, end_proration = $3
        WHERE customer_id = $1 AND start_at < $2 AND (end_at IS NULL OR end_at >= $2) RETURNING id::text`,
@@ -235,11 +242,12 @@ export async function setSubscription(
     );
     const { rows } = await tx.query<{ id: string }>(
       `INSERT INTO subscriptions (customer_id, plan_key, start_at, billing_interval, billing_interval_count,
-                                  billing_anchor, billing_time_zone, proration, trial_end, scheduled, replaced_end_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id::text`,
+                                  billing_anchor, billing_time_zone, proration, trial_end, scheduled, replaced_end_at,
+                                  replaced_end_proration)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id::text`,
       [
         ...[customer, plan, start, cycle.interval, cycle.intervalCount, cycle.anchor, cycle.timeZone, proration],
-        ...[trialEnd, opts.scheduled ?? false, replacedEnd],
+        ...[trialEnd, opts.scheduled ?? false, replacedEnd, replacedEndProration],
       ],
     );
     const id = (rows[0] as { id: string }).id;
