@@ -357,3 +357,42 @@ export async function copyEvents(
     onBatch?.(done + n);
   }
 }
+
+/**
+ * `clients` clients post `bodies` (JSON batches) to `${url}/v1/events` one after the other; with `retryEvery`,
+ * every retryEvery-th send repeats the client's last acknowledged body, which must store nothing. Every batch's
+ * latency (ms), the events posted (accepted + duplicates) and accepted.
+ */
+export async function postBatches(
+  url: string,
+  key: string,
+  agent: http.Agent,
+  bodies: string[],
+  opts: { clients: number; retryEvery?: number | undefined },
+): Promise<{ posted: number; accepted: number; latencies: number[] }> {
+  const latencies: number[] = [];
+  let next = 0;
+  let sends = 0;
+  let posted = 0;
+  let accepted = 0;
+  const { retryEvery } = opts;
+  await Promise.all(
+    Array.from({ length: opts.clients }, async () => {
+      let acknowledged: string | undefined;
+      while (next < bodies.length) {
+        const retry = retryEvery !== undefined && acknowledged !== undefined && ++sends % retryEvery === 0;
+        const body = retry ? (acknowledged as string) : (bodies[next++] as string);
+        const t0 = performance.now();
+        const res = await httpRequest(`${url}/v1/events`, { key, method: "POST", agent, body });
+        latencies.push(performance.now() - t0);
+        if (res.status !== 202) throw new Error(`ingest failed: ${res.status} ${res.text.slice(0, 300)}`);
+        const r = JSON.parse(res.text) as { accepted: number; duplicates: number };
+        if (retry && r.accepted !== 0) throw new Error(`a retry stored ${r.accepted} events again`);
+        posted += r.accepted + r.duplicates;
+        accepted += r.accepted;
+        acknowledged = body;
+      }
+    }),
+  );
+  return { posted, accepted, latencies };
+}

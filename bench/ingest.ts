@@ -33,6 +33,7 @@ import {
   freshServerDatabase,
   httpRequest,
   percentile,
+  postBatches,
   startTally,
   type TallyChild,
   table,
@@ -178,31 +179,14 @@ async function httpPhase(
   const fresh = retryEvery ? BATCHES - Math.floor(BATCHES / retryEvery) : BATCHES;
   const bodies = Array.from({ length: fresh }, () => jsonBody(dress(batchFields(nextTag(), BATCH, nowMs))));
   freshAgent();
-  const latencies: number[] = [];
   return measured(target, t.child.pid, async () => {
-    let next = 0;
-    let sends = 0;
-    let posted = 0;
-    let accepted = 0;
-    await Promise.all(
-      Array.from({ length: CLIENTS }, async () => {
-        let acknowledged: string | undefined;
-        while (next < bodies.length) {
-          const retry = retryEvery !== undefined && acknowledged !== undefined && ++sends % retryEvery === 0;
-          const body = retry ? (acknowledged as string) : (bodies[next++] as string);
-          const t0 = performance.now();
-          const res = await httpRequest(`${t.url}/v1/events`, { key: KEY, method: "POST", agent, body });
-          latencies.push(performance.now() - t0);
-          if (res.status !== 202) throw new Error(`ingest failed: ${res.status} ${res.text.slice(0, 300)}`);
-          const r = JSON.parse(res.text) as { accepted: number; duplicates: number };
-          if (retry && r.accepted !== 0) throw new Error(`a retry stored ${r.accepted} events again`);
-          posted += r.accepted + r.duplicates;
-          accepted += r.accepted;
-          acknowledged = body;
-        }
-      }),
-    );
-    return { posted, accepted, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+    const r = await postBatches(t.url, KEY, agent, bodies, { clients: CLIENTS, retryEvery });
+    return {
+      posted: r.posted,
+      accepted: r.accepted,
+      p50: percentile(r.latencies, 50),
+      p99: percentile(r.latencies, 99),
+    };
   });
 }
 

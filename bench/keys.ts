@@ -25,8 +25,8 @@ import { maintainKeys } from "../src/ingest/rotate.js";
 import {
   cpuMeter,
   freshServerDatabase,
-  httpRequest,
   percentile,
+  postBatches,
   startTally,
   type TallyChild,
   table,
@@ -83,30 +83,15 @@ async function phase(admin: pg.Client | undefined, t: TallyChild, retryEvery?: n
   await admin?.query("CHECKPOINT");
   const cpu = await cpuMeter(t.child.pid, admin);
   const wal = await walMeter(admin);
-  const latencies: number[] = [];
   const started = performance.now();
-  let next = 0;
-  let sends = 0;
-  let events = 0;
-  let accepted = 0;
-  await Promise.all(
-    Array.from({ length: CLIENTS }, async () => {
-      let acknowledged: string | undefined;
-      while (next < bodies.length) {
-        const retry = retryEvery !== undefined && acknowledged !== undefined && ++sends % retryEvery === 0;
-        const b = retry ? (acknowledged as string) : (bodies[next++] as string);
-        const t0 = performance.now();
-        const res = await httpRequest(`${t.url}/v1/events`, { key: KEY, method: "POST", agent, body: b });
-        latencies.push(performance.now() - t0);
-        if (res.status !== 202) throw new Error(`ingest failed: ${res.status} ${res.text.slice(0, 300)}`);
-        const r = JSON.parse(res.text) as { accepted: number; duplicates: number };
-        if (retry && r.accepted !== 0) throw new Error(`a retry stored ${r.accepted} events again`);
-        events += r.accepted + r.duplicates;
-        accepted += r.accepted;
-        acknowledged = b;
-      }
-    }),
-  );
+  const {
+    posted: events,
+    accepted,
+    latencies,
+  } = await postBatches(t.url, KEY, agent, bodies, {
+    clients: CLIENTS,
+    retryEvery,
+  });
   const seconds = (performance.now() - started) / 1000;
   const c = await cpu.stop();
   return {
