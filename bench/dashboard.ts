@@ -17,6 +17,7 @@ import { refreshRollups } from "../src/rollups/refresh.js";
 import { createTally } from "../src/tally.js";
 import { launchBrowser } from "../test/helpers/browser.js";
 import { benchDatabase, httpRequest, percentile, table } from "./harness.js";
+import { benchPlan } from "./scaleSetup.js";
 
 const CUSTOMERS = Number(process.env.BENCH_DASH_CUSTOMERS ?? 1000);
 const RUNS = Number(process.env.BENCH_DASH_RUNS ?? 20);
@@ -39,25 +40,7 @@ async function main(): Promise<void> {
       const res = await httpRequest(`${base}${path}`, { key: KEY, method, agent: false, body: JSON.stringify(body) });
       if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${res.text}`);
     };
-    await setup("PUT", "/v1/plans/bench", { name: "Bench", currency: "USD" });
-    await setup("PUT", "/v1/meters/api_calls", { name: "API calls", unit: "calls", aggregation: "sum" });
-    await setup("PUT", "/v1/meters/tokens", { name: "Tokens", unit: "tokens", aggregation: "sum" });
-    await setup("POST", "/v1/plans/bench/prices", {
-      meter: "api_calls",
-      effective_from: "2020-01-01T00:00:00Z",
-      model: "per_unit",
-      unit_price: "0.001",
-    });
-    await setup("POST", "/v1/plans/bench/prices", {
-      meter: "tokens",
-      effective_from: "2020-01-01T00:00:00Z",
-      model: "graduated",
-      tiers: [
-        { up_to: "100000", unit_price: "0.00002" },
-        { up_to: null, unit_price: "0.00001" },
-      ],
-      base_fee: "10",
-    });
+    await benchPlan(setup);
 
     const now = new Date();
     const monthStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);

@@ -28,25 +28,7 @@ export async function prepare(env: Record<string, string>, key: string, s: Setup
       });
       if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${res.text.slice(0, 300)}`);
     };
-    await call("PUT", "/v1/plans/bench", { name: "Bench", currency: "USD" });
-    await call("PUT", "/v1/meters/api_calls", { name: "API calls", unit: "calls", aggregation: "sum" });
-    await call("PUT", "/v1/meters/tokens", { name: "Tokens", unit: "tokens", aggregation: "sum" });
-    await call("POST", "/v1/plans/bench/prices", {
-      meter: "api_calls",
-      effective_from: "2020-01-01T00:00:00Z",
-      model: "per_unit",
-      unit_price: "0.001",
-    });
-    await call("POST", "/v1/plans/bench/prices", {
-      meter: "tokens",
-      effective_from: "2020-01-01T00:00:00Z",
-      model: "graduated",
-      tiers: [
-        { up_to: "100000", unit_price: "0.00002" },
-        { up_to: null, unit_price: "0.00001" },
-      ],
-      base_fee: "10",
-    });
+    await benchPlan(call);
     await call("PUT", "/v1/plans/bench/limits/api_calls", { soft: "1000000000", hard: "2000000000", unit: "quantity" });
     await db.query(
       `INSERT INTO customers (id, name) SELECT 'cust-' || g, 'Customer ' || g FROM generate_series(0, ${s.customers - 1}) g`,
@@ -64,6 +46,32 @@ export async function prepare(env: Record<string, string>, key: string, s: Setup
   } finally {
     await tally.shutdown();
   }
+}
+
+/**
+ * The plan `bench` with two priced meters: api_calls per unit at 0.001, tokens graduated with a base fee of 10 (the
+ * dashboard benchmark's plan too). `call` sends one setup request and throws unless it succeeded.
+ */
+export async function benchPlan(call: (method: string, path: string, body: unknown) => Promise<void>): Promise<void> {
+  await call("PUT", "/v1/plans/bench", { name: "Bench", currency: "USD" });
+  await call("PUT", "/v1/meters/api_calls", { name: "API calls", unit: "calls", aggregation: "sum" });
+  await call("PUT", "/v1/meters/tokens", { name: "Tokens", unit: "tokens", aggregation: "sum" });
+  await call("POST", "/v1/plans/bench/prices", {
+    meter: "api_calls",
+    effective_from: "2020-01-01T00:00:00Z",
+    model: "per_unit",
+    unit_price: "0.001",
+  });
+  await call("POST", "/v1/plans/bench/prices", {
+    meter: "tokens",
+    effective_from: "2020-01-01T00:00:00Z",
+    model: "graduated",
+    tiers: [
+      { up_to: "100000", unit_price: "0.00002" },
+      { up_to: null, unit_price: "0.00001" },
+    ],
+    base_fee: "10",
+  });
 }
 
 /** s.events events by COPY, half last month, half this month up to two minutes ago, spread over customers. */
