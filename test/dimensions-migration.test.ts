@@ -1,11 +1,10 @@
 // Migration 0013 on a database with usage: rollups made before it (one row per bucket, customer and meter) keep
 // answering exactly, and the next refresh rebuilds them keyed by dimension set — on both engines.
 import { afterAll, describe, expect, it } from "vitest";
-import { loadMigrations, migrate } from "../src/db/migrate.js";
 import type { OpenedDb } from "../src/db/open.js";
 import { refreshRollups } from "../src/rollups/refresh.js";
 import { rangeTotals } from "../src/rollups/totals.js";
-import { BACKENDS, createTestDatabase, engineOf, type TestDatabase } from "./helpers/databases.js";
+import { BACKENDS, migratedBefore, type TestDatabase } from "./helpers/databases.js";
 
 describe.each(BACKENDS)("migration 0013 on %s", (backend) => {
   let database: TestDatabase;
@@ -16,16 +15,10 @@ describe.each(BACKENDS)("migration 0013 on %s", (backend) => {
   });
 
   it("when rollups were materialized before dimensions existed, then totals stay exact through the migration and the next refresh", async () => {
-    database = await createTestDatabase(backend, { empty: true });
-    opened = await database.open();
+    const start = await migratedBefore(backend, "0013");
+    ({ database, opened } = start);
     const { db } = opened;
-    const engine = engineOf(backend);
-    const files = await loadMigrations(engine);
-    await migrate(
-      db,
-      engine,
-      files.filter((f) => f.name < "0013"),
-    );
+    const { engine } = start;
     await db.query(
       `INSERT INTO usage_events (ts, customer_id, meter, value, event_id, properties, received_at)
        SELECT '2026-10-01T00:00:00Z'::timestamptz + (g * INTERVAL '37 minutes'), 'c' || (g % 3), 'm', g % 10, 'e' || g,
@@ -57,7 +50,7 @@ describe.each(BACKENDS)("migration 0013 on %s", (backend) => {
       ).rows.map((r) => [r.c, r.s, r.n]);
     const totals = async () =>
       (await rangeTotals(db, { from: new Date("2026-10-01T00:00:00Z"), to })).map((t) => [t.customer, t.sum, t.count]);
-    await migrate(db, engine, files);
+    await start.finish();
     expect(await totals()).toEqual(await expected());
     const { rows } = await db.query<{ dimension_set: number }>("SELECT DISTINCT dimension_set FROM usage_events", []);
     expect(rows).toEqual([{ dimension_set: 0 }]);

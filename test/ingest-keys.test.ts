@@ -4,12 +4,11 @@
 // migration 0050 carries the keys of the old event_keys table over.
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadMigrations, migrate } from "../src/db/migrate.js";
 import type { OpenedDb } from "../src/db/open.js";
 import { maintainKeys } from "../src/ingest/rotate.js";
 import { copyBatch, findEvent, KnownCustomers, writeBatch } from "../src/ingest/store.js";
 import { EventChecker, type ValidEvent } from "../src/ingest/validate.js";
-import { BACKENDS, createTestDatabase, engineOf, type TestDatabase } from "./helpers/databases.js";
+import { BACKENDS, migratedBefore, type TestDatabase } from "./helpers/databases.js";
 import { defineMeters, postJson } from "./helpers/events.js";
 import { until } from "./helpers/eventually.js";
 import { admin, startTestTally, type TestTally } from "./helpers/tally.js";
@@ -238,16 +237,9 @@ describe.each(BACKENDS)("migration 0050 on %s", (backend) => {
   });
 
   it("when keys were stored in the old event_keys table, then after the migration their duplicates are refused", async () => {
-    database = await createTestDatabase(backend, { empty: true });
-    opened = await database.open();
+    const start = await migratedBefore(backend, "0050");
+    ({ database, opened } = start);
     const { db } = opened;
-    const engine = engineOf(backend);
-    const files = await loadMigrations(engine);
-    await migrate(
-      db,
-      engine,
-      files.filter((f) => f.name < "0050"),
-    );
     await db.query("INSERT INTO meters (key, name, unit, aggregation) VALUES ('calls', 'calls', 'u', 'sum')", []);
     await db.query("INSERT INTO customers (id) VALUES ('c1'), ('c2')", []);
     const received = new Date(Date.now() - 3 * DAY);
@@ -264,7 +256,7 @@ describe.each(BACKENDS)("migration 0050 on %s", (backend) => {
        SELECT ts, customer_id, 'calls', 1, event_id, NULL, $1 FROM g`,
       [received],
     );
-    await migrate(db, engine, files);
+    await start.finish();
     const raw = Array.from({ length: 500 }, (_, i) => ({
       id: `old-${i + 1}`,
       customer: `c${((i + 1) % 2) + 1}`,

